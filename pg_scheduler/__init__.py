@@ -1,0 +1,72 @@
+"""pg_scheduler: one-off and periodic async jobs on PostgreSQL, on any number of replicas.
+
+Importing the package configures no logging and starts nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .scheduler import PeriodicJobInfo, Scheduler
+from .shared.errors import (
+    ConfigurationError,
+    InvalidJobError,
+    InvalidScheduleError,
+    JobAlreadyExistsError,
+    LeadershipLostError,
+    LeaseLostError,
+    NotACoroutineFunctionError,
+    PgSchedulerError,
+    SchedulerStateError,
+    SerializationError,
+    TaskNameConflictError,
+    UnknownPeriodicJobError,
+    UnknownTaskError,
+)
+from .shared.models import (
+    ConflictResolution,
+    Job,
+    JobPriority,
+    JobSpec,
+    JobState,
+    PollingConfig,
+    VacuumConfig,
+    VacuumPolicy,
+    VacuumTrigger,
+)
+from .shared.periodic import periodic
+from .shared.tasks import job
+
+__version__ = "1.0.0.dev0"
+
+__all__ = [
+    "ConfigurationError",
+    "ConflictResolution",
+    "InvalidJobError",
+    "InvalidScheduleError",
+    "Job",
+    "JobAlreadyExistsError",
+    "JobPriority",
+    "JobSpec",
+    "JobState",
+    "LeadershipLostError",
+    "LeaseLostError",
+    "NotACoroutineFunctionError",
+    "PeriodicJobInfo",
+    "PgSchedulerError",
+    "PollingConfig",
+    "Scheduler",
+    "SchedulerStateError",
+    "SerializationError",
+    "TaskNameConflictError",
+    "UnknownPeriodicJobError",
+    "UnknownTaskError",
+    "VacuumConfig",
+    "VacuumPolicy",
+    "VacuumTrigger",
+    "job",
+    "periodic",
+]
+
+# A library adds no handlers: the host application decides where logs go.
+logging.getLogger(__name__).addHandler(logging.NullHandler())

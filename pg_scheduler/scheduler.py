@@ -1,0 +1,735 @@
+"""The in-process :class:`Scheduler`: the API of the 0.1 README, kept for real.
+
+It composes, inside the caller's event loop, the same pieces that ``pg-scheduler run`` spreads
+over processes: an :class:`~pg_scheduler.supervisor.elector.Elector` whose leader runs the
+maintenance services (periodic registrar, orphan rescuer, vacuum), and one
+:class:`~pg_scheduler.worker.worker.Worker` that claims and runs jobs. Same tables, same
+guarantees: in-process Schedulers and supervisor pods can share one database.
+
+A Scheduler that is never started is a producer: scheduling, cancelling, inspecting and the
+management API work on it, creating the schema on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from .shared import queries
+from .shared.awaitable import AwaitableDict, AwaitableList, AwaitableOptional
+from .shared.config import SchedulerConfig
+from .shared.db import connect_params_from_pool
+from .shared.errors import (
+    InvalidJobError,
+    JobAlreadyExistsError,
+    SchedulerStateError,
+)
+from .shared.models import (
+    UNSET,
+    ConflictResolution,
+    Job,
+    JobPriority,
+    JobSpec,
+    PollingConfig,
+    VacuumConfig,
+    _Unset,
+)
+from .shared.periodic import PeriodicDefinition, periodic_registry
+from .shared.schema import ensure_schema
+from .shared.serialization import encode_task_data
+from .shared.tasks import TaskRegistry, ensure_coroutine_function, registry
+from .shared.triggers import trigger_for, window_at_or_after
+from .supervisor.elector import Elector
+from .supervisor.fence import Fence, Unfenced
+from .supervisor.leader_services import LeaderServices
+from .supervisor.maintenance.orphan_rescuer import OrphanRescuer
+from .supervisor.maintenance.periodic_registrar import PeriodicRegistrar
+from .supervisor.maintenance.vacuum import Vacuum
+from .worker.worker import OutcomeHook, Worker
+
+log = logging.getLogger("pg_scheduler")
+
+PERIODIC_SYNC_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class PeriodicJobInfo:
+    """A periodic job as the cluster knows it: its definition and its shared state."""
+
+    dedup_key: str
+    job_name: str
+    task_name: str
+    interval: timedelta | None
+    cron: str | None
+    timezone: str | None
+    priority: JobPriority
+    max_retries: int
+    use_advisory_lock: bool
+    enabled: bool
+    next_run: datetime | None
+    func: Callable[..., Any] | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def status(self, last_run: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "job_name": self.job_name,
+            "task_name": self.task_name,
+            "enabled": self.enabled,
+            "priority": self.priority.value,
+            "max_retries": self.max_retries,
+            "dedup_key": self.dedup_key,
+            "use_advisory_lock": self.use_advisory_lock,
+            "function_name": getattr(self.func, "__name__", self.task_name.rpartition(":")[2]),
+            "function_module": getattr(self.func, "__module__", self.task_name.partition(":")[0]),
+            "next_run": self.next_run,
+            "last_run": None,
+            "last_status": None,
+        }
+        if self.interval is not None:
+            status["interval"] = self.interval.total_seconds()
+        else:
+            status["cron"] = self.cron
+            status["timezone"] = self.timezone
+        if last_run:
+            started = last_run.get("started_at") or last_run.get("finished_at")
+            status["last_run"] = datetime.fromisoformat(started) if isinstance(started, str) else started
+            status["last_status"] = last_run.get("status")
+            status["last_error"] = last_run.get("error_message")
+        return status
+
+
+class Scheduler:
+    """Schedule and run async jobs on PostgreSQL.
+
+    The positional parameters are those of pg-scheduler 0.2.3. The keyword-only knobs are the
+    timings it hard-coded; every one is in seconds.
+
+    :param db_pool: the application's asyncpg pool; jobs are written and claimed through it.
+    :param max_concurrent_jobs: jobs this scheduler runs at once (env ``MAX_CONCURRENT_JOBS``).
+    :param misfire_grace_time: seconds a job may start after its due time before it is
+        ``expired`` instead of run; ``None`` never expires (env ``MISFIRE_GRACE_TIME``).
+    :param lease_seconds: a running job's lease; a crashed worker's job runs again after it.
+    :param heartbeat_seconds: lease renewal period (default: lease / 3), from its own thread.
+    :param retry_delay_seconds: first retry delay; doubles each retry, up to
+        ``retry_max_delay_seconds``, with jitter unless ``retry_jitter=False``.
+    :param shutdown_timeout_seconds: how long ``shutdown()`` waits for running jobs before
+        handing their leases back to the cluster.
+    :param install_signal_handlers: False by default: signals belong to the host program.
+    :param dsn: connection string for the dedicated sessions (leader lock, LISTEN, heartbeats);
+        by default they are opened with the pool's own connection parameters.
+    """
+
+    def __init__(
+        self,
+        db_pool: asyncpg.Pool,
+        max_concurrent_jobs: int | None = None,
+        misfire_grace_time: float | None | _Unset = UNSET,
+        vacuum_config: VacuumConfig | None = None,
+        vacuum_enabled: bool | None = None,
+        batch_claim_limit: int = 10,
+        polling_config: PollingConfig | None = None,
+        *,
+        lease_seconds: float = 30.0,
+        heartbeat_seconds: float | None = None,
+        poll_interval_seconds: float | None = None,
+        retry_delay_seconds: float = 10.0,
+        retry_max_delay_seconds: float = 600.0,
+        retry_jitter: bool = True,
+        shutdown_timeout_seconds: float = 30.0,
+        install_signal_handlers: bool = False,
+        leader_ttl_seconds: float = 15.0,
+        elect_interval_seconds: float | None = None,
+        rescue_interval_seconds: float | None = None,
+        worker_stale_seconds: float | None = None,
+        periodic_interval_seconds: float = 1.0,
+        dsn: str | None = None,
+        on_outcome: OutcomeHook | None = None,
+    ) -> None:
+        if db_pool is None:
+            raise InvalidJobError("Scheduler needs an asyncpg pool (db_pool)")
+        self.db_pool = db_pool
+        self.config = SchedulerConfig.build(
+            max_concurrent_jobs=max_concurrent_jobs,
+            misfire_grace_time=misfire_grace_time,
+            vacuum_enabled=vacuum_enabled,
+            vacuum_config=vacuum_config,
+            batch_claim_limit=batch_claim_limit,
+            polling_config=polling_config,
+            lease_seconds=lease_seconds,
+            heartbeat_seconds=heartbeat_seconds,
+            poll_interval_seconds=poll_interval_seconds,
+            retry_delay_seconds=retry_delay_seconds,
+            retry_max_delay_seconds=retry_max_delay_seconds,
+            retry_jitter=retry_jitter,
+            shutdown_timeout_seconds=shutdown_timeout_seconds,
+            install_signal_handlers=install_signal_handlers,
+            leader_ttl_seconds=leader_ttl_seconds,
+            elect_interval_seconds=elect_interval_seconds,
+            rescue_interval_seconds=rescue_interval_seconds,
+            worker_stale_seconds=worker_stale_seconds,
+            periodic_interval_seconds=periodic_interval_seconds,
+        )
+        self._dsn = dsn
+        self.registry: TaskRegistry = registry
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._on_outcome = on_outcome
+        self._schema_ready = False
+        self._schema_lock = asyncio.Lock()
+        self._started = False
+        self._stopped = False
+        self._worker: Worker | None = None
+        self._elector: Elector | None = None
+        self.leader_services: LeaderServices | None = None
+        self.periodic_registrar: PeriodicRegistrar | None = None
+        self.orphan_rescuer: OrphanRescuer | None = None
+        self.vacuum: Vacuum | None = None
+        self._periodic_state: dict[str, PeriodicJobInfo] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._sync_task: asyncio.Task[None] | None = None
+        self._signals_installed: list[signal.Signals] = []
+        self._hinted: set[str] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def is_leader(self) -> bool:
+        return self._elector is not None and self._elector.is_leader
+
+    @property
+    def elector(self) -> Elector | None:
+        return self._elector
+
+    @property
+    def worker(self) -> Worker | None:
+        return self._worker
+
+    async def initialize_db(self) -> None:
+        """Create or upgrade the schema (0.2.3's name; ``start()`` and producers call it too)."""
+        await self._ready()
+
+    async def start(self) -> None:
+        """Create the schema if needed, publish periodic definitions, start claiming jobs, and
+        take part in leader election."""
+        if self._started:
+            raise SchedulerStateError("this Scheduler was already started")
+        if self._stopped:
+            raise SchedulerStateError("a Scheduler cannot be restarted after shutdown()")
+        self._started = True
+        await self._ready()
+        connect_args, connect_kwargs = self._connect_params()
+        cfg = self.config
+        self._worker = Worker(
+            self.db_pool, self.registry, connect_args, connect_kwargs, cfg,
+            worker_id=self.worker_id, kind="scheduler", on_outcome=self._on_outcome,
+        )
+        await self._worker.start()
+
+        fence = Fence(self.db_pool, lambda: self._elector.term if self._elector else None)
+        self.periodic_registrar = PeriodicRegistrar(
+            fence, interval_seconds=cfg.periodic_interval_seconds,
+            misfire_grace_time=cfg.misfire_grace_time,
+        )
+        self.orphan_rescuer = OrphanRescuer(
+            fence, interval_seconds=cfg.rescue_interval_seconds,
+            worker_stale_seconds=cfg.worker_stale_seconds,
+        )
+        services: list[Any] = [self.periodic_registrar, self.orphan_rescuer]
+        if cfg.vacuum_enabled:
+            self.vacuum = Vacuum(fence, cfg.vacuum_config)
+            services.append(self.vacuum)
+        self.leader_services = LeaderServices(services)
+        self._elector = Elector(
+            connect_args, connect_kwargs, node_id=self.worker_id,
+            ttl_seconds=cfg.leader_ttl_seconds, elect_interval_seconds=cfg.elect_interval_seconds,
+            on_elected=self.leader_services.on_elected,
+            on_deposed=self.leader_services.on_deposed,
+        )
+        await self._elector.start()
+        self._sync_task = asyncio.create_task(self._sync_periodic_loop(), name="pg_scheduler:sync")
+        if cfg.install_signal_handlers:
+            self._install_signal_handlers()
+        log.info("scheduler %s started: %d task(s), %d periodic job(s), %d slot(s)",
+                 self.worker_id, len(self.registry), len(periodic_registry.all()),
+                 cfg.max_concurrent_jobs)
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop claiming; let running jobs finish for up to ``shutdown_timeout_seconds`` (or
+        ``timeout``); hand the leases of the rest back so another replica runs them at once;
+        resign leadership so another replica leads within a second."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._remove_signal_handlers()
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        if self._elector is not None:
+            await self._elector.stop()
+        if self._worker is not None:
+            wait = self.config.shutdown_timeout_seconds if timeout is None else timeout
+            await self._worker.stop(wait)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        log.info("scheduler %s stopped", self.worker_id)
+
+    async def __aenter__(self) -> Scheduler:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    # ------------------------------------------------------------------ producing
+
+    def register(self, func: Callable[..., Any], name: str | None = None) -> str:
+        """Register a task without decorating it (same as ``@job``); returns its name."""
+        return self.registry.register(func, name).name
+
+    async def schedule(
+        self,
+        func: Callable[..., Any] | str,
+        *,
+        execution_time: datetime,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        priority: JobPriority | str | int = JobPriority.NORMAL,
+        max_retries: int = 0,
+        job_id: str | None = None,
+        conflict_resolution: ConflictResolution = ConflictResolution.RAISE,
+        misfire_grace_time: float | None | _Unset = UNSET,
+        timeout_seconds: float | None = None,
+        connection: asyncpg.Connection | None = None,
+    ) -> str:
+        """Schedule ``func(*args, **kwargs)`` at ``execution_time`` (timezone-aware).
+
+        ``func`` is an ``async def`` (registered under ``module:qualname`` if ``@job`` did not
+        already) or the name of a task registered elsewhere. ``connection`` writes inside the
+        caller's transaction: the job exists only if that transaction commits. One round trip.
+        """
+        row = self._prepare(
+            func, execution_time, args, kwargs, priority, max_retries, job_id,
+            misfire_grace_time, timeout_seconds,
+        )
+        conflict = ConflictResolution(conflict_resolution)
+        if connection is None:
+            await self._ready()
+        query = queries.JOB_UPSERT if conflict is ConflictResolution.REPLACE else queries.JOB_INSERT
+        executor = connection if connection is not None else self.db_pool
+        new_id = await executor.fetchval(query, *row)
+        if new_id is not None:
+            return str(new_id)
+        assert job_id is not None  # only an explicit id can conflict
+        if conflict is ConflictResolution.IGNORE:
+            return job_id
+        status = await executor.fetchval(queries.JOB_STATUS, job_id)
+        raise JobAlreadyExistsError(f"Job ID {job_id!r} already exists with status {status!r}")
+
+    async def schedule_bulk(
+        self,
+        jobs: Sequence[JobSpec],
+        *,
+        conflict_resolution: ConflictResolution = ConflictResolution.IGNORE,
+        batch_size: int = 5000,
+        connection: asyncpg.Connection | None = None,
+    ) -> list[str | None]:
+        """Schedule many jobs in one statement per batch. Returns ids in input order; ``None``
+        where ``IGNORE`` skipped a job whose id existed (or repeated an earlier one). ``RAISE``
+        writes nothing if any id exists; ``REPLACE`` keeps the last spec of a repeated id."""
+        conflict = ConflictResolution(conflict_resolution)
+        if batch_size < 1:
+            raise InvalidJobError("batch_size must be >= 1")
+        rows = []
+        for spec in jobs:
+            if not isinstance(spec, JobSpec):
+                raise InvalidJobError(f"schedule_bulk takes JobSpec items, got {type(spec).__name__}")
+            rows.append(self._prepare(
+                spec.func, spec.execution_time, spec.args, spec.kwargs, spec.priority,
+                spec.max_retries, spec.job_id or str(uuid.uuid4()), spec.misfire_grace_time,
+                spec.timeout_seconds,
+            ))
+        if not rows:
+            return []
+        if connection is None:
+            await self._ready()
+        ids = [r[0] for r in rows]
+        if conflict is ConflictResolution.REPLACE:
+            last = {r[0]: r for r in rows}  # the last spec of a repeated id wins
+            unique_rows = list(last.values())
+        else:
+            unique_rows = rows
+        query = queries.JOB_UPSERT_BULK if conflict is ConflictResolution.REPLACE else queries.JOB_INSERT_BULK
+
+        async def write(conn: asyncpg.Connection) -> set[str]:
+            inserted: set[str] = set()
+            for start in range(0, len(unique_rows), batch_size):
+                chunk = unique_rows[start:start + batch_size]
+                columns = [list(col) for col in zip(*chunk, strict=True)]
+                inserted.update(r["job_id"] for r in await conn.fetch(query, *columns))
+            if conflict is ConflictResolution.RAISE and len(inserted) < len(rows):
+                clashing = sorted(set(ids) - inserted) or sorted({i for i in ids if ids.count(i) > 1})
+                raise JobAlreadyExistsError(
+                    f"{len(rows) - len(inserted)} job id(s) already exist or repeat; nothing was "
+                    f"scheduled: {clashing[:10]}"
+                )
+            return inserted
+
+        if connection is not None:
+            async with connection.transaction():
+                inserted = await write(connection)
+        else:
+            async with self.db_pool.acquire() as conn, conn.transaction():
+                inserted = await write(conn)
+        if conflict is ConflictResolution.REPLACE:
+            return list(ids)
+        result: list[str | None] = []
+        seen: set[str] = set()
+        for job_id in ids:
+            if job_id in inserted and job_id not in seen:
+                result.append(job_id)
+                seen.add(job_id)
+            else:
+                result.append(None)
+        return result
+
+    async def schedule_job(
+        self,
+        job_name: str,
+        execution_time: datetime,
+        task_data: Mapping[str, Any] | None = None,
+        priority: JobPriority = JobPriority.NORMAL,
+        max_retries: int = 0,
+        job_id: str | None = None,
+        conflict_resolution: ConflictResolution = ConflictResolution.RAISE,
+        misfire_grace_time: float | None | _Unset = UNSET,
+    ) -> str:
+        """0.2.3's low-level form: a job by task name, with ``{"args": [...], "kwargs": {...}}``."""
+        data = dict(task_data or {})
+        return await self.schedule(
+            job_name, execution_time=execution_time, args=data.get("args", ()),
+            kwargs=data.get("kwargs"), priority=priority, max_retries=max_retries, job_id=job_id,
+            conflict_resolution=conflict_resolution, misfire_grace_time=misfire_grace_time,
+        )
+
+    async def cancel_job(self, job_id: str, *, reason: str | None = None) -> bool:
+        """Cancel a pending or running job; a running one has its coroutine cancelled."""
+        await self._ready()
+        rows = await self.db_pool.fetch(queries.JOB_CANCEL, job_id, reason)
+        if rows and self._worker is not None:
+            self._worker.cancel_local(job_id)  # no need to wait for our own notification
+        return bool(rows)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        await self._ready()
+        row = await self.db_pool.fetchrow(queries.JOB_GET, job_id)
+        if row is None:
+            return None
+        data = dict(row)
+        if isinstance(data["task_data"], str):
+            data["task_data"] = json.loads(data["task_data"])
+        return Job.from_record(data)
+
+    # ------------------------------------------------------------------ maintenance by hand
+
+    async def run_vacuum(self) -> dict[str, int]:
+        """Run one vacuum pass now, with this scheduler's policies."""
+        await self._ready()
+        if not self.config.vacuum_enabled:
+            return {"completed": 0, "failed": 0, "cancelled": 0, "expired": 0}
+        return await Vacuum(Unfenced(self.db_pool), self.config.vacuum_config).run_once()
+
+    async def recover_orphaned_jobs(self) -> int:
+        """Run one orphan-rescue pass now (the leader also runs it on its own)."""
+        await self._ready()
+        result = await OrphanRescuer(
+            Unfenced(self.db_pool), interval_seconds=1.0,
+            worker_stale_seconds=self.config.worker_stale_seconds,
+        ).run_once()
+        return len(result.requeued) + len(result.failed)
+
+    async def get_vacuum_stats(self, days: int = 7) -> list[dict[str, Any]]:
+        await self._ready()
+        return [dict(r) for r in await self.db_pool.fetch(queries.VACUUM_STATS, days)]
+
+    async def get_total_vacuum_stats(self) -> dict[str, Any]:
+        await self._ready()
+        row = await self.db_pool.fetchrow(queries.VACUUM_TOTALS)
+        return dict(row) if row else {}
+
+    # ------------------------------------------------------------------ periodic management
+
+    def get_periodic_jobs(self) -> AwaitableDict[str, PeriodicJobInfo]:
+        """All periodic jobs of the cluster. Plain call: what this process knows now; awaited:
+        fresh from the database."""
+        return AwaitableDict(self._local_periodic(), self._fetch_periodic)
+
+    def get_periodic_job_status(self, dedup_key: str) -> AwaitableOptional[dict[str, Any]]:
+        """Definition, enabled state, last run and next run. Await it for the database's view."""
+        info = self._local_periodic().get(dedup_key)
+        return AwaitableOptional(
+            info.status() if info else None, lambda: self._fetch_periodic_status(dedup_key)
+        )
+
+    def enable_periodic_job(self, dedup_key: str) -> AwaitableOptional[bool]:
+        """Enable it in the whole cluster; its next window runs. Await for the result."""
+        return self._set_enabled(dedup_key, True)
+
+    def disable_periodic_job(self, dedup_key: str) -> AwaitableOptional[bool]:
+        """Disable it in the whole cluster; its already-written future windows are cancelled."""
+        return self._set_enabled(dedup_key, False)
+
+    async def trigger_periodic_job(self, dedup_key: str) -> str | None:
+        """Run the periodic job now, once, through the normal path (advisory lock included)."""
+        await self._ready()
+        job_id = f"manual_periodic:{dedup_key}:{uuid.uuid4().hex[:8]}"
+        result = await self.db_pool.fetchval(queries.PERIODIC_TRIGGER, dedup_key, job_id)
+        if result is None:
+            log.warning("trigger_periodic_job: no periodic job %r", dedup_key)
+            return None
+        return str(result)
+
+    def get_periodic_next_runs(
+        self, dedup_key: str, count: int = 10, after: datetime | None = None
+    ) -> AwaitableList[datetime]:
+        """The next ``count`` window starts (UTC) after ``after`` (default now)."""
+        if after is not None and after.tzinfo is None:
+            raise InvalidJobError("after must be a timezone-aware datetime")
+        info = self._local_periodic().get(dedup_key)
+        local = _next_runs(info, count, after) if info else []
+
+        async def fetch() -> list[datetime]:
+            fresh = await self._fetch_periodic()
+            return _next_runs(fresh.get(dedup_key), count, after)
+
+        return AwaitableList(local, fetch)
+
+    # ------------------------------------------------------------------ internals
+
+    def _prepare(
+        self,
+        func: Callable[..., Any] | str,
+        execution_time: datetime,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        priority: JobPriority | str | int,
+        max_retries: int,
+        job_id: str | None,
+        misfire_grace_time: float | None | _Unset,
+        timeout_seconds: float | None,
+    ) -> tuple[Any, ...]:
+        """Validate everything before anything is written; returns the JOB_INSERT parameters."""
+        name = self._task_name(func)
+        if not isinstance(execution_time, datetime):
+            raise InvalidJobError(
+                f"execution_time must be a datetime, not {type(execution_time).__name__}"
+            )
+        if execution_time.tzinfo is None or execution_time.utcoffset() is None:
+            raise InvalidJobError(
+                "execution_time is a naive datetime; pass an aware one, e.g. "
+                "datetime.now(UTC) + timedelta(minutes=5)"
+            )
+        prio = JobPriority.coerce(priority)
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise InvalidJobError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if job_id is not None and (not isinstance(job_id, str) or not job_id):
+            raise InvalidJobError(f"job_id must be a non-empty string, got {job_id!r}")
+        grace = self.config.misfire_grace_time if misfire_grace_time is UNSET else misfire_grace_time
+        if grace is not None and (
+            isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0
+        ):
+            raise InvalidJobError(f"misfire_grace_time must be >= 0 or None, got {grace!r}")
+        if timeout_seconds is not None and (
+            isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, (int, float))
+            or timeout_seconds <= 0
+        ):
+            raise InvalidJobError(f"timeout_seconds must be > 0 or None, got {timeout_seconds!r}")
+        task_data = encode_task_data(args, kwargs)
+        return (job_id, name, execution_time, task_data, prio.db_value, max_retries,
+                None if grace is None else float(grace),
+                None if timeout_seconds is None else float(timeout_seconds))
+
+    def _task_name(self, func: Callable[..., Any] | str) -> str:
+        if isinstance(func, str):
+            if not func.strip():
+                raise InvalidJobError("task name must not be empty")
+            return func
+        ensure_coroutine_function(func)
+        name = self.registry.name_of(func)
+        if name is not None:
+            return name
+        task = self.registry.register(func, explicit=False)
+        if task.name not in self._hinted:
+            self._hinted.add(task.name)
+            log.info("registered %s on first schedule(); decorate it with @job so that every "
+                     "process importing its module can run it, even after a restart", task.name)
+        return task.name
+
+    async def _ready(self) -> None:
+        if self._schema_ready:
+            return
+        async with self._schema_lock:
+            if self._schema_ready:
+                return
+            await ensure_schema(self.db_pool)
+            await self._publish_periodic()
+            self._schema_ready = True
+
+    async def _publish_periodic(self) -> None:
+        definitions = periodic_registry.all()
+        if not definitions:
+            return
+        async with self.db_pool.acquire() as conn:
+            for d in definitions.values():
+                await conn.execute(
+                    queries.PERIODIC_UPSERT, d.dedup_key, d.task_name, d.job_name,
+                    d.every_seconds, d.cron, d.timezone, d.priority.db_value, d.max_retries,
+                    d.use_advisory_lock, d.enabled,
+                )
+        await self._fetch_periodic()
+
+    def _connect_params(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self._dsn is not None:
+            return (self._dsn,), {}
+        return connect_params_from_pool(self.db_pool)
+
+    def _local_periodic(self) -> dict[str, PeriodicJobInfo]:
+        known = dict(self._periodic_state)
+        for key, d in periodic_registry.all().items():
+            if key not in known:
+                known[key] = _info_from_definition(d)
+        return known
+
+    async def _fetch_periodic(self) -> dict[str, PeriodicJobInfo]:
+        await self._ready()
+        rows = await self.db_pool.fetch(queries.PERIODIC_LIST)
+        local = periodic_registry.all()
+        state = {}
+        for r in rows:
+            d = local.get(r["dedup_key"])
+            state[r["dedup_key"]] = PeriodicJobInfo(
+                dedup_key=r["dedup_key"], job_name=r["job_name"], task_name=r["task_name"],
+                interval=timedelta(seconds=r["every_seconds"]) if r["every_seconds"] else None,
+                cron=r["cron"], timezone=r["timezone"],
+                priority=JobPriority.from_db_value(r["priority"]), max_retries=r["max_retries"],
+                use_advisory_lock=r["use_advisory_lock"], enabled=r["enabled"],
+                next_run=r["next_run_at"], func=d.func if d else None,
+            )
+        self._periodic_state = state
+        return dict(state)
+
+    async def _fetch_periodic_status(self, dedup_key: str) -> dict[str, Any] | None:
+        fresh = await self._fetch_periodic()
+        info = fresh.get(dedup_key)
+        if info is None:
+            return None
+        runs = await self.db_pool.fetchrow(queries.PERIODIC_RUNS, dedup_key)
+        last = json.loads(runs["last_run"]) if runs["last_run"] else None
+        status = info.status(last)
+        pending = runs["next_pending"]
+        if info.enabled:
+            candidates = [t for t in (pending, info.next_run) if t is not None]
+            status["next_run"] = min(candidates) if candidates else None
+        else:
+            status["next_run"] = None
+        return status
+
+    def _set_enabled(self, dedup_key: str, enabled: bool) -> AwaitableOptional[bool]:
+        info = self._local_periodic().get(dedup_key)
+        if info is not None:
+            self._periodic_state[dedup_key] = _replace(info, enabled=enabled)
+
+        async def write() -> bool:
+            await self._ready()
+            row = await self.db_pool.fetchrow(queries.PERIODIC_SET_ENABLED, dedup_key, enabled)
+            changed = bool(row and row["changed"])
+            if changed:
+                log.info("periodic job %s %s for the cluster%s", dedup_key,
+                         "enabled" if enabled else "disabled",
+                         f" ({row['dropped']} pending window(s) cancelled)" if row["dropped"] else "")
+                if self.periodic_registrar is not None and self.periodic_registrar.running:
+                    self.periodic_registrar.wake()
+            else:
+                log.warning("periodic job %r not found", dedup_key)
+            return changed
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        return AwaitableOptional(info is not None, lambda: task)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pg_scheduler background call failed: %r", task.exception())
+
+    async def _sync_periodic_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PERIODIC_SYNC_SECONDS)
+            try:
+                await self._fetch_periodic()
+            except Exception as exc:
+                log.debug("periodic state refresh failed: %r", exc)
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                self._signals_installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                log.warning("cannot install a handler for %s here", sig.name)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._signals_installed:
+            loop.remove_signal_handler(sig)
+        self._signals_installed.clear()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("received %s: shutting down", sig.name)
+        task = asyncio.get_running_loop().create_task(self.shutdown())
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+
+def _info_from_definition(d: PeriodicDefinition) -> PeriodicJobInfo:
+    return PeriodicJobInfo(
+        dedup_key=d.dedup_key, job_name=d.job_name, task_name=d.task_name, interval=d.interval,
+        cron=d.cron, timezone=d.timezone, priority=d.priority, max_retries=d.max_retries,
+        use_advisory_lock=d.use_advisory_lock, enabled=d.enabled, next_run=None, func=d.func,
+    )
+
+
+def _replace(info: PeriodicJobInfo, **changes: Any) -> PeriodicJobInfo:
+    from dataclasses import replace
+
+    return replace(info, **changes)
+
+
+def _next_runs(info: PeriodicJobInfo | None, count: int, after: datetime | None) -> list[datetime]:
+    if info is None:
+        return []
+    from datetime import UTC
+
+    trigger = trigger_for(
+        info.interval.total_seconds() if info.interval else None, info.cron, info.timezone
+    )
+    moment = after or datetime.now(UTC)
+    runs = [window_at_or_after(trigger, moment)]
+    while len(runs) < count:
+        runs.append(trigger.next_fire(runs[-1]))
+    return runs[:count]

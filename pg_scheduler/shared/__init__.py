@@ -1,0 +1,1 @@
+"""What both sides (supervisor and worker) need. Imports neither side."""

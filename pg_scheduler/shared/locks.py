@@ -1,0 +1,20 @@
+"""Advisory lock keys. Two-int4 keys ``(CLASS, id)``: the class keeps ours apart from any lock
+the application takes, and advisory locks are already scoped to one database."""
+
+from __future__ import annotations
+
+import hashlib
+
+MIGRATION_LOCK = (0x5053_4301, 1)
+"""Held (transaction-scoped) while migrations apply, so concurrent starts apply them once."""
+
+LEADER_LOCK = (0x5053_4302, 1)
+"""Held (session-scoped, on a dedicated connection) by the leader."""
+
+EXCLUSIVE_JOB_LOCK_CLASS = 0x5053_4303
+"""Class of the per-periodic-job locks of ``@periodic(use_advisory_lock=True)``."""
+
+
+def exclusive_job_lock(dedup_key: str) -> tuple[int, int]:
+    digest = hashlib.sha256(dedup_key.encode()).digest()
+    return EXCLUSIVE_JOB_LOCK_CLASS, int.from_bytes(digest[:4], "big", signed=True)

@@ -1,0 +1,430 @@
+"""Every SQL statement pg_scheduler runs, by name. No SQL lives anywhere else.
+
+All values are bind parameters. Times come from the database clock (``now()``), never from the
+application host, so clock skew between pods cannot shift a lease, a misfire or a window.
+Names are ``<ENTITY>_<VERB>``.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------- schema
+
+MIGRATIONS_CREATE = """
+CREATE TABLE IF NOT EXISTS scheduler_migrations (
+    version     INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+MIGRATIONS_LOCK = "SELECT pg_advisory_xact_lock($1, $2)"
+MIGRATIONS_APPLIED = "SELECT version FROM scheduler_migrations"
+MIGRATIONS_RECORD = "INSERT INTO scheduler_migrations (version, name) VALUES ($1, $2)"
+MIGRATIONS_CURRENT = "SELECT coalesce(max(version), 0) FROM scheduler_migrations"
+
+# --------------------------------------------------------------------------- producing jobs
+
+_JOB_INSERT_COLUMNS = """
+    (job_id, job_name, execution_time, task_data, priority, max_retries,
+     misfire_grace_time, timeout_seconds)
+"""
+
+JOB_INSERT = f"""
+INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
+VALUES (coalesce($1, gen_random_uuid()::text), $2, $3, $4::jsonb, $5, $6, $7, $8)
+ON CONFLICT (job_id) DO NOTHING
+RETURNING job_id
+"""
+
+# REPLACE resets the row to a fresh pending job. ``attempt`` is kept: it only grows, so a run of
+# the replaced job still in flight is fenced out and its completion refused.
+JOB_UPSERT = f"""
+INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
+VALUES (coalesce($1, gen_random_uuid()::text), $2, $3, $4::jsonb, $5, $6, $7, $8)
+ON CONFLICT (job_id) DO UPDATE SET
+    job_name = EXCLUDED.job_name, execution_time = EXCLUDED.execution_time,
+    task_data = EXCLUDED.task_data, priority = EXCLUDED.priority,
+    max_retries = EXCLUDED.max_retries, misfire_grace_time = EXCLUDED.misfire_grace_time,
+    timeout_seconds = EXCLUDED.timeout_seconds, status = 'pending', retry_count = 0,
+    worker_id = NULL, lease_until = NULL, last_heartbeat = NULL, error_message = NULL,
+    started_at = NULL, finished_at = NULL
+RETURNING job_id
+"""
+
+_JOB_BULK_ROWS = """
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::int[],
+                     $6::int[], $7::float8[], $8::float8[])
+    AS b(job_id, job_name, execution_time, task_data, priority, max_retries,
+         misfire_grace_time, timeout_seconds)
+"""
+
+JOB_INSERT_BULK = f"""
+INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
+SELECT job_id, job_name, execution_time, task_data::jsonb, priority, max_retries,
+       misfire_grace_time, timeout_seconds
+FROM ({_JOB_BULK_ROWS}) AS rows
+ON CONFLICT (job_id) DO NOTHING
+RETURNING job_id
+"""
+
+JOB_UPSERT_BULK = f"""
+INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
+SELECT job_id, job_name, execution_time, task_data::jsonb, priority, max_retries,
+       misfire_grace_time, timeout_seconds
+FROM ({_JOB_BULK_ROWS}) AS rows
+ON CONFLICT (job_id) DO UPDATE SET
+    job_name = EXCLUDED.job_name, execution_time = EXCLUDED.execution_time,
+    task_data = EXCLUDED.task_data, priority = EXCLUDED.priority,
+    max_retries = EXCLUDED.max_retries, misfire_grace_time = EXCLUDED.misfire_grace_time,
+    timeout_seconds = EXCLUDED.timeout_seconds, status = 'pending', retry_count = 0,
+    worker_id = NULL, lease_until = NULL, last_heartbeat = NULL, error_message = NULL,
+    started_at = NULL, finished_at = NULL
+RETURNING job_id
+"""
+
+JOB_GET = "SELECT * FROM scheduled_jobs WHERE job_id = $1"
+JOB_STATUS = "SELECT status FROM scheduled_jobs WHERE job_id = $1"
+JOB_EXISTING_IDS = "SELECT job_id FROM scheduled_jobs WHERE job_id = ANY($1::text[])"
+
+# Cancelling a running job also tells its worker, which cancels the coroutine at once.
+JOB_CANCEL = """
+WITH cancelled AS (
+    UPDATE scheduled_jobs
+       SET status = 'cancelled', finished_at = now(), lease_until = NULL,
+           error_message = coalesce($2, 'cancelled')
+     WHERE job_id = $1 AND status IN ('pending', 'running')
+    RETURNING job_id
+)
+SELECT pg_notify('pg_scheduler_cancel', job_id) FROM cancelled
+"""
+
+# --------------------------------------------------------------------------- workers: claiming
+
+# Next due time per task name this worker can run: one index probe per name, never a scan.
+JOB_NEXT_DUE = """
+SELECT extract(epoch FROM min(due.execution_time) - now())::float8
+FROM unnest($1::text[]) AS t(name)
+CROSS JOIN LATERAL (
+    SELECT execution_time FROM scheduled_jobs
+     WHERE status = 'pending' AND job_name = t.name
+     ORDER BY execution_time
+     LIMIT 1
+) AS due
+"""
+
+DB_NOW = "SELECT now()"
+
+# Claim up to $2 due jobs of the names $1, priority first, then due time. A row whose lateness
+# (claim time minus due time) exceeds its misfire grace (plus the pickup tolerance $5) is marked
+# expired instead of run: misfire is judged against the due time, on the database clock.
+JOB_CLAIM = """
+WITH due AS (
+    SELECT job_id,
+           (misfire_grace_time IS NOT NULL
+            AND now() > execution_time + make_interval(secs => misfire_grace_time + $5))
+               AS misfired
+      FROM scheduled_jobs
+     WHERE status = 'pending' AND execution_time <= now() AND job_name = ANY($1::text[])
+     ORDER BY priority, execution_time
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE scheduled_jobs AS j SET
+    status         = CASE WHEN due.misfired THEN 'expired' ELSE 'running' END,
+    attempt        = CASE WHEN due.misfired THEN j.attempt ELSE j.attempt + 1 END,
+    worker_id      = CASE WHEN due.misfired THEN NULL ELSE $3 END,
+    lease_until    = CASE WHEN due.misfired THEN NULL ELSE now() + make_interval(secs => $4) END,
+    last_heartbeat = CASE WHEN due.misfired THEN j.last_heartbeat ELSE now() END,
+    started_at     = CASE WHEN due.misfired THEN j.started_at ELSE now() END,
+    finished_at    = CASE WHEN due.misfired THEN now() ELSE NULL END,
+    error_message  = CASE WHEN due.misfired
+                          THEN format('misfired: %s s late, misfire grace is %s s',
+                                      round(extract(epoch FROM now() - j.execution_time)::numeric, 3),
+                                      j.misfire_grace_time)
+                          ELSE j.error_message END
+  FROM due
+ WHERE j.job_id = due.job_id
+RETURNING j.job_id, j.job_name, j.task_data, j.attempt, j.status, j.execution_time,
+          j.timeout_seconds, j.retry_count, j.max_retries, j.use_advisory_lock, j.dedup_key,
+          j.window_start, j.priority,
+          extract(epoch FROM now() - j.execution_time)::float8 AS lag_seconds
+"""
+
+# --------------------------------------------------------------------------- workers: running
+
+# Renew the leases of the jobs this worker runs, fenced by (job, worker, attempt). A job missing
+# from the result lost its lease (rescued, cancelled, replaced): the worker stops running it.
+JOB_RENEW_LEASES = """
+UPDATE scheduled_jobs AS j
+   SET lease_until = now() + make_interval(secs => $2), last_heartbeat = now()
+  FROM unnest($3::text[], $4::int[]) AS h(job_id, attempt)
+ WHERE j.job_id = h.job_id AND j.attempt = h.attempt AND j.worker_id = $1
+   AND j.status = 'running'
+RETURNING j.job_id
+"""
+
+JOB_COMPLETE = """
+UPDATE scheduled_jobs
+   SET status = 'completed', finished_at = now(), lease_until = NULL, error_message = NULL
+ WHERE job_id = $1 AND worker_id = $2 AND attempt = $3 AND status = 'running'
+"""
+
+# Exponential backoff with equal jitter, in SQL so that worker and rescuer share one formula:
+# min(base * 2^retry_count, max), then uniformly within [delay/2, delay] when jitter is on.
+_RETRY_DELAY = """
+make_interval(secs => least($4::float8 * power(2, least(j.retry_count, 60)), $5::float8)
+                      * CASE WHEN $6::bool THEN 0.5 + random() * 0.5 ELSE 1 END)
+"""
+
+# A failed attempt: retry later while retries remain, else final ``failed``. Fenced.
+JOB_FAIL = f"""
+UPDATE scheduled_jobs AS j SET
+    status         = CASE WHEN j.retry_count < j.max_retries THEN 'pending' ELSE 'failed' END,
+    retry_count    = CASE WHEN j.retry_count < j.max_retries THEN j.retry_count + 1
+                          ELSE j.retry_count END,
+    execution_time = CASE WHEN j.retry_count < j.max_retries THEN now() + {_RETRY_DELAY}
+                          ELSE j.execution_time END,
+    worker_id      = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE j.worker_id END,
+    finished_at    = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE now() END,
+    lease_until    = NULL,
+    error_message  = left($7, 4000)
+ WHERE j.job_id = $1 AND j.worker_id = $2 AND j.attempt = $3 AND j.status = 'running'
+RETURNING j.status, j.retry_count, j.execution_time
+"""
+
+# Give jobs back at shutdown (or when an exclusive lock is busy): pending again, due at
+# $4 seconds from now, no retry consumed. Fenced by (job, worker, attempt).
+JOB_RELEASE = """
+WITH released AS (
+    UPDATE scheduled_jobs AS j
+       SET status = 'pending', worker_id = NULL, lease_until = NULL,
+           execution_time = now() + make_interval(secs => $4), error_message = $5
+      FROM unnest($2::text[], $3::int[]) AS r(job_id, attempt)
+     WHERE j.job_id = r.job_id AND j.attempt = r.attempt AND j.worker_id = $1
+       AND j.status = 'running'
+    RETURNING j.job_id
+)
+SELECT job_id, pg_notify('pg_scheduler_jobs', '') FROM released
+"""
+
+JOBS_NOTIFY = "SELECT pg_notify('pg_scheduler_jobs', '')"
+
+# use_advisory_lock jobs hold this on a connection kept for the whole run.
+EXCLUSIVE_TRY_LOCK = "SELECT pg_try_advisory_lock($1, $2)"
+EXCLUSIVE_UNLOCK = "SELECT pg_advisory_unlock($1, $2)"
+
+# --------------------------------------------------------------------------- worker registry
+
+WORKER_REGISTER = """
+INSERT INTO scheduler_workers (worker_id, kind, host, pid, tasks)
+VALUES ($1, $2, $3, $4, $5::text[])
+ON CONFLICT (worker_id) DO UPDATE
+   SET last_heartbeat = now(), tasks = EXCLUDED.tasks
+"""
+WORKER_HEARTBEAT = "UPDATE scheduler_workers SET last_heartbeat = now() WHERE worker_id = $1"
+WORKER_DEREGISTER = "DELETE FROM scheduler_workers WHERE worker_id = $1"
+WORKER_LIST = """
+SELECT worker_id, kind, host, pid, tasks, started_at, last_heartbeat,
+       extract(epoch FROM now() - last_heartbeat)::float8 AS heartbeat_age_seconds
+  FROM scheduler_workers ORDER BY started_at
+"""
+
+# --------------------------------------------------------------------------- leadership
+
+LEADER_TRY_LOCK = "SELECT pg_try_advisory_lock($1, $2)"
+LEADER_BUMP_EPOCH = """
+UPDATE scheduler_leader
+   SET epoch = epoch + 1, leader_id = $1, host = $2, pid = $3, elected_at = now()
+RETURNING epoch
+"""
+# Leadership is checked, never renewed by locking again (session advisory locks stack).
+LEADER_CHECK = """
+SELECT EXISTS (
+           SELECT 1 FROM pg_locks
+            WHERE locktype = 'advisory' AND database = (
+                      SELECT oid FROM pg_database WHERE datname = current_database())
+              AND classid = $1::int8::oid AND objid = $2::int8::oid AND objsubid = 2
+              AND pid = pg_backend_pid() AND granted)
+       AND (SELECT epoch FROM scheduler_leader) = $3
+"""
+LEADER_RESIGN = "SELECT pg_advisory_unlock($1, $2), pg_notify('pg_scheduler_leadership', 'resigned')"
+LEADER_GET = "SELECT epoch, leader_id, host, pid, elected_at FROM scheduler_leader"
+# Every leader transaction starts here: a new leader's epoch bump waits for it, and after the
+# bump the old epoch matches no row, so a deposed leader's writes fail.
+SET_LOCAL_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
+LEADER_FENCE = "SELECT 1 FROM scheduler_leader WHERE epoch = $1 FOR SHARE"
+
+# --------------------------------------------------------------------------- orphan rescue
+
+WORKER_PRUNE_STALE = """
+DELETE FROM scheduler_workers
+ WHERE last_heartbeat < now() - make_interval(secs => $1)
+RETURNING worker_id, kind, host, pid
+"""
+
+# Running jobs whose lease expired or whose worker is gone from the registry run again at once,
+# the crash counted as an attempt; with no retries left they end ``failed`` with the reason.
+JOB_RESCUE = """
+WITH lost AS (
+    SELECT job_id FROM scheduled_jobs AS j
+     WHERE status = 'running'
+       AND (lease_until < now()
+            OR worker_id IS NULL
+            OR NOT EXISTS (SELECT 1 FROM scheduler_workers AS w WHERE w.worker_id = j.worker_id))
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE scheduled_jobs AS j SET
+    status         = CASE WHEN j.retry_count < j.max_retries THEN 'pending' ELSE 'failed' END,
+    retry_count    = CASE WHEN j.retry_count < j.max_retries THEN j.retry_count + 1
+                          ELSE j.retry_count END,
+    execution_time = CASE WHEN j.retry_count < j.max_retries THEN now() ELSE j.execution_time END,
+    finished_at    = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE now() END,
+    lease_until    = NULL,
+    error_message  = format('worker %s was lost during attempt %s (lease expired or heartbeat stale)',
+                            coalesce(j.worker_id, '?'), j.attempt),
+    worker_id      = NULL
+  FROM lost
+ WHERE j.job_id = lost.job_id
+RETURNING j.job_id, j.job_name, j.status
+"""
+
+# --------------------------------------------------------------------------- periodic
+
+# Definitions are code: every process that imports them upserts them, touching the row only when
+# something changed. ``enabled`` is cluster state: set on insert only. A changed schedule resets
+# the window cursor so the new schedule starts at its next window.
+PERIODIC_UPSERT = """
+INSERT INTO scheduler_periodic AS p
+    (dedup_key, task_name, job_name, every_seconds, cron, timezone, priority, max_retries,
+     use_advisory_lock, enabled)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (dedup_key) DO UPDATE SET
+    task_name = EXCLUDED.task_name, job_name = EXCLUDED.job_name,
+    every_seconds = EXCLUDED.every_seconds, cron = EXCLUDED.cron, timezone = EXCLUDED.timezone,
+    priority = EXCLUDED.priority, max_retries = EXCLUDED.max_retries,
+    use_advisory_lock = EXCLUDED.use_advisory_lock, updated_at = now(),
+    next_run_at = CASE WHEN (p.every_seconds, p.cron, p.timezone)
+                            IS DISTINCT FROM (EXCLUDED.every_seconds, EXCLUDED.cron,
+                                              EXCLUDED.timezone)
+                       THEN NULL ELSE p.next_run_at END
+WHERE (p.task_name, p.job_name, p.every_seconds, p.cron, p.timezone, p.priority, p.max_retries,
+       p.use_advisory_lock)
+      IS DISTINCT FROM
+      (EXCLUDED.task_name, EXCLUDED.job_name, EXCLUDED.every_seconds, EXCLUDED.cron,
+       EXCLUDED.timezone, EXCLUDED.priority, EXCLUDED.max_retries, EXCLUDED.use_advisory_lock)
+"""
+
+PERIODIC_LIST = "SELECT * FROM scheduler_periodic ORDER BY dedup_key"
+PERIODIC_GET = "SELECT * FROM scheduler_periodic WHERE dedup_key = $1"
+PERIODIC_LIST_DUE = """
+SELECT * FROM scheduler_periodic AS p
+ WHERE enabled AND (next_run_at IS NULL OR next_run_at <= now() + make_interval(secs => $1))
+   AND EXISTS (SELECT 1 FROM scheduler_workers AS w WHERE p.task_name = ANY (w.tasks))
+ ORDER BY dedup_key
+"""
+
+# Last run and next pending window, for status: both read from the jobs table.
+PERIODIC_RUNS = """
+SELECT
+    (SELECT row_to_json(last) FROM (
+         SELECT job_id, status, window_start, execution_time, started_at, finished_at,
+                error_message, attempt
+           FROM scheduled_jobs
+          WHERE dedup_key = $1 AND status <> 'pending'
+          ORDER BY coalesce(started_at, finished_at, execution_time) DESC
+          LIMIT 1) AS last)::text AS last_run,
+    (SELECT min(execution_time) FROM scheduled_jobs
+      WHERE dedup_key = $1 AND status = 'pending') AS next_pending
+"""
+
+PERIODIC_SET_ENABLED = """
+WITH changed AS (
+    UPDATE scheduler_periodic
+       SET enabled = $2, updated_at = now(),
+           next_run_at = CASE WHEN $2 AND NOT enabled THEN NULL ELSE next_run_at END
+     WHERE dedup_key = $1
+    RETURNING dedup_key
+), dropped AS (
+    UPDATE scheduled_jobs
+       SET status = 'cancelled', finished_at = now(), error_message = 'periodic job disabled'
+     WHERE NOT $2 AND dedup_key = $1 AND status = 'pending' AND window_start IS NOT NULL
+    RETURNING job_id
+)
+SELECT (SELECT count(*) FROM changed) AS changed, (SELECT count(*) FROM dropped) AS dropped
+"""
+
+# One row per window: the unique (dedup_key, window_start) key makes a second insert of the same
+# window a no-op, whoever tries it. A window written late (coalesced after downtime) is due now:
+# misfire is judged against the due time.
+PERIODIC_ENQUEUE = """
+INSERT INTO scheduled_jobs
+    (job_id, job_name, execution_time, task_data, priority, max_retries, misfire_grace_time,
+     dedup_key, window_start, use_advisory_lock)
+SELECT 'periodic:' || $1 || ':' || (extract(epoch FROM w) * 1000)::bigint,
+       $2, greatest(w, now()), '{"args": [], "kwargs": {}}'::jsonb, $3, $4, $5, $1, w, $6
+  FROM unnest($7::timestamptz[]) AS w
+ON CONFLICT DO NOTHING
+RETURNING job_id
+"""
+PERIODIC_ADVANCE = """
+UPDATE scheduler_periodic SET next_run_at = $2, last_window = coalesce($3, last_window)
+ WHERE dedup_key = $1
+"""
+
+PERIODIC_TRIGGER = """
+INSERT INTO scheduled_jobs
+    (job_id, job_name, execution_time, task_data, priority, max_retries, dedup_key,
+     use_advisory_lock)
+SELECT $2, task_name, now(), '{"args": [], "kwargs": {}}'::jsonb, priority, max_retries,
+       dedup_key, use_advisory_lock
+  FROM scheduler_periodic WHERE dedup_key = $1
+RETURNING job_id
+"""
+
+# --------------------------------------------------------------------------- vacuum
+
+VACUUM_AFTER = """
+DELETE FROM scheduled_jobs WHERE job_id IN (
+    SELECT job_id FROM scheduled_jobs
+     WHERE status = $1 AND finished_at < now() - make_interval(secs => $2)
+     LIMIT $3)
+"""
+VACUUM_ALL = """
+DELETE FROM scheduled_jobs WHERE job_id IN (
+    SELECT job_id FROM scheduled_jobs WHERE status = $1 LIMIT $2)
+"""
+VACUUM_KEEP_LAST = """
+DELETE FROM scheduled_jobs WHERE job_id IN (
+    SELECT job_id FROM scheduled_jobs WHERE status = $1
+     ORDER BY finished_at DESC NULLS LAST, job_id DESC
+    OFFSET $2 LIMIT $3)
+"""
+VACUUM_RECORD = """
+INSERT INTO scheduler_vacuum_stats (stat_date, state, deleted, last_run)
+VALUES (current_date, $1, $2, now())
+ON CONFLICT (stat_date, state) DO UPDATE
+   SET deleted = scheduler_vacuum_stats.deleted + EXCLUDED.deleted, last_run = now()
+"""
+VACUUM_STATS = """
+SELECT stat_date,
+       coalesce(sum(deleted) FILTER (WHERE state = 'completed'), 0)::int AS deleted_completed,
+       coalesce(sum(deleted) FILTER (WHERE state = 'failed'), 0)::int AS deleted_failed,
+       coalesce(sum(deleted) FILTER (WHERE state = 'cancelled'), 0)::int AS deleted_cancelled,
+       coalesce(sum(deleted) FILTER (WHERE state = 'expired'), 0)::int AS deleted_expired,
+       max(last_run) AS last_run
+  FROM scheduler_vacuum_stats
+ WHERE stat_date > current_date - $1::int
+ GROUP BY stat_date ORDER BY stat_date DESC
+"""
+VACUUM_TOTALS = """
+SELECT coalesce(sum(deleted) FILTER (WHERE state = 'completed'), 0)::int AS total_completed,
+       coalesce(sum(deleted) FILTER (WHERE state = 'failed'), 0)::int AS total_failed,
+       coalesce(sum(deleted) FILTER (WHERE state = 'cancelled'), 0)::int AS total_cancelled,
+       coalesce(sum(deleted) FILTER (WHERE state = 'expired'), 0)::int AS total_expired,
+       count(DISTINCT stat_date)::int AS days_tracked,
+       max(last_run) AS last_run
+  FROM scheduler_vacuum_stats
+"""
+
+# --------------------------------------------------------------------------- inspection
+
+JOB_COUNTS = "SELECT status, count(*)::int AS n FROM scheduled_jobs GROUP BY status"

@@ -1,0 +1,30 @@
+"""Job arguments travel as JSON, never pickle: a row can carry data, not code."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .errors import SerializationError
+
+
+def encode_task_data(args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> str:
+    """Return the ``task_data`` JSON text, or raise before anything is written."""
+    if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
+        raise SerializationError(f"args must be a tuple or list, not {type(args).__name__}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise SerializationError(f"kwargs must be a dict, not {type(kwargs).__name__}")
+    payload = {"args": list(args), "kwargs": dict(kwargs or {})}
+    try:
+        # allow_nan=False: PostgreSQL's jsonb refuses NaN/Infinity, so refuse them here, early.
+        return json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"job arguments must be JSON-serialisable: {exc}") from exc
+
+
+def decode_task_data(raw: str | bytes | Mapping[str, Any] | None) -> tuple[list[Any], dict[str, Any]]:
+    if raw is None:
+        return [], {}
+    data = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
+    return list(data.get("args", [])), dict(data.get("kwargs", {}))

@@ -1,0 +1,154 @@
+"""The task registry: which coroutine functions this process may run, under stable names.
+
+A job row names its task; a worker runs a row only if the name is in this registry, so nothing
+named by the database is ever imported or called unless the running code registered it.
+
+Names are ``module:qualname`` (``billing.jobs:send``), so two functions called ``send`` in two
+modules stay apart, and every process that imports the module (``@job`` and ``@periodic``
+register at import time) can run the task, not only the process that scheduled it. Registering a
+different function under a taken name raises :class:`TaskNameConflictError` instead of silently
+replacing it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from .errors import NotACoroutineFunctionError, TaskNameConflictError, UnknownTaskError
+
+TaskFunc = Callable[..., Coroutine[Any, Any, Any]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+_TASK_ATTR = "__pg_scheduler_task__"
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    func: TaskFunc
+    explicit: bool
+    """True when registered by ``@job``/``@periodic``/``register`` (importable everywhere), False
+    when registered implicitly by ``schedule()`` of a plain function in this process only."""
+
+
+def default_task_name(func: Callable[..., Any]) -> str:
+    module = getattr(func, "__module__", None) or "<unknown>"
+    qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+    return f"{module}:{qualname}"
+
+
+def ensure_coroutine_function(func: Callable[..., Any]) -> None:
+    if not inspect.iscoroutinefunction(func):
+        name = getattr(func, "__qualname__", repr(func))
+        raise NotACoroutineFunctionError(
+            f"{name} is not an async function: pg_scheduler runs tasks as coroutines, "
+            f"so define it with 'async def'"
+        )
+
+
+class TaskRegistry:
+    """Name -> function. Thread-safe because a supervisor may import apps from several threads."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}
+        self._lock = threading.Lock()
+
+    def register(
+        self, func: Callable[..., Any], name: str | None = None, *, explicit: bool = True
+    ) -> Task:
+        ensure_coroutine_function(func)
+        task_name = name or getattr(func, _TASK_ATTR, None) or default_task_name(func)
+        if not isinstance(task_name, str) or not task_name.strip():
+            raise TaskNameConflictError(f"invalid task name {task_name!r}")
+        with self._lock:
+            existing = self._tasks.get(task_name)
+            if existing is not None:
+                if existing.func is func or _same_definition(existing.func, func):
+                    if explicit and not existing.explicit:
+                        existing = Task(task_name, func, True)
+                        self._tasks[task_name] = existing
+                    return existing
+                raise TaskNameConflictError(
+                    f"task name {task_name!r} is already registered for "
+                    f"{default_task_name(existing.func)}; give one of them another name "
+                    f"(@job(name=...))"
+                )
+            task = Task(task_name, func, explicit)
+            self._tasks[task_name] = task
+        try:
+            setattr(func, _TASK_ATTR, task_name)
+        except (AttributeError, TypeError):
+            pass
+        return task
+
+    def get(self, name: str) -> Task:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise UnknownTaskError(f"no task registered under {name!r} in this process") from None
+
+    def find(self, name: str) -> Task | None:
+        return self._tasks.get(name)
+
+    def name_of(self, func: Callable[..., Any]) -> str | None:
+        name = getattr(func, _TASK_ATTR, None)
+        if isinstance(name, str) and name in self._tasks and self._tasks[name].func is func:
+            return name
+        default = default_task_name(func)
+        task = self._tasks.get(default)
+        return default if task is not None and task.func is func else None
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._tasks)
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._tasks.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
+def _same_definition(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
+    # A module executed twice (``python app.py`` that the app also imports, or importlib.reload)
+    # defines a new function object from the same source line: that is the same task.
+    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    return (
+        code_a is not None
+        and code_b is not None
+        and code_a.co_filename == code_b.co_filename
+        and code_a.co_firstlineno == code_b.co_firstlineno
+        and a.__qualname__ == b.__qualname__
+    )
+
+
+registry = TaskRegistry()
+"""The process-wide registry that ``@job`` and ``@periodic`` fill at import time."""
+
+
+@overload
+def job(func: F, /) -> F: ...
+@overload
+def job(*, name: str | None = None) -> Callable[[F], F]: ...
+def job(func: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Register an ``async def`` as a task, so any process that imports its module can run it.
+
+    ``@job`` names it ``module:qualname``; ``@job(name="emails.send")`` picks a name that
+    survives moving the function. The function is returned unchanged.
+    """
+
+    def decorate(f: F) -> F:
+        registry.register(f, name)
+        return f
+
+    if func is not None:
+        return decorate(func)
+    return decorate

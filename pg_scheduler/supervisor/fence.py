@@ -1,0 +1,68 @@
+"""Epoch-fenced leader transactions.
+
+A leader's term is the epoch it bumped when it won the advisory lock. Every leader write runs in
+a transaction that first reads the epoch row ``FOR SHARE``: a new leader's epoch bump waits for
+such transactions to commit, and once bumped the old epoch matches nothing, so a deposed leader
+(frozen, partitioned, slow) cannot write even if its other connections still work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from ..shared import queries
+from ..shared.errors import LeadershipLostError
+
+
+@dataclass(frozen=True)
+class Term:
+    epoch: int
+    trusted_until: float
+    """``time.monotonic()`` after which this process must not act as leader without a new check."""
+
+    @property
+    def trusted(self) -> bool:
+        return time.monotonic() < self.trusted_until
+
+
+class Fence:
+    """Opens leader transactions for whoever holds the current term."""
+
+    def __init__(self, pool: asyncpg.Pool, current_term: Callable[[], Term | None]) -> None:
+        self._pool = pool
+        self._current_term = current_term
+
+    def term(self) -> Term:
+        term = self._current_term()
+        if term is None:
+            raise LeadershipLostError("not the leader")
+        if not term.trusted:
+            raise LeadershipLostError(f"term of epoch {term.epoch} is past its trust window")
+        return term
+
+    @asynccontextmanager
+    async def transaction(self, statement_timeout_ms: int = 30_000) -> AsyncIterator[asyncpg.Connection]:
+        term = self.term()
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(queries.SET_LOCAL_STATEMENT_TIMEOUT, str(int(statement_timeout_ms)))
+            if await conn.fetchval(queries.LEADER_FENCE, term.epoch) is None:
+                raise LeadershipLostError(f"epoch {term.epoch} is no longer current")
+            yield conn
+
+
+class Unfenced:
+    """For maintenance run by hand (``Scheduler.run_vacuum()``): same interface, no epoch."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def transaction(self, statement_timeout_ms: int = 30_000) -> AsyncIterator[asyncpg.Connection]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(queries.SET_LOCAL_STATEMENT_TIMEOUT, str(int(statement_timeout_ms)))
+            yield conn

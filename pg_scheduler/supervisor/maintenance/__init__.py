@@ -1,0 +1,17 @@
+"""Leader-only maintenance services. They receive a fence, never the elector: whoever holds the
+current term may write through it, and nobody else can."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+import asyncpg
+
+
+class Transactions(Protocol):
+    """A :class:`~pg_scheduler.supervisor.fence.Fence` (leader) or ``Unfenced`` (by hand)."""
+
+    def transaction(
+        self, statement_timeout_ms: int = 30_000
+    ) -> AbstractAsyncContextManager[asyncpg.Connection]: ...

@@ -1,0 +1,1 @@
+"""Claiming and running jobs: nothing else. Imports only ``shared``."""

@@ -1,0 +1,89 @@
+"""Claiming: which jobs this worker takes, and when to look again.
+
+- Only names this process registered are ever claimed, so a replica that cannot run a task leaves
+  it for one that can (0.2.3's replicas took such jobs and failed them).
+- ``FOR UPDATE SKIP LOCKED``, priority then due time, never more rows than free slots.
+- Idle waiting costs reads only: the next due time per task name is one index probe each, and the
+  worker sleeps until then (or a notification). It writes nothing while nothing is due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from ..shared import queries
+from ..shared.serialization import decode_task_data
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    job_id: str
+    job_name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    attempt: int
+    expired: bool
+    execution_time: datetime
+    timeout_seconds: float | None
+    retry_count: int
+    max_retries: int
+    use_advisory_lock: bool
+    dedup_key: str | None
+    lag_seconds: float
+
+
+class Claimer:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        worker_id: str,
+        lease_seconds: float,
+        misfire_tolerance_seconds: float,
+    ) -> None:
+        self._pool = pool
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.misfire_tolerance_seconds = misfire_tolerance_seconds
+
+    async def seconds_until_due(self, names: Sequence[str]) -> float | None:
+        """Seconds until the next pending job of these names is due (<= 0: due now), or None."""
+        if not names:
+            return None
+        value = await self._pool.fetchval(queries.JOB_NEXT_DUE, list(names))
+        return None if value is None else float(value)
+
+    async def claim(self, names: Sequence[str], limit: int) -> list[ClaimedJob]:
+        if not names or limit <= 0:
+            return []
+        rows = await self._pool.fetch(
+            queries.JOB_CLAIM, list(names), limit, self.worker_id, self.lease_seconds,
+            self.misfire_tolerance_seconds,
+        )
+        claimed = []
+        for row in rows:
+            args, kwargs = decode_task_data(row["task_data"])
+            claimed.append(
+                ClaimedJob(
+                    job_id=row["job_id"],
+                    job_name=row["job_name"],
+                    args=args,
+                    kwargs=kwargs,
+                    attempt=row["attempt"],
+                    expired=row["status"] == "expired",
+                    execution_time=row["execution_time"],
+                    timeout_seconds=row["timeout_seconds"],
+                    retry_count=row["retry_count"],
+                    max_retries=row["max_retries"],
+                    use_advisory_lock=row["use_advisory_lock"],
+                    dedup_key=row["dedup_key"],
+                    lag_seconds=row["lag_seconds"],
+                )
+            )
+        # Priority order is the database's; keep it for starting tasks.
+        return claimed

@@ -1,0 +1,163 @@
+"""Running one claimed job, and recording how it ended.
+
+Every write about the job is fenced by ``(job_id, worker_id, attempt)`` and ``status =
+'running'``: if the lease moved on (cancelled, replaced, rescued after a freeze), the write
+matches nothing and the outcome is ``lease_lost``; the other run's result stands.
+
+Writes run under ``asyncio.shield`` so that a shutdown arriving in the middle cannot leave a
+finished job looking unfinished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import traceback
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+
+from ..shared import queries
+from ..shared.locks import exclusive_job_lock
+from ..shared.tasks import TaskRegistry
+from .claimer import ClaimedJob
+
+log = logging.getLogger(__name__)
+
+EXCLUSIVE_RETRY_SECONDS = 1.0
+ERROR_MESSAGE_LIMIT = 4000
+
+
+class Outcome(enum.StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RETRIED = "retried"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    LEASE_LOST = "lease_lost"
+    DEFERRED = "deferred"
+
+
+class StopReason(enum.StrEnum):
+    CANCELLED = "cancelled"
+    LEASE_LOST = "lease_lost"
+    SHUTDOWN = "shutdown"
+
+
+class Executor:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        registry: TaskRegistry,
+        *,
+        worker_id: str,
+        retry_delay_seconds: float,
+        retry_max_delay_seconds: float,
+        retry_jitter: bool,
+    ) -> None:
+        self._pool = pool
+        self._registry = registry
+        self.worker_id = worker_id
+        self.retry_delay_seconds = retry_delay_seconds
+        self.retry_max_delay_seconds = retry_max_delay_seconds
+        self.retry_jitter = retry_jitter
+
+    async def run(self, job: ClaimedJob, stop_reason: Callable[[], StopReason | None]) -> Outcome:
+        task = self._registry.find(job.job_name)
+        if task is None:  # unregistered after the claim: give it back for another worker
+            await self._release(job, "task no longer registered in this process", 0.0)
+            return Outcome.DEFERRED
+        timeout_cm: asyncio.Timeout | None = None
+        try:
+            async with self._exclusive(job) as acquired:
+                if not acquired:
+                    await self._release(job, "exclusive lock busy", EXCLUSIVE_RETRY_SECONDS)
+                    return Outcome.DEFERRED
+                log.debug("executor: starting %s (%s) attempt %s", job.job_id, job.job_name,
+                          job.attempt)
+                if job.timeout_seconds is not None:
+                    async with asyncio.timeout(job.timeout_seconds) as timeout_cm:
+                        await task.func(*job.args, **job.kwargs)
+                else:
+                    await task.func(*job.args, **job.kwargs)
+        except asyncio.CancelledError:
+            reason = stop_reason()
+            if reason is StopReason.CANCELLED:
+                log.info("executor: %s cancelled while running", job.job_id)
+                return Outcome.CANCELLED
+            if reason is StopReason.LEASE_LOST:
+                log.warning("executor: %s stopped: its lease was lost (attempt %s)",
+                            job.job_id, job.attempt)
+                return Outcome.LEASE_LOST
+            raise
+        except TimeoutError as exc:
+            if timeout_cm is not None and timeout_cm.expired():
+                return await self._fail(job, f"timed out after {job.timeout_seconds} s")
+            return await self._fail(job, _describe(exc))
+        except Exception as exc:
+            return await self._fail(job, _describe(exc))
+        return await self._complete(job)
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, job: ClaimedJob) -> AsyncIterator[bool]:
+        """Hold a session advisory lock on a connection kept for the whole run, so that two runs
+        of a ``use_advisory_lock`` job never overlap anywhere (0.2.3 took it on a pooled
+        connection that the pool unlocked at once)."""
+        if not job.use_advisory_lock or not job.dedup_key:
+            yield True
+            return
+        key = exclusive_job_lock(job.dedup_key)
+        async with self._pool.acquire() as conn:
+            acquired = bool(await conn.fetchval(queries.EXCLUSIVE_TRY_LOCK, *key))
+            try:
+                yield acquired
+            finally:
+                if acquired:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(conn.execute(queries.EXCLUSIVE_UNLOCK, *key))
+
+    async def _complete(self, job: ClaimedJob) -> Outcome:
+        status = await asyncio.shield(
+            self._pool.execute(queries.JOB_COMPLETE, job.job_id, self.worker_id, job.attempt)
+        )
+        if status.endswith(" 0"):
+            log.warning("executor: completion of %s (attempt %s) refused: lease lost",
+                        job.job_id, job.attempt)
+            return Outcome.LEASE_LOST
+        return Outcome.COMPLETED
+
+    async def _fail(self, job: ClaimedJob, message: str) -> Outcome:
+        row = await asyncio.shield(
+            self._pool.fetchrow(
+                queries.JOB_FAIL, job.job_id, self.worker_id, job.attempt,
+                self.retry_delay_seconds, self.retry_max_delay_seconds, self.retry_jitter,
+                message[:ERROR_MESSAGE_LIMIT],
+            )
+        )
+        if row is None:
+            log.warning("executor: failure of %s (attempt %s) not recorded: lease lost",
+                        job.job_id, job.attempt)
+            return Outcome.LEASE_LOST
+        if row["status"] == "pending":
+            log.warning("executor: %s (%s) failed attempt %s; retry %s/%s at %s: %s",
+                        job.job_id, job.job_name, job.attempt, row["retry_count"],
+                        job.max_retries, row["execution_time"].isoformat(),
+                        message.splitlines()[0] if message else "")
+            return Outcome.RETRIED
+        log.error("executor: %s (%s) failed after %s attempt(s): %s", job.job_id, job.job_name,
+                  job.attempt, message.splitlines()[0] if message else "")
+        return Outcome.FAILED
+
+    async def _release(self, job: ClaimedJob, why: str, delay: float) -> None:
+        await asyncio.shield(
+            self._pool.execute(
+                queries.JOB_RELEASE, self.worker_id, [job.job_id], [job.attempt], delay, why
+            )
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc, limit=-8))
+    return f"{type(exc).__name__}: {exc}\n{text}"[:ERROR_MESSAGE_LIMIT]

@@ -1,0 +1,170 @@
+"""Heartbeats on a thread of their own: the worker's registry row, and the leases of its jobs.
+
+Why a thread: a job that blocks the event loop (``time.sleep``, CPU work, a sync driver) must not
+stop its own lease from being renewed, or the lease lapses and another replica runs the job a
+second time while the first is still inside it (0.2.3's split brain). The thread has its own
+event loop and its own connection, so it renews while the main loop is stuck.
+
+Each beat:
+
+1. touches the worker's row in ``scheduler_workers`` (re-inserting it if the leader pruned it);
+2. renews the lease of every tracked job, fenced by ``(job, worker, attempt)``. A job the update
+   does not return has lost its lease (cancelled, replaced, rescued after a freeze): the worker is
+   told and stops it. If beats keep failing for a whole lease, every tracked job is reported lost:
+   by then the leader may have handed it to someone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from ..shared import queries
+from ..shared.db import connect_dedicated
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        connect_args: tuple[Any, ...],
+        connect_kwargs: dict[str, Any],
+        *,
+        worker_id: str,
+        kind: str,
+        lease_seconds: float,
+        interval_seconds: float,
+        tasks: Callable[[], list[str]],
+        on_lost: Callable[[list[tuple[str, int]]], None],
+    ) -> None:
+        self._connect_args = connect_args
+        self._connect_kwargs = connect_kwargs
+        self.worker_id = worker_id
+        self.kind = kind
+        self.lease_seconds = lease_seconds
+        self.interval_seconds = interval_seconds
+        self._tasks = tasks
+        self._on_lost = on_lost
+        self._tracked: dict[str, tuple[int, float]] = {}  # job_id -> (attempt, last renewed)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self.beats = 0
+        self._sent_tasks: list[str] | None = None
+        self.last_beat_monotonic: float | None = None
+
+    def track(self, job_id: str, attempt: int) -> None:
+        with self._lock:
+            self._tracked[job_id] = (attempt, time.monotonic())
+
+    def untrack(self, job_id: str) -> None:
+        with self._lock:
+            self._tracked.pop(job_id, None)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"pg_scheduler-heartbeat-{self.worker_id}", daemon=True
+        )
+        self._thread.start()
+        self._started.wait(timeout=5)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _thread_main(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._started.set()
+        conn: asyncpg.Connection | None = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await connect_dedicated(
+                            self._connect_args, self._connect_kwargs,
+                            application_name=f"pg_scheduler:heartbeat:{self.worker_id}",
+                            timeout=max(self.interval_seconds, 2.0),
+                        )
+                    await self._beat(conn)
+                except Exception as exc:
+                    log.warning("heartbeat: %s: beat failed: %r", self.worker_id, exc)
+                    if conn is not None:
+                        conn.terminate()
+                        conn = None
+                    self._report_stale()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.interval_seconds):
+                        await self._stop.wait()
+        finally:
+            if conn is not None and not conn.is_closed():
+                conn.terminate()
+
+    async def _beat(self, conn: asyncpg.Connection) -> None:
+        timeout = max(self.interval_seconds, 2.0)
+        tasks = self._tasks()
+        status = await conn.execute(queries.WORKER_HEARTBEAT, self.worker_id, timeout=timeout)
+        if status.endswith(" 0") or tasks != self._sent_tasks:
+            if status.endswith(" 0"):
+                log.warning("heartbeat: %s was pruned from the registry; registering again",
+                            self.worker_id)
+            await conn.execute(
+                queries.WORKER_REGISTER, self.worker_id, self.kind, socket.gethostname(),
+                os.getpid(), tasks, timeout=timeout,
+            )
+            self._sent_tasks = tasks
+        with self._lock:
+            snapshot = dict(self._tracked)
+        if snapshot:
+            ids = list(snapshot)
+            attempts = [snapshot[i][0] for i in ids]
+            rows = await conn.fetch(
+                queries.JOB_RENEW_LEASES, self.worker_id, self.lease_seconds, ids, attempts,
+                timeout=timeout,
+            )
+            renewed = {r["job_id"] for r in rows}
+            now = time.monotonic()
+            lost: list[tuple[str, int]] = []
+            with self._lock:
+                for job_id, (attempt, _) in snapshot.items():
+                    if self._tracked.get(job_id, (None,))[0] != attempt:
+                        continue  # finished meanwhile
+                    if job_id in renewed:
+                        self._tracked[job_id] = (attempt, now)
+                    else:
+                        lost.append((job_id, attempt))
+            if lost:
+                self._on_lost(lost)
+        self.beats += 1
+        self.last_beat_monotonic = time.monotonic()
+
+    def _report_stale(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            stale = [
+                (job_id, attempt)
+                for job_id, (attempt, renewed) in self._tracked.items()
+                if now - renewed > self.lease_seconds
+            ]
+        if stale:
+            self._on_lost(stale)

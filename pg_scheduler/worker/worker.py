@@ -1,0 +1,239 @@
+"""The worker loop: claim due jobs into free slots, run them, stop cleanly.
+
+Waking: a notification (new rows, a freed slot), a timer set to the next due job, or at the
+latest the poll interval. Idle, it only reads.
+
+Stopping has two phases (River's fetch/work contexts): stop claiming, let running jobs finish
+until the shutdown timeout, then cancel what is left and give the leases back at once (pending
+again, no retry consumed) so another replica picks the jobs up without waiting for a lease to
+expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from ..shared import queries
+from ..shared.config import SchedulerConfig
+from ..shared.tasks import TaskRegistry
+from .claimer import ClaimedJob, Claimer
+from .executor import Executor, Outcome, StopReason
+from .heartbeat import Heartbeat
+from .listener import Listener
+
+log = logging.getLogger(__name__)
+
+OutcomeHook = Callable[[ClaimedJob, Outcome], None]
+
+
+@dataclass
+class RunningJob:
+    job: ClaimedJob
+    task: asyncio.Task[Outcome | None] | None = None
+    reason: StopReason | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Worker:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        registry: TaskRegistry,
+        connect_args: tuple[Any, ...],
+        connect_kwargs: dict[str, Any],
+        config: SchedulerConfig,
+        *,
+        worker_id: str,
+        kind: str = "worker",
+        on_outcome: OutcomeHook | None = None,
+    ) -> None:
+        self._pool = pool
+        self._registry = registry
+        self.config = config
+        self.worker_id = worker_id
+        self.kind = kind
+        self._on_outcome = on_outcome
+        self._claimer = Claimer(
+            pool, worker_id=worker_id, lease_seconds=config.lease_seconds,
+            misfire_tolerance_seconds=config.misfire_tolerance_seconds,
+        )
+        self._executor = Executor(
+            pool, registry, worker_id=worker_id,
+            retry_delay_seconds=config.retry_delay_seconds,
+            retry_max_delay_seconds=config.retry_max_delay_seconds,
+            retry_jitter=config.retry_jitter,
+        )
+        self._heartbeat = Heartbeat(
+            connect_args, connect_kwargs, worker_id=worker_id, kind=kind,
+            lease_seconds=config.lease_seconds, interval_seconds=config.heartbeat_seconds,
+            tasks=registry.names, on_lost=self._lost_from_thread,
+        )
+        self._listener = Listener(
+            connect_args, connect_kwargs, worker_id=worker_id,
+            on_jobs=self.wake, on_cancel=self.cancel_local,
+        )
+        self._running: dict[str, RunningJob] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        # Registered before the first claim: the rescuer treats jobs of unregistered workers as
+        # orphans.
+        await self._pool.execute(
+            queries.WORKER_REGISTER, self.worker_id, self.kind, socket.gethostname(), os.getpid(),
+            self._registry.names(),
+        )
+        self._heartbeat.start()
+        await self._listener.start()
+        self._loop_task = asyncio.create_task(self._run(), name=f"pg_scheduler:worker:{self.worker_id}")
+
+    async def stop(self, timeout: float) -> None:
+        """Stop claiming; wait up to ``timeout`` for running jobs; give the rest back."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        running = [r.task for r in self._running.values() if r.task is not None]
+        if running:
+            log.info("worker: %s waiting up to %.1fs for %d running job(s)", self.worker_id,
+                     timeout, len(running))
+            await asyncio.wait(running, timeout=timeout)
+        leftovers = [r for r in self._running.values() if r.task is not None and not r.task.done()]
+        if leftovers:
+            for r in leftovers:
+                r.reason = StopReason.SHUTDOWN
+                assert r.task is not None
+                r.task.cancel()
+            await asyncio.gather(*(r.task for r in leftovers if r.task), return_exceptions=True)
+            released = await self._pool.fetch(
+                queries.JOB_RELEASE, self.worker_id, [r.job.job_id for r in leftovers],
+                [r.job.attempt for r in leftovers], 0.0, "released at shutdown",
+            )
+            log.warning("worker: %s gave back %d job(s) still running at shutdown: %s",
+                        self.worker_id, len(released), [r["job_id"] for r in released])
+        await self._listener.stop()
+        await asyncio.to_thread(self._heartbeat.stop)
+        with contextlib.suppress(Exception):
+            await self._pool.execute(queries.WORKER_DEREGISTER, self.worker_id)
+
+    # ------------------------------------------------------------------ signals in
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancel_local(self, job_id: str) -> None:
+        self._stop_job(job_id, None, StopReason.CANCELLED)
+
+    @property
+    def running_job_ids(self) -> list[str]:
+        return list(self._running)
+
+    def _lost_from_thread(self, lost: list[tuple[str, int]]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        for job_id, attempt in lost:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._stop_job, job_id, attempt, StopReason.LEASE_LOST)
+
+    def _stop_job(self, job_id: str, attempt: int | None, reason: StopReason) -> None:
+        running = self._running.get(job_id)
+        if running is None or running.task is None or running.task.done():
+            return
+        if attempt is not None and running.job.attempt != attempt:
+            return
+        running.reason = reason
+        running.task.cancel()
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        error_delay = 0.1
+        while not self._stopping:
+            self._wake.clear()
+            delay = self.config.poll_interval_seconds
+            free = self.config.max_concurrent_jobs - len(self._running)
+            if free > 0:
+                try:
+                    names = self._registry.names()
+                    until = await self._claimer.seconds_until_due(names)
+                    if until is not None and until <= 0:
+                        jobs = await self._claimer.claim(
+                            names, min(free, self.config.batch_claim_limit)
+                        )
+                        for job in jobs:
+                            self._launch(job)
+                        if jobs:
+                            continue
+                        # Due rows exist but others hold them: look again shortly.
+                        delay = min(delay, 0.25)
+                    elif until is not None:
+                        delay = min(delay, until + 0.001)
+                    error_delay = 0.1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("worker: %s: claim failed (%r); retrying in %.1fs",
+                                self.worker_id, exc, error_delay)
+                    delay = min(delay, error_delay)
+                    error_delay = min(error_delay * 2, self.config.poll_interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    def _launch(self, job: ClaimedJob) -> None:
+        if job.expired:
+            log.warning("worker: %s (%s) misfired and expired: %.3fs late", job.job_id,
+                        job.job_name, job.lag_seconds)
+            self._report(job, Outcome.EXPIRED)
+            return
+        running = RunningJob(job)
+        self._running[job.job_id] = running
+        self._heartbeat.track(job.job_id, job.attempt)
+        running.task = asyncio.create_task(self._execute(running), name=f"pg_scheduler:job:{job.job_id}")
+
+    async def _execute(self, running: RunningJob) -> Outcome | None:
+        job = running.job
+        outcome: Outcome | None = None
+        try:
+            outcome = await self._executor.run(job, lambda: running.reason)
+            return outcome
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The outcome could not be written (database unreachable): the lease will lapse and
+            # the leader's rescuer re-queues the job, so nothing is lost; say so loudly.
+            log.exception("worker: %s: could not record the outcome of %s; it will be rescued "
+                          "when its lease expires", self.worker_id, job.job_id)
+            return None
+        finally:
+            self._heartbeat.untrack(job.job_id)
+            self._running.pop(job.job_id, None)
+            running.done.set()
+            self._wake.set()
+            if outcome is not None:
+                self._report(job, outcome)
+
+    def _report(self, job: ClaimedJob, outcome: Outcome) -> None:
+        if self._on_outcome is not None:
+            try:
+                self._on_outcome(job, outcome)
+            except Exception:
+                log.exception("worker: outcome hook failed")

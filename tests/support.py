@@ -1,0 +1,46 @@
+"""Helpers for tests: polling with a deadline (never a bare sleep), and fast timings."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+FAST: dict[str, Any] = {
+    "lease_seconds": 2.0,
+    "heartbeat_seconds": 0.4,
+    "leader_ttl_seconds": 3.0,
+    "elect_interval_seconds": 0.3,
+    "rescue_interval_seconds": 0.3,
+    "worker_stale_seconds": 2.0,
+    "periodic_interval_seconds": 0.2,
+    "retry_delay_seconds": 0.1,
+    "retry_max_delay_seconds": 1.0,
+    "poll_interval_seconds": 1.0,
+    "shutdown_timeout_seconds": 5.0,
+}
+"""Timings that make crash recovery and elections take seconds in tests, not minutes."""
+
+
+async def wait_for(
+    check: Callable[[], Any | Awaitable[Any]],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``message`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+        await asyncio.sleep(interval)

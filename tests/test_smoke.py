@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from pg_scheduler import Scheduler, job
+from support import FAST, wait_for
+
+ran: list[int] = []
+
+
+async def test_schedule_runs_and_completes(pool: asyncpg.Pool) -> None:
+    @job
+    async def add(x: int) -> None:
+        ran.append(x)
+
+    async with Scheduler(pool, **FAST) as scheduler:
+        job_id = await scheduler.schedule(add, execution_time=datetime.now(UTC), args=(7,))
+        await wait_for(lambda: 7 in ran, message="job ran")
+        j = await wait_for(lambda: _completed(scheduler, job_id))
+        assert j.attempt == 1
+        await wait_for(lambda: scheduler.is_leader, message="leader")
+
+
+async def _completed(scheduler: Scheduler, job_id: str) -> object:
+    j = await scheduler.get_job(job_id)
+    return j if j is not None and j.status == "completed" else None
+
+
+async def test_future_job(pool: asyncpg.Pool) -> None:
+    @job
+    async def later() -> None:
+        ran.append(99)
+
+    async with Scheduler(pool, **FAST) as scheduler:
+        await scheduler.schedule(later, execution_time=datetime.now(UTC) + timedelta(seconds=0.5))
+        await wait_for(lambda: 99 in ran, timeout=5)
