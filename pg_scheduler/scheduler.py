@@ -202,6 +202,7 @@ class Scheduler:
         self._sync_task: asyncio.Task[None] | None = None
         self._signals_installed: list[signal.Signals] = []
         self._hinted: set[str] = set()
+        self._closed = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -283,9 +284,17 @@ class Scheduler:
         if self._worker is not None:
             wait = self.config.shutdown_timeout_seconds if timeout is None else timeout
             await self._worker.stop(wait)
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        # The signal handler runs shutdown() as a background task: do not wait on ourselves.
+        pending = [t for t in self._background if t is not asyncio.current_task()]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._closed.set()
         log.info("scheduler %s stopped", self.worker_id)
+
+    async def wait_closed(self) -> None:
+        """Wait until ``shutdown()`` has finished (e.g. after a signal, with
+        ``install_signal_handlers=True``)."""
+        await self._closed.wait()
 
     async def __aenter__(self) -> Scheduler:
         await self.start()
@@ -599,7 +608,7 @@ class Scheduler:
                     d.every_seconds, d.cron, d.timezone, d.priority.db_value, d.max_retries,
                     d.use_advisory_lock, d.enabled,
                 )
-        await self._fetch_periodic()
+        await self._load_periodic()
 
     def _connect_params(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if self._dsn is not None:
@@ -615,6 +624,9 @@ class Scheduler:
 
     async def _fetch_periodic(self) -> dict[str, PeriodicJobInfo]:
         await self._ready()
+        return await self._load_periodic()
+
+    async def _load_periodic(self) -> dict[str, PeriodicJobInfo]:
         rows = await self.db_pool.fetch(queries.PERIODIC_LIST)
         local = periodic_registry.all()
         state = {}

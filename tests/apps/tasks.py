@@ -1,0 +1,71 @@
+"""Tasks for real-process tests. Every execution writes rows to ``test_events`` so that the test
+can check the whole history across processes (who ran what, when, how often)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from datetime import timedelta
+
+import asyncpg
+
+from pg_scheduler import job, periodic
+
+_pool: asyncpg.Pool | None = None
+
+EVENTS_DDL = """
+CREATE TABLE IF NOT EXISTS test_events (
+    id       bigserial PRIMARY KEY,
+    kind     text NOT NULL,
+    tag      text,
+    pid      int NOT NULL,
+    at       timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+"""
+
+
+async def _db() -> asyncpg.Pool:
+    global _pool
+    if _pool is None:
+        _pool = await asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=1, max_size=4)
+    return _pool
+
+
+async def record(kind: str, tag: str | None = None) -> None:
+    pool = await _db()
+    await pool.execute(
+        "INSERT INTO test_events (kind, tag, pid) VALUES ($1, $2, $3)", kind, tag, os.getpid()
+    )
+
+
+@job(name="apps.send_invoice")
+async def send_invoice(number: int) -> None:
+    await record("send_invoice", str(number))
+
+
+@job(name="apps.slow")
+async def slow(tag: str, seconds: float) -> None:
+    await record("start", tag)
+    await asyncio.sleep(seconds)
+    await record("end", tag)
+
+
+@job(name="apps.blocking")
+async def blocking(tag: str, seconds: float) -> None:
+    await record("start", tag)
+    time.sleep(seconds)  # noqa: ASYNC251 - blocks the event loop on purpose
+    await record("end", tag)
+
+
+@job(name="apps.crash")
+async def crash(tag: str) -> None:
+    await record("start", tag)
+    os._exit(1)
+
+
+if os.environ.get("APP_PERIODIC") == "1":
+
+    @periodic(every=timedelta(seconds=1), dedup_key="apps.tick")
+    async def tick() -> None:
+        await record("tick")

@@ -1,0 +1,166 @@
+"""Leadership: one leader at a time, the advisory lock is real, takeover is fast, stale leaders
+cannot write (DESIGN.md "Leadership, precisely", guarantee 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from pg_scheduler import LeadershipLostError, Scheduler
+from pg_scheduler.shared.locks import LEADER_LOCK
+from pg_scheduler.supervisor.fence import Fence, Term
+from support import FAST, wait_for
+
+LOCK_ROWS = """
+SELECT pid FROM pg_locks
+ WHERE locktype = 'advisory' AND classid = $1::int8::oid AND objid = $2::int8::oid
+   AND objsubid = 2 AND granted
+"""
+
+
+@pytest.fixture
+async def three(dsn: str) -> AsyncIterator[list[Scheduler]]:
+    pools = [await asyncpg.create_pool(dsn, min_size=1, max_size=4) for _ in range(3)]
+    schedulers = [Scheduler(p, **FAST) for p in pools]
+    for s in schedulers:
+        await s.start()
+    yield schedulers
+    for s in schedulers:
+        await s.shutdown()
+    for p in pools:
+        await p.close()
+
+
+def leaders(schedulers: list[Scheduler]) -> list[Scheduler]:
+    return [s for s in schedulers if s.is_leader]
+
+
+async def test_exactly_one_leader_and_the_lock_shows_in_pg_locks(
+    three: list[Scheduler], pool: asyncpg.Pool
+) -> None:
+    await wait_for(lambda: len(leaders(three)) == 1, message="one leader")
+    rows = await pool.fetch(LOCK_ROWS, *LEADER_LOCK)
+    assert len(rows) == 1, "the leader lock must be held by exactly one backend"
+    # The lock excludes: another session cannot take it.
+    assert await pool.fetchval("SELECT pg_try_advisory_lock($1, $2)", *LEADER_LOCK) is False
+    # Held on a dedicated session, not a pooled one: its application_name says so.
+    app = await pool.fetchval(
+        "SELECT application_name FROM pg_stat_activity WHERE pid = $1", rows[0]["pid"]
+    )
+    assert app.startswith("pg_scheduler:leader:")
+    # For a while, never a second leader.
+    for _ in range(20):
+        assert len(leaders(three)) <= 1
+        await asyncio.sleep(0.05)  # sampling the invariant over time, not synchronising
+
+
+async def test_graceful_shutdown_hands_leadership_over_within_a_second(
+    three: list[Scheduler], pool: asyncpg.Pool
+) -> None:
+    [leader] = await wait_for(lambda: leaders(three) or None, message="a leader")
+    epoch_before = await pool.fetchval("SELECT epoch FROM scheduler_leader")
+    started = time.monotonic()
+    await leader.shutdown()
+    others = [s for s in three if s is not leader]
+    await wait_for(lambda: len(leaders(others)) == 1, timeout=3, interval=0.01,
+                   message="a new leader")
+    took = time.monotonic() - started
+    assert took < 1.0, f"takeover after a clean shutdown took {took:.2f}s"
+    assert await pool.fetchval("SELECT epoch FROM scheduler_leader") == epoch_before + 1
+
+
+async def test_leader_steps_down_when_its_lock_session_is_terminated(
+    three: list[Scheduler], pool: asyncpg.Pool
+) -> None:
+    [leader] = await wait_for(lambda: leaders(three) or None, message="a leader")
+    epoch_before = await pool.fetchval("SELECT epoch FROM scheduler_leader")
+    [row] = await pool.fetch(LOCK_ROWS, *LEADER_LOCK)
+    assert leader.elector is not None
+    elections_before = leader.elector.elections
+    await pool.execute("SELECT pg_terminate_backend($1)", row["pid"])
+
+    async def new_term() -> bool:
+        epoch = await pool.fetchval("SELECT epoch FROM scheduler_leader")
+        return bool(epoch > epoch_before) and len(leaders(three)) == 1
+
+    # The old leader steps down at once; someone (often the same process, on a new session)
+    # wins a new term with a new epoch.
+    await wait_for(new_term, timeout=5, message="a new term")
+    holders = await pool.fetch(LOCK_ROWS, *LEADER_LOCK)
+    assert [h["pid"] for h in holders] != [row["pid"]]
+    [new_leader] = leaders(three)
+    if new_leader is leader:
+        assert leader.elector.elections == elections_before + 1
+
+
+async def test_stale_epoch_write_is_rejected(pool: asyncpg.Pool) -> None:
+    async with Scheduler(pool, **FAST) as scheduler:
+        await wait_for(lambda: scheduler.is_leader, message="leader")
+        current = await pool.fetchval("SELECT epoch FROM scheduler_leader")
+        # A deposed leader that still believes it leads: its term is "trusted" locally.
+        stale = Fence(pool, lambda: Term(epoch=current - 1, trusted_until=time.monotonic() + 60))
+        with pytest.raises(LeadershipLostError):
+            async with stale.transaction() as conn:
+                await conn.execute("DELETE FROM scheduler_workers")
+        assert await pool.fetchval("SELECT count(*) FROM scheduler_workers") >= 1
+        # The live term still writes.
+        live = Fence(pool, lambda: scheduler.elector.term if scheduler.elector else None)
+        async with live.transaction() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+
+
+async def test_epoch_bump_waits_for_a_fenced_transaction_in_flight(pool: asyncpg.Pool) -> None:
+    async with Scheduler(pool, **FAST) as scheduler:
+        await wait_for(lambda: scheduler.is_leader, message="leader")
+        assert scheduler.elector is not None
+        fence = Fence(pool, lambda: scheduler.elector.term if scheduler.elector else None)
+        bump_done = asyncio.Event()
+
+        async def bump() -> None:
+            await pool.execute("UPDATE scheduler_leader SET epoch = epoch + 1")
+            bump_done.set()
+
+        async with fence.transaction():
+            bumper = asyncio.create_task(bump())
+            # The bump must block on our FOR SHARE row lock while we are inside.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(bump_done.wait()), timeout=0.5)
+        await asyncio.wait_for(bumper, timeout=5)
+        # After the bump the old term can no longer write.
+        with pytest.raises(LeadershipLostError):
+            async with fence.transaction():
+                pass
+
+
+async def test_leader_stops_trusting_itself_after_the_trust_window(pool: asyncpg.Pool) -> None:
+    async with Scheduler(pool, **FAST) as scheduler:
+        await wait_for(lambda: scheduler.is_leader, message="leader")
+        elector = scheduler.elector
+        assert elector is not None and elector.term is not None
+        # Pretend the last good check was long ago (a pause, a stuck loop).
+        term = elector.term
+        elector._term = Term(term.epoch, time.monotonic() - 0.01)
+        assert elector.term is None and not elector.is_leader
+        fence = Fence(pool, lambda: elector.term)
+        with pytest.raises(LeadershipLostError):
+            async with fence.transaction():
+                pass
+        assert await elector.attempt_renew() is False
+        assert scheduler.leader_services is not None
+        assert not scheduler.leader_services.running, "services stop with the term"
+        # It closed its lock session, so it (or another) can be elected again.
+        await wait_for(lambda: scheduler.is_leader, timeout=5, message="re-elected")
+
+
+async def test_leader_services_run_only_on_the_leader(three: list[Scheduler]) -> None:
+    [leader] = await wait_for(lambda: leaders(three) or None, message="a leader")
+    await wait_for(lambda: leader.leader_services is not None and leader.leader_services.running,
+                   message="leader services up")
+    for s in three:
+        assert s.orphan_rescuer is not None and s.periodic_registrar is not None
+        assert s.orphan_rescuer.running == (s is leader)
+        assert s.periodic_registrar.running == (s is leader)
