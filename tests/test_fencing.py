@@ -1,0 +1,101 @@
+"""Fencing of worker writes by (job, worker, attempt), and a worker stopping a job whose lease it
+lost (DESIGN.md guarantees 1-3)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+
+from pg_scheduler import Scheduler, job
+from support import FAST, wait_for
+
+
+async def test_a_worker_that_lost_its_lease_stops_the_job_and_cannot_complete_it(
+    pool: asyncpg.Pool,
+) -> None:
+    cancelled = asyncio.Event()
+    started = asyncio.Event()
+
+    @job
+    async def long_job() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with Scheduler(pool, **FAST) as scheduler:
+        job_id = await scheduler.schedule(long_job, execution_time=datetime.now(UTC))
+        await asyncio.wait_for(started.wait(), 10)
+        # Another worker took the job over (as the rescuer would after a partition): the row
+        # now belongs to someone else, a live worker, with a newer attempt.
+        await pool.execute(
+            "INSERT INTO scheduler_workers (worker_id, kind, host, pid) VALUES"
+            " ('someone-else', 'worker', 'test', 0)"
+        )
+        await pool.execute(
+            "UPDATE scheduled_jobs SET worker_id = 'someone-else', attempt = attempt + 1,"
+            " lease_until = now() + interval '1 hour' WHERE job_id = $1", job_id
+        )
+        # The heartbeat finds the lease gone and the worker stops the coroutine.
+        await asyncio.wait_for(cancelled.wait(), FAST["heartbeat_seconds"] * 3 + 2)
+        row = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", job_id)
+        assert row["status"] == "running" and row["worker_id"] == "someone-else"
+        assert row["attempt"] == 2
+        await wait_for(lambda: not scheduler.worker or not scheduler.worker.running_job_ids,
+                       message="slot freed")
+
+
+async def test_completion_of_a_stale_attempt_is_refused(pool: asyncpg.Pool) -> None:
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    @job
+    async def gated() -> None:
+        started.set()
+        await release.wait()
+
+    async with Scheduler(pool, **{**FAST, "heartbeat_seconds": 0.6}) as scheduler:
+        job_id = await scheduler.schedule(gated, execution_time=datetime.now(UTC))
+        await asyncio.wait_for(started.wait(), 10)
+        # The leader rescued the job (lease expired) and another worker finished attempt 2.
+        await pool.execute(
+            "UPDATE scheduled_jobs SET status = 'completed', worker_id = 'other', attempt = 2,"
+            " finished_at = now(), error_message = 'done by other' WHERE job_id = $1", job_id
+        )
+        release.set()  # the stale attempt 1 now finishes and tries to complete
+        await wait_for(lambda: not scheduler.worker or not scheduler.worker.running_job_ids,
+                       message="stale run ended")
+        row = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", job_id)
+        assert (row["worker_id"], row["attempt"], row["error_message"]) == ("other", 2, "done by other")
+
+
+async def test_rescuer_requeues_jobs_of_a_worker_gone_from_the_registry(pool: asyncpg.Pool) -> None:
+    ran = asyncio.Event()
+
+    @job
+    async def rescued() -> None:
+        ran.set()
+
+    async with Scheduler(pool, **{**FAST, "lease_seconds": 60, "heartbeat_seconds": 5}) as scheduler:
+        await wait_for(lambda: scheduler.is_leader, message="leader")
+        # A running job whose worker vanished (crashed, then pruned) but whose lease is still
+        # long: the rescuer must not wait for the lease.
+        await pool.execute(
+            """INSERT INTO scheduled_jobs (job_id, job_name, execution_time, status, task_data,
+                   worker_id, attempt, lease_until, max_retries)
+               VALUES ('orphan', $1, now(), 'running', '{"args": [], "kwargs": {}}', 'dead-worker',
+                       1, now() + interval '1 hour', 3)""",
+            scheduler.registry.name_of(rescued),
+        )
+        await asyncio.wait_for(ran.wait(), 10)
+        row = await wait_for(
+            lambda: pool.fetchrow(
+                "SELECT * FROM scheduled_jobs WHERE job_id = 'orphan' AND status = 'completed'"
+            ),
+            message="completed",
+        )
+        assert row["attempt"] == 2 and row["retry_count"] == 1
