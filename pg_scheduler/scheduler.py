@@ -21,8 +21,8 @@ import signal
 import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -202,6 +202,7 @@ class Scheduler:
         self._sync_task: asyncio.Task[None] | None = None
         self._signals_installed: list[signal.Signals] = []
         self._hinted: set[str] = set()
+        self._last_toggle: asyncio.Task[bool] | None = None
         self._closed = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -335,8 +336,7 @@ class Scheduler:
             misfire_grace_time, timeout_seconds,
         )
         conflict = ConflictResolution(conflict_resolution)
-        if connection is None:
-            await self._ready()
+        await self._ready(dedicated=connection is not None)
         query = queries.JOB_UPSERT if conflict is ConflictResolution.REPLACE else queries.JOB_INSERT
         executor = connection if connection is not None else self.db_pool
         new_id = await executor.fetchval(query, *row)
@@ -373,8 +373,7 @@ class Scheduler:
             ))
         if not rows:
             return []
-        if connection is None:
-            await self._ready()
+        await self._ready(dedicated=connection is not None)
         ids = [r[0] for r in rows]
         if conflict is ConflictResolution.REPLACE:
             last = {r[0]: r for r in rows}  # the last spec of a repeated id wins
@@ -587,28 +586,39 @@ class Scheduler:
                      "process importing its module can run it, even after a restart", task.name)
         return task.name
 
-    async def _ready(self) -> None:
+    async def _ready(self, *, dedicated: bool = False) -> None:
+        """Create or upgrade the schema and publish periodic definitions, once.
+
+        ``dedicated``: do it on a connection of its own, not the pool's. ``schedule(...,
+        connection=conn)`` uses that: the caller may hold the pool's last connection, and the
+        caller's transaction must not carry our DDL.
+        """
         if self._schema_ready:
             return
         async with self._schema_lock:
             if self._schema_ready:
                 return
-            await ensure_schema(self.db_pool)
-            await self._publish_periodic()
+            if dedicated:
+                args, kwargs = self._connect_params()
+                conn = await asyncpg.connect(*args, **kwargs)
+                try:
+                    await self._prepare_database(conn)
+                finally:
+                    await conn.close()
+            else:
+                async with self.db_pool.acquire() as conn:
+                    await self._prepare_database(conn)
             self._schema_ready = True
 
-    async def _publish_periodic(self) -> None:
-        definitions = periodic_registry.all()
-        if not definitions:
-            return
-        async with self.db_pool.acquire() as conn:
-            for d in definitions.values():
-                await conn.execute(
-                    queries.PERIODIC_UPSERT, d.dedup_key, d.task_name, d.job_name,
-                    d.every_seconds, d.cron, d.timezone, d.priority.db_value, d.max_retries,
-                    d.use_advisory_lock, d.enabled,
-                )
-        await self._load_periodic()
+    async def _prepare_database(self, conn: asyncpg.Connection) -> None:
+        await ensure_schema(conn)
+        for d in periodic_registry.all().values():
+            await conn.execute(
+                queries.PERIODIC_UPSERT, d.dedup_key, d.task_name, d.job_name,
+                d.every_seconds, d.cron, d.timezone, d.priority.db_value, d.max_retries,
+                d.use_advisory_lock, d.enabled,
+            )
+        await self._load_periodic(conn)
 
     def _connect_params(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if self._dsn is not None:
@@ -626,8 +636,10 @@ class Scheduler:
         await self._ready()
         return await self._load_periodic()
 
-    async def _load_periodic(self) -> dict[str, PeriodicJobInfo]:
-        rows = await self.db_pool.fetch(queries.PERIODIC_LIST)
+    async def _load_periodic(
+        self, conn: asyncpg.Connection | None = None
+    ) -> dict[str, PeriodicJobInfo]:
+        rows = await (conn or self.db_pool).fetch(queries.PERIODIC_LIST)
         local = periodic_registry.all()
         state = {}
         for r in rows:
@@ -662,9 +674,15 @@ class Scheduler:
     def _set_enabled(self, dedup_key: str, enabled: bool) -> AwaitableOptional[bool]:
         info = self._local_periodic().get(dedup_key)
         if info is not None:
-            self._periodic_state[dedup_key] = _replace(info, enabled=enabled)
+            self._periodic_state[dedup_key] = replace(info, enabled=enabled)
+
+        # Plain (un-awaited) calls write in the background: apply them in call order, or the
+        # README's enable-then-disable could end enabled.
+        previous = self._last_toggle
 
         async def write() -> bool:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
             await self._ready()
             row = await self.db_pool.fetchrow(queries.PERIODIC_SET_ENABLED, dedup_key, enabled)
             changed = bool(row and row["changed"])
@@ -679,6 +697,7 @@ class Scheduler:
             return changed
 
         task = asyncio.get_running_loop().create_task(write())
+        self._last_toggle = task
         self._background.add(task)
         task.add_done_callback(self._background_done)
         return AwaitableOptional(info is not None, lambda: task)
@@ -726,17 +745,9 @@ def _info_from_definition(d: PeriodicDefinition) -> PeriodicJobInfo:
     )
 
 
-def _replace(info: PeriodicJobInfo, **changes: Any) -> PeriodicJobInfo:
-    from dataclasses import replace
-
-    return replace(info, **changes)
-
-
 def _next_runs(info: PeriodicJobInfo | None, count: int, after: datetime | None) -> list[datetime]:
     if info is None:
         return []
-    from datetime import UTC
-
     trigger = trigger_for(
         info.interval.total_seconds() if info.interval else None, info.cron, info.timezone
     )

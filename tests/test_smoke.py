@@ -36,3 +36,20 @@ async def test_future_job(pool: asyncpg.Pool) -> None:
     async with Scheduler(pool, **FAST) as scheduler:
         await scheduler.schedule(later, execution_time=datetime.now(UTC) + timedelta(seconds=0.5))
         await wait_for(lambda: 99 in ran, timeout=5)
+
+
+async def test_schedule_inside_a_transaction_on_an_empty_database(pool: asyncpg.Pool) -> None:
+    # The schema is created on first use even when the first use is inside the caller's
+    # transaction, and even when the caller holds the pool's only connection.
+    small = await asyncpg.create_pool(
+        *pool._connect_args, min_size=1, max_size=1, **pool._connect_kwargs
+    )
+    try:
+        scheduler = Scheduler(small)
+        async with small.acquire() as conn, conn.transaction():
+            job_id = await scheduler.schedule(
+                "some.task", execution_time=datetime.now(UTC), connection=conn
+            )
+        assert await pool.fetchval("SELECT status FROM scheduled_jobs WHERE job_id = $1", job_id) == "pending"
+    finally:
+        await small.close()

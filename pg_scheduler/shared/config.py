@@ -147,7 +147,13 @@ class SchedulerConfig:
     ) -> SchedulerConfig:
         env = os.environ if env is None else env
         if max_concurrent_jobs is None:
-            max_concurrent_jobs = _env_int(env, "MAX_CONCURRENT_JOBS") or MAX_CONCURRENT_JOBS_DEFAULT
+            from_env_int = _env_int(env, "MAX_CONCURRENT_JOBS")
+            # "0" is a mistake to report, not a request for the default (``or`` turned it into 25).
+            if from_env_int is not None and from_env_int < 1:
+                raise ConfigurationError(f"MAX_CONCURRENT_JOBS={from_env_int} must be at least 1")
+            max_concurrent_jobs = (
+                MAX_CONCURRENT_JOBS_DEFAULT if from_env_int is None else from_env_int
+            )
         if misfire_grace_time is UNSET:
             from_env = _env_float_or_none(env, "MISFIRE_GRACE_TIME")
             misfire_grace_time = MISFIRE_GRACE_TIME_DEFAULT if from_env is UNSET else from_env

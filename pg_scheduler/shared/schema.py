@@ -68,9 +68,8 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
     return applied_now
 
 
-async def ensure_schema(pool: asyncpg.Pool) -> None:
+async def ensure_schema(conn: asyncpg.Connection) -> None:
     """Migrate if the database is behind; a cheap read when it is not."""
-    async with pool.acquire() as conn:
-        if await current_version(conn) >= latest_version():
-            return
-        await migrate(conn)
+    if await current_version(conn) >= latest_version():
+        return
+    await migrate(conn)

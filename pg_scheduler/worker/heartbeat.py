@@ -69,9 +69,12 @@ class Heartbeat:
         with self._lock:
             self._tracked[job_id] = (attempt, time.monotonic())
 
-    def untrack(self, job_id: str) -> None:
+    def untrack(self, job_id: str, attempt: int | None = None) -> None:
+        """Stop renewing ``job_id``; with ``attempt``, only if that attempt is still the tracked
+        one (a replaced job's old run must not drop the lease of its new run)."""
         with self._lock:
-            self._tracked.pop(job_id, None)
+            if attempt is None or self._tracked.get(job_id, (None,))[0] == attempt:
+                self._tracked.pop(job_id, None)
 
     def start(self) -> None:
         self._thread = threading.Thread(

@@ -204,6 +204,12 @@ class Worker:
                         job.job_name, job.lag_seconds)
             self._report(job, Outcome.EXPIRED)
             return
+        previous = self._running.get(job.job_id)
+        if previous is not None and previous.task is not None and not previous.task.done():
+            # The row was claimed again while an older attempt runs here (REPLACE of a running
+            # job): that attempt's lease is gone, so stop it; its completion would be refused.
+            previous.reason = StopReason.LEASE_LOST
+            previous.task.cancel()
         running = RunningJob(job)
         self._running[job.job_id] = running
         self._heartbeat.track(job.job_id, job.attempt)
@@ -224,8 +230,10 @@ class Worker:
                           "when its lease expires", self.worker_id, job.job_id)
             return None
         finally:
-            self._heartbeat.untrack(job.job_id)
-            self._running.pop(job.job_id, None)
+            # A newer attempt of this job may run here already: leave its slot and lease alone.
+            self._heartbeat.untrack(job.job_id, job.attempt)
+            if self._running.get(job.job_id) is running:
+                del self._running[job.job_id]
             running.done.set()
             self._wake.set()
             if outcome is not None:
