@@ -613,11 +613,13 @@ class Scheduler:
     async def _prepare_database(self, conn: asyncpg.Connection) -> None:
         await ensure_schema(conn)
         for d in periodic_registry.all().values():
-            await conn.execute(
-                queries.PERIODIC_UPSERT, d.dedup_key, d.task_name, d.job_name,
-                d.every_seconds, d.cron, d.timezone, d.priority.db_value, d.max_retries,
-                d.use_advisory_lock, d.enabled,
-            )
+            async with conn.transaction():  # lock first: see queries.PERIODIC_LOCK
+                await conn.execute(queries.PERIODIC_LOCK, d.dedup_key)
+                await conn.execute(
+                    queries.PERIODIC_UPSERT, d.dedup_key, d.task_name, d.job_name,
+                    d.every_seconds, d.cron, d.timezone, d.priority.db_value, d.max_retries,
+                    d.use_advisory_lock, d.enabled,
+                )
         await self._load_periodic(conn)
 
     def _connect_params(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -684,7 +686,9 @@ class Scheduler:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])
             await self._ready()
-            row = await self.db_pool.fetchrow(queries.PERIODIC_SET_ENABLED, dedup_key, enabled)
+            async with self.db_pool.acquire() as conn, conn.transaction():
+                await conn.execute(queries.PERIODIC_LOCK, dedup_key)  # see its comment
+                row = await conn.fetchrow(queries.PERIODIC_SET_ENABLED, dedup_key, enabled)
             changed = bool(row and row["changed"])
             if changed:
                 log.info("periodic job %s %s for the cluster%s", dedup_key,

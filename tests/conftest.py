@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+
 from pgserver import TestPostgres
 
 BACKEND_ENV = "PG_SCHEDULER_TEST_BACKEND"
@@ -155,15 +156,20 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture(autouse=True)
 def _isolated_registries() -> Iterator[None]:
-    """Tasks and periodic definitions registered by a test vanish after it, so one test's
-    periodic jobs never run in another's scheduler."""
+    """Each test starts with no periodic definitions and leaves none behind, and tasks it
+    registered vanish after it: one module's periodic jobs (an example imported at collection,
+    say) never run in another test's scheduler."""
     from pg_scheduler.shared.periodic import periodic_registry
     from pg_scheduler.shared.tasks import registry
 
     tasks_before = set(registry.names())
-    periodic_before = set(periodic_registry.all())
+    saved_periodic = periodic_registry.all()
+    for key in saved_periodic:
+        periodic_registry.remove(key)
     yield
     for name in set(registry.names()) - tasks_before:
         registry.unregister(name)
-    for key in set(periodic_registry.all()) - periodic_before:
+    for key in periodic_registry.all():
         periodic_registry.remove(key)
+    for definition in saved_periodic.values():
+        periodic_registry.add(definition)

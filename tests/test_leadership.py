@@ -164,3 +164,20 @@ async def test_leader_services_run_only_on_the_leader(three: list[Scheduler]) ->
         assert s.orphan_rescuer is not None and s.periodic_registrar is not None
         assert s.orphan_rescuer.running == (s is leader)
         assert s.periodic_registrar.running == (s is leader)
+
+
+@pytest.mark.parametrize("ttl", [1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0])
+def test_trust_window_ends_before_the_server_can_free_the_lock(ttl: float) -> None:
+    from pg_scheduler.supervisor.elector import Elector
+
+    async def noop(*_: object) -> None:
+        return None
+
+    elector = Elector((), {}, node_id="n", ttl_seconds=ttl, elect_interval_seconds=ttl / 4,
+                      on_elected=noop, on_deposed=noop)
+    frees_after = elector._liveness.server_frees_after_seconds
+    # Never trust past the moment a silent session could be ended and the lock taken over...
+    assert elector.trust_seconds < frees_after <= ttl
+    # ...and leave room for at least two renewals inside the window, so a healthy leader is
+    # never deposed by its own schedule.
+    assert elector.trust_seconds > 2 * elector.renew_interval_seconds

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+
 from pgserver import PostgresStartError, TestPostgres
 
 # Databases seen by test_fresh_database_per_test, in the order they ran.

@@ -9,8 +9,10 @@ Linux's two-hour keepalive default.
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -34,23 +36,48 @@ def connect_params_from_pool(pool: asyncpg.Pool) -> tuple[tuple[Any, ...], dict[
     return tuple(args), kwargs
 
 
-def server_settings_for_session(
-    base: Mapping[str, str] | None, *, application_name: str, idle_timeout_ms: int | None = None,
-    user_timeout_ms: int = 5000,
-) -> dict[str, str]:
-    settings = dict(base or {})
-    settings.update(
-        {
-            "application_name": application_name[:63],
-            "tcp_keepalives_idle": str(KEEPALIVE_IDLE_SECONDS),
-            "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL_SECONDS),
-            "tcp_keepalives_count": str(KEEPALIVE_COUNT),
-            "tcp_user_timeout": str(user_timeout_ms),
+@dataclass(frozen=True)
+class SessionLiveness:
+    """How soon the *server* gives up on a silent client: TCP keepalives, TCP user timeout and,
+    for the leader's lock session, ``idle_session_timeout``. The earliest of them bounds when
+    the server can end the session and so free its advisory lock."""
+
+    keepalive_idle_seconds: int = KEEPALIVE_IDLE_SECONDS
+    keepalive_interval_seconds: int = KEEPALIVE_INTERVAL_SECONDS
+    keepalive_count: int = KEEPALIVE_COUNT
+    user_timeout_ms: int = 5000
+    idle_session_timeout_ms: int | None = None
+
+    @classmethod
+    def for_lock_ttl(cls, ttl_seconds: float) -> SessionLiveness:
+        """Every detector tuned to fire about ``ttl`` after the last word from the client, not
+        sooner (keepalive: idle + 3 probes >= ttl), so that a leader can keep trusting itself
+        for most of the ttl."""
+        idle = max(1, math.ceil(ttl_seconds / 2))
+        interval = max(1, math.ceil(ttl_seconds / 6))
+        return cls(idle, interval, 3, int(ttl_seconds * 1000), int(ttl_seconds * 1000))
+
+    @property
+    def server_frees_after_seconds(self) -> float:
+        """The earliest the server may end the session after it last heard from the client."""
+        bounds = [
+            self.keepalive_idle_seconds + self.keepalive_interval_seconds * self.keepalive_count,
+            self.user_timeout_ms / 1000,
+        ]
+        if self.idle_session_timeout_ms is not None:
+            bounds.append(self.idle_session_timeout_ms / 1000)
+        return float(min(bounds))
+
+    def server_settings(self) -> dict[str, str]:
+        settings = {
+            "tcp_keepalives_idle": str(self.keepalive_idle_seconds),
+            "tcp_keepalives_interval": str(self.keepalive_interval_seconds),
+            "tcp_keepalives_count": str(self.keepalive_count),
+            "tcp_user_timeout": str(self.user_timeout_ms),
         }
-    )
-    if idle_timeout_ms is not None:
-        settings["idle_session_timeout"] = str(idle_timeout_ms)
-    return settings
+        if self.idle_session_timeout_ms is not None:
+            settings["idle_session_timeout"] = str(self.idle_session_timeout_ms)
+        return settings
 
 
 async def connect_dedicated(
@@ -58,15 +85,14 @@ async def connect_dedicated(
     connect_kwargs: Mapping[str, Any],
     *,
     application_name: str,
-    idle_timeout_ms: int | None = None,
+    liveness: SessionLiveness | None = None,
     timeout: float = 10.0,
 ) -> asyncpg.Connection:
     kwargs = dict(connect_kwargs)
-    kwargs["server_settings"] = server_settings_for_session(
-        kwargs.get("server_settings"),
-        application_name=application_name,
-        idle_timeout_ms=idle_timeout_ms,
-    )
+    settings = dict(kwargs.get("server_settings") or {})
+    settings.update((liveness or SessionLiveness()).server_settings())
+    settings["application_name"] = application_name[:63]
+    kwargs["server_settings"] = settings
     kwargs.setdefault("timeout", timeout)
     kwargs.setdefault("command_timeout", timeout)
     conn: asyncpg.Connection = await asyncpg.connect(*connect_args, **kwargs)

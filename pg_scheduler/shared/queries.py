@@ -291,8 +291,19 @@ RETURNING j.job_id, j.job_name, j.status
 
 # Definitions are code: every process that imports them upserts them, touching the row only when
 # something changed. ``enabled`` is cluster state: set on insert only. A changed schedule resets
-# the window cursor so the new schedule starts at its next window.
+# the window cursor so the new schedule starts at its next window, and cancels the windows already
+# written ahead from the old schedule (else they still run, off the new grid).
 PERIODIC_UPSERT = """
+WITH old AS (
+    SELECT every_seconds, cron, timezone FROM scheduler_periodic WHERE dedup_key = $1
+), dropped AS (
+    UPDATE scheduled_jobs
+       SET status = 'cancelled', finished_at = now(), error_message = 'periodic schedule changed'
+     WHERE dedup_key = $1 AND status = 'pending' AND window_start IS NOT NULL
+       AND EXISTS (SELECT 1 FROM old
+                    WHERE (old.every_seconds, old.cron, old.timezone)
+                          IS DISTINCT FROM ($4::double precision, $5::text, $6::text))
+)
 INSERT INTO scheduler_periodic AS p
     (dedup_key, task_name, job_name, every_seconds, cron, timezone, priority, max_retries,
      use_advisory_lock, enabled)
@@ -315,12 +326,21 @@ WHERE (p.task_name, p.job_name, p.every_seconds, p.cron, p.timezone, p.priority,
 
 PERIODIC_LIST = "SELECT * FROM scheduler_periodic ORDER BY dedup_key"
 PERIODIC_GET = "SELECT * FROM scheduler_periodic WHERE dedup_key = $1"
+# Locks the definitions for the pass: a disable or a schedule change (which lock the row first,
+# see PERIODIC_LOCK) either waits for the pass to commit and then cancels its windows, or commits
+# first and the pass re-reads the row (not enabled: skipped). Without it a pass racing a disable
+# wrote windows the disable could not see, and they ran.
 PERIODIC_LIST_DUE = """
 SELECT * FROM scheduler_periodic AS p
  WHERE enabled AND (next_run_at IS NULL OR next_run_at <= now() + make_interval(secs => $1))
    AND EXISTS (SELECT 1 FROM scheduler_workers AS w WHERE p.task_name = ANY (w.tasks))
  ORDER BY dedup_key
+   FOR NO KEY UPDATE OF p
 """
+# Taken in its own statement before PERIODIC_SET_ENABLED / PERIODIC_UPSERT, in one transaction,
+# so that their snapshot (READ COMMITTED: per statement) includes windows a registrar pass that
+# held the row has just committed.
+PERIODIC_LOCK = "SELECT 1 FROM scheduler_periodic WHERE dedup_key = $1 FOR NO KEY UPDATE"
 
 # Last run and next pending window, for status: both read from the jobs table.
 PERIODIC_RUNS = """
@@ -428,3 +448,12 @@ SELECT coalesce(sum(deleted) FILTER (WHERE state = 'completed'), 0)::int AS tota
 # --------------------------------------------------------------------------- inspection
 
 JOB_COUNTS = "SELECT status, count(*)::int AS n FROM scheduled_jobs GROUP BY status"
+
+# --------------------------------------------------------------------------- embedded server
+
+# Client sessions other than the asking one: the embedded PostgreSQL is left running while any
+# other process still uses it.
+EMBEDDED_OTHER_SESSIONS = """
+SELECT count(*) FROM pg_stat_activity
+ WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+"""

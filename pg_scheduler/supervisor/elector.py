@@ -19,9 +19,11 @@ States and transitions::
 - A leader *checks* (it never re-locks: session advisory locks stack) every ``ttl / 3`` that
   ``pg_locks`` shows its lock on its own backend and that the epoch is still its own. A check
   that fails, errors or comes after the trust window makes it step down at once.
-- Trust window: ``trusted_until = start of last good check + ttl - margin``. The server cannot
-  free the lock before ``last statement + ttl`` (idle timeout), which is later, so this process
-  stops trusting itself before anybody else can be elected.
+- Trust window: ``trusted_until = start of last good check + F - margin``, where F is the
+  earliest the server may end a silent session (``idle_session_timeout``, its TCP keepalives and
+  ``tcp_user_timeout``, all tuned to about ``ttl``; see ``SessionLiveness.for_lock_ttl``). The
+  server last heard from us no earlier than that check began, so this process stops trusting
+  itself before the lock can be freed and anybody else elected.
 - Graceful stop: stop the leader services, ``pg_advisory_unlock`` + NOTIFY ``resigned`` so a
   follower takes over within a second, close.
 
@@ -44,7 +46,7 @@ from typing import Any
 import asyncpg
 
 from ..shared import queries
-from ..shared.db import connect_dedicated
+from ..shared.db import SessionLiveness, connect_dedicated
 from ..shared.locks import LEADER_LOCK
 from .fence import Term
 
@@ -74,7 +76,11 @@ class Elector:
         self.ttl_seconds = ttl_seconds
         self.elect_interval_seconds = elect_interval_seconds
         self.renew_interval_seconds = ttl_seconds / 3
+        self._liveness = SessionLiveness.for_lock_ttl(ttl_seconds)
+        # Trust lasts until shortly before the server could free the lock (its keepalives, user
+        # timeout or idle timeout, counted from our last check), never longer.
         self._margin = min(ttl_seconds / 5, 2.0)
+        self.trust_seconds = self._liveness.server_frees_after_seconds - self._margin
         self._on_elected = on_elected
         self._on_deposed = on_deposed
         self._conn: asyncpg.Connection | None = None
@@ -125,7 +131,7 @@ class Elector:
         epoch = await conn.fetchval(
             queries.LEADER_BUMP_EPOCH, self.node_id, socket.gethostname(), os.getpid(), timeout=10
         )
-        self._term = Term(int(epoch), started + self.ttl_seconds - self._margin)
+        self._term = Term(int(epoch), started + self.trust_seconds)
         self.elections += 1
         log.info("elector: %s became leader (epoch %s)", self.node_id, epoch)
         try:
@@ -163,7 +169,7 @@ class Elector:
         if time.monotonic() > term.trusted_until:
             await self._step_down(resign=False, reason="check answered after the trust window")
             return False
-        self._term = Term(term.epoch, started + self.ttl_seconds - self._margin)
+        self._term = Term(term.epoch, started + self.trust_seconds)
         return True
 
     # ------------------------------------------------------------------ internals
@@ -211,7 +217,7 @@ class Elector:
             self._connect_args,
             self._connect_kwargs,
             application_name=f"pg_scheduler:leader:{self.node_id}",
-            idle_timeout_ms=int(self.ttl_seconds * 1000),
+            liveness=self._liveness,
         )
         conn.add_termination_listener(lambda _c: self._conn_lost.set())
         await conn.add_listener(LEADERSHIP_CHANNEL, self._on_notification)
