@@ -38,6 +38,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
+from pg_scheduler.shared.embedded import system_command
+
 __all__ = ["PostgresStartError", "StopMode", "TestPostgres", "default_bindir", "free_port"]
 
 BINDIR_ENV = "PG_SCHEDULER_TEST_BINDIR"
@@ -177,7 +179,7 @@ class TestPostgres:
         """``args`` with the bindir's program, run as the server user when we are root."""
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if os.geteuid() == 0:
-            cmd = ["runuser", "-u", OS_USER, "--", *cmd]
+            cmd = [system_command("runuser"), "-u", OS_USER, "--", *cmd]
         return cmd
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -223,7 +225,7 @@ class TestPostgres:
             pw = pwd.getpwnam(OS_USER)
         except KeyError:
             subprocess.run(
-                ["useradd", "-r", "-M", "-s", "/usr/sbin/nologin", OS_USER],
+                [system_command("useradd"), "-r", "-M", "-s", "/usr/sbin/nologin", OS_USER],
                 check=True,
                 stdin=subprocess.DEVNULL,
             )

@@ -36,6 +36,7 @@ import os
 import pwd
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,6 +53,19 @@ import asyncpg
 
 from . import queries
 from .errors import ConfigurationError
+
+
+def system_command(name: str) -> str:
+    """Full path of an administration command (``runuser``, ``useradd``): they live in
+    /usr/sbin, which a non-login root shell or a CI runner may not have on its PATH."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"):
+        candidate = Path(folder) / name
+        if candidate.exists():
+            return str(candidate)
+    raise ConfigurationError(f"{name} not found (looked in PATH, /usr/sbin and /sbin)")
 
 log = logging.getLogger("pg_scheduler.embedded")
 
@@ -156,7 +170,7 @@ def _server_user() -> pwd.struct_passwd:
     except KeyError:
         log.info("creating the system user %s to run PostgreSQL (it refuses to run as root)", OS_USER)
         subprocess.run(
-            ["useradd", "-r", "-M", "-s", "/usr/sbin/nologin", OS_USER],
+            [system_command("useradd"), "-r", "-M", "-s", "/usr/sbin/nologin", OS_USER],
             check=True, stdin=subprocess.DEVNULL,
         )
         return pwd.getpwnam(OS_USER)
@@ -301,7 +315,7 @@ class LocalPostgres:
     def _cmd(self, program: str, *args: str) -> list[str]:
         cmd = [str(self.bindir / program), *args]
         if os.geteuid() == 0:
-            cmd = ["runuser", "-u", OS_USER, "--", *cmd]
+            cmd = [system_command("runuser"), "-u", OS_USER, "--", *cmd]
         return cmd
 
     def _run(self, program: str, *args: str) -> subprocess.CompletedProcess[str]:
