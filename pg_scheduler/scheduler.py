@@ -307,8 +307,12 @@ class Scheduler:
     # ------------------------------------------------------------------ producing
 
     def register(self, func: Callable[..., Any], name: str | None = None) -> str:
-        """Register a task without decorating it (same as ``@job``); returns its name."""
-        return self.registry.register(func, name).name
+        """Register a task without decorating it (same as ``@job``); returns its name. A started
+        scheduler looks for its due jobs at once."""
+        task_name = self.registry.register(func, name).name
+        if self._worker is not None:
+            self._worker.wake()
+        return task_name
 
     async def schedule(
         self,

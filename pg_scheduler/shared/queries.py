@@ -374,15 +374,23 @@ SELECT (SELECT count(*) FROM changed) AS changed, (SELECT count(*) FROM dropped)
 
 # One row per window: the unique (dedup_key, window_start) key makes a second insert of the same
 # window a no-op, whoever tries it. A window written late (coalesced after downtime) is due now:
-# misfire is judged against the due time.
+# misfire is judged against the due time. A window that a disable or a schedule change cancelled
+# before it came is written again (pending) when the job is re-enabled or the schedule wants it:
+# else the cancelled rows blocked the windows for up to the lookahead after an enable.
 PERIODIC_ENQUEUE = """
-INSERT INTO scheduled_jobs
+INSERT INTO scheduled_jobs AS j
     (job_id, job_name, execution_time, task_data, priority, max_retries, misfire_grace_time,
      dedup_key, window_start, use_advisory_lock)
 SELECT 'periodic:' || $1 || ':' || (extract(epoch FROM w) * 1000)::bigint,
        $2, greatest(w, now()), '{"args": [], "kwargs": {}}'::jsonb, $3, $4, $5, $1, w, $6
   FROM unnest($7::timestamptz[]) AS w
-ON CONFLICT DO NOTHING
+ON CONFLICT (dedup_key, window_start) WHERE dedup_key IS NOT NULL DO UPDATE SET
+    status = 'pending', job_name = EXCLUDED.job_name, execution_time = EXCLUDED.execution_time,
+    priority = EXCLUDED.priority, max_retries = EXCLUDED.max_retries,
+    misfire_grace_time = EXCLUDED.misfire_grace_time,
+    use_advisory_lock = EXCLUDED.use_advisory_lock, finished_at = NULL, error_message = NULL
+ WHERE j.status = 'cancelled' AND j.started_at IS NULL
+   AND j.error_message IN ('periodic job disabled', 'periodic schedule changed')
 RETURNING job_id
 """
 PERIODIC_ADVANCE = """

@@ -142,6 +142,11 @@ class Worker:
         self._stop_job(job_id, None, StopReason.CANCELLED)
 
     @property
+    def listening(self) -> bool:
+        """True while the LISTEN session is up (notifications wake this worker at once)."""
+        return self._listener.connected.is_set()
+
+    @property
     def running_job_ids(self) -> list[str]:
         return list(self._running)
 
