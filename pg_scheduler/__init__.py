@@ -35,7 +35,7 @@ from .shared.models import (
     VacuumTrigger,
 )
 from .shared.periodic import periodic
-from .shared.tasks import job
+from .shared.tasks import deterministic_job_id, job
 
 __version__ = "1.0.0.dev0"
 
@@ -64,6 +64,7 @@ __all__ = [
     "VacuumConfig",
     "VacuumPolicy",
     "VacuumTrigger",
+    "deterministic_job_id",
     "job",
     "periodic",
 ]

@@ -12,13 +12,16 @@ replacing it.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from .errors import NotACoroutineFunctionError, TaskNameConflictError, UnknownTaskError
+from .serialization import encode_task_data
 
 TaskFunc = Callable[..., Coroutine[Any, Any, Any]]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -152,3 +155,23 @@ def job(func: F | None = None, /, *, name: str | None = None) -> F | Callable[[F
     if func is not None:
         return decorate(func)
     return decorate
+
+
+def deterministic_job_id(
+    func: Callable[..., Any] | str,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+) -> str:
+    """A job id derived from the task and its arguments (the 0.1 README's "deterministic job
+    ids"): the same call always gets the same id, so scheduling it twice with
+    ``ConflictResolution.IGNORE`` runs it once.
+
+    Arguments are hashed through their JSON form (keys sorted), the form the job row stores.
+    """
+    if isinstance(func, str):
+        name = func
+    else:
+        name = registry.name_of(func) or default_task_name(func)
+    canonical = json.dumps(json.loads(encode_task_data(args, kwargs)), sort_keys=True)
+    digest = hashlib.sha256(f"{name}\x00{canonical}".encode()).hexdigest()[:32]
+    return f"{name}:{digest}"
