@@ -40,3 +40,7 @@ def migrate_command(database_url: str) -> None:
         click.echo(f"applied migrations {applied}; schema is at version {latest_version()}")
     else:
         click.echo(f"schema is up to date (version {latest_version()})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The command line as far as this release has it: ``pg-scheduler migrate`` and help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import asyncpg
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pg_scheduler.cli", *args], capture_output=True, text=True,
+        timeout=60, env=env,
+    )
+
+
+async def test_migrate_creates_the_schema_once(dsn: str, pool: asyncpg.Pool) -> None:
+    first = run_cli("migrate", "--database-url", dsn)
+    assert first.returncode == 0, first.stderr
+    assert "applied migrations [1]" in first.stdout
+    second = run_cli("migrate", "--database-url", dsn)
+    assert second.returncode == 0 and "up to date" in second.stdout
+    assert await pool.fetchval("SELECT max(version) FROM scheduler_migrations") == 1
+
+
+def test_migrate_with_an_unreachable_database_says_so_in_one_line() -> None:
+    result = run_cli("migrate", "--database-url", "postgresql://nobody@127.0.0.1:1/none")
+    assert result.returncode == 1
+    assert result.stderr.startswith("pg-scheduler: cannot migrate:")
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_migrate_with_a_malformed_dsn_says_so_in_one_line() -> None:
+    result = run_cli("migrate", "--database-url", "not a dsn")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_help() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0 and "migrate" in result.stdout
+    result = run_cli("migrate", "--help")
+    assert result.returncode == 0 and "DATABASE_URL" in result.stdout
