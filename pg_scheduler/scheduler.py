@@ -13,7 +13,6 @@ management API work on it, creating the schema on first use.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ from .shared.models import (
 from .shared.periodic import PeriodicDefinition, periodic_registry
 from .shared.schema import ensure_schema
 from .shared.serialization import encode_task_data
+from .shared.service import cancel_and_wait
 from .shared.tasks import TaskRegistry, ensure_coroutine_function, registry
 from .shared.triggers import trigger_for, window_at_or_after
 from .supervisor.elector import Elector
@@ -276,10 +276,7 @@ class Scheduler:
             return
         self._stopped = True
         self._remove_signal_handlers()
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sync_task
+        await cancel_and_wait(self._sync_task)
         if self._elector is not None:
             await self._elector.stop()
         if self._worker is not None:

@@ -9,6 +9,7 @@ Linux's two-hour keepalive default.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import socket
 from collections.abc import Mapping
@@ -98,6 +99,16 @@ async def connect_dedicated(
     conn: asyncpg.Connection = await asyncpg.connect(*connect_args, **kwargs)
     set_client_keepalive(conn)
     return conn
+
+
+async def close_quietly(conn: asyncpg.Connection | None, timeout: float = 2.0) -> None:
+    """Close a dedicated session; if the server does not answer in time, drop the socket."""
+    if conn is None or conn.is_closed():
+        return
+    try:
+        await asyncio.wait_for(conn.close(), timeout=timeout)
+    except (TimeoutError, Exception):
+        conn.terminate()
 
 
 def set_client_keepalive(conn: asyncpg.Connection) -> None:

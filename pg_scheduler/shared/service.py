@@ -56,11 +56,7 @@ class PeriodicService:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     def wake(self) -> None:
         """Run a pass now instead of at the end of the interval."""
@@ -104,6 +100,15 @@ class PeriodicService:
                 self._wake.clear()
         finally:
             log.debug("%s: stopped", self.name)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task and wait until it has really finished."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def start_all(services: Sequence[Service]) -> None:

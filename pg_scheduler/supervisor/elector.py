@@ -48,6 +48,7 @@ import asyncpg
 from ..shared import queries
 from ..shared.db import SessionLiveness, connect_dedicated
 from ..shared.locks import LEADER_LOCK
+from ..shared.service import cancel_and_wait
 from .fence import Term
 
 log = logging.getLogger(__name__)
@@ -109,10 +110,7 @@ class Elector:
     async def stop(self) -> None:
         """Step down if leading (services first, then unlock and announce), and stop."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self._step_down(resign=True, reason="stopping")
         await self._close()
 

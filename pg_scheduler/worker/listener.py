@@ -7,14 +7,14 @@ worker falls back to its poll interval until the listener reconnects (with backo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 
-from ..shared.db import connect_dedicated
+from ..shared.db import close_quietly, connect_dedicated
+from ..shared.service import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,9 @@ class Listener:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            try:
-                await asyncio.wait_for(conn.close(), timeout=2)
-            except (TimeoutError, Exception):
-                conn.terminate()
+        await close_quietly(conn)
 
     async def _run(self) -> None:
         delay = 0.5

@@ -24,6 +24,7 @@ import asyncpg
 
 from ..shared import queries
 from ..shared.config import SchedulerConfig
+from ..shared.service import cancel_and_wait
 from ..shared.tasks import TaskRegistry
 from .claimer import ClaimedJob, Claimer
 from .executor import Executor, Outcome, StopReason
@@ -105,11 +106,8 @@ class Worker:
         """Stop claiming; wait up to ``timeout`` for running jobs; give the rest back."""
         self._stopping = True
         self._wake.set()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
+        loop_task, self._loop_task = self._loop_task, None
+        await cancel_and_wait(loop_task)
         running = [r.task for r in self._running.values() if r.task is not None]
         if running:
             log.info("worker: %s waiting up to %.1fs for %d running job(s)", self.worker_id,
