@@ -204,12 +204,23 @@ class Scheduler:
         self._hinted: set[str] = set()
         self._last_toggle: asyncio.Task[bool] | None = None
         self._closed = asyncio.Event()
+        self._published: dict[str, PeriodicDefinition] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def is_leader(self) -> bool:
         return self._elector is not None and self._elector.is_leader
+
+    @property
+    def started(self) -> bool:
+        """True once ``start()`` has succeeded (and still after ``shutdown()``)."""
+        return self._started
+
+    @property
+    def closed(self) -> bool:
+        """True once ``shutdown()`` has finished."""
+        return self._closed.is_set()
 
     @property
     def elector(self) -> Elector | None:
@@ -231,7 +242,24 @@ class Scheduler:
         if self._stopped:
             raise SchedulerStateError("a Scheduler cannot be restarted after shutdown()")
         self._started = True
+        try:
+            await self._start()
+        except BaseException:
+            # Leave nothing half-started, and let a later start() try again (the database may
+            # simply not have been up yet).
+            await self._stop_parts(timeout=0.0)
+            self._worker = self._elector = None
+            self._started = False
+            raise
+        log.info("scheduler %s started: %d task(s), %d periodic job(s), %d slot(s)",
+                 self.worker_id, len(self.registry), len(periodic_registry.all()),
+                 self.config.max_concurrent_jobs)
+
+    async def _start(self) -> None:
         await self._ready()
+        # Definitions registered after this scheduler's first database call (a module imported
+        # late) are published now; the sync loop publishes any that come later still.
+        await self._publish_periodic()
         connect_args, connect_kwargs = self._connect_params()
         cfg = self.config
         self._worker = Worker(
@@ -264,9 +292,6 @@ class Scheduler:
         self._sync_task = asyncio.create_task(self._sync_periodic_loop(), name="pg_scheduler:sync")
         if cfg.install_signal_handlers:
             self._install_signal_handlers()
-        log.info("scheduler %s started: %d task(s), %d periodic job(s), %d slot(s)",
-                 self.worker_id, len(self.registry), len(periodic_registry.all()),
-                 cfg.max_concurrent_jobs)
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop claiming; let running jobs finish for up to ``shutdown_timeout_seconds`` (or
@@ -275,19 +300,31 @@ class Scheduler:
         if self._stopped:
             return
         self._stopped = True
-        self._remove_signal_handlers()
-        await cancel_and_wait(self._sync_task)
-        if self._elector is not None:
-            await self._elector.stop()
-        if self._worker is not None:
+        try:
             wait = self.config.shutdown_timeout_seconds if timeout is None else timeout
-            await self._worker.stop(wait)
-        # The signal handler runs shutdown() as a background task: do not wait on ourselves.
-        pending = [t for t in self._background if t is not asyncio.current_task()]
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        self._closed.set()
+            await self._stop_parts(wait)
+            # The signal handler runs shutdown() as a background task: do not wait on ourselves.
+            pending = [t for t in self._background if t is not asyncio.current_task()]
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            self._closed.set()
         log.info("scheduler %s stopped", self.worker_id)
+
+    async def _stop_parts(self, timeout: float) -> None:
+        """Stop whatever was started, in order: leadership first (so another replica leads at
+        once), then the worker (drain, hand back, deregister). Each part stops even if an
+        earlier one failed."""
+        self._remove_signal_handlers()
+        sync_task, self._sync_task = self._sync_task, None
+        elector, worker = self._elector, self._worker
+        try:
+            await cancel_and_wait(sync_task)
+            if elector is not None:
+                await elector.stop()
+        finally:
+            if worker is not None:
+                await worker.stop(timeout)
 
     async def wait_closed(self) -> None:
         """Wait until ``shutdown()`` has finished (e.g. after a signal, with
@@ -613,7 +650,25 @@ class Scheduler:
 
     async def _prepare_database(self, conn: asyncpg.Connection) -> None:
         await ensure_schema(conn)
-        for d in periodic_registry.all().values():
+        await self._publish_periodic(conn)
+
+    async def _publish_periodic(self, conn: asyncpg.Connection | None = None) -> None:
+        """Upsert the periodic definitions this process has and has not published yet (the
+        upsert writes only when a definition changed), then refresh the local view."""
+        definitions = periodic_registry.all()
+        new = [d for key, d in definitions.items() if self._published.get(key) != d]
+        if conn is None:
+            async with self.db_pool.acquire() as pooled:
+                await self._upsert_definitions(pooled, new)
+                await self._load_periodic(pooled)
+            return
+        await self._upsert_definitions(conn, new)
+        await self._load_periodic(conn)
+
+    async def _upsert_definitions(
+        self, conn: asyncpg.Connection, definitions: Sequence[PeriodicDefinition]
+    ) -> None:
+        for d in definitions:
             async with conn.transaction():  # lock first: see queries.PERIODIC_LOCK
                 await conn.execute(queries.PERIODIC_LOCK, d.dedup_key)
                 await conn.execute(
@@ -621,7 +676,7 @@ class Scheduler:
                     d.every_seconds, d.cron, d.timezone, d.priority.db_value, d.max_retries,
                     d.use_advisory_lock, d.enabled,
                 )
-        await self._load_periodic(conn)
+            self._published[d.dedup_key] = d
 
     def _connect_params(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if self._dsn is not None:
@@ -701,7 +756,14 @@ class Scheduler:
                 log.warning("periodic job %r not found", dedup_key)
             return changed
 
-        task = asyncio.get_running_loop().create_task(write())
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise SchedulerStateError(
+                "enable/disable_periodic_job act on the database: call them from inside the "
+                "event loop that uses the pool (plainly or with await)"
+            ) from None
+        task = loop.create_task(write())
         self._last_toggle = task
         self._background.add(task)
         task.add_done_callback(self._background_done)
@@ -716,7 +778,7 @@ class Scheduler:
         while True:
             await asyncio.sleep(PERIODIC_SYNC_SECONDS)
             try:
-                await self._fetch_periodic()
+                await self._publish_periodic()
             except Exception as exc:
                 log.debug("periodic state refresh failed: %r", exc)
 

@@ -331,7 +331,7 @@ async def run_snippet(path: Path, code: types.CodeType, tree: ast.Module, stubbe
 
         # Schedulers the example built but did not start.
         built = [v for k, v in ns.items() if isinstance(v, Scheduler) and not k.startswith("_")
-                 and v.worker is None]
+                 and not v.started]
         for sched in built:
             ok = await report_built_scheduler(sched) and ok
 

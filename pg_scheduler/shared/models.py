@@ -142,11 +142,11 @@ class VacuumPolicy:
     keep_count: int | None = None
 
     def __post_init__(self) -> None:
-        if self.trigger is VacuumTrigger.TIME_BASED and (self.days is None or self.days < 0):
+        # A missing days/keep_count constructs (as in 0.2.3) and deletes nothing; a negative
+        # one is a mistake.
+        if self.days is not None and self.days < 0:
             raise ConfigurationError("VacuumPolicy.after_days needs days >= 0")
-        if self.trigger is VacuumTrigger.COUNT_BASED and (
-            self.keep_count is None or self.keep_count < 0
-        ):
+        if self.keep_count is not None and self.keep_count < 0:
             raise ConfigurationError("VacuumPolicy.keep_last needs a count >= 0")
 
     @classmethod

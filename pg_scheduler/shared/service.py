@@ -107,8 +107,14 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     if task is None:
         return
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        # The task's own cancellation ends here; a cancellation aimed at the caller (a timeout
+        # around shutdown(), say) must go on.
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 async def start_all(services: Sequence[Service]) -> None:

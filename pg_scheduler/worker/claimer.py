@@ -45,17 +45,19 @@ class Claimer:
         worker_id: str,
         lease_seconds: float,
         misfire_tolerance_seconds: float,
+        timeout: float = 10.0,
     ) -> None:
         self._pool = pool
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.misfire_tolerance_seconds = misfire_tolerance_seconds
+        self.timeout = timeout
 
     async def seconds_until_due(self, names: Sequence[str]) -> float | None:
         """Seconds until the next pending job of these names is due (<= 0: due now), or None."""
         if not names:
             return None
-        value = await self._pool.fetchval(queries.JOB_NEXT_DUE, list(names))
+        value = await self._pool.fetchval(queries.JOB_NEXT_DUE, list(names), timeout=self.timeout)
         return None if value is None else float(value)
 
     async def claim(self, names: Sequence[str], limit: int) -> list[ClaimedJob]:
@@ -63,7 +65,7 @@ class Claimer:
             return []
         rows = await self._pool.fetch(
             queries.JOB_CLAIM, list(names), limit, self.worker_id, self.lease_seconds,
-            self.misfire_tolerance_seconds,
+            self.misfire_tolerance_seconds, timeout=self.timeout,
         )
         claimed = []
         for row in rows:

@@ -15,7 +15,8 @@ import contextlib
 import enum
 import logging
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 
@@ -26,7 +27,17 @@ from .claimer import ClaimedJob
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 EXCLUSIVE_RETRY_SECONDS = 1.0
+WRITE_RETRY_DELAYS_SECONDS = (0.2, 0.5, 1.0)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+)
 ERROR_MESSAGE_LIMIT = 4000
 
 
@@ -119,8 +130,8 @@ class Executor:
                         await asyncio.shield(conn.execute(queries.EXCLUSIVE_UNLOCK, *key))
 
     async def _complete(self, job: ClaimedJob) -> Outcome:
-        status = await asyncio.shield(
-            self._pool.execute(queries.JOB_COMPLETE, job.job_id, self.worker_id, job.attempt)
+        status = await self._write(
+            lambda: self._pool.execute(queries.JOB_COMPLETE, job.job_id, self.worker_id, job.attempt)
         )
         if status.endswith(" 0"):
             log.warning("executor: completion of %s (attempt %s) refused: lease lost",
@@ -129,8 +140,8 @@ class Executor:
         return Outcome.COMPLETED
 
     async def _fail(self, job: ClaimedJob, message: str) -> Outcome:
-        row = await asyncio.shield(
-            self._pool.fetchrow(
+        row = await self._write(
+            lambda: self._pool.fetchrow(
                 queries.JOB_FAIL, job.job_id, self.worker_id, job.attempt,
                 self.retry_delay_seconds, self.retry_max_delay_seconds, self.retry_jitter,
                 message[:ERROR_MESSAGE_LIMIT],
@@ -151,11 +162,26 @@ class Executor:
         return Outcome.FAILED
 
     async def _release(self, job: ClaimedJob, why: str, delay: float) -> None:
-        await asyncio.shield(
-            self._pool.execute(
+        await self._write(
+            lambda: self._pool.execute(
                 queries.JOB_RELEASE, self.worker_id, [job.job_id], [job.attempt], delay, why
             )
         )
+
+    async def _write(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run an outcome write, shielded from cancellation, retried over a short database blip
+        so that a finished job is not later taken for a crashed one. Retrying is safe: the write
+        is fenced, so a retry after a commit whose reply was lost matches nothing (it is then
+        reported as ``lease_lost``, while the row holds the right outcome)."""
+        for delay in (*WRITE_RETRY_DELAYS_SECONDS, None):
+            try:
+                return await asyncio.shield(call())
+            except TRANSIENT_ERRORS as exc:
+                if delay is None:
+                    raise
+                log.warning("executor: outcome write failed (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
 
 def _describe(exc: BaseException) -> str:

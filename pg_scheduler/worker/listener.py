@@ -50,6 +50,7 @@ class Listener:
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        self.connected.clear()
         conn, self._conn = self._conn, None
         await close_quietly(conn)
 
@@ -62,10 +63,10 @@ class Listener:
                     self._connect_args, self._connect_kwargs,
                     application_name=f"pg_scheduler:listen:{self.worker_id}",
                 )
+                self._conn = conn
                 conn.add_termination_listener(lambda _c: self._lost.set())
                 await conn.add_listener(JOBS_CHANNEL, self._jobs)
                 await conn.add_listener(CANCEL_CHANNEL, self._cancel)
-                self._conn = conn
                 self.connected.set()
                 delay = 0.5
                 # A (re)connect may have missed notifications: look now.
@@ -77,6 +78,8 @@ class Listener:
             except Exception as exc:
                 log.warning("listener: cannot listen (%s); retrying in %.1fs", exc, delay)
             self.connected.clear()
+            conn, self._conn = self._conn, None
+            await close_quietly(conn)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 OutcomeHook = Callable[[ClaimedJob, Outcome], None]
 
+QUERY_TIMEOUT_SECONDS = 10.0
+"""No claim-loop or shutdown query waits longer than this on a database that stopped answering."""
+CANCEL_GRACE_SECONDS = 5.0
+
 
 @dataclass
 class RunningJob:
@@ -98,38 +102,65 @@ class Worker:
             queries.WORKER_REGISTER, self.worker_id, self.kind, socket.gethostname(), os.getpid(),
             self._registry.names(),
         )
-        self._heartbeat.start()
+        await asyncio.to_thread(self._heartbeat.start)
         await self._listener.start()
         self._loop_task = asyncio.create_task(self._run(), name=f"pg_scheduler:worker:{self.worker_id}")
 
     async def stop(self, timeout: float) -> None:
-        """Stop claiming; wait up to ``timeout`` for running jobs; give the rest back."""
+        """Stop claiming; wait up to ``timeout`` for running jobs; give the rest back.
+
+        The claim loop is asked to stop, not cancelled: a cancel landing after the server
+        committed a claim but before the reply arrived would strand rows as ``running`` that
+        this worker never started (and the rescuer would then count a lost attempt).
+        """
         self._stopping = True
         self._wake.set()
         loop_task, self._loop_task = self._loop_task, None
-        await cancel_and_wait(loop_task)
+        if loop_task is not None:
+            done, _ = await asyncio.wait({loop_task}, timeout=QUERY_TIMEOUT_SECONDS + 1)
+            if not done:  # a query hung past its own timeout: give up on it
+                await cancel_and_wait(loop_task)
+        try:
+            await self._drain(timeout)
+        finally:
+            await self._listener.stop()
+            await asyncio.to_thread(self._heartbeat.stop)
+            try:
+                await self._pool.execute(
+                    queries.WORKER_DEREGISTER, self.worker_id, timeout=QUERY_TIMEOUT_SECONDS
+                )
+            except Exception as exc:
+                log.warning("worker: %s could not deregister (%r); the leader prunes it when "
+                            "its heartbeat goes stale", self.worker_id, exc)
+
+    async def _drain(self, timeout: float) -> None:
         running = [r.task for r in self._running.values() if r.task is not None]
         if running:
             log.info("worker: %s waiting up to %.1fs for %d running job(s)", self.worker_id,
                      timeout, len(running))
             await asyncio.wait(running, timeout=timeout)
         leftovers = [r for r in self._running.values() if r.task is not None and not r.task.done()]
-        if leftovers:
-            for r in leftovers:
-                r.reason = StopReason.SHUTDOWN
-                assert r.task is not None
-                r.task.cancel()
-            await asyncio.gather(*(r.task for r in leftovers if r.task), return_exceptions=True)
+        if not leftovers:
+            return
+        for r in leftovers:
+            r.reason = StopReason.SHUTDOWN
+            assert r.task is not None
+            r.task.cancel()
+        # A job that ignores cancellation must not hold shutdown hostage: its lease is handed
+        # back regardless, and a late completion from it is refused by the attempt fence.
+        await asyncio.wait([r.task for r in leftovers if r.task], timeout=CANCEL_GRACE_SECONDS)
+        try:
             released = await self._pool.fetch(
                 queries.JOB_RELEASE, self.worker_id, [r.job.job_id for r in leftovers],
                 [r.job.attempt for r in leftovers], 0.0, "released at shutdown",
+                timeout=QUERY_TIMEOUT_SECONDS,
             )
-            log.warning("worker: %s gave back %d job(s) still running at shutdown: %s",
-                        self.worker_id, len(released), [r["job_id"] for r in released])
-        await self._listener.stop()
-        await asyncio.to_thread(self._heartbeat.stop)
-        with contextlib.suppress(Exception):
-            await self._pool.execute(queries.WORKER_DEREGISTER, self.worker_id)
+        except Exception as exc:
+            log.error("worker: %s could not give back %d running job(s) at shutdown (%r); they "
+                      "run again when their leases expire", self.worker_id, len(leftovers), exc)
+            return
+        log.warning("worker: %s gave back %d job(s) still running at shutdown: %s",
+                    self.worker_id, len(released), [r["job_id"] for r in released])
 
     # ------------------------------------------------------------------ signals in
 

@@ -50,7 +50,11 @@ class Vacuum(PeriodicService):
 
     async def _vacuum_state(self, state: JobState, policy: VacuumPolicy) -> int:
         trigger = policy.trigger
-        if trigger is VacuumTrigger.NEVER:
+        if (
+            trigger is VacuumTrigger.NEVER
+            or (trigger is VacuumTrigger.TIME_BASED and policy.days is None)
+            or (trigger is VacuumTrigger.COUNT_BASED and policy.keep_count is None)
+        ):
             return 0
         total = 0
         while True:
