@@ -10,8 +10,8 @@ own timers exactly at the window, not when the leader next looks.
 - Windows are fixed (interval slots from the epoch, or cron fire times): no drift.
 - After downtime (no leader, or the job was disabled), the windows that were missed are
   coalesced into one run, due now (the due time, not the window, is what misfire judges).
-- Definitions whose task no live worker registered are left alone (their rows would wait
-  forever) and logged.
+- Definitions whose task no live worker registered are skipped (their rows would wait forever):
+  ``scheduler_workers.tasks`` shows who can run what.
 """
 
 from __future__ import annotations
