@@ -31,6 +31,7 @@ from .shared.awaitable import AwaitableDict, AwaitableList, AwaitableOptional
 from .shared.config import SchedulerConfig
 from .shared.db import connect_params_from_pool
 from .shared.errors import (
+    ConfigurationError,
     InvalidJobError,
     JobAlreadyExistsError,
     SchedulerStateError,
@@ -160,7 +161,7 @@ class Scheduler:
         on_outcome: OutcomeHook | None = None,
     ) -> None:
         if db_pool is None:
-            raise InvalidJobError("Scheduler needs an asyncpg pool (db_pool)")
+            raise ConfigurationError("Scheduler needs an asyncpg pool (db_pool)")
         self.db_pool = db_pool
         self.config = SchedulerConfig.build(
             max_concurrent_jobs=max_concurrent_jobs,

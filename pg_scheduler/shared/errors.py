@@ -45,16 +45,8 @@ class JobAlreadyExistsError(PgSchedulerError, ValueError):
     """``ConflictResolution.RAISE`` and a job with that id exists."""
 
 
-class UnknownPeriodicJobError(PgSchedulerError, LookupError):
-    """No periodic job has that dedup key."""
-
-
 class LeadershipLostError(PgSchedulerError):
     """A leader write was refused: this process's epoch is no longer the current one."""
-
-
-class LeaseLostError(PgSchedulerError):
-    """A job's completion was refused: its lease moved on (rescued, cancelled, or re-claimed)."""
 
 
 class SchedulerStateError(PgSchedulerError, RuntimeError):

@@ -203,7 +203,8 @@ WITH released AS (
        AND j.status = 'running'
     RETURNING j.job_id
 )
-SELECT job_id, pg_notify('pg_scheduler_jobs', '') FROM released
+-- Wake idle workers only for jobs due now; a later one is found by their next-due timers.
+SELECT job_id, CASE WHEN $4 <= 0 THEN pg_notify('pg_scheduler_jobs', '') END FROM released
 """
 
 JOBS_NOTIFY = "SELECT pg_notify('pg_scheduler_jobs', '')"

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EXCLUSIVE_RETRY_SECONDS = 1.0
+EXCLUSIVE_RETRY_MAX_SECONDS = 60.0
 WRITE_RETRY_DELAYS_SECONDS = (0.2, 0.5, 1.0)
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -84,7 +85,11 @@ class Executor:
         try:
             async with self._exclusive(job) as acquired:
                 if not acquired:
-                    await self._release(job, "exclusive lock busy", EXCLUSIVE_RETRY_SECONDS)
+                    # Another run holds the lock: look again later, backing off so that a long
+                    # exclusive run does not make its next window spin through claims.
+                    delay = min(EXCLUSIVE_RETRY_SECONDS * 2 ** min(job.attempt - 1, 6),
+                                EXCLUSIVE_RETRY_MAX_SECONDS)
+                    await self._release(job, "exclusive lock busy", delay)
                     return Outcome.DEFERRED
                 log.debug("executor: starting %s (%s) attempt %s", job.job_id, job.job_name,
                           job.attempt)
