@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from .scheduler import PeriodicJobInfo, Scheduler
+from .scheduler import Scheduler
 from .shared.errors import (
     ConfigurationError,
     InvalidJobError,
@@ -32,7 +32,7 @@ from .shared.models import (
     VacuumPolicy,
     VacuumTrigger,
 )
-from .shared.periodic import periodic
+from .shared.periodic import PeriodicJobInfo, periodic
 from .shared.tasks import deterministic_job_id, job
 
 __version__ = "1.0.0.dev0"

@@ -20,8 +20,8 @@ import signal
 import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -46,12 +46,17 @@ from .shared.models import (
     VacuumConfig,
     _Unset,
 )
-from .shared.periodic import PeriodicDefinition, periodic_registry
+from .shared.periodic import (
+    PeriodicDefinition,
+    PeriodicJobInfo,
+    info_from_definition,
+    next_runs,
+    periodic_registry,
+)
 from .shared.schema import ensure_schema
 from .shared.serialization import encode_task_data
 from .shared.service import cancel_and_wait
 from .shared.tasks import TaskRegistry, ensure_coroutine_function, registry
-from .shared.triggers import trigger_for, window_at_or_after
 from .supervisor.elector import Elector
 from .supervisor.fence import Fence, Unfenced
 from .supervisor.leader_services import LeaderServices
@@ -63,54 +68,6 @@ from .worker.worker import OutcomeHook, Worker
 log = logging.getLogger("pg_scheduler")
 
 PERIODIC_SYNC_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class PeriodicJobInfo:
-    """A periodic job as the cluster knows it: its definition and its shared state."""
-
-    dedup_key: str
-    job_name: str
-    task_name: str
-    interval: timedelta | None
-    cron: str | None
-    timezone: str | None
-    priority: JobPriority
-    max_retries: int
-    use_advisory_lock: bool
-    enabled: bool
-    next_run: datetime | None
-    func: Callable[..., Any] | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-    def status(self, last_run: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        status: dict[str, Any] = {
-            "job_name": self.job_name,
-            "task_name": self.task_name,
-            "enabled": self.enabled,
-            "priority": self.priority.value,
-            "max_retries": self.max_retries,
-            "dedup_key": self.dedup_key,
-            "use_advisory_lock": self.use_advisory_lock,
-            "function_name": getattr(self.func, "__name__", self.task_name.rpartition(":")[2]),
-            "function_module": getattr(self.func, "__module__", self.task_name.partition(":")[0]),
-            "next_run": self.next_run,
-            "last_run": None,
-            "last_status": None,
-        }
-        if self.interval is not None:
-            status["interval"] = self.interval.total_seconds()
-        else:
-            status["cron"] = self.cron
-            status["timezone"] = self.timezone
-        if last_run:
-            started = last_run.get("started_at") or last_run.get("finished_at")
-            status["last_run"] = datetime.fromisoformat(started) if isinstance(started, str) else started
-            status["last_status"] = last_run.get("status")
-            status["last_error"] = last_run.get("error_message")
-        return status
 
 
 class Scheduler:
@@ -556,11 +513,11 @@ class Scheduler:
         if after is not None and after.tzinfo is None:
             raise InvalidJobError("after must be a timezone-aware datetime")
         info = self._local_periodic().get(dedup_key)
-        local = _next_runs(info, count, after) if info else []
+        local = next_runs(info, count, after) if info else []
 
         async def fetch() -> list[datetime]:
             fresh = await self._fetch_periodic()
-            return _next_runs(fresh.get(dedup_key), count, after)
+            return next_runs(fresh.get(dedup_key), count, after)
 
         return AwaitableList(local, fetch)
 
@@ -688,7 +645,7 @@ class Scheduler:
         known = dict(self._periodic_state)
         for key, d in periodic_registry.all().items():
             if key not in known:
-                known[key] = _info_from_definition(d)
+                known[key] = info_from_definition(d)
         return known
 
     async def _fetch_periodic(self) -> dict[str, PeriodicJobInfo]:
@@ -803,24 +760,3 @@ class Scheduler:
         task = asyncio.get_running_loop().create_task(self.shutdown())
         self._background.add(task)
         task.add_done_callback(self._background_done)
-
-
-def _info_from_definition(d: PeriodicDefinition) -> PeriodicJobInfo:
-    return PeriodicJobInfo(
-        dedup_key=d.dedup_key, job_name=d.job_name, task_name=d.task_name, interval=d.interval,
-        cron=d.cron, timezone=d.timezone, priority=d.priority, max_retries=d.max_retries,
-        use_advisory_lock=d.use_advisory_lock, enabled=d.enabled, next_run=None, func=d.func,
-    )
-
-
-def _next_runs(info: PeriodicJobInfo | None, count: int, after: datetime | None) -> list[datetime]:
-    if info is None:
-        return []
-    trigger = trigger_for(
-        info.interval.total_seconds() if info.interval else None, info.cron, info.timezone
-    )
-    moment = after or datetime.now(UTC)
-    runs = [window_at_or_after(trigger, moment)]
-    while len(runs) < count:
-        runs.append(trigger.next_fire(runs[-1]))
-    return runs[:count]

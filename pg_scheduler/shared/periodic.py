@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from .errors import InvalidScheduleError, TaskNameConflictError
 from .models import JobPriority
 from .tasks import TaskFunc, default_task_name, ensure_coroutine_function, registry
-from .triggers import CronTrigger, IntervalTrigger, Trigger
+from .triggers import CronTrigger, IntervalTrigger, Trigger, trigger_for, window_at_or_after
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -156,3 +156,74 @@ def periodic(
         return func
 
     return decorate
+
+
+@dataclass(frozen=True)
+class PeriodicJobInfo:
+    """A periodic job as the cluster knows it: its definition and its shared state."""
+
+    dedup_key: str
+    job_name: str
+    task_name: str
+    interval: timedelta | None
+    cron: str | None
+    timezone: str | None
+    priority: JobPriority
+    max_retries: int
+    use_advisory_lock: bool
+    enabled: bool
+    next_run: datetime | None
+    func: Callable[..., Any] | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def status(self, last_run: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "job_name": self.job_name,
+            "task_name": self.task_name,
+            "enabled": self.enabled,
+            "priority": self.priority.value,
+            "max_retries": self.max_retries,
+            "dedup_key": self.dedup_key,
+            "use_advisory_lock": self.use_advisory_lock,
+            "function_name": getattr(self.func, "__name__", self.task_name.rpartition(":")[2]),
+            "function_module": getattr(self.func, "__module__", self.task_name.partition(":")[0]),
+            "next_run": self.next_run,
+            "last_run": None,
+            "last_status": None,
+        }
+        if self.interval is not None:
+            status["interval"] = self.interval.total_seconds()
+        else:
+            status["cron"] = self.cron
+            status["timezone"] = self.timezone
+        if last_run:
+            started = last_run.get("started_at") or last_run.get("finished_at")
+            status["last_run"] = datetime.fromisoformat(started) if isinstance(started, str) else started
+            status["last_status"] = last_run.get("status")
+            status["last_error"] = last_run.get("error_message")
+        return status
+
+
+def info_from_definition(d: PeriodicDefinition) -> PeriodicJobInfo:
+    """The local view of a definition before the database has told us its state."""
+    return PeriodicJobInfo(
+        dedup_key=d.dedup_key, job_name=d.job_name, task_name=d.task_name, interval=d.interval,
+        cron=d.cron, timezone=d.timezone, priority=d.priority, max_retries=d.max_retries,
+        use_advisory_lock=d.use_advisory_lock, enabled=d.enabled, next_run=None, func=d.func,
+    )
+
+
+def next_runs(info: PeriodicJobInfo | None, count: int, after: datetime | None) -> list[datetime]:
+    """The next ``count`` window starts at or after ``after`` (default now), in UTC."""
+    if info is None:
+        return []
+    trigger = trigger_for(
+        info.interval.total_seconds() if info.interval else None, info.cron, info.timezone
+    )
+    moment = after or datetime.now(UTC)
+    runs = [window_at_or_after(trigger, moment)]
+    while len(runs) < count:
+        runs.append(trigger.next_fire(runs[-1]))
+    return runs[:count]
