@@ -66,14 +66,18 @@ async def start_replica(dsn: str, *, ready: bool = True, **env: Any) -> Replica:
     worker_id = None
     if ready:
         assert proc.stdout is not None
-        async with asyncio.timeout(30):
-            while True:
-                line = (await proc.stdout.readline()).decode()
-                if not line:
-                    raise RuntimeError(f"replica {proc.pid} exited before it was ready")
-                if line.startswith("ready "):
-                    worker_id = line.split()[1]
-                    break
+        try:
+            async with asyncio.timeout(30):
+                while True:
+                    line = (await proc.stdout.readline()).decode()
+                    if not line:
+                        raise RuntimeError(f"replica {proc.pid} exited before it was ready")
+                    if line.startswith("ready "):
+                        worker_id = line.split()[1]
+                        break
+        except BaseException:
+            await Replica(proc, None).stop()  # never leave a half-started replica behind
+            raise
     return Replica(proc, worker_id)
 
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from datetime import UTC, datetime, timedelta
 
@@ -24,7 +25,17 @@ def _float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+def exit_with_parent() -> None:
+    """SIGTERM this replica when the test process that started it dies (Linux prctl), so that
+    no replica outlives a crashed or interrupted test run."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 async def main() -> int:
+    exit_with_parent()
     logging.basicConfig(level=os.environ.get("APP_LOG", "WARNING"), stream=sys.stderr,
                         format=f"[{os.getpid()}] %(name)s %(levelname)s %(message)s")
     pool = await asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=1, max_size=10)
