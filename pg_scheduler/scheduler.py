@@ -152,9 +152,6 @@ class Scheduler:
         self._worker: Worker | None = None
         self._elector: Elector | None = None
         self.leader_services: LeaderServices | None = None
-        self.periodic_registrar: PeriodicRegistrar | None = None
-        self.orphan_rescuer: OrphanRescuer | None = None
-        self.vacuum: Vacuum | None = None
         self._periodic_state: dict[str, PeriodicJobInfo] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._sync_task: asyncio.Task[None] | None = None
@@ -179,6 +176,18 @@ class Scheduler:
     def closed(self) -> bool:
         """True once ``shutdown()`` has finished."""
         return self._closed.is_set()
+
+    @property
+    def periodic_registrar(self) -> PeriodicRegistrar | None:
+        return self.leader_services.periodic_registrar if self.leader_services else None
+
+    @property
+    def orphan_rescuer(self) -> OrphanRescuer | None:
+        return self.leader_services.orphan_rescuer if self.leader_services else None
+
+    @property
+    def vacuum(self) -> Vacuum | None:
+        return self.leader_services.vacuum if self.leader_services else None
 
     @property
     def elector(self) -> Elector | None:
@@ -227,19 +236,7 @@ class Scheduler:
         await self._worker.start()
 
         fence = Fence(self.db_pool, lambda: self._elector.term if self._elector else None)
-        self.periodic_registrar = PeriodicRegistrar(
-            fence, interval_seconds=cfg.periodic_interval_seconds,
-            misfire_grace_time=cfg.misfire_grace_time,
-        )
-        self.orphan_rescuer = OrphanRescuer(
-            fence, interval_seconds=cfg.rescue_interval_seconds,
-            worker_stale_seconds=cfg.worker_stale_seconds,
-        )
-        services: list[Any] = [self.periodic_registrar, self.orphan_rescuer]
-        if cfg.vacuum_enabled:
-            self.vacuum = Vacuum(fence, cfg.vacuum_config)
-            services.append(self.vacuum)
-        self.leader_services = LeaderServices(services)
+        self.leader_services = LeaderServices.for_config(fence, cfg)
         self._elector = Elector(
             connect_args, connect_kwargs, node_id=self.worker_id,
             ttl_seconds=cfg.leader_ttl_seconds, elect_interval_seconds=cfg.elect_interval_seconds,

@@ -1,13 +1,21 @@
 """The group of leader-only services, started when this process wins leadership and stopped
-when it loses it (River's QueueMaintainer). The elector drives it through two callbacks."""
+when it loses it (River's QueueMaintainer). The elector drives it through two callbacks.
+
+The in-process ``Scheduler`` and the ``pg-scheduler run`` supervisor build the same group with
+:meth:`LeaderServices.for_config`.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 
+from ..shared.config import SchedulerConfig
 from ..shared.service import Service, start_all, stop_all
-from .fence import Term
+from .fence import Fence, Term
+from .maintenance.orphan_rescuer import OrphanRescuer
+from .maintenance.periodic_registrar import PeriodicRegistrar
+from .maintenance.vacuum import Vacuum
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +24,26 @@ class LeaderServices:
     def __init__(self, services: Sequence[Service]) -> None:
         self.services = list(services)
         self.running = False
+        self.periodic_registrar: PeriodicRegistrar | None = None
+        self.orphan_rescuer: OrphanRescuer | None = None
+        self.vacuum: Vacuum | None = None
+
+    @classmethod
+    def for_config(cls, fence: Fence, config: SchedulerConfig) -> LeaderServices:
+        """Periodic registrar, orphan rescuer and (if enabled) vacuum, all writing through
+        ``fence``."""
+        registrar = PeriodicRegistrar(
+            fence, interval_seconds=config.periodic_interval_seconds,
+            misfire_grace_time=config.misfire_grace_time,
+        )
+        rescuer = OrphanRescuer(
+            fence, interval_seconds=config.rescue_interval_seconds,
+            worker_stale_seconds=config.worker_stale_seconds,
+        )
+        vacuum = Vacuum(fence, config.vacuum_config) if config.vacuum_enabled else None
+        group = cls([s for s in (registrar, rescuer, vacuum) if s is not None])
+        group.periodic_registrar, group.orphan_rescuer, group.vacuum = registrar, rescuer, vacuum
+        return group
 
     async def on_elected(self, term: Term) -> None:
         await start_all(self.services)
