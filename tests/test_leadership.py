@@ -69,6 +69,7 @@ async def test_graceful_shutdown_hands_leadership_over_within_a_second(
     await wait_for(lambda: len(leaders(others)) == 1, timeout=3, interval=0.01,
                    message="a new leader")
     took = time.monotonic() - started
+    print(f"measured: leadership handed over {took:.3f}s after a clean shutdown began")
     assert took < 1.0, f"takeover after a clean shutdown took {took:.2f}s"
     assert await pool.fetchval("SELECT epoch FROM scheduler_leader") == epoch_before + 1
 
