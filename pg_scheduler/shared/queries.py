@@ -35,18 +35,20 @@ ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id
 """
 
-# REPLACE resets the row to a fresh pending job. ``attempt`` is kept: it only grows, so a run of
-# the replaced job still in flight is fenced out and its completion refused.
-JOB_UPSERT = f"""
-INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
-VALUES (coalesce($1, gen_random_uuid()::text), $2, $3, $4::jsonb, $5, $6, $7, $8)
-ON CONFLICT (job_id) DO UPDATE SET
+_JOB_REPLACE_SET = """
     job_name = EXCLUDED.job_name, execution_time = EXCLUDED.execution_time,
     task_data = EXCLUDED.task_data, priority = EXCLUDED.priority,
     max_retries = EXCLUDED.max_retries, misfire_grace_time = EXCLUDED.misfire_grace_time,
     timeout_seconds = EXCLUDED.timeout_seconds, status = 'pending', retry_count = 0,
     worker_id = NULL, lease_until = NULL, last_heartbeat = NULL, error_message = NULL,
-    started_at = NULL, finished_at = NULL
+    started_at = NULL, finished_at = NULL"""
+
+# REPLACE resets the row to a fresh pending job. ``attempt`` is kept: it only grows, so a run of
+# the replaced job still in flight is fenced out and its completion refused.
+JOB_UPSERT = f"""
+INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
+VALUES (coalesce($1, gen_random_uuid()::text), $2, $3, $4::jsonb, $5, $6, $7, $8)
+ON CONFLICT (job_id) DO UPDATE SET {_JOB_REPLACE_SET}
 RETURNING job_id
 """
 
@@ -71,13 +73,7 @@ INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
 SELECT job_id, job_name, execution_time, task_data::jsonb, priority, max_retries,
        misfire_grace_time, timeout_seconds
 FROM ({_JOB_BULK_ROWS}) AS rows
-ON CONFLICT (job_id) DO UPDATE SET
-    job_name = EXCLUDED.job_name, execution_time = EXCLUDED.execution_time,
-    task_data = EXCLUDED.task_data, priority = EXCLUDED.priority,
-    max_retries = EXCLUDED.max_retries, misfire_grace_time = EXCLUDED.misfire_grace_time,
-    timeout_seconds = EXCLUDED.timeout_seconds, status = 'pending', retry_count = 0,
-    worker_id = NULL, lease_until = NULL, last_heartbeat = NULL, error_message = NULL,
-    started_at = NULL, finished_at = NULL
+ON CONFLICT (job_id) DO UPDATE SET {_JOB_REPLACE_SET}
 RETURNING job_id
 """
 
