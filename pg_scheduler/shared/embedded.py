@@ -150,13 +150,13 @@ def _is_postgres(pid: int) -> bool:
         return True  # cannot tell (no /proc): trust the pid file
 
 
-def _try_reap(pid: int) -> None:
+def try_reap(pid: int) -> None:
     # The postmaster is pg_ctl's grandchild, but in a container we may be its reaper.
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
 
 
-def _make_traversable(path: Path) -> None:
+def make_traversable(path: Path) -> None:
     """Add o+x to ``path`` and each folder above it, so the server user can reach it."""
     for p in [path, *path.parents]:
         mode = p.stat().st_mode
@@ -164,7 +164,18 @@ def _make_traversable(path: Path) -> None:
             os.chmod(p, mode | 0o001)
 
 
-def _server_user() -> pwd.struct_passwd:
+def read_log_since(logfile: Path, offset: int) -> str:
+    """What the server wrote to ``logfile`` after byte ``offset`` (empty if there is no log)."""
+    try:
+        with logfile.open(errors="replace") as f:
+            f.seek(offset)
+            return f.read()
+    except OSError:
+        return ""
+
+
+def server_user() -> pwd.struct_passwd:
+    """The unprivileged user the server runs as when we are root (created if missing)."""
     try:
         return pwd.getpwnam(OS_USER)
     except KeyError:
@@ -327,10 +338,10 @@ class LocalPostgres:
         )
 
     def _prepare_as_root(self) -> None:
-        user = _server_user()
-        _make_traversable(self.bindir)
+        user = server_user()
+        make_traversable(self.bindir)
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        _make_traversable(self.data_dir.parent)
+        make_traversable(self.data_dir.parent)
         if not self.data_dir.exists():
             self.data_dir.mkdir(mode=0o700)
         owner = self.data_dir.stat().st_uid
@@ -358,9 +369,9 @@ class LocalPostgres:
             with os.fdopen(fd, "w") as f:
                 f.write(password + "\n")
             if os.geteuid() == 0:
-                user = _server_user()
+                user = server_user()
                 os.chown(pwfile, user.pw_uid, user.pw_gid)
-                _make_traversable(Path(pwfile).parent)
+                make_traversable(Path(pwfile).parent)
             res = self._run(
                 "initdb", "-D", str(self.data_dir), "-U", "postgres", f"--pwfile={pwfile}",
                 "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--locale=C",
@@ -421,22 +432,15 @@ class LocalPostgres:
                 return
             if found is not None:  # up but slow: stop it rather than leave it behind
                 self._shutdown(found[0])
-            if tries > 0 and "could not bind" in self._log_since(offset):
+            if tries > 0 and "could not bind" in read_log_since(self.logfile, offset):
                 self.requested_port = None
                 continue  # another process took the port meanwhile: pick another
             raise ConfigurationError(
                 f"could not start the embedded PostgreSQL in {self.data_dir} on "
                 f"{self.host}:{port} (pg_ctl exit {res.returncode}): {res.stdout.strip()}\n"
-                f"--- end of {self.logfile} ---\n{self._log_since(offset)[-4000:]}"
+                f"--- end of {self.logfile} ---\n{read_log_since(self.logfile, offset)[-4000:]}"
             )
 
-    def _log_since(self, offset: int) -> str:
-        try:
-            with self.logfile.open(errors="replace") as f:
-                f.seek(offset)
-                return f.read()
-        except OSError:
-            return ""
 
     def _running_server(self, *, wait: bool = True) -> tuple[int, str, int] | None:
         """``(pid, listen address, port)`` of a live server on this folder, else None.
@@ -474,7 +478,7 @@ class LocalPostgres:
                     f"the embedded PostgreSQL (pid {pid}) did not stop within {self.timeout}s; "
                     f"see {self.logfile}"
                 )
-            _try_reap(pid)
+            try_reap(pid)
             time.sleep(_POLL)
 
     def _other_sessions(self) -> int:
