@@ -79,7 +79,6 @@ RETURNING job_id
 
 JOB_GET = "SELECT * FROM scheduled_jobs WHERE job_id = $1"
 JOB_STATUS = "SELECT status FROM scheduled_jobs WHERE job_id = $1"
-JOB_EXISTING_IDS = "SELECT job_id FROM scheduled_jobs WHERE job_id = ANY($1::text[])"
 
 # Cancelling a running job also tells its worker, which cancels the coroutine at once.
 JOB_CANCEL = """
@@ -219,11 +218,6 @@ ON CONFLICT (worker_id) DO UPDATE
 """
 WORKER_HEARTBEAT = "UPDATE scheduler_workers SET last_heartbeat = now() WHERE worker_id = $1"
 WORKER_DEREGISTER = "DELETE FROM scheduler_workers WHERE worker_id = $1"
-WORKER_LIST = """
-SELECT worker_id, kind, host, pid, tasks, started_at, last_heartbeat,
-       extract(epoch FROM now() - last_heartbeat)::float8 AS heartbeat_age_seconds
-  FROM scheduler_workers ORDER BY started_at
-"""
 
 # --------------------------------------------------------------------------- leadership
 
@@ -244,7 +238,6 @@ SELECT EXISTS (
        AND (SELECT epoch FROM scheduler_leader) = $3
 """
 LEADER_RESIGN = "SELECT pg_advisory_unlock($1, $2), pg_notify('pg_scheduler_leadership', 'resigned')"
-LEADER_GET = "SELECT epoch, leader_id, host, pid, elected_at FROM scheduler_leader"
 # Every leader transaction starts here: a new leader's epoch bump waits for it, and after the
 # bump the old epoch matches no row, so a deposed leader's writes fail.
 SET_LOCAL_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
@@ -322,7 +315,6 @@ WHERE (p.task_name, p.job_name, p.every_seconds, p.cron, p.timezone, p.priority,
 """
 
 PERIODIC_LIST = "SELECT * FROM scheduler_periodic ORDER BY dedup_key"
-PERIODIC_GET = "SELECT * FROM scheduler_periodic WHERE dedup_key = $1"
 # Locks the definitions for the pass: a disable or a schedule change (which lock the row first,
 # see PERIODIC_LOCK) either waits for the pass to commit and then cancels its windows, or commits
 # first and the pass re-reads the row (not enabled: skipped). Without it a pass racing a disable
