@@ -61,9 +61,7 @@ class Heartbeat:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
-        self.beats = 0
         self._sent_tasks: list[str] | None = None
-        self.last_beat_monotonic: float | None = None
 
     def track(self, job_id: str, attempt: int) -> None:
         with self._lock:
@@ -158,8 +156,6 @@ class Heartbeat:
                         lost.append((job_id, attempt))
             if lost:
                 self._on_lost(lost)
-        self.beats += 1
-        self.last_beat_monotonic = time.monotonic()
 
     def _report_stale(self) -> None:
         now = time.monotonic()

@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -45,7 +45,6 @@ class RunningJob:
     job: ClaimedJob
     task: asyncio.Task[Outcome | None] | None = None
     reason: StopReason | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Worker:
@@ -268,7 +267,6 @@ class Worker:
             self._heartbeat.untrack(job.job_id, job.attempt)
             if self._running.get(job.job_id) is running:
                 del self._running[job.job_id]
-            running.done.set()
             self._wake.set()
             if outcome is not None:
                 self._report(job, outcome)

@@ -39,7 +39,6 @@ class OrphanRescuer(PeriodicService):
         super().__init__(interval_seconds, jitter=True)
         self._tx = transactions
         self.worker_stale_seconds = worker_stale_seconds
-        self.rescued_total = 0
 
     async def run_once(self) -> RescueResult:
         async with self._tx.transaction() as conn:
@@ -56,7 +55,6 @@ class OrphanRescuer(PeriodicService):
             log.warning("orphan_rescuer: pruned stale %s %s (pid %s on %s)",
                         r["kind"], r["worker_id"], r["pid"], r["host"])
         if rows:
-            self.rescued_total += len(rows)
             log.warning("orphan_rescuer: re-queued %d job(s), failed %d with no retries left",
                         len(result.requeued), len(result.failed))
         return result
