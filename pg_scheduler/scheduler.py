@@ -53,6 +53,7 @@ from .shared.periodic import (
     next_runs,
     periodic_registry,
 )
+from .shared.periodic import publish as publish_periodic
 from .shared.schema import ensure_schema
 from .shared.serialization import encode_task_data
 from .shared.service import cancel_and_wait
@@ -624,13 +625,7 @@ class Scheduler:
         self, conn: asyncpg.Connection, definitions: Sequence[PeriodicDefinition]
     ) -> None:
         for d in definitions:
-            async with conn.transaction():  # lock first: see queries.PERIODIC_LOCK
-                await conn.execute(queries.PERIODIC_LOCK, d.dedup_key)
-                await conn.execute(
-                    queries.PERIODIC_UPSERT, d.dedup_key, d.task_name, d.job_name,
-                    d.every_seconds, d.cron, d.timezone, d.priority.db_value, d.max_retries,
-                    d.use_advisory_lock, d.enabled,
-                )
+            await publish_periodic(conn, [d])
             self._published[d.dedup_key] = d
 
     def _connect_params(self) -> tuple[tuple[Any, ...], dict[str, Any]]:

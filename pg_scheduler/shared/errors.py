@@ -51,3 +51,7 @@ class LeadershipLostError(PgSchedulerError):
 
 class SchedulerStateError(PgSchedulerError, RuntimeError):
     """The scheduler was used in a way its state does not allow (started twice, shut down)."""
+
+
+class AppLoadError(PgSchedulerError, ImportError):
+    """``pg-scheduler run APP``: APP could not be imported (missing, or it raised)."""

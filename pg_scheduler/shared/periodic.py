@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import asyncpg
+
+from . import queries
 from .errors import InvalidScheduleError, TaskNameConflictError
 from .models import JobPriority
 from .tasks import TaskFunc, default_task_name, ensure_coroutine_function, registry
@@ -227,3 +230,17 @@ def next_runs(info: PeriodicJobInfo | None, count: int, after: datetime | None) 
     while len(runs) < count:
         runs.append(trigger.next_fire(runs[-1]))
     return runs[:count]
+
+
+async def publish(conn: asyncpg.Connection, definitions: Sequence[PeriodicDefinition]) -> None:
+    """Upsert definitions into ``scheduler_periodic`` (a row is written only when it changed).
+
+    Each under its row lock first: see ``queries.PERIODIC_LOCK``."""
+    for d in definitions:
+        async with conn.transaction():
+            await conn.execute(queries.PERIODIC_LOCK, d.dedup_key)
+            await conn.execute(
+                queries.PERIODIC_UPSERT, d.dedup_key, d.task_name, d.job_name, d.every_seconds,
+                d.cron, d.timezone, d.priority.db_value, d.max_retries, d.use_advisory_lock,
+                d.enabled,
+            )

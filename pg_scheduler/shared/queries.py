@@ -211,8 +211,8 @@ EXCLUSIVE_UNLOCK = "SELECT pg_advisory_unlock($1, $2)"
 # --------------------------------------------------------------------------- worker registry
 
 WORKER_REGISTER = """
-INSERT INTO scheduler_workers (worker_id, kind, host, pid, tasks)
-VALUES ($1, $2, $3, $4, $5::text[])
+INSERT INTO scheduler_workers (worker_id, kind, host, pid, tasks, supervisor_id)
+VALUES ($1, $2, $3, $4, $5::text[], $6)
 ON CONFLICT (worker_id) DO UPDATE
    SET last_heartbeat = now(), tasks = EXCLUDED.tasks
 """
@@ -251,9 +251,20 @@ DELETE FROM scheduler_workers
 RETURNING worker_id, kind, host, pid
 """
 
-# Running jobs whose lease expired or whose worker is gone from the registry run again at once,
-# the crash counted as an attempt; with no retries left they end ``failed`` with the reason.
-JOB_RESCUE = """
+# A lost attempt counts as a retry: the job runs again at once, or with no retries left it ends
+# ``failed`` (so a job that kills its process cannot loop forever). Followed by error_message.
+_LOST_ATTEMPT_SET = """
+    status         = CASE WHEN j.retry_count < j.max_retries THEN 'pending' ELSE 'failed' END,
+    retry_count    = CASE WHEN j.retry_count < j.max_retries THEN j.retry_count + 1
+                          ELSE j.retry_count END,
+    execution_time = CASE WHEN j.retry_count < j.max_retries THEN now() ELSE j.execution_time END,
+    finished_at    = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE now() END,
+    lease_until    = NULL,
+    worker_id      = NULL,
+"""
+
+# Running jobs whose lease expired or whose worker is gone from the registry.
+JOB_RESCUE = f"""
 WITH lost AS (
     SELECT job_id FROM scheduled_jobs AS j
      WHERE status = 'running'
@@ -262,19 +273,44 @@ WITH lost AS (
             OR NOT EXISTS (SELECT 1 FROM scheduler_workers AS w WHERE w.worker_id = j.worker_id))
        FOR UPDATE SKIP LOCKED
 )
-UPDATE scheduled_jobs AS j SET
-    status         = CASE WHEN j.retry_count < j.max_retries THEN 'pending' ELSE 'failed' END,
-    retry_count    = CASE WHEN j.retry_count < j.max_retries THEN j.retry_count + 1
-                          ELSE j.retry_count END,
-    execution_time = CASE WHEN j.retry_count < j.max_retries THEN now() ELSE j.execution_time END,
-    finished_at    = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE now() END,
-    lease_until    = NULL,
+UPDATE scheduled_jobs AS j SET {_LOST_ATTEMPT_SET}
     error_message  = format('worker %s was lost during attempt %s (lease expired or heartbeat stale)',
-                            coalesce(j.worker_id, '?'), j.attempt),
-    worker_id      = NULL
+                            coalesce(j.worker_id, '?'), j.attempt)
   FROM lost
  WHERE j.job_id = lost.job_id
 RETURNING j.job_id, j.job_name, j.status
+"""
+
+# The supervisor saw one of its worker processes die ($1 its id, $2 how): its running jobs run
+# again at once, the attempt counted, without waiting for their leases. No fence is needed: the
+# process is gone, so nothing else writes as that worker.
+JOB_RESCUE_DEAD_WORKER = f"""
+WITH gone AS (
+    DELETE FROM scheduler_workers WHERE worker_id = $1
+), rescued AS (
+    UPDATE scheduled_jobs AS j SET {_LOST_ATTEMPT_SET}
+        error_message = format('worker %s died during attempt %s: %s', $1::text, j.attempt, $2::text)
+     WHERE j.status = 'running' AND j.worker_id = $1
+    RETURNING j.job_id, j.job_name, j.status
+)
+SELECT job_id, job_name, status,
+       CASE WHEN status = 'pending' THEN pg_notify('pg_scheduler_jobs', '') END
+  FROM rescued
+"""
+
+# A worker the supervisor had to kill at the end of its shutdown grace ($1 its id): its jobs
+# are handed back like a drained worker's (pending now, no retry consumed).
+JOB_RELEASE_WORKER = """
+WITH gone AS (
+    DELETE FROM scheduler_workers WHERE worker_id = $1
+), released AS (
+    UPDATE scheduled_jobs
+       SET status = 'pending', worker_id = NULL, lease_until = NULL, execution_time = now(),
+           error_message = $2
+     WHERE status = 'running' AND worker_id = $1
+    RETURNING job_id
+)
+SELECT job_id, pg_notify('pg_scheduler_jobs', '') FROM released
 """
 
 # --------------------------------------------------------------------------- periodic

@@ -42,6 +42,7 @@ class Heartbeat:
         *,
         worker_id: str,
         kind: str,
+        supervisor_id: str | None = None,
         lease_seconds: float,
         interval_seconds: float,
         tasks: Callable[[], list[str]],
@@ -51,6 +52,7 @@ class Heartbeat:
         self._connect_kwargs = connect_kwargs
         self.worker_id = worker_id
         self.kind = kind
+        self.supervisor_id = supervisor_id
         self.lease_seconds = lease_seconds
         self.interval_seconds = interval_seconds
         self._tasks = tasks
@@ -131,7 +133,7 @@ class Heartbeat:
                             self.worker_id)
             await conn.execute(
                 queries.WORKER_REGISTER, self.worker_id, self.kind, socket.gethostname(),
-                os.getpid(), tasks, timeout=timeout,
+                os.getpid(), tasks, self.supervisor_id, timeout=timeout,
             )
             self._sent_tasks = tasks
         with self._lock:

@@ -58,6 +58,7 @@ class Worker:
         *,
         worker_id: str,
         kind: str = "worker",
+        supervisor_id: str | None = None,
         on_outcome: OutcomeHook | None = None,
     ) -> None:
         self._pool = pool
@@ -65,6 +66,7 @@ class Worker:
         self.config = config
         self.worker_id = worker_id
         self.kind = kind
+        self.supervisor_id = supervisor_id
         self._on_outcome = on_outcome
         self._claimer = Claimer(
             pool, worker_id=worker_id, lease_seconds=config.lease_seconds,
@@ -78,6 +80,7 @@ class Worker:
         )
         self._heartbeat = Heartbeat(
             connect_args, connect_kwargs, worker_id=worker_id, kind=kind,
+            supervisor_id=supervisor_id,
             lease_seconds=config.lease_seconds, interval_seconds=config.heartbeat_seconds,
             tasks=registry.names, on_lost=self._lost_from_thread,
         )
@@ -87,6 +90,7 @@ class Worker:
         )
         self._running: dict[str, RunningJob] = {}
         self._wake = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -99,7 +103,7 @@ class Worker:
         # orphans.
         await self._pool.execute(
             queries.WORKER_REGISTER, self.worker_id, self.kind, socket.gethostname(), os.getpid(),
-            self._registry.names(),
+            self._registry.names(), self.supervisor_id,
         )
         await asyncio.to_thread(self._heartbeat.start)
         await self._listener.start()
@@ -132,12 +136,25 @@ class Worker:
                 log.warning("worker: %s could not deregister (%r); the leader prunes it when "
                             "its heartbeat goes stale", self.worker_id, exc)
 
+    def hurry(self) -> None:
+        """Cut a running ``stop()`` short: stop waiting for jobs, give their leases back now."""
+        self._hurry.set()
+
     async def _drain(self, timeout: float) -> None:
         running = [r.task for r in self._running.values() if r.task is not None]
         if running:
             log.info("worker: %s waiting up to %.1fs for %d running job(s)", self.worker_id,
                      timeout, len(running))
-            await asyncio.wait(running, timeout=timeout)
+            # Wait for all of them, the timeout, or hurry(), whichever comes first. Cancelling
+            # the waiters leaves the jobs themselves alone.
+            all_done = asyncio.ensure_future(asyncio.wait(running))
+            hurried = asyncio.ensure_future(self._hurry.wait())
+            try:
+                await asyncio.wait([all_done, hurried], timeout=timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                all_done.cancel()
+                hurried.cancel()
         leftovers = [r for r in self._running.values() if r.task is not None and not r.task.done()]
         if not leftovers:
             return

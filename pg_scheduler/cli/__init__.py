@@ -1,0 +1,31 @@
+"""The ``pg-scheduler`` command (click). ``cli`` and ``scheduler`` are the only packages that may
+import both supervisor and worker pieces: ``run`` hands the worker's process entry point to the
+supervisor's pool."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from .migrate import migrate_command
+from .run import run_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="pg-scheduler")
+@click.option("--debug", is_flag=True, envvar="PG_SCHEDULER_DEBUG", show_envvar=True,
+              help="Show tracebacks instead of one-line errors.")
+def main(debug: bool) -> None:
+    """pg-scheduler: one-off and periodic async jobs on PostgreSQL.
+
+    Every option can also be set from the environment variable shown in its help.
+    """
+    if debug:
+        logging.getLogger("pg_scheduler").setLevel(logging.DEBUG)
+
+
+main.add_command(run_command)
+main.add_command(migrate_command)
+
+__all__ = ["main"]

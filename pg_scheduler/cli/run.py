@@ -1,0 +1,163 @@
+"""``pg-scheduler run APP``: the supervisor and its worker processes."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from ..shared.app import load_app
+from ..shared.config import (
+    LEADER_TTL_SECONDS_DEFAULT,
+    LEASE_SECONDS_DEFAULT,
+    RETRY_DELAY_SECONDS_DEFAULT,
+    RETRY_MAX_DELAY_SECONDS_DEFAULT,
+    SHUTDOWN_TIMEOUT_SECONDS_DEFAULT,
+    SchedulerConfig,
+)
+from ..shared.embedded import database_url_or_embedded
+from ..shared.errors import AppLoadError, ConfigurationError
+from ..shared.logs import configure as configure_logging
+from ..shared.logs import parse_level
+from ..shared.models import UNSET, _Unset
+from ..supervisor.supervisor import Supervisor
+from ..worker.process import WorkerSpec, worker_main
+from .common import database_option, fail, run
+
+log = logging.getLogger("pg_scheduler.cli")
+
+WORKERS_DEFAULT = 2
+
+
+def _seconds(name: str, default: float | None, envvar: str, text: str) -> click.Option:
+    return click.Option(
+        [f"--{name}"], type=click.FloatRange(min=0, min_open=True), default=default,
+        envvar=envvar, show_envvar=True, show_default=default is not None, metavar="SECONDS",
+        help=text,
+    )
+
+
+@click.command("run")
+@click.argument("app", envvar="PG_SCHEDULER_APP", metavar="APP")
+@database_option(required=False, help_suffix=" Unset: start the embedded PostgreSQL in "
+                 "./.pg-scheduler/pgdata (needs the 'embedded' extra).")
+@click.option("--workers", "-w", type=click.IntRange(min=1), default=WORKERS_DEFAULT,
+              envvar="PG_SCHEDULER_WORKERS", show_envvar=True, show_default=True,
+              help="Worker processes in this pod (set it to the pod's CPU limit).")
+@click.option("--max-concurrent-jobs", "-c", type=click.IntRange(min=1), default=None,
+              envvar="MAX_CONCURRENT_JOBS", show_envvar=True,
+              help="Jobs each worker process runs at once.  [default: 25]")
+@click.option("--misfire-grace-time", type=str, default=None, envvar="MISFIRE_GRACE_TIME",
+              show_envvar=True, metavar="SECONDS|none",
+              help="How late a job may start before it ends 'expired'; 'none' never expires. "
+                   "[default: 300]")
+@click.option("--vacuum/--no-vacuum", default=None, envvar="VACUUM_ENABLED", show_envvar=True,
+              help="Delete old finished jobs (on the leader).  [default: on]")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              default=SHUTDOWN_TIMEOUT_SECONDS_DEFAULT, envvar="PG_SCHEDULER_SHUTDOWN_TIMEOUT",
+              show_envvar=True, show_default=True,
+              help="On SIGTERM, how long running jobs may finish before their leases are "
+                   "handed back. Keep terminationGracePeriodSeconds above it plus 10 s.")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+              case_sensitive=False), default="INFO", envvar="PG_SCHEDULER_LOG_LEVEL",
+              show_envvar=True, show_default=True)
+@click.option("--wait-for-database", type=click.FloatRange(min=0), default=30.0,
+              metavar="SECONDS", envvar="PG_SCHEDULER_WAIT_FOR_DATABASE", show_envvar=True,
+              show_default=True,
+              help="How long to wait at start for an unreachable database before giving up.")
+def run_command(
+    app: str,
+    database_url: str | None,
+    workers: int,
+    max_concurrent_jobs: int | None,
+    misfire_grace_time: str | None,
+    vacuum: bool | None,
+    shutdown_timeout: float,
+    log_level: str,
+    wait_for_database: float,
+    lease_seconds: float,
+    heartbeat_seconds: float | None,
+    leader_ttl_seconds: float,
+    poll_interval_seconds: float | None,
+    retry_delay_seconds: float,
+    retry_max_delay_seconds: float,
+) -> None:
+    """Run the supervisor of this pod and its worker processes.
+
+    APP is the module (myapp.tasks) or file (path/tasks.py) whose @job and @periodic
+    definitions register the tasks; every worker process imports it. The supervisor holds or
+    waits for leadership (the leader writes periodic windows, rescues orphaned jobs and
+    vacuums), restarts workers that die, and never runs a job itself.
+
+    SIGTERM or SIGINT: stop claiming, let jobs finish for --shutdown-timeout, hand the rest
+    back, resign leadership, exit 0. A second signal hands jobs back at once.
+    """
+    level = parse_level(log_level)
+    configure_logging(level, "supervisor")
+    try:
+        config = SchedulerConfig.build(
+            max_concurrent_jobs=max_concurrent_jobs,
+            misfire_grace_time=_grace(misfire_grace_time),
+            vacuum_enabled=vacuum,
+            lease_seconds=lease_seconds,
+            heartbeat_seconds=heartbeat_seconds,
+            poll_interval_seconds=poll_interval_seconds,
+            retry_delay_seconds=retry_delay_seconds,
+            retry_max_delay_seconds=retry_max_delay_seconds,
+            shutdown_timeout_seconds=shutdown_timeout,
+            leader_ttl_seconds=leader_ttl_seconds,
+        )
+    except ConfigurationError as exc:
+        fail(str(exc))
+    try:
+        load_app(app)
+    except AppLoadError as exc:
+        fail(str(exc))
+
+    async def supervise(dsn: str) -> int:
+        def spec_for(slot: int, worker_id: str, supervisor_id: str) -> WorkerSpec:
+            return WorkerSpec(app=app, dsn=dsn, worker_id=worker_id, supervisor_id=supervisor_id,
+                              slot=slot, config=config, log_level=level)
+
+        supervisor = Supervisor(
+            dsn=dsn, workers=workers, config=config, worker_target=worker_main,
+            spec_for=spec_for, wait_for_database_seconds=wait_for_database,
+        )
+        return await supervisor.run()
+
+    async def main() -> int:
+        if database_url:
+            return await supervise(database_url)
+        # No DSN anywhere (the option reads DATABASE_URL): the embedded server, said loudly.
+        async with database_url_or_embedded(echo=lambda line: log.warning("%s", line)) as url:
+            return await supervise(url)
+
+    raise SystemExit(run("run", database_url, main))
+
+
+def _grace(value: str | None) -> float | None | _Unset:
+    if value is None:
+        return UNSET
+    if value.strip().lower() in ("none", "null", ""):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        fail(f"--misfire-grace-time must be a number of seconds or 'none', got {value!r}")
+
+
+for _option in (
+    _seconds("lease-seconds", LEASE_SECONDS_DEFAULT, "PG_SCHEDULER_LEASE_SECONDS",
+             "A running job's lease; a job whose worker vanished runs again after it."),
+    _seconds("heartbeat-seconds", None, "PG_SCHEDULER_HEARTBEAT_SECONDS",
+             "Lease renewal period.  [default: lease / 3]"),
+    _seconds("leader-ttl-seconds", LEADER_TTL_SECONDS_DEFAULT, "PG_SCHEDULER_LEADER_TTL_SECONDS",
+             "How soon a frozen or cut-off leader loses leadership."),
+    _seconds("poll-interval-seconds", None, "PG_SCHEDULER_POLL_INTERVAL_SECONDS",
+             "Fallback poll when no notification arrives.  [default: 2]"),
+    _seconds("retry-delay-seconds", RETRY_DELAY_SECONDS_DEFAULT, "PG_SCHEDULER_RETRY_DELAY_SECONDS",
+             "First retry delay of a failed job; doubles each retry."),
+    _seconds("retry-max-delay-seconds", RETRY_MAX_DELAY_SECONDS_DEFAULT,
+             "PG_SCHEDULER_RETRY_MAX_DELAY_SECONDS", "Cap of the retry delay."),
+):
+    run_command.params.append(_option)

@@ -1,0 +1,216 @@
+"""The supervisor of ``pg-scheduler run``: one per pod.
+
+It holds or waits for leadership (and runs the maintenance services only while it leads), keeps
+N worker processes alive, and registers itself in the process registry. It never runs a job: a
+job that blocks, burns CPU or crashes its process takes down one worker, not leadership or the
+pod.
+
+Shutdown (SIGTERM or SIGINT), in the order that hands work over fastest:
+
+1. resign leadership with a notification, so another pod leads within a second;
+2. SIGTERM the workers: they stop claiming, let running jobs finish for the shutdown timeout and
+   give the leases of the rest back (no attempt lost); a worker still alive after its grace is
+   killed and its jobs handed back;
+3. deregister, close the pool, exit 0.
+
+A second signal hurries step 2: workers give their jobs back at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+
+import asyncpg
+
+from ..shared.config import SchedulerConfig
+from ..shared.periodic import periodic_registry
+from ..shared.periodic import publish as publish_periodic
+from ..shared.schema import ensure_schema
+from .elector import Elector
+from .fence import Fence
+from .leader_services import LeaderServices
+from .pool import SpecFactory, WorkerPool, WorkerTarget
+from .registration import Registration
+
+log = logging.getLogger(__name__)
+
+POOL_SIZE = 4
+"""The supervisor's own connections: registration, fenced leader transactions, releases."""
+DRAIN_MARGIN_SECONDS = 10.0
+"""Beyond the shutdown timeout, what a worker needs to cancel leftovers, give them back and close."""
+CONNECT_RETRY_MAX_SECONDS = 5.0
+
+RETRYABLE_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.PostgresConnectionError,
+)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        workers: int,
+        config: SchedulerConfig,
+        worker_target: WorkerTarget,
+        spec_for: SpecFactory,
+        wait_for_database_seconds: float = 30.0,
+    ) -> None:
+        self.dsn = dsn
+        self.workers = workers
+        self.config = config
+        self.supervisor_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.wait_for_database_seconds = wait_for_database_seconds
+        self._worker_target = worker_target
+        self._spec_for = spec_for
+        self._stop = asyncio.Event()
+        self._hurried = False
+        self._db: asyncpg.Pool | None = None
+        self._registration: Registration | None = None
+        self._elector: Elector | None = None
+        self.leader_services: LeaderServices | None = None
+        self.pool: WorkerPool | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self._elector is not None and self._elector.is_leader
+
+    @property
+    def elector(self) -> Elector | None:
+        return self._elector
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (or :meth:`request_stop`); returns the exit status."""
+        self._install_signal_handlers()
+        try:
+            await self._start()
+            if not self._stop.is_set():
+                log.info("supervisor %s: running %d worker(s) x %d slot(s); leader election on",
+                         self.supervisor_id, self.workers, self.config.max_concurrent_jobs)
+            await self._stop.wait()
+        finally:
+            await self._shutdown()
+            self._remove_signal_handlers()
+        return 0
+
+    def request_stop(self) -> None:
+        """What SIGTERM does: the first call drains, the second hurries the workers."""
+        if self._stop.is_set():
+            if not self._hurried:
+                self._hurried = True
+                log.warning("supervisor: second stop request: workers give their jobs back now")
+                if self.pool is not None:
+                    self.pool.hurry()
+            return
+        log.info("supervisor: stopping: draining for up to %.1fs (signal again to stop at once)",
+                 self.config.shutdown_timeout_seconds)
+        self._stop.set()
+
+    async def _start(self) -> None:
+        self._db = await self._connect()
+        if self._db is None:
+            return
+        async with self._db.acquire() as conn:
+            await ensure_schema(conn)
+            definitions = list(periodic_registry.all().values())
+            await publish_periodic(conn, definitions)
+        if definitions:
+            log.info("supervisor: published %d periodic definition(s): %s", len(definitions),
+                     ", ".join(sorted(d.dedup_key for d in definitions)))
+        self._registration = Registration(
+            self._db, process_id=self.supervisor_id, interval_seconds=self.config.heartbeat_seconds
+        )
+        await self._registration.start()
+
+        fence = Fence(self._db, lambda: self._elector.term if self._elector else None)
+        self.leader_services = LeaderServices.for_config(fence, self.config)
+        self._elector = Elector(
+            (self.dsn,), {}, node_id=self.supervisor_id,
+            ttl_seconds=self.config.leader_ttl_seconds,
+            elect_interval_seconds=self.config.elect_interval_seconds,
+            on_elected=self.leader_services.on_elected,
+            on_deposed=self.leader_services.on_deposed,
+        )
+        await self._elector.start()
+        if self._stop.is_set():
+            return
+        self.pool = WorkerPool(
+            self._db, size=self.workers, target=self._worker_target, spec_for=self._spec_for,
+            supervisor_id=self.supervisor_id,
+        )
+        await self.pool.start()
+
+    async def _connect(self) -> asyncpg.Pool | None:
+        """The supervisor's pool, waiting up to ``wait_for_database_seconds`` for a database
+        that is still starting or unreachable; a wrong DSN, password or database fails at once.
+        Returns None if a stop was requested meanwhile."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_for_database_seconds
+        delay = 0.5
+        while True:
+            try:
+                pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=POOL_SIZE,
+                                                 timeout=10)
+                assert pool is not None
+                return pool
+            except RETRYABLE_CONNECT_ERRORS as exc:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise
+                log.warning("supervisor: database not reachable (%s: %s); retrying for %.0fs more",
+                            type(exc).__name__, exc, left)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(delay, max(left, 0.01))):
+                    await self._stop.wait()
+            if self._stop.is_set():
+                return None
+            delay = min(delay * 2, CONNECT_RETRY_MAX_SECONDS)
+
+    async def _shutdown(self) -> None:
+        """Each step runs even if an earlier one failed."""
+        try:
+            if self._elector is not None:
+                await self._elector.stop()
+        except Exception:
+            log.exception("supervisor: error while resigning leadership")
+        try:
+            if self.pool is not None:
+                await self.pool.stop(self.config.shutdown_timeout_seconds + DRAIN_MARGIN_SECONDS)
+        except Exception:
+            log.exception("supervisor: error while stopping workers")
+        try:
+            if self._registration is not None:
+                await self._registration.deregister()
+        finally:
+            if self._db is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._db.close(), 5)
+                log.info("supervisor %s: stopped", self.supervisor_id)
+
+    # ------------------------------------------------------------------ signals
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("supervisor: received %s", sig.name)
+        self.request_stop()
