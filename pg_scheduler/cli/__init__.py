@@ -8,8 +8,11 @@ import logging
 
 import click
 
+from .jobs import jobs_group
 from .migrate import migrate_command
+from .periodic import periodic_group
 from .run import run_command
+from .status import status_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -27,5 +30,8 @@ def main(debug: bool) -> None:
 
 main.add_command(run_command)
 main.add_command(migrate_command)
+main.add_command(status_command)
+main.add_command(jobs_group)
+main.add_command(periodic_group)
 
 __all__ = ["main"]

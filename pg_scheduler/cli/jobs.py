@@ -1,0 +1,182 @@
+"""``pg-scheduler jobs list / show / cancel / retry``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+import click
+
+from ..scheduler import Scheduler
+from ..shared import queries
+from ..shared.inspection import get_job_record, list_jobs
+from ..shared.models import JobPriority, JobState
+from .common import connect, create_pool, database_option, fail, require_schema, run
+from .output import NONE, cell, one_line, table, to_json
+
+STATES = [state.value for state in JobState]
+RETRYABLE = ("failed", "cancelled", "expired")
+CANCEL_REASON = "cancelled with pg-scheduler jobs cancel"
+
+# `jobs show` prints these first, in this order; any other column follows.
+SHOW_ORDER = [
+    "job_id", "job_name", "status", "execution_time", "priority", "attempt", "retry_count",
+    "max_retries", "worker_id", "created_at", "started_at", "finished_at", "lease_until",
+    "last_heartbeat", "misfire_grace_time", "timeout_seconds", "dedup_key", "window_start",
+    "use_advisory_lock", "task_data",
+]
+
+
+@click.group("jobs")
+def jobs_group() -> None:
+    """Inspect and act on jobs (the rows of scheduled_jobs)."""
+
+
+@jobs_group.command("list")
+@database_option()
+@click.option("--state", "states", multiple=True, type=click.Choice(STATES), metavar="STATE",
+              help=f"Only jobs in this state; repeat for several ({', '.join(STATES)}).")
+@click.option("--task", metavar="NAME",
+              help="Only jobs of this task: its full name (module:function) or the function part.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, metavar="N",
+              help="Show at most this many jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list with every column.")
+def list_command(
+    database_url: str, states: tuple[str, ...], task: str | None, limit: int, as_json: bool
+) -> None:
+    """List jobs, the latest due time first."""
+
+    async def read() -> list[dict[str, Any]]:
+        conn = await connect(database_url)
+        try:
+            await require_schema(conn)
+            return await list_jobs(conn, states=list(states), task=task, limit=limit)
+        finally:
+            await conn.close()
+
+    rows = run("list jobs", database_url, read)
+    if as_json:
+        click.echo(to_json(rows))
+        return
+    if not rows:
+        click.echo("no jobs match")
+        return
+    click.echo(table(
+        ["JOB ID", "TASK", "STATE", "DUE", "ATTEMPT", "RETRIES", "WORKER", "ERROR"],
+        [[r["job_id"], r["job_name"], r["status"], r["execution_time"], r["attempt"],
+          f"{r['retry_count']}/{r['max_retries']}", r["worker_id"], one_line(r["error_message"])]
+         for r in rows],
+    ))
+    if len(rows) == limit:
+        click.echo(f"(first {limit} shown; --limit N shows more)", err=True)
+
+
+@jobs_group.command("show")
+@click.argument("job_id")
+@database_option()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every column.")
+def show_command(job_id: str, database_url: str, as_json: bool) -> None:
+    """Show every column of one job, its error message in full."""
+
+    async def read() -> dict[str, Any]:
+        conn = await connect(database_url)
+        try:
+            await require_schema(conn)
+            record = await get_job_record(conn, job_id)
+        finally:
+            await conn.close()
+        if record is None:
+            fail(f"no job {job_id!r}")
+        return record
+
+    record = run("show the job", database_url, read)
+    if as_json:
+        click.echo(to_json(record))
+        return
+    error = record.pop("error_message", None)
+    keys = [k for k in SHOW_ORDER if k in record] + [k for k in record if k not in SHOW_ORDER]
+    width = max(len(k) for k in [*keys, "error_message"])
+    for key in keys:
+        click.echo(f"{key.ljust(width)}  {_show_value(key, record[key])}")
+    if error is None:
+        click.echo(f"{'error_message'.ljust(width)}  {NONE}")
+    else:
+        click.echo("error_message:")
+        click.echo(error)
+
+
+def _show_value(key: str, value: Any) -> str:
+    if key == "priority" and isinstance(value, int):
+        return f"{value} ({JobPriority.from_db_value(value).value})"
+    if key == "task_data" and value is not None:
+        return json.dumps(value, sort_keys=True)
+    return cell(value)
+
+
+@jobs_group.command("cancel")
+@click.argument("job_id")
+@database_option()
+def cancel_command(job_id: str, database_url: str) -> None:
+    """Cancel a pending or running job.
+
+    A pending job will not run. A running job is marked cancelled at once and its worker,
+    wherever it runs, is told to cancel the coroutine. A finished job or an unknown id is an
+    error (exit 1).
+    """
+
+    async def cancel() -> asyncpg.Record:
+        pool = await create_pool(database_url)
+        try:
+            async with pool.acquire() as conn:
+                await require_schema(conn)
+            before = await pool.fetchrow(queries.JOB_GET, job_id)
+            if before is None:
+                fail(f"no job {job_id!r}")
+            if await Scheduler(pool).cancel_job(job_id, reason=CANCEL_REASON):
+                return before
+            status = await pool.fetchval(queries.JOB_STATUS, job_id)
+            if status is None:
+                fail(f"no job {job_id!r}")
+            fail(f"job {job_id!r} is already {status}: nothing to cancel")
+        finally:
+            await pool.close()
+
+    before = run("cancel the job", database_url, cancel)
+    if before["status"] == "running":
+        click.echo(f"cancelled job {job_id} (it was running attempt {before['attempt']} on "
+                   f"worker {before['worker_id']}, which has been told to stop it)")
+    else:
+        click.echo(f"cancelled job {job_id} (it was {before['status']}; it will not run)")
+
+
+@jobs_group.command("retry")
+@click.argument("job_id")
+@database_option()
+def retry_command(job_id: str, database_url: str) -> None:
+    """Run a failed, cancelled or expired job again.
+
+    The job becomes pending and due now, with its retry count back to 0 (so it gets its
+    max_retries again). Its attempt number keeps counting up, and its last error message stays
+    until the new attempt ends. Workers are woken at once. A pending, running or completed job
+    or an unknown id is an error (exit 1).
+    """
+
+    async def retry() -> asyncpg.Record:
+        conn = await connect(database_url)
+        try:
+            await require_schema(conn)
+            row = await conn.fetchrow(queries.JOB_RETRY, job_id)
+            if row is not None:
+                return row
+            status = await conn.fetchval(queries.JOB_STATUS, job_id)
+        finally:
+            await conn.close()
+        if status is None:
+            fail(f"no job {job_id!r}")
+        fail(f"job {job_id!r} is {status}: only {', '.join(RETRYABLE[:-1])} or {RETRYABLE[-1]} "
+             "jobs can be retried")
+
+    row = run("retry the job", database_url, retry)
+    click.echo(f"job {job_id} is pending again, due now (its next run is attempt "
+               f"{row['attempt'] + 1}; retries used reset to 0 of {row['max_retries']})")

@@ -1,0 +1,183 @@
+"""What ``pg-scheduler status`` and ``jobs list/show`` read: plain values, no side effects.
+
+The process registry (``scheduler_workers``) holds supervisors, their worker processes and
+in-process Schedulers, each with a heartbeat. The leader is the one the ``scheduler_leader`` row
+names, but only while some session holds the leader lock: the row outlives its leader.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from . import queries
+from .locks import LEADER_LOCK
+from .models import JobState
+
+SUPERVISOR = "supervisor"
+WORKER = "worker"
+
+
+@dataclass(frozen=True)
+class LeaderInfo:
+    id: str | None
+    host: str | None
+    pid: int | None
+    epoch: int
+    elected_at: datetime | None
+    kind: str | None
+    """The registry kind of the leading process (``supervisor`` or ``scheduler``), if it is
+    registered."""
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    id: str
+    kind: str
+    host: str
+    pid: int
+    tasks: list[str]
+    supervisor_id: str | None
+    started_at: datetime
+    heartbeat_age_seconds: float
+    is_leader: bool
+
+
+@dataclass(frozen=True)
+class UnrunnableTask:
+    task: str
+    pending: int
+    oldest_execution_time: datetime
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    checked_at: datetime
+    stale_seconds: float
+    leader: LeaderInfo | None
+    supervisors: list[ProcessInfo]
+    workers: list[ProcessInfo]
+    schedulers: list[ProcessInfo]
+    """In-process Schedulers (and any process of a kind this version does not know)."""
+    stale_processes: int
+    jobs: dict[str, int]
+    oldest_due_lag_seconds: float | None
+    unrunnable_tasks: list[UnrunnableTask]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``status --json`` object (datetimes left as they are for the caller to encode)."""
+        leader = None
+        if self.leader is not None:
+            leader = {
+                "id": self.leader.id, "pid": self.leader.pid, "host": self.leader.host,
+                "epoch": self.leader.epoch, "elected_at": self.leader.elected_at,
+                "kind": self.leader.kind,
+            }
+        return {
+            "checked_at": self.checked_at,
+            "stale_seconds": self.stale_seconds,
+            "leader": leader,
+            "supervisors": [
+                {"id": p.id, "pid": p.pid, "host": p.host, "is_leader": p.is_leader,
+                 "started_at": p.started_at, "heartbeat_age_seconds": p.heartbeat_age_seconds,
+                 "workers": sum(1 for w in self.workers if w.supervisor_id == p.id)}
+                for p in self.supervisors
+            ],
+            "workers": [
+                {"id": p.id, "pid": p.pid, "host": p.host, "supervisor_id": p.supervisor_id,
+                 "tasks": p.tasks, "started_at": p.started_at,
+                 "heartbeat_age_seconds": p.heartbeat_age_seconds}
+                for p in self.workers
+            ],
+            "schedulers": [
+                {"id": p.id, "pid": p.pid, "host": p.host, "supervisor_id": p.supervisor_id,
+                 "tasks": p.tasks, "started_at": p.started_at,
+                 "heartbeat_age_seconds": p.heartbeat_age_seconds, "is_leader": p.is_leader}
+                for p in self.schedulers
+            ],
+            "stale_processes": self.stale_processes,
+            "jobs": dict(self.jobs),
+            "oldest_due_lag_seconds": self.oldest_due_lag_seconds,
+            "unrunnable_tasks": [
+                {"task": t.task, "pending": t.pending,
+                 "oldest_execution_time": t.oldest_execution_time}
+                for t in self.unrunnable_tasks
+            ],
+        }
+
+
+async def cluster_status(conn: asyncpg.Connection, *, stale_seconds: float) -> ClusterStatus:
+    """Leader, live processes, job counts, lag and unrunnable tasks, from one snapshot. A process
+    whose heartbeat is older than ``stale_seconds`` is counted as stale, not listed."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        checked_at = await conn.fetchval(queries.DB_NOW)
+        leader_row = await conn.fetchrow(queries.LEADER_GET, *LEADER_LOCK)
+        process_rows = await conn.fetch(queries.WORKERS_LIST)
+        count_rows = await conn.fetch(queries.JOB_COUNTS)
+        lag = await conn.fetchval(queries.JOBS_OLDEST_DUE_LAG)
+        unrunnable_rows = await conn.fetch(queries.JOBS_UNRUNNABLE, float(stale_seconds))
+
+    live = [r for r in process_rows if r["heartbeat_age_seconds"] <= stale_seconds]
+    leader: LeaderInfo | None = None
+    if leader_row is not None and leader_row["lock_held"]:
+        kinds = {r["worker_id"]: r["kind"] for r in process_rows}
+        leader = LeaderInfo(
+            id=leader_row["leader_id"], host=leader_row["host"], pid=leader_row["pid"],
+            epoch=leader_row["epoch"], elected_at=leader_row["elected_at"],
+            kind=kinds.get(leader_row["leader_id"]),
+        )
+    processes = [
+        ProcessInfo(
+            id=r["worker_id"], kind=r["kind"], host=r["host"], pid=r["pid"],
+            tasks=list(r["tasks"] or []), supervisor_id=r["supervisor_id"],
+            started_at=r["started_at"],
+            heartbeat_age_seconds=round(r["heartbeat_age_seconds"], 3),
+            is_leader=leader is not None and r["worker_id"] == leader.id,
+        )
+        for r in live
+    ]
+    jobs = {state.value: 0 for state in JobState}
+    for r in count_rows:
+        jobs[r["status"] if r["status"] is not None else "null"] = r["n"]
+    return ClusterStatus(
+        checked_at=checked_at,
+        stale_seconds=stale_seconds,
+        leader=leader,
+        supervisors=[p for p in processes if p.kind == SUPERVISOR],
+        workers=[p for p in processes if p.kind == WORKER],
+        schedulers=[p for p in processes if p.kind not in (SUPERVISOR, WORKER)],
+        stale_processes=len(process_rows) - len(live),
+        jobs=jobs,
+        oldest_due_lag_seconds=None if lag is None else round(lag, 3),
+        unrunnable_tasks=[
+            UnrunnableTask(r["task"], r["pending"], r["oldest_execution_time"])
+            for r in unrunnable_rows
+        ],
+    )
+
+
+def job_record(row: asyncpg.Record) -> dict[str, Any]:
+    """Every column of a ``scheduled_jobs`` row, ``task_data`` decoded from JSON."""
+    data = dict(row)
+    if isinstance(data.get("task_data"), str):
+        data["task_data"] = json.loads(data["task_data"])
+    return data
+
+
+async def list_jobs(
+    conn: asyncpg.Connection, *, states: list[str] | None = None, task: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Jobs, newest due time first; ``task`` matches a full task name or the part after the
+    module (``send_email`` matches ``app.mail:send_email``)."""
+    rows = await conn.fetch(queries.JOB_LIST, states or None, task, limit)
+    return [job_record(r) for r in rows]
+
+
+async def get_job_record(conn: asyncpg.Connection, job_id: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(queries.JOB_GET, job_id)
+    return job_record(row) if row is not None else None
