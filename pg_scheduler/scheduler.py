@@ -49,7 +49,9 @@ from .shared.models import (
 from .shared.periodic import (
     PeriodicDefinition,
     PeriodicJobInfo,
+    check_schedule,
     info_from_definition,
+    info_from_row,
     next_runs,
     periodic_registry,
 )
@@ -58,6 +60,7 @@ from .shared.schema import ensure_schema
 from .shared.serialization import encode_task_data
 from .shared.service import cancel_and_wait
 from .shared.tasks import TaskRegistry, ensure_coroutine_function, registry
+from .shared.triggers import trigger_for
 from .supervisor.elector import Elector
 from .supervisor.fence import Fence, Unfenced
 from .supervisor.leader_services import LeaderServices
@@ -504,6 +507,48 @@ class Scheduler:
             return None
         return str(result)
 
+    async def set_periodic_schedule(
+        self,
+        dedup_key: str,
+        *,
+        every: timedelta | None = None,
+        cron: str | None = None,
+        timezone: str | None = None,
+    ) -> bool:
+        """Change a periodic job's schedule for the whole cluster, persisted in the database: it
+        wins over the schedule in the code, across restarts, until
+        :meth:`reset_periodic_schedule`. Windows written ahead under the old schedule are
+        cancelled; the new one starts at its next window. False if there is no such job."""
+        cron, tz_name = check_schedule(every, cron, timezone)
+        every_seconds = every.total_seconds() if every is not None else None
+        return await self._write_schedule(dedup_key, every_seconds, cron, tz_name, override=True)
+
+    async def reset_periodic_schedule(self, dedup_key: str) -> bool:
+        """Go back to the schedule the code declares. False if there is no such job."""
+        return await self._write_schedule(dedup_key, None, None, None, override=False)
+
+    async def _write_schedule(
+        self, dedup_key: str, every_seconds: float | None, cron: str | None,
+        timezone: str | None, *, override: bool,
+    ) -> bool:
+        await self._ready()
+        async with self.db_pool.acquire() as conn, conn.transaction():
+            await conn.execute(queries.PERIODIC_LOCK, dedup_key)  # see its comment
+            row = await conn.fetchrow(
+                queries.PERIODIC_SET_SCHEDULE, dedup_key, every_seconds, cron, timezone, override
+            )
+        if row is None:
+            log.warning("periodic job %r not found", dedup_key)
+            return False
+        now_in_force = trigger_for(row["every_seconds"], row["cron"], row["timezone"]).describe()
+        log.info("periodic job %s: schedule %s %s for the cluster%s", dedup_key,
+                 "set to" if override else "reset to the code's,", now_in_force,
+                 f" ({row['dropped']} window(s) written ahead cancelled)" if row["dropped"] else "")
+        if self.periodic_registrar is not None and self.periodic_registrar.running:
+            self.periodic_registrar.wake()
+        await self._load_periodic()
+        return True
+
     def get_periodic_next_runs(
         self, dedup_key: str, count: int = 10, after: datetime | None = None
     ) -> AwaitableList[datetime]:
@@ -652,14 +697,7 @@ class Scheduler:
         state = {}
         for r in rows:
             d = local.get(r["dedup_key"])
-            state[r["dedup_key"]] = PeriodicJobInfo(
-                dedup_key=r["dedup_key"], job_name=r["job_name"], task_name=r["task_name"],
-                interval=timedelta(seconds=r["every_seconds"]) if r["every_seconds"] else None,
-                cron=r["cron"], timezone=r["timezone"],
-                priority=JobPriority.from_db_value(r["priority"]), max_retries=r["max_retries"],
-                use_advisory_lock=r["use_advisory_lock"], enabled=r["enabled"],
-                next_run=r["next_run_at"], func=d.func if d else None,
-            )
+            state[r["dedup_key"]] = info_from_row(r, d.func if d else None)
         self._periodic_state = state
         return dict(state)
 

@@ -1,10 +1,10 @@
-"""``pg-scheduler periodic list / enable / disable / trigger / next``: the periodic management API
+"""``pg-scheduler periodic list / enable / disable / trigger / set / next``: the periodic management API
 of ``Scheduler``, from the shell. It acts on the whole cluster: the state lives in the database."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import click
@@ -38,7 +38,35 @@ async def _known(scheduler: Scheduler, key: str) -> PeriodicJobInfo:
 
 def _schedule(info: PeriodicJobInfo) -> str:
     every = info.interval.total_seconds() if info.interval else None
-    return trigger_for(every, info.cron, info.timezone).describe()
+    text = trigger_for(every, info.cron, info.timezone, info.on_dst_gap,
+                       info.on_dst_fold).describe()
+    return f"{text} (set from the CLI)" if info.overridden else text
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90``, ``30s``, ``5m``, ``2h``, ``1d`` (or combined: ``1h30m``)."""
+    raw = text.strip().lower()
+    if not raw:
+        raise ValueError("empty duration")
+    try:
+        return timedelta(seconds=float(raw))
+    except ValueError:
+        pass
+    total, number = 0.0, ""
+    for ch in raw:
+        if ch.isdigit() or ch == ".":
+            number += ch
+        elif ch in _UNITS and number:
+            total += float(number) * _UNITS[ch]
+            number = ""
+        else:
+            raise ValueError(f"{text!r} is not a duration like 90, 30s, 5m, 2h, 1d")
+    if number:
+        raise ValueError(f"{text!r}: a number without a unit at the end")
+    return timedelta(seconds=total)
 
 
 @click.group("periodic")
@@ -133,6 +161,49 @@ def trigger_command(key: str, database_url: str) -> None:
     job_id = run("trigger the periodic job", database_url,
                  lambda: _with_scheduler(database_url, trigger))
     click.echo(f"triggered periodic job {key}: job {job_id} is due now")
+
+
+@periodic_group.command("set")
+@click.argument("key")
+@database_option()
+@click.option("--every", metavar="DURATION", help="New interval: 90, 30s, 5m, 2h, 1d, 1h30m.")
+@click.option("--cron", metavar="EXPR",
+              help="New cron expression (5 fields, 6 with seconds first, or @hourly...).")
+@click.option("--timezone", metavar="TZ", help="Time zone of --cron (IANA name; default UTC).")
+@click.option("--reset", is_flag=True, help="Go back to the schedule the code declares.")
+def set_command(key: str, database_url: str, every: str | None, cron: str | None,
+                timezone: str | None, reset: bool) -> None:
+    """Change a periodic job's schedule for the whole cluster, at run time.
+
+    The new schedule is stored in the database and wins over the code's, also after restarts,
+    until `--reset`. Windows written ahead under the old schedule are cancelled; the new one
+    starts at its next window. The job's policies (DST, misfire, overlap) stay the code's.
+    """
+    if sum(x is not None for x in (every, cron)) + reset != 1:
+        fail("give exactly one of --every, --cron or --reset")
+    if timezone is not None and cron is None:
+        fail("--timezone goes with --cron")
+    try:
+        interval = parse_duration(every) if every is not None else None
+    except ValueError as exc:
+        fail(f"--every: {exc}")
+
+    async def change(scheduler: Scheduler) -> tuple[str, list[datetime]]:
+        await _known(scheduler, key)
+        if reset:
+            done = await scheduler.reset_periodic_schedule(key)
+        else:
+            done = await scheduler.set_periodic_schedule(key, every=interval, cron=cron,
+                                                         timezone=timezone)
+        if not done:
+            fail(f"no periodic job {key!r}")
+        info = await _known(scheduler, key)
+        return _schedule(info), list(await scheduler.get_periodic_next_runs(key, 3))
+
+    described, upcoming = run("change the schedule", database_url,
+                              lambda: _with_scheduler(database_url, change))
+    click.echo(f"periodic job {key}: {described}")
+    click.echo("next runs: " + ", ".join(utc(m, timespec="auto") for m in upcoming))
 
 
 @periodic_group.command("next")

@@ -22,7 +22,14 @@ from . import queries
 from .errors import InvalidScheduleError, TaskNameConflictError
 from .models import JobPriority
 from .tasks import TaskFunc, default_task_name, ensure_coroutine_function, registry
-from .triggers import CronTrigger, IntervalTrigger, Trigger, trigger_for, window_at_or_after
+from .triggers import (
+    CronTrigger,
+    IntervalTrigger,
+    Trigger,
+    trigger_for,
+    validate_cron,
+    window_at_or_after,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,13 +49,22 @@ class PeriodicDefinition:
     priority: JobPriority
     max_retries: int
     enabled: bool
+    on_dst_gap: str = "shift"
+    on_dst_fold: str = "first"
+    misfire: str = "coalesce"
+    catch_up: timedelta | None = None
+    overlap: str = "allow"
 
     @property
     def trigger(self) -> Trigger:
         if self.interval is not None:
             return IntervalTrigger(self.interval)
         assert self.cron is not None
-        return CronTrigger(self.cron, self.timezone or "UTC")
+        return CronTrigger(self.cron, self.timezone or "UTC", self.on_dst_gap, self.on_dst_fold)
+
+    @property
+    def catch_up_seconds(self) -> float | None:
+        return self.catch_up.total_seconds() if self.catch_up is not None else None
 
     @property
     def every_seconds(self) -> float | None:
@@ -110,6 +126,12 @@ def periodic(
     job_name: str | None = None,
     dedup_key: str | None = None,
     enabled: bool = True,
+    *,
+    on_dst_gap: str | None = None,
+    on_dst_fold: str | None = None,
+    misfire: str = "coalesce",
+    catch_up: timedelta | None = None,
+    overlap: str = "allow",
 ) -> Callable[[F], F]:
     """Run an ``async def`` on fixed windows: ``every=timedelta(...)`` or ``cron="..."``.
 
@@ -118,21 +140,30 @@ def periodic(
     of this job never overlap anywhere in the cluster. ``enabled`` is the initial state only:
     once the job exists in the database, ``enable``/``disable`` from any process decide.
     The function is registered as a task and returned unchanged.
+
+    Policies (docs/periodic-schedules.md):
+
+    - ``on_dst_gap`` (cron only): a local fire time that does not exist on a spring-forward day
+      runs at the shifted instant (``"shift"``, default) or not at all (``"skip"``);
+    - ``on_dst_fold`` (cron only): a local fire time that happens twice on a fall-back day runs
+      once, at the first (``"first"``, default), or at both (``"both"``);
+    - ``misfire``: windows missed while no leader ran (downtime) or the job was disabled run once
+      for all (``"coalesce"``, default), not at all (``"skip"``), or each (``"all"``, reaching back
+      ``catch_up`` at most, and the newest 1000 windows at most);
+    - ``overlap``: a window that comes while the previous run still runs runs anyway
+      (``"allow"``, default), is skipped (``"skip"``), or waits for it, one at most (``"queue"``).
     """
-    if (every is None) == (cron is None):
-        raise InvalidScheduleError("@periodic needs exactly one of every= or cron=")
-    tz_name: str | None = None
-    if timezone is not None:
-        if cron is None:
-            raise InvalidScheduleError("timezone= applies to cron= schedules only")
-        tz_name = timezone.key if isinstance(timezone, ZoneInfo) else timezone
-    if every is not None:
-        IntervalTrigger(every)  # validates
-        if every < timedelta(seconds=1):
-            raise InvalidScheduleError("every= must be at least 1 second")
-    else:
-        assert cron is not None
-        CronTrigger(cron, tz_name or "UTC")  # validates expression and zone
+    declared_cron = cron  # the dedup key hashes what the code says, as 0.2.3 did
+    cron, tz_name = check_schedule(every, cron, timezone)
+    if every is not None and (on_dst_gap is not None or on_dst_fold is not None):
+        raise InvalidScheduleError(
+            "on_dst_gap/on_dst_fold apply to cron= schedules: every= windows are fixed UTC "
+            "intervals that daylight saving time does not move"
+        )
+    gap, fold = on_dst_gap or "shift", on_dst_fold or "first"
+    if cron is not None:
+        CronTrigger(cron, tz_name or "UTC", gap, fold)  # validates the policies
+    _check_policies(misfire, catch_up, overlap)
     prio = JobPriority.coerce(priority)
     if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
         raise InvalidScheduleError(f"max_retries must be an int >= 0, got {max_retries!r}")
@@ -140,7 +171,7 @@ def periodic(
     def decorate(func: F) -> F:
         ensure_coroutine_function(func)
         task = registry.register(func)
-        key = dedup_key or default_dedup_key(func, every, cron, tz_name)
+        key = dedup_key or default_dedup_key(func, every, declared_cron, tz_name)
         periodic_registry.add(
             PeriodicDefinition(
                 func=task.func,
@@ -154,11 +185,57 @@ def periodic(
                 priority=prio,
                 max_retries=max_retries,
                 enabled=enabled,
+                on_dst_gap=gap,
+                on_dst_fold=fold,
+                misfire=misfire,
+                catch_up=catch_up,
+                overlap=overlap,
             )
         )
         return func
 
     return decorate
+
+
+def check_schedule(
+    every: timedelta | None, cron: str | None, timezone: str | ZoneInfo | None
+) -> tuple[str | None, str | None]:
+    """Validate a schedule (exactly one of ``every`` and ``cron``; ``timezone`` for cron only);
+    returns the normalised cron expression and the time zone name."""
+    if (every is None) == (cron is None):
+        raise InvalidScheduleError("a periodic schedule needs exactly one of every= or cron=")
+    tz_name: str | None = None
+    if timezone is not None:
+        if cron is None:
+            raise InvalidScheduleError("timezone= applies to cron= schedules only")
+        tz_name = timezone.key if isinstance(timezone, ZoneInfo) else timezone
+    if every is not None:
+        IntervalTrigger(every)  # validates the type
+        if every < timedelta(seconds=1):
+            raise InvalidScheduleError("every= must be at least 1 second")
+        return None, None
+    assert cron is not None
+    cron = validate_cron(cron)
+    CronTrigger(cron, tz_name or "UTC")  # validates the zone
+    return cron, tz_name
+
+
+MISFIRE_POLICIES = ("coalesce", "skip", "all")
+OVERLAP_POLICIES = ("allow", "skip", "queue")
+
+
+def _check_policies(misfire: str, catch_up: timedelta | None, overlap: str) -> None:
+    if misfire not in MISFIRE_POLICIES:
+        raise InvalidScheduleError(
+            f"misfire must be one of {', '.join(map(repr, MISFIRE_POLICIES))}, got {misfire!r}")
+    if overlap not in OVERLAP_POLICIES:
+        raise InvalidScheduleError(
+            f"overlap must be one of {', '.join(map(repr, OVERLAP_POLICIES))}, got {overlap!r}")
+    if catch_up is not None:
+        if misfire != "all":
+            raise InvalidScheduleError('catch_up= applies to misfire="all" only')
+        if not isinstance(catch_up, timedelta) or catch_up <= timedelta(0):
+            raise InvalidScheduleError(f"catch_up must be a positive timedelta, got {catch_up!r}")
 
 
 @dataclass(frozen=True)
@@ -177,6 +254,13 @@ class PeriodicJobInfo:
     enabled: bool
     next_run: datetime | None
     func: Callable[..., Any] | None = None
+    on_dst_gap: str = "shift"
+    on_dst_fold: str = "first"
+    misfire: str = "coalesce"
+    catch_up: timedelta | None = None
+    overlap: str = "allow"
+    overridden: bool = False
+    """The schedule in force was set from the CLI (``periodic set``), not by the code."""
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
@@ -195,6 +279,12 @@ class PeriodicJobInfo:
             "next_run": self.next_run,
             "last_run": None,
             "last_status": None,
+            "on_dst_gap": self.on_dst_gap,
+            "on_dst_fold": self.on_dst_fold,
+            "misfire": self.misfire,
+            "catch_up": self.catch_up.total_seconds() if self.catch_up is not None else None,
+            "overlap": self.overlap,
+            "schedule_overridden": self.overridden,
         }
         if self.interval is not None:
             status["interval"] = self.interval.total_seconds()
@@ -215,6 +305,24 @@ def info_from_definition(d: PeriodicDefinition) -> PeriodicJobInfo:
         dedup_key=d.dedup_key, job_name=d.job_name, task_name=d.task_name, interval=d.interval,
         cron=d.cron, timezone=d.timezone, priority=d.priority, max_retries=d.max_retries,
         use_advisory_lock=d.use_advisory_lock, enabled=d.enabled, next_run=None, func=d.func,
+        on_dst_gap=d.on_dst_gap, on_dst_fold=d.on_dst_fold, misfire=d.misfire,
+        catch_up=d.catch_up, overlap=d.overlap,
+    )
+
+
+def info_from_row(row: Mapping[str, Any], func: Callable[..., Any] | None = None) -> PeriodicJobInfo:
+    """A periodic job as ``scheduler_periodic`` holds it (the schedule in force)."""
+    return PeriodicJobInfo(
+        dedup_key=row["dedup_key"], job_name=row["job_name"], task_name=row["task_name"],
+        interval=timedelta(seconds=row["every_seconds"]) if row["every_seconds"] else None,
+        cron=row["cron"], timezone=row["timezone"],
+        priority=JobPriority.from_db_value(row["priority"]), max_retries=row["max_retries"],
+        use_advisory_lock=row["use_advisory_lock"], enabled=row["enabled"],
+        next_run=row["next_run_at"], func=func,
+        on_dst_gap=row["on_dst_gap"], on_dst_fold=row["on_dst_fold"], misfire=row["misfire"],
+        catch_up=(timedelta(seconds=row["catch_up_seconds"])
+                  if row["catch_up_seconds"] is not None else None),
+        overlap=row["overlap"], overridden=row["overridden_at"] is not None,
     )
 
 
@@ -223,7 +331,8 @@ def next_runs(info: PeriodicJobInfo | None, count: int, after: datetime | None) 
     if info is None:
         return []
     trigger = trigger_for(
-        info.interval.total_seconds() if info.interval else None, info.cron, info.timezone
+        info.interval.total_seconds() if info.interval else None, info.cron, info.timezone,
+        info.on_dst_gap, info.on_dst_fold,
     )
     moment = after or datetime.now(UTC)
     runs = [window_at_or_after(trigger, moment)]
@@ -242,5 +351,5 @@ async def publish(conn: asyncpg.Connection, definitions: Sequence[PeriodicDefini
             await conn.execute(
                 queries.PERIODIC_UPSERT, d.dedup_key, d.task_name, d.job_name, d.every_seconds,
                 d.cron, d.timezone, d.priority.db_value, d.max_retries, d.use_advisory_lock,
-                d.enabled,
+                d.enabled, d.on_dst_gap, d.on_dst_fold, d.misfire, d.catch_up_seconds, d.overlap,
             )

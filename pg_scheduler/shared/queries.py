@@ -95,12 +95,20 @@ SELECT pg_notify('pg_scheduler_cancel', job_id) FROM cancelled
 # --------------------------------------------------------------------------- workers: claiming
 
 # Next due time per task name this worker can run: one index probe per name, never a scan.
-JOB_NEXT_DUE = """
+# A window of a periodic job with overlap 'skip' or 'queue' waits while a run of that job runs
+# (see PERIODIC_SETTLE_OVERLAP for what happens to it then); anything else is claimable.
+_NOT_BLOCKED = """
+(j.overlap IS NULL OR j.overlap = 'allow'
+ OR NOT EXISTS (SELECT 1 FROM scheduled_jobs AS r
+                 WHERE r.dedup_key = j.dedup_key AND r.status = 'running'))
+"""
+
+JOB_NEXT_DUE = f"""
 SELECT extract(epoch FROM min(due.execution_time) - now())::float8
 FROM unnest($1::text[]) AS t(name)
 CROSS JOIN LATERAL (
-    SELECT execution_time FROM scheduled_jobs
-     WHERE status = 'pending' AND job_name = t.name
+    SELECT execution_time FROM scheduled_jobs AS j
+     WHERE status = 'pending' AND job_name = t.name AND {_NOT_BLOCKED}
      ORDER BY execution_time
      LIMIT 1
 ) AS due
@@ -111,14 +119,15 @@ DB_NOW = "SELECT now()"
 # Claim up to $2 due jobs of the names $1, priority first, then due time. A row whose lateness
 # (claim time minus due time) exceeds its misfire grace (plus the pickup tolerance $5) is marked
 # expired instead of run: misfire is judged against the due time, on the database clock.
-JOB_CLAIM = """
+JOB_CLAIM = f"""
 WITH due AS (
     SELECT job_id,
            (misfire_grace_time IS NOT NULL
             AND now() > execution_time + make_interval(secs => misfire_grace_time + $5))
                AS misfired
-      FROM scheduled_jobs
+      FROM scheduled_jobs AS j
      WHERE status = 'pending' AND execution_time <= now() AND job_name = ANY($1::text[])
+       AND {_NOT_BLOCKED}
      ORDER BY priority, execution_time
      LIMIT $2
        FOR UPDATE SKIP LOCKED
@@ -138,9 +147,9 @@ UPDATE scheduled_jobs AS j SET
                           ELSE j.error_message END
   FROM due
  WHERE j.job_id = due.job_id
-RETURNING j.job_id, j.job_name, j.task_data, j.attempt, j.status, j.execution_time,
+RETURNING j.job_id, j.job_name, j.task_data, j.attempt, j.status, j.execution_time, j.started_at,
           j.timeout_seconds, j.retry_count, j.max_retries, j.use_advisory_lock, j.dedup_key,
-          j.window_start, j.priority,
+          j.window_start, j.priority, j.overlap,
           extract(epoch FROM now() - j.execution_time)::float8 AS lag_seconds
 """
 
@@ -200,6 +209,37 @@ WITH released AS (
 )
 -- Wake idle workers only for jobs due now; a later one is found by their next-due timers.
 SELECT job_id, CASE WHEN $4 <= 0 THEN pg_notify('pg_scheduler_jobs', '') END FROM released
+"""
+
+# A run of a periodic job with overlap 'skip' or 'queue' ended ($1 its dedup key, $2 its job id):
+# the windows that became due while it ran ($3: when it started) were held back by _NOT_BLOCKED.
+# 'skip' cancels them all; 'queue' keeps the first and cancels the rest (queue one). Wakes the
+# workers for what is left.
+PERIODIC_SETTLE_OVERLAP = """
+WITH waiting AS (
+    SELECT job_id, row_number() OVER (ORDER BY execution_time, window_start) AS n
+      FROM scheduled_jobs
+     WHERE dedup_key = $1 AND job_id <> $2 AND status = 'pending'
+       AND overlap IN ('skip', 'queue') AND window_start IS NOT NULL
+       AND execution_time > $3 AND execution_time <= now()
+), skipped AS (
+    UPDATE scheduled_jobs AS j
+       SET status = 'cancelled', finished_at = now(),
+           error_message = format('skipped (overlap=%s): due while the run %s was running',
+                                  j.overlap, $2::text)
+      FROM waiting AS w
+     WHERE j.job_id = w.job_id AND j.status = 'pending' AND (j.overlap = 'skip' OR w.n > 1)
+    RETURNING j.job_id
+)
+SELECT (SELECT count(*) FROM skipped) AS skipped, pg_notify('pg_scheduler_jobs', '') AS notified
+"""
+
+# A window claimed while another run of its job ran anyway (two workers claimed two windows in the
+# same instant; the advisory lock caught it): overlap 'skip' ends it unrun. Fenced like the rest.
+JOB_SKIP = """
+UPDATE scheduled_jobs
+   SET status = 'cancelled', finished_at = now(), lease_until = NULL, error_message = $4
+ WHERE job_id = $1 AND worker_id = $2 AND attempt = $3 AND status = 'running'
 """
 
 JOBS_NOTIFY = "SELECT pg_notify('pg_scheduler_jobs', '')"
@@ -316,38 +356,81 @@ SELECT job_id, pg_notify('pg_scheduler_jobs', '') FROM released
 # --------------------------------------------------------------------------- periodic
 
 # Definitions are code: every process that imports them upserts them, touching the row only when
-# something changed. ``enabled`` is cluster state: set on insert only. A changed schedule resets
-# the window cursor so the new schedule starts at its next window, and cancels the windows already
-# written ahead from the old schedule (else they still run, off the new grid).
+# something changed. ``enabled`` is cluster state: set on insert only. The code's schedule goes to
+# code_*; it is also the schedule in force (every_seconds, cron, timezone) unless one was set from
+# the CLI (overridden_at). A change of the schedule in force resets the window cursor so the new
+# schedule starts at its next window, and cancels the windows already written ahead from the old
+# one (else they still run, off the new grid).
 PERIODIC_UPSERT = """
 WITH old AS (
-    SELECT every_seconds, cron, timezone FROM scheduler_periodic WHERE dedup_key = $1
+    SELECT every_seconds, cron, timezone, overridden_at
+      FROM scheduler_periodic WHERE dedup_key = $1
 ), dropped AS (
     UPDATE scheduled_jobs
        SET status = 'cancelled', finished_at = now(), error_message = 'periodic schedule changed'
      WHERE dedup_key = $1 AND status = 'pending' AND window_start IS NOT NULL
        AND EXISTS (SELECT 1 FROM old
-                    WHERE (old.every_seconds, old.cron, old.timezone)
+                    WHERE old.overridden_at IS NULL
+                      AND (old.every_seconds, old.cron, old.timezone)
                           IS DISTINCT FROM ($4::double precision, $5::text, $6::text))
 )
 INSERT INTO scheduler_periodic AS p
     (dedup_key, task_name, job_name, every_seconds, cron, timezone, priority, max_retries,
-     use_advisory_lock, enabled)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+     use_advisory_lock, enabled, on_dst_gap, on_dst_fold, misfire, catch_up_seconds, overlap,
+     code_every_seconds, code_cron, code_timezone)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $4, $5, $6)
 ON CONFLICT (dedup_key) DO UPDATE SET
     task_name = EXCLUDED.task_name, job_name = EXCLUDED.job_name,
-    every_seconds = EXCLUDED.every_seconds, cron = EXCLUDED.cron, timezone = EXCLUDED.timezone,
     priority = EXCLUDED.priority, max_retries = EXCLUDED.max_retries,
-    use_advisory_lock = EXCLUDED.use_advisory_lock, updated_at = now(),
-    next_run_at = CASE WHEN (p.every_seconds, p.cron, p.timezone)
-                            IS DISTINCT FROM (EXCLUDED.every_seconds, EXCLUDED.cron,
-                                              EXCLUDED.timezone)
+    use_advisory_lock = EXCLUDED.use_advisory_lock,
+    on_dst_gap = EXCLUDED.on_dst_gap, on_dst_fold = EXCLUDED.on_dst_fold,
+    misfire = EXCLUDED.misfire, catch_up_seconds = EXCLUDED.catch_up_seconds,
+    overlap = EXCLUDED.overlap,
+    code_every_seconds = EXCLUDED.code_every_seconds, code_cron = EXCLUDED.code_cron,
+    code_timezone = EXCLUDED.code_timezone,
+    every_seconds = CASE WHEN p.overridden_at IS NULL THEN EXCLUDED.every_seconds
+                         ELSE p.every_seconds END,
+    cron = CASE WHEN p.overridden_at IS NULL THEN EXCLUDED.cron ELSE p.cron END,
+    timezone = CASE WHEN p.overridden_at IS NULL THEN EXCLUDED.timezone ELSE p.timezone END,
+    updated_at = now(),
+    next_run_at = CASE WHEN p.overridden_at IS NULL
+                            AND (p.every_seconds, p.cron, p.timezone)
+                                IS DISTINCT FROM (EXCLUDED.every_seconds, EXCLUDED.cron,
+                                                  EXCLUDED.timezone)
                        THEN NULL ELSE p.next_run_at END
-WHERE (p.task_name, p.job_name, p.every_seconds, p.cron, p.timezone, p.priority, p.max_retries,
-       p.use_advisory_lock)
+WHERE (p.task_name, p.job_name, p.code_every_seconds, p.code_cron, p.code_timezone, p.priority,
+       p.max_retries, p.use_advisory_lock, p.on_dst_gap, p.on_dst_fold, p.misfire,
+       p.catch_up_seconds, p.overlap)
       IS DISTINCT FROM
-      (EXCLUDED.task_name, EXCLUDED.job_name, EXCLUDED.every_seconds, EXCLUDED.cron,
-       EXCLUDED.timezone, EXCLUDED.priority, EXCLUDED.max_retries, EXCLUDED.use_advisory_lock)
+      (EXCLUDED.task_name, EXCLUDED.job_name, EXCLUDED.code_every_seconds, EXCLUDED.code_cron,
+       EXCLUDED.code_timezone, EXCLUDED.priority, EXCLUDED.max_retries,
+       EXCLUDED.use_advisory_lock, EXCLUDED.on_dst_gap, EXCLUDED.on_dst_fold, EXCLUDED.misfire,
+       EXCLUDED.catch_up_seconds, EXCLUDED.overlap)
+"""
+
+# ``pg-scheduler periodic set``: a schedule in force that survives restarts ($2 every seconds or
+# $3 cron, $4 time zone; $5 false: back to the code's schedule). Like a code change, it restarts
+# the window cursor and cancels the windows written ahead under the old schedule. Run after
+# PERIODIC_LOCK in the same transaction.
+PERIODIC_SET_SCHEDULE = """
+WITH changed AS (
+    UPDATE scheduler_periodic
+       SET every_seconds = CASE WHEN $5 THEN $2::double precision ELSE code_every_seconds END,
+           cron          = CASE WHEN $5 THEN $3::text ELSE code_cron END,
+           timezone      = CASE WHEN $5 THEN $4::text ELSE code_timezone END,
+           overridden_at = CASE WHEN $5 THEN now() END,
+           next_run_at = NULL, updated_at = now()
+     WHERE dedup_key = $1
+    RETURNING every_seconds, cron, timezone
+), dropped AS (
+    UPDATE scheduled_jobs
+       SET status = 'cancelled', finished_at = now(), error_message = 'periodic schedule changed'
+     WHERE dedup_key = $1 AND status = 'pending' AND window_start IS NOT NULL
+       AND EXISTS (SELECT 1 FROM changed)
+    RETURNING job_id
+)
+SELECT c.every_seconds, c.cron, c.timezone, (SELECT count(*) FROM dropped) AS dropped
+  FROM changed AS c
 """
 
 PERIODIC_LIST = "SELECT * FROM scheduler_periodic ORDER BY dedup_key"
@@ -405,15 +488,16 @@ SELECT (SELECT count(*) FROM changed) AS changed, (SELECT count(*) FROM dropped)
 PERIODIC_ENQUEUE = """
 INSERT INTO scheduled_jobs AS j
     (job_id, job_name, execution_time, task_data, priority, max_retries, misfire_grace_time,
-     dedup_key, window_start, use_advisory_lock)
+     dedup_key, window_start, use_advisory_lock, overlap)
 SELECT 'periodic:' || $1 || ':' || (extract(epoch FROM w) * 1000)::bigint,
-       $2, greatest(w, now()), '{"args": [], "kwargs": {}}'::jsonb, $3, $4, $5, $1, w, $6
+       $2, greatest(w, now()), '{"args": [], "kwargs": {}}'::jsonb, $3, $4, $5, $1, w, $6, $8
   FROM unnest($7::timestamptz[]) AS w
 ON CONFLICT (dedup_key, window_start) WHERE dedup_key IS NOT NULL DO UPDATE SET
     status = 'pending', job_name = EXCLUDED.job_name, execution_time = EXCLUDED.execution_time,
     priority = EXCLUDED.priority, max_retries = EXCLUDED.max_retries,
     misfire_grace_time = EXCLUDED.misfire_grace_time,
-    use_advisory_lock = EXCLUDED.use_advisory_lock, finished_at = NULL, error_message = NULL
+    use_advisory_lock = EXCLUDED.use_advisory_lock, overlap = EXCLUDED.overlap,
+    finished_at = NULL, error_message = NULL
  WHERE j.status = 'cancelled' AND j.started_at IS NULL
    AND j.error_message IN ('periodic job disabled', 'periodic schedule changed')
 RETURNING job_id

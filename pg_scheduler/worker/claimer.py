@@ -35,6 +35,15 @@ class ClaimedJob:
     use_advisory_lock: bool
     dedup_key: str | None
     lag_seconds: float
+    overlap: str | None = None
+    started_at: datetime | None = None
+
+    @property
+    def one_at_a_time(self) -> bool:
+        """Runs of this job must not overlap: 0.1's use_advisory_lock, or overlap skip/queue."""
+        return bool(self.dedup_key) and (
+            self.use_advisory_lock or self.overlap in ("skip", "queue")
+        )
 
 
 class Claimer:
@@ -85,6 +94,8 @@ class Claimer:
                     use_advisory_lock=row["use_advisory_lock"],
                     dedup_key=row["dedup_key"],
                     lag_seconds=row["lag_seconds"],
+                    overlap=row["overlap"],
+                    started_at=row["started_at"],
                 )
             )
         # Priority order is the database's; keep it for starting tasks.

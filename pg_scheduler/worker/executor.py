@@ -50,6 +50,7 @@ class Outcome(enum.StrEnum):
     EXPIRED = "expired"
     LEASE_LOST = "lease_lost"
     DEFERRED = "deferred"
+    SKIPPED = "skipped"
 
 
 class StopReason(enum.StrEnum):
@@ -77,6 +78,13 @@ class Executor:
         self.retry_jitter = retry_jitter
 
     async def run(self, job: ClaimedJob, stop_reason: Callable[[], StopReason | None]) -> Outcome:
+        outcome = await self._run(job, stop_reason)
+        if job.overlap in ("skip", "queue") and outcome not in (Outcome.DEFERRED,
+                                                                  Outcome.LEASE_LOST):
+            await self._settle_overlap(job)
+        return outcome
+
+    async def _run(self, job: ClaimedJob, stop_reason: Callable[[], StopReason | None]) -> Outcome:
         task = self._registry.find(job.job_name)
         if task is None:  # unregistered after the claim: give it back for another worker
             await self._release(job, "task no longer registered in this process", 0.0)
@@ -84,6 +92,8 @@ class Executor:
         timeout_cm: asyncio.Timeout | None = None
         try:
             async with self._exclusive(job) as acquired:
+                if not acquired and job.overlap == "skip" and not job.use_advisory_lock:
+                    return await self._skip(job)
                 if not acquired:
                     # Another run holds the lock: look again later, backing off so that a long
                     # exclusive run does not make its next window spin through claims.
@@ -119,11 +129,12 @@ class Executor:
     @contextlib.asynccontextmanager
     async def _exclusive(self, job: ClaimedJob) -> AsyncIterator[bool]:
         """Hold a session advisory lock on a connection kept for the whole run, so that two runs
-        of a ``use_advisory_lock`` job never overlap anywhere (0.2.3 took it on a pooled
-        connection that the pool unlocked at once)."""
-        if not job.use_advisory_lock or not job.dedup_key:
+        of a ``use_advisory_lock`` (or overlap skip/queue) job never overlap anywhere (0.2.3 took
+        it on a pooled connection that the pool unlocked at once)."""
+        if not job.one_at_a_time:
             yield True
             return
+        assert job.dedup_key is not None
         key = exclusive_job_lock(job.dedup_key)
         async with self._pool.acquire() as conn:
             acquired = bool(await conn.fetchval(queries.EXCLUSIVE_TRY_LOCK, *key))
@@ -165,6 +176,37 @@ class Executor:
         log.error("executor: %s (%s) failed after %s attempt(s): %s", job.job_id, job.job_name,
                   job.attempt, message.splitlines()[0] if message else "")
         return Outcome.FAILED
+
+    async def _skip(self, job: ClaimedJob) -> Outcome:
+        status = await self._write(
+            lambda: self._pool.execute(
+                queries.JOB_SKIP, job.job_id, self.worker_id, job.attempt,
+                "skipped (overlap=skip): another run of this job was running",
+            )
+        )
+        if status.endswith(" 0"):
+            return Outcome.LEASE_LOST
+        log.info("executor: %s skipped: another run of %s is running (overlap=skip)", job.job_id,
+                 job.dedup_key)
+        return Outcome.SKIPPED
+
+    async def _settle_overlap(self, job: ClaimedJob) -> None:
+        """Deal with the windows held back while this run ran (PERIODIC_SETTLE_OVERLAP). If it
+        fails, they stay pending and run late: never lost, never overlapping."""
+        try:
+            row = await self._write(
+                lambda: self._pool.fetchrow(
+                    queries.PERIODIC_SETTLE_OVERLAP, job.dedup_key, job.job_id,
+                    job.started_at or job.execution_time,
+                )
+            )
+        except Exception as exc:
+            log.warning("executor: could not settle the windows held back behind %s: %r",
+                        job.job_id, exc)
+            return
+        if row is not None and row["skipped"]:
+            log.info("executor: %s window(s) of %s came while %s ran: skipped (overlap=%s)",
+                     row["skipped"], job.dedup_key, job.job_id, job.overlap)
 
     async def _release(self, job: ClaimedJob, why: str, delay: float) -> None:
         await self._write(
