@@ -149,6 +149,26 @@ async def test_all_keeps_the_newest_windows_up_to_the_cap(pool: asyncpg.Pool) ->
     assert written[-1] <= NOW + timedelta(seconds=5)  # then the lookahead, as usual
 
 
+@pytest.mark.parametrize("misfire", ["coalesce", "all"])
+async def test_per_second_cron_after_a_month_down_writes_the_newest_windows(
+    pool: asyncpg.Pool, misfire: str
+) -> None:
+    # A cron trigger cannot step backwards; walking 2.6 million seconds from the cursor held the
+    # leader's transaction for about 45 s. The search works back from now instead.
+    @periodic(cron="* * * * * *", dedup_key=f"m-month-{misfire}", misfire=misfire)
+    async def job() -> None: ...
+
+    key = f"m-month-{misfire}"
+    registrar = await prepare(pool, key, NOW - timedelta(days=30))
+    await registrar.run_once(now=NOW)
+    written = await windows(pool, key)
+    missed = [w for w in written if w < NOW - timedelta(seconds=1)]
+    if misfire == "coalesce":
+        assert written[0] == NOW.replace(microsecond=0) and missed == []
+    else:
+        assert len(missed) == MAX_CATCH_UP_WINDOWS and missed[-1] == NOW - timedelta(seconds=2)
+
+
 async def test_a_window_written_late_by_a_new_leader_is_not_missed(pool: asyncpg.Pool) -> None:
     # A leader elected just after 12:00:00 writes that window at 12:00:00.4: it runs, even
     # under misfire="skip", because it is late by less than a pass, not missed.
@@ -206,7 +226,7 @@ async def test_registrar_writes_the_dst_fold_as_the_policy_says(
 
 
 async def run_overlapping(
-    pool: asyncpg.Pool, overlap: str
+    pool: asyncpg.Pool, overlap: str, **knobs: Any
 ) -> tuple[list[tuple[float, float]], list[asyncpg.Record]]:
     """Run a 1-second periodic job whose body takes 2.5 s, for about 7 s; return the
     (start, end) of every run (monotonic clock) and the job's rows."""
@@ -219,7 +239,7 @@ async def run_overlapping(
         await asyncio.sleep(2.5)
         runs.append((start, time.monotonic()))
 
-    async with Scheduler(pool, **FAST):
+    async with Scheduler(pool, **{**FAST, **knobs}):
         await wait_for(lambda: len(runs) >= 3, timeout=20, message="three finished runs")
     rows = await pool.fetch(
         "SELECT window_start, status, started_at, finished_at, error_message FROM scheduled_jobs"
@@ -257,8 +277,11 @@ async def test_overlap_skip_never_overlaps_and_skips_the_windows_that_came_meanw
 async def test_overlap_queue_runs_one_waiting_window_right_after_and_skips_the_rest(
     pool: asyncpg.Pool,
 ) -> None:
-    runs, rows = await run_overlapping(pool, "queue")
+    # A misfire grace shorter than the wait: the queued window waited on purpose, so it runs
+    # rather than expires for being late.
+    runs, rows = await run_overlapping(pool, "queue", misfire_grace_time=1)
     assert overlapping(runs) == 0
+    assert not [r for r in rows if r["status"] == "expired"]
     # The queued window starts as soon as the run before it ends.
     gaps = [start - end for (_, end), (start, _) in zip(runs, runs[1:], strict=False)]
     assert min(gaps) < 0.5, gaps
@@ -267,6 +290,28 @@ async def test_overlap_queue_runs_one_waiting_window_right_after_and_skips_the_r
     assert queued, "a window that came during a run waited and ran after it"
     skipped = [r for r in rows if r["status"] == "cancelled"]
     assert skipped and all("skipped (overlap=queue)" in r["error_message"] for r in skipped)
+
+
+async def test_a_manual_trigger_of_a_skip_job_waits_for_the_running_run(pool: asyncpg.Pool) -> None:
+    runs: list[tuple[float, float]] = []
+
+    @periodic(every=timedelta(hours=1), dedup_key="overlap-trigger", overlap="skip")
+    async def long_job() -> None:
+        start = time.monotonic()
+        await asyncio.sleep(1.5)
+        runs.append((start, time.monotonic()))
+
+    async with Scheduler(pool, **FAST) as scheduler:
+        first = await scheduler.trigger_periodic_job("overlap-trigger")
+
+        async def running() -> bool:
+            return await pool.fetchval(
+                "SELECT status FROM scheduled_jobs WHERE job_id = $1", first) == "running"
+
+        await wait_for(running, message="first manual run running")
+        await scheduler.trigger_periodic_job("overlap-trigger")
+        await wait_for(lambda: len(runs) == 2, timeout=10, message="both manual runs")
+    assert overlapping(sorted(runs)) == 0
 
 
 # ------------------------------------------------------------------ validation

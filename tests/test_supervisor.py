@@ -81,7 +81,9 @@ async def test_two_pods_drain_3000_jobs_each_exactly_once_and_status_shows_the_t
         return await pool.fetchval(
             "SELECT count(*) FROM scheduled_jobs WHERE status = 'completed'") == 3000
 
+    scheduled = time.monotonic()
     await wait_for(drained, timeout=120, interval=0.2, message="3000 jobs completed")
+    print(f"measured: 2 pods x 3 workers drained 3000 jobs in {time.monotonic() - scheduled:.2f}s")
     rows = await events(pool, "send_invoice")
     assert len(rows) == 3000 and len({r["tag"] for r in rows}) == 3000
     assert await pool.fetchval("SELECT max(attempt) FROM scheduled_jobs") == 1
@@ -123,9 +125,11 @@ async def test_a_killed_worker_is_replaced_and_its_job_runs_again_at_once(
         )
 
     replacement_at = await wait_for(replaced, timeout=5, message="a replacement worker")
+    print(f"measured: worker replaced {(replacement_at - killed_at).total_seconds():.2f}s after kill -9")
     assert (replacement_at - killed_at).total_seconds() < 3
     _, second = await wait_for(lambda: started(pool, "k", 2), timeout=5, message="second start")
     assert (second["at"] - killed_at).total_seconds() < 3
+    print(f"measured: job restarted {(second['at'] - killed_at).total_seconds():.2f}s after kill -9")
     assert second["pid"] != victim
     row = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", job_id)
     assert (row["status"], row["attempt"], row["retry_count"]) == ("running", 2, 1)
@@ -152,9 +156,11 @@ async def test_killing_the_leading_supervisor_ends_its_workers_and_moves_leaders
 
     await wait_for(lambda: not any(alive(p) for p in orphans), timeout=5,
                    message="the dead supervisor's workers exit")
+    print(f"measured: orphaned workers gone {time.monotonic() - killed:.2f}s after kill -9")
     await wait_for(lambda: _is(leader_supervisor(pool), b.supervisor_id), timeout=10,
                    interval=0.05, message="b leads")
     took = time.monotonic() - killed
+    print(f"measured: other pod leads {took:.2f}s after kill -9 of the leader")
     assert took < 10
     ticks_at_kill = await _ticks_completed(pool, 0)
     await wait_for(lambda: _ticks_completed(pool, ticks_at_kill + 3), timeout=10,
@@ -189,10 +195,15 @@ async def test_sigterm_of_the_leading_pod_hands_over_leadership_and_its_long_job
     a.signal(signal.SIGTERM)
     await wait_for(lambda: _is(leader_supervisor(pool), b.supervisor_id), timeout=5,
                    interval=0.01, message="b leads")
-    assert time.monotonic() - signalled < 1.0
+    led = time.monotonic() - signalled
+    assert led < 1.0
     assert await a.wait(timeout=1 + 10 + 5) == 0
-    assert time.monotonic() - signalled < 1 + 10
+    exited = time.monotonic() - signalled
+    assert exited < 1 + 10
     _, second = await wait_for(lambda: started(pool, "long", 2), timeout=5, message="picked up")
+    picked = time.monotonic() - signalled
+    print(f"measured: SIGTERM -> other pod leads {led:.3f}s, pod exit 0 after {exited:.2f}s, "
+          f"long job restarted on the other pod after {picked:.2f}s (shutdown timeout 1s)")
     assert second["pid"] in b_workers
     row = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", job_id)
     # Handed back, not crashed: the attempt goes up, no retry is consumed.

@@ -168,7 +168,7 @@ def trigger_command(key: str, database_url: str) -> None:
 @database_option()
 @click.option("--every", metavar="DURATION", help="New interval: 90, 30s, 5m, 2h, 1d, 1h30m.")
 @click.option("--cron", metavar="EXPR",
-              help="New cron expression (5 fields, 6 with seconds first, or @hourly...).")
+              help="New cron expression (5 fields, 6 with seconds last, or @hourly...).")
 @click.option("--timezone", metavar="TZ", help="Time zone of --cron (IANA name; default UTC).")
 @click.option("--reset", is_flag=True, help="Go back to the schedule the code declares.")
 def set_command(key: str, database_url: str, every: str | None, cron: str | None,

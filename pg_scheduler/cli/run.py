@@ -93,6 +93,8 @@ def run_command(
     back, resign leadership, exit 0. A second signal hands jobs back at once.
     """
     level = parse_level(log_level)
+    if logging.getLogger("pg_scheduler").level == logging.DEBUG:  # pg-scheduler --debug run ...
+        level = logging.DEBUG
     configure_logging(level, "supervisor")
     try:
         config = SchedulerConfig.build(

@@ -147,8 +147,8 @@ def periodic(
       runs at the shifted instant (``"shift"``, default) or not at all (``"skip"``);
     - ``on_dst_fold`` (cron only): a local fire time that happens twice on a fall-back day runs
       once, at the first (``"first"``, default), or at both (``"both"``);
-    - ``misfire``: windows missed while no leader ran (downtime) or the job was disabled run once
-      for all (``"coalesce"``, default), not at all (``"skip"``), or each (``"all"``, reaching back
+    - ``misfire``: windows missed while no leader ran (downtime) run once for all
+      (``"coalesce"``, default), not at all (``"skip"``), or each (``"all"``, reaching back
       ``catch_up`` at most, and the newest 1000 windows at most);
     - ``overlap``: a window that comes while the previous run still runs runs anyway
       (``"allow"``, default), is skipped (``"skip"``), or waits for it, one at most (``"queue"``).

@@ -211,27 +211,37 @@ WITH released AS (
 SELECT job_id, CASE WHEN $4 <= 0 THEN pg_notify('pg_scheduler_jobs', '') END FROM released
 """
 
-# A run of a periodic job with overlap 'skip' or 'queue' ended ($1 its dedup key, $2 its job id):
-# the windows that became due while it ran ($3: when it started) were held back by _NOT_BLOCKED.
-# 'skip' cancels them all; 'queue' keeps the first and cancels the rest (queue one). Wakes the
-# workers for what is left.
+# A run of a periodic job with overlap 'skip' or 'queue' is ending ($1 its dedup key, $2 its job
+# id; run before its outcome is written, while its row still blocks claims). The windows that
+# came due while it ran were held back by _NOT_BLOCKED: regular windows (due at their own start;
+# catch-up rows written late after downtime run one after another instead) that started after
+# the run's own window, or after it started for a manual trigger. 'skip' cancels them all;
+# 'queue' keeps the first, due now (it waited on purpose: misfire must not expire it), and
+# cancels the rest. The worker sends JOBS_NOTIFY once the outcome is written, for what is left.
 PERIODIC_SETTLE_OVERLAP = """
-WITH waiting AS (
-    SELECT job_id, row_number() OVER (ORDER BY execution_time, window_start) AS n
-      FROM scheduled_jobs
-     WHERE dedup_key = $1 AND job_id <> $2 AND status = 'pending'
-       AND overlap IN ('skip', 'queue') AND window_start IS NOT NULL
-       AND execution_time > $3 AND execution_time <= now()
-), skipped AS (
+WITH ending AS (
+    SELECT coalesce(window_start, started_at) AS since FROM scheduled_jobs WHERE job_id = $2
+), waiting AS (
+    SELECT j.job_id, row_number() OVER (ORDER BY j.window_start) AS n
+      FROM scheduled_jobs AS j, ending AS e
+     WHERE j.dedup_key = $1 AND j.job_id <> $2 AND j.status = 'pending'
+       AND j.overlap IN ('skip', 'queue') AND j.window_start IS NOT NULL
+       AND j.execution_time = j.window_start
+       AND j.window_start > e.since AND j.window_start <= now()
+), settled AS (
     UPDATE scheduled_jobs AS j
-       SET status = 'cancelled', finished_at = now(),
-           error_message = format('skipped (overlap=%s): due while the run %s was running',
-                                  j.overlap, $2::text)
+       SET status        = CASE WHEN j.overlap = 'skip' OR w.n > 1 THEN 'cancelled' ELSE 'pending' END,
+           finished_at   = CASE WHEN j.overlap = 'skip' OR w.n > 1 THEN now() END,
+           execution_time = CASE WHEN j.overlap = 'skip' OR w.n > 1 THEN j.execution_time
+                                 ELSE now() END,
+           error_message = CASE WHEN j.overlap = 'skip' OR w.n > 1
+                                THEN format('skipped (overlap=%s): due while the run %s was running',
+                                            j.overlap, $2::text) END
       FROM waiting AS w
-     WHERE j.job_id = w.job_id AND j.status = 'pending' AND (j.overlap = 'skip' OR w.n > 1)
-    RETURNING j.job_id
+     WHERE j.job_id = w.job_id
+    RETURNING j.job_id, j.status
 )
-SELECT (SELECT count(*) FROM skipped) AS skipped, pg_notify('pg_scheduler_jobs', '') AS notified
+SELECT count(*) FILTER (WHERE status = 'cancelled') AS skipped FROM settled
 """
 
 # A window claimed while another run of its job ran anyway (two workers claimed two windows in the
@@ -338,8 +348,9 @@ SELECT job_id, job_name, status,
   FROM rescued
 """
 
-# A worker the supervisor had to kill at the end of its shutdown grace ($1 its id): its jobs
-# are handed back like a drained worker's (pending now, no retry consumed).
+# A worker that stopped (exit 0: it gave its jobs back itself, unless the database was away) or
+# that the supervisor had to kill at the end of its shutdown grace ($1 its id): what it still
+# holds is handed back like a drained worker's jobs (pending now, no retry consumed).
 JOB_RELEASE_WORKER = """
 WITH gone AS (
     DELETE FROM scheduler_workers WHERE worker_id = $1
@@ -507,12 +518,14 @@ UPDATE scheduler_periodic SET next_run_at = $2, last_window = coalesce($3, last_
  WHERE dedup_key = $1
 """
 
+# A manual run keeps the job's overlap policy: with skip or queue it waits for a running run and
+# then runs (it is never skipped: someone asked for it), and never overlaps one.
 PERIODIC_TRIGGER = """
 INSERT INTO scheduled_jobs
     (job_id, job_name, execution_time, task_data, priority, max_retries, dedup_key,
-     use_advisory_lock)
+     use_advisory_lock, overlap)
 SELECT $2, task_name, now(), '{"args": [], "kwargs": {}}'::jsonb, priority, max_retries,
-       dedup_key, use_advisory_lock
+       dedup_key, use_advisory_lock, overlap
   FROM scheduler_periodic WHERE dedup_key = $1
 RETURNING job_id
 """

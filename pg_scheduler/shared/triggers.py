@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -79,14 +80,49 @@ def window_at_or_after(trigger: Trigger, moment: datetime) -> datetime:
 
 
 def latest_window_at_or_before(trigger: Trigger, moment: datetime, start: datetime) -> datetime:
-    """The last window start in ``[start, moment]``; ``start`` must itself be a window start."""
+    """The last window start in ``[start, moment]``; ``start`` must itself be a window start.
+
+    A cron trigger cannot step backwards, so the search widens a span back from ``moment`` (one
+    minute, then doubling) until it holds a window, and walks only that span: a per-second
+    schedule after a month of downtime takes a few dozen steps, not millions."""
     if isinstance(trigger, IntervalTrigger):
         return trigger.window_floor(moment)
-    latest = start
+    span = timedelta(minutes=1)
+    while True:
+        probe = max(start, moment - span)
+        latest = window_at_or_after(trigger, probe)
+        if latest <= moment or probe == start:
+            break
+        span *= 2
+    if latest > moment:
+        return start
     nxt = trigger.next_fire(latest)
     while nxt <= moment:
         latest, nxt = nxt, trigger.next_fire(nxt)
     return latest
+
+
+def newest_windows(
+    trigger: Trigger, start: datetime, before: datetime, limit: int
+) -> tuple[list[datetime], bool]:
+    """The newest ``limit`` window starts in ``[start, before)``, oldest first, and whether older
+    ones were left out. Like :func:`latest_window_at_or_before`, it widens a span back from
+    ``before`` (by 4x) instead of walking everything since ``start``."""
+    span = timedelta(minutes=1)
+    while True:
+        probe = max(start, before - span)
+        found: deque[datetime] = deque()
+        window = window_at_or_after(trigger, probe)
+        while window < before:
+            found.append(window)
+            window = trigger.next_fire(window)
+        if len(found) >= limit or probe == start:
+            break
+        span *= 4
+    truncated = len(found) > limit or (probe > start and len(found) >= limit)
+    while len(found) > limit:
+        found.popleft()
+    return list(found), truncated
 
 
 @dataclass(frozen=True)

@@ -101,32 +101,29 @@ class WorkerPool:
         """Worker processes alive now."""
         return sum(1 for s in self._slots if s.process is not None and s.process.is_alive())
 
-    @property
-    def pids(self) -> list[int]:
-        return [s.process.pid for s in self._slots
-                if s.process is not None and s.process.pid is not None and s.process.is_alive()]
-
-    @property
-    def worker_ids(self) -> list[str]:
-        return [s.worker_id for s in self._slots if s.worker_id is not None]
-
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         for slot in self._slots:
             self._spawn(slot)
 
+    def begin_stop(self) -> None:
+        """From now on a worker that exits is not replaced (called as soon as a stop is asked,
+        before leadership is resigned, so no worker is restarted in the middle of shutdown)."""
+        self._stopping = True
+        for slot in self._slots:
+            if slot.restart is not None:
+                slot.restart.cancel()
+
     def hurry(self) -> None:
         """Tell every worker to give its jobs back now (the second SIGTERM of the supervisor)."""
+        self.begin_stop()
         self._signal_all(signal.SIGUSR1)
 
     async def stop(self, timeout: float) -> None:
         """SIGTERM every worker (they drain for their own shutdown timeout and give back the
         rest); after ``timeout``, SIGKILL what is left and hand its jobs back."""
-        self._stopping = True
-        for slot in self._slots:
-            if slot.restart is not None:
-                slot.restart.cancel()
+        self.begin_stop()
         self._signal_all(signal.SIGTERM)
         alive = [s for s in self._slots if s.process is not None and s.process.is_alive()]
         if alive:
@@ -193,9 +190,13 @@ class WorkerPool:
             log.warning("supervisor: worker %s (pid %s) died after %.1fs: %s", worker_id,
                         process.pid, lived, how)
         assert worker_id is not None
-        # Killed by us at the end of shutdown: its jobs are handed back like a drained worker's,
-        # not counted as a crash (no lost attempt at shutdown).
-        crashed = code != 0 and not slot.killed_at_shutdown
+        # Killed by us at the end of shutdown, or by the stop signals we sent: its jobs are
+        # handed back like a drained worker's, not counted as a crash (no lost attempt at
+        # shutdown). Any other death counts, during shutdown too.
+        stop_signals = (-signal.SIGTERM, -signal.SIGUSR1)
+        crashed = code != 0 and not slot.killed_at_shutdown and not (
+            self._stopping and code in stop_signals
+        )
         self._in_background(self._released(worker_id, crashed, how))
         if self._stopping:
             return

@@ -116,6 +116,8 @@ class Supervisor:
             return
         log.info("supervisor: stopping: draining for up to %.1fs (signal again to stop at once)",
                  self.config.shutdown_timeout_seconds)
+        if self.pool is not None:
+            self.pool.begin_stop()
         self._stop.set()
 
     async def _start(self) -> None:

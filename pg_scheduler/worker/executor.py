@@ -78,40 +78,28 @@ class Executor:
         self.retry_jitter = retry_jitter
 
     async def run(self, job: ClaimedJob, stop_reason: Callable[[], StopReason | None]) -> Outcome:
-        outcome = await self._run(job, stop_reason)
-        if job.overlap in ("skip", "queue") and outcome not in (Outcome.DEFERRED,
-                                                                  Outcome.LEASE_LOST):
-            await self._settle_overlap(job)
-        return outcome
-
-    async def _run(self, job: ClaimedJob, stop_reason: Callable[[], StopReason | None]) -> Outcome:
         task = self._registry.find(job.job_name)
         if task is None:  # unregistered after the claim: give it back for another worker
             await self._release(job, "task no longer registered in this process", 0.0)
             return Outcome.DEFERRED
         timeout_cm: asyncio.Timeout | None = None
+        acquired = False
         try:
             async with self._exclusive(job) as acquired:
-                if not acquired and job.overlap == "skip" and not job.use_advisory_lock:
-                    return await self._skip(job)
-                if not acquired:
-                    # Another run holds the lock: look again later, backing off so that a long
-                    # exclusive run does not make its next window spin through claims.
-                    delay = min(EXCLUSIVE_RETRY_SECONDS * 2 ** min(job.attempt - 1, 6),
-                                EXCLUSIVE_RETRY_MAX_SECONDS)
-                    await self._release(job, "exclusive lock busy", delay)
-                    return Outcome.DEFERRED
-                log.debug("executor: starting %s (%s) attempt %s", job.job_id, job.job_name,
-                          job.attempt)
-                if job.timeout_seconds is not None:
-                    async with asyncio.timeout(job.timeout_seconds) as timeout_cm:
+                if acquired:
+                    log.debug("executor: starting %s (%s) attempt %s", job.job_id, job.job_name,
+                              job.attempt)
+                    if job.timeout_seconds is not None:
+                        async with asyncio.timeout(job.timeout_seconds) as timeout_cm:
+                            await task.func(*job.args, **job.kwargs)
+                    else:
                         await task.func(*job.args, **job.kwargs)
-                else:
-                    await task.func(*job.args, **job.kwargs)
         except asyncio.CancelledError:
             reason = stop_reason()
             if reason is StopReason.CANCELLED:
                 log.info("executor: %s cancelled while running", job.job_id)
+                await self._settle_overlap(job)
+                await self._wake_held_back(job)
                 return Outcome.CANCELLED
             if reason is StopReason.LEASE_LOST:
                 log.warning("executor: %s stopped: its lease was lost (attempt %s)",
@@ -124,6 +112,17 @@ class Executor:
             return await self._fail(job, _describe(exc))
         except Exception as exc:
             return await self._fail(job, _describe(exc))
+        if not acquired:
+            # Written after the lock's pooled connection went back: holding it while waiting
+            # for a second one could exhaust a small pool.
+            if job.overlap == "skip" and not job.use_advisory_lock:
+                return await self._skip(job)
+            # Another run holds the lock: look again later, backing off so that a long
+            # exclusive run does not make its next window spin through claims.
+            delay = min(EXCLUSIVE_RETRY_SECONDS * 2 ** min(job.attempt - 1, 6),
+                        EXCLUSIVE_RETRY_MAX_SECONDS)
+            await self._release(job, "exclusive lock busy", delay)
+            return Outcome.DEFERRED
         return await self._complete(job)
 
     @contextlib.asynccontextmanager
@@ -146,9 +145,11 @@ class Executor:
                         await asyncio.shield(conn.execute(queries.EXCLUSIVE_UNLOCK, *key))
 
     async def _complete(self, job: ClaimedJob) -> Outcome:
+        await self._settle_overlap(job)
         status = await self._write(
             lambda: self._pool.execute(queries.JOB_COMPLETE, job.job_id, self.worker_id, job.attempt)
         )
+        await self._wake_held_back(job)
         if status.endswith(" 0"):
             log.warning("executor: completion of %s (attempt %s) refused: lease lost",
                         job.job_id, job.attempt)
@@ -156,6 +157,7 @@ class Executor:
         return Outcome.COMPLETED
 
     async def _fail(self, job: ClaimedJob, message: str) -> Outcome:
+        await self._settle_overlap(job)
         row = await self._write(
             lambda: self._pool.fetchrow(
                 queries.JOB_FAIL, job.job_id, self.worker_id, job.attempt,
@@ -163,6 +165,7 @@ class Executor:
                 message[:ERROR_MESSAGE_LIMIT],
             )
         )
+        await self._wake_held_back(job)
         if row is None:
             log.warning("executor: failure of %s (attempt %s) not recorded: lease lost",
                         job.job_id, job.attempt)
@@ -191,13 +194,16 @@ class Executor:
         return Outcome.SKIPPED
 
     async def _settle_overlap(self, job: ClaimedJob) -> None:
-        """Deal with the windows held back while this run ran (PERIODIC_SETTLE_OVERLAP). If it
-        fails, they stay pending and run late: never lost, never overlapping."""
+        """Deal with the windows held back while this run ran (PERIODIC_SETTLE_OVERLAP), before
+        its outcome is written: while the row is still ``running`` nothing can claim them. If it
+        fails, they run after this one, one at a time: never lost, never overlapping, but not
+        skipped."""
+        if job.overlap not in ("skip", "queue") or not job.dedup_key:
+            return
         try:
             row = await self._write(
                 lambda: self._pool.fetchrow(
                     queries.PERIODIC_SETTLE_OVERLAP, job.dedup_key, job.job_id,
-                    job.started_at or job.execution_time,
                 )
             )
         except Exception as exc:
@@ -207,6 +213,14 @@ class Executor:
         if row is not None and row["skipped"]:
             log.info("executor: %s window(s) of %s came while %s ran: skipped (overlap=%s)",
                      row["skipped"], job.dedup_key, job.job_id, job.overlap)
+
+    async def _wake_held_back(self, job: ClaimedJob) -> None:
+        """A run of a skip/queue job ended: the window it held back (queue) is claimable now;
+        idle workers only learn it from a notification."""
+        if job.overlap not in ("skip", "queue"):
+            return
+        with contextlib.suppress(Exception):
+            await self._pool.execute(queries.JOBS_NOTIFY)
 
     async def _release(self, job: ClaimedJob, why: str, delay: float) -> None:
         await self._write(

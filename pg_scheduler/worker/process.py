@@ -11,7 +11,8 @@ How it stops:
   supervisor decides how its workers stop.
 - The supervisor died (``kill -9``): the parent's sentinel pipe closes; the worker gives its jobs
   back at once and exits. A job blocking the event loop cannot hold it: a watchdog thread ends the
-  process after :data:`ORPHAN_EXIT_SECONDS`, and the leader's rescuer then re-runs what it held.
+  process when the loop stops ticking for :data:`ORPHAN_STALL_SECONDS` (or handing back takes
+  longer than :data:`ORPHAN_EXIT_SECONDS`), and the leader's rescuer then re-runs what it held.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 import asyncpg
@@ -38,8 +40,13 @@ from .worker import Worker
 
 log = logging.getLogger(__name__)
 
-ORPHAN_EXIT_SECONDS = 3.0
-"""After the supervisor is gone, how long a worker may take to give its jobs back."""
+ORPHAN_STALL_SECONDS = 2.0
+"""After the supervisor is gone: how long the event loop may stop ticking (a job blocking it)
+before the watchdog ends the process."""
+ORPHAN_EXIT_SECONDS = 20.0
+"""After the supervisor is gone: the longest a worker may take to give its jobs back (cancel
+grace plus the release query's timeout, with room)."""
+TICK_SECONDS = 0.5
 POOL_CLOSE_SECONDS = 5.0
 EXIT_APP_ERROR = 3
 EXIT_STARTUP_ERROR = 4
@@ -66,7 +73,10 @@ class WorkerSpec:
 
 def worker_main(spec: WorkerSpec) -> None:
     """``multiprocessing.Process`` target: never returns; the exit status says how it ended."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Until the loop installs its handlers, and after it has removed them, a stop signal must
+    # not kill the process: the supervisor would count that as a crash.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
     configure_logging(spec.log_level, f"worker-{spec.slot}")
     try:
         load_app(spec.app)
@@ -74,16 +84,32 @@ def worker_main(spec: WorkerSpec) -> None:
         log.error("worker %s: %s", spec.worker_id, exc)
         sys.exit(EXIT_APP_ERROR)
     finished = threading.Event()
-    _watch_parent(finished)
+    ticks = _Ticks()
+    _watch_parent(finished, ticks)
     try:
-        code = asyncio.run(_serve(spec))
+        code = asyncio.run(_serve(spec, ticks))
     finally:
         finished.set()
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
     sys.exit(code)
 
 
-def _watch_parent(finished: threading.Event) -> None:
-    """Backstop for an orphaned worker whose event loop is blocked by a job."""
+class _Ticks:
+    """The event loop's heartbeat, read by the watchdog thread."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.last = time.monotonic()
+        loop.call_later(TICK_SECONDS, self.start, loop)
+
+
+def _watch_parent(finished: threading.Event, ticks: _Ticks) -> None:
+    """Backstop for an orphaned worker: if the supervisor is gone and the event loop stalls (a
+    job blocks it) or handing back takes too long, end the process; the leader re-runs its jobs
+    when their leases expire."""
     parent = multiprocessing.parent_process()
     if parent is None or parent.sentinel is None:
         return
@@ -91,16 +117,21 @@ def _watch_parent(finished: threading.Event) -> None:
 
     def watch() -> None:
         multiprocessing.connection.wait([sentinel])
-        if not finished.wait(ORPHAN_EXIT_SECONDS):
-            os.write(2, b"pg_scheduler worker: supervisor gone and the event loop is blocked; "
-                        b"exiting now (the leader re-runs its jobs when their leases expire)\n")
-            os._exit(EXIT_ORPHANED)
+        deadline = time.monotonic() + ORPHAN_EXIT_SECONDS
+        while not finished.wait(TICK_SECONDS):
+            now = time.monotonic()
+            if now - ticks.last > ORPHAN_STALL_SECONDS or now > deadline:
+                why = b"its event loop is blocked" if now <= deadline else b"handing back is too slow"
+                os.write(2, b"pg_scheduler worker: the supervisor is gone and " + why +
+                         b": exiting now (the leader re-runs its jobs when their leases expire)\n")
+                os._exit(EXIT_ORPHANED)
 
     threading.Thread(target=watch, name="pg_scheduler-parent-watch", daemon=True).start()
 
 
-async def _serve(spec: WorkerSpec) -> int:
+async def _serve(spec: WorkerSpec, ticks: _Ticks) -> int:
     loop = asyncio.get_running_loop()
+    ticks.start(loop)
     stop = asyncio.Event()
     hurry = asyncio.Event()
 

@@ -8,7 +8,7 @@ own timers exactly at the window, not when the leader next looks.
 - One row per (dedup key, window): the unique index makes a repeated insert a no-op, so a
   leader change in the middle of a pass cannot duplicate a window.
 - Windows are fixed (interval slots from the epoch, or cron fire times): no drift.
-- After downtime (no leader, or the job was disabled), the windows that were missed follow the
+- After downtime (no leader), the windows that were missed follow the
   job's misfire policy: ``coalesce`` writes one run for all of them (the latest window), ``skip``
   writes none, ``all`` writes each (back to ``catch_up`` at most, the newest
   :data:`MAX_CATCH_UP_WINDOWS` at most). Missed windows are due now: the due time, not the window,
@@ -20,7 +20,6 @@ own timers exactly at the window, not when the leader next looks.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,9 +29,9 @@ from ...shared import queries
 from ...shared.errors import InvalidScheduleError
 from ...shared.service import PeriodicService
 from ...shared.triggers import (
-    IntervalTrigger,
     Trigger,
     latest_window_at_or_before,
+    newest_windows,
     trigger_for,
     window_at_or_after,
 )
@@ -140,20 +139,9 @@ class PeriodicRegistrar(PeriodicService):
             reach = before - timedelta(seconds=row["catch_up_seconds"])
             if reach > start:
                 start = window_at_or_after(trigger, reach)
-        if isinstance(trigger, IntervalTrigger):
-            floor = before - trigger.every * MAX_CATCH_UP_WINDOWS
-            if floor > start:  # no need to walk windows that the cap drops anyway
-                start = window_at_or_after(trigger, floor)
-        missed: deque[datetime] = deque(maxlen=MAX_CATCH_UP_WINDOWS)
-        dropped = 0
-        window = start
-        while window < before:
-            if len(missed) == MAX_CATCH_UP_WINDOWS:
-                dropped += 1
-            missed.append(window)
-            window = trigger.next_fire(window)
+        missed, truncated = newest_windows(trigger, start, before, MAX_CATCH_UP_WINDOWS)
         skipped = "" if start == cursor else f" (windows before {start.isoformat()} are past catch_up)"
         log.info("periodic_registrar: %s missed %d window(s) from %s: running each "
                  "(misfire=all)%s%s", key, len(missed), cursor.isoformat(), skipped,
-                 f"; dropped the oldest {dropped} over the cap" if dropped else "")
-        return list(missed), window
+                 f"; older ones dropped over the cap of {MAX_CATCH_UP_WINDOWS}" if truncated else "")
+        return missed, window_at_or_after(trigger, before)
