@@ -28,6 +28,7 @@ FAST_POD_OPTIONS: dict[str, Any] = {
     "--retry-max-delay-seconds": 1,
     "--poll-interval-seconds": 1,
     "--shutdown-timeout": 2,
+    "--metrics-port": 0,  # many pods on one machine: a test that scrapes gives each a free port
 }
 
 

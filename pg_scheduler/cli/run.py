@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 
 import click
 
@@ -19,6 +21,7 @@ from ..shared.embedded import database_url_or_embedded
 from ..shared.errors import AppLoadError, ConfigurationError
 from ..shared.logs import configure as configure_logging
 from ..shared.logs import parse_level
+from ..shared.metrics import prepare_multiprocess_dir
 from ..shared.models import UNSET, _Unset
 from ..supervisor.supervisor import Supervisor
 from ..worker.process import WorkerSpec, worker_main
@@ -58,6 +61,15 @@ def _seconds(name: str, default: float | None, envvar: str, text: str) -> click.
               show_envvar=True, show_default=True,
               help="On SIGTERM, how long running jobs may finish before their leases are "
                    "handed back. Keep terminationGracePeriodSeconds above it plus 10 s.")
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=9464,
+              envvar="PG_SCHEDULER_METRICS_PORT", show_envvar=True, show_default=True,
+              help="Port of /metrics, /healthz and /readyz for this pod; 0 turns them off.")
+@click.option("--metrics-host", default="0.0.0.0", envvar="PG_SCHEDULER_METRICS_HOST",
+              show_envvar=True, show_default=True, help="Address those endpoints listen on.")
+@click.option("--metrics-dir", type=click.Path(file_okay=False), default=None,
+              envvar="PROMETHEUS_MULTIPROC_DIR", show_envvar=True,
+              help="Folder where every process of the pod writes its samples (emptied at "
+                   "start).  [default: a new temporary folder, removed at exit]")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
               case_sensitive=False), default="INFO", envvar="PG_SCHEDULER_LOG_LEVEL",
               show_envvar=True, show_default=True)
@@ -74,6 +86,9 @@ def run_command(
     vacuum: bool | None,
     shutdown_timeout: float,
     log_level: str,
+    metrics_port: int,
+    metrics_host: str,
+    metrics_dir: str | None,
     wait_for_database: float,
     lease_seconds: float,
     heartbeat_seconds: float | None,
@@ -111,6 +126,10 @@ def run_command(
         )
     except ConfigurationError as exc:
         fail(str(exc))
+    # Before the APP or anything else imports prometheus_client: every process of the pod writes
+    # its samples to this folder, and the supervisor's /metrics sums them.
+    own_dir = metrics_dir is None
+    folder = prepare_multiprocess_dir(metrics_dir or tempfile.mkdtemp(prefix="pg-scheduler-metrics-"))
     try:
         load_app(app)
     except AppLoadError as exc:
@@ -124,6 +143,7 @@ def run_command(
         supervisor = Supervisor(
             dsn=dsn, workers=workers, config=config, worker_target=worker_main,
             spec_for=spec_for, wait_for_database_seconds=wait_for_database,
+            metrics_host=metrics_host, metrics_port=metrics_port or None,
         )
         return await supervisor.run()
 
@@ -134,7 +154,12 @@ def run_command(
         async with database_url_or_embedded(echo=lambda line: log.warning("%s", line)) as url:
             return await supervise(url)
 
-    raise SystemExit(run("run", database_url, main))
+    try:
+        code = run("run", database_url, main)
+    finally:
+        if own_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+    raise SystemExit(code)
 
 
 def _grace(value: str | None) -> float | None | _Unset:

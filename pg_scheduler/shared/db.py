@@ -20,6 +20,16 @@ import asyncpg
 
 from .errors import ConfigurationError
 
+# A database that is down, restarting or full: worth waiting for. Anything else (a malformed DSN,
+# a wrong password, an unknown database) is not.
+RETRYABLE_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.PostgresConnectionError,
+)
+
 KEEPALIVE_IDLE_SECONDS = 2
 KEEPALIVE_INTERVAL_SECONDS = 1
 KEEPALIVE_COUNT = 3

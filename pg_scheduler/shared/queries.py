@@ -150,7 +150,8 @@ UPDATE scheduled_jobs AS j SET
 RETURNING j.job_id, j.job_name, j.task_data, j.attempt, j.status, j.execution_time, j.started_at,
           j.timeout_seconds, j.retry_count, j.max_retries, j.use_advisory_lock, j.dedup_key,
           j.window_start, j.priority, j.overlap,
-          extract(epoch FROM now() - j.execution_time)::float8 AS lag_seconds
+          extract(epoch FROM now() - j.execution_time)::float8 AS lag_seconds,
+          extract(epoch FROM now() - j.window_start)::float8 AS window_lag_seconds
 """
 
 # --------------------------------------------------------------------------- workers: running
@@ -268,6 +269,12 @@ ON CONFLICT (worker_id) DO UPDATE
 """
 WORKER_HEARTBEAT = "UPDATE scheduler_workers SET last_heartbeat = now() WHERE worker_id = $1"
 WORKER_DEREGISTER = "DELETE FROM scheduler_workers WHERE worker_id = $1"
+# The readiness probe of a supervisor ($1): its worker processes that registered and beat lately.
+WORKERS_LIVE_OF_SUPERVISOR = """
+SELECT count(*) FROM scheduler_workers
+ WHERE supervisor_id = $1 AND kind = 'worker'
+   AND last_heartbeat > now() - make_interval(secs => $2)
+"""
 
 # --------------------------------------------------------------------------- leadership
 
@@ -573,6 +580,41 @@ SELECT coalesce(sum(deleted) FILTER (WHERE state = 'completed'), 0)::int AS tota
        count(DISTINCT stat_date)::int AS days_tracked,
        max(last_run) AS last_run
   FROM scheduler_vacuum_stats
+"""
+
+# --------------------------------------------------------------------------- metrics
+
+# The leader's cluster sample (QueueSampler). Counts go through the partial indexes of each state;
+# the oldest due job is found per priority (a loose index scan over the claim index), not by
+# scanning the backlog. $1: seconds after which a worker's heartbeat is stale.
+SAMPLE_NO_SEQSCAN = "SET LOCAL enable_seqscan = off"
+CLUSTER_SAMPLE = """
+WITH RECURSIVE prios AS (
+    (SELECT priority FROM scheduled_jobs WHERE status = 'pending' ORDER BY priority LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.priority FROM scheduled_jobs AS j
+             WHERE j.status = 'pending' AND j.priority > p.priority
+             ORDER BY j.priority LIMIT 1)
+      FROM prios AS p WHERE p.priority IS NOT NULL
+)
+SELECT
+    (SELECT count(*) FROM scheduled_jobs WHERE status = 'pending')   AS pending,
+    (SELECT count(*) FROM scheduled_jobs WHERE status = 'running')   AS running,
+    (SELECT count(*) FROM scheduled_jobs WHERE status = 'completed') AS completed,
+    (SELECT count(*) FROM scheduled_jobs WHERE status = 'failed')    AS failed,
+    (SELECT count(*) FROM scheduled_jobs WHERE status = 'cancelled') AS cancelled,
+    (SELECT count(*) FROM scheduled_jobs WHERE status = 'expired')   AS expired,
+    (SELECT greatest(extract(epoch FROM now() - min(due.t)), 0)::float8
+       FROM prios AS p
+       CROSS JOIN LATERAL (
+           SELECT j.execution_time AS t FROM scheduled_jobs AS j
+            WHERE j.status = 'pending' AND j.priority = p.priority AND j.execution_time <= now()
+            ORDER BY j.execution_time LIMIT 1) AS due
+      WHERE p.priority IS NOT NULL)                                   AS oldest_due_age,
+    (SELECT max(extract(epoch FROM now() - last_heartbeat))::float8
+       FROM scheduler_workers
+      WHERE kind <> 'supervisor'
+        AND last_heartbeat > now() - make_interval(secs => $1))       AS oldest_heartbeat_age
 """
 
 # --------------------------------------------------------------------------- inspection

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from .errors import LeadershipLostError
+from .metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class PeriodicService:
                     log.info("%s: pass refused, leadership lost (%s)", self.name, exc)
                     self.last_error = exc
                 except Exception as exc:
+                    metrics().db_errors.inc()
                     log.exception("%s: pass failed; next pass in %.1fs", self.name,
                                   self.interval_seconds)
                     self.last_error = exc

@@ -11,10 +11,12 @@ import logging
 from collections.abc import Sequence
 
 from ..shared.config import SchedulerConfig
+from ..shared.metrics import metrics
 from ..shared.service import Service, start_all, stop_all
 from .fence import Fence, Term
 from .maintenance.orphan_rescuer import OrphanRescuer
 from .maintenance.periodic_registrar import PeriodicRegistrar
+from .maintenance.queue_sampler import SAMPLE_INTERVAL_SECONDS, QueueSampler
 from .maintenance.vacuum import Vacuum
 
 log = logging.getLogger(__name__)
@@ -41,17 +43,24 @@ class LeaderServices:
             worker_stale_seconds=config.worker_stale_seconds,
         )
         vacuum = Vacuum(fence, config.vacuum_config) if config.vacuum_enabled else None
-        group = cls([s for s in (registrar, rescuer, vacuum) if s is not None])
+        sampler = QueueSampler(fence, interval_seconds=SAMPLE_INTERVAL_SECONDS,
+                               worker_stale_seconds=config.worker_stale_seconds)
+        group = cls([s for s in (registrar, rescuer, vacuum, sampler) if s is not None])
         group.periodic_registrar, group.orphan_rescuer, group.vacuum = registrar, rescuer, vacuum
         return group
 
     async def on_elected(self, term: Term) -> None:
         await start_all(self.services)
         self.running = True
+        m = metrics()
+        m.is_leader.set(1)
+        m.leader_epoch.set(term.epoch)
+        m.leader_elections.inc()
         log.info("leader services started for epoch %s: %s", term.epoch,
                  ", ".join(s.name for s in self.services))
 
     async def on_deposed(self) -> None:
+        metrics().is_leader.set(0)
         if not self.running:
             return
         self.running = False

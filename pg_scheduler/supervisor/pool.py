@@ -33,6 +33,7 @@ from typing import Any
 import asyncpg
 
 from ..shared import queries
+from ..shared.metrics import mark_process_dead, metrics
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,8 @@ class WorkerPool:
         # be reaped: join in a thread rather than read an exit code that is not there yet.
         await asyncio.to_thread(process.join, KILL_WAIT_SECONDS)
         code = process.exitcode
+        if process.pid is not None:
+            mark_process_dead(process.pid)
         worker_id = slot.worker_id
         lived = time.monotonic() - slot.started_at
         how = describe_exit(code)
@@ -214,6 +217,7 @@ class WorkerPool:
         if self._stopping:
             return
         self.restarts += 1
+        metrics().worker_restarts.inc()
         self._spawn(slot)
 
     async def _released(self, worker_id: str, crashed: bool, how: str) -> None:
@@ -236,6 +240,8 @@ class WorkerPool:
                               "leader re-runs them when their leases expire", worker_id, exc)
                     return
                 await asyncio.sleep(delay)
+        if crashed and rows:
+            metrics().orphans_rescued.inc(len(rows))
         for r in rows:
             if not crashed:
                 log.warning("supervisor: handed back job %s of stopped worker %s", r["job_id"],

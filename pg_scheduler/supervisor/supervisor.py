@@ -20,19 +20,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import socket
 import uuid
+from typing import Any
 
 import asyncpg
 
 from ..shared.config import SchedulerConfig
+from ..shared.db import RETRYABLE_CONNECT_ERRORS
+from ..shared.metrics import MULTIPROC_ENV, default_registry, metrics, multiprocess_registry
 from ..shared.periodic import periodic_registry
 from ..shared.periodic import publish as publish_periodic
 from ..shared.schema import ensure_schema
 from .elector import Elector
+from .endpoints import DatabaseProbe, Endpoints, exposition
 from .fence import Fence
 from .leader_services import LeaderServices
 from .pool import SpecFactory, WorkerPool, WorkerTarget
@@ -46,14 +51,6 @@ DRAIN_MARGIN_SECONDS = 10.0
 """Beyond the shutdown timeout, what a worker needs to cancel leftovers, give them back and close."""
 CONNECT_RETRY_MAX_SECONDS = 5.0
 
-RETRYABLE_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.PostgresConnectionError,
-)
-
 
 class Supervisor:
     def __init__(
@@ -65,6 +62,8 @@ class Supervisor:
         worker_target: WorkerTarget,
         spec_for: SpecFactory,
         wait_for_database_seconds: float = 30.0,
+        metrics_host: str = "0.0.0.0",
+        metrics_port: int | None = None,
     ) -> None:
         self.dsn = dsn
         self.workers = workers
@@ -80,6 +79,10 @@ class Supervisor:
         self._elector: Elector | None = None
         self.leader_services: LeaderServices | None = None
         self.pool: WorkerPool | None = None
+        self.metrics_host = metrics_host
+        self.metrics_port = metrics_port
+        self.endpoints: Endpoints | None = None
+        self._probe: DatabaseProbe | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -121,9 +124,19 @@ class Supervisor:
         self._stop.set()
 
     async def _start(self) -> None:
+        if self.metrics_port is not None:
+            self.endpoints = Endpoints(
+                self.metrics_host, self.metrics_port,
+                metrics_text=lambda: exposition(self._registry), readiness=self.readiness,
+            )
+            await self.endpoints.start()
         self._db = await self._connect()
         if self._db is None:
             return
+        self._probe = DatabaseProbe(self._db, supervisor_id=self.supervisor_id,
+                                    stale_seconds=self.config.worker_stale_seconds)
+        await self._probe.start()
+        metrics().is_leader.set(0)  # followers export 0, not nothing
         async with self._db.acquire() as conn:
             await ensure_schema(conn)
             definitions = list(periodic_registry.all().values())
@@ -195,11 +208,29 @@ class Supervisor:
         try:
             if self._registration is not None:
                 await self._registration.deregister()
+            if self._probe is not None:
+                await self._probe.stop()
+            if self.endpoints is not None:
+                await self.endpoints.stop()
         finally:
             if self._db is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._db.close(), 5)
                 log.info("supervisor %s: stopped", self.supervisor_id)
+
+    def readiness(self) -> str | None:
+        """None when this pod can do work, else why not (what ``/readyz`` says)."""
+        if self._stop.is_set():
+            return "shutting down"
+        if self._probe is None or not self._probe.reachable():
+            return "the database does not answer"
+        if self.pool is None or self.pool.live < 1 or self._probe.workers_registered < 1:
+            return "no worker process is up and connected"
+        return None
+
+    @functools.cached_property
+    def _registry(self) -> Any:
+        return multiprocess_registry() if os.environ.get(MULTIPROC_ENV) else default_registry()
 
     # ------------------------------------------------------------------ signals
 

@@ -37,6 +37,8 @@ class ClaimedJob:
     lag_seconds: float
     overlap: str | None = None
     started_at: datetime | None = None
+    window_lag_seconds: float | None = None
+    """Start minus window start, for a periodic window."""
 
     @property
     def one_at_a_time(self) -> bool:
@@ -96,6 +98,7 @@ class Claimer:
                     lag_seconds=row["lag_seconds"],
                     overlap=row["overlap"],
                     started_at=row["started_at"],
+                    window_lag_seconds=row["window_lag_seconds"],
                 )
             )
         # Priority order is the database's; keep it for starting tasks.

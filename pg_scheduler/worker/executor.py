@@ -77,7 +77,16 @@ class Executor:
         self.retry_max_delay_seconds = retry_max_delay_seconds
         self.retry_jitter = retry_jitter
 
-    async def run(self, job: ClaimedJob, stop_reason: Callable[[], StopReason | None]) -> Outcome:
+    async def run(
+        self,
+        job: ClaimedJob,
+        stop_reason: Callable[[], StopReason | None],
+        finishing: Callable[[], None] = lambda: None,
+    ) -> Outcome:
+        """Run the job and record its outcome. ``finishing()`` is called once the task itself is
+        over, before the outcome is written: from then on the caller must not cancel this run
+        (a cancel landing after the write committed would lose the outcome it just wrote; the
+        write is fenced, so a lease lost meanwhile is caught there)."""
         task = self._registry.find(job.job_name)
         if task is None:  # unregistered after the claim: give it back for another worker
             await self._release(job, "task no longer registered in this process", 0.0)
@@ -95,6 +104,7 @@ class Executor:
                     else:
                         await task.func(*job.args, **job.kwargs)
         except asyncio.CancelledError:
+            finishing()
             reason = stop_reason()
             if reason is StopReason.CANCELLED:
                 log.info("executor: %s cancelled while running", job.job_id)
@@ -107,11 +117,14 @@ class Executor:
                 return Outcome.LEASE_LOST
             raise
         except TimeoutError as exc:
+            finishing()
             if timeout_cm is not None and timeout_cm.expired():
                 return await self._fail(job, f"timed out after {job.timeout_seconds} s")
             return await self._fail(job, _describe(exc))
         except Exception as exc:
+            finishing()
             return await self._fail(job, _describe(exc))
+        finishing()
         if not acquired:
             # Written after the lock's pooled connection went back: holding it while waiting
             # for a second one could exhaust a small pool.

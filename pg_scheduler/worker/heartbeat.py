@@ -30,6 +30,7 @@ import asyncpg
 
 from ..shared import queries
 from ..shared.db import connect_dedicated
+from ..shared.metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class Heartbeat:
                         )
                     await self._beat(conn)
                 except Exception as exc:
+                    metrics().db_errors.inc()
                     log.warning("heartbeat: %s: beat failed: %r", self.worker_id, exc)
                     if conn is not None:
                         conn.terminate()

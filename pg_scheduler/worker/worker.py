@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ import asyncpg
 
 from ..shared import queries
 from ..shared.config import SchedulerConfig
+from ..shared.metrics import metrics
 from ..shared.service import cancel_and_wait
 from ..shared.tasks import TaskRegistry
 from .claimer import ClaimedJob, Claimer
@@ -38,6 +40,9 @@ OutcomeHook = Callable[[ClaimedJob, Outcome], None]
 QUERY_TIMEOUT_SECONDS = 10.0
 """No claim-loop or shutdown query waits longer than this on a database that stopped answering."""
 CANCEL_GRACE_SECONDS = 5.0
+RAN = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.RETRIED, Outcome.CANCELLED,
+                 Outcome.LEASE_LOST})
+"""Outcomes of a run that executed the task: their duration is observed."""
 
 
 @dataclass
@@ -45,6 +50,8 @@ class RunningJob:
     job: ClaimedJob
     task: asyncio.Task[Outcome | None] | None = None
     reason: StopReason | None = None
+    finishing: bool = False
+    """The task is over and its outcome is being written: no longer cancellable."""
 
 
 class Worker:
@@ -93,6 +100,7 @@ class Worker:
         self._hurry = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._counted = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -108,6 +116,8 @@ class Worker:
         await asyncio.to_thread(self._heartbeat.start)
         await self._listener.start()
         self._loop_task = asyncio.create_task(self._run(), name=f"pg_scheduler:worker:{self.worker_id}")
+        metrics().workers.inc()
+        self._counted = True
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming; wait up to ``timeout`` for running jobs; give the rest back.
@@ -126,6 +136,9 @@ class Worker:
         try:
             await self._drain(timeout)
         finally:
+            if self._counted:
+                metrics().workers.dec()
+                self._counted = False
             await self._listener.stop()
             await asyncio.to_thread(self._heartbeat.stop)
             try:
@@ -159,6 +172,8 @@ class Worker:
         if not leftovers:
             return
         for r in leftovers:
+            if r.finishing:  # its outcome is being written: let it land
+                continue
             r.reason = StopReason.SHUTDOWN
             assert r.task is not None
             r.task.cancel()
@@ -205,7 +220,7 @@ class Worker:
 
     def _stop_job(self, job_id: str, attempt: int | None, reason: StopReason) -> None:
         running = self._running.get(job_id)
-        if running is None or running.task is None or running.task.done():
+        if running is None or running.task is None or running.task.done() or running.finishing:
             return
         if attempt is not None and running.job.attempt != attempt:
             return
@@ -240,6 +255,7 @@ class Worker:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    metrics().db_errors.inc()
                     log.warning("worker: %s: claim failed (%r); retrying in %.1fs",
                                 self.worker_id, exc, error_delay)
                     delay = min(delay, error_delay)
@@ -255,11 +271,17 @@ class Worker:
             self._report(job, Outcome.EXPIRED)
             return
         previous = self._running.get(job.job_id)
-        if previous is not None and previous.task is not None and not previous.task.done():
+        if (previous is not None and previous.task is not None and not previous.task.done()
+                and not previous.finishing):
             # The row was claimed again while an older attempt runs here (REPLACE of a running
             # job): that attempt's lease is gone, so stop it; its completion would be refused.
             previous.reason = StopReason.LEASE_LOST
             previous.task.cancel()
+        m = metrics()
+        m.jobs_claimed.labels(job.job_name).inc()
+        m.job_start_lag.labels(job.job_name).observe(max(job.lag_seconds, 0.0))
+        if job.window_lag_seconds is not None and job.dedup_key:
+            m.periodic_lag.labels(job.dedup_key).observe(max(job.window_lag_seconds, 0.0))
         running = RunningJob(job)
         self._running[job.job_id] = running
         self._heartbeat.track(job.job_id, job.attempt)
@@ -268,12 +290,15 @@ class Worker:
     async def _execute(self, running: RunningJob) -> Outcome | None:
         job = running.job
         outcome: Outcome | None = None
+        started = time.monotonic()
         try:
-            outcome = await self._executor.run(job, lambda: running.reason)
+            outcome = await self._executor.run(job, lambda: running.reason,
+                                               lambda: setattr(running, "finishing", True))
             return outcome
         except asyncio.CancelledError:
             raise
         except Exception:
+            metrics().db_errors.inc()
             # The outcome could not be written (database unreachable): the lease will lapse and
             # the leader's rescuer re-queues the job, so nothing is lost; say so loudly.
             log.exception("worker: %s: could not record the outcome of %s; it will be rescued "
@@ -286,9 +311,12 @@ class Worker:
                 del self._running[job.job_id]
             self._wake.set()
             if outcome is not None:
+                if outcome in RAN:
+                    metrics().job_duration.labels(job.job_name).observe(time.monotonic() - started)
                 self._report(job, outcome)
 
     def _report(self, job: ClaimedJob, outcome: Outcome) -> None:
+        metrics().jobs_finished.labels(job.job_name, outcome.value).inc()
         if self._on_outcome is not None:
             try:
                 self._on_outcome(job, outcome)

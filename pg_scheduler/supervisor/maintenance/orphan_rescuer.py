@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from ...shared import queries
+from ...shared.metrics import metrics
 from ...shared.service import PeriodicService
 from . import Transactions
 
@@ -55,6 +56,7 @@ class OrphanRescuer(PeriodicService):
             log.warning("orphan_rescuer: pruned stale %s %s (pid %s on %s)",
                         r["kind"], r["worker_id"], r["pid"], r["host"])
         if rows:
+            metrics().orphans_rescued.inc(len(rows))
             log.warning("orphan_rescuer: re-queued %d job(s), failed %d with no retries left",
                         len(result.requeued), len(result.failed))
         return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from ...shared import queries
+from ...shared.metrics import metrics
 from ...shared.models import JobState, VacuumConfig, VacuumPolicy, VacuumTrigger
 from ...shared.service import PeriodicService
 from . import Transactions
@@ -44,6 +45,9 @@ class Vacuum(PeriodicService):
                 for state_name, count in deleted.items():
                     if count:
                         await conn.execute(queries.VACUUM_RECORD, state_name, count)
+        for state_name, count in deleted.items():
+            if count:
+                metrics().vacuumed_jobs.labels(state_name).inc(count)
         if any(deleted.values()):
             log.info("vacuum: deleted %s", {k: v for k, v in deleted.items() if v})
         return deleted

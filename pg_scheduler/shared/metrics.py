@@ -1,0 +1,185 @@
+"""Prometheus metrics: one set of names for the in-process ``Scheduler`` and for pods.
+
+The metrics are created on first use, not at import: ``pg-scheduler run`` first points
+prometheus_client at a multiprocess folder (``PROMETHEUS_MULTIPROC_DIR``), so that every worker
+process writes its samples there and the supervisor's ``/metrics`` sums them; prometheus_client
+chooses its value store when it is imported. An in-process ``Scheduler`` simply records into the
+default registry, which the application exposes with its own server.
+
+Two kinds of series:
+
+- per process, aggregated over a pod's processes: counters and histograms of what workers did,
+  the leader gauges of the supervisor, the number of live workers (each worker adds itself, and a
+  dead worker's share is dropped with ``mark_process_dead``);
+- cluster-wide (jobs by state, oldest due job, oldest worker heartbeat): sampled by one query per
+  interval on the leader only (:class:`ClusterCollector`), and exported only by the pod that
+  leads, so that summing over pods never double counts. Read them with ``max``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    120.0, 300.0, 600.0, 1800.0, 3600.0)
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+               30.0, 60.0, 300.0)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    jobs_claimed: Counter
+    jobs_finished: Counter
+    job_duration: Histogram
+    job_start_lag: Histogram
+    periodic_lag: Histogram
+    is_leader: Gauge
+    leader_epoch: Gauge
+    leader_elections: Counter
+    workers: Gauge
+    worker_restarts: Counter
+    orphans_rescued: Counter
+    vacuumed_jobs: Counter
+    db_errors: Counter
+
+
+_lock = threading.Lock()
+_metrics: Metrics | None = None
+
+
+def metrics() -> Metrics:
+    """The process's metric objects, created on the first call."""
+    global _metrics
+    if _metrics is None:
+        with _lock:
+            if _metrics is None:
+                _metrics = _create()
+    return _metrics
+
+
+def _create() -> Metrics:
+    from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+    REGISTRY.register(cluster_collector)
+    return Metrics(
+        jobs_claimed=Counter("pg_scheduler_jobs_claimed", "Jobs claimed to run.", ["task"]),
+        jobs_finished=Counter(
+            "pg_scheduler_jobs_finished",
+            "Runs that ended, by outcome: completed, failed, retried, cancelled, expired, "
+            "lease_lost, skipped, deferred.", ["task", "outcome"]),
+        job_duration=Histogram("pg_scheduler_job_duration_seconds",
+                               "How long a run took.", ["task"], buckets=DURATION_BUCKETS),
+        job_start_lag=Histogram("pg_scheduler_job_start_lag_seconds",
+                                "Start minus due time.", ["task"], buckets=LAG_BUCKETS),
+        periodic_lag=Histogram("pg_scheduler_periodic_lag_seconds",
+                               "Start of a periodic run minus its window start.", ["job"],
+                               buckets=LAG_BUCKETS),
+        is_leader=Gauge("pg_scheduler_is_leader", "1 while this pod (process) leads.",
+                        multiprocess_mode="livemax"),
+        leader_epoch=Gauge("pg_scheduler_leader_epoch", "The epoch of this pod's last term.",
+                           multiprocess_mode="livemax"),
+        leader_elections=Counter("pg_scheduler_leader_elections",
+                                 "Times this pod (process) won leadership."),
+        workers=Gauge("pg_scheduler_workers", "Live worker processes (worker loops) here.",
+                      multiprocess_mode="livesum"),
+        worker_restarts=Counter("pg_scheduler_worker_restarts",
+                                "Worker processes replaced after they died."),
+        orphans_rescued=Counter("pg_scheduler_orphans_rescued",
+                                "Jobs of lost workers run again or failed."),
+        vacuumed_jobs=Counter("pg_scheduler_vacuumed_jobs", "Finished jobs deleted by vacuum.",
+                              ["state"]),
+        db_errors=Counter("pg_scheduler_db_errors", "Database calls that failed."),
+    )
+
+
+class ClusterCollector:
+    """The leader's latest sample of cluster-wide gauges; nothing while this process does not
+    lead (the sample is cleared when leadership ends)."""
+
+    def __init__(self) -> None:
+        self._sample: Mapping[str, Any] | None = None
+
+    def set(self, sample: Mapping[str, Any] | None) -> None:
+        self._sample = sample
+
+    def collect(self) -> Iterator[Any]:
+        sample = self._sample
+        if sample is None:
+            return
+        from prometheus_client.core import GaugeMetricFamily
+
+        jobs = GaugeMetricFamily("pg_scheduler_jobs", "Jobs by state, in the whole cluster "
+                                 "(exported by the leader only).", labels=["state"])
+        for state, count in sorted(sample["jobs"].items()):
+            jobs.add_metric([state], count)
+        yield jobs
+        yield GaugeMetricFamily(
+            "pg_scheduler_oldest_due_job_age_seconds",
+            "How long the oldest due pending job has waited (0: none due; leader only).",
+            value=sample["oldest_due_age"])
+        yield GaugeMetricFamily(
+            "pg_scheduler_oldest_worker_heartbeat_age_seconds",
+            "Heartbeat age of the live worker that beat longest ago (leader only).",
+            value=sample["oldest_heartbeat_age"])
+
+
+cluster_collector = ClusterCollector()
+
+
+def prepare_multiprocess_dir(path: str | os.PathLike[str]) -> Path:
+    """Empty (or create) the folder and point prometheus_client at it, for this process and the
+    worker processes it starts. Call before anything records a metric."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in folder.iterdir():  # samples of a previous run would be summed in
+        if entry.is_file() and entry.suffix == ".db":
+            entry.unlink()
+        elif entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+    os.environ[MULTIPROC_ENV] = str(folder)
+    import prometheus_client.values as values
+
+    if values.ValueClass is values.MutexValue:
+        # prometheus_client was imported before the folder was set (by the application, say):
+        # switch its value store now, before the first metric exists.
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    return folder
+
+
+def multiprocess_registry() -> CollectorRegistry:
+    """The supervisor's ``/metrics``: every process's samples from the folder, plus the cluster
+    gauges when this pod leads."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(cluster_collector)
+    return registry
+
+
+def default_registry() -> CollectorRegistry:
+    """The default registry, with the metrics created in it."""
+    from prometheus_client import REGISTRY
+
+    metrics()
+    return REGISTRY
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a dead process's live gauges (its counters stay: they never go backwards)."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

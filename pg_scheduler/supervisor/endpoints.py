@@ -1,0 +1,175 @@
+"""The pod's HTTP endpoints (``--metrics-port``): ``/metrics``, ``/healthz``, ``/readyz``.
+
+A few lines of asyncio rather than a web framework: the server runs on the supervisor's event
+loop, so an answer to ``/healthz`` proves that loop is responsive (a stuck loop times the probe
+out and Kubernetes restarts the pod). ``/readyz`` says whether this pod can do work: the database
+answered within the last few seconds and at least one worker process is alive. It does not
+depend on leadership: a follower is as ready as the leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from ..shared import queries
+
+log = logging.getLogger(__name__)
+
+PROBE_INTERVAL_SECONDS = 1.0
+PROBE_TIMEOUT_SECONDS = 2.0
+DATABASE_STALE_SECONDS = 3.0
+"""/readyz turns unready when the database has not answered for this long (so within
+``DATABASE_STALE_SECONDS + PROBE_TIMEOUT_SECONDS`` of it going away)."""
+REQUEST_TIMEOUT_SECONDS = 5.0
+MAX_REQUEST_BYTES = 8192
+
+
+class DatabaseProbe:
+    """Every second, on the supervisor's pool: does the database answer, and how many of this
+    pod's worker processes are registered with a fresh heartbeat (a worker process that is alive
+    but could not connect does not count)."""
+
+    def __init__(self, pool: asyncpg.Pool, *, supervisor_id: str, stale_seconds: float) -> None:
+        self._pool = pool
+        self.supervisor_id = supervisor_id
+        self.stale_seconds = stale_seconds
+        self.last_ok: float | None = None
+        self.workers_registered = 0
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def reachable(self) -> bool:
+        return self.last_ok is not None and time.monotonic() - self.last_ok < DATABASE_STALE_SECONDS
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pg_scheduler:database_probe")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self.workers_registered = int(await self._pool.fetchval(
+                    queries.WORKERS_LIVE_OF_SUPERVISOR, self.supervisor_id, self.stale_seconds,
+                    timeout=PROBE_TIMEOUT_SECONDS,
+                ))
+                self.last_ok = time.monotonic()
+                if self._failing:
+                    log.info("supervisor: the database answers again")
+                    self._failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self._failing:  # once per outage, not every second
+                    log.warning("supervisor: the database does not answer (%r): /readyz is "
+                                "unready until it does", exc)
+                    self._failing = True
+            await asyncio.sleep(PROBE_INTERVAL_SECONDS)
+
+
+class Endpoints:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        metrics_text: Callable[[], tuple[bytes, str]],
+        readiness: Callable[[], str | None],
+    ) -> None:
+        """``metrics_text()`` returns the exposition and its content type; ``readiness()``
+        returns None when ready, else the reason it is not."""
+        self.host = host
+        self.port = port
+        self._metrics_text = metrics_text
+        self._readiness = readiness
+        self._server: asyncio.Server | None = None
+
+    @property
+    def bound_port(self) -> int | None:
+        if self._server is None or not self._server.sockets:
+            return None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        log.info("supervisor: serving /metrics, /healthz and /readyz on %s:%s", self.host,
+                 self.bound_port)
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        method = "GET"
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
+                head = await reader.readuntil(b"\r\n\r\n")
+            method, path = _request_line(head)
+            status, content_type, body = await self._route(method, path)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
+                ConnectionError, ValueError):
+            status, content_type, body = 400, "text/plain", b"bad request\n"
+        try:
+            writer.write(
+                f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\nContent-Type: {content_type}"
+                f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + (body if method != "HEAD" else b"")
+            )
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"method not allowed\n"
+        route = path.split("?", 1)[0]
+        if route == "/metrics":
+            body, content_type = await asyncio.to_thread(self._metrics_text)
+            return 200, content_type, body
+        if route == "/healthz":
+            return 200, "text/plain", b"ok\n"
+        if route == "/readyz":
+            reason = self._readiness()
+            if reason is None:
+                return 200, "text/plain", b"ready\n"
+            return 503, "text/plain", f"unready: {reason}\n".encode()
+        return 404, "text/plain", b"not found: try /metrics, /healthz or /readyz\n"
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            503: "Service Unavailable"}
+
+
+def _request_line(head: bytes) -> tuple[str, str]:
+    if len(head) > MAX_REQUEST_BYTES:
+        raise ValueError("request head too large")
+    first = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = first.split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise ValueError(f"bad request line {first!r}")
+    return parts[0], parts[1]
+
+
+def exposition(registry: Any) -> tuple[bytes, str]:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,48 @@
+"""QueueSampler: the cluster-wide gauges, sampled by the leader only (one query per interval).
+
+Jobs by state, how long the oldest due job has waited, and the heartbeat age of the live worker
+that beat longest ago. Sampled once for the whole cluster rather than by every pod, and exported
+only by the leading pod (:class:`~pg_scheduler.shared.metrics.ClusterCollector`), so the series
+are never double counted. Every count goes through the partial indexes (sequential scans are
+disabled for the transaction): the sample costs index reads, whatever the table holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...shared import queries
+from ...shared.metrics import cluster_collector
+from ...shared.models import JobState
+from ...shared.service import PeriodicService
+from . import Transactions
+
+SAMPLE_INTERVAL_SECONDS = 5.0
+
+
+class QueueSampler(PeriodicService):
+    name = "queue_sampler"
+
+    def __init__(
+        self, transactions: Transactions, *, interval_seconds: float, worker_stale_seconds: float
+    ) -> None:
+        super().__init__(interval_seconds)
+        self._tx = transactions
+        self.worker_stale_seconds = worker_stale_seconds
+
+    async def run_once(self) -> dict[str, Any]:
+        async with self._tx.transaction() as conn:
+            await conn.execute(queries.SAMPLE_NO_SEQSCAN)
+            row = await conn.fetchrow(queries.CLUSTER_SAMPLE, self.worker_stale_seconds)
+        assert row is not None
+        sample = {
+            "jobs": {state.value: int(row[state.value]) for state in JobState},
+            "oldest_due_age": float(row["oldest_due_age"] or 0.0),
+            "oldest_heartbeat_age": float(row["oldest_heartbeat_age"] or 0.0),
+        }
+        cluster_collector.set(sample)
+        return sample
+
+    async def stop(self) -> None:
+        await super().stop()
+        cluster_collector.set(None)  # a follower exports none of the cluster gauges
