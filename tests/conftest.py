@@ -28,6 +28,7 @@ import asyncpg
 import pytest
 
 from pgserver import TestPostgres
+from pods import Pod
 
 BACKEND_ENV = "PG_SCHEDULER_TEST_BACKEND"
 BACKENDS = ("url", "docker", "embedded")
@@ -173,3 +174,14 @@ def _isolated_registries() -> Iterator[None]:
         periodic_registry.remove(key)
     for definition in saved_periodic.values():
         periodic_registry.add(definition)
+
+
+@pytest.fixture
+async def pods() -> AsyncIterator[list[Pod]]:
+    """Pods (``pg-scheduler run`` processes) a test starts: stopped afterwards, their logs printed
+    (pytest shows them only for a failed test)."""
+    started: list[Pod] = []
+    yield started
+    await asyncio.gather(*(p.stop() for p in started))
+    for pod in started:
+        print(f"----- log of pod {pod.pid}\n{pod.log()[-6000:]}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from replicas import ROOT
+from replicas import ROOT, stop_process
 from support import wait_for
 
 FAST_POD_OPTIONS: dict[str, Any] = {
@@ -75,20 +75,8 @@ class Pod:
         return sorted(r["pid"] for r in rows)
 
     async def stop(self) -> None:
-        """Make sure the pod and its workers are gone: SIGCONT, SIGTERM, then SIGKILL."""
-        if self.proc.returncode is not None:
-            return
-        for sig, grace in ((signal.SIGCONT, 0.0), (signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.kill(self.proc.pid, sig)
-            except ProcessLookupError:
-                return
-            if grace:
-                try:
-                    await asyncio.wait_for(self.proc.wait(), grace)
-                    return
-                except TimeoutError:
-                    continue
+        """Make sure the pod is gone (its workers follow it: they watch their parent)."""
+        await stop_process(self.proc, term_grace=20.0)
 
 
 async def _registry_exists(pool: asyncpg.Pool) -> bool:

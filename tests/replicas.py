@@ -32,20 +32,24 @@ class Replica:
         return await asyncio.wait_for(self.proc.wait(), timeout)
 
     async def stop(self) -> None:
-        """Make sure it is gone: SIGCONT (if frozen), SIGTERM, then SIGKILL."""
-        if self.proc.returncode is not None:
+        await stop_process(self.proc, term_grace=10.0)
+
+
+async def stop_process(proc: asyncio.subprocess.Process, *, term_grace: float) -> None:
+    """Make sure it is gone: SIGCONT (if frozen), SIGTERM, then SIGKILL."""
+    if proc.returncode is not None:
+        return
+    for sig, grace in ((signal.SIGCONT, 0.0), (signal.SIGTERM, term_grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
             return
-        for sig, grace in ((signal.SIGCONT, 0.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        if grace:
             try:
-                os.kill(self.proc.pid, sig)
-            except ProcessLookupError:
+                await asyncio.wait_for(proc.wait(), grace)
                 return
-            if grace:
-                try:
-                    await asyncio.wait_for(self.proc.wait(), grace)
-                    return
-                except TimeoutError:
-                    continue
+            except TimeoutError:
+                continue
 
 
 def _env(dsn: str, **overrides: Any) -> dict[str, str]:

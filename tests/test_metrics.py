@@ -9,7 +9,6 @@ import os
 import signal
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,15 +27,6 @@ from support import FAST, wait_for
 pytestmark = pytest.mark.slow
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest.fixture
-async def pods() -> AsyncIterator[list[Pod]]:
-    started: list[Pod] = []
-    yield started
-    await asyncio.gather(*(p.stop() for p in started))
-    for pod in started:  # pytest shows this only for a failed test
-        print(f"----- log of pod {pod.pid}\n{pod.log()[-6000:]}")
 
 
 def get(port: int, path: str) -> tuple[int, str]:

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,15 +26,6 @@ from replicas import ROOT, ensure_events_table, events
 from support import FAST, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def pods() -> AsyncIterator[list[Pod]]:
-    started: list[Pod] = []
-    yield started
-    await asyncio.gather(*(p.stop() for p in started))
-    for pod in started:  # pytest shows this only for a failed test
-        print(f"----- log of pod {pod.pid}\n{pod.log()[-6000:]}")
 
 
 def alive(pid: int) -> bool:
