@@ -3,6 +3,8 @@ the Grafana dashboard checked against the metric contract, and a real Prometheus
 real pod.
 
 promtool and prometheus come from the Debian package ``prometheus`` (``.ci/run`` installs it).
+Without them these tests are skipped, with the reason, except under CI (``CI`` set), where
+they fail.
 Without them these tests fail, on purpose: a silent skip would hide untested alerts.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -84,11 +87,11 @@ PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on
 def tool(name: str) -> str:
     path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
     if path is None:
-        pytest.fail(
-            f"{name} not found: install the Debian package `prometheus` "
-            "(apt-get install -y --no-install-recommends prometheus); .ci/run installs it in CI",
-            pytrace=False,
-        )
+        why = (f"{name} not found: install the Debian package `prometheus` "
+               "(apt-get install -y --no-install-recommends prometheus); .ci/run installs it")
+        if os.environ.get("CI"):  # CI installs it: missing there is a broken pipeline
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)  # a newcomer's machine: said in the summary, not hidden
     return path
 
 
