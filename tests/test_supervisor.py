@@ -344,3 +344,42 @@ async def _ticks_completed(pool: asyncpg.Pool, n: int) -> int:
     done = await pool.fetchval(
         "SELECT count(*) FROM scheduled_jobs WHERE dedup_key = 'apps.tick' AND status = 'completed'")
     return int(done) if done >= n else 0
+
+
+async def test_leader_database_url_carries_the_session_bound_connections_only(
+    dsn: str, pool: asyncpg.Pool, pods: list[Pod], tmp_path: Path
+) -> None:
+    # Behind a transaction-pooling PgBouncer, the lock, LISTEN and heartbeat sessions must reach
+    # PostgreSQL directly: here the "direct" DSN logs in as another role, so each session shows
+    # which DSN it came through.
+    await pool.execute("DROP ROLE IF EXISTS pgs_direct")
+    await pool.execute("CREATE ROLE pgs_direct LOGIN SUPERUSER")
+    direct = dsn.replace("postgresql://postgres@", "postgresql://pgs_direct@", 1)
+    assert direct != dsn
+    try:
+        pod = await start_pod(dsn, tmp_path, workers=1, **{"--leader-database-url": direct})
+        pods.append(pod)
+        await pod.wait_ready(pool, 1)
+        await wait_for(lambda: _is(leader_supervisor(pool), pod.supervisor_id), message="leads")
+
+        async def sessions() -> dict[str, set[str]] | None:
+            rows = await pool.fetch(
+                "SELECT split_part(application_name, ':', 2) AS kind, usename FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name LIKE 'pg_scheduler:%'")
+            found: dict[str, set[str]] = {}
+            for r in rows:
+                found.setdefault(r["kind"], set()).add(r["usename"])
+            return found if {"leader", "listen", "heartbeat"} <= set(found) else None
+
+        found = await wait_for(sessions, message="leader, listen and heartbeat sessions")
+        assert found["leader"] == found["listen"] == found["heartbeat"] == {"pgs_direct"}
+        # The pools (claims, outcomes, leader transactions) stay on DATABASE_URL.
+        assert await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pgs_direct'"
+            " AND application_name NOT LIKE 'pg_scheduler:%'") == 0
+    finally:
+        for p in pods:
+            await p.stop()
+        await pool.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'pgs_direct'")
+        await pool.execute("DROP ROLE IF EXISTS pgs_direct")

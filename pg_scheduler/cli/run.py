@@ -44,6 +44,12 @@ def _seconds(name: str, default: float | None, envvar: str, text: str) -> click.
 @click.argument("app", envvar="PG_SCHEDULER_APP", metavar="APP")
 @database_option(required=False, help_suffix=" Unset: start the embedded PostgreSQL in "
                  "./.pg-scheduler/pgdata (needs the 'embedded' extra).")
+@click.option("--leader-database-url", "leader_database_url", metavar="DSN", default=None,
+              envvar="PG_SCHEDULER_LEADER_DATABASE_URL", show_envvar=True,
+              help="DSN for the sessions that must keep one server connection: the leader's "
+                   "advisory-lock session and each worker's LISTEN and heartbeat sessions. Point "
+                   "it at PostgreSQL (or a session-pooling PgBouncer) when --database-url goes "
+                   "through a transaction-pooling PgBouncer.  [default: --database-url]")
 @click.option("--workers", "-w", type=click.IntRange(min=1), default=WORKERS_DEFAULT,
               envvar="PG_SCHEDULER_WORKERS", show_envvar=True, show_default=True,
               help="Worker processes in this pod (set it to the pod's CPU limit).")
@@ -80,6 +86,7 @@ def _seconds(name: str, default: float | None, envvar: str, text: str) -> click.
 def run_command(
     app: str,
     database_url: str | None,
+    leader_database_url: str | None,
     workers: int,
     max_concurrent_jobs: int | None,
     misfire_grace_time: str | None,
@@ -138,12 +145,14 @@ def run_command(
     async def supervise(dsn: str) -> int:
         def spec_for(slot: int, worker_id: str, supervisor_id: str) -> WorkerSpec:
             return WorkerSpec(app=app, dsn=dsn, worker_id=worker_id, supervisor_id=supervisor_id,
-                              slot=slot, config=config, log_level=level)
+                              slot=slot, config=config, log_level=level,
+                              session_dsn=leader_database_url)
 
         supervisor = Supervisor(
             dsn=dsn, workers=workers, config=config, worker_target=worker_main,
             spec_for=spec_for, wait_for_database_seconds=wait_for_database,
             metrics_host=metrics_host, metrics_port=metrics_port or None,
+            session_dsn=leader_database_url,
         )
         return await supervisor.run()
 

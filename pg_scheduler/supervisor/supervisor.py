@@ -64,8 +64,13 @@ class Supervisor:
         wait_for_database_seconds: float = 30.0,
         metrics_host: str = "0.0.0.0",
         metrics_port: int | None = None,
+        session_dsn: str | None = None,
     ) -> None:
+        """``session_dsn``: where the leader's lock session connects (default ``dsn``); it must
+        reach PostgreSQL itself or a session-pooling PgBouncer, since a session advisory lock
+        lives and dies with one server connection."""
         self.dsn = dsn
+        self.session_dsn = session_dsn or dsn
         self.workers = workers
         self.config = config
         self.supervisor_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -152,7 +157,7 @@ class Supervisor:
         fence = Fence(self._db, lambda: self._elector.term if self._elector else None)
         self.leader_services = LeaderServices.for_config(fence, self.config)
         self._elector = Elector(
-            (self.dsn,), {}, node_id=self.supervisor_id,
+            (self.session_dsn,), {}, node_id=self.supervisor_id,
             ttl_seconds=self.config.leader_ttl_seconds,
             elect_interval_seconds=self.config.elect_interval_seconds,
             on_elected=self.leader_services.on_elected,

@@ -67,6 +67,9 @@ class WorkerSpec:
     slot: int
     config: SchedulerConfig
     log_level: int = logging.INFO
+    session_dsn: str | None = None
+    """For the LISTEN and heartbeat sessions (default ``dsn``): long-lived connections that a
+    transaction-pooling PgBouncer would break."""
 
     @property
     def pool_size(self) -> int:
@@ -192,7 +195,8 @@ async def _serve(spec: WorkerSpec, ticks: _Ticks) -> int:
     if pool is None:
         return EXIT_STARTUP_ERROR if not stop.is_set() else 0
     worker = Worker(
-        pool, registry, (spec.dsn,), {}, spec.config, worker_id=spec.worker_id, kind="worker",
+        pool, registry, (spec.session_dsn or spec.dsn,), {}, spec.config,
+        worker_id=spec.worker_id, kind="worker",
         supervisor_id=spec.supervisor_id,
     )
     try:
