@@ -87,8 +87,11 @@ class PeriodicService:
                     self.last_error = exc
                 except Exception as exc:
                     metrics().db_errors.inc()
-                    log.exception("%s: pass failed; next pass in %.1fs", self.name,
-                                  self.interval_seconds)
+                    if self.last_error is None:  # the traceback once per outage, then one line
+                        log.exception("%s: pass failed; next pass in %.1fs", self.name,
+                                      self.interval_seconds)
+                    else:
+                        log.warning("%s: pass failed again: %r", self.name, exc)
                     self.last_error = exc
                 async with self._passed:
                     self._passes += 1
