@@ -48,8 +48,9 @@ def _seconds(name: str, default: float | None, envvar: str, text: str) -> click.
               envvar="PG_SCHEDULER_LEADER_DATABASE_URL", show_envvar=True,
               help="DSN for the sessions that must keep one server connection: the leader's "
                    "advisory-lock session and each worker's LISTEN and heartbeat sessions. Point "
-                   "it at PostgreSQL (or a session-pooling PgBouncer) when --database-url goes "
-                   "through a transaction-pooling PgBouncer.  [default: --database-url]")
+                   "it at PostgreSQL itself when --database-url goes through PgBouncer (these "
+                   "sessions set keepalive and timeout parameters that PgBouncer does not pass "
+                   "on).  [default: --database-url]")
 @click.option("--workers", "-w", type=click.IntRange(min=1), default=WORKERS_DEFAULT,
               envvar="PG_SCHEDULER_WORKERS", show_envvar=True, show_default=True,
               help="Worker processes in this pod (set it to the pod's CPU limit).")
