@@ -264,7 +264,7 @@ def test_writable_folders_are_empty_dirs(render_name: str) -> None:
     c = container(deployment(docs))
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-    metrics_dir = env(c)["PROMETHEUS_MULTIPROC_DIR"]["value"]
+    metrics_dir = env(c)["PG_SCHEDULER_METRICS_DIR"]["value"]
     for path in ("/tmp", metrics_dir):
         assert path in mounts, f"{path} is not mounted"
         assert volumes[mounts[path]] == {"name": mounts[path], "emptyDir": {}}

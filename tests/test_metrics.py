@@ -229,3 +229,28 @@ async def test_every_completed_job_reports_exactly_one_outcome(pool: asyncpg.Poo
         await wait_for(lambda: len(outcomes) >= 1000, timeout=5, message="1000 outcomes")
     assert len(outcomes) == 1000 and {o for _, o in outcomes} == {"completed"}
     assert len({job_id for job_id, _ in outcomes}) == 1000
+
+
+async def test_oldest_due_age_leaves_out_windows_held_back_behind_a_running_run(
+    pool: asyncpg.Pool,
+) -> None:
+    # A queue-policy window waiting for the run before it is not overdue work: nobody may claim
+    # it. Counting it fired the overdue alert and scaled KEDA for a job only one pod can run.
+    from pg_scheduler.shared.schema import ensure_schema
+    from pg_scheduler.supervisor.fence import Unfenced
+    from pg_scheduler.supervisor.maintenance.queue_sampler import QueueSampler
+
+    async with pool.acquire() as conn:
+        await ensure_schema(conn)
+    await pool.execute(
+        "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, status, dedup_key,"
+        " window_start, overlap) VALUES"
+        " ('w1', 't', now() - interval '20 min', 'running', 'k', now() - interval '20 min', 'queue'),"
+        " ('w2', 't', now() - interval '10 min', 'pending', 'k', now() - interval '10 min', 'queue')")
+    sampler = QueueSampler(Unfenced(pool), interval_seconds=5, worker_stale_seconds=30)
+    sample = await sampler.run_once()
+    assert sample["oldest_due_age"] == 0.0 and sample["jobs"]["pending"] == 1
+    await pool.execute("UPDATE scheduled_jobs SET status = 'completed' WHERE job_id = 'w1'")
+    sample = await sampler.run_once()
+    assert 590 < sample["oldest_due_age"] < 900  # claimable now, and late
+    await sampler.stop()

@@ -4,8 +4,7 @@ real pod.
 
 promtool and prometheus come from the Debian package ``prometheus`` (``.ci/run`` installs it).
 Without them these tests are skipped, with the reason, except under CI (``CI`` set), where
-they fail.
-Without them these tests fail, on purpose: a silent skip would hide untested alerts.
+they fail: in CI a skip would hide untested alerts.
 """
 
 from __future__ import annotations

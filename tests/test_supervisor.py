@@ -383,3 +383,19 @@ async def test_leader_database_url_carries_the_session_bound_connections_only(
         await pool.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'pgs_direct'")
         await pool.execute("DROP ROLE IF EXISTS pgs_direct")
+
+
+def test_run_keeps_other_files_of_the_metrics_dir_and_leaves_no_temp_folder(tmp_path: Path) -> None:
+    shared = tmp_path / "metrics"
+    (shared / "someone-elses").mkdir(parents=True)
+    (shared / "notes.txt").write_text("keep me")
+    (shared / "counter_1.db").write_bytes(b"old samples")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    result = cli("run", "no_such_module_xyz", "--metrics-dir", str(shared),
+                 env={"TMPDIR": str(temp)})
+    assert result.returncode == 1
+    assert (shared / "someone-elses").is_dir() and (shared / "notes.txt").exists()
+    assert not (shared / "counter_1.db").exists()  # a previous run's samples are not summed in
+    result = cli("run", "no_such_module_xyz", env={"TMPDIR": str(temp)})
+    assert result.returncode == 1 and list(temp.iterdir()) == []  # its own folder, removed

@@ -71,12 +71,15 @@ def _seconds(name: str, default: float | None, envvar: str, text: str) -> click.
 @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=9464,
               envvar="PG_SCHEDULER_METRICS_PORT", show_envvar=True, show_default=True,
               help="Port of /metrics, /healthz and /readyz for this pod; 0 turns them off.")
-@click.option("--metrics-host", default="0.0.0.0", envvar="PG_SCHEDULER_METRICS_HOST",
-              show_envvar=True, show_default=True, help="Address those endpoints listen on.")
+@click.option("--metrics-host", default=None, envvar="PG_SCHEDULER_METRICS_HOST",
+              show_envvar=True,
+              help="Address those endpoints listen on.  [default: every address, IPv4 and IPv6]")
 @click.option("--metrics-dir", type=click.Path(file_okay=False), default=None,
-              envvar="PROMETHEUS_MULTIPROC_DIR", show_envvar=True,
-              help="Folder where every process of the pod writes its samples (emptied at "
-                   "start).  [default: a new temporary folder, removed at exit]")
+              envvar="PG_SCHEDULER_METRICS_DIR", show_envvar=True,
+              help="Folder where every process of the pod writes its samples (its *.db files "
+                   "are deleted at start; give pg-scheduler a folder of its own). Exported to "
+                   "the workers as PROMETHEUS_MULTIPROC_DIR.  [default: a new temporary folder, "
+                   "removed at exit]")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
               case_sensitive=False), default="INFO", envvar="PG_SCHEDULER_LOG_LEVEL",
               show_envvar=True, show_default=True)
@@ -95,7 +98,7 @@ def run_command(
     shutdown_timeout: float,
     log_level: str,
     metrics_port: int,
-    metrics_host: str,
+    metrics_host: str | None,
     metrics_dir: str | None,
     wait_for_database: float,
     lease_seconds: float,
@@ -138,10 +141,6 @@ def run_command(
     # its samples to this folder, and the supervisor's /metrics sums them.
     own_dir = metrics_dir is None
     folder = prepare_multiprocess_dir(metrics_dir or tempfile.mkdtemp(prefix="pg-scheduler-metrics-"))
-    try:
-        load_app(app)
-    except AppLoadError as exc:
-        fail(str(exc))
 
     async def supervise(dsn: str) -> int:
         def spec_for(slot: int, worker_id: str, supervisor_id: str) -> WorkerSpec:
@@ -165,7 +164,10 @@ def run_command(
             return await supervise(url)
 
     try:
+        load_app(app)
         code = run("run", database_url, main)
+    except AppLoadError as exc:
+        fail(str(exc))
     finally:
         if own_dir:
             shutil.rmtree(folder, ignore_errors=True)

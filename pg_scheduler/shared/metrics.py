@@ -19,7 +19,6 @@ Two kinds of series:
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -142,11 +141,9 @@ def prepare_multiprocess_dir(path: str | os.PathLike[str]) -> Path:
     worker processes it starts. Call before anything records a metric."""
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    for entry in folder.iterdir():  # samples of a previous run would be summed in
-        if entry.is_file() and entry.suffix == ".db":
+    for entry in folder.glob("*.db"):  # samples of a previous run would be summed in
+        if entry.is_file():
             entry.unlink()
-        elif entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
     os.environ[MULTIPROC_ENV] = str(folder)
     import prometheus_client.values as values
 

@@ -584,11 +584,13 @@ SELECT coalesce(sum(deleted) FILTER (WHERE state = 'completed'), 0)::int AS tota
 
 # --------------------------------------------------------------------------- metrics
 
-# The leader's cluster sample (QueueSampler). Counts go through the partial indexes of each state;
-# the oldest due job is found per priority (a loose index scan over the claim index), not by
-# scanning the backlog. $1: seconds after which a worker's heartbeat is stale.
+# The leader's cluster sample (QueueSampler). Counts go through the partial indexes of each state
+# (their cost grows with the rows in that state); the oldest due job is found per priority (a
+# loose index scan over the claim index), leaving out windows held back behind a running run
+# (overlap skip/queue), which nobody could claim. $1: seconds after which a worker's heartbeat is
+# stale.
 SAMPLE_NO_SEQSCAN = "SET LOCAL enable_seqscan = off"
-CLUSTER_SAMPLE = """
+CLUSTER_SAMPLE = f"""
 WITH RECURSIVE prios AS (
     (SELECT priority FROM scheduled_jobs WHERE status = 'pending' ORDER BY priority LIMIT 1)
     UNION ALL
@@ -609,6 +611,7 @@ SELECT
        CROSS JOIN LATERAL (
            SELECT j.execution_time AS t FROM scheduled_jobs AS j
             WHERE j.status = 'pending' AND j.priority = p.priority AND j.execution_time <= now()
+              AND {_NOT_BLOCKED}
             ORDER BY j.execution_time LIMIT 1) AS due
       WHERE p.priority IS NOT NULL)                                   AS oldest_due_age,
     (SELECT max(extract(epoch FROM now() - last_heartbeat))::float8

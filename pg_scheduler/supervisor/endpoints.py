@@ -61,10 +61,13 @@ class DatabaseProbe:
     async def _run(self) -> None:
         while True:
             try:
-                self.workers_registered = int(await self._pool.fetchval(
-                    queries.WORKERS_LIVE_OF_SUPERVISOR, self.supervisor_id, self.stale_seconds,
-                    timeout=PROBE_TIMEOUT_SECONDS,
-                ))
+                # Its own deadline on acquiring too: a pool busy with leader work is not a
+                # database that does not answer, but a probe must not wait for it forever.
+                async with self._pool.acquire(timeout=PROBE_TIMEOUT_SECONDS) as conn:
+                    self.workers_registered = int(await conn.fetchval(
+                        queries.WORKERS_LIVE_OF_SUPERVISOR, self.supervisor_id,
+                        self.stale_seconds, timeout=PROBE_TIMEOUT_SECONDS,
+                    ))
                 self.last_ok = time.monotonic()
                 if self._failing:
                     log.info("supervisor: the database answers again")
@@ -82,7 +85,7 @@ class DatabaseProbe:
 class Endpoints:
     def __init__(
         self,
-        host: str,
+        host: str | None,
         port: int,
         *,
         metrics_text: Callable[[], tuple[bytes, str]],
@@ -104,8 +107,8 @@ class Endpoints:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        log.info("supervisor: serving /metrics, /healthz and /readyz on %s:%s", self.host,
-                 self.bound_port)
+        log.info("supervisor: serving /metrics, /healthz and /readyz on %s:%s",
+                 self.host or "*", self.bound_port)
 
     async def stop(self) -> None:
         server, self._server = self._server, None
@@ -120,19 +123,26 @@ class Endpoints:
             async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
                 head = await reader.readuntil(b"\r\n\r\n")
             method, path = _request_line(head)
-            status, content_type, body = await self._route(method, path)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
                 ConnectionError, ValueError):
             status, content_type, body = 400, "text/plain", b"bad request\n"
+        else:
+            try:
+                status, content_type, body = await self._route(method, path)
+            except Exception as exc:  # e.g. a sample file caught mid-creation: answer, say why
+                log.warning("supervisor: %s %s failed: %r", method, path, exc)
+                status, content_type, body = 500, "text/plain", b"internal error\n"
         try:
-            writer.write(
-                f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\nContent-Type: {content_type}"
-                f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + (body if method != "HEAD" else b"")
-            )
-            await writer.drain()
-        except ConnectionError:
-            pass
+            # A client that does not read its answer must not hold the handler and socket.
+            async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
+                writer.write(
+                    f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\nContent-Type: "
+                    f"{content_type}\r\nContent-Length: {len(body)}\r\nConnection: close"
+                    f"\r\n\r\n".encode() + (body if method != "HEAD" else b"")
+                )
+                await writer.drain()
+        except (ConnectionError, TimeoutError):
+            writer.transport.abort()
         finally:
             writer.close()
             with contextlib.suppress(Exception):
@@ -156,7 +166,7 @@ class Endpoints:
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            503: "Service Unavailable"}
+            500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def _request_line(head: bytes) -> tuple[str, str]:

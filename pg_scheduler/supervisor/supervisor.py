@@ -62,7 +62,7 @@ class Supervisor:
         worker_target: WorkerTarget,
         spec_for: SpecFactory,
         wait_for_database_seconds: float = 30.0,
-        metrics_host: str = "0.0.0.0",
+        metrics_host: str | None = None,
         metrics_port: int | None = None,
         session_dsn: str | None = None,
     ) -> None:
@@ -138,14 +138,16 @@ class Supervisor:
         self._db = await self._connect()
         if self._db is None:
             return
-        self._probe = DatabaseProbe(self._db, supervisor_id=self.supervisor_id,
-                                    stale_seconds=self.config.worker_stale_seconds)
-        await self._probe.start()
         metrics().is_leader.set(0)  # followers export 0, not nothing
         async with self._db.acquire() as conn:
             await ensure_schema(conn)
             definitions = list(periodic_registry.all().values())
             await publish_periodic(conn, definitions)
+        if self.session_dsn != self.dsn:
+            await self._check_session_dsn()
+        self._probe = DatabaseProbe(self._db, supervisor_id=self.supervisor_id,
+                                    stale_seconds=self.config.worker_stale_seconds)
+        await self._probe.start()
         if definitions:
             log.info("supervisor: published %d periodic definition(s): %s", len(definitions),
                      ", ".join(sorted(d.dedup_key for d in definitions)))
@@ -197,6 +199,12 @@ class Supervisor:
             if self._stop.is_set():
                 return None
             delay = min(delay * 2, CONNECT_RETRY_MAX_SECONDS)
+
+    async def _check_session_dsn(self) -> None:
+        """A wrong leader DSN would leave every lock, LISTEN and heartbeat session failing while
+        the pods look healthy: try it once now (the database itself is known to answer)."""
+        conn = await asyncpg.connect(self.session_dsn, timeout=10)
+        await conn.close()
 
     async def _shutdown(self) -> None:
         """Each step runs even if an earlier one failed."""

@@ -180,6 +180,11 @@ class Worker:
         # A job that ignores cancellation must not hold shutdown hostage: its lease is handed
         # back regardless, and a late completion from it is refused by the attempt fence.
         await asyncio.wait([r.task for r in leftovers if r.task], timeout=CANCEL_GRACE_SECONDS)
+        # A run whose outcome is being written is not handed back: if its write were slower than
+        # the grace, the release could land first and a finished job would run again.
+        leftovers = [r for r in leftovers if not r.finishing]
+        if not leftovers:
+            return
         try:
             released = await self._pool.fetch(
                 queries.JOB_RELEASE, self.worker_id, [r.job.job_id for r in leftovers],
