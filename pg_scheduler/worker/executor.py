@@ -104,9 +104,9 @@ class Executor:
                     else:
                         await task.func(*job.args, **job.kwargs)
         except asyncio.CancelledError:
-            finishing()
             reason = stop_reason()
             if reason is StopReason.CANCELLED:
+                finishing()  # only this path writes something; shutdown hands the job back
                 log.info("executor: %s cancelled while running", job.job_id)
                 await self._settle_overlap(job)
                 await self._wake_held_back(job)
