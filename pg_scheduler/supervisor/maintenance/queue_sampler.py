@@ -4,7 +4,10 @@ Jobs by state, how long the oldest due job has waited, and the heartbeat age of 
 that beat longest ago. Sampled once for the whole cluster rather than by every pod, and exported
 only by the leading pod (:class:`~pg_scheduler.shared.metrics.ClusterCollector`), so the series
 are never double counted. Every count goes through the partial indexes (sequential scans are
-disabled for the transaction): the sample costs index reads, whatever the table holds.
+disabled for the transaction), so the sample never scans the table, but a count still reads every
+index entry of its state: measured 33 ms at 200k rows and 0.2-0.6 s at 3M (mostly finished rows;
+vacuum keeps it down). Windows held back behind a running run are not "due" here, as they are not
+for claiming.
 """
 
 from __future__ import annotations
