@@ -60,7 +60,6 @@ from .shared.schema import ensure_schema
 from .shared.serialization import encode_task_data
 from .shared.service import cancel_and_wait
 from .shared.tasks import TaskRegistry, ensure_coroutine_function, registry
-from .shared.triggers import trigger_for
 from .supervisor.elector import Elector
 from .supervisor.fence import Fence, Unfenced
 from .supervisor.leader_services import LeaderServices
@@ -540,13 +539,12 @@ class Scheduler:
         if row is None:
             log.warning("periodic job %r not found", dedup_key)
             return False
-        now_in_force = trigger_for(row["every_seconds"], row["cron"], row["timezone"]).describe()
+        in_force = (await self._load_periodic())[dedup_key].trigger.describe()
         log.info("periodic job %s: schedule %s %s for the cluster%s", dedup_key,
-                 "set to" if override else "reset to the code's,", now_in_force,
+                 "set to" if override else "reset to the code's,", in_force,
                  f" ({row['dropped']} window(s) written ahead cancelled)" if row["dropped"] else "")
         if self.periodic_registrar is not None and self.periodic_registrar.running:
             self.periodic_registrar.wake()
-        await self._load_periodic()
         return True
 
     def get_periodic_next_runs(

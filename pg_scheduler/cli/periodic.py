@@ -11,7 +11,6 @@ import click
 
 from ..scheduler import Scheduler
 from ..shared.periodic import PeriodicJobInfo
-from ..shared.triggers import trigger_for
 from .common import create_pool, database_option, fail, require_schema, run
 from .output import table, to_json, utc
 
@@ -37,9 +36,7 @@ async def _known(scheduler: Scheduler, key: str) -> PeriodicJobInfo:
 
 
 def _schedule(info: PeriodicJobInfo) -> str:
-    every = info.interval.total_seconds() if info.interval else None
-    text = trigger_for(every, info.cron, info.timezone, info.on_dst_gap,
-                       info.on_dst_fold).describe()
+    text = info.trigger.describe()
     return f"{text} (set from the CLI)" if info.overridden else text
 
 

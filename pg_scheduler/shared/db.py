@@ -10,6 +10,8 @@ Linux's two-hour keepalive default.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 import socket
 from collections.abc import Mapping
@@ -19,6 +21,8 @@ from typing import Any
 import asyncpg
 
 from .errors import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 # A database that is down, restarting or full: worth waiting for. Anything else (a malformed DSN,
 # a wrong password, an unknown database) is not.
@@ -33,6 +37,50 @@ RETRYABLE_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
 KEEPALIVE_IDLE_SECONDS = 2
 KEEPALIVE_INTERVAL_SECONDS = 1
 KEEPALIVE_COUNT = 3
+
+
+CONNECT_RETRY_SECONDS = 0.5
+CONNECT_RETRY_MAX_SECONDS = 5.0
+
+
+async def create_pool_waiting(
+    dsn: str,
+    *,
+    max_size: int,
+    stop: asyncio.Event,
+    who: str,
+    wait_seconds: float | None = None,
+) -> asyncpg.Pool | None:
+    """A pool on ``dsn``, waiting (a doubling delay, up to 5 s) for a database that is down,
+    restarting or full, so that a pod stays up rather than crash-looping; a malformed DSN, a
+    wrong password or an unknown database raises at once. After ``wait_seconds`` (None: no
+    limit) the last error is raised. Returns None if ``stop`` is set meanwhile. ``who`` names
+    the caller in the one warning logged per wait."""
+    loop = asyncio.get_running_loop()
+    deadline = None if wait_seconds is None else loop.time() + wait_seconds
+    delay = CONNECT_RETRY_SECONDS
+    warned = False
+    while not stop.is_set():
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, timeout=10)
+            assert pool is not None
+            if warned:
+                log.info("%s: connected", who)
+            return pool
+        except RETRYABLE_CONNECT_ERRORS as exc:
+            left = math.inf if deadline is None else deadline - loop.time()
+            if left <= 0:
+                raise
+            if not warned:
+                log.warning("%s: database not reachable (%s: %s); retrying%s", who,
+                            type(exc).__name__, exc,
+                            "" if deadline is None else f" for {left:.0f}s more")
+                warned = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(min(delay, left), 0.01)):
+                await stop.wait()
+        delay = min(delay * 2, CONNECT_RETRY_MAX_SECONDS)
+    return None
 
 
 def connect_params_from_pool(pool: asyncpg.Pool) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -262,6 +262,12 @@ class PeriodicJobInfo:
     overridden: bool = False
     """The schedule in force was set from the CLI (``periodic set``), not by the code."""
 
+    @property
+    def trigger(self) -> Trigger:
+        """The schedule in force, with its DST policies."""
+        return trigger_for(self.interval.total_seconds() if self.interval else None, self.cron,
+                           self.timezone, self.on_dst_gap, self.on_dst_fold)
+
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
 
@@ -330,10 +336,7 @@ def next_runs(info: PeriodicJobInfo | None, count: int, after: datetime | None) 
     """The next ``count`` window starts at or after ``after`` (default now), in UTC."""
     if info is None:
         return []
-    trigger = trigger_for(
-        info.interval.total_seconds() if info.interval else None, info.cron, info.timezone,
-        info.on_dst_gap, info.on_dst_fold,
-    )
+    trigger = info.trigger
     moment = after or datetime.now(UTC)
     runs = [window_at_or_after(trigger, moment)]
     while len(runs) < count:

@@ -31,7 +31,7 @@ from typing import Any
 import asyncpg
 
 from ..shared.config import SchedulerConfig
-from ..shared.db import RETRYABLE_CONNECT_ERRORS
+from ..shared.db import create_pool_waiting
 from ..shared.metrics import MULTIPROC_ENV, default_registry, metrics, multiprocess_registry
 from ..shared.periodic import periodic_registry
 from ..shared.periodic import publish as publish_periodic
@@ -49,7 +49,6 @@ POOL_SIZE = 4
 """The supervisor's own connections: registration, fenced leader transactions, releases."""
 DRAIN_MARGIN_SECONDS = 10.0
 """Beyond the shutdown timeout, what a worker needs to cancel leftovers, give them back and close."""
-CONNECT_RETRY_MAX_SECONDS = 5.0
 
 
 class Supervisor:
@@ -135,7 +134,10 @@ class Supervisor:
                 metrics_text=lambda: exposition(self._registry), readiness=self.readiness,
             )
             await self.endpoints.start()
-        self._db = await self._connect()
+        self._db = await create_pool_waiting(
+            self.dsn, max_size=POOL_SIZE, stop=self._stop, who="supervisor",
+            wait_seconds=self.wait_for_database_seconds,
+        )
         if self._db is None:
             return
         metrics().is_leader.set(0)  # followers export 0, not nothing
@@ -173,32 +175,6 @@ class Supervisor:
             supervisor_id=self.supervisor_id,
         )
         await self.pool.start()
-
-    async def _connect(self) -> asyncpg.Pool | None:
-        """The supervisor's pool, waiting up to ``wait_for_database_seconds`` for a database
-        that is still starting or unreachable; a wrong DSN, password or database fails at once.
-        Returns None if a stop was requested meanwhile."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.wait_for_database_seconds
-        delay = 0.5
-        while True:
-            try:
-                pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=POOL_SIZE,
-                                                 timeout=10)
-                assert pool is not None
-                return pool
-            except RETRYABLE_CONNECT_ERRORS as exc:
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise
-                log.warning("supervisor: database not reachable (%s: %s); retrying for %.0fs more",
-                            type(exc).__name__, exc, left)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(delay, max(left, 0.01))):
-                    await self._stop.wait()
-            if self._stop.is_set():
-                return None
-            delay = min(delay * 2, CONNECT_RETRY_MAX_SECONDS)
 
     async def _check_session_dsn(self) -> None:
         """A wrong leader DSN would leave every lock, LISTEN and heartbeat session failing while

@@ -29,11 +29,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-import asyncpg
-
 from ..shared.app import load_app
 from ..shared.config import SchedulerConfig
-from ..shared.db import RETRYABLE_CONNECT_ERRORS
+from ..shared.db import create_pool_waiting
 from ..shared.errors import AppLoadError
 from ..shared.logs import configure as configure_logging
 from ..shared.tasks import registry
@@ -48,8 +46,6 @@ ORPHAN_EXIT_SECONDS = 20.0
 """After the supervisor is gone: the longest a worker may take to give its jobs back (cancel
 grace plus the release query's timeout, with room)."""
 TICK_SECONDS = 0.5
-CONNECT_RETRY_SECONDS = 0.5
-CONNECT_RETRY_MAX_SECONDS = 5.0
 POOL_CLOSE_SECONDS = 5.0
 EXIT_APP_ERROR = 3
 EXIT_STARTUP_ERROR = 4
@@ -135,34 +131,6 @@ def _watch_parent(finished: threading.Event, ticks: _Ticks) -> None:
     threading.Thread(target=watch, name="pg_scheduler-parent-watch", daemon=True).start()
 
 
-async def _connect(spec: WorkerSpec, stop: asyncio.Event) -> asyncpg.Pool | None:
-    """The worker's pool. A database that is down or restarting is waited for (the pod stays
-    up and unready, rather than crash-looping); a wrong DSN, password or database is not."""
-    delay = CONNECT_RETRY_SECONDS
-    warned = False
-    while not stop.is_set():
-        try:
-            pool = await asyncpg.create_pool(spec.dsn, min_size=1, max_size=spec.pool_size,
-                                             timeout=10)
-            assert pool is not None
-            if warned:
-                log.info("worker %s: connected", spec.worker_id)
-            return pool
-        except RETRYABLE_CONNECT_ERRORS as exc:
-            if not warned:
-                log.warning("worker %s: cannot reach the database (%r); retrying",
-                            spec.worker_id, exc)
-                warned = True
-        except Exception as exc:
-            log.error("worker %s: cannot connect to the database: %r", spec.worker_id, exc)
-            return None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await stop.wait()
-        delay = min(delay * 2, CONNECT_RETRY_MAX_SECONDS)
-    return None
-
-
 async def _serve(spec: WorkerSpec, ticks: _Ticks) -> int:
     loop = asyncio.get_running_loop()
     ticks.start(loop)
@@ -191,9 +159,16 @@ async def _serve(spec: WorkerSpec, ticks: _Ticks) -> int:
 
         loop.add_reader(sentinel, on_parent_gone)
 
-    pool = await _connect(spec, stop)
-    if pool is None:
-        return EXIT_STARTUP_ERROR if not stop.is_set() else 0
+    try:
+        # A database that is down or restarting is waited for (the pod stays up and unready);
+        # a wrong DSN, password or database is not.
+        pool = await create_pool_waiting(spec.dsn, max_size=spec.pool_size, stop=stop,
+                                         who=f"worker {spec.worker_id}")
+    except Exception as exc:
+        log.error("worker %s: cannot connect to the database: %r", spec.worker_id, exc)
+        return EXIT_STARTUP_ERROR
+    if pool is None:  # told to stop while waiting
+        return 0
     worker = Worker(
         pool, registry, (spec.session_dsn or spec.dsn,), {}, spec.config,
         worker_id=spec.worker_id, kind="worker",
