@@ -17,8 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from replicas import ROOT, stop_process
-from support import wait_for
+from replicas import stop_process
+from support import ROOT, wait_for
 
 FAST_POD_OPTIONS: dict[str, Any] = {
     "--lease-seconds": 2,

@@ -7,12 +7,11 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
 
 
 class Replica:

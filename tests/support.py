@@ -1,14 +1,29 @@
-"""Helpers for tests: polling with a deadline (never a bare sleep), and fast timings."""
+"""Helpers for tests: polling with a deadline (never a bare sleep), fast timings, and the
+``pg-scheduler`` command run as a subprocess."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m pg_scheduler ARGS`` from the repository root (so ``tests.apps`` imports), with
+    ``env`` added to this process's environment."""
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pg_scheduler", *args], capture_output=True,
+                          text=True, timeout=60, env=environ, cwd=str(ROOT))
 
 FAST: dict[str, Any] = {
     "lease_seconds": 2.0,

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import asyncpg
 
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pg_scheduler", *args], capture_output=True, text=True,
-        timeout=60, env=env,
-    )
+from support import run_cli
 
 
 async def test_migrate_creates_the_schema_once(dsn: str, pool: asyncpg.Pool) -> None:

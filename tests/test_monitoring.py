@@ -29,8 +29,8 @@ import yaml
 from pg_scheduler import Scheduler
 from pg_scheduler.shared.embedded import free_port
 from pods import Pod, start_pod
-from replicas import ROOT, ensure_events_table
-from support import wait_for
+from replicas import ensure_events_table
+from support import ROOT, wait_for
 
 MONITORING = ROOT / "monitoring"
 ALERTS = MONITORING / "alerts.yml"

@@ -9,9 +9,6 @@ The DST arithmetic itself (every policy on the transition days of Lisbon and New
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,8 +27,7 @@ from pg_scheduler.supervisor.maintenance.periodic_registrar import (
     MAX_CATCH_UP_WINDOWS,
     PeriodicRegistrar,
 )
-from replicas import ROOT
-from support import FAST, wait_for
+from support import FAST, run_cli, wait_for
 
 HOUR = timedelta(hours=1)
 NOW = datetime(2026, 6, 10, 12, 0, 30, tzinfo=UTC)
@@ -336,13 +332,6 @@ def test_bad_policies_are_refused_at_decoration(kwargs: dict[str, Any], message:
 # ------------------------------------------------------------------ schedule changed from the CLI
 
 
-def cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pg_scheduler", *args], capture_output=True, text=True, timeout=60,
-        env={**os.environ, "DATABASE_URL": dsn, "PYTHONPATH": str(ROOT)}, cwd=str(ROOT),
-    )
-
-
 async def test_schedule_set_from_the_cli_survives_republishing_until_reset(
     dsn: str, pool: asyncpg.Pool
 ) -> None:
@@ -352,7 +341,7 @@ async def test_schedule_set_from_the_cli_survives_republishing_until_reset(
     producer = Scheduler(pool)
     await producer.initialize_db()  # publishes the code's definition (every hour)
 
-    result = cli(dsn, "periodic", "set", "cli-set", "--every", "15m")
+    result = run_cli("periodic", "set", "cli-set", "--every", "15m", env={"DATABASE_URL": dsn})
     assert result.returncode == 0, result.stderr
     assert "every 0:15:00 (set from the CLI)" in result.stdout
     row = await pool.fetchrow("SELECT * FROM scheduler_periodic WHERE dedup_key = 'cli-set'")
@@ -364,18 +353,18 @@ async def test_schedule_set_from_the_cli_survives_republishing_until_reset(
         await publish(conn, [periodic_registry.all()["cli-set"]])
     assert await pool.fetchval(
         "SELECT every_seconds FROM scheduler_periodic WHERE dedup_key = 'cli-set'") == 900
-    nxt = cli(dsn, "periodic", "next", "cli-set", "--count", "3")
+    nxt = run_cli("periodic", "next", "cli-set", "--count", "3", env={"DATABASE_URL": dsn})
     times = [datetime.fromisoformat(line) for line in nxt.stdout.split()]
     assert [b - a for a, b in zip(times, times[1:], strict=False)] == [timedelta(minutes=15)] * 2
 
-    result = cli(dsn, "periodic", "set", "cli-set", "--cron", "*/5 9-17 * * 1-5",
-                 "--timezone", "Europe/Lisbon")
+    result = run_cli("periodic", "set", "cli-set", "--cron", "*/5 9-17 * * 1-5",
+                 "--timezone", "Europe/Lisbon", env={"DATABASE_URL": dsn})
     assert result.returncode == 0, result.stderr
     row = await pool.fetchrow("SELECT * FROM scheduler_periodic WHERE dedup_key = 'cli-set'")
     assert (row["every_seconds"], row["cron"], row["timezone"]) == (
         None, "*/5 9-17 * * 1-5", "Europe/Lisbon")
 
-    result = cli(dsn, "periodic", "set", "cli-set", "--reset")
+    result = run_cli("periodic", "set", "cli-set", "--reset", env={"DATABASE_URL": dsn})
     assert result.returncode == 0, result.stderr
     row = await pool.fetchrow("SELECT * FROM scheduler_periodic WHERE dedup_key = 'cli-set'")
     assert (row["every_seconds"], row["cron"], row["overridden_at"]) == (3600, None, None)
@@ -414,7 +403,7 @@ async def test_bad_schedule_changes_are_one_line_and_change_nothing(
     async def job() -> None: ...
 
     await Scheduler(pool).initialize_db()
-    result = cli(dsn, "periodic", "set", "cli-bad", *args)
+    result = run_cli("periodic", "set", "cli-bad", *args, env={"DATABASE_URL": dsn})
     assert result.returncode == 1, result.stdout
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -424,5 +413,5 @@ async def test_bad_schedule_changes_are_one_line_and_change_nothing(
 
 async def test_unknown_key_is_one_line(dsn: str, pool: asyncpg.Pool) -> None:
     await Scheduler(pool).initialize_db()
-    result = cli(dsn, "periodic", "set", "nope", "--every", "5m")
+    result = run_cli("periodic", "set", "nope", "--every", "5m", env={"DATABASE_URL": dsn})
     assert result.returncode == 1 and "no periodic job 'nope'" in result.stderr

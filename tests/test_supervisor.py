@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -22,8 +21,8 @@ import pytest
 from pg_scheduler import JobSpec, Scheduler
 from pgserver import _proc_state
 from pods import Pod, leader_supervisor, start_pod
-from replicas import ROOT, ensure_events_table, events
-from support import FAST, wait_for
+from replicas import ensure_events_table, events
+from support import FAST, ROOT, run_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +44,6 @@ async def schedule(pool: asyncpg.Pool, task: str, *args: object, max_retries: in
 async def started(pool: asyncpg.Pool, tag: str, n: int) -> list[asyncpg.Record] | None:
     rows = await events(pool, "start", tag)
     return rows if len(rows) >= n else None
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "pg_scheduler", *args], capture_output=True,
-                          text=True, timeout=60, env=environ, cwd=str(ROOT))
 
 
 async def test_two_pods_drain_3000_jobs_each_exactly_once_and_status_shows_the_tree(
@@ -82,7 +75,7 @@ async def test_two_pods_drain_3000_jobs_each_exactly_once_and_status_shows_the_t
     assert ran_on <= workers, "a job ran outside the worker processes (the supervisor never runs one)"
     assert len(ran_on) > 1
 
-    result = cli("status", "--json", env={"DATABASE_URL": dsn})
+    result = run_cli("status", "--json", env={"DATABASE_URL": dsn})
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert len(status["supervisors"]) == 2 and len(status["workers"]) == 6
@@ -306,7 +299,7 @@ def test_run_errors_are_one_line(tmp_path: Path) -> None:
           "--misfire-grace-time", "soon"], "--misfire-grace-time must be"),
     ]
     for args, expected in cases:
-        result = cli(*args)
+        result = run_cli(*args)
         assert result.returncode == 1, (args, result.stderr)
         # One error line, last; anything before it is an ordinary timestamped log line.
         *logged, last = result.stderr.strip().splitlines()
@@ -332,7 +325,7 @@ def test_every_command_has_help() -> None:
     commands = walk(main, [])
     assert ["run"] in commands and ["migrate"] in commands
     for path in commands:
-        result = cli(*path, "--help")
+        result = run_cli(*path, "--help")
         assert result.returncode == 0 and "Usage:" in result.stdout, (path, result.stderr)
 
 
@@ -392,10 +385,10 @@ def test_run_keeps_other_files_of_the_metrics_dir_and_leaves_no_temp_folder(tmp_
     (shared / "counter_1.db").write_bytes(b"old samples")
     temp = tmp_path / "tmp"
     temp.mkdir()
-    result = cli("run", "no_such_module_xyz", "--metrics-dir", str(shared),
+    result = run_cli("run", "no_such_module_xyz", "--metrics-dir", str(shared),
                  env={"TMPDIR": str(temp)})
     assert result.returncode == 1
     assert (shared / "someone-elses").is_dir() and (shared / "notes.txt").exists()
     assert not (shared / "counter_1.db").exists()  # a previous run's samples are not summed in
-    result = cli("run", "no_such_module_xyz", env={"TMPDIR": str(temp)})
+    result = run_cli("run", "no_such_module_xyz", env={"TMPDIR": str(temp)})
     assert result.returncode == 1 and list(temp.iterdir()) == []  # its own folder, removed
