@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import click
 
+from ..scheduler import Scheduler
 from ..shared.errors import PgSchedulerError
 from ..shared.schema import current_version, latest_version
 
@@ -104,6 +105,18 @@ async def create_pool(dsn: str, *, max_size: int = 2) -> asyncpg.Pool:
     )
     assert pool is not None
     return pool
+
+
+async def with_producer(dsn: str, action: Callable[[Scheduler], Awaitable[T]]) -> T:
+    """Run ``action`` with a never-started Scheduler (a producer) on a small pool, once the
+    schema is known to be there."""
+    pool = await create_pool(dsn)
+    try:
+        async with pool.acquire() as conn:
+            await require_schema(conn)
+        return await action(Scheduler(pool))
+    finally:
+        await pool.close()
 
 
 async def require_schema(conn: asyncpg.Connection) -> None:

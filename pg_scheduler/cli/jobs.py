@@ -12,7 +12,7 @@ from ..scheduler import Scheduler
 from ..shared import queries
 from ..shared.inspection import get_job_record, list_jobs
 from ..shared.models import JobPriority, JobState
-from .common import connect, create_pool, database_option, fail, require_schema, run
+from .common import connect, database_option, fail, require_schema, run, with_producer
 from .output import NONE, cell, one_line, table, to_json
 
 STATES = [state.value for state in JobState]
@@ -125,24 +125,19 @@ def cancel_command(job_id: str, database_url: str) -> None:
     error (exit 1).
     """
 
-    async def cancel() -> asyncpg.Record:
-        pool = await create_pool(database_url)
-        try:
-            async with pool.acquire() as conn:
-                await require_schema(conn)
-            before = await pool.fetchrow(queries.JOB_GET, job_id)
-            if before is None:
-                fail(f"no job {job_id!r}")
-            if await Scheduler(pool).cancel_job(job_id, reason=CANCEL_REASON):
-                return before
-            status = await pool.fetchval(queries.JOB_STATUS, job_id)
-            if status is None:
-                fail(f"no job {job_id!r}")
-            fail(f"job {job_id!r} is already {status}: nothing to cancel")
-        finally:
-            await pool.close()
+    async def cancel(scheduler: Scheduler) -> asyncpg.Record:
+        pool = scheduler.db_pool
+        before = await pool.fetchrow(queries.JOB_GET, job_id)
+        if before is None:
+            fail(f"no job {job_id!r}")
+        if await scheduler.cancel_job(job_id, reason=CANCEL_REASON):
+            return before
+        status = await pool.fetchval(queries.JOB_STATUS, job_id)
+        if status is None:
+            fail(f"no job {job_id!r}")
+        fail(f"job {job_id!r} is already {status}: nothing to cancel")
 
-    before = run("cancel the job", database_url, cancel)
+    before = run("cancel the job", database_url, lambda: with_producer(database_url, cancel))
     if before["status"] == "running":
         click.echo(f"cancelled job {job_id} (it was running attempt {before['attempt']} on "
                    f"worker {before['worker_id']}, which has been told to stop it)")

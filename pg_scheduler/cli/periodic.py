@@ -3,7 +3,6 @@ of ``Scheduler``, from the shell. It acts on the whole cluster: the state lives 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -11,21 +10,10 @@ import click
 
 from ..scheduler import Scheduler
 from ..shared.periodic import PeriodicJobInfo
-from .common import create_pool, database_option, fail, require_schema, run
+from .common import database_option, fail, run, with_producer
 from .output import table, to_json, utc
 
 T = TypeVar("T")
-
-
-async def _with_scheduler(dsn: str, action: Callable[[Scheduler], Awaitable[T]]) -> T:
-    """Run ``action`` with a never-started Scheduler (a producer) on a small pool."""
-    pool = await create_pool(dsn)
-    try:
-        async with pool.acquire() as conn:
-            await require_schema(conn)
-        return await action(Scheduler(pool))
-    finally:
-        await pool.close()
 
 
 async def _known(scheduler: Scheduler, key: str) -> PeriodicJobInfo:
@@ -91,7 +79,7 @@ def list_command(database_url: str, as_json: bool) -> None:
                 found.append({**status, "schedule": _schedule(jobs[key])})
         return found
 
-    rows = run("list periodic jobs", database_url, lambda: _with_scheduler(database_url, read))
+    rows = run("list periodic jobs", database_url, lambda: with_producer(database_url, read))
     if as_json:
         click.echo(to_json(rows))
         return
@@ -135,7 +123,7 @@ def _set_enabled(key: str, database_url: str, *, enabled: bool) -> None:
         return True
 
     changed = run(f"{'enable' if enabled else 'disable'} the periodic job", database_url,
-                  lambda: _with_scheduler(database_url, toggle))
+                  lambda: with_producer(database_url, toggle))
     if changed:
         click.echo(f"periodic job {key} {word} for the whole cluster")
     else:
@@ -156,7 +144,7 @@ def trigger_command(key: str, database_url: str) -> None:
         return job_id
 
     job_id = run("trigger the periodic job", database_url,
-                 lambda: _with_scheduler(database_url, trigger))
+                 lambda: with_producer(database_url, trigger))
     click.echo(f"triggered periodic job {key}: job {job_id} is due now")
 
 
@@ -198,7 +186,7 @@ def set_command(key: str, database_url: str, every: str | None, cron: str | None
         return _schedule(info), list(await scheduler.get_periodic_next_runs(key, 3))
 
     described, upcoming = run("change the schedule", database_url,
-                              lambda: _with_scheduler(database_url, change))
+                              lambda: with_producer(database_url, change))
     click.echo(f"periodic job {key}: {described}")
     click.echo("next runs: " + ", ".join(utc(m, timespec="auto") for m in upcoming))
 
@@ -219,5 +207,5 @@ def next_command(key: str, database_url: str, count: int) -> None:
         return list(await scheduler.get_periodic_next_runs(key, count))
 
     for moment in run("compute the next runs", database_url,
-                      lambda: _with_scheduler(database_url, upcoming)):
+                      lambda: with_producer(database_url, upcoming)):
         click.echo(utc(moment, timespec="auto"))
