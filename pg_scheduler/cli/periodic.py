@@ -4,7 +4,7 @@ of ``Scheduler``, from the shell. It acts on the whole cluster: the state lives 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -12,8 +12,6 @@ from ..scheduler import Scheduler
 from ..shared.periodic import PeriodicJobInfo
 from .common import database_option, fail, run, with_producer
 from .output import table, to_json, utc
-
-T = TypeVar("T")
 
 
 async def _known(scheduler: Scheduler, key: str) -> PeriodicJobInfo:
