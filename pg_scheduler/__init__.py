@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from .scheduler import Scheduler
+from .shared.context import JobContext, current_job
 from .shared.errors import (
     ConfigurationError,
     InvalidJobError,
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidJobError",
     "InvalidScheduleError",
     "Job",
+    "JobContext",
     "JobAlreadyExistsError",
     "JobPriority",
     "JobSpec",
@@ -60,6 +62,7 @@ __all__ = [
     "VacuumConfig",
     "VacuumPolicy",
     "VacuumTrigger",
+    "current_job",
     "deterministic_job_id",
     "job",
     "periodic",

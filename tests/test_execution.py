@@ -18,7 +18,16 @@ from typing import Any
 import asyncpg
 import pytest
 
-from pg_scheduler import Job, JobPriority, Scheduler, job, periodic
+from pg_scheduler import (
+    Job,
+    JobContext,
+    JobPriority,
+    Scheduler,
+    SchedulerStateError,
+    current_job,
+    job,
+    periodic,
+)
 from pg_scheduler.shared.locks import EXCLUSIVE_JOB_LOCK_CLASS, exclusive_job_lock
 from support import FAST, wait_for
 
@@ -758,3 +767,29 @@ async def test_job_blocking_its_event_loop_keeps_its_lease_and_runs_once(
         name, begin, end = spans[0]
     assert name == "second-replica"
     assert end is not None and end - begin >= lease * 2 - CLOCK_EPSILON
+
+
+# --------------------------------------------------------------------------- job context
+
+
+async def test_current_job_tells_a_body_which_run_it_is(pool: asyncpg.Pool) -> None:
+    seen: list[JobContext] = []
+
+    @job
+    async def introspective() -> None:
+        seen.append(current_job())
+        if len(seen) == 1:
+            raise RuntimeError("fail the first attempt")
+
+    async with scheduler(pool, retry_delay_seconds=0.05, retry_jitter=False) as s:
+        job_id = await s.schedule(introspective, execution_time=now(), max_retries=1)
+        j = await finished(s, job_id)
+
+    assert j.status == "completed"
+    assert [(c.job_id, c.attempt, c.retry_count, c.max_retries) for c in seen] == [
+        (job_id, 1, 0, 1), (job_id, 2, 1, 1),
+    ]
+    assert seen[0].worker_id and seen[0].worker_id == seen[1].worker_id  # one worker in this Scheduler
+    assert seen[0].dedup_key is None and seen[0].job_name.endswith("introspective")
+    with pytest.raises(SchedulerStateError, match="outside of a running job"):
+        current_job()

@@ -298,7 +298,12 @@ LEADER_RESIGN = "SELECT pg_advisory_unlock($1, $2), pg_notify('pg_scheduler_lead
 # Every leader transaction starts here: a new leader's epoch bump waits for it, and after the
 # bump the old epoch matches no row, so a deposed leader's writes fail.
 SET_LOCAL_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
-LEADER_FENCE = "SELECT 1 FROM scheduler_leader WHERE epoch = $1 FOR SHARE"
+# set_config: the transaction carries its epoch, so a trigger or an audit can tell which term
+# wrote what (the chaos suite checks that no two terms ever acted at once).
+LEADER_FENCE = """
+SELECT set_config('pg_scheduler.epoch', epoch::text, true)
+  FROM scheduler_leader WHERE epoch = $1 FOR SHARE
+"""
 
 # --------------------------------------------------------------------------- orphan rescue
 

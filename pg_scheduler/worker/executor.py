@@ -21,6 +21,7 @@ from typing import TypeVar
 import asyncpg
 
 from ..shared import queries
+from ..shared.context import JobContext, running_job
 from ..shared.locks import exclusive_job_lock
 from ..shared.tasks import TaskRegistry
 from .claimer import ClaimedJob
@@ -98,11 +99,12 @@ class Executor:
                 if acquired:
                     log.debug("executor: starting %s (%s) attempt %s", job.job_id, job.job_name,
                               job.attempt)
-                    if job.timeout_seconds is not None:
-                        async with asyncio.timeout(job.timeout_seconds) as timeout_cm:
+                    with running_job(self._context(job)):
+                        if job.timeout_seconds is not None:
+                            async with asyncio.timeout(job.timeout_seconds) as timeout_cm:
+                                await task.func(*job.args, **job.kwargs)
+                        else:
                             await task.func(*job.args, **job.kwargs)
-                    else:
-                        await task.func(*job.args, **job.kwargs)
         except asyncio.CancelledError:
             reason = stop_reason()
             if reason is StopReason.CANCELLED:
@@ -137,6 +139,13 @@ class Executor:
             await self._release(job, "exclusive lock busy", delay)
             return Outcome.DEFERRED
         return await self._complete(job)
+
+    def _context(self, job: ClaimedJob) -> JobContext:
+        return JobContext(
+            job_id=job.job_id, job_name=job.job_name, attempt=job.attempt,
+            retry_count=job.retry_count, max_retries=job.max_retries, worker_id=self.worker_id,
+            dedup_key=job.dedup_key,
+        )
 
     @contextlib.asynccontextmanager
     async def _exclusive(self, job: ClaimedJob) -> AsyncIterator[bool]:
