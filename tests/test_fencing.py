@@ -73,7 +73,9 @@ async def test_completion_of_a_stale_attempt_is_refused(pool: asyncpg.Pool) -> N
         assert (row["worker_id"], row["attempt"], row["error_message"]) == ("other", 2, "done by other")
 
 
-async def test_rescuer_requeues_jobs_of_a_worker_gone_from_the_registry(pool: asyncpg.Pool) -> None:
+async def test_rescuer_requeues_leaseless_jobs_of_a_worker_gone_from_the_registry(
+    pool: asyncpg.Pool,
+) -> None:
     ran = asyncio.Event()
 
     @job
@@ -82,13 +84,13 @@ async def test_rescuer_requeues_jobs_of_a_worker_gone_from_the_registry(pool: as
 
     async with Scheduler(pool, **{**FAST, "lease_seconds": 60, "heartbeat_seconds": 5}) as scheduler:
         await wait_for(lambda: scheduler.is_leader, message="leader")
-        # A running job whose worker vanished (crashed, then pruned) but whose lease is still
-        # long: the rescuer must not wait for the lease.
+        # A running row with no lease (as 0.2.3 wrote them) whose worker vanished: the registry
+        # is all there is to go by.
         await pool.execute(
             """INSERT INTO scheduled_jobs (job_id, job_name, execution_time, status, task_data,
                    worker_id, attempt, lease_until, max_retries)
                VALUES ('orphan', $1, now(), 'running', '{"args": [], "kwargs": {}}', 'dead-worker',
-                       1, now() + interval '1 hour', 3)""",
+                       1, NULL, 3)""",
             scheduler.registry.name_of(rescued),
         )
         await asyncio.wait_for(ran.wait(), 10)
@@ -99,3 +101,31 @@ async def test_rescuer_requeues_jobs_of_a_worker_gone_from_the_registry(pool: as
             message="completed",
         )
         assert row["attempt"] == 2 and row["retry_count"] == 1
+
+
+async def test_rescuer_honours_a_lease_to_its_end_even_when_its_worker_left_the_registry(
+    pool: asyncpg.Pool,
+) -> None:
+    """Found by the chaos suite: a frozen worker was pruned from the registry (its heartbeat
+    there had gone stale) 0.5 s before the lease it had renewed since ran out, and its job was
+    taken away while the lease was still valid. The lease is the contract: wait for it."""
+    ran = asyncio.Event()
+
+    @job
+    async def leased() -> None:
+        ran.set()
+
+    async with Scheduler(pool, **FAST) as scheduler:
+        await wait_for(lambda: scheduler.is_leader, message="leader")
+        lease_until = await pool.fetchval(
+            """INSERT INTO scheduled_jobs (job_id, job_name, execution_time, status, task_data,
+                   worker_id, attempt, lease_until, max_retries)
+               VALUES ('leased', $1, now(), 'running', '{"args": [], "kwargs": {}}', 'pruned-worker',
+                       1, now() + interval '2 seconds', 3)
+               RETURNING lease_until""",
+            scheduler.registry.name_of(leased),
+        )
+        await asyncio.wait_for(ran.wait(), 10)
+        row = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = 'leased'")
+        assert row["attempt"] == 2 and row["retry_count"] == 1
+        assert row["started_at"] >= lease_until, "the job was taken back before its lease ran out"
