@@ -30,7 +30,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
@@ -131,9 +131,16 @@ class TestPostgres:
         port: int = 0,
         timeout: float = 30.0,
         settings: Mapping[str, str] | None = None,
+        launcher: Sequence[str] = (),
+        hba: Sequence[str] = (),
     ) -> None:
         self.bindir = Path(bindir) if bindir is not None else default_bindir()
         self.host = host
+        # launcher: a command prefix for initdb and pg_ctl, e.g. ``ip netns exec NS`` to run
+        # the server in a network namespace; hba: extra pg_hba.conf lines (trust for the
+        # namespaces' subnet)
+        self.launcher = list(launcher)
+        self.hba = list(hba)
         self.port = port
         self.timeout = timeout
         self.settings = {**_SERVER_SETTINGS, **(settings or {})}
@@ -149,7 +156,7 @@ class TestPostgres:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if os.geteuid() == 0:
             cmd = [system_command("runuser"), "-u", OS_USER, "--", *cmd]
-        return cmd
+        return [*self.launcher, *cmd]
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         # cwd="/": the server user may not be allowed into our working directory.
@@ -196,6 +203,9 @@ class TestPostgres:
         )  # fmt: skip
         if res.returncode != 0:
             raise PostgresStartError(f"initdb failed ({res.returncode}):\n{res.stderr}")
+        if self.hba:
+            with (self.datadir / "pg_hba.conf").open("a") as hba:
+                hba.write("".join(f"{line}\n" for line in self.hba))
 
     # ------------------------------------------------------------------ control
     @property
@@ -316,6 +326,12 @@ class TestPostgres:
         if self.port == 0:
             raise RuntimeError("TestPostgres.dsn() before start(): no port chosen yet")
         return f"postgresql://postgres@{self.host}:{self.port}/{dbname}"
+
+    def socket_dsn(self, dbname: str = "postgres") -> str:
+        """The same server through its unix socket: reachable from any network namespace."""
+        if self.port == 0:
+            raise RuntimeError("TestPostgres.socket_dsn() before start(): no port chosen yet")
+        return f"postgresql://postgres@/{dbname}?host={self.base}&port={self.port}"
 
     def __enter__(self) -> Self:
         try:

@@ -1,0 +1,371 @@
+"""The checker: the whole history of a run against the scheduler's guarantees.
+
+Inputs are three independent records: what job bodies did (effects files, written by the
+worker processes), what the database committed (the trigger logs of ``history.py``), and what
+the harness did and when (faults). Every invariant is a count of violations with examples, so a
+report says exactly which job or window broke which rule.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .history import FinalRow, Term, Transition
+from .workload import TICK_CRON, TICK_EVERY, TICK_LONG
+
+FINAL = frozenset({"completed", "failed", "cancelled", "expired"})
+EXAMPLES = 5  # per invariant, in the report
+
+
+@dataclass(frozen=True)
+class Effect:
+    ev: str
+    job: str
+    attempt: int
+    worker: str
+    pid: int
+    t: float
+    ok: bool | None = None
+
+
+@dataclass
+class Execution:
+    """One run of one attempt in one process, from its effects."""
+
+    job: str
+    attempt: int
+    worker: str
+    pid: int
+    start: float
+    end: float | None = None
+    ok: bool | None = None
+
+    def finish(self, died_at: dict[int, float]) -> float:
+        """When the run stopped: its end event, else its process's death, else never."""
+        if self.end is not None:
+            return self.end
+        return died_at.get(self.pid, math.inf)
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    """worker_kill, worker_freeze, leader_crash, leader_stop, leader_freeze, partition, pg_restart."""
+    pod: str | None
+    t: float
+    t_end: float
+    pids: tuple[int, ...] = ()
+    """Processes the fault hit (a supervisor's workers too, for leader faults on its pod)."""
+    mode: str | None = None
+    was_leader: bool = False
+    epoch_before: int | None = None
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Bounds the measured times must meet (DESIGN.md "Leadership, precisely", guarantee 3)."""
+
+    graceful_failover: float = 1.0
+    crash_failover: float = 6.0
+    partition_failover: float = 25.0
+    freeze_failover: float = 25.0
+    dead_worker_rescue: float = 2.0
+    lost_lease_rescue: float = 0.0
+    """lease + rescue period + claim; set from the run's settings."""
+
+
+@dataclass
+class Violations:
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, example: str) -> None:
+        self.count += 1
+        if len(self.examples) < EXAMPLES:
+            self.examples.append(example)
+
+
+def read_effects(folder: Path) -> list[Effect]:
+    effects = []
+    for path in sorted(folder.glob("effects-*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                effects.append(Effect(**json.loads(line)))
+    return effects
+
+
+def executions(effects: Iterable[Effect]) -> dict[str, list[Execution]]:
+    runs: dict[tuple[str, int, int], Execution] = {}
+    for e in sorted(effects, key=lambda e: e.t):
+        key = (e.job, e.attempt, e.pid)
+        if e.ev == "start":
+            runs[key] = Execution(e.job, e.attempt, e.worker, e.pid, e.t)
+        elif key in runs:
+            runs[key].end, runs[key].ok = e.t, e.ok
+    by_job: dict[str, list[Execution]] = defaultdict(list)
+    for run in runs.values():
+        by_job[run.job].append(run)
+    for runs_of_job in by_job.values():
+        runs_of_job.sort(key=lambda r: r.start)
+    return by_job
+
+
+@dataclass
+class Check:
+    """Everything the checker needs from one run."""
+
+    expected_jobs: dict[str, dict[str, Any]]
+    """One-off jobs the producer committed: id -> their arguments (fail_attempts, max_retries)."""
+    effects: list[Effect]
+    transitions: list[Transition]
+    terms: list[Term]
+    rows: list[FinalRow]
+    faults: list[Fault]
+    t_start: float
+    t_end: float
+    targets: Targets
+    quiet_before: float
+    """A periodic window is owed only if no leader-affecting fault was active this long before."""
+
+    def run(self) -> dict[str, Any]:
+        died_at = self._deaths()
+        by_job = executions(self.effects)
+        history: dict[str, list[Transition]] = defaultdict(list)
+        for tr in self.transitions:
+            history[tr.job_id].append(tr)
+        rows = {r.job_id: r for r in self.rows}
+        result: dict[str, Any] = {"invariants": {}, "counts": {}, "times": {}}
+        inv = result["invariants"]
+        inv["lost_jobs"] = self._lost(rows)
+        inv["duplicate_completions"] = self._duplicate_completions(history)
+        inv["completions_without_a_run"] = self._completions_without_run(history, by_job)
+        inv["unproven_overlaps"], overlaps_lease_lost = self._overlaps(by_job, history, died_at)
+        inv["duplicate_windows"], inv["missed_windows"], windows = self._windows(history, rows)
+        inv["overlapping_leader_epochs"] = self._epochs()
+        result["counts"] = {
+            "one_off_jobs": len(self.expected_jobs),
+            "executions": sum(len(v) for v in by_job.values()),
+            "overlaps_with_lease_lost_and_completion_refused": overlaps_lease_lost,
+            "leader_terms": len(self.terms),
+            "unexpected_failures": self._unexpected_failures(rows),
+            **windows,
+            **self._fault_counts(),
+        }
+        result["times"] = self._times(by_job, died_at)
+        return result
+
+    # ------------------------------------------------------------------ jobs
+    def _lost(self, rows: dict[str, FinalRow]) -> Violations:
+        lost = Violations()
+        for job_id in sorted(self.expected_jobs):
+            row = rows.get(job_id)
+            if row is None:
+                lost.add(f"{job_id}: no row")
+            elif row.status not in FINAL:
+                lost.add(f"{job_id}: still {row.status} (attempt {row.attempt})")
+        return lost
+
+    def _unexpected_failures(self, rows: dict[str, FinalRow]) -> list[str]:
+        """Jobs designed to succeed that ended failed: their retries went to faults."""
+        found = []
+        for job_id, spec in self.expected_jobs.items():
+            row = rows.get(job_id)
+            if row is not None and row.status == "failed" and spec["fail_attempts"] <= spec["max_retries"]:
+                found.append(f"{job_id}: {row.error_message}")
+        return found[:EXAMPLES] + ([f"... {len(found)} in all"] if len(found) > EXAMPLES else [])
+
+    def _duplicate_completions(self, history: dict[str, list[Transition]]) -> Violations:
+        dup = Violations()
+        for job_id, trs in history.items():
+            done = [tr.attempt for tr in trs if tr.new_status == "completed" and tr.old_status != "completed"]
+            if len(done) > 1:
+                dup.add(f"{job_id}: completed {len(done)} times (attempts {done})")
+        return dup
+
+    def _completions_without_run(
+        self, history: dict[str, list[Transition]], by_job: dict[str, list[Execution]]
+    ) -> Violations:
+        """A completion must be the outcome of a run of that attempt whose body finished."""
+        bad = Violations()
+        for job_id, trs in history.items():
+            for tr in trs:
+                if tr.new_status != "completed" or tr.old_status == "completed":
+                    continue
+                if not any(r.attempt == tr.attempt and r.ok for r in by_job.get(job_id, [])):
+                    bad.add(f"{job_id}: attempt {tr.attempt} completed, no finished run of it")
+        return bad
+
+    def _overlaps(
+        self, by_job: dict[str, list[Execution]], history: dict[str, list[Transition]],
+        died_at: dict[int, float],
+    ) -> tuple[Violations, int]:
+        """Two runs of a job overlap only if the earlier one's lease was provably lost (expired
+        when it was taken back, or its process dead) and its late completion was refused."""
+        bad = Violations()
+        lease_lost = 0
+        for job_id, runs in by_job.items():
+            for i, early in enumerate(runs):
+                for late in runs[i + 1:]:
+                    if late.attempt <= early.attempt or late.start >= early.finish(died_at):
+                        continue
+                    taken = next((tr for tr in history.get(job_id, [])
+                                  if tr.old_status == "running" and tr.attempt == early.attempt
+                                  and tr.new_status != "running" and tr.t <= late.start), None)
+                    completed = any(tr.new_status == "completed" and tr.attempt == early.attempt
+                                    for tr in history.get(job_id, []))
+                    where = (f"{job_id}: attempt {early.attempt} (pid {early.pid}) overlaps "
+                             f"attempt {late.attempt}")
+                    if completed:
+                        bad.add(f"{where}, and the late completion of attempt {early.attempt} landed")
+                    elif taken is None:
+                        bad.add(f"{where} with no record of attempt {early.attempt} being taken back")
+                    elif not self._justified(taken, early, died_at):
+                        bad.add(f"{where}: taken back at {taken.t:.3f} with lease until "
+                                f"{taken.old_lease_until} and its process alive")
+                    else:
+                        lease_lost += 1
+        return bad, lease_lost
+
+    @staticmethod
+    def _justified(taken: Transition, early: Execution, died_at: dict[int, float]) -> bool:
+        if taken.old_lease_until is not None and taken.old_lease_until <= taken.t:
+            return True
+        return died_at.get(early.pid, math.inf) <= taken.t
+
+    # ------------------------------------------------------------------ periodic windows
+    def _windows(
+        self, history: dict[str, list[Transition]], rows: dict[str, FinalRow]
+    ) -> tuple[Violations, Violations, dict[str, Any]]:
+        dup, missed = Violations(), Violations()
+        by_window: dict[tuple[str, float], list[FinalRow]] = defaultdict(list)
+        for row in rows.values():
+            if row.dedup_key and row.window_start is not None:
+                by_window[(row.dedup_key, row.window_start)].append(row)
+        stats: dict[str, Any] = {}
+        for key, period in ((TICK_EVERY, 1.0), (TICK_CRON, 2.0), (TICK_LONG, 5.0)):
+            starts = sorted(w for (k, w) in by_window if k == key)
+            owed = exempt = completed = 0
+            if starts:
+                first = starts[0]
+                w = first + period * math.ceil((self.t_start + 2 * period - first) / period)
+                while w <= self.t_end - 3 * period:
+                    found = by_window.get((key, w), [])
+                    if len(found) > 1:
+                        dup.add(f"{key} window {w:.0f}: {len(found)} rows")
+                    done = sum(1 for r in found for tr in history.get(r.job_id, [])
+                               if tr.new_status == "completed" and tr.old_status != "completed")
+                    if done > 1:
+                        dup.add(f"{key} window {w:.0f}: completed {done} times")
+                    if done == 1:
+                        completed += 1
+                    if key == TICK_EVERY or self._leader_quiet(w):
+                        owed += 1
+                        if done == 0:
+                            status = found[0].status if found else "no row"
+                            missed.add(f"{key} window {w:.0f} ({status})")
+                    else:
+                        exempt += 1
+                    w += period
+            stats[f"windows_{key}"] = {"owed": owed, "completed": completed,
+                                       "not_owed_fault_nearby": exempt}
+        return dup, missed, stats
+
+    def _leader_quiet(self, window: float) -> bool:
+        """No fault that stops the leader writing windows near ``window``: worker faults do not
+        count (other workers run the window), nor a partition of a pod that was not leading."""
+        for f in self.faults:
+            if f.kind in ("worker_kill", "worker_freeze"):
+                continue
+            if f.kind == "partition" and not f.was_leader:
+                continue
+            if f.t - 1 <= window and window <= f.t_end + self.quiet_before:
+                return False
+        return True
+
+    # ------------------------------------------------------------------ leadership
+    def _epochs(self) -> Violations:
+        """Each leader write (logged with the epoch its fence checked) lies inside its term:
+        after the bump that started it, before the bump that ended it."""
+        bad = Violations()
+        starts = {term.epoch: term.t for term in self.terms}
+        for tr in self.transitions:
+            if tr.epoch is None:
+                continue
+            began, ended = starts.get(tr.epoch), starts.get(tr.epoch + 1, math.inf)
+            if began is None or not began <= tr.t < ended:
+                bad.add(f"{tr.job_id}: {tr.old_status}->{tr.new_status} by epoch {tr.epoch} at "
+                        f"{tr.t:.3f}, term [{began}, {ended})")
+        return bad
+
+    # ------------------------------------------------------------------ faults and times
+    def _deaths(self) -> dict[int, float]:
+        died: dict[int, float] = {}
+        for f in self.faults:
+            if f.kind in ("worker_kill", "leader_crash"):
+                for pid in f.pids:
+                    died.setdefault(pid, f.t)
+        return died
+
+    def _fault_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for f in self.faults:
+            name = f"{f.kind}_leader" if f.kind == "partition" and f.was_leader else f.kind
+            counts[f"faults_{name}"] += 1
+        return dict(counts)
+
+    def _times(self, by_job: dict[str, list[Execution]], died_at: dict[int, float]) -> dict[str, Any]:
+        failover: dict[str, list[float]] = defaultdict(list)
+        for f in self.faults:
+            kind = {"leader_stop": "graceful", "leader_crash": "crash", "leader_freeze": "freeze",
+                    "partition": "partition", "pg_restart": "pg_restart"}.get(f.kind)
+            if kind is None or f.epoch_before is None or (f.kind == "partition" and not f.was_leader):
+                continue
+            if f.mode is not None and f.mode.startswith("loss:"):
+                continue  # a slow link, not a partition: the leader may rightly keep its lock
+            after = [t.t for t in self.terms if t.epoch > f.epoch_before]
+            failover[kind].append(min(after) - f.t if after else math.inf)
+        rescue: dict[str, list[float]] = defaultdict(list)
+        for f in self.faults:
+            # A worker killed alone is seen dying by its supervisor; the workers of a crashed
+            # supervisor, a frozen worker and a cut-off pod wait for the leader's rescuer.
+            kind = {"worker_kill": "dead_worker", "leader_crash": "lost_lease",
+                    "worker_freeze": "lost_lease", "partition": "lost_lease"}.get(f.kind)
+            if kind is None:
+                continue
+            # A worker the killer picked as its pod was crashing died with its supervisor.
+            hit = {pid for pid in f.pids if f.kind != "worker_kill" or died_at.get(pid) == f.t}
+            for runs in by_job.values():
+                for i, run in enumerate(runs):
+                    if run.pid not in hit or run.start > f.t or run.finish(died_at) < f.t:
+                        continue
+                    if run.end is not None and run.end <= f.t:
+                        continue
+                    again = next((r.start for r in runs[i + 1:] if r.attempt > run.attempt), None)
+                    if again is not None:
+                        rescue[kind].append(again - f.t)
+        bounds = {"graceful": self.targets.graceful_failover, "crash": self.targets.crash_failover,
+                  "partition": self.targets.partition_failover, "freeze": self.targets.freeze_failover,
+                  "pg_restart": None, "dead_worker": self.targets.dead_worker_rescue,
+                  "lost_lease": self.targets.lost_lease_rescue}
+        out: dict[str, Any] = {}
+        for group, samples in (("failover", failover), ("rescue", rescue)):
+            for kind, values in samples.items():
+                bound = bounds[kind]
+                out[f"{group}_{kind}"] = {
+                    "n": len(values), "median": _median(values), "max": max(values),
+                    "samples": [round(v, 3) for v in values],
+                    "target": bound, "met": bound is None or max(values) < bound,
+                }
+        return out
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
