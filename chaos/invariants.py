@@ -12,7 +12,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,26 @@ class Check:
     targets: Targets
     quiet_before: float
     """A periodic window is owed only if no leader-affecting fault was active this long before."""
+
+    def save(self, path: Path) -> None:
+        """Keep the inputs (not the effects, which stay in their files), so that the checker can
+        run again on this history: ``python -m chaos --recheck FOLDER``."""
+        data = {name: getattr(self, name) for name in
+                ("expected_jobs", "transitions", "terms", "rows", "faults", "t_start", "t_end",
+                 "targets", "quiet_before")}
+        path.write_text(json.dumps(data, default=asdict))
+
+    @classmethod
+    def load(cls, path: Path, effects: list[Effect]) -> Check:
+        data = json.loads(path.read_text())
+        return cls(
+            expected_jobs=data["expected_jobs"], effects=effects,
+            transitions=[Transition(**t) for t in data["transitions"]],
+            terms=[Term(**t) for t in data["terms"]], rows=[FinalRow(**r) for r in data["rows"]],
+            faults=[Fault(**{**f, "pids": tuple(f["pids"])}) for f in data["faults"]],
+            t_start=data["t_start"], t_end=data["t_end"], targets=Targets(**data["targets"]),
+            quiet_before=data["quiet_before"],
+        )
 
     def run(self) -> dict[str, Any]:
         died_at = self._deaths()
@@ -319,6 +339,15 @@ class Check:
             counts[f"faults_{name}"] += 1
         return dict(counts)
 
+    def _database_unreachable(self, pod: str | None, t: float) -> bool:
+        """Whether ``pod`` was cut off, or the server restarting, around ``t``."""
+        for f in self.faults:
+            if f.kind == "partition" and f.pod == pod and f.t <= t <= f.t_end + 1:
+                return True
+            if f.kind == "pg_restart" and f.t <= t <= f.t_end + 2:
+                return True
+        return False
+
     def _times(self, by_job: dict[str, list[Execution]], died_at: dict[int, float]) -> dict[str, Any]:
         failover: dict[str, list[float]] = defaultdict(list)
         for f in self.faults:
@@ -332,12 +361,16 @@ class Check:
             failover[kind].append(min(after) - f.t if after else math.inf)
         rescue: dict[str, list[float]] = defaultdict(list)
         for f in self.faults:
-            # A worker killed alone is seen dying by its supervisor; the workers of a crashed
-            # supervisor, a frozen worker and a cut-off pod wait for the leader's rescuer.
+            # A worker killed alone is seen dying by its supervisor, which hands its jobs back
+            # at once; the workers of a crashed supervisor, a frozen worker and a cut-off pod
+            # (or one killed while its supervisor could not reach the database) wait for the
+            # leader's rescuer and their leases.
             kind = {"worker_kill": "dead_worker", "leader_crash": "lost_lease",
                     "worker_freeze": "lost_lease", "partition": "lost_lease"}.get(f.kind)
             if kind is None:
                 continue
+            if kind == "dead_worker" and self._database_unreachable(f.pod, f.t):
+                kind = "lost_lease"
             # A worker the killer picked as its pod was crashing died with its supervisor.
             hit = {pid for pid in f.pids if f.kind != "worker_kill" or died_at.get(pid) == f.t}
             for runs in by_job.values():

@@ -16,15 +16,15 @@ into retransmission delays.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pg_scheduler.shared.embedded import system_command
 
-FAULT_MODES = ("drop", "drop-to-db", "drop-from-db", "reject", "down")
-"""``drop``: silent both ways; ``drop-to-db`` / ``drop-from-db``: one way only; ``reject``: TCP
-reset (fast failure); ``down``: the pod's link loses carrier. ``loss:P`` drops a share P."""
+PREFIX = "pgsc"
 
 
 class LabUnavailable(RuntimeError):
@@ -47,7 +47,8 @@ def lab_unavailable_reason() -> str | None:
 class Lab:
     """The namespaces ``<prefix>-db``, ``<prefix>-net`` and one per pod, on ``<net>.0.0/16``."""
 
-    prefix: str = "pgschaos"
+    prefix: str = field(default_factory=lambda: f"{PREFIX}{os.getpid()}")
+    """Per harness process, so that two runs on one machine never touch each other's lab."""
     net: str = "10.231"
     pods: list[str] = field(default_factory=list)
 
@@ -71,7 +72,7 @@ class Lab:
         reason = lab_unavailable_reason()
         if reason:
             raise LabUnavailable(reason)
-        self.down()  # leftovers of an interrupted run
+        _delete_orphaned_labs()
         net, db = self.namespace("net"), self.namespace("db")
         self._ip("netns", "add", net)
         self._in("net", "ip", "link", "set", "lo", "up")
@@ -105,18 +106,16 @@ class Lab:
         self.pods.append(pod)
 
     def down(self) -> None:
-        listed = subprocess.run([system_command("ip"), "netns", "list"], capture_output=True,
-                                text=True, check=False).stdout
-        for line in listed.splitlines():
-            name = line.split()[0] if line.strip() else ""
+        for name in _namespaces():
             if name.startswith(f"{self.prefix}-"):
-                subprocess.run([system_command("ip"), "netns", "del", name], check=False,
-                               capture_output=True)
+                _delete_namespace(name)
         self.pods = []
 
     # ------------------------------------------------------------------ faults
     def partition(self, pod: str, mode: str = "drop") -> None:
-        """Cut ``pod`` off from everything (the database included) in the way ``mode`` says."""
+        """Cut ``pod`` off from everything (the database included). ``mode``: ``drop`` (silent,
+        both ways), ``drop-to-db`` / ``drop-from-db`` (one way), ``reject`` (TCP reset: fast
+        failure), ``down`` (the pod's link loses carrier), ``loss:P`` (drops a share P)."""
         self.heal(pod)
         link = f"r{pod}"
         if mode == "down":
@@ -159,6 +158,24 @@ class Lab:
 
     def _in(self, node: str, tool: str, *args: str) -> str:
         return _run([*self.netns_exec(node), _tool(tool), *args])
+
+
+def _namespaces() -> list[str]:
+    listed = subprocess.run([system_command("ip"), "netns", "list"], capture_output=True,
+                            text=True, check=False).stdout
+    return [line.split()[0] for line in listed.splitlines() if line.strip()]
+
+
+def _delete_namespace(name: str) -> None:
+    subprocess.run([system_command("ip"), "netns", "del", name], check=False, capture_output=True)
+
+
+def _delete_orphaned_labs() -> None:
+    """Namespaces of labs whose harness process is gone (a run killed before its cleanup)."""
+    for name in _namespaces():
+        match = re.match(rf"{PREFIX}(\d+)-", name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            _delete_namespace(name)
 
 
 def _tool(name: str) -> str:

@@ -241,8 +241,9 @@ class Run:
             roll = self.rng.random()
             if roll < 0.75:
                 spec = {"seconds": round(self.rng.uniform(0.01, 0.3), 3), "fail_attempts": 0}
-            elif roll < 0.88:
-                spec = {"seconds": round(self.rng.uniform(0.5, 1.5) * lease, 3), "fail_attempts": 0}
+            elif roll < 0.88:  # spans heartbeats; capped so that long leases do not fill every slot
+                spec = {"seconds": round(self.rng.uniform(0.5, 1.5) * min(lease, 6.0), 3),
+                        "fail_attempts": 0}
             elif roll < 0.98:
                 spec = {"seconds": 0.05, "fail_attempts": 1}
             else:
@@ -423,7 +424,9 @@ class Run:
     async def _settle(self) -> float:
         """Seconds until nothing of the run is left to do (or -1 past the deadline)."""
         t0 = time.monotonic()
-        deadline = t0 + self.profile.settle_seconds
+        # Long enough for a lost lease to be rescued and its job to run again, twice over.
+        budget = max(self.profile.settle_seconds, 3 * self.profile.settings.lease_seconds + 30)
+        deadline = t0 + budget
         ids = sorted(self.expected)
         cutoff = datetime.fromtimestamp(self.t_end, UTC)
         while time.monotonic() < deadline:
@@ -434,7 +437,7 @@ class Run:
             if left == 0:
                 return time.monotonic() - t0
             await asyncio.sleep(0.5)
-        self.notes.append(f"jobs still unfinished {self.profile.settle_seconds} s after the faults")
+        self.notes.append(f"jobs still unfinished {budget:.0f} s after the faults")
         return -1.0
 
     async def _stop_pods(self) -> None:
@@ -462,6 +465,7 @@ class Run:
             t_start=self.t_start, t_end=self.t_end, targets=targets,
             quiet_before=s.leader_ttl_seconds + s.lease_seconds + 3,
         )
+        check.save(self.out / "history.json")
         result = check.run()
         result["profile"] = {"name": self.profile.name, "fault_seconds": self.profile.fault_seconds,
                              "pods": self.profile.pods, "settings": asdict(s),
