@@ -158,19 +158,41 @@ RETURNING j.job_id, j.job_name, j.task_data, j.attempt, j.status, j.execution_ti
 
 # Renew the leases of the jobs this worker runs, fenced by (job, worker, attempt). A job missing
 # from the result lost its lease (rescued, cancelled, replaced): the worker stops running it.
+# Rows are locked in job_id order here and in JOB_COMPLETE_MANY: the heartbeat and the batched
+# completion of one worker update overlapping sets of rows from two connections, and two
+# multi-row updates that lock in different orders can deadlock.
 JOB_RENEW_LEASES = """
+WITH mine AS (
+    SELECT j.job_id FROM scheduled_jobs AS j
+      JOIN unnest($3::text[], $4::int[]) AS h(job_id, attempt)
+        ON j.job_id = h.job_id AND j.attempt = h.attempt
+     WHERE j.worker_id = $1 AND j.status = 'running'
+     ORDER BY j.job_id
+       FOR UPDATE OF j
+)
 UPDATE scheduled_jobs AS j
    SET lease_until = now() + make_interval(secs => $2), last_heartbeat = now()
-  FROM unnest($3::text[], $4::int[]) AS h(job_id, attempt)
- WHERE j.job_id = h.job_id AND j.attempt = h.attempt AND j.worker_id = $1
-   AND j.status = 'running'
+  FROM mine
+ WHERE j.job_id = mine.job_id
 RETURNING j.job_id
 """
 
-JOB_COMPLETE = """
-UPDATE scheduled_jobs
+# Completions of one worker in one statement (worker/completer.py), each fenced by
+# (job, worker, attempt) and ``running``; the rows returned are the completions that landed.
+JOB_COMPLETE_MANY = """
+WITH mine AS (
+    SELECT j.job_id FROM scheduled_jobs AS j
+      JOIN unnest($2::text[], $3::int[]) AS c(job_id, attempt)
+        ON j.job_id = c.job_id AND j.attempt = c.attempt
+     WHERE j.worker_id = $1 AND j.status = 'running'
+     ORDER BY j.job_id
+       FOR UPDATE OF j
+)
+UPDATE scheduled_jobs AS j
    SET status = 'completed', finished_at = now(), lease_until = NULL, error_message = NULL
- WHERE job_id = $1 AND worker_id = $2 AND attempt = $3 AND status = 'running'
+  FROM mine
+ WHERE j.job_id = mine.job_id
+RETURNING j.job_id, j.attempt
 """
 
 # Exponential backoff with equal jitter, in SQL so that worker and rescuer share one formula:

@@ -25,6 +25,7 @@ from ..shared.context import JobContext, running_job
 from ..shared.locks import exclusive_job_lock
 from ..shared.tasks import TaskRegistry
 from .claimer import ClaimedJob
+from .completer import Completer
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class Executor:
     ) -> None:
         self._pool = pool
         self._registry = registry
+        self._completer = Completer(pool, worker_id)
         self.worker_id = worker_id
         self.retry_delay_seconds = retry_delay_seconds
         self.retry_max_delay_seconds = retry_max_delay_seconds
@@ -168,11 +170,9 @@ class Executor:
 
     async def _complete(self, job: ClaimedJob) -> Outcome:
         await self._settle_overlap(job)
-        status = await self._write(
-            lambda: self._pool.execute(queries.JOB_COMPLETE, job.job_id, self.worker_id, job.attempt)
-        )
+        landed = await self._write(lambda: self._completer.complete(job.job_id, job.attempt))
         await self._wake_held_back(job)
-        if status.endswith(" 0"):
+        if not landed:
             log.warning("executor: completion of %s (attempt %s) refused: lease lost",
                         job.job_id, job.attempt)
             return Outcome.LEASE_LOST
