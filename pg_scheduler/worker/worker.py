@@ -242,14 +242,18 @@ class Worker:
             free = self.config.max_concurrent_jobs - len(self._running)
             if free > 0:
                 try:
+                    # Claim first: when woken there is usually something due, and a claim that
+                    # finds nothing costs what the due-time probe would have. Only a short
+                    # claim needs the probe, to know how long to sleep.
                     names = self._registry.names()
+                    wanted = min(free, self.config.batch_claim_limit)
+                    jobs = await self._claimer.claim(names, wanted)
+                    for job in jobs:
+                        self._launch(job)
+                    if len(jobs) == wanted:
+                        continue
                     until = await self._claimer.seconds_until_due(names)
                     if until is not None and until <= 0:
-                        jobs = await self._claimer.claim(
-                            names, min(free, self.config.batch_claim_limit)
-                        )
-                        for job in jobs:
-                            self._launch(job)
                         if jobs:
                             continue
                         # Due rows exist but others hold them: look again shortly.
