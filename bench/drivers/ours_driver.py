@@ -1,0 +1,65 @@
+"""pg-scheduler (this repository): the producer side. Workers are real pods, started by the
+harness as ``pg-scheduler run ours_app.py``; this driver has no worker of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+import ours_app
+from driver_cli import Driver, StatementCounter, main
+
+from pg_scheduler import JobSpec, Scheduler
+
+
+class OursProducer:
+    def __init__(self, pool: asyncpg.Pool, counter: StatementCounter) -> None:
+        self.pool = pool
+        self.counter = counter
+        self.scheduler = Scheduler(db_pool=pool)  # never started: a producer
+
+    def prepare_bulk(self, keys: Sequence[int], sleep: float | None) -> Callable[[], Awaitable[None]]:
+        now = datetime.now(UTC)
+        if sleep is None:
+            specs = [JobSpec(func=ours_app.noop, execution_time=now, args=(k, 0.0)) for k in keys]
+        else:
+            specs = [JobSpec(func=ours_app.sleep, execution_time=now, args=(k, 0.0, sleep)) for k in keys]
+
+        async def call() -> None:
+            await self.scheduler.schedule_bulk(specs)
+
+        return call
+
+    async def one(self, key: int, enqueued_at: float) -> None:
+        await self.scheduler.schedule(ours_app.noop, execution_time=datetime.now(UTC),
+                                      args=(key, enqueued_at))
+
+    def statements(self) -> int | None:
+        return self.counter.count
+
+    def resets(self) -> int | None:
+        return self.counter.resets
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+async def setup(dsn: str) -> None:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        await Scheduler(db_pool=pool).initialize_db()
+    finally:
+        await pool.close()
+
+
+async def producer(dsn: str) -> OursProducer:
+    counter = StatementCounter()
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, init=counter.attach)
+    made = OursProducer(pool, counter)
+    await made.scheduler.initialize_db()  # its one-time schema check stays out of the timings
+    return made
+
+
+if __name__ == "__main__":
+    main(Driver(setup=setup, producer=producer))

@@ -1,0 +1,170 @@
+"""Raw SQL on asyncpg: the floor under every queue built on ``FOR UPDATE SKIP LOCKED``.
+
+Two worker modes, each process with C connections:
+
+- ``one``: C loops, each claims 1 job, runs it, marks it done (two statements per job);
+- ``batch``: 2 loops, each claims 100 jobs in one statement, runs them concurrently, marks the
+  100 done in one statement.
+
+No leases, heartbeats, retries or fencing: it is the ceiling, not a peer. Idle loops wake on
+LISTEN/NOTIFY (a statement trigger, as in pg-scheduler), with a 1-second poll as fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+import asyncpg
+import recorder
+from driver_cli import Driver, StatementCounter, main
+
+CHANNEL = "raw_jobs"
+BATCH = 100
+BATCH_LOOPS = 2
+POLL_SECONDS = 1.0
+
+SCHEMA = """
+CREATE TABLE raw_jobs (
+    id           bigserial PRIMARY KEY,
+    key          integer NOT NULL,
+    enqueued_at  double precision NOT NULL,
+    status       text NOT NULL DEFAULT 'pending',
+    attempt      integer NOT NULL DEFAULT 0,
+    finished_at  timestamptz
+);
+CREATE INDEX raw_jobs_pending_idx ON raw_jobs (id) WHERE status = 'pending';
+CREATE INDEX raw_jobs_running_idx ON raw_jobs (id) WHERE status = 'running';
+CREATE FUNCTION raw_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('raw_jobs', '');
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER raw_jobs_notify AFTER INSERT ON raw_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION raw_jobs_notify();
+"""
+CLAIM = """
+UPDATE raw_jobs SET status = 'running', attempt = attempt + 1
+ WHERE id IN (SELECT id FROM raw_jobs WHERE status = 'pending'
+               ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING id, key, enqueued_at
+"""
+DONE_ONE = "UPDATE raw_jobs SET status = 'done', finished_at = now() WHERE id = $1"
+DONE_MANY = "UPDATE raw_jobs SET status = 'done', finished_at = now() WHERE id = ANY($1::bigint[])"
+INSERT_ONE = "INSERT INTO raw_jobs (key, enqueued_at) VALUES ($1, $2)"
+INSERT_MANY = "INSERT INTO raw_jobs (key, enqueued_at) SELECT * FROM unnest($1::int[], $2::float8[])"
+
+
+class Wakeup:
+    """Wakes every idle loop on a notification; a generation number closes the gap between an
+    empty claim and the wait (a notification in between is not lost)."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._event = asyncio.Event()
+
+    def notify(self, *_: object) -> None:
+        self.generation += 1
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, seen: int) -> None:
+        if self.generation != seen:
+            return
+        try:
+            await asyncio.wait_for(self._event.wait(), POLL_SECONDS)
+        except TimeoutError:
+            pass
+
+
+async def _loop_one(pool: asyncpg.Pool, wake: Wakeup, stop: asyncio.Event) -> None:
+    async with pool.acquire() as conn:
+        while not stop.is_set():
+            seen = wake.generation
+            rows = await conn.fetch(CLAIM, 1)
+            if not rows:
+                await wake.wait(seen)
+                continue
+            row = rows[0]
+            await recorder.noop(row["key"], row["enqueued_at"])
+            await conn.execute(DONE_ONE, row["id"])
+
+
+async def _loop_batch(pool: asyncpg.Pool, wake: Wakeup, stop: asyncio.Event) -> None:
+    async with pool.acquire() as conn:
+        while not stop.is_set():
+            seen = wake.generation
+            rows = await conn.fetch(CLAIM, BATCH)
+            if not rows:
+                await wake.wait(seen)
+                continue
+            await asyncio.gather(*(recorder.noop(r["key"], r["enqueued_at"]) for r in rows))
+            await conn.execute(DONE_MANY, [r["id"] for r in rows])
+
+
+async def run_worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> None:
+    loops = concurrency if mode == "one" else BATCH_LOOPS
+    pool = await asyncpg.create_pool(dsn, min_size=loops, max_size=loops)
+    listener = await asyncpg.connect(dsn)
+    wake = Wakeup()
+    await listener.add_listener(CHANNEL, wake.notify)
+    body = _loop_one if mode == "one" else _loop_batch
+    tasks = [asyncio.create_task(body(pool, wake, stop)) for _ in range(loops)]
+    try:
+        await stop.wait()
+        wake.notify()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await listener.close()
+        await pool.close()
+
+
+class RawProducer:
+    def __init__(self, conn: asyncpg.Connection, counter: StatementCounter) -> None:
+        self.conn = conn
+        self.counter = counter
+
+    def prepare_bulk(self, keys: Sequence[int], sleep: float | None) -> Callable[[], Awaitable[None]]:
+        if sleep is not None:
+            raise SystemExit("the raw SQL driver has no sleeping job")
+        key_list = list(keys)
+        stamps = [0.0] * len(key_list)
+
+        async def call() -> None:
+            await self.conn.execute(INSERT_MANY, key_list, stamps)
+
+        return call
+
+    async def one(self, key: int, enqueued_at: float) -> None:
+        await self.conn.execute(INSERT_ONE, key, enqueued_at)
+
+    def statements(self) -> int | None:
+        return self.counter.count
+
+    def resets(self) -> int | None:
+        return self.counter.resets
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+async def setup(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(SCHEMA)
+    finally:
+        await conn.close()
+
+
+async def producer(dsn: str) -> RawProducer:
+    counter = StatementCounter()
+    conn = await asyncpg.connect(dsn)
+    await counter.attach(conn)
+    return RawProducer(conn, counter)
+
+
+if __name__ == "__main__":
+    main(Driver(setup=setup, producer=producer, worker=run_worker))

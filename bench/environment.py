@@ -1,0 +1,72 @@
+"""The harness's own virtualenvs, built on first use and rebuilt when the pins change.
+
+- ``bench/.venv``: this repository's pg-scheduler (editable, with the embedded PostgreSQL), the
+  peers procrastinate and pgqueuer, and the harness itself runs here.
+- ``bench/.venv-seed``: pg-scheduler 0.2.3 from PyPI alone. It has the same import name
+  (``pg_scheduler``) as this repository's package, so the two can never share an environment.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+
+PEERS = (
+    "procrastinate==3.10.0",
+    "psycopg[binary]>=3.2",  # procrastinate's driver, with its C implementation as in production
+    "pgqueuer==1.6.0",
+    "asyncpg>=0.29",
+)
+SEED = ("pg-scheduler==0.2.3",)
+
+
+@dataclass(frozen=True)
+class Venv:
+    path: Path
+    requirements: tuple[str, ...]
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+    @property
+    def stamp(self) -> Path:
+        return self.path / "bench-requirements.json"
+
+    def wanted(self) -> str:
+        return json.dumps({"python": sys.version.split()[0], "requirements": self.requirements})
+
+    def up_to_date(self) -> bool:
+        try:
+            return self.python.exists() and self.stamp.read_text() == self.wanted()
+        except FileNotFoundError:
+            return False
+
+    def build(self) -> None:
+        print(f"bench: building {self.path.relative_to(ROOT)} ({', '.join(self.requirements)})",
+              flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(self.path)], check=True)
+        subprocess.run([str(self.python), "-m", "pip", "install", "--quiet", *self.requirements],
+                       check=True, cwd=ROOT)
+        self.stamp.write_text(self.wanted())
+
+
+MAIN = Venv(BENCH / ".venv", ("-e", f"{ROOT}[embedded]", *PEERS))
+SEED_VENV = Venv(BENCH / ".venv-seed", SEED)
+
+
+def ensure(rebuild: bool = False) -> None:
+    """Build whichever virtualenv is missing or pinned differently."""
+    for venv in (MAIN, SEED_VENV):
+        if rebuild or not venv.up_to_date():
+            venv.build()
+
+
+def running_in_main_venv() -> bool:
+    return Path(sys.prefix).resolve() == MAIN.path.resolve()

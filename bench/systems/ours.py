@@ -1,0 +1,46 @@
+"""pg-scheduler, this repository: pods started exactly as production does, ``pg-scheduler run``."""
+
+from __future__ import annotations
+
+from .base import DRIVERS, Launch, System
+
+PROCESSES_PER_POD = 2
+
+
+class Ours(System):
+    def launches(self, dsn: str, processes: int, concurrency: int, pods: int = 0) -> list[Launch]:
+        """``pods`` pods of ``processes // pods`` worker processes (default: pods of 2)."""
+        pods = pods or max(1, processes // PROCESSES_PER_POD)
+        per_pod = max(1, processes // pods)
+        cmd = [
+            str(self.python), "-m", "pg_scheduler", "run", str(DRIVERS / "ours_app.py"),
+            "--database-url", dsn, "--workers", str(per_pod),
+            "--max-concurrent-jobs", str(concurrency),
+            # Many pods on one machine: no HTTP endpoints (metrics are still recorded).
+            "--metrics-port", "0",
+            "--log-level", "WARNING",
+        ]
+        return [Launch(f"ours-pod-{i}", cmd, per_pod) for i in range(pods)]
+
+
+OURS = Ours(
+    key="ours",
+    label="pg-scheduler (this repo)",
+    driver="ours_driver.py",
+    # The idle scenario's million 'bench.filler' rows are not part of any workload.
+    remaining_sql="""
+        SELECT count(*) FROM scheduled_jobs
+         WHERE status IN ('pending', 'running') AND job_name <> 'bench.filler'
+    """,
+    outcome_sql="""
+        SELECT count(*) FILTER (WHERE status = 'completed') AS done,
+               count(*) FILTER (WHERE status = 'completed' AND attempt = 1) AS first_attempt,
+               count(*) AS total
+          FROM scheduled_jobs WHERE job_name <> 'bench.filler'
+    """,
+    finished_at_sql="""
+        SELECT extract(epoch FROM max(finished_at))::float8 FROM scheduled_jobs
+         WHERE job_name <> 'bench.filler'
+    """,
+    scenarios=frozenset({"drain", "enqueue", "latency", "memory", "scale", "idle"}),
+)
