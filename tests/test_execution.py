@@ -28,6 +28,7 @@ from pg_scheduler import (
     job,
     periodic,
 )
+from pg_scheduler.shared.db import create_pool_waiting
 from pg_scheduler.shared.locks import EXCLUSIVE_JOB_LOCK_CLASS, exclusive_job_lock
 from support import FAST, wait_for
 
@@ -793,3 +794,30 @@ async def test_current_job_tells_a_body_which_run_it_is(pool: asyncpg.Pool) -> N
     assert seen[0].dedup_key is None and seen[0].job_name.endswith("introspective")
     with pytest.raises(SchedulerStateError, match="outside of a running job"):
         current_job()
+
+
+# --------------------------------------------------------------------------- pooled sessions
+
+
+async def test_our_pools_skip_the_reset_round_trip_but_never_reuse_an_open_transaction(dsn: str) -> None:
+    """Pods' pools release a connection without asyncpg's reset query (a round trip per use,
+    as costly as the claim it follows), except one left inside a transaction."""
+    pool = await create_pool_waiting(dsn, max_size=1, stop=asyncio.Event(), who="test")
+    assert pool is not None
+    try:
+        sent: list[str] = []
+        async with pool.acquire() as conn:
+            conn.add_query_logger(lambda record: sent.append(record.query))
+        assert await pool.fetchval("SELECT 1") == 1
+        assert sent == ["SELECT 1"]
+
+        async with pool.acquire() as conn:
+            await conn.execute("BEGIN")
+            await conn.execute("SELECT pg_advisory_xact_lock(42)")
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            ) == 0
+    finally:
+        await pool.close()

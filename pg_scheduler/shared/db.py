@@ -43,6 +43,17 @@ CONNECT_RETRY_SECONDS = 0.5
 CONNECT_RETRY_MAX_SECONDS = 5.0
 
 
+async def reset_if_needed(conn: asyncpg.Connection) -> None:
+    """The pool's reset for our own pools. asyncpg's default costs a round trip at every
+    release (unlock all advisory locks, ``UNLISTEN *``, ``RESET ALL``), as much as the claim or
+    the batched completion it follows. Our pooled connections keep no session state: settings
+    are ``SET LOCAL``, LISTEN has its own session, and the one session lock taken on a pooled
+    connection (a periodic job's exclusive lock) is released by its holder, which closes the
+    connection if it cannot. Only a transaction left open needs the full reset."""
+    if conn.is_in_transaction():
+        await conn.reset()
+
+
 async def create_pool_waiting(
     dsn: str,
     *,
@@ -62,7 +73,8 @@ async def create_pool_waiting(
     warned = False
     while not stop.is_set():
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, timeout=10)
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, timeout=10,
+                                             reset=reset_if_needed)
             assert pool is not None
             if warned:
                 log.info("%s: connected", who)

@@ -165,8 +165,14 @@ class Executor:
                 yield acquired
             finally:
                 if acquired:
-                    with contextlib.suppress(Exception):
+                    try:
                         await asyncio.shield(conn.execute(queries.EXCLUSIVE_UNLOCK, *key))
+                    except BaseException as exc:
+                        # A pool may skip the reset that would unlock it (shared/db.py):
+                        # never hand back a connection that may still hold the lock.
+                        conn.terminate()
+                        if not isinstance(exc, Exception):
+                            raise
 
     async def _complete(self, job: ClaimedJob) -> Outcome:
         await self._settle_overlap(job)
