@@ -28,7 +28,7 @@ import asyncpg
 
 from .shared import queries
 from .shared.awaitable import AwaitableDict, AwaitableList, AwaitableOptional
-from .shared.config import SchedulerConfig
+from .shared.config import BATCH_CLAIM_LIMIT_DEFAULT, SchedulerConfig
 from .shared.db import connect_params_from_pool
 from .shared.errors import (
     ConfigurationError,
@@ -101,7 +101,7 @@ class Scheduler:
         misfire_grace_time: float | None | _Unset = UNSET,
         vacuum_config: VacuumConfig | None = None,
         vacuum_enabled: bool | None = None,
-        batch_claim_limit: int = 10,
+        batch_claim_limit: int = BATCH_CLAIM_LIMIT_DEFAULT,
         polling_config: PollingConfig | None = None,
         *,
         lease_seconds: float = 30.0,
