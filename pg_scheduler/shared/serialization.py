@@ -8,17 +8,24 @@ from typing import Any
 
 from .errors import SerializationError
 
+# One encoder for every job: json.dumps with options builds a new encoder per call, which was
+# a third of schedule_bulk's time. allow_nan=False: PostgreSQL's jsonb refuses NaN/Infinity, so
+# refuse them here, early.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
 
 def encode_task_data(args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> str:
     """Return the ``task_data`` JSON text, or raise before anything is written."""
-    if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
+    # The exact-type checks are the fast path; the ABC checks (slow) only run for other types.
+    if type(args) not in (tuple, list) and (
+        isinstance(args, (str, bytes)) or not isinstance(args, Sequence)
+    ):
         raise SerializationError(f"args must be a tuple or list, not {type(args).__name__}")
-    if kwargs is not None and not isinstance(kwargs, Mapping):
+    if kwargs is not None and type(kwargs) is not dict and not isinstance(kwargs, Mapping):
         raise SerializationError(f"kwargs must be a dict, not {type(kwargs).__name__}")
-    payload = {"args": list(args), "kwargs": dict(kwargs or {})}
+    payload = {"args": list(args), "kwargs": dict(kwargs) if kwargs else {}}
     try:
-        # allow_nan=False: PostgreSQL's jsonb refuses NaN/Infinity, so refuse them here, early.
-        return json.dumps(payload, allow_nan=False, separators=(",", ":"))
+        return _ENCODER.encode(payload)
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"job arguments must be JSON-serialisable: {exc}") from exc
 

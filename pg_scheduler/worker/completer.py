@@ -29,15 +29,17 @@ class Completer:
         self._queue: list[tuple[str, int, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def complete(self, job_id: str, attempt: int) -> bool:
-        """Mark (job_id, attempt) completed; False when the lease was lost (nothing written).
-        A write error reaches every caller of its batch, which may retry: the write is fenced,
-        so a retry after a commit whose reply was lost matches nothing."""
+    def complete(self, job_id: str, attempt: int) -> asyncio.Future[bool]:
+        """Queue (job_id, attempt) for completion. The future says whether it landed (False:
+        the lease was lost, nothing written). A write error reaches every caller of its batch,
+        which may retry: the write is fenced, so a retry after a commit whose reply was lost
+        matches nothing. A future, not a coroutine: cancelling a waiter cannot cancel the write,
+        and shielding it costs no task per job."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append((job_id, attempt, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name=f"pg_scheduler:complete:{self.worker_id}")
-        return await asyncio.shield(future)
+        return future
 
     async def _flush(self) -> None:
         while self._queue:
