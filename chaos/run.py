@@ -131,21 +131,23 @@ def long_profile(minutes: float, settings: PodSettings | None = None, seed: int 
     t = 6.0
     end = minutes * 60 - 20
     while True:
-        block = [
-            Step(0, "leader_crash"),
-            Step(10, "partition_follower", modes[(cycle + 3) % len(modes)], short_hold),
-            Step(24, "leader_stop"),
-            Step(32, "partition_leader", modes[cycle % len(modes)], lead_cut),
-            Step(34 + lead_cut, "leader_freeze", hold=lead_freeze),
-            Step(40 + lead_cut + lead_freeze, "worker_freeze", hold=short_hold),
-            Step(48 + lead_cut + lead_freeze + short_hold, "pg_restart",
-                 "immediate" if cycle % 2 else "fast"),
-        ]
-        length = 62 + lead_cut + lead_freeze + short_hold
-        if t + length > end:
+        # Offsets add up the holds before them, so that steps never queue behind a hold.
+        block, at = [], 0.0
+        for step, gap in (
+            (Step(0, "leader_crash"), 10.0),
+            (Step(0, "partition_follower", modes[(cycle + 3) % len(modes)], short_hold), short_hold + 4),
+            (Step(0, "leader_stop"), 8.0),
+            (Step(0, "partition_leader", modes[cycle % len(modes)], lead_cut), lead_cut + 2),
+            (Step(0, "leader_freeze", hold=lead_freeze), lead_freeze + 6),
+            (Step(0, "worker_freeze", hold=short_hold), short_hold + 8),
+            (Step(0, "pg_restart", "immediate" if cycle % 2 else "fast"), 14.0),
+        ):
+            block.append(replace(step, at=t + at))
+            at += gap
+        if t + at > end:
             break
-        steps += [replace(step, at=t + step.at) for step in block]
-        t += length
+        steps += block
+        t += at
         cycle += 1
     return Profile(f"{minutes:g}min", fault_seconds=minutes * 60 - 20, steps=tuple(steps),
                    settings=s, worker_kill_every=3.0, seed=seed)
