@@ -46,11 +46,33 @@ class Execution:
     end: float | None = None
     ok: bool | None = None
 
-    def finish(self, died_at: dict[int, float]) -> float:
+    def finish(self, deaths: Deaths) -> float:
         """When the run stopped: its end event, else its process's death, else never."""
         if self.end is not None:
             return self.end
-        return died_at.get(self.pid, math.inf)
+        return deaths.after(self.pid, self.start)
+
+
+class Deaths:
+    """When the harness killed each PID. A long run outlives the PID space, so a PID names
+    several processes over time: a death belongs to the process that was running then."""
+
+    def __init__(self, faults: Iterable[Fault]) -> None:
+        self._times: dict[int, list[float]] = defaultdict(list)
+        for f in faults:
+            if f.kind in ("worker_kill", "leader_crash"):
+                for pid in f.pids:
+                    self._times[pid].append(f.t)
+        for times in self._times.values():
+            times.sort()
+
+    def after(self, pid: int, t: float) -> float:
+        """The first kill of ``pid`` at or after ``t`` (a process that started at ``t``)."""
+        return next((d for d in self._times.get(pid, ()) if d >= t), math.inf)
+
+    def before(self, pid: int, t: float) -> float:
+        """The last kill of ``pid`` strictly before ``t``."""
+        return max((d for d in self._times.get(pid, ()) if d < t), default=-math.inf)
 
 
 @dataclass(frozen=True)
@@ -154,7 +176,7 @@ class Check:
         )
 
     def run(self) -> dict[str, Any]:
-        died_at = self._deaths()
+        died_at = Deaths(self.faults)
         by_job = executions(self.effects)
         history: dict[str, list[Transition]] = defaultdict(list)
         for tr in self.transitions:
@@ -223,7 +245,7 @@ class Check:
 
     def _overlaps(
         self, by_job: dict[str, list[Execution]], history: dict[str, list[Transition]],
-        died_at: dict[int, float],
+        died_at: Deaths,
     ) -> tuple[Violations, int]:
         """Two runs of a job overlap only if the earlier one's lease was provably lost (expired
         when it was taken back, or its process dead) and its late completion was refused."""
@@ -253,10 +275,10 @@ class Check:
         return bad, lease_lost
 
     @staticmethod
-    def _justified(taken: Transition, early: Execution, died_at: dict[int, float]) -> bool:
+    def _justified(taken: Transition, early: Execution, died_at: Deaths) -> bool:
         if taken.old_lease_until is not None and taken.old_lease_until <= taken.t:
             return True
-        return died_at.get(early.pid, math.inf) <= taken.t
+        return died_at.after(early.pid, early.start) <= taken.t
 
     # ------------------------------------------------------------------ periodic windows
     def _windows(
@@ -324,14 +346,6 @@ class Check:
         return bad
 
     # ------------------------------------------------------------------ faults and times
-    def _deaths(self) -> dict[int, float]:
-        died: dict[int, float] = {}
-        for f in self.faults:
-            if f.kind in ("worker_kill", "leader_crash"):
-                for pid in f.pids:
-                    died.setdefault(pid, f.t)
-        return died
-
     def _fault_counts(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
         for f in self.faults:
@@ -348,7 +362,7 @@ class Check:
                 return True
         return False
 
-    def _times(self, by_job: dict[str, list[Execution]], died_at: dict[int, float]) -> dict[str, Any]:
+    def _times(self, by_job: dict[str, list[Execution]], died_at: Deaths) -> dict[str, Any]:
         failover: dict[str, list[float]] = defaultdict(list)
         for f in self.faults:
             kind = {"leader_stop": "graceful", "leader_crash": "crash", "leader_freeze": "freeze",
@@ -372,7 +386,7 @@ class Check:
             if kind == "dead_worker" and self._database_unreachable(f.pod, f.t):
                 kind = "lost_lease"
             # A worker the killer picked as its pod was crashing died with its supervisor.
-            hit = {pid for pid in f.pids if f.kind != "worker_kill" or died_at.get(pid) == f.t}
+            hit = {pid for pid in f.pids if f.kind != "worker_kill" or f.t - died_at.before(pid, f.t) > 1}
             for runs in by_job.values():
                 for i, run in enumerate(runs):
                     if run.pid not in hit or run.start > f.t or run.finish(died_at) < f.t:

@@ -150,7 +150,7 @@ def long_profile(minutes: float, settings: PodSettings | None = None, seed: int 
         t += at
         cycle += 1
     return Profile(f"{minutes:g}min", fault_seconds=minutes * 60 - 20, steps=tuple(steps),
-                   settings=s, worker_kill_every=3.0, seed=seed)
+                   settings=s, worker_kill_every=6.0, seed=seed)
 
 
 class Run:
@@ -171,8 +171,11 @@ class Run:
 
     # ------------------------------------------------------------------ lifecycle
     async def execute(self) -> dict[str, Any]:
+        if self.out.exists() and any(self.out.iterdir()):
+            # Effects of another run would be read as this run's history.
+            raise FileExistsError(f"{self.out} is not empty: give each run its own folder")
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "effects").mkdir(exist_ok=True)
+        (self.out / "effects").mkdir()
         names = [chr(ord("a") + i) for i in range(self.profile.pods)]
         self.lab.up(names)
         pg = start_postgres(self.lab)
