@@ -463,7 +463,11 @@ class Run:
         async with self.pool.acquire() as conn:
             transitions, terms, rows = await history.load(conn)
         s = self.profile.settings
-        targets = Targets(lost_lease_rescue=s.lease_seconds + min(5.0, s.lease_seconds / 3) + 3)
+        # A lost lease ends at most a lease after the last renewal; the rescuer's pass comes
+        # within its period (5 s at most, lease / 3 below 15 s; jittered), and the re-queued job
+        # is claimed at once (the rescuer notifies).
+        rescue_period = min(5.0, s.lease_seconds / 3)
+        targets = Targets(lost_lease_rescue=s.lease_seconds + 1.25 * rescue_period + 2)
         check = Check(
             expected_jobs=self.expected, effects=read_effects(self.out / "effects"),
             transitions=transitions, terms=terms, rows=rows, faults=self.faults,
