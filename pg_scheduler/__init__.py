@@ -9,6 +9,7 @@ import logging
 
 from .scheduler import Scheduler
 from .shared.context import JobContext, current_job
+from .shared.db import pool_reset
 from .shared.errors import (
     ConfigurationError,
     InvalidJobError,
@@ -66,6 +67,7 @@ __all__ = [
     "deterministic_job_id",
     "job",
     "periodic",
+    "pool_reset",
 ]
 
 # A library adds no handlers: the host application decides where logs go.

@@ -43,9 +43,11 @@ CONNECT_RETRY_SECONDS = 0.5
 CONNECT_RETRY_MAX_SECONDS = 5.0
 
 
-async def reset_if_needed(conn: asyncpg.Connection) -> None:
-    """The pool's reset for our own pools. asyncpg's default costs a round trip at every
-    release (unlock all advisory locks, ``UNLISTEN *``, ``RESET ALL``), as much as the claim or
+async def pool_reset(conn: asyncpg.Connection) -> None:
+    """The pool's reset for pools that only pg-scheduler uses (pods' pools use it; pass it as
+    ``asyncpg.create_pool(..., reset=pool_reset)`` for a pool of your own that only a
+    ``Scheduler`` uses, and ``schedule()`` is one round trip). asyncpg's default costs a round
+    trip at every release (unlock all advisory locks, ``UNLISTEN *``, ``RESET ALL``), as much as the claim or
     the batched completion it follows. Our pooled connections keep no session state: settings
     are ``SET LOCAL``, LISTEN has its own session, and the one session lock taken on a pooled
     connection (a periodic job's exclusive lock) is released by its holder, which closes the
@@ -74,7 +76,7 @@ async def create_pool_waiting(
     while not stop.is_set():
         try:
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, timeout=10,
-                                             reset=reset_if_needed)
+                                             reset=pool_reset)
             assert pool is not None
             if warned:
                 log.info("%s: connected", who)
