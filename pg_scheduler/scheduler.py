@@ -359,9 +359,11 @@ class Scheduler:
         if batch_size < 1:
             raise InvalidJobError("batch_size must be >= 1")
         rows = []
+        ids_given = False
         for spec in jobs:
             if not isinstance(spec, JobSpec):
                 raise InvalidJobError(f"schedule_bulk takes JobSpec items, got {type(spec).__name__}")
+            ids_given = ids_given or spec.job_id is not None
             rows.append(self._prepare(
                 spec.func, spec.execution_time, spec.args, spec.kwargs, spec.priority,
                 spec.max_retries, spec.job_id or str(uuid.uuid4()), spec.misfire_grace_time,
@@ -379,6 +381,14 @@ class Scheduler:
         query = queries.JOB_UPSERT_BULK if conflict is ConflictResolution.REPLACE else queries.JOB_INSERT_BULK
 
         async def write(conn: asyncpg.Connection) -> set[str]:
+            if not ids_given and conflict is not ConflictResolution.REPLACE:
+                # Every id is a fresh UUID, so no row can conflict: a binary COPY (its insert
+                # trigger still notifies the workers, once) instead of an INSERT over eight
+                # arrays, several times faster for large batches.
+                await conn.copy_records_to_table(
+                    queries.JOBS_TABLE, records=unique_rows, columns=queries.JOB_COPY_COLUMNS,
+                )
+                return set(ids)
             inserted: set[str] = set()
             for start in range(0, len(unique_rows), batch_size):
                 chunk = unique_rows[start:start + batch_size]

@@ -23,6 +23,11 @@ MIGRATIONS_CURRENT = "SELECT coalesce(max(version), 0) FROM scheduler_migrations
 
 # --------------------------------------------------------------------------- producing jobs
 
+JOBS_TABLE = "scheduled_jobs"
+# schedule_bulk's COPY path: the columns of JOB_INSERT, in the same order.
+JOB_COPY_COLUMNS = ("job_id", "job_name", "execution_time", "task_data", "priority", "max_retries",
+                    "misfire_grace_time", "timeout_seconds")
+
 _JOB_INSERT_COLUMNS = """
     (job_id, job_name, execution_time, task_data, priority, max_retries,
      misfire_grace_time, timeout_seconds)
