@@ -583,6 +583,30 @@ async def test_bulk_of_ten_thousand_returns_ten_thousand_ids_in_order(
     assert [by_id[ids[i]] for i in sample] == sample
 
 
+async def test_bulk_copy_path_wakes_an_idle_worker_and_keeps_every_field(pool: asyncpg.Pool) -> None:
+    """Without given ids, schedule_bulk writes with COPY: its insert trigger must still wake
+    idle workers (their poll is 30 s here), and every column must land as with INSERT."""
+    ran: list[int] = []
+
+    @job
+    async def copied(i: int) -> None:
+        ran.append(i)
+
+    async with Scheduler(pool, **{**FAST, "poll_interval_seconds": 30.0}) as worker:
+        await wait_for(lambda: worker.worker is not None and worker.worker.listening,
+                       message="worker listening")
+        ids = await Scheduler(pool).schedule_bulk([
+            JobSpec(copied, datetime.now(UTC), args=(i,), priority=JobPriority.HIGH, max_retries=2,
+                    misfire_grace_time=None, timeout_seconds=7.5)
+            for i in range(3)
+        ])
+        await wait_for(lambda: len(ran) == 3, timeout=5, message="jobs woken by the COPY's notify")
+    rows = await pool.fetch("SELECT * FROM scheduled_jobs WHERE job_id = ANY($1) ORDER BY job_id", ids)
+    assert sorted(ran) == [0, 1, 2]
+    assert {(r["priority"], r["max_retries"], r["misfire_grace_time"], r["timeout_seconds"],
+             r["status"]) for r in rows} == {(3, 2, None, 7.5, "completed")}
+
+
 # ============================================================================ 6. transactions
 
 
