@@ -73,6 +73,24 @@ log = logging.getLogger("pg_scheduler")
 PERIODIC_SYNC_SECONDS = 5.0
 
 
+ANALYZE_AFTER_BULK_ROWS = 5000
+
+
+async def _refresh_stale_statistics(conn: asyncpg.Connection, added: int) -> None:
+    """ANALYZE the jobs table when a bulk insert outgrew what the planner believes is in it.
+
+    With statistics from when the queue was nearly empty, PostgreSQL estimates one due row and
+    claims through the wrong index, sorting every pending row at each claim: a 60,000-job burst
+    drained at 2,000 jobs/s instead of 9,000, until autovacuum's next look (up to a minute).
+    Best effort: a role that may not ANALYZE the table leaves it to autovacuum."""
+    try:
+        believed = await conn.fetchval(queries.JOBS_PLANNER_ROWS)
+        if believed is not None and believed < added:
+            await conn.execute(queries.JOBS_ANALYZE)
+    except asyncpg.PostgresError as exc:
+        log.debug("schedule_bulk: could not refresh statistics: %r", exc)
+
+
 class Scheduler:
     """Schedule and run async jobs on PostgreSQL.
 
@@ -406,8 +424,11 @@ class Scheduler:
             async with connection.transaction():
                 inserted = await write(connection)
         else:
-            async with self.db_pool.acquire() as conn, conn.transaction():
-                inserted = await write(conn)
+            async with self.db_pool.acquire() as conn:
+                async with conn.transaction():
+                    inserted = await write(conn)
+                if len(inserted) >= ANALYZE_AFTER_BULK_ROWS:
+                    await _refresh_stale_statistics(conn, len(inserted))
         if conflict is ConflictResolution.REPLACE:
             return list(ids)
         result: list[str | None] = []

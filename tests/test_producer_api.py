@@ -607,6 +607,30 @@ async def test_bulk_copy_path_wakes_an_idle_worker_and_keeps_every_field(pool: a
              r["status"]) for r in rows} == {(3, 2, None, 7.5, "completed")}
 
 
+async def test_a_large_bulk_into_an_empty_queue_refreshes_the_planner_statistics(
+    pool: asyncpg.Pool,
+) -> None:
+    """Statistics taken while the queue was empty made PostgreSQL claim through the wrong index,
+    sorting every pending row at each claim (a 60,000-job burst drained 4x slower)."""
+
+    @job
+    async def burst(i: int) -> None:
+        pass
+
+    scheduler = Scheduler(pool)
+    await scheduler.initialize_db()
+    await pool.execute("ANALYZE scheduled_jobs")  # as autovacuum does while the queue is empty
+    await scheduler.schedule_bulk([JobSpec(burst, datetime.now(UTC), args=(i,)) for i in range(6000)])
+    assert await pool.fetchval("SELECT reltuples FROM pg_class WHERE relname = 'scheduled_jobs'") >= 6000
+    plan = "\n".join(r[0] for r in await pool.fetch(
+        """EXPLAIN SELECT ctid FROM scheduled_jobs AS j
+            WHERE status = 'pending' AND execution_time <= now() AND job_name = ANY($1::text[])
+            ORDER BY priority, execution_time LIMIT 20 FOR UPDATE SKIP LOCKED""",
+        [scheduler.registry.name_of(burst)],
+    ))
+    assert "scheduled_jobs_claim_idx" in plan and "Sort" not in plan, plan
+
+
 # ============================================================================ 6. transactions
 
 
