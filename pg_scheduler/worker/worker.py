@@ -96,9 +96,6 @@ class Worker:
             on_jobs=self.wake, on_cancel=self.cancel_local,
         )
         self._running: dict[str, RunningJob] = {}
-        # Runs whose body is over and whose outcome is being written: they hold no slot, so
-        # the next claim overlaps the (group-committed) completion write.
-        self._finishing = 0
         self._wake = asyncio.Event()
         self._hurry = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -242,7 +239,7 @@ class Worker:
         while not self._stopping:
             self._wake.clear()
             delay = self.config.poll_interval_seconds
-            free = self.config.max_concurrent_jobs - len(self._running) + self._finishing
+            free = self.config.max_concurrent_jobs - len(self._running)
             if free > 0:
                 try:
                     # Claim first: when woken there is usually something due, and a claim that
@@ -305,7 +302,7 @@ class Worker:
         started = time.monotonic()
         try:
             outcome = await self._executor.run(job, lambda: running.reason,
-                                               lambda: self._body_over(running))
+                                               lambda: setattr(running, "finishing", True))
             return outcome
         except asyncio.CancelledError:
             raise
@@ -319,8 +316,6 @@ class Worker:
         finally:
             # A newer attempt of this job may run here already: leave its slot and lease alone.
             self._heartbeat.untrack(job.job_id, job.attempt)
-            if running.finishing:
-                self._finishing -= 1
             if self._running.get(job.job_id) is running:
                 del self._running[job.job_id]
             self._wake.set()
@@ -328,14 +323,6 @@ class Worker:
                 if outcome in RAN:
                     metrics().job_duration.labels(job.job_name).observe(time.monotonic() - started)
                 self._report(job, outcome)
-
-    def _body_over(self, running: RunningJob) -> None:
-        """The task itself is over (its outcome is about to be written): from now on the run
-        must not be cancelled, and its slot is free for the next claim."""
-        if not running.finishing:
-            running.finishing = True
-            self._finishing += 1
-            self._wake.set()
 
     def _report(self, job: ClaimedJob, outcome: Outcome) -> None:
         metrics().jobs_finished.labels(job.job_name, outcome.value).inc()
