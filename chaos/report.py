@@ -50,10 +50,10 @@ def table(result: dict[str, Any]) -> str:
             lines += [f"    {item}" for item in value]
         else:
             lines.append(f"{name:<48}{value:>12}")
-    lines += ["", f"{'time (s)':<24}{'n':>5}{'median':>9}{'max':>9}{'target':>9}  met"]
+    lines += ["", f"{'time (s)':<42}{'n':>5}{'median':>9}{'max':>9}{'target':>9}  met"]
     for name, t in sorted(result["times"].items()):
         target = "-" if t["target"] is None else f"< {t['target']:.3g}"
-        lines.append(f"{name:<24}{t['n']:>5}{t['median']:>9.2f}{t['max']:>9.2f}{target:>9}  "
+        lines.append(f"{name:<42}{t['n']:>5}{t['median']:>9.2f}{t['max']:>9.2f}{target:>9}  "
                      f"{'yes' if t['met'] else 'NO'}")
     lines += ["", f"settle after faults: {result['settle_seconds']:.1f} s; "
               f"enqueue retries during outages: {result['enqueue_retries']}"]
