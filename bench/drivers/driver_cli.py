@@ -140,6 +140,18 @@ async def _schedule_one(producer: Producer, first_key: int, calls: int) -> dict[
     }
 
 
+class Counted:
+    """The counting half of a Producer for drivers on asyncpg: they set ``self.counter``."""
+
+    counter: StatementCounter
+
+    def statements(self) -> int | None:
+        return self.counter.count
+
+    def resets(self) -> int | None:
+        return self.counter.resets
+
+
 class StatementCounter:
     """asyncpg's query logger: one call per statement a connection sends. ``resets`` counts the
     statement asyncpg's pool sends when a connection goes back to it (a round trip as well)."""

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 
 import asyncpg
 import ours_app
-from driver_cli import Driver, StatementCounter, main
+from driver_cli import Counted, Driver, StatementCounter, main
 
 from pg_scheduler import JobSpec, Scheduler, pool_reset
 
 
-class OursProducer:
+class OursProducer(Counted):
     def __init__(self, pool: asyncpg.Pool, counter: StatementCounter) -> None:
         self.pool = pool
         self.counter = counter
@@ -34,12 +34,6 @@ class OursProducer:
     async def one(self, key: int, enqueued_at: float) -> None:
         await self.scheduler.schedule(ours_app.noop, execution_time=datetime.now(UTC),
                                       args=(key, enqueued_at))
-
-    def statements(self) -> int | None:
-        return self.counter.count
-
-    def resets(self) -> int | None:
-        return self.counter.resets
 
     async def close(self) -> None:
         await self.pool.close()

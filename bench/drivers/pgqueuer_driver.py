@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 import recorder
-from driver_cli import Driver, StatementCounter, main
+from driver_cli import Counted, Driver, StatementCounter, main
 from pgqueuer import PgQueuer
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.models import Job
@@ -23,7 +23,7 @@ def _parse(job: Job) -> list[float]:
     return [float(x) for x in (job.payload or b"").split()]
 
 
-class PgqueuerProducer:
+class PgqueuerProducer(Counted):
     def __init__(self, conn: asyncpg.Connection, counter: StatementCounter) -> None:
         self.conn = conn
         self.counter = counter
@@ -44,12 +44,6 @@ class PgqueuerProducer:
 
     async def one(self, key: int, enqueued_at: float) -> None:
         await self.queries.enqueue("noop", f"{key} {enqueued_at!r}".encode())
-
-    def statements(self) -> int | None:
-        return self.counter.count
-
-    def resets(self) -> int | None:
-        return self.counter.resets
 
     async def close(self) -> None:
         await self.conn.close()

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 import recorder
-from driver_cli import Driver, StatementCounter, main
+from driver_cli import Counted, Driver, StatementCounter, main
 
 CHANNEL = "raw_jobs"
 BATCH = 100
@@ -122,7 +122,7 @@ async def run_worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str)
         await pool.close()
 
 
-class RawProducer:
+class RawProducer(Counted):
     def __init__(self, conn: asyncpg.Connection, counter: StatementCounter) -> None:
         self.conn = conn
         self.counter = counter
@@ -140,12 +140,6 @@ class RawProducer:
 
     async def one(self, key: int, enqueued_at: float) -> None:
         await self.conn.execute(INSERT_ONE, key, enqueued_at)
-
-    def statements(self) -> int | None:
-        return self.counter.count
-
-    def resets(self) -> int | None:
-        return self.counter.resets
 
     async def close(self) -> None:
         await self.conn.close()

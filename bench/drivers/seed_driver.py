@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import recorder
-from driver_cli import Driver, StatementCounter, main
+from driver_cli import Counted, Driver, StatementCounter, main
 
 from pg_scheduler import JobSpec, Scheduler
 
@@ -39,7 +39,7 @@ def _scheduler(pool: asyncpg.Pool, concurrency: int = 25) -> Scheduler:
     return scheduler
 
 
-class SeedProducer:
+class SeedProducer(Counted):
     def __init__(self, pool: asyncpg.Pool, counter: StatementCounter) -> None:
         self.pool = pool
         self.counter = counter
@@ -59,12 +59,6 @@ class SeedProducer:
 
     async def one(self, key: int, enqueued_at: float) -> None:
         await self.scheduler.schedule(noop, execution_time=datetime.now(UTC), args=(key, enqueued_at))
-
-    def statements(self) -> int | None:
-        return self.counter.count
-
-    def resets(self) -> int | None:
-        return self.counter.resets
 
     async def close(self) -> None:
         await self.pool.close()

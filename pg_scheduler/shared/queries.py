@@ -173,15 +173,21 @@ RETURNING j.job_id, j.job_name, j.task_data, j.attempt, j.status, j.execution_ti
 # Rows are locked in job_id order here and in JOB_COMPLETE_MANY: the heartbeat and the batched
 # completion of one worker update overlapping sets of rows from two connections, and two
 # multi-row updates that lock in different orders can deadlock.
-JOB_RENEW_LEASES = """
+def _lock_my_runs(ids: str, attempts: str) -> str:
+    """Lock this worker's ($1) running rows named by the (job_id, attempt) arrays, in job_id
+    order."""
+    return f"""
 WITH mine AS (
     SELECT j.job_id FROM scheduled_jobs AS j
-      JOIN unnest($3::text[], $4::int[]) AS h(job_id, attempt)
-        ON j.job_id = h.job_id AND j.attempt = h.attempt
+      JOIN unnest({ids}::text[], {attempts}::int[]) AS r(job_id, attempt)
+        ON j.job_id = r.job_id AND j.attempt = r.attempt
      WHERE j.worker_id = $1 AND j.status = 'running'
      ORDER BY j.job_id
        FOR UPDATE OF j
-)
+)"""
+
+
+JOB_RENEW_LEASES = _lock_my_runs("$3", "$4") + """
 UPDATE scheduled_jobs AS j
    SET lease_until = now() + make_interval(secs => $2), last_heartbeat = now()
   FROM mine
@@ -191,15 +197,7 @@ RETURNING j.job_id
 
 # Completions of one worker in one statement (worker/completer.py), each fenced by
 # (job, worker, attempt) and ``running``; the rows returned are the completions that landed.
-JOB_COMPLETE_MANY = """
-WITH mine AS (
-    SELECT j.job_id FROM scheduled_jobs AS j
-      JOIN unnest($2::text[], $3::int[]) AS c(job_id, attempt)
-        ON j.job_id = c.job_id AND j.attempt = c.attempt
-     WHERE j.worker_id = $1 AND j.status = 'running'
-     ORDER BY j.job_id
-       FOR UPDATE OF j
-)
+JOB_COMPLETE_MANY = _lock_my_runs("$2", "$3") + """
 UPDATE scheduled_jobs AS j
    SET status = 'completed', finished_at = now(), lease_until = NULL, error_message = NULL
   FROM mine
