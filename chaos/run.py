@@ -17,6 +17,7 @@ Timeline of a run:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
@@ -50,12 +51,9 @@ RUNNING_ON = """
 SELECT DISTINCT w.pid FROM scheduled_jobs AS j JOIN scheduler_workers AS w USING (worker_id)
  WHERE j.status = 'running' AND w.kind = 'worker'
 """
-# Workers in the middle of a run that will last a while yet: a freeze must catch a run.
-RUNNING_LONG_ON = """
-SELECT DISTINCT w.pid FROM scheduled_jobs AS j JOIN scheduler_workers AS w USING (worker_id)
- WHERE j.status = 'running' AND w.kind = 'worker'
-   AND j.started_at + make_interval(secs => (j.task_data->'kwargs'->>'seconds')::float8)
-       > now() + interval '1 second'
+RUNNING_JOB_PID = """
+SELECT w.pid FROM scheduled_jobs AS j JOIN scheduler_workers AS w USING (worker_id)
+ WHERE j.job_id = $1 AND j.status = 'running'
 """
 UNFINISHED = """
 SELECT count(*) FROM scheduled_jobs
@@ -167,6 +165,7 @@ class Run:
         """Supervisor pid -> the exit status our own fault should give it."""
         self.notes: list[str] = []
         self._frozen: set[str] = set()
+        self._frozen_pids: set[int] = set()
         self._enqueue_retries = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -288,7 +287,7 @@ class Run:
             if stop.is_set():
                 return
             candidates = {pid: pod for pod in self.pods if pod.name not in self._frozen
-                          for pid in pod.worker_pids()}
+                          for pid in pod.worker_pids() if pid not in self._frozen_pids}
             if not candidates:
                 continue
             busy: list[int] = []
@@ -380,16 +379,36 @@ class Run:
             raise ValueError(f"unknown step {step.kind}")
 
     async def _freeze_worker(self, hold: float) -> None:
-        """SIGSTOP a worker that runs a job for longer than its lease: the leader must take the
-        job back, and the worker, once thawed, must not complete it."""
-        busy = [r["pid"] for r in await self.pool.fetch(RUNNING_LONG_ON, timeout=5)]
+        """SIGSTOP a worker in the middle of a run longer than the freeze: the leader must take
+        the job back once the lease runs out, another worker runs it again, and the frozen one,
+        once thawed, must not complete it. The run is one of our own, enqueued for this, so the
+        freeze always catches one (freezing whichever worker looked busy sometimes caught a run
+        that ended first, and then proved nothing)."""
+        job_id = f"chaos-freeze-{len(self.faults)}"
+        # Short is enough: a frozen body cannot end before the thaw, by which time the job has
+        # been rescued and started again elsewhere.
+        spec = {"seconds": 2.0, "fail_attempts": 0}
+        when = datetime.now(UTC)
+        if await self._enqueue(Scheduler(self.pool), job_id, when, spec, 8, asyncio.Event()):
+            self.expected[job_id] = {**spec, "max_retries": 8}
         owners = {pid: pod for pod in self.pods for pid in pod.worker_pids()}
-        choices = [pid for pid in busy if pid in owners] or sorted(owners)
-        pid = self.rng.choice(choices)
+        deadline = time.monotonic() + 15
+        pid = None
+        while pid is None and time.monotonic() < deadline:
+            with contextlib.suppress(*DB_ERRORS):
+                pid = await self.pool.fetchval(RUNNING_JOB_PID, job_id, timeout=2)
+            if pid not in owners:
+                pid = None
+                await asyncio.sleep(0.05)
+        if pid is None:
+            self.notes.append(f"worker freeze: {job_id} did not start within 15 s")
+            return
         t = time.time()
+        self._frozen_pids.add(pid)  # the killer leaves it alone: the freeze is the fault here
         send_signal(pid, signal.SIGSTOP)
         await asyncio.sleep(hold)
         send_signal(pid, signal.SIGCONT)
+        self._frozen_pids.discard(pid)
         self.faults.append(Fault("worker_freeze", owners[pid].name, t, time.time(), (pid,)))
 
     async def _leader(self) -> tuple[int, Pod] | None:
