@@ -99,7 +99,7 @@ class Targets:
     freeze_failover: float = 25.0
     dead_worker_rescue: float = 2.0
     lost_lease_rescue: float = 0.0
-    """lease + rescue period + claim; set from the run's settings."""
+    """Set from the run's settings: lease + 1.25 x the rescuer's period + 2 s (run.py)."""
 
 
 @dataclass

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +49,6 @@ class Lab:
     prefix: str = field(default_factory=lambda: f"{PREFIX}{os.getpid()}")
     """Per harness process, so that two runs on one machine never touch each other's lab."""
     net: str = "10.231"
-    pods: list[str] = field(default_factory=list)
 
     @property
     def db_address(self) -> str:
@@ -103,13 +101,11 @@ class Lab:
         self._ip("-n", ns, "link", "set", "eth0", "up")
         # Only a route to the lab: nothing in a pod reaches beyond it.
         self._ip("-n", ns, "route", "add", self.subnet, "via", f"{self.net}.{index}.1")
-        self.pods.append(pod)
 
     def down(self) -> None:
         for name in _namespaces():
             if name.startswith(f"{self.prefix}-"):
                 _delete_namespace(name)
-        self.pods = []
 
     # ------------------------------------------------------------------ faults
     def partition(self, pod: str, mode: str = "drop") -> None:
@@ -157,7 +153,7 @@ class Lab:
         return _run([system_command("ip"), *args])
 
     def _in(self, node: str, tool: str, *args: str) -> str:
-        return _run([*self.netns_exec(node), _tool(tool), *args])
+        return _run([*self.netns_exec(node), system_command(tool), *args])
 
 
 def _namespaces() -> list[str]:
@@ -176,10 +172,6 @@ def _delete_orphaned_labs() -> None:
         match = re.match(rf"{PREFIX}(\d+)-", name)
         if match and not Path(f"/proc/{match.group(1)}").exists():
             _delete_namespace(name)
-
-
-def _tool(name: str) -> str:
-    return system_command(name) if name in ("ip", "iptables", "sysctl") else (shutil.which(name) or name)
 
 
 def _run(cmd: list[str]) -> str:

@@ -32,6 +32,7 @@ import asyncpg
 from pg_scheduler import ConflictResolution, Scheduler
 from pg_scheduler.shared.locks import LEADER_LOCK
 from pg_scheduler.shared.schema import migrate
+from tests.pgserver import StopMode, TestPostgres
 
 from . import history, workload
 from .cluster import Pod, PodSettings, send_signal, start_postgres
@@ -186,13 +187,12 @@ class Run:
             pg.close()
             self.lab.down()
 
-    async def _with_database(self, pg: Any, names: list[str]) -> dict[str, Any]:
+    async def _with_database(self, pg: TestPostgres, names: list[str]) -> dict[str, Any]:
         self.pg = pg
         admin = await asyncpg.connect(pg.socket_dsn())
         await admin.execute("CREATE DATABASE chaos")
         await admin.close()
-        self.socket_dsn = pg.socket_dsn("chaos")
-        pool = await asyncpg.create_pool(self.socket_dsn, min_size=2, max_size=6)
+        pool = await asyncpg.create_pool(pg.socket_dsn("chaos"), min_size=2, max_size=6)
         self.pool = pool
         try:
             async with pool.acquire() as conn:
@@ -337,7 +337,8 @@ class Run:
         if step.kind == "pg_restart":
             epoch = await self._epoch()
             t = time.time()
-            await asyncio.to_thread(self.pg.restart, step.mode or "fast")
+            stop_mode: StopMode = "immediate" if step.mode == "immediate" else "fast"
+            await asyncio.to_thread(self.pg.restart, stop_mode)
             self.faults.append(Fault("pg_restart", None, t, time.time(), mode=step.mode,
                                      epoch_before=epoch))
             return
