@@ -102,6 +102,37 @@ def _create() -> Metrics:
     )
 
 
+class TaskSeries:
+    """One task's labelled series, looked up once. ``labels()`` takes a lock and builds a key
+    at every call, and a busy worker updates four series per job."""
+
+    def __init__(self, m: Metrics, task: str) -> None:
+        self.claimed = m.jobs_claimed.labels(task)
+        self.start_lag = m.job_start_lag.labels(task)
+        self.duration = m.job_duration.labels(task)
+        self._finished = m.jobs_finished
+        self._task = task
+        self._by_outcome: dict[str, Any] = {}
+
+    def finished(self, outcome: str) -> Any:
+        """The ``jobs_finished`` series of this task and outcome."""
+        series = self._by_outcome.get(outcome)
+        if series is None:
+            series = self._by_outcome[outcome] = self._finished.labels(self._task, outcome)
+        return series
+
+
+_task_series: dict[str, TaskSeries] = {}
+
+
+def task_series(task: str) -> TaskSeries:
+    """The series of ``task`` in this process's metrics."""
+    series = _task_series.get(task)
+    if series is None:
+        series = _task_series[task] = TaskSeries(metrics(), task)
+    return series
+
+
 class ClusterCollector:
     """The leader's latest sample of cluster-wide gauges; nothing while this process does not
     lead (the sample is cleared when leadership ends)."""

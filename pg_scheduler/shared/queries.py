@@ -134,15 +134,19 @@ DB_NOW = "SELECT now()"
 # prepared statements get after five runs) guess LIMIT $2 at a tenth of the table, hash-join and
 # scan the whole table at every claim: the drain spent 49 CPU-seconds of PostgreSQL on 60,000
 # jobs. A TID scan is chosen whatever the guess.
-_MISFIRED = """(j.misfire_grace_time IS NOT NULL
-                AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + $5))"""
-JOB_CLAIM = f"""
+def _claim(names: str, limit: str, worker: str, lease: str, tolerance: str) -> str:
+    """The claim UPDATE, over the given parameter placeholders (it is also a CTE of
+    JOB_COMPLETE_AND_CLAIM). job_id and attempt come first in RETURNING: that statement's
+    UNION pads the rest."""
+    misfired = f"""(j.misfire_grace_time IS NOT NULL
+                AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + {tolerance}))"""
+    return f"""
 UPDATE scheduled_jobs AS j SET
     (status, attempt, worker_id, lease_until, last_heartbeat, started_at, finished_at, error_message) =
     (SELECT CASE WHEN m THEN 'expired' ELSE 'running' END,
             CASE WHEN m THEN j.attempt ELSE j.attempt + 1 END,
-            CASE WHEN m THEN NULL ELSE $3 END,
-            CASE WHEN m THEN NULL ELSE now() + make_interval(secs => $4) END,
+            CASE WHEN m THEN NULL ELSE {worker} END,
+            CASE WHEN m THEN NULL ELSE now() + make_interval(secs => {lease}) END,
             CASE WHEN m THEN j.last_heartbeat ELSE now() END,
             CASE WHEN m THEN j.started_at ELSE now() END,
             CASE WHEN m THEN now() ELSE NULL END,
@@ -151,20 +155,23 @@ UPDATE scheduled_jobs AS j SET
                              round(extract(epoch FROM now() - j.execution_time)::numeric, 3),
                              j.misfire_grace_time)
                  ELSE j.error_message END
-       FROM (SELECT {_MISFIRED} AS m) AS misfire)
+       FROM (SELECT {misfired} AS m) AS misfire)
  WHERE j.ctid = ANY (ARRAY(
            SELECT ctid FROM scheduled_jobs AS j
-            WHERE status = 'pending' AND execution_time <= now() AND job_name = ANY($1::text[])
+            WHERE status = 'pending' AND execution_time <= now() AND job_name = ANY({names}::text[])
               AND {_NOT_BLOCKED}
             ORDER BY priority, execution_time
-            LIMIT $2
+            LIMIT {limit}
               FOR UPDATE SKIP LOCKED))
-RETURNING j.job_id, j.job_name, j.task_data, j.attempt, j.status, j.execution_time, j.started_at,
+RETURNING j.job_id, j.attempt, j.job_name, j.task_data, j.status, j.execution_time, j.started_at,
           j.timeout_seconds, j.retry_count, j.max_retries, j.use_advisory_lock, j.dedup_key,
           j.window_start, j.priority, j.overlap,
           extract(epoch FROM now() - j.execution_time)::float8 AS lag_seconds,
           extract(epoch FROM now() - j.window_start)::float8 AS window_lag_seconds
 """
+
+
+JOB_CLAIM = _claim("$1", "$2", "$3", "$4", "$5")
 
 # --------------------------------------------------------------------------- workers: running
 
@@ -197,12 +204,31 @@ RETURNING j.job_id
 
 # Completions of one worker in one statement (worker/completer.py), each fenced by
 # (job, worker, attempt) and ``running``; the rows returned are the completions that landed.
-JOB_COMPLETE_MANY = _lock_my_runs("$2", "$3") + """
+_COMPLETE_MINE = """
 UPDATE scheduled_jobs AS j
    SET status = 'completed', finished_at = now(), lease_until = NULL, error_message = NULL
   FROM mine
  WHERE j.job_id = mine.job_id
 RETURNING j.job_id, j.attempt
+"""
+JOB_COMPLETE_MANY = _lock_my_runs("$2", "$3") + _COMPLETE_MINE
+
+# A busy worker's completions and the claim that refills the slots they free, in one statement:
+# one round trip and one commit where there were two (the commit, WAL flush included, is most of
+# what a small statement costs PostgreSQL). $1 worker, $2/$3 the completions' (job_id, attempt),
+# $4 names, $5 limit, $6 lease seconds, $7 misfire tolerance. Rows with ``claimed`` false are
+# the completions that landed (job_id and attempt only); the others are claimed jobs, as
+# JOB_CLAIM returns them. Both updates see the statement's snapshot, so they touch disjoint rows
+# (running ones and pending ones), and the claim's SKIP LOCKED never waits on the completion's
+# locks. A held-back window of a skip/queue job whose run completes here is claimable only from
+# the next statement on, as it would be after a separate completion.
+JOB_COMPLETE_AND_CLAIM = _lock_my_runs("$2", "$3") + f""",
+done AS ({_COMPLETE_MINE}),
+claimed AS ({_claim("$4", "$5", "$1", "$6", "$7")})
+SELECT true AS claimed, * FROM claimed
+UNION ALL
+SELECT false, job_id, attempt, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL FROM done
 """
 
 # Exponential backoff with equal jitter, in SQL so that worker and rescuer share one formula:

@@ -78,28 +78,39 @@ class Claimer:
             queries.JOB_CLAIM, list(names), limit, self.worker_id, self.lease_seconds,
             self.misfire_tolerance_seconds, timeout=self.timeout,
         )
-        claimed = []
-        for row in rows:
-            args, kwargs = decode_task_data(row["task_data"])
-            claimed.append(
-                ClaimedJob(
-                    job_id=row["job_id"],
-                    job_name=row["job_name"],
-                    args=args,
-                    kwargs=kwargs,
-                    attempt=row["attempt"],
-                    expired=row["status"] == "expired",
-                    execution_time=row["execution_time"],
-                    timeout_seconds=row["timeout_seconds"],
-                    retry_count=row["retry_count"],
-                    max_retries=row["max_retries"],
-                    use_advisory_lock=row["use_advisory_lock"],
-                    dedup_key=row["dedup_key"],
-                    lag_seconds=row["lag_seconds"],
-                    overlap=row["overlap"],
-                    started_at=row["started_at"],
-                    window_lag_seconds=row["window_lag_seconds"],
-                )
-            )
-        # Priority order is the database's; keep it for starting tasks.
-        return claimed
+        return [_claimed(row) for row in rows]
+
+    async def complete_and_claim(
+        self, job_ids: list[str], attempts: list[int], names: Sequence[str], limit: int,
+    ) -> tuple[set[tuple[str, int]], list[ClaimedJob]]:
+        """Write completions (fenced as JOB_COMPLETE_MANY) and claim up to ``limit`` jobs in one
+        statement; returns the completions that landed and the jobs claimed, in priority
+        order."""
+        rows = await self._pool.fetch(
+            queries.JOB_COMPLETE_AND_CLAIM, self.worker_id, job_ids, attempts, list(names), limit,
+            self.lease_seconds, self.misfire_tolerance_seconds, timeout=self.timeout,
+        )
+        done = {(r["job_id"], r["attempt"]) for r in rows if not r["claimed"]}
+        return done, [_claimed(r) for r in rows if r["claimed"]]
+
+
+def _claimed(row: asyncpg.Record) -> ClaimedJob:
+    args, kwargs = decode_task_data(row["task_data"])
+    return ClaimedJob(
+        job_id=row["job_id"],
+        job_name=row["job_name"],
+        args=args,
+        kwargs=kwargs,
+        attempt=row["attempt"],
+        expired=row["status"] == "expired",
+        execution_time=row["execution_time"],
+        timeout_seconds=row["timeout_seconds"],
+        retry_count=row["retry_count"],
+        max_retries=row["max_retries"],
+        use_advisory_lock=row["use_advisory_lock"],
+        dedup_key=row["dedup_key"],
+        lag_seconds=row["lag_seconds"],
+        overlap=row["overlap"],
+        started_at=row["started_at"],
+        window_lag_seconds=row["window_lag_seconds"],
+    )

@@ -12,22 +12,36 @@ completion landed.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from ..shared import queries
+
+Write = Callable[[list[str], list[int]], Awaitable[set[tuple[str, int]]]]
+"""Writes a batch of (job_id, attempt) completions; returns the ones that landed."""
 
 MAX_BATCH = 500
 """Completions per statement: bounds one statement's locks and the size of its arrays."""
 
 
 class Completer:
-    def __init__(self, pool: asyncpg.Pool, worker_id: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, worker_id: str, *, timeout: float = 10.0,
+        write: Write | None = None,
+    ) -> None:
         self._pool = pool
         self.worker_id = worker_id
         self.timeout = timeout
+        # The worker passes a write that also refills the slots the batch frees (claimer.py).
+        self._write = write or self.write_alone
         self._queue: list[tuple[str, int, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Completions are queued or being written."""
+        return bool(self._queue) or (self._flusher is not None and not self._flusher.done())
 
     def complete(self, job_id: str, attempt: int) -> asyncio.Future[bool]:
         """Queue (job_id, attempt) for completion. The future says whether it landed (False:
@@ -45,10 +59,7 @@ class Completer:
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             try:
-                rows = await self._pool.fetch(
-                    queries.JOB_COMPLETE_MANY, self.worker_id, [b[0] for b in batch],
-                    [b[1] for b in batch], timeout=self.timeout,
-                )
+                done = await self._write([b[0] for b in batch], [b[1] for b in batch])
             except BaseException as exc:
                 for _, _, future in batch:
                     if not future.done():
@@ -56,7 +67,12 @@ class Completer:
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            done = {(r["job_id"], r["attempt"]) for r in rows}
             for job_id, attempt, future in batch:
                 if not future.done():
                     future.set_result((job_id, attempt) in done)
+
+    async def write_alone(self, job_ids: list[str], attempts: list[int]) -> set[tuple[str, int]]:
+        rows = await self._pool.fetch(
+            queries.JOB_COMPLETE_MANY, self.worker_id, job_ids, attempts, timeout=self.timeout,
+        )
+        return {(r["job_id"], r["attempt"]) for r in rows}

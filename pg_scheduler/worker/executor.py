@@ -16,12 +16,12 @@ import enum
 import logging
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncpg
 
 from ..shared import queries
-from ..shared.context import JobContext, running_job
+from ..shared.context import JobContext, enter_job, leave_job
 from ..shared.locks import exclusive_job_lock
 from ..shared.tasks import TaskRegistry
 from .claimer import ClaimedJob
@@ -71,10 +71,11 @@ class Executor:
         retry_delay_seconds: float,
         retry_max_delay_seconds: float,
         retry_jitter: bool,
+        completer: Completer | None = None,
     ) -> None:
         self._pool = pool
         self._registry = registry
-        self._completer = Completer(pool, worker_id)
+        self._completer = completer or Completer(pool, worker_id)
         self.worker_id = worker_id
         self.retry_delay_seconds = retry_delay_seconds
         self.retry_max_delay_seconds = retry_max_delay_seconds
@@ -94,19 +95,14 @@ class Executor:
         if task is None:  # unregistered after the claim: give it back for another worker
             await self._release(job, "task no longer registered in this process", 0.0)
             return Outcome.DEFERRED
-        timeout_cm: asyncio.Timeout | None = None
-        acquired = False
+        acquired = True
         try:
-            async with self._exclusive(job) as acquired:
-                if acquired:
-                    log.debug("executor: starting %s (%s) attempt %s", job.job_id, job.job_name,
-                              job.attempt)
-                    with running_job(self._context(job)):
-                        if job.timeout_seconds is not None:
-                            async with asyncio.timeout(job.timeout_seconds) as timeout_cm:
-                                await task.func(*job.args, **job.kwargs)
-                        else:
-                            await task.func(*job.args, **job.kwargs)
+            if job.one_at_a_time:
+                async with self._exclusive(job) as acquired:
+                    if acquired:
+                        await self._call(task.func, job)
+            else:
+                await self._call(task.func, job)
         except asyncio.CancelledError:
             reason = stop_reason()
             if reason is StopReason.CANCELLED:
@@ -120,11 +116,9 @@ class Executor:
                             job.job_id, job.attempt)
                 return Outcome.LEASE_LOST
             raise
-        except TimeoutError as exc:
+        except _TimedOut:
             finishing()
-            if timeout_cm is not None and timeout_cm.expired():
-                return await self._fail(job, f"timed out after {job.timeout_seconds} s")
-            return await self._fail(job, _describe(exc))
+            return await self._fail(job, f"timed out after {job.timeout_seconds} s")
         except Exception as exc:
             finishing()
             return await self._fail(job, _describe(exc))
@@ -141,6 +135,26 @@ class Executor:
             await self._release(job, "exclusive lock busy", delay)
             return Outcome.DEFERRED
         return await self._complete(job)
+
+    async def _call(self, func: Callable[..., Awaitable[Any]], job: ClaimedJob) -> None:
+        """Run the task body with ``current_job()`` set, under the job's timeout if it has one
+        (its expiry raises _TimedOut, told apart from a TimeoutError the body raised)."""
+        log.debug("executor: starting %s (%s) attempt %s", job.job_id, job.job_name, job.attempt)
+        token = enter_job(self._context(job))
+        try:
+            if job.timeout_seconds is None:
+                await func(*job.args, **job.kwargs)
+                return
+            deadline = asyncio.timeout(job.timeout_seconds)
+            try:
+                async with deadline:
+                    await func(*job.args, **job.kwargs)
+            except TimeoutError:
+                if deadline.expired():
+                    raise _TimedOut from None
+                raise
+        finally:
+            leave_job(token)
 
     def _context(self, job: ClaimedJob) -> JobContext:
         return JobContext(
@@ -264,13 +278,22 @@ class Executor:
         reported as ``lease_lost``, while the row holds the right outcome)."""
         for delay in (*WRITE_RETRY_DELAYS_SECONDS, None):
             try:
-                return await asyncio.shield(call())
+                pending = call()
+                if isinstance(pending, asyncio.Future):
+                    # The completer's future: the write runs in its own task, so a cancel
+                    # here cannot stop it (shield would only add a second future per job).
+                    return cast(T, await pending)
+                return await asyncio.shield(pending)
             except TRANSIENT_ERRORS as exc:
                 if delay is None:
                     raise
                 log.warning("executor: outcome write failed (%r); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+
+class _TimedOut(Exception):
+    """The job's own timeout expired."""
 
 
 def _describe(exc: BaseException) -> str:

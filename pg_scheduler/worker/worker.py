@@ -25,10 +25,11 @@ import asyncpg
 
 from ..shared import queries
 from ..shared.config import SchedulerConfig
-from ..shared.metrics import metrics
+from ..shared.metrics import metrics, task_series
 from ..shared.service import cancel_and_wait
 from ..shared.tasks import TaskRegistry
 from .claimer import ClaimedJob, Claimer
+from .completer import Completer
 from .executor import Executor, Outcome, StopReason
 from .heartbeat import Heartbeat
 from .listener import Listener
@@ -79,11 +80,12 @@ class Worker:
             pool, worker_id=worker_id, lease_seconds=config.lease_seconds,
             misfire_tolerance_seconds=config.misfire_tolerance_seconds,
         )
+        self._completer = Completer(pool, worker_id, write=self._complete_and_refill)
         self._executor = Executor(
             pool, registry, worker_id=worker_id,
             retry_delay_seconds=config.retry_delay_seconds,
             retry_max_delay_seconds=config.retry_max_delay_seconds,
-            retry_jitter=config.retry_jitter,
+            retry_jitter=config.retry_jitter, completer=self._completer,
         )
         self._heartbeat = Heartbeat(
             connect_args, connect_kwargs, worker_id=worker_id, kind=kind,
@@ -97,6 +99,11 @@ class Worker:
         )
         self._running: dict[str, RunningJob] = {}
         self._wake = asyncio.Event()
+        self._news = False
+        """Woken by a notification (new jobs), not only by a freed slot."""
+        self._claiming = False
+        """A claim is in flight (the loop's or a refill's): one at a time, so that two claims
+        never both count the same free slots."""
         self._hurry = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -201,6 +208,7 @@ class Worker:
     # ------------------------------------------------------------------ signals in
 
     def wake(self) -> None:
+        self._news = True
         self._wake.set()
 
     def cancel_local(self, job_id: str) -> None:
@@ -238,9 +246,14 @@ class Worker:
         error_delay = 0.1
         while not self._stopping:
             self._wake.clear()
+            news, self._news = self._news, False
             delay = self.config.poll_interval_seconds
             free = self.config.max_concurrent_jobs - len(self._running)
-            if free > 0:
+            # Slots freed by completions still being written are refilled by that write
+            # (_complete_and_refill); the loop claims for them only once it is done, unless new
+            # jobs were announced meanwhile.
+            if free > 0 and not self._claiming and (news or not self._completer.busy):
+                self._claiming = True
                 try:
                     # Claim first: when woken there is usually something due, and a claim that
                     # finds nothing costs what the due-time probe would have. Only a short
@@ -269,9 +282,33 @@ class Worker:
                                 self.worker_id, exc, error_delay)
                     delay = min(delay, error_delay)
                     error_delay = min(error_delay * 2, self.config.poll_interval_seconds)
+                finally:
+                    self._claiming = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
+
+    async def _complete_and_refill(
+        self, job_ids: list[str], attempts: list[int]
+    ) -> set[tuple[str, int]]:
+        """The completer's write. A busy worker's completions free slots: the claim that fills
+        them rides in the same statement (JOB_COMPLETE_AND_CLAIM) instead of following in a
+        second round trip and commit. The slots of this batch count as free, since its
+        completions land with the claim; runs whose completions wait for the next batch do
+        not."""
+        free = self.config.max_concurrent_jobs - len(self._running) + len(job_ids)
+        names = self._registry.names()
+        if self._stopping or self._claiming or not names or free <= 0:
+            return await self._completer.write_alone(job_ids, attempts)
+        self._claiming = True
+        try:
+            done, jobs = await self._claimer.complete_and_claim(
+                job_ids, attempts, names, min(free, self.config.batch_claim_limit))
+        finally:
+            self._claiming = False
+        for job in jobs:
+            self._launch(job)
+        return done
 
     def _launch(self, job: ClaimedJob) -> None:
         if job.expired:
@@ -286,11 +323,11 @@ class Worker:
             # job): that attempt's lease is gone, so stop it; its completion would be refused.
             previous.reason = StopReason.LEASE_LOST
             previous.task.cancel()
-        m = metrics()
-        m.jobs_claimed.labels(job.job_name).inc()
-        m.job_start_lag.labels(job.job_name).observe(max(job.lag_seconds, 0.0))
+        series = task_series(job.job_name)
+        series.claimed.inc()
+        series.start_lag.observe(max(job.lag_seconds, 0.0))
         if job.window_lag_seconds is not None and job.dedup_key:
-            m.periodic_lag.labels(job.dedup_key).observe(max(job.window_lag_seconds, 0.0))
+            metrics().periodic_lag.labels(job.dedup_key).observe(max(job.window_lag_seconds, 0.0))
         running = RunningJob(job)
         self._running[job.job_id] = running
         self._heartbeat.track(job.job_id, job.attempt)
@@ -321,11 +358,11 @@ class Worker:
             self._wake.set()
             if outcome is not None:
                 if outcome in RAN:
-                    metrics().job_duration.labels(job.job_name).observe(time.monotonic() - started)
+                    task_series(job.job_name).duration.observe(time.monotonic() - started)
                 self._report(job, outcome)
 
     def _report(self, job: ClaimedJob, outcome: Outcome) -> None:
-        metrics().jobs_finished.labels(job.job_name, outcome.value).inc()
+        task_series(job.job_name).finished(outcome.value).inc()
         if self._on_outcome is not None:
             try:
                 self._on_outcome(job, outcome)
