@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from pg_scheduler import Scheduler, job
+from pg_scheduler.worker.claimer import Claimer
 from support import FAST, wait_for
 
 
@@ -129,3 +130,43 @@ async def test_rescuer_honours_a_lease_to_its_end_even_when_its_worker_left_the_
         row = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = 'leased'")
         assert row["attempt"] == 2 and row["retry_count"] == 1
         assert row["started_at"] >= lease_until, "the job was taken back before its lease ran out"
+
+
+async def test_completions_and_the_refill_claim_in_one_statement_keep_the_fence(
+    pool: asyncpg.Pool,
+) -> None:
+    """JOB_COMPLETE_AND_CLAIM (a busy worker's write): a completion lands only for the worker's
+    own running attempt, and the claim in the same statement takes pending due rows only, no
+    more than asked, leaving the refused row as it was."""
+    await Scheduler(pool).initialize_db()
+    await pool.execute(
+        "INSERT INTO scheduler_workers (worker_id, kind, host, pid) VALUES ('w1', 'worker', 't', 0)"
+    )
+    await pool.execute(
+        """INSERT INTO scheduled_jobs (job_id, job_name, execution_time, task_data)
+           SELECT 'job-' || g, 'fenced', now() - g * interval '1 second',
+                  '{"args": [], "kwargs": {}}'
+             FROM generate_series(1, 6) AS g"""
+    )
+    claimer = Claimer(pool, worker_id="w1", lease_seconds=30, misfire_tolerance_seconds=1)
+    first = await claimer.claim(["fenced"], 2)
+    assert sorted(j.job_id for j in first) == ["job-5", "job-6"]  # the most overdue first
+    mine, stolen = first
+    # The second run was taken over meanwhile (rescued and claimed again elsewhere).
+    await pool.execute(
+        "UPDATE scheduled_jobs SET worker_id = 'w2', attempt = attempt + 1 WHERE job_id = $1",
+        stolen.job_id,
+    )
+
+    done, claimed = await claimer.complete_and_claim(
+        [mine.job_id, stolen.job_id], [mine.attempt, stolen.attempt], ["fenced"], 3)
+
+    assert done == {(mine.job_id, mine.attempt)}
+    assert [j.job_id for j in claimed] == ["job-4", "job-3", "job-2"]
+    assert all(j.attempt == 1 and not j.expired for j in claimed)
+    rows = {r["job_id"]: r for r in await pool.fetch("SELECT * FROM scheduled_jobs")}
+    assert rows[mine.job_id]["status"] == "completed"
+    assert (rows[stolen.job_id]["status"], rows[stolen.job_id]["worker_id"],
+            rows[stolen.job_id]["attempt"]) == ("running", "w2", 2)
+    assert [rows[f"job-{i}"]["status"] for i in (2, 3, 4)] == ["running"] * 3
+    assert rows["job-1"]["status"] == "pending"

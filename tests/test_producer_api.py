@@ -583,6 +583,39 @@ async def test_bulk_of_ten_thousand_returns_ten_thousand_ids_in_order(
     assert [by_id[ids[i]] for i in sample] == sample
 
 
+async def test_a_bad_spec_deep_in_a_streamed_bulk_writes_nothing_and_leaves_the_connection_usable(
+    dsn: str,
+) -> None:
+    """The COPY path prepares rows while it sends them, so a bad spec after the first 512 KB
+    aborts a COPY that is under way: nothing may land, the pooled connection must serve the next
+    call, and a caller's own transaction (``connection=``) must survive the error."""
+
+    @job
+    async def task(i: int) -> None:
+        pass
+
+    now = datetime.now(UTC)
+    bad = [JobSpec(task, now, args=(i,)) for i in range(20_000)]
+    bad.append(JobSpec(task, datetime.now(), args=("naive",)))
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)  # one connection: reused
+    try:
+        scheduler = Scheduler(pool)
+        with pytest.raises(InvalidJobError, match="naive"):
+            await scheduler.schedule_bulk(bad)
+        assert await job_count(pool) == 0
+        assert len(await scheduler.schedule_bulk([JobSpec(task, now, args=(1,))])) == 1
+
+        async with pool.acquire() as conn, conn.transaction():
+            kept = await scheduler.schedule(task, execution_time=now, args=(2,), connection=conn)
+            with pytest.raises(InvalidJobError):
+                await scheduler.schedule_bulk(bad, connection=conn)
+            after = await scheduler.schedule(task, execution_time=now, args=(3,), connection=conn)
+        ids = {r["job_id"] for r in await pool.fetch("SELECT job_id FROM scheduled_jobs")}
+        assert {kept, after} <= ids and len(ids) == 3
+    finally:
+        await pool.close()
+
+
 async def test_bulk_copy_path_wakes_an_idle_worker_and_keeps_every_field(pool: asyncpg.Pool) -> None:
     """Without given ids, schedule_bulk writes with COPY: its insert trigger must still wake
     idle workers (their poll is 30 s here), and every column must land as with INSERT."""

@@ -78,7 +78,7 @@ class Claimer:
             queries.JOB_CLAIM, list(names), limit, self.worker_id, self.lease_seconds,
             self.misfire_tolerance_seconds, timeout=self.timeout,
         )
-        return [_claimed(row) for row in rows]
+        return _in_priority_order(rows)
 
     async def complete_and_claim(
         self, job_ids: list[str], attempts: list[int], names: Sequence[str], limit: int,
@@ -91,7 +91,14 @@ class Claimer:
             self.lease_seconds, self.misfire_tolerance_seconds, timeout=self.timeout,
         )
         done = {(r["job_id"], r["attempt"]) for r in rows if not r["claimed"]}
-        return done, [_claimed(r) for r in rows if r["claimed"]]
+        return done, _in_priority_order([r for r in rows if r["claimed"]])
+
+
+def _in_priority_order(rows: list[asyncpg.Record]) -> list[ClaimedJob]:
+    """The claimed jobs, to be started in priority order. The claim picks rows in that order,
+    but returns them in the order its TID scan visits them (physical order)."""
+    rows.sort(key=lambda r: (r["priority"], r["execution_time"]))
+    return [_claimed(row) for row in rows]
 
 
 def _claimed(row: asyncpg.Record) -> ClaimedJob:

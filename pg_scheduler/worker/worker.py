@@ -101,9 +101,9 @@ class Worker:
         self._wake = asyncio.Event()
         self._news = False
         """Woken by a notification (new jobs), not only by a freed slot."""
-        self._claiming = False
-        """A claim is in flight (the loop's or a refill's): one at a time, so that two claims
-        never both count the same free slots."""
+        self._promised = 0
+        """Slots that claims in flight (the loop's and a refill's) may fill: no two claims count
+        the same free slot."""
         self._hurry = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -246,20 +246,20 @@ class Worker:
         error_delay = 0.1
         while not self._stopping:
             self._wake.clear()
-            news, self._news = self._news, False
             delay = self.config.poll_interval_seconds
-            free = self.config.max_concurrent_jobs - len(self._running)
+            free = self.config.max_concurrent_jobs - len(self._running) - self._promised
             # Slots freed by completions still being written are refilled by that write
             # (_complete_and_refill); the loop claims for them only once it is done, unless new
-            # jobs were announced meanwhile.
-            if free > 0 and not self._claiming and (news or not self._completer.busy):
-                self._claiming = True
+            # jobs were announced meanwhile (then at once, for the slots nobody claims for).
+            if free > 0 and (self._news or not self._completer.busy):
+                self._news = False
+                wanted = min(free, self.config.batch_claim_limit)
+                self._promised += wanted
                 try:
                     # Claim first: when woken there is usually something due, and a claim that
                     # finds nothing costs what the due-time probe would have. Only a short
                     # claim needs the probe, to know how long to sleep.
                     names = self._registry.names()
-                    wanted = min(free, self.config.batch_claim_limit)
                     jobs = await self._claimer.claim(names, wanted)
                     for job in jobs:
                         self._launch(job)
@@ -283,7 +283,7 @@ class Worker:
                     delay = min(delay, error_delay)
                     error_delay = min(error_delay * 2, self.config.poll_interval_seconds)
                 finally:
-                    self._claiming = False
+                    self._promised -= wanted
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
@@ -296,16 +296,17 @@ class Worker:
         second round trip and commit. The slots of this batch count as free, since its
         completions land with the claim; runs whose completions wait for the next batch do
         not."""
-        free = self.config.max_concurrent_jobs - len(self._running) + len(job_ids)
+        free = (self.config.max_concurrent_jobs - len(self._running) + len(job_ids)
+                - self._promised)
         names = self._registry.names()
-        if self._stopping or self._claiming or not names or free <= 0:
+        if self._stopping or not names or free <= 0:
             return await self._completer.write_alone(job_ids, attempts)
-        self._claiming = True
+        wanted = min(free, self.config.batch_claim_limit)
+        self._promised += wanted
         try:
-            done, jobs = await self._claimer.complete_and_claim(
-                job_ids, attempts, names, min(free, self.config.batch_claim_limit))
+            done, jobs = await self._claimer.complete_and_claim(job_ids, attempts, names, wanted)
         finally:
-            self._claiming = False
+            self._promised -= wanted
         for job in jobs:
             self._launch(job)
         return done
