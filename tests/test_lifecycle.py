@@ -15,6 +15,7 @@ import pytest
 
 from pg_scheduler import Scheduler, job, periodic
 from pg_scheduler.shared.service import cancel_and_wait
+from pg_scheduler.worker import worker as worker_module
 from pgserver import TestPostgres
 from support import FAST, wait_for
 
@@ -64,6 +65,53 @@ async def test_shutdown_in_the_middle_of_a_claim_strands_no_job(pool: asyncpg.Po
     assert len(states) == 5
     assert all(r["status"] in ("completed", "pending") for r in states), states
     assert not [r for r in states if r["status"] == "pending" and r["worker_id"]]
+
+
+async def test_shutdown_during_a_refill_claim_starts_nothing_after_it_returns(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A completion's statement also claims for the slot it frees (worker._complete_and_refill).
+    # Shutdown arriving while that reply is on its way, with a shutdown timeout shorter than
+    # the reply, must still deal with the job the reply claims before it returns: a job
+    # launched afterwards would run in a process that is exiting, with no heartbeat. The
+    # shutdown's grace for runs whose outcome is being written is cut short too, so that only
+    # the wait for the refill itself can cover the reply.
+    monkeypatch.setattr(worker_module, "CANCEL_GRACE_SECONDS", 0.1)
+    in_refill = asyncio.Event()
+    started: list[float] = []
+
+    @job
+    async def quick(i: int) -> None:
+        started.append(time.monotonic())
+
+    scheduler = Scheduler(pool, **{**FAST, "max_concurrent_jobs": 1,
+                                   "shutdown_timeout_seconds": 0.1})
+    await scheduler.start()
+    assert scheduler.worker is not None
+    claimer = scheduler.worker._claimer
+    real_refill = claimer.complete_and_claim
+
+    async def slow_reply(*args: Any, **kwargs: Any) -> Any:
+        done, jobs = await real_refill(*args, **kwargs)
+        if jobs and not in_refill.is_set():
+            in_refill.set()
+            await asyncio.sleep(0.5)  # the reply's round trip, stretched past the timeout
+        return done, jobs
+
+    claimer.complete_and_claim = slow_reply  # type: ignore[method-assign]
+    now = datetime.now(UTC)
+    for i in range(4):
+        await scheduler.schedule(quick, execution_time=now, args=(i,))
+    await asyncio.wait_for(in_refill.wait(), 10)
+    await scheduler.shutdown()
+    returned = time.monotonic()
+    # A window in which something must NOT happen (a late launch), hence a plain sleep.
+    await asyncio.sleep(1.0)
+    assert not [t for t in started if t > returned]
+    rows = await pool.fetch("SELECT status, worker_id FROM scheduled_jobs")
+    assert len(rows) == 4
+    assert all(r["status"] in ("completed", "pending") for r in rows), rows
+    assert not [r for r in rows if r["status"] == "pending" and r["worker_id"]]
 
 
 async def test_shutdown_with_the_database_gone_still_closes(

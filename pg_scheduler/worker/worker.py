@@ -102,6 +102,8 @@ class Worker:
         self._news = False
         """Woken by a notification (new jobs), not only by a freed slot."""
         self._promised = 0
+        self._no_refill = asyncio.Event()
+        self._no_refill.set()
         """Slots that claims in flight (the loop's and a refill's) may fill: no two claims count
         the same free slot."""
         self._hurry = asyncio.Event()
@@ -140,6 +142,11 @@ class Worker:
             done, _ = await asyncio.wait({loop_task}, timeout=QUERY_TIMEOUT_SECONDS + 1)
             if not done:  # a query hung past its own timeout: give up on it
                 await cancel_and_wait(loop_task)
+        # A refill claim in flight launches its jobs when it lands: wait for it, so that the
+        # drain below sees them (and lets them run) rather than finding them later.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(QUERY_TIMEOUT_SECONDS + 1):
+                await self._no_refill.wait()
         try:
             await self._drain(timeout)
         finally:
@@ -303,10 +310,12 @@ class Worker:
             return await self._completer.write_alone(job_ids, attempts)
         wanted = min(free, self.config.batch_claim_limit)
         self._promised += wanted
+        self._no_refill.clear()
         try:
             done, jobs = await self._claimer.complete_and_claim(job_ids, attempts, names, wanted)
         finally:
             self._promised -= wanted
+            self._no_refill.set()
         for job in jobs:
             self._launch(job)
         return done
