@@ -34,6 +34,13 @@ async def own_pool(own_server: TestPostgres) -> AsyncIterator[asyncpg.Pool]:
     pool.terminate()
 
 
+async def _schedule_due(scheduler: Scheduler, task: Any, count: int) -> None:
+    """``count`` jobs of ``task``, due now, with arguments 0, 1, ..."""
+    now = datetime.now(UTC)
+    for i in range(count):
+        await scheduler.schedule(task, execution_time=now, args=(i,))
+
+
 async def test_shutdown_in_the_middle_of_a_claim_strands_no_job(pool: asyncpg.Pool) -> None:
     # The server committed the claim, the reply is still on its way, and shutdown() comes:
     # the claimed jobs must run or be handed back, never left 'running' with nobody on them.
@@ -56,9 +63,7 @@ async def test_shutdown_in_the_middle_of_a_claim_strands_no_job(pool: asyncpg.Po
         return rows
 
     claimer.claim = slow_reply  # type: ignore[method-assign]
-    now = datetime.now(UTC)
-    for i in range(5):
-        await scheduler.schedule(quick, execution_time=now, args=(i,))
+    await _schedule_due(scheduler, quick, 5)
     await asyncio.wait_for(in_claim.wait(), 10)
     await scheduler.shutdown()
     states = await pool.fetch("SELECT status, worker_id FROM scheduled_jobs")
@@ -99,9 +104,7 @@ async def test_shutdown_during_a_refill_claim_starts_nothing_after_it_returns(
         return done, jobs
 
     claimer.complete_and_claim = slow_reply  # type: ignore[method-assign]
-    now = datetime.now(UTC)
-    for i in range(4):
-        await scheduler.schedule(quick, execution_time=now, args=(i,))
+    await _schedule_due(scheduler, quick, 4)
     await asyncio.wait_for(in_refill.wait(), 10)
     await scheduler.shutdown()
     returned = time.monotonic()

@@ -33,7 +33,7 @@ class Completer:
         self._pool = pool
         self.worker_id = worker_id
         self.timeout = timeout
-        # The worker passes a write that also refills the slots the batch frees (claimer.py).
+        # The worker passes a write that also refills the slots the batch frees (worker.py).
         self._write = write or self.write_alone
         self._queue: list[tuple[str, int, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None

@@ -168,10 +168,7 @@ class Executor:
         """Hold a session advisory lock on a connection kept for the whole run, so that two runs
         of a ``use_advisory_lock`` (or overlap skip/queue) job never overlap anywhere (0.2.3 took
         it on a pooled connection that the pool unlocked at once)."""
-        if not job.one_at_a_time:
-            yield True
-            return
-        assert job.dedup_key is not None
+        assert job.one_at_a_time and job.dedup_key is not None
         key = exclusive_job_lock(job.dedup_key)
         async with self._pool.acquire() as conn:
             acquired = bool(await conn.fetchval(queries.EXCLUSIVE_TRY_LOCK, *key))
