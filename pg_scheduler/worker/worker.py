@@ -102,10 +102,10 @@ class Worker:
         self._news = False
         """Woken by a notification (new jobs), not only by a freed slot."""
         self._promised = 0
-        self._no_refill = asyncio.Event()
-        self._no_refill.set()
         """Slots that claims in flight (the loop's and a refill's) may fill: no two claims count
         the same free slot."""
+        self._no_refill = asyncio.Event()
+        self._no_refill.set()  # cleared while a refill claim is in flight
         self._hurry = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
