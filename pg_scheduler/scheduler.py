@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -90,6 +90,29 @@ async def _refresh_stale_statistics(conn: asyncpg.Connection, added: int) -> Non
             await conn.execute(queries.JOBS_ANALYZE)
     except asyncpg.PostgresError as exc:
         log.debug("schedule_bulk: could not refresh statistics: %r", exc)
+
+
+_Options = tuple[str, int, int, float | None, float | None]
+"""Checked per-job options: task name, stored priority, max_retries, misfire grace, timeout."""
+
+
+def _row(
+    job_id: str | None, execution_time: datetime, args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None, options: _Options,
+) -> tuple[Any, ...]:
+    """One job's JOB_INSERT / COPY parameters; checks the due time and encodes the arguments."""
+    if not isinstance(execution_time, datetime):
+        raise InvalidJobError(
+            f"execution_time must be a datetime, not {type(execution_time).__name__}"
+        )
+    if execution_time.tzinfo is None or execution_time.utcoffset() is None:
+        raise InvalidJobError(
+            "execution_time is a naive datetime; pass an aware one, e.g. "
+            "datetime.now(UTC) + timedelta(minutes=5)"
+        )
+    name, priority, max_retries, grace, timeout = options
+    return (job_id, name, execution_time, encode_task_data(args, kwargs), priority, max_retries,
+            grace, timeout)
 
 
 class Scheduler:
@@ -391,12 +414,7 @@ class Scheduler:
             # cores at work instead of one after the other). An invalid spec aborts the COPY,
             # and the transaction below writes nothing, as before.
             ids = new_job_ids(len(jobs))
-            records: Iterable[tuple[Any, ...]] = (
-                self._prepare(spec.func, spec.execution_time, spec.args, spec.kwargs,
-                              spec.priority, spec.max_retries, job_id, spec.misfire_grace_time,
-                              spec.timeout_seconds)
-                for spec, job_id in zip(jobs, ids, strict=True)
-            )
+            records = self._bulk_rows(jobs, ids)
             await self._ready(dedicated=connection is not None)
 
             async def write(conn: asyncpg.Connection) -> set[str]:
@@ -627,21 +645,44 @@ class Scheduler:
         timeout_seconds: float | None,
     ) -> tuple[Any, ...]:
         """Validate everything before anything is written; returns the JOB_INSERT parameters."""
+        options = self._options(func, priority, max_retries, misfire_grace_time, timeout_seconds)
+        if job_id is not None and (not isinstance(job_id, str) or not job_id):
+            raise InvalidJobError(f"job_id must be a non-empty string, got {job_id!r}")
+        return _row(job_id, execution_time, args, kwargs, options)
+
+    def _bulk_rows(self, jobs: Sequence[JobSpec], ids: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``jobs`` under the generated ``ids``, with _prepare's checks. What specs
+        usually share (task, priority, retries, misfire grace, timeout) is checked once per
+        distinct combination: that was half of preparing a row."""
+        checked: dict[tuple[Any, ...], _Options] = {}
+        for spec, job_id in zip(jobs, ids, strict=True):
+            # The types are part of the key: True == 1, but max_retries=True is refused.
+            shared = (spec.func, spec.priority, spec.max_retries, spec.misfire_grace_time,
+                      spec.timeout_seconds)
+            key: tuple[Any, ...] | None = (*shared, *map(type, shared))
+            try:
+                options = checked.get(key) if key is not None else None
+            except TypeError:  # an unhashable callable: check it every time
+                options, key = None, None
+            if options is None:
+                options = self._options(*shared)
+                if key is not None:
+                    checked[key] = options
+            yield _row(job_id, spec.execution_time, spec.args, spec.kwargs, options)
+
+    def _options(
+        self,
+        func: Callable[..., Any] | str,
+        priority: JobPriority | str | int,
+        max_retries: int,
+        misfire_grace_time: float | None | _Unset,
+        timeout_seconds: float | None,
+    ) -> _Options:
+        """The checked per-job options: task name, stored priority, retries, grace, timeout."""
         name = self._task_name(func)
-        if not isinstance(execution_time, datetime):
-            raise InvalidJobError(
-                f"execution_time must be a datetime, not {type(execution_time).__name__}"
-            )
-        if execution_time.tzinfo is None or execution_time.utcoffset() is None:
-            raise InvalidJobError(
-                "execution_time is a naive datetime; pass an aware one, e.g. "
-                "datetime.now(UTC) + timedelta(minutes=5)"
-            )
         prio = JobPriority.coerce(priority)
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise InvalidJobError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if job_id is not None and (not isinstance(job_id, str) or not job_id):
-            raise InvalidJobError(f"job_id must be a non-empty string, got {job_id!r}")
         grace = self.config.misfire_grace_time if misfire_grace_time is UNSET else misfire_grace_time
         if grace is not None and (
             isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0
@@ -652,9 +693,7 @@ class Scheduler:
             or timeout_seconds <= 0
         ):
             raise InvalidJobError(f"timeout_seconds must be > 0 or None, got {timeout_seconds!r}")
-        task_data = encode_task_data(args, kwargs)
-        return (job_id, name, execution_time, task_data, prio.db_value, max_retries,
-                None if grace is None else float(grace),
+        return (name, prio.db_value, max_retries, None if grace is None else float(grace),
                 None if timeout_seconds is None else float(timeout_seconds))
 
     def _task_name(self, func: Callable[..., Any] | str) -> str:

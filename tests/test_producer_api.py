@@ -128,6 +128,11 @@ async def test_bad_schedule_input_raises_library_errors_and_writes_nothing(
         await scheduler.schedule_bulk(specs)
     with pytest.raises(NotACoroutineFunctionError):
         await scheduler.schedule_bulk([JobSpec(task, now), JobSpec(sync_func, now)])
+    # Options shared by specs are checked once per distinct value, and True == 1 in Python:
+    # a spec with max_retries=True after one with max_retries=1 must still be refused.
+    with pytest.raises(InvalidJobError, match="max_retries"):
+        await scheduler.schedule_bulk([JobSpec(task, now, max_retries=1),
+                                       JobSpec(task, now, max_retries=True)])
 
     assert await job_count(pool) == 0
 
