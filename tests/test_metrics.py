@@ -254,3 +254,29 @@ async def test_oldest_due_age_leaves_out_windows_held_back_behind_a_running_run(
     sample = await sampler.run_once()
     assert 590 < sample["oldest_due_age"] < 900  # claimable now, and late
     await sampler.stop()
+
+
+def test_a_scrape_survives_an_empty_metrics_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """prometheus_client creates a process's .db file before it sizes it (client_python#1199):
+    a scrape in that window, or after a worker was killed in it, must still report the other
+    processes' samples instead of failing whole (the CI run that found it got HTTP 500)."""
+    from prometheus_client import generate_latest
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from pg_scheduler.shared.metrics import multiprocess_registry
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    written = MmapedDict(str(tmp_path / "counter_101.db"))
+    written.write_value(
+        mmap_key("pg_scheduler_jobs_claimed", "pg_scheduler_jobs_claimed_total", ["task"], ["t"],
+                 "Jobs claimed to run."), 3.0, 0.0)
+    written.close()
+    (tmp_path / "counter_102.db").touch()  # a worker between creating its file and sizing it
+
+    text = generate_latest(multiprocess_registry()).decode()
+
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("pg_scheduler_jobs_claimed_total", (("task", "t"),))] == 3.0
