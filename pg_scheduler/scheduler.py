@@ -100,7 +100,10 @@ def _row(
     job_id: str | None, execution_time: datetime, args: Sequence[Any],
     kwargs: Mapping[str, Any] | None, options: _Options,
 ) -> tuple[Any, ...]:
-    """One job's JOB_INSERT / COPY parameters; checks the due time and encodes the arguments."""
+    """One job's JOB_INSERT / COPY parameters; checks the id and the due time, and encodes the
+    arguments."""
+    if job_id is not None and (not isinstance(job_id, str) or not job_id):
+        raise InvalidJobError(f"job_id must be a non-empty string, got {job_id!r}")
     if not isinstance(execution_time, datetime):
         raise InvalidJobError(
             f"execution_time must be a datetime, not {type(execution_time).__name__}"
@@ -406,6 +409,8 @@ class Scheduler:
                 raise InvalidJobError(f"schedule_bulk takes JobSpec items, got {type(spec).__name__}")
         if not jobs:
             return []
+        fresh = iter(new_job_ids(sum(spec.job_id is None for spec in jobs)))
+        ids = [next(fresh) if spec.job_id is None else spec.job_id for spec in jobs]
         if all(spec.job_id is None for spec in jobs) and conflict is not ConflictResolution.REPLACE:
             # Every id is a fresh UUIDv7, so no row can conflict: a binary COPY (its insert
             # trigger still notifies the workers, once) instead of an INSERT over eight arrays.
@@ -413,7 +418,6 @@ class Scheduler:
             # fills, so PostgreSQL stores one part while this process prepares the next (two
             # cores at work instead of one after the other). An invalid spec aborts the COPY,
             # and the transaction below writes nothing, as before.
-            ids = new_job_ids(len(jobs))
             records = self._bulk_rows(jobs, ids)
             await self._ready(dedicated=connection is not None)
 
@@ -423,17 +427,8 @@ class Scheduler:
                 )
                 return set(ids)
         else:
-            fresh = iter(new_job_ids(sum(spec.job_id is None for spec in jobs)))
-            rows = [
-                self._prepare(
-                    spec.func, spec.execution_time, spec.args, spec.kwargs, spec.priority,
-                    spec.max_retries, next(fresh) if spec.job_id is None else spec.job_id,
-                    spec.misfire_grace_time, spec.timeout_seconds,
-                )
-                for spec in jobs
-            ]
+            rows = list(self._bulk_rows(jobs, ids))
             await self._ready(dedicated=connection is not None)
-            ids = [r[0] for r in rows]
             if conflict is ConflictResolution.REPLACE:
                 last = {r[0]: r for r in rows}  # the last spec of a repeated id wins
                 unique_rows = list(last.values())
@@ -646,28 +641,24 @@ class Scheduler:
     ) -> tuple[Any, ...]:
         """Validate everything before anything is written; returns the JOB_INSERT parameters."""
         options = self._options(func, priority, max_retries, misfire_grace_time, timeout_seconds)
-        if job_id is not None and (not isinstance(job_id, str) or not job_id):
-            raise InvalidJobError(f"job_id must be a non-empty string, got {job_id!r}")
         return _row(job_id, execution_time, args, kwargs, options)
 
     def _bulk_rows(self, jobs: Sequence[JobSpec], ids: Sequence[str]) -> Iterator[tuple[Any, ...]]:
-        """The rows of ``jobs`` under the generated ``ids``, with _prepare's checks. What specs
-        usually share (task, priority, retries, misfire grace, timeout) is checked once per
-        distinct combination: that was half of preparing a row."""
+        """The rows of ``jobs`` under ``ids``, with _prepare's checks. What specs usually share
+        (task, priority, retries, misfire grace, timeout) is checked once per distinct
+        combination: that was half of preparing a row."""
         checked: dict[tuple[Any, ...], _Options] = {}
         for spec, job_id in zip(jobs, ids, strict=True):
-            # The types are part of the key: True == 1, but max_retries=True is refused.
             shared = (spec.func, spec.priority, spec.max_retries, spec.misfire_grace_time,
                       spec.timeout_seconds)
-            key: tuple[Any, ...] | None = (*shared, *map(type, shared))
+            # The types are part of the key: True == 1, but max_retries=True is refused.
+            key = (*shared, *map(type, shared))
             try:
-                options = checked.get(key) if key is not None else None
-            except TypeError:  # an unhashable callable: check it every time
-                options, key = None, None
-            if options is None:
+                options = checked[key]
+            except KeyError:
+                options = checked[key] = self._options(*shared)
+            except TypeError:  # an unhashable callable: nothing to remember it by
                 options = self._options(*shared)
-                if key is not None:
-                    checked[key] = options
             yield _row(job_id, spec.execution_time, spec.args, spec.kwargs, options)
 
     def _options(

@@ -24,14 +24,11 @@ MIGRATIONS_CURRENT = "SELECT coalesce(max(version), 0) FROM scheduler_migrations
 # --------------------------------------------------------------------------- producing jobs
 
 JOBS_TABLE = "scheduled_jobs"
-# schedule_bulk's COPY path: the columns of JOB_INSERT, in the same order.
+# The columns a producer writes, in JOB_INSERT's parameter order (also schedule_bulk's COPY).
 JOB_COPY_COLUMNS = ("job_id", "job_name", "execution_time", "task_data", "priority", "max_retries",
                     "misfire_grace_time", "timeout_seconds")
 
-_JOB_INSERT_COLUMNS = """
-    (job_id, job_name, execution_time, task_data, priority, max_retries,
-     misfire_grace_time, timeout_seconds)
-"""
+_JOB_INSERT_COLUMNS = f"({', '.join(JOB_COPY_COLUMNS)})"
 
 JOB_INSERT = f"""
 INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}

@@ -71,11 +71,11 @@ class Executor:
         retry_delay_seconds: float,
         retry_max_delay_seconds: float,
         retry_jitter: bool,
-        completer: Completer | None = None,
+        completer: Completer,
     ) -> None:
         self._pool = pool
         self._registry = registry
-        self._completer = completer or Completer(pool, worker_id)
+        self._completer = completer
         self.worker_id = worker_id
         self.retry_delay_seconds = retry_delay_seconds
         self.retry_max_delay_seconds = retry_max_delay_seconds
