@@ -367,11 +367,16 @@ class Check:
         return False
 
     def _database_unreachable(self, pod: str | None, t: float) -> bool:
-        """Whether ``pod`` was cut off, or the server restarting, around ``t``."""
+        """Whether ``pod`` was cut off, or the server restarting, at some point between a
+        worker's death at ``t`` and the deadline for its supervisor to re-queue the job. A
+        partition that begins a few milliseconds after the kill stops the re-queue as surely as
+        one already in force (a short run scheduled both at the same second), and the job then
+        waits for its lease like any lost lease."""
+        deadline = t + self.targets.dead_worker_rescue
         for f in self.faults:
-            if f.kind == "partition" and f.pod == pod and f.t <= t <= f.t_end + 1:
+            if f.kind == "partition" and f.pod == pod and f.t <= deadline and t <= f.t_end + 1:
                 return True
-            if f.kind == "pg_restart" and f.t <= t <= f.t_end + 2:
+            if f.kind == "pg_restart" and f.t <= deadline and t <= f.t_end + 2:
                 return True
         return False
 
