@@ -39,6 +39,7 @@ import asyncpg
 
 from pg_scheduler import Scheduler, job
 from pg_scheduler.shared import queries
+from pg_scheduler.worker.claimer import Claimer
 from support import FAST, wait_for
 
 ROWS = 200_000
@@ -192,7 +193,8 @@ def _literal(value: Any) -> str:
 # them: task names, batch limit, worker id, lease seconds, misfire tolerance seconds.
 IDLE_STATEMENTS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "JOB_NEXT_DUE": (queries.JOB_NEXT_DUE, (REGISTERED,)),
-    "JOB_CLAIM": (queries.JOB_CLAIM, (REGISTERED, 10, "idle-test-worker", 30.0, 1.0)),
+    "JOB_CLAIM": (queries.job_claim(queries.claim_bound(10)),
+                  (REGISTERED, 10, "idle-test-worker", 30.0, 1.0)),
     "JOB_RESCUE": (queries.JOB_RESCUE, ()),
 }
 
@@ -246,6 +248,56 @@ async def test_idle_loop_queries_plan_no_seq_scan_over_200k_rows(
             == ROWS, "EXPLAIN must not have claimed anything"
     finally:
         await conn.close()
+
+
+async def test_a_busy_workers_claims_keep_one_generic_plan_that_scans_nothing(
+    pool: asyncpg.Pool, dsn: str
+) -> None:
+    """A busy worker claims and completes in one statement many times a second. PostgreSQL used
+    to plan it afresh at every execution (the custom plan looked cheaper than the generic one's
+    guess at LIMIT $n): a third of its CPU per job in a drain. The claim statements must reach a
+    cached generic plan after PostgreSQL's five custom ones, and that plan must not scan the
+    table."""
+    await Scheduler(pool).initialize_db()
+    await load_future_jobs(pool)
+    await pool.execute(
+        "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, task_data)"
+        " SELECT 'due-' || i, $1, now() - interval '1 second', '{\"args\": [], \"kwargs\": {}}'"
+        " FROM generate_series(1, 300) AS i", REGISTERED[0])
+    await pool.execute("ANALYZE scheduled_jobs")
+    claim_sql = queries.job_claim(queries.claim_bound(10))
+    refill_sql = queries.job_complete_and_claim(queries.claim_bound(10))
+    one = await asyncpg.create_pool(dsn, min_size=1, max_size=1)  # one session: its own cache
+    try:
+        claimer = Claimer(one, worker_id="plan-test-worker", lease_seconds=30,
+                          misfire_tolerance_seconds=1)
+        for _ in range(8):
+            jobs = await claimer.claim(REGISTERED, 10)
+        for _ in range(8):
+            done, jobs = await claimer.complete_and_claim(
+                [j.job_id for j in jobs], [j.attempt for j in jobs], REGISTERED, 10)
+            assert len(done) == 10 and len(jobs) == 10
+        plans = {r["statement"]: (r["generic_plans"], r["custom_plans"]) for r in await one.fetch(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")}
+    finally:
+        await one.close()
+    for name, sql in (("claim", claim_sql), ("complete and claim", refill_sql)):
+        generic, custom = plans[sql]
+        assert custom <= 5 and generic == 8 - custom, (name, generic, custom)
+
+    # The generic plan of the combined statement, over the 200,000 future rows: no Seq Scan.
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            await conn.execute(f"PREPARE refill AS {refill_sql}")
+            generic_plan = await conn.fetchval(
+                "EXPLAIN (FORMAT JSON) EXECUTE refill('plan-test-worker', ARRAY['due-1']::text[],"
+                f" ARRAY[1]::int[], {_literal(REGISTERED)}, 10, 30.0, 1.0)")
+            await conn.execute("DEALLOCATE refill")
+    finally:
+        await conn.close()
+    assert _seq_scans_on_jobs(generic_plan) == [], generic_plan
 
 
 async def test_a_due_job_on_the_loaded_table_completes_within_2s(pool: asyncpg.Pool) -> None:

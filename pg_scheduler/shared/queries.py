@@ -1,11 +1,15 @@
 """Every SQL statement pg_scheduler runs, by name. No SQL lives anywhere else.
 
-All values are bind parameters. Times come from the database clock (``now()``), never from the
-application host, so clock skew between pods cannot shift a lease, a misfire or a window.
+All values are bind parameters; the one literal is a claim's LIMIT bound, an int the code derives
+from its free slots (``claim_bound``), never input. Times come from the database clock
+(``now()``), never from the application host, so clock skew between pods cannot shift a lease, a
+misfire or a window.
 Names are ``<ENTITY>_<VERB>``.
 """
 
 from __future__ import annotations
+
+import functools
 
 # --------------------------------------------------------------------------- schema
 
@@ -131,10 +135,27 @@ DB_NOW = "SELECT now()"
 # prepared statements get after five runs) guess LIMIT $2 at a tenth of the table, hash-join and
 # scan the whole table at every claim: the drain spent 49 CPU-seconds of PostgreSQL on 60,000
 # jobs. A TID scan is chosen whatever the guess.
-def _claim(names: str, limit: str, worker: str, lease: str, tolerance: str) -> str:
+#
+# The rows are picked under a literal LIMIT (``bound``, the power of two at or above the limit)
+# and the parameter $2 then cuts them to the free slots; LockRows locks only the rows the outer
+# LIMIT pulls. With the bare LIMIT $2, the generic plan's guess made it look dearer than a custom
+# one, so PostgreSQL planned the statement afresh at every execution: about a third of the
+# database's CPU per job in a drain (bench/sqlcost.py). With a literal bound the two cost the
+# same and the generic plan is kept after five executions; a handful of bounds keeps the
+# statements few in asyncpg's statement cache.
+def claim_bound(limit: int) -> int:
+    """The literal inner LIMIT of a claim of ``limit`` rows: the power of two at or above it."""
+    if type(limit) is not int or limit < 1:
+        raise ValueError(f"claim limit must be a positive int, got {limit!r}")
+    return 1 << (limit - 1).bit_length()
+
+
+def _claim(names: str, limit: str, bound: int, worker: str, lease: str, tolerance: str) -> str:
     """The claim UPDATE, over the given parameter placeholders (it is also a CTE of
     JOB_COMPLETE_AND_CLAIM). job_id and attempt come first in RETURNING: that statement's
     UNION pads the rest."""
+    if type(bound) is not int or bound < 1:
+        raise ValueError(f"claim bound must be a positive int, got {bound!r}")
     misfired = f"""(j.misfire_grace_time IS NOT NULL
                 AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + {tolerance}))"""
     return f"""
@@ -154,12 +175,14 @@ UPDATE scheduled_jobs AS j SET
                  ELSE j.error_message END
        FROM (SELECT {misfired} AS m) AS misfire)
  WHERE j.ctid = ANY (ARRAY(
-           SELECT ctid FROM scheduled_jobs AS j
-            WHERE status = 'pending' AND execution_time <= now() AND job_name = ANY({names}::text[])
-              AND {_NOT_BLOCKED}
-            ORDER BY priority, execution_time
-            LIMIT {limit}
-              FOR UPDATE SKIP LOCKED))
+           SELECT ctid FROM (
+               SELECT ctid FROM scheduled_jobs AS j
+                WHERE status = 'pending' AND execution_time <= now()
+                  AND job_name = ANY({names}::text[]) AND {_NOT_BLOCKED}
+                ORDER BY priority, execution_time
+                LIMIT {bound:d}
+                  FOR UPDATE SKIP LOCKED) AS due
+            LIMIT {limit}))
 RETURNING j.job_id, j.attempt, j.job_name, j.task_data, j.status, j.execution_time, j.started_at,
           j.timeout_seconds, j.retry_count, j.max_retries, j.use_advisory_lock, j.dedup_key,
           j.window_start, j.priority, j.overlap,
@@ -168,7 +191,11 @@ RETURNING j.job_id, j.attempt, j.job_name, j.task_data, j.status, j.execution_ti
 """
 
 
-JOB_CLAIM = _claim("$1", "$2", "$3", "$4", "$5")
+@functools.cache
+def job_claim(bound: int) -> str:
+    """The claim of up to $2 (at most ``bound``) rows; $1 names, $3 worker, $4 lease seconds, $5
+    misfire tolerance."""
+    return _claim("$1", "$2", bound, "$3", "$4", "$5")
 
 # --------------------------------------------------------------------------- workers: running
 
@@ -215,13 +242,16 @@ JOB_COMPLETE_MANY = _lock_my_runs("$2", "$3") + _COMPLETE_MINE
 # what a small statement costs PostgreSQL). $1 worker, $2/$3 the completions' (job_id, attempt),
 # $4 names, $5 limit, $6 lease seconds, $7 misfire tolerance. Rows with ``claimed`` false are
 # the completions that landed (job_id and attempt only); the others are claimed jobs, as
-# JOB_CLAIM returns them. Both updates see the statement's snapshot, so they touch disjoint rows
+# job_claim returns them. Both updates see the statement's snapshot, so they touch disjoint rows
 # (running ones and pending ones), and the claim's SKIP LOCKED never waits on the completion's
 # locks. A held-back window of a skip/queue job whose run completes here is claimable only from
 # the next statement on, as it would be after a separate completion.
-JOB_COMPLETE_AND_CLAIM = _lock_my_runs("$2", "$3") + f""",
+@functools.cache
+def job_complete_and_claim(bound: int) -> str:
+    """JOB_COMPLETE_AND_CLAIM, claiming at most ``bound`` rows (see claim_bound)."""
+    return _lock_my_runs("$2", "$3") + f""",
 done AS ({_COMPLETE_MINE}),
-claimed AS ({_claim("$4", "$5", "$1", "$6", "$7")})
+claimed AS ({_claim("$4", "$5", bound, "$1", "$6", "$7")})
 SELECT true AS claimed, * FROM claimed
 UNION ALL
 SELECT false, job_id, attempt, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,

@@ -75,8 +75,8 @@ class Claimer:
         if not names or limit <= 0:
             return []
         rows = await self._pool.fetch(
-            queries.JOB_CLAIM, list(names), limit, self.worker_id, self.lease_seconds,
-            self.misfire_tolerance_seconds, timeout=self.timeout,
+            queries.job_claim(queries.claim_bound(limit)), list(names), limit, self.worker_id,
+            self.lease_seconds, self.misfire_tolerance_seconds, timeout=self.timeout,
         )
         return _in_priority_order(rows)
 
@@ -87,8 +87,9 @@ class Claimer:
         statement; returns the completions that landed and the jobs claimed, in priority
         order."""
         rows = await self._pool.fetch(
-            queries.JOB_COMPLETE_AND_CLAIM, self.worker_id, job_ids, attempts, list(names), limit,
-            self.lease_seconds, self.misfire_tolerance_seconds, timeout=self.timeout,
+            queries.job_complete_and_claim(queries.claim_bound(limit)), self.worker_id, job_ids,
+            attempts, list(names), limit, self.lease_seconds, self.misfire_tolerance_seconds,
+            timeout=self.timeout,
         )
         done = {(r["job_id"], r["attempt"]) for r in rows if not r["claimed"]}
         return done, _in_priority_order([r for r in rows if r["claimed"]])

@@ -1,0 +1,181 @@
+"""``python -m bench.sqlcost``: what PostgreSQL spends per job on claim and completion, alone.
+
+One connection, no worker: claim ``--batch`` jobs, complete them, again until the table is
+empty, reading the backend's CPU time from ``/proc``. It separates the database's share of the
+drain from the worker's, and the statement from the table it writes:
+
+- ``raw``: the raw batched ceiling's statements on its narrow table (bigint key, one index);
+- ``ours``: the production statement, JOB_COMPLETE_AND_CLAIM (a batch's completions and the
+  claim that refills its slots), on ``scheduled_jobs``;
+- ``ours-replanned``: the same, planned afresh at every execution (``force_custom_plan``), as
+  PostgreSQL chose to before the claim's LIMIT had a literal bound (``queries.claim_bound``);
+- ``ours-no-misfire`` / ``ours-no-overlap``: the same without the misfire check or without the
+  overlap check (what each costs; neither is a shippable variant);
+- ``plain``: the raw statements' shape (claim, then complete by id) on ``scheduled_jobs``, with
+  the fence, the lease and the started time: what the table costs over the raw one.
+
+Rounds are interleaved; each prints backend CPU per job (min / median / max). Not a test and not
+part of ``python -m bench``: it explains the drain's ratio to the raw ceiling (README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import time
+
+import asyncpg
+
+from pg_scheduler import Scheduler
+from pg_scheduler.shared import queries
+
+from .postgres import check_durability, start_server
+
+RAW_SCHEMA = """
+CREATE TABLE raw_jobs (
+    id bigserial PRIMARY KEY, key integer NOT NULL, enqueued_at double precision NOT NULL,
+    status text NOT NULL DEFAULT 'pending', attempt integer NOT NULL DEFAULT 0,
+    finished_at timestamptz);
+CREATE INDEX raw_jobs_pending_idx ON raw_jobs (id) WHERE status = 'pending';
+CREATE INDEX raw_jobs_running_idx ON raw_jobs (id) WHERE status = 'running';
+"""
+RAW_CLAIM = """
+UPDATE raw_jobs SET status = 'running', attempt = attempt + 1
+ WHERE id IN (SELECT id FROM raw_jobs WHERE status = 'pending'
+               ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING id, key, enqueued_at
+"""
+RAW_DONE = "UPDATE raw_jobs SET status = 'done', finished_at = now() WHERE id = ANY($1::bigint[])"
+PLAIN_CLAIM = """
+UPDATE scheduled_jobs SET status = 'running', attempt = attempt + 1, worker_id = $2,
+       lease_until = now() + interval '30 s', last_heartbeat = now(), started_at = now()
+ WHERE job_id IN (SELECT job_id FROM scheduled_jobs
+                   WHERE status = 'pending' AND execution_time <= now()
+                     AND job_name = ANY($3::text[])
+                   ORDER BY priority, execution_time LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING job_id, attempt, task_data
+"""
+PLAIN_DONE = """
+UPDATE scheduled_jobs AS j SET status = 'completed', finished_at = now(), lease_until = NULL
+  FROM unnest($2::text[], $3::int[]) AS r(job_id, attempt)
+ WHERE j.job_id = r.job_id AND j.attempt = r.attempt AND j.worker_id = $1
+   AND j.status = 'running'
+"""
+_MISFIRE = re.compile(r"\(SELECT \(j\.misfire_grace_time IS NOT NULL.*?\)\) AS m\)", re.S)
+COMBINED = ("ours", "ours-replanned", "ours-no-misfire", "ours-no-overlap")
+VARIANTS = ("raw", *COMBINED, "plain")
+
+
+def _combined(variant: str, batch: int) -> str:
+    sql = queries.job_complete_and_claim(queries.claim_bound(batch))
+    if variant == "ours-no-misfire":
+        return _MISFIRE.sub("(SELECT false AS m)", sql)
+    if variant == "ours-no-overlap":
+        return sql.replace(queries._NOT_BLOCKED, " true ")
+    return sql
+
+
+TASK = "bench.noop"
+WORKER = "sqlcost"
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _fill(conn: asyncpg.Connection, jobs: int) -> None:
+    await conn.execute("TRUNCATE scheduled_jobs, raw_jobs")
+    await conn.execute(
+        "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, task_data)"
+        " SELECT gen_random_uuid()::text, $1, now(), '{\"args\": [1, 0.0], \"kwargs\": {}}'"
+        " FROM generate_series(1, $2)", TASK, jobs)
+    await conn.execute("INSERT INTO raw_jobs (key, enqueued_at)"
+                       " SELECT g, 0 FROM generate_series(1, $1) AS g", jobs)
+    await conn.execute("VACUUM ANALYZE scheduled_jobs")
+    await conn.execute("VACUUM ANALYZE raw_jobs")
+    await conn.execute("CHECKPOINT")
+
+
+async def _drain(conn: asyncpg.Connection, variant: str, batch: int) -> int:
+    """Claim and complete until nothing is left; the number of jobs completed."""
+    done = 0
+    if variant == "raw":
+        while rows := await conn.fetch(RAW_CLAIM, batch):
+            await conn.execute(RAW_DONE, [r["id"] for r in rows])
+            done += len(rows)
+    elif variant == "plain":
+        while rows := await conn.fetch(PLAIN_CLAIM, batch, WORKER, [TASK]):
+            await conn.execute(PLAIN_DONE, WORKER, [r["job_id"] for r in rows],
+                               [r["attempt"] for r in rows])
+            done += len(rows)
+    else:
+        sql = _combined(variant, batch)
+        has_tolerance = "$7" in sql  # the misfire check is the only user of the tolerance
+        rows = await conn.fetch(queries.job_claim(queries.claim_bound(batch)), [TASK], batch,
+                               WORKER, 30.0, 60.0)
+        while rows:
+            args = [WORKER, [r["job_id"] for r in rows], [r["attempt"] for r in rows], [TASK],
+                    batch, 30.0] + ([60.0] if has_tolerance else [])
+            out = await conn.fetch(sql, *args)
+            done += sum(1 for r in out if not r["claimed"])
+            rows = [r for r in out if r["claimed"]]
+    return done
+
+
+async def run(jobs: int, batch: int, rounds: int, variants: list[str]) -> None:
+    server = start_server()
+    try:
+        dsn = server.dsn()
+        await check_durability(dsn)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        await Scheduler(pool).initialize_db()
+        await pool.close()
+        conn = await asyncpg.connect(dsn)
+        await conn.execute(RAW_SCHEMA)
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        cost: dict[str, list[float]] = {v: [] for v in variants}
+        for rnd in range(1, rounds + 1):
+            for variant in variants:
+                await _fill(conn, jobs)
+                mode = "force_custom_plan" if variant == "ours-replanned" else "auto"
+                await conn.execute(f"SET plan_cache_mode = {mode}")
+                cpu, wall = _cpu_seconds(backend), time.perf_counter()
+                done = await _drain(conn, variant, batch)
+                if done != jobs:
+                    raise SystemExit(f"{variant}: completed {done} of {jobs} jobs")
+                us = 1e6 * (_cpu_seconds(backend) - cpu) / done
+                cost[variant].append(us)
+                print(f"[round {rnd}/{rounds}] {variant:16} {us:6.1f} µs of backend CPU per job "
+                      f"({1e6 * (time.perf_counter() - wall) / done:.1f} µs wall)", flush=True)
+        await conn.close()
+        print(f"\n{jobs:,} jobs, batches of {batch}, one connection; backend CPU per job, µs")
+        print("| statements | min | median | max |\n| --- | --- | --- | --- |")
+        for variant, values in cost.items():
+            print(f"| {variant} | {min(values):.1f} | {statistics.median(values):.1f} "
+                  f"| {max(values):.1f} |")
+    finally:
+        server.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.sqlcost", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", type=int, default=40_000, help="jobs per drain (40000)")
+    p.add_argument("--batch", type=int, default=20, help="jobs per claim (20: a worker's slots)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
+    p.add_argument("--only", default=",".join(VARIANTS),
+                   help=f"variants, comma-separated ({', '.join(VARIANTS)})")
+    a = p.parse_args()
+    variants = [v for v in a.only.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        p.error(f"unknown variant(s): {', '.join(unknown)}")
+    asyncio.run(run(a.jobs, a.batch, a.rounds, variants))
+
+
+if __name__ == "__main__":
+    main()
