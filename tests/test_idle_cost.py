@@ -36,9 +36,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import pytest
 
 from pg_scheduler import Scheduler, job
 from pg_scheduler.shared import queries
+from pg_scheduler.worker import plans
 from pg_scheduler.worker.claimer import Claimer
 from support import FAST, wait_for
 
@@ -251,19 +253,17 @@ async def test_idle_loop_queries_plan_no_seq_scan_over_200k_rows(
 
 
 async def test_a_busy_workers_claims_keep_one_generic_plan_that_scans_nothing(
-    pool: asyncpg.Pool, dsn: str
+    pool: asyncpg.Pool, dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A busy worker claims and completes in one statement many times a second. PostgreSQL used
     to plan it afresh at every execution (the custom plan looked cheaper than the generic one's
     guess at LIMIT $n): a third of its CPU per job in a drain. The claim statements must reach a
     cached generic plan after PostgreSQL's five custom ones, and that plan must not scan the
     table."""
+    monkeypatch.setattr(plans, "PLAN_REFRESH_SECONDS", 1e9)  # one plan generation throughout
     await Scheduler(pool).initialize_db()
     await load_future_jobs(pool)
-    await pool.execute(
-        "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, task_data)"
-        " SELECT 'due-' || i, $1, now() - interval '1 second', '{\"args\": [], \"kwargs\": {}}'"
-        " FROM generate_series(1, 300) AS i", REGISTERED[0])
+    await _add_due_jobs(pool, 300)
     await pool.execute("ANALYZE scheduled_jobs")
     claim_sql = queries.job_claim(queries.claim_bound(10))
     refill_sql = queries.job_complete_and_claim(queries.claim_bound(10))
@@ -277,12 +277,12 @@ async def test_a_busy_workers_claims_keep_one_generic_plan_that_scans_nothing(
             done, jobs = await claimer.complete_and_claim(
                 [j.job_id for j in jobs], [j.attempt for j in jobs], REGISTERED, 10)
             assert len(done) == 10 and len(jobs) == 10
-        plans = {r["statement"]: (r["generic_plans"], r["custom_plans"]) for r in await one.fetch(
+        prepared = {r["statement"]: (r["generic_plans"], r["custom_plans"]) for r in await one.fetch(
             "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")}
     finally:
         await one.close()
     for name, sql in (("claim", claim_sql), ("complete and claim", refill_sql)):
-        generic, custom = plans[sql]
+        generic, custom = prepared[plans.fresh(sql)]
         assert custom <= 5 and generic == 8 - custom, (name, generic, custom)
 
     # The generic plan of the combined statement, over the 200,000 future rows: no Seq Scan.
@@ -298,6 +298,53 @@ async def test_a_busy_workers_claims_keep_one_generic_plan_that_scans_nothing(
     finally:
         await conn.close()
     assert _seq_scans_on_jobs(generic_plan) == [], generic_plan
+
+
+async def test_a_claim_planned_on_an_empty_table_is_planned_again_once_the_table_has_grown(
+    pool: asyncpg.Pool, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generic plan made on an empty table finds the claimed rows again by a sequential scan;
+    kept while the table grew to 200,000 rows, every claim read them all until the next ANALYZE.
+    The worker's statements are new every PLAN_REFRESH_SECONDS (worker/plans.py), so within one
+    period the claims plan from the table as it is, and scan nothing."""
+    monkeypatch.setattr(plans, "PLAN_REFRESH_SECONDS", 1.0)
+    await Scheduler(pool).initialize_db()
+    # No ANALYZE may come to the rescue: only the plan refresh can replace the empty-table plan.
+    await pool.execute("ALTER TABLE scheduled_jobs SET (autovacuum_enabled = off)")
+    one = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    reader = await asyncpg.connect(dsn)
+    try:
+        claimer = Claimer(one, worker_id="plan-test-worker", lease_seconds=30,
+                          misfire_tolerance_seconds=1)
+        # Start right after a generation begins, so that the eight claims share one.
+        began = plans.generation()
+        await wait_for(lambda: plans.generation() > began, timeout=3, message="a new generation")
+        first = plans.generation()
+        for _ in range(8):  # five custom plans, then the generic plan, on the empty table
+            assert await claimer.claim(REGISTERED, 10) == []
+        assert plans.generation() == first, "the empty-table claims spanned two generations"
+        await pool.execute(  # grown by a load that refreshes nothing (no ANALYZE, no bulk path)
+            "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, task_data)"
+            " SELECT 'future-' || i, $1, now() + interval '1 hour', '{}'"
+            " FROM generate_series(1, $2::int) AS i", REGISTERED[0], ROWS)
+        await _add_due_jobs(pool, 100)
+        await wait_for(lambda: plans.generation() > first, timeout=3, message="next generation")
+
+        before = await flushed_stats(one, reader)
+        claimed = [j for _ in range(8) for j in await claimer.claim(REGISTERED, 10)]
+        scanned = (await flushed_stats(one, reader) - before).seq_scan
+    finally:
+        await reader.close()
+        await one.close()
+    assert len(claimed) == 80
+    assert scanned == 0, f"{scanned} sequential scans of scheduled_jobs in 8 claims"
+
+
+async def _add_due_jobs(pool: asyncpg.Pool, count: int) -> None:
+    await pool.execute(
+        "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, task_data)"
+        " SELECT 'due-' || i, $1, now() - interval '1 second', '{\"args\": [], \"kwargs\": {}}'"
+        " FROM generate_series(1, $2::int) AS i", REGISTERED[0], count)
 
 
 async def test_a_due_job_on_the_loaded_table_completes_within_2s(pool: asyncpg.Pool) -> None:

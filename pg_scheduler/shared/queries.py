@@ -193,6 +193,14 @@ RETURNING j.job_id, j.attempt, j.job_name, j.task_data, j.status, j.execution_ti
 """
 
 
+@functools.lru_cache(maxsize=256)
+def replanned(sql: str, generation: int) -> str:
+    """``sql`` as a distinct statement for each plan ``generation`` (worker/plans.py): a new text
+    is a new prepared statement, planned afresh. The comment changes nothing else (and
+    pg_stat_statements, which ignores comments, counts the generations as one statement)."""
+    return f"/* plan generation {generation:d} */ {sql}"
+
+
 @functools.cache
 def job_claim(bound: int) -> str:
     """The claim of up to $2 (at most ``bound``) rows; $1 names, $3 worker, $4 lease seconds, $5

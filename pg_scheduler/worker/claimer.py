@@ -18,6 +18,7 @@ import asyncpg
 
 from ..shared import queries
 from ..shared.serialization import decode_task_data
+from .plans import fresh
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,15 @@ class Claimer:
         """Seconds until the next pending job of these names is due (<= 0: due now), or None."""
         if not names:
             return None
-        value = await self._pool.fetchval(queries.JOB_NEXT_DUE, list(names), timeout=self.timeout)
+        value = await self._pool.fetchval(fresh(queries.JOB_NEXT_DUE), list(names),
+                                         timeout=self.timeout)
         return None if value is None else float(value)
 
     async def claim(self, names: Sequence[str], limit: int) -> list[ClaimedJob]:
         if not names or limit <= 0:
             return []
         rows = await self._pool.fetch(
-            queries.job_claim(queries.claim_bound(limit)), list(names), limit, self.worker_id,
+            fresh(queries.job_claim(queries.claim_bound(limit))), list(names), limit, self.worker_id,
             self.lease_seconds, self.misfire_tolerance_seconds, timeout=self.timeout,
         )
         return _in_priority_order(rows)
@@ -87,8 +89,8 @@ class Claimer:
         statement; returns the completions that landed and the jobs claimed, in priority
         order."""
         rows = await self._pool.fetch(
-            queries.job_complete_and_claim(queries.claim_bound(limit)), self.worker_id, job_ids,
-            attempts, list(names), limit, self.lease_seconds, self.misfire_tolerance_seconds,
+            fresh(queries.job_complete_and_claim(queries.claim_bound(limit))), self.worker_id,
+            job_ids, attempts, list(names), limit, self.lease_seconds, self.misfire_tolerance_seconds,
             timeout=self.timeout,
         )
         done = {(r["job_id"], r["attempt"]) for r in rows if not r["claimed"]}

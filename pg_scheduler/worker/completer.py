@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from ..shared import queries
+from .plans import fresh
 
 Write = Callable[[list[str], list[int]], Awaitable[set[tuple[str, int]]]]
 """Writes a batch of (job_id, attempt) completions; returns the ones that landed."""
@@ -73,6 +74,7 @@ class Completer:
 
     async def write_alone(self, job_ids: list[str], attempts: list[int]) -> set[tuple[str, int]]:
         rows = await self._pool.fetch(
-            queries.JOB_COMPLETE_MANY, self.worker_id, job_ids, attempts, timeout=self.timeout,
+            fresh(queries.JOB_COMPLETE_MANY), self.worker_id, job_ids, attempts,
+            timeout=self.timeout,
         )
         return {(r["job_id"], r["attempt"]) for r in rows}
