@@ -32,23 +32,11 @@ import asyncpg
 from pg_scheduler import Scheduler
 from pg_scheduler.shared import queries
 
+from .drivers.raw_sql import CLAIM as RAW_CLAIM
+from .drivers.raw_sql import DONE_MANY as RAW_DONE
+from .drivers.raw_sql import TABLE as RAW_SCHEMA
 from .postgres import check_durability, start_server
 
-RAW_SCHEMA = """
-CREATE TABLE raw_jobs (
-    id bigserial PRIMARY KEY, key integer NOT NULL, enqueued_at double precision NOT NULL,
-    status text NOT NULL DEFAULT 'pending', attempt integer NOT NULL DEFAULT 0,
-    finished_at timestamptz);
-CREATE INDEX raw_jobs_pending_idx ON raw_jobs (id) WHERE status = 'pending';
-CREATE INDEX raw_jobs_running_idx ON raw_jobs (id) WHERE status = 'running';
-"""
-RAW_CLAIM = """
-UPDATE raw_jobs SET status = 'running', attempt = attempt + 1
- WHERE id IN (SELECT id FROM raw_jobs WHERE status = 'pending'
-               ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-RETURNING id, key, enqueued_at
-"""
-RAW_DONE = "UPDATE raw_jobs SET status = 'done', finished_at = now() WHERE id = ANY($1::bigint[])"
 PLAIN_CLAIM = """
 UPDATE scheduled_jobs SET status = 'running', attempt = attempt + 1, worker_id = $2,
        lease_until = now() + interval '30 s', last_heartbeat = now(), started_at = now()

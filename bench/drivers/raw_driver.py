@@ -18,23 +18,14 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 import recorder
 from driver_cli import Counted, Driver, StatementCounter, main
+from raw_sql import CLAIM, DONE_MANY, DONE_ONE, TABLE
 
 CHANNEL = "raw_jobs"
 BATCH = 100
 BATCH_LOOPS = 2
 POLL_SECONDS = 1.0
 
-SCHEMA = """
-CREATE TABLE raw_jobs (
-    id           bigserial PRIMARY KEY,
-    key          integer NOT NULL,
-    enqueued_at  double precision NOT NULL,
-    status       text NOT NULL DEFAULT 'pending',
-    attempt      integer NOT NULL DEFAULT 0,
-    finished_at  timestamptz
-);
-CREATE INDEX raw_jobs_pending_idx ON raw_jobs (id) WHERE status = 'pending';
-CREATE INDEX raw_jobs_running_idx ON raw_jobs (id) WHERE status = 'running';
+SCHEMA = TABLE + """
 CREATE FUNCTION raw_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('raw_jobs', '');
@@ -44,14 +35,6 @@ $$;
 CREATE TRIGGER raw_jobs_notify AFTER INSERT ON raw_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION raw_jobs_notify();
 """
-CLAIM = """
-UPDATE raw_jobs SET status = 'running', attempt = attempt + 1
- WHERE id IN (SELECT id FROM raw_jobs WHERE status = 'pending'
-               ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-RETURNING id, key, enqueued_at
-"""
-DONE_ONE = "UPDATE raw_jobs SET status = 'done', finished_at = now() WHERE id = $1"
-DONE_MANY = "UPDATE raw_jobs SET status = 'done', finished_at = now() WHERE id = ANY($1::bigint[])"
 INSERT_ONE = "INSERT INTO raw_jobs (key, enqueued_at) VALUES ($1, $2)"
 INSERT_MANY = "INSERT INTO raw_jobs (key, enqueued_at) SELECT * FROM unnest($1::int[], $2::float8[])"
 
