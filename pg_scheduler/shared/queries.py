@@ -134,7 +134,8 @@ DB_NOW = "SELECT now()"
 # this statement updates them). A join on job_id let PostgreSQL's generic plan (which asyncpg's
 # prepared statements get after five runs) guess LIMIT $2 at a tenth of the table, hash-join and
 # scan the whole table at every claim: the drain spent 49 CPU-seconds of PostgreSQL on 60,000
-# jobs. A TID scan is chosen whatever the guess.
+# jobs. A TID scan is chosen whatever the guess at the limit (on a table of a few pages, a
+# sequential scan may be: worker/plans.py re-plans as the table grows).
 #
 # The rows are picked under a literal LIMIT (``bound``, the power of two at or above the limit)
 # and the parameter $2 then cuts them to the free slots; LockRows locks only the rows the outer
