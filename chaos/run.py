@@ -17,7 +17,7 @@ Timeline of a run:
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import logging
 import random
 import signal
@@ -51,10 +51,6 @@ SELECT l.epoch, l.pid FROM scheduler_leader AS l
 RUNNING_ON = """
 SELECT DISTINCT w.pid FROM scheduled_jobs AS j JOIN scheduler_workers AS w USING (worker_id)
  WHERE j.status = 'running' AND w.kind = 'worker'
-"""
-RUNNING_JOB_PID = """
-SELECT w.pid FROM scheduled_jobs AS j JOIN scheduler_workers AS w USING (worker_id)
- WHERE j.job_id = $1 AND j.status = 'running'
 """
 UNFINISHED = """
 SELECT count(*) FROM scheduled_jobs
@@ -392,15 +388,18 @@ class Run:
         when = datetime.now(UTC)
         if await self._enqueue(Scheduler(self.pool), job_id, when, spec, 8, asyncio.Event()):
             self.expected[job_id] = {**spec, "max_retries": 8}
-        owners = {pid: pod for pod in self.pods for pid in pod.worker_pids()}
+        # Wait for the body's own start, not for the claim: a worker frozen between its claim
+        # and the body's start ran the body only after the thaw, once the job had already run
+        # elsewhere, and the freeze then overlapped nothing (a CI run saw that).
         deadline = time.monotonic() + 15
         pid = None
-        while pid is None and time.monotonic() < deadline:
-            with contextlib.suppress(*DB_ERRORS):
-                pid = await self.pool.fetchval(RUNNING_JOB_PID, job_id, timeout=2)
-            if pid not in owners:
-                pid = None
-                await asyncio.sleep(0.05)
+        while time.monotonic() < deadline:
+            owners = {pid: pod for pod in self.pods for pid in pod.worker_pids()}
+            pid = _body_started_in(self.out / "effects", job_id)
+            if pid in owners:
+                break
+            pid = None
+            await asyncio.sleep(0.05)
         if pid is None:
             self.notes.append(f"worker freeze: {job_id} did not start within 15 s")
             return
@@ -530,3 +529,14 @@ async def _sleep_until(at: float, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), delay)
         except TimeoutError:
             pass
+
+
+def _body_started_in(folder: Path, job_id: str) -> int | None:
+    """The PID of a process whose run of ``job_id`` has started its body (its start effect is
+    written; chaos/workload.py), or None."""
+    needle = f'"job": {json.dumps(job_id)}'
+    for path in folder.glob("effects-*.jsonl"):
+        for line in path.read_text().splitlines():
+            if needle in line and '"ev": "start"' in line:
+                return int(json.loads(line)["pid"])
+    return None
