@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
-from pg_scheduler import Scheduler, job
+from pg_scheduler import Scheduler, current_job, job
 from pg_scheduler.worker.claimer import Claimer
 from support import FAST, wait_for
 
@@ -170,3 +171,46 @@ async def test_completions_and_the_refill_claim_in_one_statement_keep_the_fence(
             rows[stolen.job_id]["attempt"]) == ("running", "w2", 2)
     assert [rows[f"job-{i}"]["status"] for i in (2, 3, 4)] == ["running"] * 3
     assert rows["job-1"]["status"] == "pending"
+
+
+async def test_a_worker_paused_after_its_claim_does_not_start_the_job_once_its_lease_lapsed(
+    pool: asyncpg.Pool,
+) -> None:
+    # A process stopped (SIGSTOP, a VM pause) after its claim committed and before the job
+    # started learns of it only from its clock when it resumes. By then the leader may have
+    # taken the job back and another worker may have run it: starting it then would run it
+    # twice. The chaos suite's worker freeze caught a worker in that window once.
+    attempts_run: list[int] = []
+    paused = asyncio.Event()
+
+    @job
+    async def once() -> None:
+        attempts_run.append(current_job().attempt)
+
+    async with Scheduler(pool, **FAST) as scheduler:
+        await wait_for(lambda: scheduler.is_leader, message="leadership")
+        assert scheduler.worker is not None
+        claimer = scheduler.worker._claimer
+        real_claim = claimer.claim
+
+        async def paused_after_the_claim(*args: Any, **kwargs: Any) -> Any:
+            jobs = await real_claim(*args, **kwargs)
+            if jobs and not paused.is_set():
+                paused.set()
+                # The pause itself (fault injection, not synchronisation): longer than a lease.
+                await asyncio.sleep(FAST["lease_seconds"] + 1.0)
+            return jobs
+
+        claimer.claim = paused_after_the_claim  # type: ignore[method-assign]
+        # A lapsed lease uses up a retry when the rescuer takes the job back (it may have run).
+        job_id = await scheduler.schedule(once, execution_time=datetime.now(UTC), max_retries=2)
+        await asyncio.wait_for(paused.wait(), 10)
+
+        async def finished() -> asyncpg.Record | None:
+            row = await pool.fetchrow(
+                "SELECT status, attempt FROM scheduled_jobs WHERE job_id = $1", job_id)
+            return row if row is not None and row["status"] == "completed" else None
+
+        row = await wait_for(finished, timeout=15, message="the job completed")
+    # The paused claim's attempt never ran; the job ran once, as the next attempt.
+    assert attempts_run == [row["attempt"]] and row["attempt"] >= 2, (attempts_run, dict(row))

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,9 @@ class ClaimedJob:
     started_at: datetime | None = None
     window_lag_seconds: float | None = None
     """Start minus window start, for a periodic window."""
+    claimed_at: float | None = None
+    """``time.monotonic()`` when the claim was sent: the lease began no earlier. A process paused
+    after its claim (SIGSTOP, a VM pause) learns of it only from this clock."""
 
     @property
     def one_at_a_time(self) -> bool:
@@ -76,11 +80,12 @@ class Claimer:
     async def claim(self, names: Sequence[str], limit: int) -> list[ClaimedJob]:
         if not names or limit <= 0:
             return []
+        sent = time.monotonic()
         rows = await self._pool.fetch(
             fresh(queries.job_claim(queries.claim_bound(limit))), list(names), limit, self.worker_id,
             self.lease_seconds, self.misfire_tolerance_seconds, timeout=self.timeout,
         )
-        return _in_priority_order(rows)
+        return _in_priority_order(rows, sent)
 
     async def complete_and_claim(
         self, job_ids: list[str], attempts: list[int], names: Sequence[str], limit: int,
@@ -88,23 +93,24 @@ class Claimer:
         """Write completions (fenced as JOB_COMPLETE_MANY) and claim up to ``limit`` jobs in one
         statement; returns the completions that landed and the jobs claimed, in priority
         order."""
+        sent = time.monotonic()
         rows = await self._pool.fetch(
             fresh(queries.job_complete_and_claim(queries.claim_bound(limit))), self.worker_id,
             job_ids, attempts, list(names), limit, self.lease_seconds, self.misfire_tolerance_seconds,
             timeout=self.timeout,
         )
         done = {(r["job_id"], r["attempt"]) for r in rows if not r["claimed"]}
-        return done, _in_priority_order([r for r in rows if r["claimed"]])
+        return done, _in_priority_order([r for r in rows if r["claimed"]], sent)
 
 
-def _in_priority_order(rows: list[asyncpg.Record]) -> list[ClaimedJob]:
+def _in_priority_order(rows: list[asyncpg.Record], sent: float) -> list[ClaimedJob]:
     """The claimed jobs, to be started in priority order. The claim picks rows in that order,
     but returns them in the order its TID scan visits them (physical order)."""
     rows.sort(key=lambda r: (r["priority"], r["execution_time"]))
-    return [_claimed(row) for row in rows]
+    return [_claimed(row, sent) for row in rows]
 
 
-def _claimed(row: asyncpg.Record) -> ClaimedJob:
+def _claimed(row: asyncpg.Record, sent: float) -> ClaimedJob:
     args, kwargs = decode_task_data(row["task_data"])
     return ClaimedJob(
         job_id=row["job_id"],
@@ -123,4 +129,5 @@ def _claimed(row: asyncpg.Record) -> ClaimedJob:
         overlap=row["overlap"],
         started_at=row["started_at"],
         window_lag_seconds=row["window_lag_seconds"],
+        claimed_at=sent,
     )

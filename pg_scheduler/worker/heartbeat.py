@@ -66,9 +66,21 @@ class Heartbeat:
         self._started = threading.Event()
         self._sent_tasks: list[str] | None = None
 
-    def track(self, job_id: str, attempt: int) -> None:
+    def track(self, job_id: str, attempt: int, since: float | None = None) -> None:
+        """Renew ``job_id``'s lease from now on. ``since`` (``time.monotonic()``) is when its
+        lease began at the earliest: when the claim was sent."""
         with self._lock:
-            self._tracked[job_id] = (attempt, time.monotonic())
+            self._tracked[job_id] = (attempt, time.monotonic() if since is None else since)
+
+    def lease_may_have_lapsed(self, job_id: str, attempt: int) -> bool:
+        """Whether more than a lease has passed since this attempt's lease was last known good
+        (its claim was sent, or a renewal was), so that the leader may have taken it back. A
+        process paused between its claim and a job's start must not start the job then: it may
+        have run elsewhere meanwhile."""
+        with self._lock:
+            tracked = self._tracked.get(job_id)
+        return (tracked is None or tracked[0] != attempt
+                or time.monotonic() - tracked[1] > self.lease_seconds)
 
     def untrack(self, job_id: str, attempt: int | None = None) -> None:
         """Stop renewing ``job_id``; with ``attempt``, only if that attempt is still the tracked
@@ -143,19 +155,19 @@ class Heartbeat:
         if snapshot:
             ids = list(snapshot)
             attempts = [snapshot[i][0] for i in ids]
+            sent = time.monotonic()  # the renewed leases run from no earlier than this
             rows = await conn.fetch(
                 queries.JOB_RENEW_LEASES, self.worker_id, self.lease_seconds, ids, attempts,
                 timeout=timeout,
             )
             renewed = {r["job_id"] for r in rows}
-            now = time.monotonic()
             lost: list[tuple[str, int]] = []
             with self._lock:
                 for job_id, (attempt, _) in snapshot.items():
                     if self._tracked.get(job_id, (None,))[0] != attempt:
                         continue  # finished meanwhile
                     if job_id in renewed:
-                        self._tracked[job_id] = (attempt, now)
+                        self._tracked[job_id] = (attempt, sent)
                     else:
                         lost.append((job_id, attempt))
             if lost:

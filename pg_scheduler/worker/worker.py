@@ -340,14 +340,24 @@ class Worker:
             metrics().periodic_lag.labels(job.dedup_key).observe(max(job.window_lag_seconds, 0.0))
         running = RunningJob(job)
         self._running[job.job_id] = running
-        self._heartbeat.track(job.job_id, job.attempt)
+        self._heartbeat.track(job.job_id, job.attempt, since=job.claimed_at)
         running.task = asyncio.create_task(self._execute(running), name=f"pg_scheduler:job:{job.job_id}")
 
     async def _execute(self, running: RunningJob) -> Outcome | None:
         job = running.job
         outcome: Outcome | None = None
-        started = time.monotonic()
+        started: float | None = None
         try:
+            if self._heartbeat.lease_may_have_lapsed(job.job_id, job.attempt):
+                # This process stood still (SIGSTOP, a VM pause) between the claim and now: the
+                # leader may have taken the job back and run it elsewhere. Starting it now could
+                # run it twice; its row goes back through the rescuer once the lease has lapsed.
+                log.warning("worker: %s (attempt %s) not started: more than its %.0f-s lease has "
+                            "passed since it was claimed; it may run elsewhere", job.job_id,
+                            job.attempt, self.config.lease_seconds)
+                outcome = Outcome.LEASE_LOST
+                return outcome
+            started = time.monotonic()
             outcome = await self._executor.run(job, lambda: running.reason,
                                                lambda: setattr(running, "finishing", True))
             return outcome
@@ -367,7 +377,7 @@ class Worker:
                 del self._running[job.job_id]
             self._wake.set()
             if outcome is not None:
-                if outcome in RAN:
+                if outcome in RAN and started is not None:
                     task_series(job.job_name).duration.observe(time.monotonic() - started)
                 self._report(job, outcome)
 
