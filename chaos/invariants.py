@@ -21,6 +21,9 @@ from .workload import TICK_CRON, TICK_EVERY, TICK_LONG
 
 FINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 EXAMPLES = 5  # per invariant, in the report
+START_AFTER_TAKE_BACK_SLACK = 0.05
+"""Seconds: a start effect (the worker's clock) and the database's transition time
+(``clock_timestamp()``) come from one host's clock, but are taken in different processes."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,7 @@ class Check:
         inv["duplicate_completions"] = self._duplicate_completions(history)
         inv["completions_without_a_run"] = self._completions_without_run(history, by_job)
         inv["unproven_overlaps"], overlaps_lease_lost = self._overlaps(by_job, history, died_at)
+        inv["runs_started_after_being_taken_back"] = self._late_starts(by_job, history)
         inv["duplicate_windows"], inv["missed_windows"], windows = self._windows(history, rows)
         inv["overlapping_leader_epochs"] = self._epochs()
         result["counts"] = {
@@ -273,6 +277,25 @@ class Check:
                     else:
                         lease_lost += 1
         return bad, lease_lost
+
+    def _late_starts(
+        self, by_job: dict[str, list[Execution]], history: dict[str, list[Transition]]
+    ) -> Violations:
+        """No run may start after its attempt was taken back (rescued, released, failed): the
+        worker must know its lease may have lapsed (a process paused between its claim and the
+        start) and leave the job to the attempt that replaced it."""
+        bad = Violations()
+        for job_id, runs in by_job.items():
+            for run in runs:
+                taken = next((tr for tr in history.get(job_id, [])
+                              if tr.old_status == "running" and tr.attempt == run.attempt
+                              and tr.new_status != "running"
+                              and tr.t < run.start - START_AFTER_TAKE_BACK_SLACK), None)
+                if taken is not None:
+                    bad.add(f"{job_id}: attempt {run.attempt} (pid {run.pid}) started "
+                            f"{run.start - taken.t:.3f} s after it was taken back "
+                            f"({taken.old_status} -> {taken.new_status})")
+        return bad
 
     @staticmethod
     def _justified(taken: Transition, early: Execution, died_at: Deaths) -> bool:

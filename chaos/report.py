@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 GATES = ("lost_jobs", "duplicate_completions", "completions_without_a_run", "unproven_overlaps",
-         "duplicate_windows", "missed_windows", "overlapping_leader_epochs")
+         "runs_started_after_being_taken_back", "duplicate_windows", "missed_windows",
+         "overlapping_leader_epochs")
 """Invariants that must be zero."""
 
 

@@ -142,3 +142,25 @@ def test_a_second_completion_and_a_completion_without_a_run_are_reported() -> No
     assert result["invariants"]["duplicate_completions"].count == 1
     assert result["invariants"]["completions_without_a_run"].examples == [
         "a: attempt 1 completed, no finished run of it"]
+
+
+def test_a_run_that_starts_after_its_attempt_was_taken_back_is_reported() -> None:
+    # The CI run's frozen worker: claimed at 10 s, frozen before the body started, its attempt
+    # taken back at 14.5 s and run again elsewhere; thawed at 18 s, it started attempt 1 anyway.
+    effects = [
+        Effect("start", "a", 2, "pod-a-w1", 777, 14.6),
+        Effect("end", "a", 2, "pod-a-w1", 777, 16.6, ok=True),
+        Effect("start", "a", 1, WORKER, PID, 18.0),
+        Effect("end", "a", 1, WORKER, PID, 18.01, ok=None),
+    ]
+    transitions = [
+        _transition("a", "pending", "running", 1, 10.0),
+        _transition("a", "running", "pending", 1, 14.5),
+        _transition("a", "pending", "running", 2, 14.55),
+        _transition("a", "running", "completed", 2, 16.62),
+    ]
+    result = _check(effects, transitions, [])
+    late = result["invariants"]["runs_started_after_being_taken_back"]
+    assert late.count == 1 and late.examples[0].startswith("a: attempt 1 (pid 4242) started 3.500 s")
+    # Not an overlap: the two runs did not run at the same time.
+    assert result["invariants"]["unproven_overlaps"].count == 0
