@@ -155,8 +155,6 @@ def _claim(names: str, limit: str, bound: int, worker: str, lease: str, toleranc
     """The claim UPDATE, over the given parameter placeholders (it is also a CTE of
     JOB_COMPLETE_AND_CLAIM). job_id and attempt come first in RETURNING: that statement's
     UNION pads the rest."""
-    if type(bound) is not int or bound < 1:
-        raise ValueError(f"claim bound must be a positive int, got {bound!r}")
     # Inline in each CASE, not computed once in a sub-SELECT: a sub-SELECT is a SubPlan run per
     # row, about a tenth of the statement's cost (bench/sqlcost.py); the test itself is one null
     # check for the many rows without a misfire grace.
@@ -202,10 +200,14 @@ def replanned(sql: str, generation: int) -> str:
     return f"/* plan generation {generation:d} */ {sql}"
 
 
+def job_claim(limit: int) -> str:
+    """The claim of up to $2 rows, for a $2 of ``limit``; $1 names, $3 worker, $4 lease seconds,
+    $5 misfire tolerance. One statement per claim_bound, shared by the limits under it."""
+    return _job_claim(claim_bound(limit))
+
+
 @functools.cache
-def job_claim(bound: int) -> str:
-    """The claim of up to $2 (at most ``bound``) rows; $1 names, $3 worker, $4 lease seconds, $5
-    misfire tolerance."""
+def _job_claim(bound: int) -> str:
     return _claim("$1", "$2", bound, "$3", "$4", "$5")
 
 # --------------------------------------------------------------------------- workers: running
@@ -257,9 +259,13 @@ JOB_COMPLETE_MANY = _lock_my_runs("$2", "$3") + _COMPLETE_MINE
 # (running ones and pending ones), and the claim's SKIP LOCKED never waits on the completion's
 # locks. A held-back window of a skip/queue job whose run completes here is claimable only from
 # the next statement on, as it would be after a separate completion.
+def job_complete_and_claim(limit: int) -> str:
+    """The statement above, for a claim limit $5 of ``limit`` (one per claim_bound)."""
+    return _job_complete_and_claim(claim_bound(limit))
+
+
 @functools.cache
-def job_complete_and_claim(bound: int) -> str:
-    """JOB_COMPLETE_AND_CLAIM, claiming at most ``bound`` rows (see claim_bound)."""
+def _job_complete_and_claim(bound: int) -> str:
     return _lock_my_runs("$2", "$3") + f""",
 done AS ({_COMPLETE_MINE}),
 claimed AS ({_claim("$4", "$5", bound, "$1", "$6", "$7")})

@@ -82,8 +82,8 @@ class Claimer:
             return []
         sent = time.monotonic()
         rows = await self._pool.fetch(
-            fresh(queries.job_claim(queries.claim_bound(limit))), list(names), limit, self.worker_id,
-            self.lease_seconds, self.misfire_tolerance_seconds, timeout=self.timeout,
+            fresh(queries.job_claim(limit)), list(names), limit, self.worker_id, self.lease_seconds,
+            self.misfire_tolerance_seconds, timeout=self.timeout,
         )
         return _in_priority_order(rows, sent)
 
@@ -95,8 +95,8 @@ class Claimer:
         order."""
         sent = time.monotonic()
         rows = await self._pool.fetch(
-            fresh(queries.job_complete_and_claim(queries.claim_bound(limit))), self.worker_id,
-            job_ids, attempts, list(names), limit, self.lease_seconds, self.misfire_tolerance_seconds,
+            fresh(queries.job_complete_and_claim(limit)), self.worker_id, job_ids, attempts,
+            list(names), limit, self.lease_seconds, self.misfire_tolerance_seconds,
             timeout=self.timeout,
         )
         done = {(r["job_id"], r["attempt"]) for r in rows if not r["claimed"]}
