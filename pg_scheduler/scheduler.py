@@ -409,9 +409,10 @@ class Scheduler:
                 raise InvalidJobError(f"schedule_bulk takes JobSpec items, got {type(spec).__name__}")
         if not jobs:
             return []
-        fresh = iter(new_job_ids(sum(spec.job_id is None for spec in jobs)))
+        generated = sum(spec.job_id is None for spec in jobs)
+        fresh = iter(new_job_ids(generated))
         ids = [next(fresh) if spec.job_id is None else spec.job_id for spec in jobs]
-        if all(spec.job_id is None for spec in jobs) and conflict is not ConflictResolution.REPLACE:
+        if generated == len(jobs) and conflict is not ConflictResolution.REPLACE:
             # Every id is a fresh UUIDv7, so no row can conflict: a binary COPY (its insert
             # trigger still notifies the workers, once) instead of an INSERT over eight arrays.
             # The rows are prepared as COPY consumes them: asyncpg sends each 512 KB as it
