@@ -280,3 +280,43 @@ def test_a_scrape_survives_an_empty_metrics_file(
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(text) for s in family.samples}
     assert samples[("pg_scheduler_jobs_claimed_total", (("task", "t"),))] == 3.0
+
+
+def test_a_worker_asking_a_cached_pid_still_writes_a_forked_childs_samples_apart(
+    tmp_path: Path,
+) -> None:
+    """Workers give prometheus_client a cached pid (os.getpid() is a system call at every
+    update); a fork hook keeps it right, so a job that forks writes the child's samples to the
+    child's own file and the parent's file keeps the parent's count."""
+    script = f"""
+import os, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = {str(tmp_path)!r}
+from pg_scheduler.shared.metrics import metrics, use_cached_pid_store
+assert use_cached_pid_store()
+metrics().db_errors.inc()
+child = os.fork()
+if child == 0:
+    metrics().db_errors.inc(5)
+    os._exit(0)
+os.waitpid(child, 0)
+metrics().db_errors.inc()
+print(os.getpid(), child)
+"""
+    import subprocess
+    import sys
+
+    from prometheus_client.mmap_dict import MmapedDict
+
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=60)
+    parent, child = out.stdout.split()
+
+    def count(pid: str) -> float:
+        values = MmapedDict(str(tmp_path / f"counter_{pid}.db"), read_mode=True)
+        try:
+            return sum(v for key, v, _ in values.read_all_values() if "db_errors" in key)
+        finally:
+            values.close()
+
+    assert count(parent) == 2.0
+    assert count(child) == 5.0
