@@ -1,10 +1,12 @@
 """Raw SQL on asyncpg: the floor under every queue built on ``FOR UPDATE SKIP LOCKED``.
 
-Two worker modes, each process with C connections:
+Three worker modes, each process with C slots:
 
 - ``one``: C loops, each claims 1 job, runs it, marks it done (two statements per job);
 - ``batch``: 2 loops, each claims 100 jobs in one statement, runs them concurrently, marks the
-  100 done in one statement.
+  100 done in one statement (the ceiling of the issue's targets: 200 jobs in flight, not C);
+- ``slots``: 1 loop that claims C jobs (the process's slots), runs them concurrently, marks the C
+  done in one statement: the batched ceiling at the slots every queue in the drain has.
 
 No leases, heartbeats, retries or fencing: it is the ceiling, not a peer. Idle loops wake on
 LISTEN/NOTIFY (a statement trigger, as in pg-scheduler), with a 1-second poll as fallback.
@@ -74,11 +76,12 @@ async def _loop_one(pool: asyncpg.Pool, wake: Wakeup, stop: asyncio.Event) -> No
             await conn.execute(DONE_ONE, row["id"])
 
 
-async def _loop_batch(pool: asyncpg.Pool, wake: Wakeup, stop: asyncio.Event) -> None:
+async def _loop_batch(pool: asyncpg.Pool, wake: Wakeup, stop: asyncio.Event,
+                      batch: int = BATCH) -> None:
     async with pool.acquire() as conn:
         while not stop.is_set():
             seen = wake.generation
-            rows = await conn.fetch(CLAIM, BATCH)
+            rows = await conn.fetch(CLAIM, batch)
             if not rows:
                 await wake.wait(seen)
                 continue
@@ -87,13 +90,16 @@ async def _loop_batch(pool: asyncpg.Pool, wake: Wakeup, stop: asyncio.Event) -> 
 
 
 async def run_worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> None:
-    loops = concurrency if mode == "one" else BATCH_LOOPS
+    loops = {"one": concurrency, "batch": BATCH_LOOPS, "slots": 1}[mode]
     pool = await asyncpg.create_pool(dsn, min_size=loops, max_size=loops)
     listener = await asyncpg.connect(dsn)
     wake = Wakeup()
     await listener.add_listener(CHANNEL, wake.notify)
-    body = _loop_one if mode == "one" else _loop_batch
-    tasks = [asyncio.create_task(body(pool, wake, stop)) for _ in range(loops)]
+    if mode == "one":
+        tasks = [asyncio.create_task(_loop_one(pool, wake, stop)) for _ in range(loops)]
+    else:
+        batch = concurrency if mode == "slots" else BATCH
+        tasks = [asyncio.create_task(_loop_batch(pool, wake, stop, batch)) for _ in range(loops)]
     try:
         await stop.wait()
         wake.notify()

@@ -6,10 +6,10 @@ from .base import Launch, System
 from .ours import OURS
 from .pgqueuer_ import PGQUEUER
 from .procrastinate_ import PROCRASTINATE
-from .raw import RAW_BATCH, RAW_ONE
+from .raw import RAW_BATCH, RAW_ONE, RAW_SLOTS
 from .seed import SEED
 
-ALL: tuple[System, ...] = (OURS, SEED, PROCRASTINATE, PGQUEUER, RAW_ONE, RAW_BATCH)
+ALL: tuple[System, ...] = (OURS, SEED, PROCRASTINATE, PGQUEUER, RAW_ONE, RAW_SLOTS, RAW_BATCH)
 BY_KEY = {s.key: s for s in ALL}
 
 __all__ = ["ALL", "BY_KEY", "OURS", "Launch", "System"]

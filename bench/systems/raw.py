@@ -34,3 +34,14 @@ RAW_BATCH = System(
     worker_mode="batch",
     scenarios=frozenset({"drain", "enqueue"}),  # enqueue: INSERT ... unnest
 )
+
+RAW_SLOTS = System(
+    key="raw-slots",
+    label="raw SQL, claim the 20 free slots, mark them done",
+    driver="raw_driver.py",
+    remaining_sql=_REMAINING,
+    outcome_sql=_OUTCOME,
+    finished_at_sql=_FINISHED_AT,
+    worker_mode="slots",
+    scenarios=frozenset({"drain"}),
+)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -140,7 +141,7 @@ class Executor:
         """Run the task body with ``current_job()`` set, under the job's timeout if it has one
         (its expiry raises _TimedOut, told apart from a TimeoutError the body raised)."""
         log.debug("executor: starting %s (%s) attempt %s", job.job_id, job.job_name, job.attempt)
-        token = enter_job(self._context(job))
+        token = enter_job(functools.partial(self._context, job))
         try:
             if job.timeout_seconds is None:
                 await func(*job.args, **job.kwargs)

@@ -268,8 +268,7 @@ class Worker:
                     # claim needs the probe, to know how long to sleep.
                     names = self._registry.names()
                     jobs = await self._claimer.claim(names, wanted)
-                    for job in jobs:
-                        self._launch(job)
+                    self._launch_all(jobs)
                     if len(jobs) == wanted:
                         continue
                     until = await self._claimer.seconds_until_due(names)
@@ -316,16 +315,26 @@ class Worker:
         finally:
             self._promised -= wanted
             self._no_refill.set()
-        for job in jobs:
-            self._launch(job)
+        self._launch_all(jobs)
         return done
 
-    def _launch(self, job: ClaimedJob) -> None:
+    def _launch_all(self, jobs: list[ClaimedJob]) -> None:
+        """Start a claim's jobs; the claimed counter is bumped once per task name, not per job
+        (each bump of a multiprocess counter takes a lock and writes the mmap)."""
+        claimed: dict[str, int] = {}
+        for job in jobs:
+            if self._launch(job):
+                claimed[job.job_name] = claimed.get(job.job_name, 0) + 1
+        for name, count in claimed.items():
+            task_series(name).claimed.inc(count)
+
+    def _launch(self, job: ClaimedJob) -> bool:
+        """Start one claimed job; False if it expired instead (misfire)."""
         if job.expired:
             log.warning("worker: %s (%s) misfired and expired: %.3fs late", job.job_id,
                         job.job_name, job.lag_seconds)
             self._report(job, Outcome.EXPIRED)
-            return
+            return False
         previous = self._running.get(job.job_id)
         if (previous is not None and previous.task is not None and not previous.task.done()
                 and not previous.finishing):
@@ -333,15 +342,14 @@ class Worker:
             # job): that attempt's lease is gone, so stop it; its completion would be refused.
             previous.reason = StopReason.LEASE_LOST
             previous.task.cancel()
-        series = task_series(job.job_name)
-        series.claimed.inc()
-        series.start_lag.observe(max(job.lag_seconds, 0.0))
+        task_series(job.job_name).start_lag.observe(max(job.lag_seconds, 0.0))
         if job.window_lag_seconds is not None and job.dedup_key:
             metrics().periodic_lag.labels(job.dedup_key).observe(max(job.window_lag_seconds, 0.0))
         running = RunningJob(job)
         self._running[job.job_id] = running
         self._heartbeat.track(job.job_id, job.attempt, since=job.claimed_at)
         running.task = asyncio.create_task(self._execute(running), name=f"pg_scheduler:job:{job.job_id}")
+        return True
 
     async def _execute(self, running: RunningJob) -> Outcome | None:
         job = running.job
