@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -30,6 +31,9 @@ SEED = ("pg-scheduler==0.2.3",)
 class Venv:
     path: Path
     requirements: tuple[str, ...]
+    inputs: tuple[Path, ...] = ()
+    """Files whose change means a rebuild: this repository's pyproject.toml, whose dependencies
+    the editable install pulls in (a dependency added there was missing from an older venv)."""
 
     @property
     def python(self) -> Path:
@@ -40,7 +44,10 @@ class Venv:
         return self.path / "bench-requirements.json"
 
     def wanted(self) -> str:
-        return json.dumps({"python": sys.version.split()[0], "requirements": self.requirements})
+        inputs = {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()
+                  for p in self.inputs}
+        return json.dumps({"python": sys.version.split()[0], "requirements": self.requirements,
+                           "inputs": inputs})
 
     def up_to_date(self) -> bool:
         try:
@@ -57,7 +64,7 @@ class Venv:
         self.stamp.write_text(self.wanted())
 
 
-MAIN = Venv(BENCH / ".venv", ("-e", f"{ROOT}[embedded]", *PEERS))
+MAIN = Venv(BENCH / ".venv", ("-e", f"{ROOT}[embedded]", *PEERS), (ROOT / "pyproject.toml",))
 SEED_VENV = Venv(BENCH / ".venv-seed", SEED)
 
 
