@@ -13,35 +13,16 @@ _OUTCOME = """
 """
 _FINISHED_AT = "SELECT extract(epoch FROM max(finished_at))::float8 FROM raw_jobs"
 
-RAW_ONE = System(
-    key="raw-one",
-    label="raw SQL, claim 1, mark done",
-    driver="raw_driver.py",
-    remaining_sql=_REMAINING,
-    outcome_sql=_OUTCOME,
-    finished_at_sql=_FINISHED_AT,
-    worker_mode="one",
-    scenarios=frozenset({"drain", "latency"}),
-)
 
-RAW_BATCH = System(
-    key="raw-batch",
-    label="raw SQL, claim 100, mark 100 done",
-    driver="raw_driver.py",
-    remaining_sql=_REMAINING,
-    outcome_sql=_OUTCOME,
-    finished_at_sql=_FINISHED_AT,
-    worker_mode="batch",
-    scenarios=frozenset({"drain", "enqueue"}),  # enqueue: INSERT ... unnest
-)
+def _raw(key: str, label: str, mode: str, scenarios: set[str]) -> System:
+    """One worker mode of drivers/raw_driver.py, on the same table and checks."""
+    return System(key=key, label=label, driver="raw_driver.py", remaining_sql=_REMAINING,
+                  outcome_sql=_OUTCOME, finished_at_sql=_FINISHED_AT, worker_mode=mode,
+                  scenarios=frozenset(scenarios))
 
-RAW_SLOTS = System(
-    key="raw-slots",
-    label="raw SQL, claim the 20 free slots, mark them done",
-    driver="raw_driver.py",
-    remaining_sql=_REMAINING,
-    outcome_sql=_OUTCOME,
-    finished_at_sql=_FINISHED_AT,
-    worker_mode="slots",
-    scenarios=frozenset({"drain"}),
-)
+
+RAW_ONE = _raw("raw-one", "raw SQL, claim 1, mark done", "one", {"drain", "latency"})
+RAW_SLOTS = _raw("raw-slots", "raw SQL, claim the 20 free slots, mark them done", "slots",
+                 {"drain"})
+RAW_BATCH = _raw("raw-batch", "raw SQL, claim 100, mark 100 done", "batch",
+                 {"drain", "enqueue"})  # enqueue: INSERT ... unnest
