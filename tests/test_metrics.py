@@ -5,6 +5,7 @@ default registry.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import urllib.error
@@ -320,3 +321,44 @@ print(os.getpid(), child)
 
     assert count(parent) == 2.0
     assert count(child) == 5.0
+
+
+def test_batched_updates_write_what_one_update_per_job_writes() -> None:
+    """The worker buffers its per-job updates (metrics.Batched) and writes each counter and each
+    histogram's sum and buckets once per loop iteration: the samples must be those of one
+    ``observe``/``inc`` per job, values on a bucket's bound and past the last one included."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from pg_scheduler.shared.metrics import LAG_BUCKETS, Batched
+
+    registry = CollectorRegistry()
+    one = Histogram("one_by_one", "h", ["task"], buckets=LAG_BUCKETS, registry=registry)
+    batched = Histogram("batched", "h", ["task"], buckets=LAG_BUCKETS, registry=registry)
+    count_one = Counter("count_one", "c", ["task"], registry=registry)
+    count_batched = Counter("count_batched", "c", ["task"], registry=registry)
+
+    def samples(name: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        family = next(f for f in registry.collect() if f.name == name)
+        return {(s.name.removeprefix(name), tuple(sorted(s.labels.items()))): s.value
+                for s in family.samples if not s.name.endswith("_created")}
+
+    async def record(values: list[float]) -> None:
+        buffer = Batched()
+        for value in values:
+            one.labels("t").observe(value)
+            count_one.labels("t").inc()
+            buffer.observe(batched.labels("t"), value)
+            buffer.inc(count_batched.labels("t"))
+        assert samples("count_batched") != samples("count_one")  # not written yet
+        await asyncio.sleep(0)  # the flush runs at the end of this loop iteration
+
+    values = [0.0, 0.001, 0.0011, 0.0025, 0.3, 0.3, 1.0, 299.9, 300.0, 301.0, 1e9]
+    asyncio.run(record(values))
+    assert samples("batched") == samples("one_by_one")
+    assert samples("count_batched") == samples("count_one")
+
+    asyncio.run(record([float("nan")]))  # a NaN lands in the sum and in no bucket, as observe
+    expected, got = samples("one_by_one"), samples("batched")
+    key = ("_sum", (("task", "t"),))
+    assert math.isnan(expected.pop(key)) and math.isnan(got.pop(key))
+    assert got == expected

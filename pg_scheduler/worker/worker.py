@@ -25,7 +25,7 @@ import asyncpg
 
 from ..shared import queries
 from ..shared.config import SchedulerConfig
-from ..shared.metrics import metrics, task_series
+from ..shared.metrics import Batched, metrics, task_series
 from ..shared.service import cancel_and_wait
 from ..shared.tasks import TaskRegistry
 from .claimer import ClaimedJob, Claimer
@@ -111,6 +111,7 @@ class Worker:
         self._stopping = False
         self._counted = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._metrics = Batched()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -153,6 +154,7 @@ class Worker:
             if self._counted:
                 metrics().workers.dec()
                 self._counted = False
+            self._metrics.flush()
             await self._listener.stop()
             await asyncio.to_thread(self._heartbeat.stop)
             try:
@@ -268,7 +270,8 @@ class Worker:
                     # claim needs the probe, to know how long to sleep.
                     names = self._registry.names()
                     jobs = await self._claimer.claim(names, wanted)
-                    self._launch_all(jobs)
+                    for job in jobs:
+                        self._launch(job)
                     if len(jobs) == wanted:
                         continue
                     until = await self._claimer.seconds_until_due(names)
@@ -315,26 +318,16 @@ class Worker:
         finally:
             self._promised -= wanted
             self._no_refill.set()
-        self._launch_all(jobs)
+        for job in jobs:
+            self._launch(job)
         return done
 
-    def _launch_all(self, jobs: list[ClaimedJob]) -> None:
-        """Start a claim's jobs; the claimed counter is bumped once per task name, not per job
-        (each bump of a multiprocess counter takes a lock and writes the mmap)."""
-        claimed: dict[str, int] = {}
-        for job in jobs:
-            if self._launch(job):
-                claimed[job.job_name] = claimed.get(job.job_name, 0) + 1
-        for name, count in claimed.items():
-            task_series(name).claimed.inc(count)
-
-    def _launch(self, job: ClaimedJob) -> bool:
-        """Start one claimed job; False if it expired instead (misfire)."""
+    def _launch(self, job: ClaimedJob) -> None:
         if job.expired:
             log.warning("worker: %s (%s) misfired and expired: %.3fs late", job.job_id,
                         job.job_name, job.lag_seconds)
             self._report(job, Outcome.EXPIRED)
-            return False
+            return
         previous = self._running.get(job.job_id)
         if (previous is not None and previous.task is not None and not previous.task.done()
                 and not previous.finishing):
@@ -342,14 +335,16 @@ class Worker:
             # job): that attempt's lease is gone, so stop it; its completion would be refused.
             previous.reason = StopReason.LEASE_LOST
             previous.task.cancel()
-        task_series(job.job_name).start_lag.observe(max(job.lag_seconds, 0.0))
+        series = task_series(job.job_name)
+        self._metrics.inc(series.claimed)
+        self._metrics.observe(series.start_lag, max(job.lag_seconds, 0.0))
         if job.window_lag_seconds is not None and job.dedup_key:
-            metrics().periodic_lag.labels(job.dedup_key).observe(max(job.window_lag_seconds, 0.0))
+            self._metrics.observe(metrics().periodic_lag.labels(job.dedup_key),
+                                  max(job.window_lag_seconds, 0.0))
         running = RunningJob(job)
         self._running[job.job_id] = running
         self._heartbeat.track(job.job_id, job.attempt, since=job.claimed_at)
         running.task = asyncio.create_task(self._execute(running), name=f"pg_scheduler:job:{job.job_id}")
-        return True
 
     async def _execute(self, running: RunningJob) -> Outcome | None:
         job = running.job
@@ -386,11 +381,12 @@ class Worker:
             self._wake.set()
             if outcome is not None:
                 if outcome in RAN and started is not None:
-                    task_series(job.job_name).duration.observe(time.monotonic() - started)
+                    self._metrics.observe(task_series(job.job_name).duration,
+                                          time.monotonic() - started)
                 self._report(job, outcome)
 
     def _report(self, job: ClaimedJob, outcome: Outcome) -> None:
-        task_series(job.job_name).finished(outcome.value).inc()
+        self._metrics.inc(task_series(job.job_name).finished(outcome.value))
         if self._on_outcome is not None:
             try:
                 self._on_outcome(job, outcome)
