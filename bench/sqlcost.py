@@ -108,7 +108,7 @@ async def _drain(conn: asyncpg.Connection, variant: str, batch: int) -> int:
             args = [WORKER, [r["job_id"] for r in rows], [r["attempt"] for r in rows], [TASK],
                     batch, 30.0] + ([60.0] if has_tolerance else [])
             out = await conn.fetch(sql, *args)
-            done += sum(1 for r in out if not r["claimed"])
+            done += len(rows) - sum(1 for r in out if not r["claimed"])  # those refused
             rows = [r for r in out if r["claimed"]]
     return done
 

@@ -254,8 +254,9 @@ JOB_COMPLETE_MANY = _lock_my_runs("$2", "$3") + _COMPLETE_MINE
 # one round trip and one commit where there were two (the commit, WAL flush included, is most of
 # what a small statement costs PostgreSQL). $1 worker, $2/$3 the completions' (job_id, attempt),
 # $4 names, $5 limit, $6 lease seconds, $7 misfire tolerance. Rows with ``claimed`` false are
-# the completions that landed (job_id and attempt only); the others are claimed jobs, as
-# job_claim returns them. Both updates see the statement's snapshot, so they touch disjoint rows
+# the completions that were refused by the fence (job_id and attempt only; usually none, so the
+# reply carries the claimed rows alone); the others are claimed jobs, as job_claim returns them.
+# Both updates see the statement's snapshot, so they touch disjoint rows
 # (running ones and pending ones), and the claim's SKIP LOCKED never waits on the completion's
 # locks. A held-back window of a skip/queue job whose run completes here is claimable only from
 # the next statement on, as it would be after a separate completion.
@@ -271,8 +272,10 @@ done AS ({_COMPLETE_MINE}),
 claimed AS ({_claim("$4", "$5", bound, "$1", "$6", "$7")})
 SELECT true AS claimed, * FROM claimed
 UNION ALL
-SELECT false, job_id, attempt, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL FROM done
+SELECT false, r.job_id, r.attempt, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL
+  FROM unnest($2::text[], $3::int[]) AS r(job_id, attempt)
+ WHERE NOT EXISTS (SELECT FROM done WHERE done.job_id = r.job_id AND done.attempt = r.attempt)
 """
 
 # Exponential backoff with equal jitter, in SQL so that worker and rescuer share one formula:

@@ -104,8 +104,14 @@ class Claimer:
             list(names), limit, self.lease_seconds, self.misfire_tolerance_seconds,
             timeout=self.timeout,
         )
-        done = {(r["job_id"], r["attempt"]) for r in rows if not r["claimed"]}
-        return done, _in_priority_order([r for r in rows if r["claimed"]], sent)
+        done = set(zip(job_ids, attempts, strict=True))
+        claimed = []
+        for row in rows:
+            if row["claimed"]:
+                claimed.append(row)
+            else:  # refused by the fence: the lease moved on
+                done.discard((row["job_id"], row["attempt"]))
+        return done, _in_priority_order(claimed, sent)
 
 
 def _in_priority_order(rows: list[asyncpg.Record], sent: float) -> list[ClaimedJob]:
