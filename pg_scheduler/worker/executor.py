@@ -187,9 +187,12 @@ class Executor:
                             raise
 
     async def _complete(self, job: ClaimedJob) -> Outcome:
-        await self._settle_overlap(job)
+        held_back = job.overlap in ("skip", "queue")  # else both steps are no-ops: skip the calls
+        if held_back:
+            await self._settle_overlap(job)
         landed = await self._write(lambda: self._completer.complete(job.job_id, job.attempt))
-        await self._wake_held_back(job)
+        if held_back:
+            await self._wake_held_back(job)
         if not landed:
             log.warning("executor: completion of %s (attempt %s) refused: lease lost",
                         job.job_id, job.attempt)
