@@ -111,7 +111,7 @@ class Worker:
         self._stopping = False
         self._counted = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._metrics = Batched()
+        self._batched = Batched()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -154,7 +154,7 @@ class Worker:
             if self._counted:
                 metrics().workers.dec()
                 self._counted = False
-            self._metrics.flush()
+            self._batched.flush()
             await self._listener.stop()
             await asyncio.to_thread(self._heartbeat.stop)
             try:
@@ -336,10 +336,10 @@ class Worker:
             previous.reason = StopReason.LEASE_LOST
             previous.task.cancel()
         series = task_series(job.job_name)
-        self._metrics.inc(series.claimed)
-        self._metrics.observe(series.start_lag, max(job.lag_seconds, 0.0))
+        self._batched.inc(series.claimed)
+        self._batched.observe(series.start_lag, max(job.lag_seconds, 0.0))
         if job.window_lag_seconds is not None and job.dedup_key:
-            self._metrics.observe(metrics().periodic_lag.labels(job.dedup_key),
+            self._batched.observe(metrics().periodic_lag.labels(job.dedup_key),
                                   max(job.window_lag_seconds, 0.0))
         running = RunningJob(job)
         self._running[job.job_id] = running
@@ -381,12 +381,12 @@ class Worker:
             self._wake.set()
             if outcome is not None:
                 if outcome in RAN and started is not None:
-                    self._metrics.observe(task_series(job.job_name).duration,
+                    self._batched.observe(task_series(job.job_name).duration,
                                           time.monotonic() - started)
                 self._report(job, outcome)
 
     def _report(self, job: ClaimedJob, outcome: Outcome) -> None:
-        self._metrics.inc(task_series(job.job_name).finished(outcome.value))
+        self._batched.inc(task_series(job.job_name).finished(outcome.value))
         if self._on_outcome is not None:
             try:
                 self._on_outcome(job, outcome)
