@@ -19,6 +19,7 @@ import asyncpg
 
 from ..shared import queries
 from ..shared.serialization import decode_task_data
+from .busy_connection import BusyConnection
 from .plans import fresh
 
 
@@ -73,6 +74,12 @@ class Claimer:
         self.lease_seconds = lease_seconds
         self.misfire_tolerance_seconds = misfire_tolerance_seconds
         self.timeout = timeout
+        self._busy = BusyConnection(pool)
+        """For complete_and_claim: the completer sends one after another while busy."""
+
+    async def close(self) -> None:
+        """Give back the connection that back-to-back statements keep."""
+        await self._busy.close()
 
     async def seconds_until_due(self, names: Sequence[str]) -> float | None:
         """Seconds until the next pending job of these names is due (<= 0: due now), or None."""
@@ -99,7 +106,7 @@ class Claimer:
         statement; returns the completions that landed and the jobs claimed, in priority
         order."""
         sent = time.monotonic()
-        rows = await self._pool.fetch(
+        rows = await self._busy.fetch(
             fresh(queries.job_complete_and_claim(limit)), self.worker_id, job_ids, attempts,
             list(names), limit, self.lease_seconds, self.misfire_tolerance_seconds,
             timeout=self.timeout,

@@ -155,6 +155,7 @@ class Worker:
                 metrics().workers.dec()
                 self._counted = False
             self._batched.flush()
+            await self._claimer.close()
             await self._listener.stop()
             await asyncio.to_thread(self._heartbeat.stop)
             try:
