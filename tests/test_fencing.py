@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import pytest
 
 from pg_scheduler import Scheduler, current_job, job
+from pg_scheduler.shared import queries
 from pg_scheduler.worker.claimer import Claimer
 from support import FAST, wait_for
 
@@ -171,6 +173,52 @@ async def test_completions_and_the_refill_claim_in_one_statement_keep_the_fence(
             rows[stolen.job_id]["attempt"]) == ("running", "w2", 2)
     assert [rows[f"job-{i}"]["status"] for i in (2, 3, 4)] == ["running"] * 3
     assert rows["job-1"]["status"] == "pending"
+
+
+# The heartbeat and the batched completion of one worker write overlapping rows from two
+# connections; each must lock them in job_id order whatever order the worker lists them in, or
+# each could hold a row the other waits for (a deadlock, which aborts one of them).
+# Each: the statement's arguments, and the state it leaves the two rows in.
+_FENCED_WRITES = {
+    "renew leases": (lambda ids, attempts: (queries.JOB_RENEW_LEASES, "w1", 30.0, ids, attempts),
+                     "running"),
+    "complete": (lambda ids, attempts: (queries.JOB_COMPLETE_MANY, "w1", ids, attempts),
+                 "completed"),
+    "complete and claim": (lambda ids, attempts: (
+        queries.job_complete_and_claim(2), "w1", ids, attempts, ["fenced"], 2, 30.0, 1.0),
+        "completed"),
+}
+
+
+@pytest.mark.parametrize("statement", sorted(_FENCED_WRITES))
+async def test_fenced_writes_lock_the_rows_in_job_id_order(
+    pool: asyncpg.Pool, statement: str,
+) -> None:
+    await Scheduler(pool).initialize_db()
+    await pool.execute(
+        "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, task_data) SELECT"
+        " id, 'fenced', now(), '{\"args\": [], \"kwargs\": {}}' FROM unnest($1::text[]) AS id",
+        ["job-a", "job-b"])
+    claimer = Claimer(pool, worker_id="w1", lease_seconds=30, misfire_tolerance_seconds=1)
+    claimed = {j.job_id: j.attempt for j in await claimer.claim(["fenced"], 2)}
+    assert sorted(claimed) == ["job-a", "job-b"]
+    async with pool.acquire() as blocker, blocker.transaction():
+        await blocker.execute("SELECT FROM scheduled_jobs WHERE job_id = 'job-b' FOR UPDATE")
+        ids = ["job-b", "job-a"]  # listed in the reverse order
+        arguments, after = _FENCED_WRITES[statement]
+        sql, *args = arguments(ids, [claimed[i] for i in ids])
+        write = asyncio.create_task(pool.fetch(sql, *args))
+        await wait_for(lambda: pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"),
+            message="the write waiting for job-b")
+        # Waiting for job-b, it already holds job-a: it took them in job_id order.
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            await pool.execute("SELECT FROM scheduled_jobs WHERE job_id = 'job-a' FOR UPDATE NOWAIT")
+        assert not write.done()
+    await asyncio.wait_for(write, 10)
+    assert await pool.fetchval(
+        "SELECT array_agg(status ORDER BY job_id) FROM scheduled_jobs") == [after, after]
 
 
 async def test_a_worker_paused_after_its_claim_does_not_start_the_job_once_its_lease_lapsed(

@@ -217,17 +217,28 @@ def _job_claim(bound: int) -> str:
 # Rows are locked in job_id order here and in JOB_COMPLETE_MANY: the heartbeat and the batched
 # completion of one worker update overlapping sets of rows from two connections, and two
 # multi-row updates that lock in different orders can deadlock.
+#
+# Driven by the arrays: each (job_id, attempt) is one primary-key probe, locked in the order of
+# the sorted arrays, and only then checked for this worker and ``running`` (on the version
+# locked). Joined the other way, the generic plan (statistics taken while no row runs guess one
+# running row per worker) scanned the worker's running rows and, for each, every array element:
+# n x n comparisons, 1.7 of a 100-job statement's 3.4 ms (bench/sqlcost.py: 38 -> 26 us of
+# PostgreSQL CPU per job at 100, as low as the raw ceiling's statements). Neither the worker
+# nor the status is in the locking sub-select, so no index but the primary key can serve it.
 def _lock_my_runs(ids: str, attempts: str) -> str:
     """Lock this worker's ($1) running rows named by the (job_id, attempt) arrays, in job_id
     order."""
     return f"""
 WITH mine AS (
-    SELECT j.job_id FROM scheduled_jobs AS j
-      JOIN unnest({ids}::text[], {attempts}::int[]) AS r(job_id, attempt)
-        ON j.job_id = r.job_id AND j.attempt = r.attempt
+    SELECT j.job_id
+      FROM (SELECT * FROM unnest({ids}::text[], {attempts}::int[]) AS r(job_id, attempt)
+             ORDER BY job_id) AS r
+     CROSS JOIN LATERAL (
+           SELECT j.job_id, j.worker_id, j.status FROM scheduled_jobs AS j
+            WHERE j.job_id = r.job_id AND j.attempt = r.attempt
+           OFFSET 0
+              FOR UPDATE) AS j
      WHERE j.worker_id = $1 AND j.status = 'running'
-     ORDER BY j.job_id
-       FOR UPDATE OF j
 )"""
 
 
