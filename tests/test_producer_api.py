@@ -52,6 +52,7 @@ from pg_scheduler import (
     job,
     periodic,
 )
+from pg_scheduler.shared import queries
 from pg_scheduler.shared.periodic import periodic_registry
 from pg_scheduler.shared.tasks import registry
 from support import FAST, wait_for
@@ -667,6 +668,10 @@ async def test_a_large_bulk_into_an_empty_queue_refreshes_the_planner_statistics
         [scheduler.registry.name_of(burst)],
     ))
     assert "scheduled_jobs_claim_idx" in plan and "Sort" not in plan, plan
+    async with pool.acquire() as conn:  # the refresh's smaller sample ends with it
+        await conn.execute(queries.JOBS_ANALYZE)
+        assert await conn.fetchval("SHOW default_statistics_target") == await conn.fetchval(
+            "SELECT reset_val FROM pg_settings WHERE name = 'default_statistics_target'")
 
 
 # ============================================================================ 6. transactions
