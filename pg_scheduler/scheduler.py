@@ -102,8 +102,19 @@ def _row(
 ) -> tuple[Any, ...]:
     """One job's JOB_INSERT / COPY parameters; checks the id and the due time, and encodes the
     arguments."""
+    _check_job_id(job_id)
+    _check_due_time(execution_time)
+    name, priority, max_retries, grace, timeout = options
+    return (job_id, name, execution_time, encode_task_data(args, kwargs), priority, max_retries,
+            grace, timeout)
+
+
+def _check_job_id(job_id: str | None) -> None:
     if job_id is not None and (not isinstance(job_id, str) or not job_id):
         raise InvalidJobError(f"job_id must be a non-empty string, got {job_id!r}")
+
+
+def _check_due_time(execution_time: datetime) -> None:
     if not isinstance(execution_time, datetime):
         raise InvalidJobError(
             f"execution_time must be a datetime, not {type(execution_time).__name__}"
@@ -113,9 +124,6 @@ def _row(
             "execution_time is a naive datetime; pass an aware one, e.g. "
             "datetime.now(UTC) + timedelta(minutes=5)"
         )
-    name, priority, max_retries, grace, timeout = options
-    return (job_id, name, execution_time, encode_task_data(args, kwargs), priority, max_retries,
-            grace, timeout)
 
 
 class Scheduler:
@@ -645,22 +653,41 @@ class Scheduler:
         return _row(job_id, execution_time, args, kwargs, options)
 
     def _bulk_rows(self, jobs: Sequence[JobSpec], ids: Sequence[str]) -> Iterator[tuple[Any, ...]]:
-        """The rows of ``jobs`` under ``ids``, with _prepare's checks. What specs usually share
-        (task, priority, retries, misfire grace, timeout) is checked once per distinct
-        combination: that was half of preparing a row."""
+        """The rows of ``jobs`` under ``ids``, with _prepare's checks.
+
+        What specs usually share (task, priority, retries, misfire grace, timeout; often the due
+        time) is checked once per distinct combination, and a spec whose values are the very
+        objects of the spec before it takes that spec's result without building a key: the
+        checks and the key were two thirds of preparing a row."""
         checked: dict[tuple[Any, ...], _Options] = {}
+        options: _Options | None = None
+        last: tuple[Any, ...] = ()
+        last_time: datetime | None = None
         for spec, job_id in zip(jobs, ids, strict=True):
             shared = (spec.func, spec.priority, spec.max_retries, spec.misfire_grace_time,
                       spec.timeout_seconds)
-            # The types are part of the key: True == 1, but max_retries=True is refused.
-            key = (*shared, *map(type, shared))
-            try:
-                options = checked[key]
-            except KeyError:
-                options = checked[key] = self._options(*shared)
-            except TypeError:  # an unhashable callable: nothing to remember it by
-                options = self._options(*shared)
-            yield _row(job_id, spec.execution_time, spec.args, spec.kwargs, options)
+            if options is None or not (
+                shared[0] is last[0] and shared[1] is last[1] and shared[2] is last[2]
+                and shared[3] is last[3] and shared[4] is last[4]
+            ):
+                # The types are part of the key: True == 1, but max_retries=True is refused.
+                key = (*shared, *map(type, shared))
+                try:
+                    options = checked[key]
+                except KeyError:
+                    options = checked[key] = self._options(*shared)
+                except TypeError:  # an unhashable callable: nothing to remember it by
+                    options = self._options(*shared)
+                last = shared
+            when = spec.execution_time
+            if when is not last_time:
+                _check_due_time(when)
+                last_time = when
+            if spec.job_id is not None:
+                _check_job_id(job_id)
+            name, priority, max_retries, grace, timeout = options
+            yield (job_id, name, when, encode_task_data(spec.args, spec.kwargs), priority,
+                   max_retries, grace, timeout)
 
     def _options(
         self,

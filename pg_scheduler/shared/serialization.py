@@ -37,7 +37,9 @@ def encode_task_data(args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> s
         raise SerializationError(f"args must be a tuple or list, not {type(args).__name__}")
     if kwargs is not None and type(kwargs) is not dict and not isinstance(kwargs, Mapping):
         raise SerializationError(f"kwargs must be a dict, not {type(kwargs).__name__}")
-    payload = {"args": list(args), "kwargs": dict(kwargs) if kwargs else {}}
+    # Both encoders write a tuple as an array: only other sequences and mappings are copied.
+    payload = {"args": args if type(args) in (tuple, list) else list(args),
+               "kwargs": kwargs if type(kwargs) is dict else dict(kwargs) if kwargs else {}}
     try:
         fast = orjson.dumps(payload, default=_refuse, option=_ORJSON_OPTIONS)
         if b"null" not in fast:  # NaN and infinities come out as null
