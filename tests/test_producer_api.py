@@ -674,6 +674,39 @@ async def test_a_large_bulk_into_an_empty_queue_refreshes_the_planner_statistics
             "SELECT reset_val FROM pg_settings WHERE name = 'default_statistics_target'")
 
 
+async def test_a_bursts_statistics_are_in_place_when_its_notification_wakes_the_workers(
+    pool: asyncpg.Pool,
+) -> None:
+    """A worker woken by the burst's commit plans its first claims right away: the refreshed
+    statistics must be visible then, not some milliseconds later."""
+
+    @job
+    async def burst(i: int) -> None:
+        pass
+
+    scheduler = Scheduler(pool)
+    await scheduler.initialize_db()
+    async with pool.acquire() as worker:
+        woken = asyncio.Event()
+
+        def wake(*_: object) -> None:
+            woken.set()
+
+        await worker.add_listener("pg_scheduler_jobs", wake)
+        bulk = asyncio.create_task(scheduler.schedule_bulk(
+            [JobSpec(burst, datetime.now(UTC), args=(i,)) for i in range(6000)]))
+        await asyncio.wait_for(woken.wait(), 30)
+        # What the woken worker's planner sees now.
+        believed = await worker.fetchval(queries.JOBS_PLANNER_ROWS)
+        common = await worker.fetchval(
+            "SELECT most_common_vals::text FROM pg_stats"
+            " WHERE tablename = 'scheduled_jobs' AND attname = 'status'")
+        await bulk
+        await worker.remove_listener("pg_scheduler_jobs", wake)
+    assert believed >= 6000
+    assert common == "{pending}"
+
+
 # ============================================================================ 6. transactions
 
 

@@ -88,8 +88,8 @@ JOBS_PLANNER_ROWS = "SELECT reltuples FROM pg_class WHERE oid = 'scheduled_jobs'
 # The refresh only has to tell the planner that many rows are pending now; a sample of 3,000 rows
 # (statistics target 10) does, where the default 30,000 read a whole 20,000-row burst: 5 ms
 # instead of 14-18, a tenth of schedule_bulk's time for such a burst. Autovacuum's next ANALYZE
-# replaces these coarser statistics. One simple-protocol string: one implicit transaction, which
-# the SET LOCAL ends with.
+# replaces these coarser statistics. Run inside the insert's transaction, which the SET LOCAL
+# ends with.
 JOBS_ANALYZE = """SET LOCAL default_statistics_target = 10;
 ANALYZE scheduled_jobs (status, job_name, priority, execution_time)"""
 
