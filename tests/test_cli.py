@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
+from pg_scheduler.worker import event_loop
 from support import run_cli
 
 
@@ -34,3 +36,14 @@ def test_help() -> None:
     assert result.returncode == 0 and "migrate" in result.stdout
     result = run_cli("migrate", "--help")
     assert result.returncode == 0 and "DATABASE_URL" in result.stdout
+
+
+def test_the_worker_event_loop_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert event_loop.resolve("auto") == "uvloop"  # a dependency wherever it builds
+    assert event_loop.resolve("asyncio") == "asyncio"
+    monkeypatch.setattr(event_loop, "uvloop_installed", lambda: False)
+    assert event_loop.resolve("auto") == "asyncio"
+    with pytest.raises(ValueError, match="pip install uvloop"):
+        event_loop.resolve("uvloop")
+    with pytest.raises(ValueError, match="unknown event loop 'trio'"):
+        event_loop.resolve("trio")

@@ -339,6 +339,21 @@ async def _ticks_completed(pool: asyncpg.Pool, n: int) -> int:
     return int(done) if done >= n else 0
 
 
+@pytest.mark.parametrize(("option", "loop"), [(None, "uvloop"), ("asyncio", "asyncio")])
+async def test_workers_run_on_uvloop_unless_asked_for_asyncio(
+    dsn: str, pool: asyncpg.Pool, pods: list[Pod], tmp_path: Path, option: str | None, loop: str,
+) -> None:
+    await ensure_events_table(pool)
+    pod = await start_pod(dsn, tmp_path, workers=1,
+                          **({"--event-loop": option} if option else {}))
+    pods.append(pod)
+    await pod.wait_ready(pool, 1)
+    await schedule(pool, "apps.event_loop", "which")
+    rows = await wait_for(lambda: events(pool, tag="which"), message="the job ran")
+    assert [(r["kind"], r["pid"]) for r in rows] == [(loop, (await pod.worker_pids(pool))[0])]
+    assert f"worker processes run on the {loop} event loop" in pod.log()
+
+
 async def test_leader_database_url_carries_the_session_bound_connections_only(
     dsn: str, pool: asyncpg.Pool, pods: list[Pod], tmp_path: Path
 ) -> None:

@@ -24,6 +24,7 @@ from ..shared.logs import parse_level
 from ..shared.metrics import prepare_multiprocess_dir
 from ..shared.models import UNSET, _Unset
 from ..supervisor.supervisor import Supervisor
+from ..worker.event_loop import EVENT_LOOPS, resolve
 from ..worker.process import WorkerSpec, worker_main
 from .common import database_option, fail, run
 
@@ -87,6 +88,10 @@ def _seconds(name: str, default: float | None, envvar: str, text: str) -> click.
               metavar="SECONDS", envvar="PG_SCHEDULER_WAIT_FOR_DATABASE", show_envvar=True,
               show_default=True,
               help="How long to wait at start for an unreachable database before giving up.")
+@click.option("--event-loop", type=click.Choice(EVENT_LOOPS), default="auto",
+              envvar="PG_SCHEDULER_EVENT_LOOP", show_envvar=True, show_default=True,
+              help="The worker processes' event loop: auto is uvloop where installed (the "
+                   "default on Linux and macOS), else asyncio.")
 def run_command(
     app: str,
     database_url: str | None,
@@ -101,6 +106,7 @@ def run_command(
     metrics_host: str | None,
     metrics_dir: str | None,
     wait_for_database: float,
+    event_loop: str,
     lease_seconds: float,
     heartbeat_seconds: float | None,
     leader_ttl_seconds: float,
@@ -137,6 +143,11 @@ def run_command(
         )
     except ConfigurationError as exc:
         fail(str(exc))
+    try:
+        loop_kind = resolve(event_loop)
+    except ValueError as exc:
+        fail(str(exc))
+    log.info("worker processes run on the %s event loop", loop_kind)
     # Before the APP or anything else imports prometheus_client: every process of the pod writes
     # its samples to this folder, and the supervisor's /metrics sums them.
     own_dir = metrics_dir is None
@@ -146,7 +157,7 @@ def run_command(
         def spec_for(slot: int, worker_id: str, supervisor_id: str) -> WorkerSpec:
             return WorkerSpec(app=app, dsn=dsn, worker_id=worker_id, supervisor_id=supervisor_id,
                               slot=slot, config=config, log_level=level,
-                              session_dsn=leader_database_url)
+                              session_dsn=leader_database_url, event_loop=loop_kind)
 
         supervisor = Supervisor(
             dsn=dsn, workers=workers, config=config, worker_target=worker_main,

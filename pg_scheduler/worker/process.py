@@ -36,6 +36,7 @@ from ..shared.errors import AppLoadError
 from ..shared.logs import configure as configure_logging
 from ..shared.metrics import use_cached_pid_store
 from ..shared.tasks import registry
+from .event_loop import new_event_loop
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class WorkerSpec:
     session_dsn: str | None = None
     """For the LISTEN and heartbeat sessions (default ``dsn``): long-lived connections that a
     transaction-pooling PgBouncer would break."""
+    event_loop: str = "auto"
+    """``auto``, ``asyncio`` or ``uvloop`` (worker/event_loop.py)."""
 
     @property
     def pool_size(self) -> int:
@@ -91,7 +94,8 @@ def worker_main(spec: WorkerSpec) -> None:
     ticks = _Ticks()
     _watch_parent(finished, ticks)
     try:
-        code = asyncio.run(_serve(spec, ticks))
+        with asyncio.Runner(loop_factory=lambda: new_event_loop(spec.event_loop)) as runner:
+            code = runner.run(_serve(spec, ticks))
     finally:
         finished.set()
         for sig in (signal.SIGTERM, signal.SIGUSR1):

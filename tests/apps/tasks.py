@@ -44,6 +44,12 @@ async def send_invoice(number: int) -> None:
     await record("send_invoice", str(number))
 
 
+@job(name="apps.event_loop")
+async def event_loop(tag: str) -> None:
+    """Records the top-level module of the running loop's class: uvloop or asyncio."""
+    await record(type(asyncio.get_running_loop()).__module__.split(".")[0], tag)
+
+
 @job(name="apps.slow")
 async def slow(tag: str, seconds: float) -> None:
     await record("start", tag)
