@@ -2,17 +2,15 @@
 
 One connection, no worker: claim ``--batch`` jobs, complete them, again until the table is
 empty, reading the backend's CPU time from ``/proc``. It separates the database's share of the
-drain from the worker's, and the statement from the table it writes:
+drain from the worker's:
 
-- ``raw``: the raw batched ceiling's statements on its narrow table (bigint key, one index);
+- ``raw``: the raw batched ceiling's statements on its narrow table (bigint key, two partial indexes);
 - ``ours``: the production statement, JOB_COMPLETE_AND_CLAIM (a batch's completions and the
   claim that refills its slots), on ``scheduled_jobs``;
 - ``ours-replanned``: the same, planned afresh at every execution (``force_custom_plan``), as
   PostgreSQL chose to before the claim's LIMIT had a literal bound (``queries.claim_bound``);
 - ``ours-no-misfire`` / ``ours-no-overlap``: the same without the misfire check or without the
-  overlap check (what each costs; neither is a shippable variant);
-- ``plain``: the raw statements' shape (claim, then complete by id) on ``scheduled_jobs``, with
-  the fence, the lease and the started time: what the table costs over the raw one.
+  overlap check (what each costs; neither is a shippable variant).
 
 Rounds are interleaved; each prints backend CPU per job (min / median / max). Not a test and not
 part of ``python -m bench``: it explains the drain's ratio to the raw ceiling (README).
@@ -37,24 +35,9 @@ from .drivers.raw_sql import DONE_MANY as RAW_DONE
 from .drivers.raw_sql import TABLE as RAW_SCHEMA
 from .postgres import check_durability, start_server
 
-PLAIN_CLAIM = """
-UPDATE scheduled_jobs SET status = 'running', attempt = attempt + 1, worker_id = $2,
-       lease_until = now() + interval '30 s', last_heartbeat = now(), started_at = now()
- WHERE job_id IN (SELECT job_id FROM scheduled_jobs
-                   WHERE status = 'pending' AND execution_time <= now()
-                     AND job_name = ANY($3::text[])
-                   ORDER BY priority, execution_time LIMIT $1 FOR UPDATE SKIP LOCKED)
-RETURNING job_id, attempt, task_data
-"""
-PLAIN_DONE = """
-UPDATE scheduled_jobs AS j SET status = 'completed', finished_at = now(), lease_until = NULL
-  FROM unnest($2::text[], $3::int[]) AS r(job_id, attempt)
- WHERE j.job_id = r.job_id AND j.attempt = r.attempt AND j.worker_id = $1
-   AND j.status = 'running'
-"""
 _MISFIRE = re.compile(r"\(j\.misfire_grace_time IS NOT NULL.*?\)\)", re.S)
 COMBINED = ("ours", "ours-replanned", "ours-no-misfire", "ours-no-overlap")
-VARIANTS = ("raw", *COMBINED, "plain")
+VARIANTS = ("raw", *COMBINED)
 
 
 def _combined(variant: str, batch: int) -> str:
@@ -94,11 +77,6 @@ async def _drain(conn: asyncpg.Connection, variant: str, batch: int) -> int:
     if variant == "raw":
         while rows := await conn.fetch(RAW_CLAIM, batch):
             await conn.execute(RAW_DONE, [r["id"] for r in rows])
-            done += len(rows)
-    elif variant == "plain":
-        while rows := await conn.fetch(PLAIN_CLAIM, batch, WORKER, [TASK]):
-            await conn.execute(PLAIN_DONE, WORKER, [r["job_id"] for r in rows],
-                               [r["attempt"] for r in rows])
             done += len(rows)
     else:
         sql = _combined(variant, batch)

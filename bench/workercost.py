@@ -11,6 +11,7 @@ apart. Not a test and not part of ``python -m bench``; the drain in ``python -m 
 measurement that counts.
 
 ``--profile`` prints cProfile's top functions (which inflates the time per job about 3.5 times).
+``--event-loop``: as ``pg-scheduler run``'s (``auto``: uvloop where installed, as in a pod).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from typing import Any
+
+# Imports no metrics module: PROMETHEUS_MULTIPROC_DIR is set in main() before one is imported.
+from pg_scheduler.worker.event_loop import EVENT_LOOPS, new_event_loop, resolve
 
 SLOTS = 20
 TASK = "bench.workercost.noop"
@@ -91,7 +95,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200_000, help="jobs per run (200000)")
     parser.add_argument("--rounds", type=int, default=3, help="runs, each printed (3)")
     parser.add_argument("--profile", action="store_true", help="one run under cProfile")
+    parser.add_argument("--event-loop", choices=EVENT_LOOPS, default="auto",
+                        help="the worker's event loop, as pg-scheduler run's (auto)")
     options = parser.parse_args()
+
+
+    def run(jobs: int) -> float:
+        with asyncio.Runner(loop_factory=lambda: new_event_loop(options.event_loop)) as runner:
+            return runner.run(_drain(jobs))
+
     with tempfile.TemporaryDirectory(prefix="pg-scheduler-workercost-") as folder:
         # As in a pod's worker process: multiprocess metric values, with the cached pid.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
@@ -100,13 +112,13 @@ def main() -> None:
         use_cached_pid_store()
         if options.profile:
             profile = cProfile.Profile()
-            profile.runcall(asyncio.run, _drain(options.jobs))
+            profile.runcall(run, options.jobs)
             pstats.Stats(profile).sort_stats("tottime").print_stats(25)
             return
         for _ in range(options.rounds):
-            per_job = asyncio.run(_drain(options.jobs))
+            per_job = run(options.jobs)
             print(f"{per_job * 1e6:.2f} µs of worker CPU per job ({options.jobs:,} no-op jobs, "
-                  f"{SLOTS} slots, no database)")
+                  f"{SLOTS} slots, no database, {resolve(options.event_loop)})")
 
 
 if __name__ == "__main__":
