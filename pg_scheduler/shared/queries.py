@@ -228,9 +228,9 @@ def _job_claim(bound: int) -> str:
 # the sorted arrays, and only then checked for this worker and ``running`` (on the version
 # locked). Joined the other way, the generic plan (statistics taken while no row runs guess one
 # running row per worker) scanned the worker's running rows and, for each, every array element:
-# n x n comparisons, 1.7 of a 100-job statement's 3.4 ms (bench/sqlcost.py: 38 -> 26 us of
-# PostgreSQL CPU per job at 100, as low as the raw ceiling's statements). Neither the worker
-# nor the status is in the locking sub-select, so no index but the primary key can serve it.
+# n x n comparisons, 1.7 of a 100-job statement's 3.4 ms (bench/sqlcost.py: 32 -> 22 us of
+# PostgreSQL CPU per job at 100). Neither the worker nor the status is in the locking
+# sub-select, so no index but the primary key can serve it.
 def _lock_my_runs(ids: str, attempts: str) -> str:
     """Lock this worker's ($1) running rows named by the (job_id, attempt) arrays, in job_id
     order."""
