@@ -41,7 +41,8 @@ def encode_task_data(args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> s
     payload = {"args": args if type(args) in (tuple, list) else list(args),
                "kwargs": kwargs if type(kwargs) is dict else dict(kwargs) if kwargs else {}}
     try:
-        fast = orjson.dumps(payload, default=_refuse, option=_ORJSON_OPTIONS)
+        # Without a ``default``, orjson raises (a TypeError) for everything it refuses.
+        fast = orjson.dumps(payload, option=_ORJSON_OPTIONS)
         if b"null" not in fast:  # NaN and infinities come out as null
             return fast.decode()
     except TypeError:
@@ -54,10 +55,6 @@ def encode_task_data(args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> s
 
 _ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
                    | orjson.OPT_PASSTHROUGH_SUBCLASS)
-
-
-def _refuse(value: Any) -> Any:
-    raise TypeError(type(value).__name__)
 
 
 def decode_task_data(raw: str | bytes | Mapping[str, Any] | None) -> tuple[list[Any], dict[str, Any]]:
