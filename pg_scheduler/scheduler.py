@@ -111,6 +111,14 @@ def _row(
     arguments."""
     _check_job_id(job_id)
     _check_due_time(execution_time)
+    return _columns(job_id, execution_time, args, kwargs, options)
+
+
+def _columns(
+    job_id: str | None, execution_time: datetime, args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None, options: _Options,
+) -> tuple[Any, ...]:
+    """The row in JOB_INSERT's / JOB_COPY_COLUMNS' order, its values already checked."""
     name, priority, max_retries, grace, timeout = options
     return (job_id, name, execution_time, encode_task_data(args, kwargs), priority, max_retries,
             grace, timeout)
@@ -691,9 +699,7 @@ class Scheduler:
                 last_time = when
             if spec.job_id is not None:
                 _check_job_id(job_id)
-            name, priority, max_retries, grace, timeout = options
-            yield (job_id, name, when, encode_task_data(spec.args, spec.kwargs), priority,
-                   max_retries, grace, timeout)
+            yield _columns(job_id, when, spec.args, spec.kwargs, options)
 
     def _options(
         self,
