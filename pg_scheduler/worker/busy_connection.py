@@ -54,8 +54,7 @@ class BusyConnection:
             loop = asyncio.get_running_loop()
             self._last_used = loop.time()
             if self._closed and self._conn is not None:  # closed while this statement ran
-                conn, self._conn = self._conn, None
-                self._give_back(conn)
+                self._give_back_held()
             elif self._timer is None and self._conn is not None:
                 self._timer = loop.call_later(self._idle_seconds, self._check_idle)
 
@@ -70,6 +69,9 @@ class BusyConnection:
         if self._in_use or idle < self._idle_seconds:
             self._timer = loop.call_later(max(self._idle_seconds - idle, 0.001), self._check_idle)
             return
+        self._give_back_held()
+
+    def _give_back_held(self) -> None:
         conn, self._conn = self._conn, None
         self._give_back(conn)
 
@@ -86,7 +88,6 @@ class BusyConnection:
             self._timer.cancel()
             self._timer = None
         if self._conn is not None and not self._in_use:
-            conn, self._conn = self._conn, None
-            self._give_back(conn)
+            self._give_back_held()
         if self._releases:
             await asyncio.gather(*self._releases, return_exceptions=True)
