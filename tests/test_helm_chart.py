@@ -536,13 +536,87 @@ def test_custom_resources_prometheus_rule_and_dashboard() -> None:
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert rule["metadata"]["labels"]["release"] == "prometheus"
     alerts = yaml.safe_load((ROOT / "monitoring" / "alerts.yml").read_text())
-    assert rule["spec"]["groups"] == alerts["groups"]
+    scope = {"namespace": NAMESPACE, "job": FULLNAME}  # what the ServiceMonitor's targets carry
+    assert [g["name"] for g in rule["spec"]["groups"]] == [g["name"] for g in alerts["groups"]]
+    for shipped, rendered in zip(alerts["groups"][0]["rules"], rule["spec"]["groups"][0]["rules"],
+                                 strict=True):
+        # The same alert, with this release's matchers in the expression and among its labels.
+        assert {k: v for k, v in rendered.items() if k not in ("expr", "labels")} == {
+            k: v for k, v in shipped.items() if k not in ("expr", "labels")}
+        assert rendered["labels"] == {**shipped["labels"], **scope}
+        assert _unscoped(rendered["expr"], scope) == shipped["expr"]
     dashboard = one(docs, "ConfigMap", f"{FULLNAME}-dashboard")
     assert dashboard["metadata"]["namespace"] == "monitoring"
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Jobs"}
     assert json.loads(dashboard["data"]["pg-scheduler.json"]) == json.loads(
         (ROOT / "monitoring" / "dashboard.json").read_text())
+
+
+def _unscoped(expr: str, scope: dict[str, str]) -> str:
+    """``expr`` with the release's matchers taken out of every selector, each checked present."""
+    matchers = ",".join(f'{k}="{v}"' for k, v in sorted(scope.items()))
+    selectors = re.findall(r"pg_scheduler_\w+(\{[^}]*\})?", expr)
+    assert selectors and all(s.startswith("{" + matchers) for s in selectors), expr
+    return expr.replace("{" + matchers + "}", "").replace("{" + matchers + ",", "{")
+
+
+def _release_rules(release: str, namespace: str, tmp: Path, *values: str) -> Path:
+    """The PrometheusRule of ``release`` rendered into a rule file promtool can load."""
+    result = helm("template", release, str(CHART), "--namespace", namespace,
+                  "-f", str(CI_VALUES / "all-features-values.yaml"), *values,
+                  "--show-only", "templates/prometheusrule.yaml")
+    assert result.returncode == 0, result.stderr
+    path = tmp / f"{release}.yml"
+    path.write_text(yaml.safe_dump({"groups": yaml.safe_load(result.stdout)["spec"]["groups"]}))
+    return path
+
+
+def _leader_series(namespace: str, release: str, value: int) -> dict[str, str]:
+    return {"series": f'pg_scheduler_is_leader{{namespace="{namespace}", '
+                      f'job="{release}-pg-scheduler", pod="{release}-pg-scheduler-0"}}',
+            "values": f"{value}x20"}
+
+
+def test_each_releases_alerts_see_only_its_own_pods(tmp_path: Path) -> None:
+    """Two releases scraped by one Prometheus: each has its leader, so neither is split; one has
+    none, and only its rule says so. Unscoped, the first summed the two leaders into a split
+    and in the second the other release's leader hid the missing one."""
+    promtool = executable("promtool", Path("/usr/bin/promtool"))
+    if promtool is None:
+        missing("promtool not found: install the Debian package `prometheus`; .ci/run installs it")
+    files = [_release_rules("jobs", "jobs", tmp_path),
+             _release_rules("billing", "billing", tmp_path)]
+    no_leader = yaml.safe_load(files[1].read_text())["groups"][0]["rules"][0]
+    assert no_leader["alert"] == "PgSchedulerNoLeader"
+    tests = {"rule_files": [f.name for f in files], "evaluation_interval": "15s", "tests": [
+        {"name": "both releases have their leader", "interval": "15s",
+         "input_series": [_leader_series("jobs", "jobs", 1), _leader_series("billing", "billing", 1)],
+         "alert_rule_test": [{"eval_time": "3m", "alertname": "PgSchedulerSplitLeadership",
+                              "exp_alerts": []},
+                             {"eval_time": "3m", "alertname": "PgSchedulerNoLeader",
+                              "exp_alerts": []}]},
+        {"name": "one release has none", "interval": "15s",
+         "input_series": [_leader_series("jobs", "jobs", 1), _leader_series("billing", "billing", 0)],
+         "alert_rule_test": [{"eval_time": "3m", "alertname": "PgSchedulerNoLeader", "exp_alerts": [
+             {"exp_labels": {"severity": "critical", "namespace": "billing",
+                             "job": "billing-pg-scheduler"},
+              "exp_annotations": no_leader["annotations"]}]}]},
+    ]}
+    (tmp_path / "scoped.test.yml").write_text(yaml.safe_dump(tests))
+    result = subprocess.run([promtool, "test", "rules", "scoped.test.yml"], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_rule_scope_can_be_set(tmp_path: Path) -> None:
+    """Pods scraped some other way than by the chart's ServiceMonitor carry other labels."""
+    path = _release_rules("jobs", "jobs", tmp_path, "--set", "prometheusRule.scope.cluster=eu-1",
+                          "--set", "prometheusRule.scope.app=billing")
+    for rule in yaml.safe_load(path.read_text())["groups"][0]["rules"]:
+        assert {"cluster": "eu-1", "app": "billing"}.items() <= rule["labels"].items()
+        assert "namespace" not in rule["labels"]
+        _unscoped(rule["expr"], {"cluster": "eu-1", "app": "billing"})
 
 
 def test_custom_resources_service_monitor_scrapes_each_pod() -> None:
