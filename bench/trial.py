@@ -164,10 +164,10 @@ class Trial:
         """Poll the system's own tables until no job is left; returns that moment (wall clock)."""
         deadline = time.monotonic() + self.ctx.options.timeout
         while True:
-            remaining = await self.conn.fetchval(self.system.remaining_sql)
-            if remaining == 0:
+            if not await self.conn.fetchval(self.system.any_unfinished_sql):
                 return time.time()
             if time.monotonic() > deadline:
+                remaining = len(await self.conn.fetch(self.system.unfinished_sql))
                 raise TrialError(f"{remaining} job(s) still unfinished after "
                                  f"{self.ctx.options.timeout:.0f} s")
             self.check_workers_alive()

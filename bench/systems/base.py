@@ -25,8 +25,10 @@ class System:
     key: str
     label: str
     driver: str
-    remaining_sql: str
-    """One count: jobs not finished yet (cheap: it is polled every 50 ms during a drain)."""
+    unfinished_sql: str
+    """The rows of the jobs not finished yet (``SELECT 1 FROM ...``). The drain polls whether
+    there is one every 50 ms (``EXISTS``: it must not cost what it measures); the count is read
+    only to report a trial that timed out."""
     outcome_sql: str
     """One row (done, first_attempt, total): jobs finished successfully, those of them that
     needed one attempt, and all jobs of the trial."""
@@ -37,6 +39,10 @@ class System:
     worker_mode: str = ""
     scenarios: frozenset[str] = field(default_factory=frozenset)
     stop_grace: float = 15.0
+
+    @property
+    def any_unfinished_sql(self) -> str:
+        return "SELECT EXISTS (" + self.unfinished_sql + ")"
 
     @property
     def driver_path(self) -> Path:

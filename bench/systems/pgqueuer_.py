@@ -8,7 +8,7 @@ PGQUEUER = System(
     key="pgqueuer",
     label="pgqueuer 1.6",
     driver="pgqueuer_driver.py",
-    remaining_sql="SELECT count(*) FROM pgqueuer",
+    unfinished_sql="SELECT 1 FROM pgqueuer",
     # The log has a row per enqueue ('queued'), pick and outcome. No attempt count: a job that
     # ran twice shows as two picks; those beyond the first are taken off the first-attempt count.
     outcome_sql="""

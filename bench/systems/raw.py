@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from .base import System
 
-_REMAINING = "SELECT count(*) FROM raw_jobs WHERE status IN ('pending', 'running')"
+# One branch per partial index: EXISTS stops at the first entry of either.
+_UNFINISHED = """
+    SELECT 1 FROM raw_jobs WHERE status = 'pending'
+    UNION ALL SELECT 1 FROM raw_jobs WHERE status = 'running'
+"""
 _OUTCOME = """
     SELECT count(*) FILTER (WHERE status = 'done') AS done,
            count(*) FILTER (WHERE status = 'done' AND attempt = 1) AS first_attempt,
@@ -16,7 +20,7 @@ _FINISHED_AT = "SELECT extract(epoch FROM max(finished_at))::float8 FROM raw_job
 
 def _raw(key: str, label: str, mode: str, scenarios: set[str]) -> System:
     """One worker mode of drivers/raw_driver.py, on the same table and checks."""
-    return System(key=key, label=label, driver="raw_driver.py", remaining_sql=_REMAINING,
+    return System(key=key, label=label, driver="raw_driver.py", unfinished_sql=_UNFINISHED,
                   outcome_sql=_OUTCOME, finished_at_sql=_FINISHED_AT, worker_mode=mode,
                   scenarios=frozenset(scenarios))
 

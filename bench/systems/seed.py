@@ -10,7 +10,7 @@ SEED = System(
     label="pg-scheduler 0.2.3",
     driver="seed_driver.py",
     python=SEED_VENV.python,
-    remaining_sql="SELECT count(*) FROM scheduled_jobs WHERE status IN ('pending', 'running')",
+    unfinished_sql="SELECT 1 FROM scheduled_jobs WHERE status IN ('pending', 'running')",
     outcome_sql="""
         SELECT count(*) FILTER (WHERE status = 'completed') AS done,
                count(*) FILTER (WHERE status = 'completed' AND retry_count = 0) AS first_attempt,
