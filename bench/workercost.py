@@ -99,7 +99,6 @@ def main() -> None:
                         help="the worker's event loop, as pg-scheduler run's (auto)")
     options = parser.parse_args()
 
-
     def run(jobs: int) -> float:
         with asyncio.Runner(loop_factory=lambda: new_event_loop(options.event_loop)) as runner:
             return runner.run(_drain(jobs))
