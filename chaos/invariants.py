@@ -24,6 +24,16 @@ EXAMPLES = 5  # per invariant, in the report
 START_AFTER_TAKE_BACK_SLACK = 0.05
 """Seconds: a start effect (the worker's clock) and the database's transition time
 (``clock_timestamp()``) come from one host's clock, but are taken in different processes."""
+CLAIM_BEFORE_FAULT_SLACK = 0.5
+"""Seconds: a claim committed this long before a fault hit the claiming pod may still have had
+its reply lost to it (the claim's time is the commit's, in the database)."""
+
+
+def _supervisor_pid(worker_id: str) -> int | None:
+    """The pod's supervisor PID in a worker id, ``host:supervisor-pid:wSLOT:random``
+    (pg_scheduler/supervisor/pool.py)."""
+    parts = worker_id.split(":")
+    return int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -203,7 +213,7 @@ class Check:
             **windows,
             **self._fault_counts(),
         }
-        result["times"] = self._times(by_job, died_at)
+        result["times"] = self._times(by_job, died_at, history)
         return result
 
     # ------------------------------------------------------------------ jobs
@@ -389,6 +399,23 @@ class Check:
                 return True
         return False
 
+    def _claimed_by_a_stricken_pod(self, fault: Fault, job: list[Transition], rerun: Execution) -> bool:
+        """Whether the job, once taken back after ``fault``, was claimed before ``rerun`` by a
+        pod that a second fault cut off or stopped as it claimed (its supervisor among the
+        fault's processes, or the server restarting): that attempt never started, and the job
+        waited for its lease. The rescue was on time; the second fault made the wait."""
+        for tr in job:
+            if (tr.old_status != "pending" or tr.new_status != "running" or tr.worker_id is None
+                    or tr.attempt is None or tr.attempt >= rerun.attempt
+                    or not fault.t < tr.t < rerun.start):
+                continue
+            supervisor = _supervisor_pid(tr.worker_id)
+            for g in self.faults:
+                if g is not fault and (g.kind == "pg_restart" or supervisor in g.pids) and (
+                        g.t - CLAIM_BEFORE_FAULT_SLACK <= tr.t <= g.t_end):
+                    return True
+        return False
+
     def _database_unreachable(self, pod: str | None, t: float) -> bool:
         """Whether ``pod`` was cut off, or the server restarting, at some point between a
         worker's death at ``t`` and the deadline for its supervisor to re-queue the job. A
@@ -403,7 +430,8 @@ class Check:
                 return True
         return False
 
-    def _times(self, by_job: dict[str, list[Execution]], died_at: Deaths) -> dict[str, Any]:
+    def _times(self, by_job: dict[str, list[Execution]], died_at: Deaths,
+               history: dict[str, list[Transition]]) -> dict[str, Any]:
         failover: dict[str, list[float]] = defaultdict(list)
         for f in self.faults:
             kind = {"leader_stop": "graceful", "leader_crash": "crash", "leader_freeze": "freeze",
@@ -428,20 +456,23 @@ class Check:
                 kind = "lost_lease"
             # A worker the killer picked as its pod was crashing died with its supervisor.
             hit = {pid for pid in f.pids if f.kind != "worker_kill" or f.t - died_at.before(pid, f.t) > 1}
-            for runs in by_job.values():
+            for job, runs in by_job.items():
                 for i, run in enumerate(runs):
                     if run.pid not in hit or run.start > f.t or run.finish(died_at) < f.t:
                         continue
                     if run.end is not None and run.end <= f.t:
                         continue
-                    again = next((r.start for r in runs[i + 1:] if r.attempt > run.attempt), None)
+                    again = next((r for r in runs[i + 1:] if r.attempt > run.attempt), None)
                     if again is None:
                         continue
                     # A second fault that stops the rescuer (or, for a killed worker, its
-                    # supervisor) before the rescue was due makes it a compound case: measured,
-                    # reported apart, held to no single-fault target.
-                    compound = self._rescuer_disturbed(f, again)
-                    rescue[f"{kind}_after_a_second_fault" if compound else kind].append(again - f.t)
+                    # supervisor) before the rescue was due, or the pod that claimed the job
+                    # next, makes it a compound case: measured, reported apart, held to no
+                    # single-fault target.
+                    compound = (self._rescuer_disturbed(f, again.start)
+                                or self._claimed_by_a_stricken_pod(f, history[job], again))
+                    rescue[f"{kind}_after_a_second_fault" if compound else kind].append(
+                        again.start - f.t)
         bounds = {"graceful": self.targets.graceful_failover, "crash": self.targets.crash_failover,
                   "partition": self.targets.partition_failover, "freeze": self.targets.freeze_failover,
                   "pg_restart": None, "dead_worker": self.targets.dead_worker_rescue,

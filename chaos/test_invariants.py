@@ -6,6 +6,7 @@ real one.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -105,6 +106,50 @@ def test_a_partition_that_could_not_stop_the_requeue_leaves_the_dead_worker_targ
     effects, transitions = _killed_then_rerun(kill_at=12.0, rerun_at=17.1)
     times = _check(effects, transitions, [_kill(12.0), fault])["times"]
     assert "rescue_lost_lease" not in times
+    assert times["rescue_dead_worker"]["met"] is False
+
+
+def _handed_back_then_claimed_by(claimer: str, rerun_at: float) -> tuple[list[Effect], list[Transition]]:
+    """The CI run's case: attempt 1's worker is killed at 12.0 and its supervisor hands the job
+    back at once; ``claimer`` claims attempt 2 at 12.03 and never starts it; the rescuer takes
+    it back when its lease lapses, and attempt 3 runs at ``rerun_at``."""
+    effects = [
+        Effect("start", "a", 1, WORKER, PID, 10.0),
+        Effect("start", "a", 3, "vm:900:w1:cccccc", 901, rerun_at),
+        Effect("end", "a", 3, "vm:900:w1:cccccc", 901, rerun_at + 0.01, ok=True),
+    ]
+    transitions = [
+        _transition("a", "pending", "running", 1, 10.0),
+        _transition("a", "running", "pending", 1, 12.02),
+        replace(_transition("a", "pending", "running", 2, 12.03), worker_id=claimer),
+        replace(_transition("a", "running", "pending", 2, rerun_at - 0.01), worker_id=None,
+                old_worker_id=claimer),
+        _transition("a", "pending", "running", 3, rerun_at),
+        _transition("a", "running", "completed", 3, rerun_at + 0.02),
+    ]
+    return effects, transitions
+
+
+def test_a_job_handed_back_on_time_then_claimed_by_a_pod_cut_off_as_it_claimed_is_a_compound_case(
+) -> None:
+    # The pod whose supervisor is PID 500 is cut off 20 ms before its claim commits: the reply
+    # never reaches it, and attempt 2 waits for its lease. The kill's own rescue took 20 ms.
+    effects, transitions = _handed_back_then_claimed_by("vm:500:w2:bbbbbb", rerun_at=16.7)
+    cut = Fault(kind="partition", pod="b", t=12.01, t_end=20.0, pids=(500, 501, 502),
+                mode="drop-from-db")
+    times = _check(effects, transitions, [_kill(12.0), cut], rows=[_row("a", attempt=3)])["times"]
+    assert set(times) == {"rescue_dead_worker_after_a_second_fault"}
+    assert times["rescue_dead_worker_after_a_second_fault"]["max"] == pytest.approx(4.7)
+
+
+@pytest.mark.parametrize("claimer", ["vm:600:w2:bbbbbb", "pod-b-w2"], ids=["healthy-pod", "no-pid"])
+def test_a_claim_that_no_fault_explains_keeps_the_dead_worker_target(claimer: str) -> None:
+    # The same wait with the partition on another pod: nothing but pg-scheduler held the job.
+    effects, transitions = _handed_back_then_claimed_by(claimer, rerun_at=16.7)
+    cut = Fault(kind="partition", pod="b", t=12.01, t_end=20.0, pids=(500, 501, 502),
+                mode="drop-from-db")
+    times = _check(effects, transitions, [_kill(12.0), cut], rows=[_row("a", attempt=3)])["times"]
+    assert set(times) == {"rescue_dead_worker"}
     assert times["rescue_dead_worker"]["met"] is False
 
 
