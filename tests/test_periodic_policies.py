@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from pg_scheduler import Scheduler, periodic
 from pg_scheduler.shared import queries
@@ -175,6 +176,140 @@ async def test_a_window_written_late_by_a_new_leader_is_not_missed(pool: asyncpg
     registrar = await prepare(pool, "m-late", noon)
     await registrar.run_once(now=noon + timedelta(milliseconds=400))
     assert await windows(pool, "m-late") == [noon]
+
+
+# ------------------------------------------------------------------ windows written ahead, then an outage
+
+SIX = timedelta(seconds=6)
+T0 = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
+"""A window start of the 6-second schedule below."""
+NEXT = T0 + 4 * SIX
+"""The first window after the outage of ``outage_after_a_window_was_written_ahead``."""
+NEXT_MS = int(NEXT.timestamp() * 1000)
+
+
+def missed_count(key: str, outcome: str) -> float:
+    return REGISTRY.get_sample_value("pg_scheduler_periodic_missed_windows_total",
+                                     {"job": key, "outcome": outcome}) or 0.0
+
+
+async def claimable_ids(pool: asyncpg.Pool, task: str) -> list[str]:
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            due = await conn.fetchval(queries.JOB_NEXT_DUE, [task])
+            rows = await conn.fetch(queries.job_claim(100), [task], 100, "test-worker", 30.0, 1.0)
+        finally:
+            await tx.rollback()
+    assert (due is None) == (rows == []), "the worker's timer and its claim disagree"
+    return sorted(r["job_id"] for r in rows)
+
+
+async def pass_writing_ahead(registrar: PeriodicRegistrar, pool: asyncpg.Pool, now: datetime) -> None:
+    """A pass at ``now``, whose windows are due at their own start, as rows written ahead are:
+    the server's clock is months past these June windows, so it would write them due now."""
+    await registrar.run_once(now=now)
+    await pool.execute("UPDATE scheduled_jobs SET execution_time = window_start "
+                       "WHERE window_start > $1 AND status = 'pending'", now)
+
+
+async def outage_after_a_window_was_written_ahead(
+    pool: asyncpg.Pool, misfire: str
+) -> tuple[str, str, PeriodicRegistrar]:
+    """The issue's scenario on a controlled clock: a pass 2 s into window T0 writes T0+6 ahead;
+    the only replica dies; nothing runs through T0+6, T0+12 and T0+18; the new leader's first
+    pass comes at T0+20.5. Returns the key, the task and the registrar, after that pass."""
+    key = f"ahead-{misfire}"
+
+    @periodic(every=SIX, dedup_key=key, misfire=misfire)
+    async def job() -> None: ...
+
+    definition = periodic_registry.get(key)
+    assert definition is not None
+    registrar = await prepare(pool, key, T0 + SIX)
+    await pass_writing_ahead(registrar, pool, T0 + timedelta(seconds=2))
+    assert await windows(pool, key) == [T0 + SIX]
+    # Before any leader has passed again, no worker may claim the stale window: it waits for the
+    # policy (the claim runs on the real clock, long after these June windows).
+    assert await claimable_ids(pool, definition.task_name) == []
+    await registrar.run_once(now=T0 + timedelta(seconds=20.5))
+    return key, definition.task_name, registrar
+
+
+async def test_skip_cancels_a_window_written_ahead_before_the_outage(pool: asyncpg.Pool) -> None:
+    before = missed_count("ahead-skip", "skipped")
+    key, task, _ = await outage_after_a_window_was_written_ahead(pool, "skip")
+    rows = await pool.fetch("SELECT window_start, status, error_message FROM scheduled_jobs "
+                            "WHERE dedup_key = $1 AND window_start < $2 ORDER BY window_start", key, NEXT)
+    assert [(r["window_start"], r["status"]) for r in rows] == [(T0 + SIX, "cancelled")]
+    assert rows[0]["error_message"] == "skipped (misfire=skip): the window passed while no leader ran"
+    assert [i for i in await claimable_ids(pool, task) if i < f"periodic:{key}:{NEXT_MS}"] == []
+    assert missed_count(key, "skipped") - before == 3  # T0+6 (written), T0+12, T0+18
+    # The next run is on its window.
+    assert await pool.fetchval("SELECT min(window_start) FROM scheduled_jobs WHERE dedup_key = $1 "
+                               "AND status = 'pending'", key) == NEXT
+
+
+async def test_coalesce_runs_one_window_for_the_outage_and_cancels_the_one_written_ahead(
+    pool: asyncpg.Pool,
+) -> None:
+    before = (missed_count("ahead-coalesce", "coalesced"), missed_count("ahead-coalesce", "run"))
+    key, task, _ = await outage_after_a_window_was_written_ahead(pool, "coalesce")
+    rows = await pool.fetch("SELECT job_id, window_start, status FROM scheduled_jobs "
+                            "WHERE dedup_key = $1 AND window_start < $2 ORDER BY window_start", key, NEXT)
+    assert [(r["window_start"], r["status"]) for r in rows] == [
+        (T0 + SIX, "cancelled"), (T0 + 3 * SIX, "pending")]
+    assert [i for i in await claimable_ids(pool, task)
+            if i < f"periodic:{key}:{NEXT_MS}"] == [rows[1]["job_id"]]
+    assert (missed_count(key, "coalesced") - before[0], missed_count(key, "run") - before[1]) == (2, 1)
+
+
+async def test_all_runs_each_missed_window_including_the_one_written_ahead(pool: asyncpg.Pool) -> None:
+    key, task, _ = await outage_after_a_window_was_written_ahead(pool, "all")
+    rows = await pool.fetch("SELECT job_id, window_start, status FROM scheduled_jobs "
+                            "WHERE dedup_key = $1 AND window_start < $2 ORDER BY window_start", key, NEXT)
+    assert [(r["window_start"], r["status"]) for r in rows] == [
+        (T0 + SIX, "pending"), (T0 + 2 * SIX, "pending"), (T0 + 3 * SIX, "pending")]
+    assert [i for i in await claimable_ids(pool, task)
+            if i < f"periodic:{key}:{NEXT_MS}"] == [r["job_id"] for r in rows]
+
+
+async def test_coalesce_keeps_the_newest_written_window_when_the_outage_ended_before_the_cursor(
+    pool: asyncpg.Pool,
+) -> None:
+    # Back at T0+10.5: the windows written ahead (T0+6) were all that was missed, and the cursor
+    # (T0+12) is still ahead, so the one run is T0+6 itself, due now.
+    @periodic(every=SIX, dedup_key="ahead-short", misfire="coalesce")
+    async def job() -> None: ...
+
+    registrar = await prepare(pool, "ahead-short", T0 + SIX)
+    await pass_writing_ahead(registrar, pool, T0 + timedelta(seconds=2))
+    await registrar.run_once(now=T0 + timedelta(seconds=10.5))
+    rows = await pool.fetch("SELECT window_start, status, execution_time > window_start AS redated "
+                            "FROM scheduled_jobs WHERE dedup_key = $1 AND window_start < $2 "
+                            "ORDER BY window_start", "ahead-short", T0 + 2 * SIX)
+    assert [tuple(r) for r in rows] == [(T0 + SIX, "pending", True)]
+
+
+async def test_a_window_written_ahead_and_late_under_a_live_leader_is_not_missed(
+    pool: asyncpg.Pool,
+) -> None:
+    # The leader passes every second; the workers are busy, so T0+6 is still pending at T0+8.
+    # No leaderless gap covers it: under misfire="skip" it still runs, late.
+    @periodic(every=SIX, dedup_key="ahead-busy", misfire="skip")
+    async def job() -> None: ...
+
+    definition = periodic_registry.get("ahead-busy")
+    assert definition is not None
+    registrar = await prepare(pool, "ahead-busy", T0 + SIX)
+    for second in range(2, 9):
+        await pass_writing_ahead(registrar, pool, T0 + timedelta(seconds=second))
+    rows = await pool.fetch("SELECT job_id, window_start, status FROM scheduled_jobs "
+                            "WHERE dedup_key = $1 ORDER BY window_start", "ahead-busy")
+    assert [(r["window_start"], r["status"]) for r in rows] == [
+        (T0 + SIX, "pending"), (T0 + 2 * SIX, "pending")]
+    assert await claimable_ids(pool, definition.task_name) == [rows[0]["job_id"]]
 
 
 # ------------------------------------------------------------------ DST through the registrar

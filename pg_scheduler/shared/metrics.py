@@ -46,6 +46,7 @@ class Metrics:
     job_duration: Histogram
     job_start_lag: Histogram
     periodic_lag: Histogram
+    periodic_missed_windows: Counter
     is_leader: Gauge
     leader_epoch: Gauge
     leader_elections: Counter
@@ -87,6 +88,10 @@ def _create() -> Metrics:
         periodic_lag=Histogram("pg_scheduler_periodic_lag_seconds",
                                "Start of a periodic run minus its window start.", ["job"],
                                buckets=LAG_BUCKETS),
+        periodic_missed_windows=Counter(
+            "pg_scheduler_periodic_missed_windows",
+            "Periodic windows that passed while no leader ran, by what the misfire policy did: "
+            "skipped, coalesced (folded into one run) or run.", ["job", "outcome"]),
         is_leader=Gauge("pg_scheduler_is_leader", "1 while this pod (process) leads.",
                         multiprocess_mode="livemax"),
         leader_epoch=Gauge("pg_scheduler_leader_epoch", "The epoch of this pod's last term.",

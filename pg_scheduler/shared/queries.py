@@ -1,9 +1,9 @@
 """Every SQL statement pg_scheduler runs, by name. No SQL lives anywhere else.
 
-All values are bind parameters; the one literal is a claim's LIMIT bound, an int the code derives
-from its free slots (``claim_bound``), never input. Times come from the database clock
-(``now()``), never from the application host, so clock skew between pods cannot shift a lease, a
-misfire or a window.
+All values are bind parameters; the literals are a claim's LIMIT bound, an int the code derives
+from its free slots (``claim_bound``), and the fixed :data:`MISSED_AFTER_SECONDS`, never input.
+Times come from the database clock (``now()``), never from the application host, so clock skew
+between pods cannot shift a lease, a misfire or a window.
 Names are ``<ENTITY>_<VERB>``.
 """
 
@@ -119,12 +119,28 @@ _NOT_BLOCKED = """
                  WHERE r.dedup_key = j.dedup_key AND r.status = 'running'))
 """
 
+MISSED_AFTER_SECONDS = 1.0
+"""A periodic window picked up (or written) later than this after its start is a missed window
+when no leader ran at its time; earlier, it was only picked up late and runs as usual."""
+
+# A window row written ahead (due at its own start) that is later than the pickup tolerance and
+# whose start lies after the registrar's last pass may have passed while no leader ran: it waits
+# until a leader's pass has applied the job's misfire policy to it (PERIODIC_RULE_MISSED), which
+# re-dates what it keeps and stamps a new pass. While a leader passes every second or so, no row
+# waits longer than one pass. Rows of one-off jobs are let through by the first test.
+_NOT_AWAITING_MISFIRE = f"""
+(j.window_start IS NULL OR j.execution_time <> j.window_start
+ OR j.window_start >= now() - interval '{MISSED_AFTER_SECONDS:g} seconds'
+ OR j.window_start <= coalesce((SELECT pass_at FROM scheduler_periodic_pass), 'infinity'))
+"""
+
 JOB_NEXT_DUE = f"""
 SELECT extract(epoch FROM min(due.execution_time) - now())::float8
 FROM unnest($1::text[]) AS t(name)
 CROSS JOIN LATERAL (
     SELECT execution_time FROM scheduled_jobs AS j
      WHERE status = 'pending' AND job_name = t.name AND {_NOT_BLOCKED}
+       AND {_NOT_AWAITING_MISFIRE}
      ORDER BY execution_time
      LIMIT 1
 ) AS due
@@ -186,6 +202,7 @@ UPDATE scheduled_jobs AS j SET
                SELECT ctid FROM scheduled_jobs AS j
                 WHERE status = 'pending' AND execution_time <= now()
                   AND job_name = ANY({names}::text[]) AND {_NOT_BLOCKED}
+                  AND {_NOT_AWAITING_MISFIRE}
                 ORDER BY priority, execution_time
                 LIMIT {bound:d}
                   FOR UPDATE SKIP LOCKED) AS due
@@ -656,6 +673,53 @@ RETURNING job_id
 PERIODIC_ADVANCE = """
 UPDATE scheduler_periodic SET next_run_at = $2, last_window = coalesce($3, last_window)
  WHERE dedup_key = $1
+"""
+
+# Each registrar pass stamps its clock ($1) and reads the previous pass's stamp, in its fenced
+# transaction.
+PERIODIC_PASS_STAMP = """
+WITH previous AS (SELECT pass_at FROM scheduler_periodic_pass)
+UPDATE scheduler_periodic_pass SET pass_at = $1
+RETURNING (SELECT pass_at FROM previous)
+"""
+
+# After a leaderless gap: the written-ahead windows that passed during it ($1 the last pass before
+# the gap, $2 the latest start that is missed rather than late, $3 the pass's clock) follow each
+# job's misfire policy. Only untouched rows are missed windows: pending, due at their own start,
+# never claimed. 'skip' cancels them. 'coalesce' keeps only the newest, due now, and only if the
+# registrar will write no window up to now itself (its cursor is past now); otherwise that window
+# is the one run and every written one is cancelled. 'all' keeps each, due now, unless it is older
+# than catch_up. What is kept is re-dated, so the claims' wait (_NOT_AWAITING_MISFIRE) ends for
+# it and the misfire grace judges it from now, as it does the missed windows written late.
+PERIODIC_RULE_MISSED = """
+WITH missed AS (
+    SELECT j.job_id, p.misfire,
+           CASE WHEN p.misfire = 'skip' THEN 'skipped'
+                WHEN p.misfire = 'all' THEN
+                     CASE WHEN j.window_start
+                               < $3::timestamptz - make_interval(secs => p.catch_up_seconds)
+                          THEN 'skipped' ELSE 'run' END
+                WHEN coalesce(p.next_run_at, 'infinity') > $3::timestamptz
+                     AND j.window_start = max(j.window_start) OVER (PARTITION BY j.dedup_key)
+                     THEN 'run'
+                ELSE 'coalesced' END AS outcome
+      FROM scheduled_jobs AS j
+      JOIN scheduler_periodic AS p ON p.dedup_key = j.dedup_key
+     WHERE j.status = 'pending' AND j.attempt = 0 AND j.execution_time = j.window_start
+       AND j.window_start > $1::timestamptz AND j.window_start <= $2::timestamptz
+), ruled AS (
+    UPDATE scheduled_jobs AS j
+       SET status         = CASE WHEN m.outcome = 'run' THEN 'pending' ELSE 'cancelled' END,
+           execution_time = CASE WHEN m.outcome = 'run' THEN now() ELSE j.execution_time END,
+           finished_at    = CASE WHEN m.outcome = 'run' THEN NULL ELSE now() END,
+           error_message  = CASE WHEN m.outcome = 'run' THEN j.error_message
+                                 ELSE format('%s (misfire=%s): the window passed while no leader ran',
+                                             m.outcome, m.misfire) END
+      FROM missed AS m
+     WHERE j.job_id = m.job_id AND j.status = 'pending'
+    RETURNING j.dedup_key, j.window_start, m.outcome
+)
+SELECT dedup_key, window_start, outcome FROM ruled ORDER BY dedup_key, window_start
 """
 
 # A manual run keeps the job's overlap policy: with skip or queue it waits for a running run and

@@ -125,6 +125,20 @@ def newest_windows(
     return list(found), truncated
 
 
+def count_windows(trigger: Trigger, start: datetime, before: datetime, cap: int) -> int:
+    """How many window starts lie in ``[start, before)``, ``start`` a window start; a cron
+    schedule is walked, so its count stops at ``cap``."""
+    if before <= start:
+        return 0
+    if isinstance(trigger, IntervalTrigger):
+        return -(-_micros(before - start) // _micros(trigger.every))
+    count, window = 0, start
+    while window < before and count < cap:
+        count += 1
+        window = trigger.next_fire(window)
+    return count
+
+
 @dataclass(frozen=True)
 class IntervalTrigger:
     every: timedelta

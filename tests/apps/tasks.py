@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from pg_scheduler import job, periodic
+from pg_scheduler import current_job, job, periodic
 
 _pool: asyncpg.Pool | None = None
 
@@ -75,3 +75,19 @@ if os.environ.get("APP_PERIODIC") == "1":
     @periodic(every=timedelta(seconds=1), dedup_key="apps.tick")
     async def tick() -> None:
         await record("tick")
+
+if os.environ.get("APP_PERIODIC") == "outage":
+    # One job per misfire policy on the same 6-second windows; each run records its job id,
+    # which names its window.
+
+    @periodic(every=timedelta(seconds=6), dedup_key="outage.skip", misfire="skip")
+    async def outage_skip() -> None:
+        await record("outage", current_job().job_id)
+
+    @periodic(every=timedelta(seconds=6), dedup_key="outage.coalesce", misfire="coalesce")
+    async def outage_coalesce() -> None:
+        await record("outage", current_job().job_id)
+
+    @periodic(every=timedelta(seconds=6), dedup_key="outage.all", misfire="all")
+    async def outage_all() -> None:
+        await record("outage", current_job().job_id)

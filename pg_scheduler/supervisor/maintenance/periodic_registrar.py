@@ -8,11 +8,15 @@ own timers exactly at the window, not when the leader next looks.
 - One row per (dedup key, window): the unique index makes a repeated insert a no-op, so a
   leader change in the middle of a pass cannot duplicate a window.
 - Windows are fixed (interval slots from the epoch, or cron fire times): no drift.
-- After downtime (no leader), the windows that were missed follow the
-  job's misfire policy: ``coalesce`` writes one run for all of them (the latest window), ``skip``
-  writes none, ``all`` writes each (back to ``catch_up`` at most, the newest
-  :data:`MAX_CATCH_UP_WINDOWS` at most). Missed windows are due now: the due time, not the window,
-  is what the misfire grace judges.
+- After downtime (no leader), the windows that were missed follow the job's misfire policy:
+  ``coalesce`` keeps one run for all of them (the latest window, due now), ``skip`` none, ``all``
+  each (back to ``catch_up`` at most, the newest :data:`MAX_CATCH_UP_WINDOWS` at most). Missed
+  windows are due now: the due time, not the window, is what the misfire grace judges.
+- The missed windows are those not yet written when the last leader stopped (before the cursor
+  is dealt with below) and those written ahead whose start came after the last pass before the
+  gap and which no worker picked up within the pickup tolerance. A pass stamps its time in the
+  leader row; until a pass after the gap has ruled on such a row, claims leave it alone, so the
+  policy holds whether a worker or the new leader comes first.
 - Definitions whose task no live worker registered are skipped (their rows would wait forever):
   ``scheduler_workers.tasks`` shows who can run what.
 """
@@ -20,16 +24,21 @@ own timers exactly at the window, not when the leader next looks.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
+
 from ...shared import queries
 from ...shared.errors import InvalidScheduleError
+from ...shared.metrics import metrics
 from ...shared.service import PeriodicService
 from ...shared.triggers import (
     Trigger,
+    count_windows,
     latest_window_at_or_before,
     newest_windows,
     trigger_for,
@@ -42,9 +51,11 @@ log = logging.getLogger(__name__)
 LOOKAHEAD_SECONDS_DEFAULT = 5.0
 MAX_WINDOWS_PER_PASS = 1000
 MAX_CATCH_UP_WINDOWS = 1000
-MISSED_AFTER_SECONDS = 1.0
-"""A window written later than this after its start was missed; earlier, it was only written late
-(the first pass of a new leader) and runs as usual under every policy."""
+MISSED_AFTER_SECONDS = queries.MISSED_AFTER_SECONDS
+"""A window written or picked up later than this after its start was missed; earlier, it was only
+late (the first pass of a new leader) and runs as usual under every policy."""
+COUNT_CAP = 10_000
+"""Missed windows of a cron schedule are counted (for the metric) up to this many per outage."""
 
 
 @dataclass(frozen=True)
@@ -69,13 +80,19 @@ class PeriodicRegistrar(PeriodicService):
         self.lookahead_seconds = max(lookahead_seconds, 2 * interval_seconds)
 
     async def run_once(self, now: datetime | None = None) -> EnqueueResult:
-        """One pass. ``now`` replaces the database clock for the window arithmetic (tests drive
-        outages and DST days with it); rows are still written with the server's time."""
+        """One pass. ``now`` replaces the database clock for the window arithmetic and the pass
+        stamp (tests drive outages and DST days with it); rows are still written with the
+        server's time."""
         inserted: dict[str, int] = {}
         async with self._tx.transaction() as conn:
             if now is None:
                 now = await conn.fetchval(queries.DB_NOW)
             assert now is not None
+            previous = await conn.fetchval(queries.PERIODIC_PASS_STAMP, now)
+            missed_before = now - timedelta(seconds=MISSED_AFTER_SECONDS)
+            if previous is not None and now - previous > timedelta(
+                    seconds=self.interval_seconds + MISSED_AFTER_SECONDS):
+                await self._rule_written_ahead(conn, previous, missed_before, now)
             horizon = now + timedelta(seconds=self.lookahead_seconds)
             for row in await conn.fetch(queries.PERIODIC_LIST_DUE, self.lookahead_seconds):
                 try:
@@ -95,6 +112,22 @@ class PeriodicRegistrar(PeriodicService):
                 await conn.execute(queries.PERIODIC_ADVANCE, row["dedup_key"], cursor, windows[-1])
                 inserted[row["dedup_key"]] = len(ids)
         return EnqueueResult(inserted)
+
+    @staticmethod
+    async def _rule_written_ahead(
+        conn: asyncpg.Connection, previous: datetime, missed_before: datetime, now: datetime
+    ) -> None:
+        """Apply the misfire policy to the windows written ahead that passed in the gap since
+        the previous pass (``previous``), before the cursor's missed windows are dealt with."""
+        ruled = await conn.fetch(queries.PERIODIC_RULE_MISSED, previous, missed_before, now)
+        by_key: dict[tuple[str, str], list[datetime]] = defaultdict(list)
+        for r in ruled:
+            by_key[(r["dedup_key"], r["outcome"])].append(r["window_start"])
+        for (key, outcome), starts in by_key.items():
+            _count_missed(key, outcome, len(starts))
+            log.warning("periodic_registrar: %s: %d window(s) written ahead passed with no leader "
+                        "(%s .. %s): %s", key, len(starts), starts[0].isoformat(),
+                        starts[-1].isoformat(), _OUTCOME_WORDS[outcome])
 
     def _windows(
         self, row: Mapping[str, Any], now: datetime, horizon: datetime
@@ -124,11 +157,14 @@ class PeriodicRegistrar(PeriodicService):
         key, policy = row["dedup_key"], row["misfire"]
         if policy == "coalesce":
             latest = latest_window_at_or_before(trigger, now, cursor)
+            _count_missed(key, "coalesced", count_windows(trigger, cursor, latest, COUNT_CAP))
+            _count_missed(key, "run", 1)
             log.info("periodic_registrar: %s missed the windows %s .. %s: one run for all "
                      "(misfire=coalesce)", key, cursor.isoformat(), latest.isoformat())
             return [latest], trigger.next_fire(latest)
         if policy == "skip":
             resume = window_at_or_after(trigger, before)
+            _count_missed(key, "skipped", count_windows(trigger, cursor, before, COUNT_CAP))
             log.warning("periodic_registrar: %s missed the windows from %s: skipped "
                         "(misfire=skip); next window %s", key, cursor.isoformat(),
                         resume.isoformat())
@@ -140,8 +176,25 @@ class PeriodicRegistrar(PeriodicService):
             if reach > start:
                 start = window_at_or_after(trigger, reach)
         missed, truncated = newest_windows(trigger, start, before, MAX_CATCH_UP_WINDOWS)
+        _count_missed(key, "run", len(missed))
+        dropped = count_windows(trigger, cursor, missed[0] if missed else before, COUNT_CAP)
+        _count_missed(key, "skipped", dropped)
         skipped = "" if start == cursor else f" (windows before {start.isoformat()} are past catch_up)"
         log.info("periodic_registrar: %s missed %d window(s) from %s: running each "
                  "(misfire=all)%s%s", key, len(missed), cursor.isoformat(), skipped,
                  f"; older ones dropped over the cap of {MAX_CATCH_UP_WINDOWS}" if truncated else "")
         return missed, window_at_or_after(trigger, before)
+
+
+_OUTCOME_WORDS = {
+    "skipped": "skipped (misfire=skip, or past catch_up)",
+    "coalesced": "folded into one run (misfire=coalesce)",
+    "run": "running, due now",
+}
+
+
+def _count_missed(key: str, outcome: str, windows: int) -> None:
+    """Count missed windows by what the policy did with them: skipped, coalesced (folded into
+    another window's run) or run."""
+    if windows > 0:
+        metrics().periodic_missed_windows.labels(key, outcome).inc(windows)
