@@ -31,6 +31,11 @@ CREATE TABLE IF NOT EXISTS chaos_job_history (
     epoch       bigint,
     at          timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+CREATE TABLE IF NOT EXISTS chaos_pass_history (
+    id          bigserial PRIMARY KEY,
+    pass_at     timestamptz NOT NULL,
+    at          timestamptz NOT NULL DEFAULT clock_timestamp()
+);
 CREATE TABLE IF NOT EXISTS chaos_leader_history (
     epoch       bigint PRIMARY KEY,
     leader_id   text,
@@ -74,12 +79,23 @@ BEGIN
     RETURN NEW;
 END $$;
 
+-- Each committed pass of the periodic registrar (its stamp): the gaps between them are the
+-- leaderless gaps whose windows follow the misfire policies.
+CREATE OR REPLACE FUNCTION chaos_log_pass() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO chaos_pass_history (pass_at) VALUES (NEW.pass_at);
+    RETURN NEW;
+END $$;
+
 DROP TRIGGER IF EXISTS chaos_log_job ON scheduled_jobs;
 CREATE TRIGGER chaos_log_job AFTER INSERT OR UPDATE OR DELETE ON scheduled_jobs
     FOR EACH ROW EXECUTE FUNCTION chaos_log_job();
 DROP TRIGGER IF EXISTS chaos_log_leader ON scheduler_leader;
 CREATE TRIGGER chaos_log_leader AFTER UPDATE ON scheduler_leader
     FOR EACH ROW EXECUTE FUNCTION chaos_log_leader();
+DROP TRIGGER IF EXISTS chaos_log_pass ON scheduler_periodic_pass;
+CREATE TRIGGER chaos_log_pass AFTER UPDATE ON scheduler_periodic_pass
+    FOR EACH ROW EXECUTE FUNCTION chaos_log_pass();
 """
 
 SELECT_JOB_HISTORY = """
@@ -92,6 +108,9 @@ SELECT job_id, op, old_status, new_status, attempt, worker_id, old_worker_id, de
 SELECT_LEADER_HISTORY = """
 SELECT epoch, leader_id, pid, extract(epoch FROM at)::float8 AS t
   FROM chaos_leader_history ORDER BY epoch
+"""
+SELECT_PASSES = """
+SELECT extract(epoch FROM pass_at)::float8 AS pass_at FROM chaos_pass_history ORDER BY pass_at
 """
 SELECT_JOBS = """
 SELECT job_id, job_name, status, attempt, retry_count, max_retries, dedup_key,
@@ -142,8 +161,12 @@ async def install(conn: asyncpg.Connection) -> None:
     await conn.execute(INSTALL)
 
 
-async def load(conn: asyncpg.Connection) -> tuple[list[Transition], list[Term], list[FinalRow]]:
+async def load(
+    conn: asyncpg.Connection,
+) -> tuple[list[Transition], list[Term], list[FinalRow], list[float]]:
+    """The job history, the leader terms, the final rows and the registrar's pass stamps."""
     transitions = [Transition(**dict(r)) for r in await conn.fetch(SELECT_JOB_HISTORY)]
     terms = [Term(**dict(r)) for r in await conn.fetch(SELECT_LEADER_HISTORY)]
     rows = [FinalRow(**dict(r)) for r in await conn.fetch(SELECT_JOBS)]
-    return transitions, terms, rows
+    passes = [r["pass_at"] for r in await conn.fetch(SELECT_PASSES)]
+    return transitions, terms, rows, passes

@@ -16,14 +16,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pg_scheduler.shared.queries import MISSED_AFTER_SECONDS
+
 from .history import FinalRow, Term, Transition
-from .workload import TICK_CRON, TICK_EVERY, TICK_LONG
+from .workload import MISFIRE, TICK_CRON, TICK_EVERY, TICK_LONG, TICK_SKIP
 
 FINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 EXAMPLES = 5  # per invariant, in the report
 START_AFTER_TAKE_BACK_SLACK = 0.05
 """Seconds: a start effect (the worker's clock) and the database's transition time
 (``clock_timestamp()``) come from one host's clock, but are taken in different processes."""
+LATE_CLAIM_SLACK = 0.5
+"""Seconds: a claim's transition is stamped (``clock_timestamp()``) after the claim's own
+``now()``, which the tolerance of a late window is judged by; under load by up to this much."""
 CLAIM_BEFORE_FAULT_SLACK = 0.5
 """Seconds: a claim committed this long before a fault hit the claiming pod may still have had
 its reply lost to it (the claim's time is the commit's, in the database)."""
@@ -167,13 +172,18 @@ class Check:
     targets: Targets
     quiet_before: float
     """A periodic window is owed only if no leader-affecting fault was active this long before."""
+    passes: list[float] = field(default_factory=list)
+    """The periodic registrar's committed pass stamps (the leader's clock of each pass)."""
+    pass_gap: float = 2.0
+    """Passes further apart than this (the registrar's interval plus the pickup tolerance) leave
+    a leaderless gap whose windows follow the misfire policies."""
 
     def save(self, path: Path) -> None:
         """Keep the inputs (not the effects, which stay in their files), so that the checker can
         run again on this history: ``python -m chaos --recheck FOLDER``."""
         data = {name: getattr(self, name) for name in
                 ("expected_jobs", "transitions", "terms", "rows", "faults", "t_start", "t_end",
-                 "targets", "quiet_before")}
+                 "targets", "quiet_before", "passes", "pass_gap")}
         path.write_text(json.dumps(data, default=asdict))
 
     @classmethod
@@ -185,7 +195,8 @@ class Check:
             terms=[Term(**t) for t in data["terms"]], rows=[FinalRow(**r) for r in data["rows"]],
             faults=[Fault(**{**f, "pids": tuple(f["pids"])}) for f in data["faults"]],
             t_start=data["t_start"], t_end=data["t_end"], targets=Targets(**data["targets"]),
-            quiet_before=data["quiet_before"],
+            quiet_before=data["quiet_before"], passes=data.get("passes", []),
+            pass_gap=data.get("pass_gap", 2.0),
         )
 
     def run(self) -> dict[str, Any]:
@@ -203,6 +214,7 @@ class Check:
         inv["unproven_overlaps"], overlaps_lease_lost = self._overlaps(by_job, history, died_at)
         inv["runs_started_after_being_taken_back"] = self._late_starts(by_job, history)
         inv["duplicate_windows"], inv["missed_windows"], windows = self._windows(history, rows)
+        inv["misfire_policy_broken_after_a_gap"], gaps = self._misfire(history, rows)
         inv["overlapping_leader_epochs"] = self._epochs()
         result["counts"] = {
             "one_off_jobs": len(self.expected_jobs),
@@ -211,6 +223,7 @@ class Check:
             "leader_terms": len(self.terms),
             "unexpected_failures": self._unexpected_failures(rows),
             **windows,
+            **gaps,
             **self._fault_counts(),
         }
         result["times"] = self._times(by_job, died_at, history)
@@ -323,7 +336,7 @@ class Check:
             if row.dedup_key and row.window_start is not None:
                 by_window[(row.dedup_key, row.window_start)].append(row)
         stats: dict[str, Any] = {}
-        for key, period in ((TICK_EVERY, 1.0), (TICK_CRON, 2.0), (TICK_LONG, 5.0)):
+        for key, period in ((TICK_EVERY, 1.0), (TICK_CRON, 2.0), (TICK_LONG, 5.0), (TICK_SKIP, 3.0)):
             starts = sorted(w for (k, w) in by_window if k == key)
             owed = exempt = completed = 0
             if starts:
@@ -350,6 +363,40 @@ class Check:
             stats[f"windows_{key}"] = {"owed": owed, "completed": completed,
                                        "not_owed_fault_nearby": exempt}
         return dup, missed, stats
+
+    def _misfire(
+        self, history: dict[str, list[Transition]], rows: dict[str, FinalRow]
+    ) -> tuple[Violations, dict[str, Any]]:
+        """After each leaderless gap (two committed registrar passes further apart than
+        ``pass_gap``), the windows that started in it and were not picked up on time (their
+        first claim more than the pickup tolerance after their start) follow each job's misfire
+        policy: ``skip`` runs none of them, ``coalesce`` one at most. (``all`` runs each: the
+        window invariants above owe every window of that job.) A window in the last tolerance
+        before the pass that ended the gap was only late, not missed."""
+        bad = Violations()
+        first_claim: dict[str, float] = {}
+        for job_id, trs in history.items():
+            claims = [tr.t for tr in trs if tr.old_status == "pending" and tr.new_status == "running"]
+            if claims:
+                first_claim[job_id] = min(claims)
+        late: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        for row in rows.values():
+            claimed = first_claim.get(row.job_id)
+            if (row.dedup_key in MISFIRE and row.window_start is not None and claimed is not None
+                    and claimed > row.window_start + MISSED_AFTER_SECONDS + LATE_CLAIM_SLACK):
+                late[row.dedup_key].append((row.window_start, row.job_id))
+        passes = sorted(self.passes)
+        gaps = [(a, b) for a, b in zip(passes, passes[1:], strict=False) if b - a > self.pass_gap]
+        late_in_gaps: dict[str, int] = defaultdict(int)
+        for a, b in gaps:
+            for key, policy in MISFIRE.items():
+                runs = sorted(w for w, _ in late[key] if a < w <= b - MISSED_AFTER_SECONDS)
+                late_in_gaps[key] += len(runs)
+                allowed = {"skip": 0, "coalesce": 1}.get(policy)
+                if allowed is not None and len(runs) > allowed:
+                    bad.add(f"{key} (misfire={policy}): {len(runs)} late runs of windows "
+                            f"{[f'{w:.0f}' for w in runs]} in the gap {a:.3f} .. {b:.3f}")
+        return bad, {"leaderless_gaps": len(gaps), "late_runs_in_gaps": dict(late_in_gaps)}
 
     def _leader_quiet(self, window: float) -> bool:
         """No fault that stops the leader writing windows near ``window``: worker faults do not

@@ -30,7 +30,9 @@ from typing import Any
 import asyncpg
 
 from pg_scheduler import ConflictResolution, Scheduler
+from pg_scheduler.shared.config import PERIODIC_INTERVAL_SECONDS_DEFAULT
 from pg_scheduler.shared.locks import LEADER_LOCK
+from pg_scheduler.shared.queries import MISSED_AFTER_SECONDS
 from pg_scheduler.shared.schema import migrate
 from tests.pgserver import StopMode, TestPostgres
 
@@ -480,7 +482,7 @@ class Run:
 
     async def _check(self, settled: float) -> dict[str, Any]:
         async with self.pool.acquire() as conn:
-            transitions, terms, rows = await history.load(conn)
+            transitions, terms, rows, passes = await history.load(conn)
         s = self.profile.settings
         # A lost lease ends at most a lease after the last renewal; the rescuer's pass comes
         # within its period (5 s at most, lease / 3 below 15 s; jittered), and the re-queued job
@@ -491,7 +493,8 @@ class Run:
             expected_jobs=self.expected, effects=read_effects(self.out / "effects"),
             transitions=transitions, terms=terms, rows=rows, faults=self.faults,
             t_start=self.t_start, t_end=self.t_end, targets=targets,
-            quiet_before=s.leader_ttl_seconds + s.lease_seconds + 3,
+            quiet_before=s.leader_ttl_seconds + s.lease_seconds + 3, passes=passes,
+            pass_gap=PERIODIC_INTERVAL_SECONDS_DEFAULT + MISSED_AFTER_SECONDS,
         )
         check.save(self.out / "history.json")
         result = check.run()

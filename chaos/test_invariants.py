@@ -209,3 +209,66 @@ def test_a_run_that_starts_after_its_attempt_was_taken_back_is_reported() -> Non
     assert late.count == 1 and late.examples[0].startswith("a: attempt 1 (pid 4242) started 3.500 s")
     # Not an overlap: the two runs did not run at the same time.
     assert result["invariants"]["unproven_overlaps"].count == 0
+
+
+def _window(key: str, start: float, claimed_at: float | None) -> tuple[FinalRow, list[Transition]]:
+    """The row of window ``start`` of periodic job ``key``, claimed at ``claimed_at`` (or never)."""
+    job = f"periodic:{key}:{int(start * 1000)}"
+    row = FinalRow(job_id=job, job_name=key, status="completed" if claimed_at else "cancelled",
+                   attempt=1 if claimed_at else 0, retry_count=0, max_retries=10, dedup_key=key,
+                   window_start=start, error_message=None)
+    if claimed_at is None:
+        return row, []
+    return row, [replace(_transition(job, "pending", "running", 1, claimed_at), dedup_key=key,
+                         window_start=start),
+                 replace(_transition(job, "running", "completed", 1, claimed_at + 0.06),
+                         dedup_key=key, window_start=start)]
+
+
+def _misfire_check(windows: list[tuple[str, float, float | None]], passes: list[float]) -> Any:
+    rows, transitions = [_row("a")], []
+    for key, start, claimed_at in windows:
+        row, trs = _window(key, start, claimed_at)
+        rows.append(row)
+        transitions += trs
+    effects = [Effect("start", tr.job_id, 1, WORKER, PID, tr.t + 0.01) for tr in transitions
+               if tr.new_status == "running"]
+    effects += [Effect("end", tr.job_id, 1, WORKER, PID, tr.t - 0.01, ok=True)
+                for tr in transitions if tr.new_status == "completed"]
+    return Check(
+        expected_jobs={}, effects=effects, transitions=transitions,
+        terms=[Term(epoch=1, leader_id="pod-a", pid=1, t=0.0)], rows=rows, faults=[],
+        t_start=0.0, t_end=60.0, targets=TARGETS, quiet_before=5.0, passes=passes, pass_gap=2.0,
+    ).run()
+
+
+# Passes every second, then none from 20 to 30 (a leaderless gap), then every second again.
+PASSES = [float(t) for t in range(0, 21)] + [float(t) for t in range(30, 41)]
+
+
+@pytest.mark.parametrize(("windows", "breached"), [
+    # skip: a window of the gap that ran late breaks the policy...
+    ([("chaos.tick_skip", 24.0, 30.05)], True),
+    # ... not one that ran on time in the gap (another pod's worker picked up its row)...
+    ([("chaos.tick_skip", 24.0, 24.3)], False),
+    # ... nor one that ran late while the leader passed (busy workers), nor one in the last
+    # second before the pass that ended the gap (late, not missed).
+    ([("chaos.tick_skip", 12.0, 15.0), ("chaos.tick_skip", 29.5, 30.9)], False),
+    # coalesce: one late run for the gap, not two.
+    ([("chaos.tick_cron", 24.0, None), ("chaos.tick_cron", 28.0, 30.05)], False),
+    ([("chaos.tick_cron", 24.0, 30.05), ("chaos.tick_cron", 28.0, 30.06)], True),
+    # all: each window runs, late or not.
+    ([("chaos.tick_every", float(w), 30.05) for w in range(21, 29)], False),
+])
+def test_windows_of_a_leaderless_gap_follow_each_jobs_misfire_policy(
+    windows: list[tuple[str, float, float | None]], breached: bool
+) -> None:
+    result = _misfire_check(windows, PASSES)
+    assert result["counts"]["leaderless_gaps"] == 1
+    assert (result["invariants"]["misfire_policy_broken_after_a_gap"].count > 0) is breached
+
+
+def test_a_history_without_pass_stamps_has_no_gap_to_check() -> None:
+    result = _misfire_check([("chaos.tick_skip", 24.0, 30.05)], [])
+    assert result["counts"]["leaderless_gaps"] == 0
+    assert result["invariants"]["misfire_policy_broken_after_a_gap"].count == 0

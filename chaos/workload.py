@@ -27,7 +27,11 @@ TICK_CRON = "chaos.tick_cron"
 healthy may be coalesced away, never run twice."""
 TICK_LONG = "chaos.tick_long"
 """Every 5 s, a 2.5-s body: long periodic runs that worker kills and partitions land in."""
-PERIODIC_KEYS = (TICK_EVERY, TICK_CRON, TICK_LONG)
+TICK_SKIP = "chaos.tick_skip"
+"""Every 3 s, ``misfire="skip"``: no window that passed while no leader ran may run late."""
+PERIODIC_KEYS = (TICK_EVERY, TICK_CRON, TICK_LONG, TICK_SKIP)
+MISFIRE = {TICK_EVERY: "all", TICK_CRON: "coalesce", TICK_LONG: "coalesce", TICK_SKIP: "skip"}
+"""Each periodic job's misfire policy, as declared below."""
 
 _fd: int | None = None
 
@@ -81,3 +85,8 @@ async def tick_cron() -> None:
 @periodic(every=timedelta(seconds=5), dedup_key=TICK_LONG, max_retries=10)
 async def tick_long() -> None:
     await _body(2.5)
+
+
+@periodic(every=timedelta(seconds=3), dedup_key=TICK_SKIP, misfire="skip", max_retries=10)
+async def tick_skip() -> None:
+    await _body(0.05)

@@ -12,7 +12,7 @@ from support import run_cli
 async def test_migrate_creates_the_schema_once(dsn: str, pool: asyncpg.Pool) -> None:
     first = run_cli("migrate", "--database-url", dsn)
     assert first.returncode == 0, first.stderr
-    assert "applied migrations [1, 2, 3]" in first.stdout
+    assert "applied migrations [1, 2, 3, 4]" in first.stdout
     second = run_cli("migrate", "--database-url", dsn)
     assert second.returncode == 0 and "up to date" in second.stdout
     assert await pool.fetchval("SELECT max(version) FROM scheduler_migrations") == 4

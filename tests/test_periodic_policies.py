@@ -292,6 +292,30 @@ async def test_coalesce_keeps_the_newest_written_window_when_the_outage_ended_be
     assert [tuple(r) for r in rows] == [(T0 + SIX, "pending", True)]
 
 
+@pytest.mark.parametrize("overlap", ["skip", "queue"])
+async def test_a_window_held_back_by_overlap_in_a_leaderless_gap_follows_the_misfire_policy(
+    pool: asyncpg.Pool, overlap: str
+) -> None:
+    # The run of T0 was running when the only replica died (its row still says so); T0+6 was
+    # written ahead and waited behind it. It passed while no leader ran: misfire="skip" cancels
+    # it, whatever the overlap policy would have done once the run ended.
+    key = f"ahead-overlap-{overlap}"
+
+    @periodic(every=SIX, dedup_key=key, misfire="skip", overlap=overlap)
+    async def job() -> None: ...
+
+    registrar = await prepare(pool, key, T0)
+    await pass_writing_ahead(registrar, pool, T0 + timedelta(milliseconds=500))
+    await pool.execute("UPDATE scheduled_jobs SET status = 'running', attempt = 1, "
+                       "worker_id = 'gone', started_at = now(), lease_until = now() + interval '1 hour' "
+                       "WHERE dedup_key = $1 AND window_start = $2", key, T0)
+    await pass_writing_ahead(registrar, pool, T0 + timedelta(seconds=1.5))
+    await registrar.run_once(now=T0 + timedelta(seconds=20.5))
+    row = await pool.fetchrow("SELECT status, error_message FROM scheduled_jobs "
+                              "WHERE dedup_key = $1 AND window_start = $2", key, T0 + SIX)
+    assert tuple(row) == ("cancelled", "skipped (misfire=skip): the window passed while no leader ran")
+
+
 async def test_a_window_written_ahead_and_late_under_a_live_leader_is_not_missed(
     pool: asyncpg.Pool,
 ) -> None:
