@@ -78,7 +78,7 @@ class Deaths:
     def __init__(self, faults: Iterable[Fault]) -> None:
         self._times: dict[int, list[float]] = defaultdict(list)
         for f in faults:
-            if f.kind in ("worker_kill", "leader_crash"):
+            if f.kind in ("worker_kill", "leader_crash", "cluster_crash"):
                 for pid in f.pids:
                     self._times[pid].append(f.t)
         for times in self._times.values():
@@ -96,7 +96,8 @@ class Deaths:
 @dataclass(frozen=True)
 class Fault:
     kind: str
-    """worker_kill, worker_freeze, leader_crash, leader_stop, leader_freeze, partition, pg_restart."""
+    """worker_kill, worker_freeze, leader_crash, leader_stop, leader_freeze, partition, pg_restart,
+    cluster_crash."""
     pod: str | None
     t: float
     t_end: float

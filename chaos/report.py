@@ -8,7 +8,7 @@ from typing import Any
 
 GATES = ("lost_jobs", "duplicate_completions", "completions_without_a_run", "unproven_overlaps",
          "runs_started_after_being_taken_back", "duplicate_windows", "missed_windows",
-         "overlapping_leader_epochs")
+         "misfire_policy_broken_after_a_gap", "overlapping_leader_epochs")
 """Invariants that must be zero."""
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import signal
 import time
@@ -74,7 +75,7 @@ class Step:
     at: float
     kind: str
     """leader_crash, leader_stop, leader_freeze, partition_leader, partition_follower,
-    worker_freeze, pg_restart."""
+    worker_freeze, pg_restart, cluster_crash (every pod killed, restarted after ``hold``)."""
     mode: str | None = None
     hold: float = 0.0
 
@@ -90,6 +91,12 @@ class Profile:
     enqueue_per_second: float = 12.0
     settle_seconds: float = 90.0
     seed: int = 1
+
+
+CLUSTER_DOWN_SECONDS = 8.0
+"""How long every pod stays down in a cluster crash: longer than the registrar's lookahead (5 s),
+so that windows written ahead before the crash pass while no leader runs, and others are not
+written at all (the misfire policies decide both)."""
 
 
 def _holds(settings: PodSettings) -> tuple[float, float, float]:
@@ -113,8 +120,9 @@ def short_profile(settings: PodSettings | None = None) -> Profile:
         Step(82, "leader_crash"),
         Step(90, "worker_freeze", hold=short_hold),
         Step(100, "pg_restart", "fast"),
+        Step(104, "cluster_crash", hold=CLUSTER_DOWN_SECONDS),
     )
-    return Profile("short", fault_seconds=110, steps=steps, settings=s)
+    return Profile("short", fault_seconds=120, steps=steps, settings=s)
 
 
 def long_profile(minutes: float, settings: PodSettings | None = None, seed: int = 1) -> Profile:
@@ -138,6 +146,7 @@ def long_profile(minutes: float, settings: PodSettings | None = None, seed: int 
             (Step(0, "leader_freeze", hold=lead_freeze), lead_freeze + 6),
             (Step(0, "worker_freeze", hold=short_hold), short_hold + 8),
             (Step(0, "pg_restart", "immediate" if cycle % 2 else "fast"), 14.0),
+            (Step(0, "cluster_crash", hold=CLUSTER_DOWN_SECONDS), CLUSTER_DOWN_SECONDS + 10),
         ):
             block.append(replace(step, at=t + at))
             at += gap
@@ -164,6 +173,8 @@ class Run:
         """Supervisor pid -> the exit status our own fault should give it."""
         self.notes: list[str] = []
         self._frozen: set[str] = set()
+        self._down_until: dict[str, float] = {}
+        """Pods the kubelet must not restart before this ``time.monotonic()`` (cluster crash)."""
         self._frozen_pids: set[int] = set()
         self._enqueue_retries = 0
 
@@ -302,11 +313,16 @@ class Run:
 
     async def _kubelet(self, stop: asyncio.Event) -> None:
         """Start again any pod whose supervisor exited, a second later (as a kubelet would)."""
+        restart_at: dict[str, float] = {}
         while not stop.is_set():
+            now = time.monotonic()
             for pod in self.pods:
-                if pod.proc is not None and not pod.alive():
+                if pod.proc is not None and not pod.alive() and pod.name not in restart_at:
                     self._record_exit(pod)
-                    await asyncio.sleep(1.0)
+                    restart_at[pod.name] = max(now + 1.0, self._down_until.get(pod.name, 0.0))
+            for pod in self.pods:
+                if restart_at.get(pod.name, math.inf) <= now:
+                    del restart_at[pod.name]
                     pod.start()
             await _sleep_until(time.monotonic() + 0.25, stop)
 
@@ -343,6 +359,9 @@ class Run:
         if step.kind == "worker_freeze":
             await self._freeze_worker(step.hold)
             return
+        if step.kind == "cluster_crash":
+            await self._crash_cluster(step.hold)
+            return
         leader = await self._wait_for_leader()
         epoch, pod = leader
         if step.kind == "partition_follower":
@@ -376,6 +395,24 @@ class Run:
                                      was_leader=step.kind == "partition_leader", epoch_before=epoch))
         else:
             raise ValueError(f"unknown step {step.kind}")
+
+    async def _crash_cluster(self, hold: float) -> None:
+        """SIGKILL every pod (their workers die with their supervisors) and keep them down for
+        ``hold`` seconds: an outage of the whole deployment, after which the misfire policies
+        decide what runs of the windows that passed."""
+        epoch = await self._epoch()
+        t = time.time()
+        pids: list[int] = []
+        for pod in self.pods:
+            if pod.pid is None:
+                continue
+            pids += [pod.pid, *pod.worker_pids()]
+            self.expected_exit[pod.pid] = -signal.SIGKILL
+            self._down_until[pod.name] = time.monotonic() + hold
+            pod.signal(signal.SIGKILL)
+        await asyncio.sleep(hold)
+        self.faults.append(Fault("cluster_crash", None, t, time.time(), tuple(pids),
+                                 epoch_before=epoch))
 
     async def _freeze_worker(self, hold: float) -> None:
         """SIGSTOP a worker in the middle of a run longer than the freeze: the leader must take
