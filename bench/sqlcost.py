@@ -9,8 +9,9 @@ drain from the worker's:
   claim that refills its slots), on ``scheduled_jobs``;
 - ``ours-replanned``: the same, planned afresh at every execution (``force_custom_plan``), as
   PostgreSQL chose to before the claim's LIMIT had a literal bound (``queries.claim_bound``);
-- ``ours-no-misfire`` / ``ours-no-overlap``: the same without the misfire check or without the
-  overlap check (what each costs; neither is a shippable variant).
+- ``ours-no-misfire`` / ``ours-no-overlap`` / ``ours-no-window-wait``: the same without the
+  misfire check, the overlap check, or the wait of a late window written ahead for the leader's
+  misfire ruling (what each costs; none is a shippable variant).
 
 Rounds are interleaved; each prints backend CPU per job (min / median / max). Not a test and not
 part of ``python -m bench``: it explains the drain's ratio to the raw ceiling (README).
@@ -36,7 +37,7 @@ from .drivers.raw_sql import TABLE as RAW_SCHEMA
 from .postgres import check_durability, start_server
 
 _MISFIRE = re.compile(r"\(j\.misfire_grace_time IS NOT NULL.*?\)\)", re.S)
-COMBINED = ("ours", "ours-replanned", "ours-no-misfire", "ours-no-overlap")
+COMBINED = ("ours", "ours-replanned", "ours-no-misfire", "ours-no-overlap", "ours-no-window-wait")
 VARIANTS = ("raw", *COMBINED)
 
 
@@ -46,6 +47,8 @@ def _combined(variant: str, batch: int) -> str:
         return _MISFIRE.sub("false", sql)
     if variant == "ours-no-overlap":
         return sql.replace(queries._NOT_BLOCKED, " true ")
+    if variant == "ours-no-window-wait":
+        return sql.replace(queries._NOT_AWAITING_MISFIRE, " true ")
     return sql
 
 
