@@ -142,9 +142,10 @@ def read_effects(folder: Path) -> list[Effect]:
 
 
 def executions(effects: Iterable[Effect]) -> dict[str, list[Execution]]:
-    runs: dict[tuple[str, int, int], Execution] = {}
+    # The worker id is in the key: a PID alone may name a process of another run.
+    runs: dict[tuple[str, int, str, int], Execution] = {}
     for e in sorted(effects, key=lambda e: e.t):
-        key = (e.job, e.attempt, e.pid)
+        key = (e.job, e.attempt, e.worker, e.pid)
         if e.ev == "start":
             runs[key] = Execution(e.job, e.attempt, e.worker, e.pid, e.t)
         elif key in runs:
@@ -209,6 +210,10 @@ class Check:
         rows = {r.job_id: r for r in self.rows}
         result: dict[str, Any] = {"invariants": {}, "counts": {}, "times": {}}
         inv = result["invariants"]
+        recorded = sum(len(v) for v in by_job.values())
+        # First: a run the database never assigned is reported once, here, and every other
+        # invariant and time is judged on the runs it did assign.
+        inv["executions_never_assigned"], by_job = self._never_assigned(by_job, history)
         inv["lost_jobs"] = self._lost(rows)
         inv["duplicate_completions"] = self._duplicate_completions(history)
         inv["completions_without_a_run"] = self._completions_without_run(history, by_job)
@@ -219,7 +224,7 @@ class Check:
         inv["overlapping_leader_epochs"] = self._epochs()
         result["counts"] = {
             "one_off_jobs": len(self.expected_jobs),
-            "executions": sum(len(v) for v in by_job.values()),
+            "executions": recorded,
             "overlaps_with_lease_lost_and_completion_refused": overlaps_lease_lost,
             "leader_terms": len(self.terms),
             "unexpected_failures": self._unexpected_failures(rows),
@@ -249,6 +254,37 @@ class Check:
             if row is not None and row.status == "failed" and spec["fail_attempts"] <= spec["max_retries"]:
                 found.append(f"{job_id}: {row.error_message}")
         return found[:EXAMPLES] + ([f"... {len(found)} in all"] if len(found) > EXAMPLES else [])
+
+    @staticmethod
+    def _never_assigned(
+        by_job: dict[str, list[Execution]], history: dict[str, list[Transition]]
+    ) -> tuple[Violations, dict[str, list[Execution]]]:
+        """Every run must be of an attempt that the database assigned to its worker: a logged
+        row version ``running`` with that attempt and worker id. Only a claim writes one, the
+        trigger logs every claim in the claim's own transaction (a claim bumps the attempt, so
+        it is never taken for a heartbeat), and a worker starts a body only once the claim's
+        reply is in, after the commit; so a run of a real claim always has its record. A run
+        without one (a stray record of another run's processes in the same folder, or a body
+        run without a claim) is reported here, once; the runs kept are the ones the database
+        assigned, which the other invariants and the times are judged on."""
+        bad = Violations()
+        kept: dict[str, list[Execution]] = {}
+        for job_id, runs in by_job.items():
+            holders: dict[int, set[str]] = defaultdict(set)
+            for tr in history.get(job_id, []):
+                if tr.new_status == "running" and tr.attempt is not None and tr.worker_id is not None:
+                    holders[tr.attempt].add(tr.worker_id)
+            for run in runs:
+                if run.worker in holders.get(run.attempt, ()):
+                    kept.setdefault(job_id, []).append(run)
+                    continue
+                held = holders.get(run.attempt)
+                whose = (f"the database assigned it to {', '.join(sorted(held))}" if held
+                         else "the database never assigned it" if job_id in history
+                         else "the database has no such job")
+                bad.add(f"{job_id}: attempt {run.attempt} run by {run.worker} (pid {run.pid}) "
+                        f"at {run.start:.3f}: {whose}")
+        return bad, kept
 
     def _duplicate_completions(self, history: dict[str, list[Transition]]) -> Violations:
         dup = Violations()

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-GATES = ("lost_jobs", "duplicate_completions", "completions_without_a_run", "unproven_overlaps",
-         "runs_started_after_being_taken_back", "duplicate_windows", "missed_windows",
-         "misfire_policy_broken_after_a_gap", "overlapping_leader_epochs")
+GATES = ("executions_never_assigned", "lost_jobs", "duplicate_completions",
+         "completions_without_a_run", "unproven_overlaps", "runs_started_after_being_taken_back",
+         "duplicate_windows", "missed_windows", "misfire_policy_broken_after_a_gap",
+         "overlapping_leader_epochs")
 """Invariants that must be zero."""
 
 

@@ -19,9 +19,10 @@ PID = 4242
 TARGETS = Targets(dead_worker_rescue=2.0, lost_lease_rescue=7.67)
 
 
-def _transition(job: str, old: str | None, new: str, attempt: int, t: float) -> Transition:
+def _transition(job: str, old: str | None, new: str, attempt: int, t: float,
+                worker: str = WORKER) -> Transition:
     return Transition(job_id=job, op="UPDATE", old_status=old, new_status=new, attempt=attempt,
-                      worker_id=WORKER, old_worker_id=WORKER, dedup_key=None, window_start=None,
+                      worker_id=worker, old_worker_id=worker, dedup_key=None, window_start=None,
                       old_lease_until=None, epoch=1, t=t)
 
 
@@ -42,8 +43,8 @@ def _killed_then_rerun(kill_at: float, rerun_at: float) -> tuple[list[Effect], l
     transitions = [
         _transition("a", "pending", "running", 1, 10.0),
         _transition("a", "running", "pending", 1, rerun_at - 0.1),
-        _transition("a", "pending", "running", 2, rerun_at),
-        _transition("a", "running", "completed", 2, rerun_at + 0.02),
+        _transition("a", "pending", "running", 2, rerun_at, worker="pod-a-w1"),
+        _transition("a", "running", "completed", 2, rerun_at + 0.02, worker="pod-a-w1"),
     ]
     return effects, transitions
 
@@ -124,8 +125,8 @@ def _handed_back_then_claimed_by(claimer: str, rerun_at: float) -> tuple[list[Ef
         replace(_transition("a", "pending", "running", 2, 12.03), worker_id=claimer),
         replace(_transition("a", "running", "pending", 2, rerun_at - 0.01), worker_id=None,
                 old_worker_id=claimer),
-        _transition("a", "pending", "running", 3, rerun_at),
-        _transition("a", "running", "completed", 3, rerun_at + 0.02),
+        _transition("a", "pending", "running", 3, rerun_at, worker="vm:900:w1:cccccc"),
+        _transition("a", "running", "completed", 3, rerun_at + 0.02, worker="vm:900:w1:cccccc"),
     ]
     return effects, transitions
 
@@ -201,8 +202,8 @@ def test_a_run_that_starts_after_its_attempt_was_taken_back_is_reported() -> Non
     transitions = [
         _transition("a", "pending", "running", 1, 10.0),
         _transition("a", "running", "pending", 1, 14.5),
-        _transition("a", "pending", "running", 2, 14.55),
-        _transition("a", "running", "completed", 2, 16.62),
+        _transition("a", "pending", "running", 2, 14.55, worker="pod-a-w1"),
+        _transition("a", "running", "completed", 2, 16.62, worker="pod-a-w1"),
     ]
     result = _check(effects, transitions, [])
     late = result["invariants"]["runs_started_after_being_taken_back"]
@@ -272,3 +273,91 @@ def test_a_history_without_pass_stamps_has_no_gap_to_check() -> None:
     result = _misfire_check([("chaos.tick_skip", 24.0, 30.05)], [])
     assert result["counts"]["leaderless_gaps"] == 0
     assert result["invariants"]["misfire_policy_broken_after_a_gap"].count == 0
+
+
+STRAY = "otherhost:31000:w0:ffffff"
+"""A worker of another run, whose effects file landed in this run's folder."""
+
+
+def test_a_stray_run_of_another_worker_is_reported_as_never_assigned_not_as_an_overlap() -> None:
+    # The long run's case: attempt 1 of job a is this run's worker's (killed at 12 s, rescued,
+    # rerun as attempt 2); a record of another run says its worker ran "attempt 1 of a" from
+    # 11 s and never ended. Judged as a run of this history, it overlapped attempt 2 with its
+    # process alive: an unproven overlap.
+    effects, transitions = _killed_then_rerun(kill_at=12.0, rerun_at=12.3)
+    effects.append(Effect("start", "a", 1, STRAY, 31001, 11.0))
+    result = _check(effects, transitions, [_kill(12.0)])
+    inv = result["invariants"]
+    assert inv["executions_never_assigned"].examples == [
+        f"a: attempt 1 run by {STRAY} (pid 31001) at 11.000: the database assigned it to {WORKER}"]
+    assert {name: v.count for name, v in inv.items() if v.count} == {"executions_never_assigned": 1}
+    assert result["counts"]["executions"] == 3
+    assert result["times"]["rescue_dead_worker"]["samples"] == [0.3]
+
+
+def test_a_completion_whose_only_finished_run_is_a_stray_one_has_no_run() -> None:
+    # Attempt 2 completed, but no run of it by its worker is on record; another run's finished
+    # "attempt 2 of a" must not stand in for it.
+    effects, transitions = _killed_then_rerun(kill_at=12.0, rerun_at=12.3)
+    effects = [e for e in effects if e.attempt != 2]
+    effects += [Effect("start", "a", 2, STRAY, 31001, 12.25),
+                Effect("end", "a", 2, STRAY, 31001, 12.3, ok=True)]
+    inv = _check(effects, transitions, [_kill(12.0)])["invariants"]
+    assert inv["executions_never_assigned"].count == 1
+    assert inv["completions_without_a_run"].examples == ["a: attempt 2 completed, no finished run of it"]
+
+
+def test_runs_of_jobs_the_database_never_had_or_never_assigned_are_reported() -> None:
+    effects, transitions = _killed_then_rerun(kill_at=12.0, rerun_at=12.3)
+    effects += [Effect("start", "zz", 1, STRAY, 31001, 11.0),
+                Effect("start", "a", 5, WORKER, PID, 11.5)]
+    inv = _check(effects, transitions, [_kill(12.0)])["invariants"]
+    assert inv["executions_never_assigned"].examples == [
+        f"a: attempt 5 run by {WORKER} (pid {PID}) at 11.500: the database never assigned it",
+        f"zz: attempt 1 run by {STRAY} (pid 31001) at 11.000: the database has no such job",
+    ]
+
+
+def test_every_run_of_a_legitimate_history_was_assigned() -> None:
+    # Runs in the shapes a real history has, with real worker ids (host:supervisor-pid:wSLOT:
+    # random): a killed worker's job rescued and rerun; a periodic window completed by the
+    # statement that also claims the next job (one statement, two logged rows, one time); a
+    # designed failure retried by another worker; a claim whose reply was lost (that attempt
+    # has no run, the next has); a frozen worker's run overlapping its rescued attempt.
+    w0, w1, w2 = "vm:500:w0:aaaaaa", "vm:500:w1:bbbbbb", "vm:600:w0:cccccc"
+    effects, transitions = _killed_then_rerun(kill_at=12.0, rerun_at=12.3)
+    tick = "chaos.tick_long:20.000"
+    transitions += [
+        replace(_transition(tick, None, "pending", 0, 19.0), op="INSERT", worker_id=None,
+                old_worker_id=None, dedup_key="chaos.tick_long", window_start=20.0),
+        _transition(tick, "pending", "running", 1, 20.0, worker=w0),
+        _transition(tick, "running", "completed", 1, 22.6, worker=w0),
+        _transition("b", "pending", "running", 1, 22.6, worker=w0),  # the same statement
+        replace(_transition("b", "running", "pending", 1, 22.7), worker_id=None, old_worker_id=w0),
+        _transition("b", "pending", "running", 2, 23.0, worker=w2),
+        _transition("b", "running", "completed", 2, 23.1, worker=w2),
+        _transition("c", "pending", "running", 1, 30.0, worker=w1),  # its reply lost
+        replace(_transition("c", "running", "pending", 1, 34.5), worker_id=None, old_worker_id=w1,
+                old_lease_until=34.0),
+        _transition("c", "pending", "running", 2, 34.6, worker=w2),
+        _transition("c", "running", "completed", 2, 34.7, worker=w2),
+        _transition("d", "pending", "running", 1, 40.0, worker=w1),  # frozen at 40.5
+        replace(_transition("d", "running", "pending", 1, 44.6), worker_id=None, old_worker_id=w1,
+                old_lease_until=44.0),
+        _transition("d", "pending", "running", 2, 44.7, worker=w0),
+        _transition("d", "running", "completed", 2, 46.8, worker=w0),
+    ]
+    effects += [
+        Effect("start", tick, 1, w0, 501, 20.01), Effect("end", tick, 1, w0, 501, 22.5, ok=True),
+        Effect("start", "b", 1, w0, 501, 22.61), Effect("end", "b", 1, w0, 501, 22.66, ok=False),
+        Effect("start", "b", 2, w2, 601, 23.01), Effect("end", "b", 2, w2, 601, 23.06, ok=True),
+        Effect("start", "c", 2, w2, 601, 34.61), Effect("end", "c", 2, w2, 601, 34.66, ok=True),
+        Effect("start", "d", 1, w1, 502, 40.01), Effect("start", "d", 2, w0, 501, 44.71),
+        Effect("end", "d", 2, w0, 501, 46.71, ok=True), Effect("end", "d", 1, w1, 502, 49.6, ok=None),
+    ]
+    rows = [_row("a"), _row(tick, attempt=1), _row("b"), _row("c"), _row("d")]
+    result = _check(effects, transitions, [_kill(12.0)], rows=rows)
+    assert {name: v.count for name, v in result["invariants"].items()} == dict.fromkeys(
+        result["invariants"], 0)
+    assert result["counts"]["executions"] == 8
+    assert result["counts"]["overlaps_with_lease_lost_and_completion_refused"] == 1
