@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import click
 
 from . import report
 from .cluster import PodSettings
+from .folder import FolderInUse, held, leftovers
 from .invariants import Check, read_effects
 from .network import lab_unavailable_reason
 from .run import Run, long_profile, short_profile
@@ -33,23 +36,40 @@ from .run import Run, long_profile, short_profile
               default=None, help="Run the checker again on the history a run left in FOLDER.")
 def main(minutes: float | None, out: Path | None, seed: int, lease_seconds: float,
          leader_ttl_seconds: float, workers: int, recheck: Path | None) -> None:
-    """Run pods under faults and check the whole history; exit 1 if an invariant broke."""
+    """Run pods under faults and check the whole history; exit 1 if an invariant broke.
+
+    The folder is held for the whole run or recheck (chaos/folder.py): another live run's folder
+    is refused, and so is, for a new run, a folder that is not empty."""
     if recheck is not None:
-        result = rechecked(recheck)
-        click.echo(report.write(result, recheck))
+        with _holding(recheck):
+            result = rechecked(recheck)
+            click.echo(report.write(result, recheck))
         sys.exit(0 if report.passed(result) else 1)
     reason = lab_unavailable_reason()
     if reason:
         raise click.ClickException(f"cannot build the network lab: {reason}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = PodSettings(workers=workers, lease_seconds=lease_seconds,
                            heartbeat_seconds=lease_seconds / 4, leader_ttl_seconds=leader_ttl_seconds)
     profile = long_profile(minutes, settings, seed) if minutes else short_profile(settings)
     folder = out or Path("chaos-runs") / time.strftime("%Y%m%d-%H%M%S")
-    result = asyncio.run(Run(profile, folder).execute())
-    click.echo(report.write(result, folder))
+    with _holding(folder):
+        if leftovers(folder):
+            raise click.ClickException(f"{folder} is not empty: give each run its own folder")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        result = asyncio.run(Run(profile, folder).execute())
+        click.echo(report.write(result, folder))
     click.echo(f"report: {folder}/report.json, {folder}/report.txt")
     sys.exit(0 if report.passed(result) else 1)
+
+
+@contextlib.contextmanager
+def _holding(folder: Path) -> Iterator[None]:
+    """``folder`` held; another live run's folder is a one-line error (exit 1)."""
+    try:
+        with held(folder):
+            yield
+    except FolderInUse as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def rechecked(folder: Path) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from tests.pgserver import StopMode, TestPostgres
 
 from . import history, workload
 from .cluster import Pod, PodSettings, send_signal, start_postgres
+from .folder import leftovers
 from .invariants import Check, Fault, Targets, read_effects
 from .network import Lab
 
@@ -180,8 +181,9 @@ class Run:
 
     # ------------------------------------------------------------------ lifecycle
     async def execute(self) -> dict[str, Any]:
-        if self.out.exists() and any(self.out.iterdir()):
-            # Effects of another run would be read as this run's history.
+        if leftovers(self.out):
+            # Effects of another run would be read as this run's history. The lock file of a
+            # caller that holds the folder (``python -m chaos``) does not count.
             raise FileExistsError(f"{self.out} is not empty: give each run its own folder")
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "effects").mkdir()
