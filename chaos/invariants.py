@@ -110,7 +110,7 @@ class Fault:
 
 @dataclass(frozen=True)
 class Targets:
-    """Bounds the measured times must meet (DESIGN.md "Leadership, precisely", guarantee 3)."""
+    """Bounds the measured times must meet (docs/leadership.md; guarantee 3 of docs/guarantees.md)."""
 
     graceful_failover: float = 1.0
     crash_failover: float = 6.0

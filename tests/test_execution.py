@@ -3,8 +3,8 @@ priority and concurrency, heterogeneous replicas, graceful shutdown, exclusive p
 leases that survive a blocked event loop.
 
 Every test runs real schedulers against the real database (``pool`` is a fresh database per test)
-and proves one guarantee, most of them ones pg-scheduler 0.2.3 broke (see
-``reference/seed-peer.md`` (c) and (d)).
+and proves one guarantee, most of them ones pg-scheduler 0.2.3 broke (docs/migrating-from-0.2.md
+lists what behaves differently).
 """
 
 from __future__ import annotations

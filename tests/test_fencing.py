@@ -1,5 +1,5 @@
 """Fencing of worker writes by (job, worker, attempt), and a worker stopping a job whose lease it
-lost (DESIGN.md guarantees 1-3)."""
+lost (guarantees 1-3 of docs/guarantees.md)."""
 
 from __future__ import annotations
 

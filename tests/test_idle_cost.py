@@ -1,7 +1,7 @@
 """An idle scheduler with 200,000 future jobs makes no sequential scan and no write.
 
 0.2.3 ran a misfire-expiry UPDATE inside every poll: with 200,000 future rows it was a
-sequential scan of 33.7 ms and a write transaction per worker every ≤2 s (seed-peer (c), (d)8).
+sequential scan of 33.7 ms and a write transaction per worker every ≤2 s.
 Ours, while nothing is due, only asks "when is the next job of my tasks due?" (one index probe per
 task name) and sleeps until then. Proven three ways on a table of 200,000 pending rows due an hour
 or more ahead (several priorities; most rows name a registered task, some a task nobody runs):

@@ -1,5 +1,5 @@
 """Leadership: one leader at a time, the advisory lock is real, takeover is fast, stale leaders
-cannot write (DESIGN.md "Leadership, precisely", guarantee 5)."""
+cannot write (docs/leadership.md; guarantee 5 of docs/guarantees.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Periodic jobs in the in-process Scheduler, proven against the real database.
 
-What 0.2.3 got wrong and these tests pin down (``reference/seed-peer.md`` (c), (d) 2):
+What 0.2.3 got wrong and these tests pin down:
 
 - windows are fixed slots from the epoch, not "last finish + every" (it drifted to 6+ s gaps
   for every=5 s with a 1-s body, and skipped windows);

@@ -1,4 +1,4 @@
-"""Crash, restart and replica scenarios with real OS processes (seed-peer.md (c) and (d))."""
+"""Crash, restart and replica scenarios with real OS processes."""
 
 from __future__ import annotations
 

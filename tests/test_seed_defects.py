@@ -1,4 +1,4 @@
-"""Defects of pg-scheduler 0.2.3 (seed-peer.md (c) and (d)) not covered elsewhere, each shown
+"""Defects of pg-scheduler 0.2.3 not covered elsewhere, each shown
 fixed. The other files cover the rest: see docs/guarantees.md."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Vacuum: finished jobs are deleted as each final state's policy says, and only then.
 
-What 0.2.3 got wrong, and what is proven here instead (seed-peer (c) and (d)11):
+What 0.2.3 got wrong, and what is proven here instead:
 
 - it aged rows from ``created_at``: a job created two days ago and finished a minute ago was
   deleted at once; ours ages from ``finished_at``;
