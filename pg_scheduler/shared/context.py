@@ -47,8 +47,8 @@ def current_job() -> JobContext:
 def enter_job(context: Current) -> Token[Current | None]:
     """Make ``context`` current; pass the token to ``leave_job`` when the body returns. Two
     calls rather than a context manager: a busy worker does this for every job, and a
-    generator-based one costs several times as much. A worker passes a builder: building the
-    frozen JobContext of every no-op job was a microsecond each."""
+    generator-based one costs several times as much. A worker passes a builder, so that the
+    JobContext is built only for the bodies that ask for it."""
     return _current.set(context)
 
 

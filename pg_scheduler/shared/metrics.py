@@ -285,8 +285,8 @@ def use_cached_pid_store() -> bool:
     """Make this process's multiprocess metric values ask a cached pid, not ``os.getpid()``.
 
     prometheus_client checks the pid at every ``inc``/``observe`` to notice a fork, and glibc
-    makes each ``os.getpid()`` a system call: in a busy worker (six value updates per job) that
-    was an eighth of its CPU. A fork hook keeps the cached pid right in a forked child.
+    makes each ``os.getpid()`` a system call, which a busy worker (six value updates per job)
+    would pay six times per job. A fork hook keeps the cached pid right in a forked child.
 
     Only before the first metric of this process exists (True if switched): each value store
     keeps its own map of the per-pid files, and two maps writing one file would corrupt it. The

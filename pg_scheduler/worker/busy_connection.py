@@ -1,9 +1,9 @@
 """A pool connection kept while a busy worker's statements come back to back.
 
-asyncpg's pool costs a worker about 40 µs of CPU per statement: the acquire, then a release
-that runs in a task of its own under a timeout. A busy worker's completion-and-claim statements
-come one after another, a millisecond or so apart, each moving up to a batch of jobs, so that
-was 2 µs per job. They keep one connection while they come, and give it back once none came for
+Each borrow from asyncpg's pool costs the worker CPU: the acquire, then a release that runs in a
+task of its own under a timeout. A busy worker's completion-and-claim statements come one after
+another, a millisecond or so apart, each moving up to a batch of jobs, so it would pay that per
+statement. They keep one connection while they come, and give it back once none came for
 ``IDLE_SECONDS``: an application's own pool (the in-process ``Scheduler``) lends it for no
 longer than that after the work stops.
 """

@@ -1,7 +1,8 @@
 """Completions, committed in groups.
 
-A no-op job costs one claim (shared by a batch) and one completion; the completion was one round
-trip and one commit per job, the biggest cost of a drain. The completer writes every completion
+A no-op job costs one claim (shared by a batch) and one completion; written one by one, the
+completions would be a round trip and a commit per job, the biggest cost of a drain. The
+completer writes every completion
 that queued up while the previous write was in flight in one fenced statement, as a database
 does a group commit: at light load each completion goes out alone at once (no added latency),
 under load a batch forms by itself. The fence is unchanged: a row completes only if it is still

@@ -2,8 +2,8 @@
 
 uvloop (libuv, by asyncpg's authors) where it is installed, which it is by default on Linux and
 macOS: a worker's cost per job is mostly the event loop's own work (a task per job, the socket
-reads and writes of its statements, futures and callbacks), and uvloop does that work in C. In a
-drain of no-op jobs it took a worker's CPU from 31-40 to 26.5-28 us per job (bench/README.md).
+reads and writes of its statements, futures and callbacks), and uvloop does that work in C, for
+less CPU per job (bench/README.md has the figures).
 ``asyncio`` stays available for an application whose code needs the standard loop.
 """
 

@@ -4,12 +4,11 @@ asyncpg prepares every statement, and after five executions PostgreSQL may keep 
 for it (the claim statements are built so that it does: ``queries.claim_bound``). A generic plan
 is made from the table as it is then, and kept until the table's statistics change. Made on an
 empty table, the claim found its rows again with a sequential scan (cheaper than a TID scan over
-a table of a few pages); the table then grew to 200,000 rows by single inserts, and until
-autovacuum's next ANALYZE (a minute or more) every claim read all of them: 25 ms a claim instead
-of 0.3. So the worker's statements are new statements every ``PLAN_REFRESH_SECONDS`` (the text
-carries a generation number, in a comment): five custom plans from the table as it is now, then a
-generic plan again. Planning five times every ten seconds costs about 2 ms of the database's time
-per connection and statement; planning at every execution cost a third of its CPU per job.
+a table of a few pages); if the table then grows by single inserts, every claim reads all of it
+until autovacuum's next ANALYZE (a minute or more). So the worker's statements are new statements
+every ``PLAN_REFRESH_SECONDS`` (the text carries a generation number, in a comment): five custom
+plans from the table as it is now, then a generic plan again. Planning five times every
+``PLAN_REFRESH_SECONDS`` is cheap next to planning at every execution.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ that beat longest ago. Sampled once for the whole cluster rather than by every p
 only by the leading pod (:class:`~pg_scheduler.shared.metrics.ClusterCollector`), so the series
 are never double counted. Every count goes through the partial indexes (sequential scans are
 disabled for the transaction), so the sample never scans the table, but a count still reads every
-index entry of its state: measured 33 ms at 200k rows and 0.2-0.6 s at 3M (mostly finished rows;
-vacuum keeps it down). Windows held back behind a running run are not "due" here, as they are not
+index entry of its state, so its cost grows with the rows kept (mostly finished ones, which
+vacuum keeps down). Windows held back behind a running run are not "due" here, as they are not
 for claiming.
 """
 
