@@ -117,8 +117,9 @@ class Worker:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        # Registered before the first claim: the rescuer treats jobs of unregistered workers as
-        # orphans.
+        # Registered before the first claim: the registry is what status, the periodic registrar
+        # (which writes windows only for tasks a live worker registered) and the readiness probe
+        # read; the rescuer itself goes by each job's lease.
         await self._pool.execute(
             queries.WORKER_REGISTER, self.worker_id, self.kind, socket.gethostname(), os.getpid(),
             self._registry.names(), self.supervisor_id,

@@ -3,9 +3,11 @@
 Each pass, in one fenced transaction:
 
 1. delete worker rows whose heartbeat is older than ``worker_stale_seconds``;
-2. re-queue ``running`` jobs whose lease expired or whose worker row is gone: pending again, due
-   now, the crash counted as a retry; with no retries left they end ``failed`` with the reason
-   (so a job that kills its process cannot loop forever).
+2. re-queue ``running`` jobs whose lease expired: pending again, due now, the crash counted as a
+   retry; with no retries left they end ``failed`` with the reason (so a job that kills its
+   process cannot loop forever). A lease is honoured to its end even when its worker's row is
+   gone (the registry's heartbeat and the lease renewal are separate writes); only a row with no
+   lease at all (written by 0.2.3) falls back to the registry.
 
 A worker that was only slow (frozen past its lease) finds its lease renewal refused and stops the
 job; its completion is fenced by ``(job, worker, attempt)`` and refused too.
