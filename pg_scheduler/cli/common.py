@@ -39,14 +39,17 @@ class CommandError(click.ClickException):
     """A failure the user can act on: printed as one line, exit status 1."""
 
     def show(self, file: Any = None) -> None:
+        """Print ``pg-scheduler: <message>`` as one line on stderr."""
         click.echo(f"pg-scheduler: {self.message}", err=True)
 
 
 def fail(message: str) -> NoReturn:
+    """Raise a :class:`CommandError`: ``message`` on stderr, exit status 1."""
     raise CommandError(message)
 
 
 def database_option(*, required: bool = True, help_suffix: str = "") -> Callable[[F], F]:
+    """The ``--database-url`` option (or ``DATABASE_URL``); ``help_suffix`` ends its help text."""
     return click.option(
         "--database-url", "database_url", envvar="DATABASE_URL", required=required,
         show_envvar=True, metavar="DSN",
@@ -96,10 +99,12 @@ async def _call(coro: Callable[[], Awaitable[T]]) -> T:
 
 
 async def connect(dsn: str) -> asyncpg.Connection:
+    """One connection to ``dsn``, giving up after ``CONNECT_TIMEOUT_SECONDS``."""
     return await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_SECONDS)
 
 
 async def create_pool(dsn: str, *, max_size: int = 2) -> asyncpg.Pool:
+    """A pool of up to ``max_size`` connections to ``dsn``, same timeout as :func:`connect`."""
     pool = await asyncpg.create_pool(
         dsn, min_size=1, max_size=max_size, timeout=CONNECT_TIMEOUT_SECONDS
     )

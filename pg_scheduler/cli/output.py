@@ -18,10 +18,12 @@ def utc(moment: datetime | None, *, timespec: str = "seconds") -> str:
 
 
 def seconds(value: float | None) -> str:
+    """A duration as ``1.5s``; ``-`` for none."""
     return NONE if value is None else f"{value:.1f}s"
 
 
 def cell(value: Any) -> str:
+    """A table cell: times in UTC, booleans as yes/no, lists joined by commas, ``-`` for none."""
     if value is None:
         return NONE
     if isinstance(value, datetime):

@@ -44,6 +44,7 @@ def status_command(database_url: str, as_json: bool, stale_seconds: float) -> No
 
 
 def render(status: ClusterStatus) -> str:
+    """The status as text: leader, live processes, job counts, due lag, unrunnable tasks."""
     out: list[str] = []
     leader = status.leader
     if leader is None:

@@ -21,6 +21,7 @@ from .errors import AppLoadError
 
 
 def is_file_app(app: str) -> bool:
+    """Whether APP names a file (a ``.py`` name or a path) rather than a module."""
     return app.endswith(".py") or os.sep in app or (os.altsep is not None and os.altsep in app)
 
 

@@ -53,4 +53,5 @@ def enter_job(context: Current) -> Token[Current | None]:
 
 
 def leave_job(token: Token[Current | None]) -> None:
+    """Restore the context that the ``enter_job`` call returning ``token`` replaced."""
     _current.reset(token)

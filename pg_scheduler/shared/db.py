@@ -142,6 +142,7 @@ class SessionLiveness:
         return float(min(bounds))
 
     def server_settings(self) -> dict[str, str]:
+        """These bounds as server settings (``tcp_keepalives_*``, ``tcp_user_timeout``, ...)."""
         settings = {
             "tcp_keepalives_idle": str(self.keepalive_idle_seconds),
             "tcp_keepalives_interval": str(self.keepalive_interval_seconds),
@@ -161,6 +162,7 @@ async def connect_dedicated(
     liveness: SessionLiveness | None = None,
     timeout: float = 10.0,
 ) -> asyncpg.Connection:
+    """A session of our own (not a pool's): ``liveness`` on the server, keepalive on our socket."""
     kwargs = dict(connect_kwargs)
     settings = dict(kwargs.get("server_settings") or {})
     settings.update((liveness or SessionLiveness()).server_settings())

@@ -16,5 +16,6 @@ EXCLUSIVE_JOB_LOCK_CLASS = 0x5053_4303
 
 
 def exclusive_job_lock(dedup_key: str) -> tuple[int, int]:
+    """The lock key of a periodic job's exclusive runs: our class and a hash of ``dedup_key``."""
     digest = hashlib.sha256(dedup_key.encode()).digest()
     return EXCLUSIVE_JOB_LOCK_CLASS, int.from_bytes(digest[:4], "big", signed=True)

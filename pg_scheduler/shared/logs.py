@@ -15,11 +15,13 @@ class _RoleFilter(logging.Filter):
         self.role = role
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Stamp the process's role on the record; never drops one."""
         record.role = self.role
         return True
 
 
 def parse_level(level: str | int) -> int:
+    """A ``logging`` level from a number or a name (any case); ValueError for an unknown name."""
     if isinstance(level, int):
         return level
     value = logging.getLevelName(level.upper())

@@ -41,6 +41,8 @@ LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 
 @dataclass(frozen=True)
 class Metrics:
+    """The process's metric objects (see :func:`metrics`): one field per series."""
+
     jobs_claimed: Counter
     jobs_finished: Counter
     job_duration: Histogram
@@ -149,10 +151,12 @@ class Batched:
         self._scheduled = False
 
     def inc(self, series: Any, amount: float = 1.0) -> None:
+        """Add ``amount`` to the counter ``series`` at the next flush."""
         self._counts[series] = self._counts.get(series, 0.0) + amount
         self._schedule()
 
     def observe(self, series: Any, value: float) -> None:
+        """Observe ``value`` on the histogram ``series`` at the next flush."""
         observed = self._observed.get(series)
         if observed is None:
             self._observed[series] = [value]
@@ -222,9 +226,11 @@ class ClusterCollector:
         self._sample: Mapping[str, Any] | None = None
 
     def set(self, sample: Mapping[str, Any] | None) -> None:
+        """Replace the sample; None exports nothing."""
         self._sample = sample
 
     def collect(self) -> Iterator[Any]:
+        """Prometheus's collector hook: the latest sample's gauges; nothing without a sample."""
         sample = self._sample
         if sample is None:
             return

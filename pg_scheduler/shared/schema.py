@@ -24,12 +24,15 @@ _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 @dataclass(frozen=True)
 class Migration:
+    """One migration file: its number, its name and its SQL."""
+
     version: int
     name: str
     sql: str
 
 
 def migrations() -> list[Migration]:
+    """The migrations shipped in the package, in version order."""
     found = []
     for entry in resources.files("pg_scheduler.shared.migrations").iterdir():
         match = _NAME.match(entry.name)
@@ -39,6 +42,7 @@ def migrations() -> list[Migration]:
 
 
 def latest_version() -> int:
+    """The version of the newest shipped migration: the schema this code needs."""
     return migrations()[-1].version
 
 

@@ -58,6 +58,7 @@ _ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATA
 
 
 def decode_task_data(raw: str | bytes | Mapping[str, Any] | None) -> tuple[list[Any], dict[str, Any]]:
+    """The ``(args, kwargs)`` of a ``task_data`` value (JSON text or decoded); empty for None."""
     if raw is None:
         return [], {}
     data = json.loads(raw) if isinstance(raw, (str, bytes)) else raw

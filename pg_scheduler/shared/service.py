@@ -22,14 +22,22 @@ log = logging.getLogger(__name__)
 
 
 class Service(Protocol):
+    """What the service helpers need of a background service: a name, start and stop."""
+
     name: str
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Start the service's work in the background and return."""
+        ...
 
-    async def stop(self) -> None: ...
+    async def stop(self) -> None:
+        """Stop the service's work and wait until it has ended."""
+        ...
 
 
 class PeriodicService:
+    """Runs :meth:`run_once` at once, then every ``interval_seconds``; a failed pass is logged."""
+
     name = "service"
 
     def __init__(self, interval_seconds: float, *, jitter: bool = False) -> None:
@@ -45,17 +53,21 @@ class PeriodicService:
 
     @property
     def running(self) -> bool:
+        """Whether the service's loop task is alive."""
         return self._task is not None and not self._task.done()
 
     async def run_once(self) -> Any:
+        """One pass of the service's work; subclasses implement it."""
         raise NotImplementedError
 
     async def start(self) -> None:
+        """Start the loop in a task of its own, first pass at once; does nothing if it runs."""
         if self.running:
             return
         self._task = asyncio.create_task(self._run(), name=f"pg_scheduler:{self.name}")
 
     async def stop(self) -> None:
+        """Cancel the loop and wait until it has ended."""
         task, self._task = self._task, None
         await cancel_and_wait(task)
 
@@ -71,6 +83,7 @@ class PeriodicService:
 
     @property
     def passes(self) -> int:
+        """Passes finished since the service was created, failed ones included."""
         return self._passes
 
     async def _run(self) -> None:
@@ -135,6 +148,7 @@ async def start_all(services: Sequence[Service]) -> None:
 
 
 async def stop_all(services: Sequence[Service]) -> None:
+    """Stop every service at once; an error while stopping one is logged, not raised."""
     results = await asyncio.gather(*(s.stop() for s in services), return_exceptions=True)
     for service, result in zip(services, results, strict=True):
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):

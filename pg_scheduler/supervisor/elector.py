@@ -96,14 +96,17 @@ class Elector:
 
     @property
     def term(self) -> Term | None:
+        """The current term while trusted; None when not leading or past the trust window."""
         term = self._term
         return term if term is not None and term.trusted else None
 
     @property
     def is_leader(self) -> bool:
+        """Whether this process holds a trusted term now."""
         return self.term is not None
 
     async def start(self) -> None:
+        """Start the election loop in a task of its own; does nothing if it runs."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="pg_scheduler:elector")
 

@@ -46,12 +46,15 @@ class DatabaseProbe:
         self._failing = False
 
     def reachable(self) -> bool:
+        """Whether the database answered a probe within the last ``DATABASE_STALE_SECONDS``."""
         return self.last_ok is not None and time.monotonic() - self.last_ok < DATABASE_STALE_SECONDS
 
     async def start(self) -> None:
+        """Start probing in a task of its own."""
         self._task = asyncio.create_task(self._run(), name="pg_scheduler:database_probe")
 
     async def stop(self) -> None:
+        """Cancel the probe and wait until it has ended."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -83,6 +86,8 @@ class DatabaseProbe:
 
 
 class Endpoints:
+    """The pod's HTTP server (``/metrics``, ``/healthz``, ``/readyz``) on the supervisor's loop."""
+
     def __init__(
         self,
         host: str | None,
@@ -101,16 +106,19 @@ class Endpoints:
 
     @property
     def bound_port(self) -> int | None:
+        """The port listened on (the one picked for port 0), or None when not serving."""
         if self._server is None or not self._server.sockets:
             return None
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        """Listen on ``host`` (None: every interface) and ``port``."""
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         log.info("supervisor: serving /metrics, /healthz and /readyz on %s:%s",
                  self.host or "*", self.bound_port)
 
     async def stop(self) -> None:
+        """Stop listening; waits up to 2 s for the server to close."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -180,6 +188,7 @@ def _request_line(head: bytes) -> tuple[str, str]:
 
 
 def exposition(registry: Any) -> tuple[bytes, str]:
+    """The text exposition of ``registry`` and its content type."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     return generate_latest(registry), CONTENT_TYPE_LATEST

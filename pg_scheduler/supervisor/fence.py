@@ -21,12 +21,15 @@ from ..shared.errors import LeadershipLostError
 
 @dataclass(frozen=True)
 class Term:
+    """A leader's term: the epoch it bumped, and when (``time.monotonic()``) its trust ends."""
+
     epoch: int
     trusted_until: float
     """``time.monotonic()`` after which this process must not act as leader without a new check."""
 
     @property
     def trusted(self) -> bool:
+        """Whether the trust window is still open."""
         return time.monotonic() < self.trusted_until
 
 
@@ -38,6 +41,7 @@ class Fence:
         self._current_term = current_term
 
     def term(self) -> Term:
+        """The current term; LeadershipLostError when not leading or past the trust window."""
         term = self._current_term()
         if term is None:
             raise LeadershipLostError("not the leader")
@@ -47,6 +51,8 @@ class Fence:
 
     @asynccontextmanager
     async def transaction(self, statement_timeout_ms: int = 30_000) -> AsyncIterator[asyncpg.Connection]:
+        """A pool transaction that first holds the term's epoch row ``FOR SHARE``; raises
+        LeadershipLostError without a trusted term or once the epoch has moved on."""
         term = self.term()
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(queries.SET_LOCAL_STATEMENT_TIMEOUT, str(int(statement_timeout_ms)))
@@ -63,6 +69,7 @@ class Unfenced:
 
     @asynccontextmanager
     async def transaction(self, statement_timeout_ms: int = 30_000) -> AsyncIterator[asyncpg.Connection]:
+        """A pool transaction under a local statement timeout, with no epoch check."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(queries.SET_LOCAL_STATEMENT_TIMEOUT, str(int(statement_timeout_ms)))
             yield conn

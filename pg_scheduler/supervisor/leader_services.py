@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class LeaderServices:
+    """The leader-only services: started on winning leadership, stopped on losing it."""
+
     def __init__(self, services: Sequence[Service]) -> None:
         self.services = list(services)
         self.running = False
@@ -50,6 +52,7 @@ class LeaderServices:
         return group
 
     async def on_elected(self, term: Term) -> None:
+        """Elector callback on winning: start every service (all or none), set the leader gauges."""
         await start_all(self.services)
         self.running = True
         m = metrics()
@@ -60,6 +63,7 @@ class LeaderServices:
                  ", ".join(s.name for s in self.services))
 
     async def on_deposed(self) -> None:
+        """Elector callback on losing: zero the leader gauge and stop the services if they run."""
         metrics().is_leader.set(0)
         if not self.running:
             return

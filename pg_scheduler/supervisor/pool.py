@@ -54,6 +54,8 @@ SpecFactory = Callable[[int, str, str], Any]
 
 @dataclass
 class Slot:
+    """One place in the pool: its current process and its restart bookkeeping."""
+
     index: int
     process: BaseProcess | None = None
     worker_id: str | None = None
@@ -65,6 +67,7 @@ class Slot:
 
 
 def describe_exit(code: int | None) -> str:
+    """An exit code in words (``exit status 1``, ``killed by SIGKILL``, ``still running``)."""
     if code is None:
         return "still running"
     if code < 0:
@@ -76,6 +79,8 @@ def describe_exit(code: int | None) -> str:
 
 
 class WorkerPool:
+    """Keeps ``size`` worker processes alive and hands back the jobs of each one that dies."""
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -108,6 +113,7 @@ class WorkerPool:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        """Start one worker process per slot."""
         for slot in self._slots:
             self._spawn(slot)
 

@@ -23,6 +23,8 @@ DEREGISTER_TIMEOUT_SECONDS = 5.0
 
 
 class Registration(PeriodicService):
+    """Periodic service: keeps the supervisor's own row in ``scheduler_workers`` fresh."""
+
     name = "registration"
 
     def __init__(self, pool: asyncpg.Pool, *, process_id: str, interval_seconds: float) -> None:
@@ -31,12 +33,14 @@ class Registration(PeriodicService):
         self.process_id = process_id
 
     async def run_once(self) -> None:
+        """Insert the supervisor's row, or touch its heartbeat if it is there."""
         await self._pool.execute(
             queries.WORKER_REGISTER, self.process_id, "supervisor", socket.gethostname(),
             os.getpid(), [], None, timeout=self.interval_seconds,
         )
 
     async def deregister(self) -> None:
+        """Stop the service and delete the row; on failure log it (the leader prunes the row)."""
         await self.stop()
         try:
             await self._pool.execute(queries.WORKER_DEREGISTER, self.process_id,

@@ -52,6 +52,8 @@ DRAIN_MARGIN_SECONDS = 10.0
 
 
 class Supervisor:
+    """One pod's supervisor: leadership, worker processes, its registry row, the HTTP endpoints."""
+
     def __init__(
         self,
         *,
@@ -90,10 +92,12 @@ class Supervisor:
 
     @property
     def is_leader(self) -> bool:
+        """Whether this pod holds a trusted leader term now."""
         return self._elector is not None and self._elector.is_leader
 
     @property
     def elector(self) -> Elector | None:
+        """The elector once started, else None."""
         return self._elector
 
     # ------------------------------------------------------------------ lifecycle

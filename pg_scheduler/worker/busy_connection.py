@@ -19,6 +19,8 @@ IDLE_SECONDS = 0.05
 
 
 class BusyConnection:
+    """Holds one pool connection across back-to-back statements; returns it when idle."""
+
     def __init__(self, pool: asyncpg.Pool, idle_seconds: float = IDLE_SECONDS) -> None:
         self._pool = pool
         self._idle_seconds = idle_seconds

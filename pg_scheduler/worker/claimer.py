@@ -60,6 +60,8 @@ class ClaimedJob:
 
 
 class Claimer:
+    """Claims due jobs of the given task names for a worker, under a ``lease_seconds`` lease."""
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -90,6 +92,7 @@ class Claimer:
         return None if value is None else float(value)
 
     async def claim(self, names: Sequence[str], limit: int) -> list[ClaimedJob]:
+        """Claim up to ``limit`` due jobs of ``names`` in one statement, in priority order."""
         if not names or limit <= 0:
             return []
         sent = time.monotonic()

@@ -28,6 +28,8 @@ MAX_BATCH = 500
 
 
 class Completer:
+    """Queues a worker's completions; writes each group that gathers in one fenced statement."""
+
     def __init__(
         self, pool: asyncpg.Pool, worker_id: str, *, timeout: float = 10.0,
         write: Write | None = None,
@@ -74,6 +76,7 @@ class Completer:
                     future.set_result((job_id, attempt) in done)
 
     async def write_alone(self, job_ids: list[str], attempts: list[int]) -> set[tuple[str, int]]:
+        """Write fenced completions, no claim; returns the ``(job_id, attempt)`` that landed."""
         rows = await self._pool.fetch(
             fresh(queries.JOB_COMPLETE_MANY), self.worker_id, job_ids, attempts,
             timeout=self.timeout,

@@ -17,6 +17,7 @@ EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 
 def uvloop_installed() -> bool:
+    """Whether uvloop can be imported here."""
     return importlib.util.find_spec("uvloop") is not None
 
 

@@ -46,6 +46,8 @@ ERROR_MESSAGE_LIMIT = 4000
 
 
 class Outcome(enum.StrEnum):
+    """How a claimed job's run ended: the ``outcome`` label of ``jobs_finished``."""
+
     COMPLETED = "completed"
     FAILED = "failed"
     RETRIED = "retried"
@@ -57,12 +59,16 @@ class Outcome(enum.StrEnum):
 
 
 class StopReason(enum.StrEnum):
+    """Why the worker cancelled a running job."""
+
     CANCELLED = "cancelled"
     LEASE_LOST = "lease_lost"
     SHUTDOWN = "shutdown"
 
 
 class Executor:
+    """Runs a worker's claimed jobs and writes their outcomes, fenced by worker and attempt."""
+
     def __init__(
         self,
         pool: asyncpg.Pool,

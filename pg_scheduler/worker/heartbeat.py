@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
+    """A thread, with its own loop and connection, keeping the worker's row and job leases fresh."""
+
     def __init__(
         self,
         connect_args: tuple[Any, ...],
@@ -90,6 +92,7 @@ class Heartbeat:
                 self._tracked.pop(job_id, None)
 
     def start(self) -> None:
+        """Start the thread; waits up to 5 s for its event loop to run."""
         self._thread = threading.Thread(
             target=self._thread_main, name=f"pg_scheduler-heartbeat-{self.worker_id}", daemon=True
         )
@@ -97,6 +100,7 @@ class Heartbeat:
         self._started.wait(timeout=5)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to stop and wait up to ``timeout`` for it."""
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):

@@ -23,6 +23,8 @@ CANCEL_CHANNEL = "pg_scheduler_cancel"
 
 
 class Listener:
+    """Keeps a LISTEN session (jobs, cancel) up, with backoff; calls ``on_jobs``/``on_cancel``."""
+
     name = "listener"
 
     def __init__(
@@ -45,9 +47,11 @@ class Listener:
         self.connected = asyncio.Event()
 
     async def start(self) -> None:
+        """Start listening in a task of its own."""
         self._task = asyncio.create_task(self._run(), name="pg_scheduler:listener")
 
     async def stop(self) -> None:
+        """Cancel the task and close the session."""
         task, self._task = self._task, None
         await cancel_and_wait(task)
         self.connected.clear()

@@ -73,6 +73,7 @@ class WorkerSpec:
 
     @property
     def pool_size(self) -> int:
+        """The worker's pool size: one connection per slot plus one, from 2 to 20."""
         # Claims and outcome writes are short; a use_advisory_lock job holds one for its run.
         return max(2, min(self.config.max_concurrent_jobs + 1, 20))
 
@@ -110,6 +111,7 @@ class _Ticks:
         self.last = time.monotonic()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stamp the time now, and again every ``TICK_SECONDS`` on ``loop``."""
         self.last = time.monotonic()
         loop.call_later(TICK_SECONDS, self.start, loop)
 

@@ -48,6 +48,8 @@ RAN = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.RETRIED, Outcome.CAN
 
 @dataclass
 class RunningJob:
+    """A job running here: its task, why it was stopped, whether its outcome is being written."""
+
     job: ClaimedJob
     task: asyncio.Task[Outcome | None] | None = None
     reason: StopReason | None = None
@@ -56,6 +58,8 @@ class RunningJob:
 
 
 class Worker:
+    """Claims due jobs into its slots and runs them; on stop, gives back what still runs."""
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -116,6 +120,7 @@ class Worker:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        """Register this worker, start its heartbeat thread and listener, then its claim loop."""
         self._loop = asyncio.get_running_loop()
         # Registered before the first claim: the registry is what status, the periodic registrar
         # (which writes windows only for tasks a live worker registered) and the readiness probe
@@ -219,10 +224,12 @@ class Worker:
     # ------------------------------------------------------------------ signals in
 
     def wake(self) -> None:
+        """Look for due jobs now (on a new-jobs notification)."""
         self._news = True
         self._wake.set()
 
     def cancel_local(self, job_id: str) -> None:
+        """Cancel ``job_id`` here unless its outcome is being written (on a cancel notification)."""
         self._stop_job(job_id, None, StopReason.CANCELLED)
 
     @property
@@ -232,6 +239,7 @@ class Worker:
 
     @property
     def running_job_ids(self) -> list[str]:
+        """The ids of the jobs running in this worker now."""
         return list(self._running)
 
     def _lost_from_thread(self, lost: list[tuple[str, int]]) -> None:

@@ -14,4 +14,6 @@ class Transactions(Protocol):
 
     def transaction(
         self, statement_timeout_ms: int = 30_000
-    ) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
+    ) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        """A transaction under a local statement timeout (a Fence's also checks the term)."""
+        ...

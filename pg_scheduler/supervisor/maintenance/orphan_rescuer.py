@@ -28,12 +28,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RescueResult:
+    """What a rescue pass did: registry rows pruned, jobs re-queued, jobs failed."""
+
     pruned_workers: list[str]
     requeued: list[str]
     failed: list[str]
 
 
 class OrphanRescuer(PeriodicService):
+    """Leader service: prunes stale registry rows, re-queues or fails jobs whose lease expired."""
+
     name = "orphan_rescuer"
 
     def __init__(
@@ -44,6 +48,7 @@ class OrphanRescuer(PeriodicService):
         self.worker_stale_seconds = worker_stale_seconds
 
     async def run_once(self) -> RescueResult:
+        """One fenced pass: prune, rescue, notify workers if a job changed; returns what it did."""
         async with self._tx.transaction() as conn:
             pruned = await conn.fetch(queries.WORKER_PRUNE_STALE, self.worker_stale_seconds)
             rows = await conn.fetch(queries.JOB_RESCUE)

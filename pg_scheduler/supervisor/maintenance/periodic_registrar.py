@@ -60,10 +60,14 @@ COUNT_CAP = 10_000
 
 @dataclass(frozen=True)
 class EnqueueResult:
+    """Rows a pass wrote per dedup key: new windows, and cancelled ones written again."""
+
     inserted: dict[str, int]
 
 
 class PeriodicRegistrar(PeriodicService):
+    """Leader service: writes periodic windows as job rows ahead of time, per misfire policy."""
+
     name = "periodic_registrar"
 
     def __init__(

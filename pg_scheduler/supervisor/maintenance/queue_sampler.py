@@ -24,6 +24,8 @@ SAMPLE_INTERVAL_SECONDS = 5.0
 
 
 class QueueSampler(PeriodicService):
+    """Leader service: samples the cluster-wide gauges into ``cluster_collector``."""
+
     name = "queue_sampler"
 
     def __init__(
@@ -34,6 +36,7 @@ class QueueSampler(PeriodicService):
         self.worker_stale_seconds = worker_stale_seconds
 
     async def run_once(self) -> dict[str, Any]:
+        """Sample job counts, oldest due wait and oldest heartbeat age; publish and return it."""
         async with self._tx.transaction() as conn:
             await conn.execute(queries.SAMPLE_NO_SEQSCAN)
             row = await conn.fetchrow(queries.CLUSTER_SAMPLE, self.worker_stale_seconds)
@@ -47,5 +50,6 @@ class QueueSampler(PeriodicService):
         return sample
 
     async def stop(self) -> None:
+        """Stop, and clear the sample: a pod that does not lead exports no cluster gauges."""
         await super().stop()
         cluster_collector.set(None)  # a follower exports none of the cluster gauges

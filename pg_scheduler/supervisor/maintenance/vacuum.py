@@ -22,6 +22,8 @@ BATCH_SIZE_DEFAULT = 5000
 
 
 class Vacuum(PeriodicService):
+    """Leader service: deletes finished jobs per final-state policy every ``interval_minutes``."""
+
     name = "vacuum"
 
     def __init__(
@@ -37,6 +39,7 @@ class Vacuum(PeriodicService):
         self.batch_size = batch_size
 
     async def run_once(self) -> dict[str, int]:
+        """Delete in fenced batches; returns the count per state (stored if ``track_metrics``)."""
         deleted: dict[str, int] = {}
         for state, policy in self.config.policies().items():
             deleted[state.value] = await self._vacuum_state(state, policy)
