@@ -139,10 +139,10 @@ class Batched:
     """A worker's per-job metric updates, written once per event-loop iteration.
 
     Each update of a multiprocess value takes a lock and writes the mmap, and a histogram's
-    ``observe`` walks its buckets in Python: five updates per job were a quarter of a busy
-    worker's Python per job. Here an update is a dict entry; the first one of an iteration
-    schedules a flush at the end of it, which adds each counter's increments at once, and each
-    histogram's sum and hit buckets once. A scrape lags by at most one loop iteration.
+    ``observe`` walks its buckets in Python, for each of a job's several updates. Here an update
+    is a dict entry; the first one of an iteration schedules a flush at the end of it, which adds
+    each counter's increments at once, and each histogram's sum and hit buckets once. A scrape
+    lags by at most one loop iteration.
     """
 
     def __init__(self) -> None:
@@ -291,8 +291,8 @@ def use_cached_pid_store() -> bool:
     """Make this process's multiprocess metric values ask a cached pid, not ``os.getpid()``.
 
     prometheus_client checks the pid at every ``inc``/``observe`` to notice a fork, and glibc
-    makes each ``os.getpid()`` a system call, which a busy worker (six value updates per job)
-    would pay six times per job. A fork hook keeps the cached pid right in a forked child.
+    makes each ``os.getpid()`` a system call, which a busy worker would pay at every value update
+    of every job. A fork hook keeps the cached pid right in a forked child.
 
     Only before the first metric of this process exists (True if switched): each value store
     keeps its own map of the per-pid files, and two maps writing one file would corrupt it. The
