@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import logging
 
+# From the submodule of 0.2.3's path, so that it is loaded before the name is bound: loading
+# ``pg_scheduler.periodic`` later would set the package's ``periodic`` to the module.
+from .periodic import PeriodicJobInfo, periodic
 from .scheduler import Scheduler
 from .shared.context import JobContext, current_job
 from .shared.db import pool_reset
@@ -34,7 +37,6 @@ from .shared.models import (
     VacuumPolicy,
     VacuumTrigger,
 )
-from .shared.periodic import PeriodicJobInfo, periodic
 from .shared.tasks import deterministic_job_id, job
 
 __version__ = "1.0.0.dev0"

@@ -45,6 +45,8 @@ from .shared.models import (
     JobSpec,
     PollingConfig,
     VacuumConfig,
+    VacuumPolicy,
+    VacuumTrigger,
     _Unset,
 )
 from .shared.periodic import (
@@ -68,6 +70,18 @@ from .supervisor.maintenance.orphan_rescuer import OrphanRescuer
 from .supervisor.maintenance.periodic_registrar import PeriodicRegistrar
 from .supervisor.maintenance.vacuum import Vacuum
 from .worker.worker import OutcomeHook, Worker
+
+__all__ = [
+    "Scheduler",
+    # What 0.2.3's ``pg_scheduler.scheduler`` also offered: programs import them from here.
+    "ConflictResolution",
+    "JobPriority",
+    "JobSpec",
+    "PollingConfig",
+    "VacuumConfig",
+    "VacuumPolicy",
+    "VacuumTrigger",
+]
 
 log = logging.getLogger("pg_scheduler")
 

@@ -1,0 +1,115 @@
+"""A program written for pg-scheduler 0.2.3 runs unchanged (issue 18), against a real PostgreSQL.
+
+What 0.2.3's programs and tests rely on, and what is proven here:
+
+1. its module paths import: ``pg_scheduler.job_spec``, ``.job_priority``, ``.conflict_resolution``,
+   ``.vacuum``, ``.polling``, ``.periodic``, ``.scheduler``, with its names;
+2. its error messages keep their key phrases ("Expected an async function", "async functions",
+   "both", "Either", "Invalid timezone") inside ours, and their builtin base classes;
+3. ``VacuumConfig(completed=None)`` means the default policy (``tests/test_vacuum.py``);
+4. ``PeriodicJobInfo.timezone`` is a ``ZoneInfo``, while status dicts and the CLI's JSON keep the
+   zone's name;
+5. ``repr(JobPriority.X)`` shows ``db_value=``;
+6. a task defined again (same module and qualified name: a reloaded module, a notebook cell run
+   twice, a test's local function) replaces the earlier definition, and so do its periodic
+   definitions, while another function under a taken name or dedup key is still refused;
+7. ``schedule_bulk`` returns 0.2.3's shape (``tests/test_producer_api.py``, section 5).
+
+0.2.3's own suite, run against this package by hand: ``tests/compat/run_023_suite.py``
+(docs/migrating-from-0.2.md says how, and which of its tests assert a deliberate difference).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import pg_scheduler
+from pg_scheduler import (
+    JobSpec,
+    periodic,
+)
+
+REPO_ROOT = str(Path(pg_scheduler.__file__).resolve().parents[1])
+"""Where ``pg_scheduler`` is imported from, for subprocesses (the suite runs it uninstalled)."""
+
+HOUR = timedelta(hours=1)
+
+
+def write_module(root: Path, name: str, source: str) -> None:
+    (root / f"{name}.py").write_text(source)
+
+
+@pytest.fixture
+def module_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder on ``sys.path`` for modules a test writes; they are forgotten afterwards. No
+    bytecode is written: a module rewritten and reloaded within one second must be read anew."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        if getattr(sys.modules[name], "__file__", None) and str(tmp_path) in str(
+            sys.modules[name].__file__
+        ):
+            del sys.modules[name]
+
+
+# ============================================================================ 1. module paths
+
+
+OLD_MODULE_NAMES = {
+    "pg_scheduler.conflict_resolution": ["ConflictResolution"],
+    "pg_scheduler.job_priority": ["JobPriority"],
+    "pg_scheduler.job_spec": ["JobSpec"],
+    "pg_scheduler.periodic": ["periodic"],
+    "pg_scheduler.polling": ["PollingConfig"],
+    "pg_scheduler.vacuum": ["VacuumConfig", "VacuumPolicy", "VacuumTrigger"],
+    "pg_scheduler.scheduler": ["Scheduler", "ConflictResolution", "JobPriority", "JobSpec",
+                               "PollingConfig", "VacuumConfig", "VacuumPolicy", "VacuumTrigger"],
+}
+"""0.2.3's public modules and the public names programs import from each."""
+
+
+def test_0_2_3_module_paths_import_the_same_objects() -> None:
+    for path, names in OLD_MODULE_NAMES.items():
+        module = importlib.import_module(path)
+        for name in names:
+            assert getattr(module, name) is getattr(pg_scheduler, name), f"{path}.{name}"
+    from pg_scheduler.job_spec import _UNSET
+    from pg_scheduler.periodic import PeriodicJobConfig
+
+    assert JobSpec(func=periodic, execution_time=datetime.now(UTC)).misfire_grace_time is _UNSET
+    assert PeriodicJobConfig is pg_scheduler.PeriodicJobInfo
+    # The package attribute stays the decorator after its submodule was imported.
+    assert pg_scheduler.periodic is periodic
+
+
+async def test_importing_pg_scheduler_periodic_first_keeps_the_package_name_the_decorator() -> None:
+    code = (
+        "import types\n"
+        "import pg_scheduler.periodic\n"
+        "import pg_scheduler.job_spec, pg_scheduler.vacuum, pg_scheduler.polling\n"
+        "from pg_scheduler import periodic\n"
+        "assert not isinstance(periodic, types.ModuleType), periodic\n"
+        "assert pg_scheduler.periodic is periodic\n"
+        "from pg_scheduler.periodic import periodic as again\n"
+        "assert again is periodic\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().split() == ["ok"]
