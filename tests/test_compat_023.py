@@ -29,13 +29,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 import pg_scheduler
 from pg_scheduler import (
+    InvalidScheduleError,
     JobSpec,
+    NotACoroutineFunctionError,
+    Scheduler,
+    job,
     periodic,
 )
+from pg_scheduler.shared.periodic import periodic_registry
 
 REPO_ROOT = str(Path(pg_scheduler.__file__).resolve().parents[1])
 """Where ``pg_scheduler`` is imported from, for subprocesses (the suite runs it uninstalled)."""
@@ -113,3 +119,42 @@ async def test_importing_pg_scheduler_periodic_first_keeps_the_package_name_the_
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()
     assert out.decode().split() == ["ok"]
+
+
+# ============================================================================ 2. error messages
+
+
+async def test_errors_keep_0_2_3_key_phrases_and_write_nothing(pool: asyncpg.Pool) -> None:
+    def plain(x: int) -> None: ...
+
+    scheduler = Scheduler(pool)
+    await scheduler.initialize_db()
+    now = datetime.now(UTC)
+
+    with pytest.raises(TypeError, match="Expected an async function") as caught:
+        await scheduler.schedule(plain, execution_time=now)
+    assert isinstance(caught.value, NotACoroutineFunctionError)
+    assert "plain" in str(caught.value) and "async def" in str(caught.value)
+    with pytest.raises(TypeError, match="Expected an async function"):
+        await scheduler.schedule_bulk([JobSpec(func=plain, execution_time=now)])
+    with pytest.raises(TypeError, match="async functions"):
+        periodic(every=HOUR)(plain)
+    with pytest.raises(TypeError, match="async"):
+        periodic(cron="* * * * *")(plain)
+    with pytest.raises(TypeError, match="Expected an async function"):
+        job(plain)
+    assert await pool.fetchval("SELECT count(*) FROM scheduled_jobs") == 0
+    assert periodic_registry.all() == {}
+
+    with pytest.raises(ValueError, match="both") as both:
+        periodic(every=HOUR, cron="* * * * *")
+    assert isinstance(both.value, InvalidScheduleError)
+    assert "every=" in str(both.value) and "cron=" in str(both.value)
+    with pytest.raises(ValueError, match="Either") as neither:
+        periodic()
+    assert "exactly one" in str(neither.value)
+    with pytest.raises(ValueError, match="Invalid timezone") as zone:
+        periodic(cron="0 0 * * *", timezone="Invalid/Timezone")
+    assert "'Invalid/Timezone'" in str(zone.value)
+    with pytest.raises(ValueError, match="timezone.*cron"):
+        periodic(every=HOUR, timezone="Europe/Lisbon")

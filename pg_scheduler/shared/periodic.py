@@ -202,8 +202,13 @@ def check_schedule(
 ) -> tuple[str | None, str | None]:
     """Validate a schedule (exactly one of ``every`` and ``cron``; ``timezone`` for cron only);
     returns the normalised cron expression and the time zone name."""
-    if (every is None) == (cron is None):
-        raise InvalidScheduleError("a periodic schedule needs exactly one of every= or cron=")
+    # "both" and "Either": 0.2.3's words, which programs and tests match on.
+    if every is not None and cron is not None:
+        raise InvalidScheduleError(
+            "every= and cron= were both given: a periodic schedule needs exactly one of them")
+    if every is None and cron is None:
+        raise InvalidScheduleError(
+            "Either every= or cron= is needed: a periodic schedule needs exactly one of them")
     tz_name: str | None = None
     if timezone is not None:
         if cron is None:

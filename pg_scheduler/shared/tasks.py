@@ -47,9 +47,11 @@ def default_task_name(func: Callable[..., Any]) -> str:
 def ensure_coroutine_function(func: Callable[..., Any]) -> None:
     if not inspect.iscoroutinefunction(func):
         name = getattr(func, "__qualname__", repr(func))
+        # "Expected an async function" and "async functions": 0.2.3's words, which programs
+        # and tests match on.
         raise NotACoroutineFunctionError(
-            f"{name} is not an async function: pg_scheduler runs tasks as coroutines, "
-            f"so define it with 'async def'"
+            f"Expected an async function, got {name}: pg_scheduler runs tasks as coroutines, "
+            f"so it takes async functions only; define it with 'async def'"
         )
 
 

@@ -430,7 +430,10 @@ def zone(name: str | ZoneInfo | None) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
-        raise InvalidScheduleError(f"unknown time zone {name!r}") from exc
+        # "Invalid timezone": 0.2.3's words, which programs and tests match on.
+        raise InvalidScheduleError(
+            f"Invalid timezone: unknown time zone {name!r} (an IANA name, e.g. 'Europe/Lisbon')"
+        ) from exc
 
 
 def _micros(delta: timedelta) -> int:
