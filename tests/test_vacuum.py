@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from pg_scheduler import Scheduler, VacuumConfig, VacuumPolicy, job
+from pg_scheduler import JobState, Scheduler, VacuumConfig, VacuumPolicy, job
 from pg_scheduler.shared.errors import LeadershipLostError
 from pg_scheduler.supervisor.fence import Fence, Term, Unfenced
 from pg_scheduler.supervisor.maintenance.vacuum import Vacuum
@@ -99,12 +99,20 @@ async def test_age_counts_from_finish_not_from_creation(pool: asyncpg.Pool) -> N
     assert await ids(pool) == {recent}
 
 
+@pytest.mark.parametrize("config", [
+    None,
+    # None for a policy means the default one, as in 0.2.3 (not "no policy").
+    VacuumConfig(completed=None, failed=None, cancelled=None, expired=None),  # type: ignore[arg-type]
+], ids=["VacuumConfig()", "VacuumConfig(None, ...)"])
 async def test_default_policies_cover_every_final_state_from_finish_time(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool, config: VacuumConfig | None
 ) -> None:
     # Defaults: completed 1 day, failed 7, cancelled 3, expired 7 (0.2.3 had no expired policy).
     # Every row was created 30 days ago, so only the finish time can tell them apart.
     defaults = {"completed": 1, "failed": 7, "cancelled": 3, "expired": 7}
+    if config is not None:
+        assert {state: policy.days for state, policy in config.policies().items()} == {
+            JobState(state): days for state, days in defaults.items()}
     await Scheduler(pool).initialize_db()
     for state, days in defaults.items():
         await insert_row(pool, f"{state}-old", state, created_ago=timedelta(days=30),
@@ -112,7 +120,7 @@ async def test_default_policies_cover_every_final_state_from_finish_time(
         await insert_row(pool, f"{state}-young", state, created_ago=timedelta(days=30),
                          finished_ago=timedelta(days=days) - timedelta(hours=1))
 
-    deleted = await Scheduler(pool, vacuum_enabled=True).run_vacuum()
+    deleted = await Scheduler(pool, vacuum_enabled=True, vacuum_config=config).run_vacuum()
 
     assert deleted == {state: 1 for state in FINAL_STATES}
     assert await ids(pool) == {f"{state}-young" for state in FINAL_STATES}

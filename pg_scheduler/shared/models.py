@@ -166,16 +166,31 @@ class VacuumPolicy:
         return cls(VacuumTrigger.NEVER)
 
 
+VACUUM_DEFAULT_DAYS: dict[str, float] = {"completed": 1, "failed": 7, "cancelled": 3, "expired": 7}
+"""Days after which each final state's rows are deleted when ``VacuumConfig`` is given no policy
+for it (0.2.3's defaults, and 7 for ``expired``)."""
+
+
+def _default_policy(state: str) -> Callable[[], VacuumPolicy]:
+    return lambda: VacuumPolicy.after_days(VACUUM_DEFAULT_DAYS[state])
+
+
 @dataclass
 class VacuumConfig:
     """A policy for every final state (0.2.3 had none for ``expired``, so those rows piled up)."""
 
-    completed: VacuumPolicy = field(default_factory=lambda: VacuumPolicy.after_days(1))
-    failed: VacuumPolicy = field(default_factory=lambda: VacuumPolicy.after_days(7))
-    cancelled: VacuumPolicy = field(default_factory=lambda: VacuumPolicy.after_days(3))
+    completed: VacuumPolicy = field(default_factory=_default_policy("completed"))
+    failed: VacuumPolicy = field(default_factory=_default_policy("failed"))
+    cancelled: VacuumPolicy = field(default_factory=_default_policy("cancelled"))
     interval_minutes: float = 60
     track_metrics: bool = False
-    expired: VacuumPolicy = field(default_factory=lambda: VacuumPolicy.after_days(7))
+    expired: VacuumPolicy = field(default_factory=_default_policy("expired"))
+
+    def __post_init__(self) -> None:
+        # None means the default policy, as in 0.2.3 (VacuumPolicy.never() keeps rows forever).
+        for state in VACUUM_DEFAULT_DAYS:
+            if getattr(self, state) is None:
+                setattr(self, state, _default_policy(state)())
 
     def policies(self) -> dict[JobState, VacuumPolicy]:
         return {
