@@ -35,6 +35,7 @@ import pytest
 import pg_scheduler
 from pg_scheduler import (
     InvalidScheduleError,
+    JobPriority,
     JobSpec,
     NotACoroutineFunctionError,
     Scheduler,
@@ -158,3 +159,12 @@ async def test_errors_keep_0_2_3_key_phrases_and_write_nothing(pool: asyncpg.Poo
     assert "'Invalid/Timezone'" in str(zone.value)
     with pytest.raises(ValueError, match="timezone.*cron"):
         periodic(every=HOUR, timezone="Europe/Lisbon")
+
+
+# ============================================================================ 5. JobPriority
+
+
+def test_job_priority_repr_and_str_are_0_2_3s() -> None:
+    assert repr(JobPriority.CRITICAL) == "<JobPriority.CRITICAL: critical (db_value=1)>"
+    assert [repr(p).endswith(f"(db_value={p.db_value})>") for p in JobPriority] == [True] * 4
+    assert str(JobPriority.HIGH) == "high" and f"{JobPriority.LOW}" == "low"

@@ -24,6 +24,12 @@ class JobPriority(enum.Enum):
     def db_value(self) -> int:
         return _PRIORITY_DB[self]
 
+    def __str__(self) -> str:
+        return self.value  # "high", as in 0.2.3
+
+    def __repr__(self) -> str:
+        return f"<JobPriority.{self.name}: {self.value} (db_value={self.db_value})>"  # 0.2.3's
+
     @classmethod
     def from_db_value(cls, value: int) -> JobPriority:
         for priority, stored in _PRIORITY_DB.items():
