@@ -28,6 +28,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -43,6 +44,7 @@ from pg_scheduler import (
     periodic,
 )
 from pg_scheduler.shared.periodic import periodic_registry
+from support import run_cli
 
 REPO_ROOT = str(Path(pg_scheduler.__file__).resolve().parents[1])
 """Where ``pg_scheduler`` is imported from, for subprocesses (the suite runs it uninstalled)."""
@@ -159,6 +161,49 @@ async def test_errors_keep_0_2_3_key_phrases_and_write_nothing(pool: asyncpg.Poo
     assert "'Invalid/Timezone'" in str(zone.value)
     with pytest.raises(ValueError, match="timezone.*cron"):
         periodic(every=HOUR, timezone="Europe/Lisbon")
+
+
+# ============================================================================ 4. time zones
+
+
+async def test_periodic_job_info_timezone_is_a_zoneinfo_and_status_keeps_the_name(
+    dsn: str, pool: asyncpg.Pool
+) -> None:
+    @periodic(cron="0 0 * * *", timezone="Europe/London", dedup_key="tz-london")
+    async def london() -> None: ...
+
+    @periodic(cron="0 0 * * *", timezone=ZoneInfo("Asia/Tokyo"), dedup_key="tz-tokyo")
+    async def tokyo() -> None: ...
+
+    @periodic(cron="0 0 * * *", dedup_key="tz-utc")
+    async def utc() -> None: ...
+
+    scheduler = Scheduler(pool)
+    local = scheduler.get_periodic_jobs()  # before the database was read
+    await scheduler.initialize_db()
+    stored = await scheduler.get_periodic_jobs()
+    for jobs in (local, stored):
+        assert jobs["tz-london"].timezone == ZoneInfo("Europe/London")
+        assert isinstance(jobs["tz-london"].timezone, ZoneInfo)
+        assert str(jobs["tz-london"].timezone) == "Europe/London"
+        assert jobs["tz-tokyo"]["timezone"] == ZoneInfo("Asia/Tokyo")
+        assert jobs["tz-utc"].timezone is None
+    status = await scheduler.get_periodic_job_status("tz-tokyo")
+    assert status is not None and status["timezone"] == "Asia/Tokyo"
+    assert "Asia/Tokyo" in stored["tz-tokyo"].trigger.describe()
+
+    result = run_cli("periodic", "list", "--json", env={"DATABASE_URL": dsn})
+    assert result.returncode == 0, result.stderr
+    assert '"timezone": "Europe/London"' in result.stdout
+
+    # A zone this process's tz database does not know (another replica's may) does not break
+    # the listing; reading it says what is wrong.
+    await pool.execute("UPDATE scheduler_periodic SET timezone = 'Mars/Olympus'"
+                       " WHERE dedup_key = 'tz-utc'")
+    listed = await scheduler.get_periodic_jobs()
+    assert listed["tz-utc"].timezone_name == "Mars/Olympus"
+    with pytest.raises(InvalidScheduleError, match="Invalid timezone"):
+        _ = listed["tz-utc"].timezone
 
 
 # ============================================================================ 5. JobPriority

@@ -29,6 +29,7 @@ from .triggers import (
     trigger_for,
     validate_cron,
     window_at_or_after,
+    zone,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -252,7 +253,8 @@ class PeriodicJobInfo:
     task_name: str
     interval: timedelta | None
     cron: str | None
-    timezone: str | None
+    timezone_name: str | None
+    """The IANA name of the cron schedule's time zone, as stored; ``None`` for UTC."""
     priority: JobPriority
     max_retries: int
     use_advisory_lock: bool
@@ -268,10 +270,17 @@ class PeriodicJobInfo:
     """The schedule in force was set from the CLI (``periodic set``), not by the code."""
 
     @property
+    def timezone(self) -> ZoneInfo | None:
+        """The cron schedule's time zone as a ``ZoneInfo`` (as 0.2.3's ``PeriodicJobConfig``);
+        ``None`` for UTC. Resolved when read, so a listing never fails on a zone that another
+        process's tz database knows and this one does not."""
+        return None if self.timezone_name is None else zone(self.timezone_name)
+
+    @property
     def trigger(self) -> Trigger:
         """The schedule in force, with its DST policies."""
         return trigger_for(self.interval.total_seconds() if self.interval else None, self.cron,
-                           self.timezone, self.on_dst_gap, self.on_dst_fold)
+                           self.timezone_name, self.on_dst_gap, self.on_dst_fold)
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
@@ -301,7 +310,7 @@ class PeriodicJobInfo:
             status["interval"] = self.interval.total_seconds()
         else:
             status["cron"] = self.cron
-            status["timezone"] = self.timezone
+            status["timezone"] = self.timezone_name
         if last_run:
             started = last_run.get("started_at") or last_run.get("finished_at")
             status["last_run"] = datetime.fromisoformat(started) if isinstance(started, str) else started
@@ -314,7 +323,7 @@ def info_from_definition(d: PeriodicDefinition) -> PeriodicJobInfo:
     """The local view of a definition before the database has told us its state."""
     return PeriodicJobInfo(
         dedup_key=d.dedup_key, job_name=d.job_name, task_name=d.task_name, interval=d.interval,
-        cron=d.cron, timezone=d.timezone, priority=d.priority, max_retries=d.max_retries,
+        cron=d.cron, timezone_name=d.timezone, priority=d.priority, max_retries=d.max_retries,
         use_advisory_lock=d.use_advisory_lock, enabled=d.enabled, next_run=None, func=d.func,
         on_dst_gap=d.on_dst_gap, on_dst_fold=d.on_dst_fold, misfire=d.misfire,
         catch_up=d.catch_up, overlap=d.overlap,
@@ -326,7 +335,7 @@ def info_from_row(row: Mapping[str, Any], func: Callable[..., Any] | None = None
     return PeriodicJobInfo(
         dedup_key=row["dedup_key"], job_name=row["job_name"], task_name=row["task_name"],
         interval=timedelta(seconds=row["every_seconds"]) if row["every_seconds"] else None,
-        cron=row["cron"], timezone=row["timezone"],
+        cron=row["cron"], timezone_name=row["timezone"],
         priority=JobPriority.from_db_value(row["priority"]), max_retries=row["max_retries"],
         use_advisory_lock=row["use_advisory_lock"], enabled=row["enabled"],
         next_run=row["next_run_at"], func=func,
