@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -40,11 +42,13 @@ from pg_scheduler import (
     JobSpec,
     NotACoroutineFunctionError,
     Scheduler,
+    TaskNameConflictError,
     job,
     periodic,
 )
 from pg_scheduler.shared.periodic import periodic_registry
-from support import run_cli
+from pg_scheduler.shared.tasks import registry
+from support import FAST, run_cli, wait_for
 
 REPO_ROOT = str(Path(pg_scheduler.__file__).resolve().parents[1])
 """Where ``pg_scheduler`` is imported from, for subprocesses (the suite runs it uninstalled)."""
@@ -213,3 +217,154 @@ def test_job_priority_repr_and_str_are_0_2_3s() -> None:
     assert repr(JobPriority.CRITICAL) == "<JobPriority.CRITICAL: critical (db_value=1)>"
     assert [repr(p).endswith(f"(db_value={p.db_value})>") for p in JobPriority] == [True] * 4
     assert str(JobPriority.HIGH) == "high" and f"{JobPriority.LOW}" == "low"
+
+
+# ============================================================================ 6. redefinition
+
+
+def make_recorder(runs: list[str], label: str) -> Any:
+    """A task defined anew at each call, as a test's local function or a fixture's is."""
+
+    @job
+    async def record() -> None:
+        runs.append(label)
+
+    return record
+
+
+async def test_a_local_task_defined_again_replaces_the_earlier_one_and_runs(
+    pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    first_runs: list[str] = []
+    second_runs: list[str] = []
+    first = make_recorder(first_runs, "first")
+    with caplog.at_level(logging.DEBUG, logger="pg_scheduler.shared.tasks"):
+        second = make_recorder(second_runs, "second")
+    name = registry.name_of(second)
+    assert name == f"{__name__}:make_recorder.<locals>.record"
+    assert registry.get(name).func is second
+    assert any("defined again" in r.getMessage() and name in r.getMessage()
+               for r in caplog.records)
+
+    async with Scheduler(pool, **FAST) as scheduler:
+        job_id = await scheduler.schedule(second, execution_time=datetime.now(UTC))
+        await wait_for(lambda: second_runs, message="the latest definition ran")
+        j = await wait_for(lambda: scheduler.get_job(job_id), message="job row")
+        assert j.job_name == name
+    assert first_runs == [] and second_runs == ["second"]
+
+    # Scheduling the earlier function object again makes it the latest (0.2.3's task_map did
+    # the same): one name, one function, the one last given.
+    await Scheduler(pool).schedule(first, execution_time=datetime.now(UTC) + HOUR)
+    assert registry.get(name).func is first
+
+
+async def test_a_reloaded_module_replaces_its_tasks_and_periodic_definitions(
+    module_dir: Path,
+) -> None:
+    source = (
+        "from datetime import timedelta\n"
+        "from pg_scheduler import job, periodic\n"
+        "VERSION = {version!r}\n\n"
+        "@job(name='reports.build')\n"
+        "async def build() -> str:\n"
+        "    return VERSION\n\n"
+        "@periodic(every=timedelta(hours=1))\n"
+        "async def hourly() -> str:\n"
+        "    return VERSION\n\n"
+        "@periodic(every=timedelta(hours=1), dedup_key='cleanup')\n"
+        "async def cleanup() -> str:\n"
+        "    return VERSION\n"
+    )
+    write_module(module_dir, "reloaded_jobs", source.format(version="one"))
+    module = importlib.import_module("reloaded_jobs")
+    definitions = periodic_registry.all()
+    assert len(definitions) == 2 and "cleanup" in definitions
+
+    # Edited (longer: another line for each function) and reloaded, as a notebook cell or a
+    # development server does: the same names, now the new functions; no error.
+    write_module(module_dir, "reloaded_jobs", "# edited\n" + source.format(version="two"))
+    module = importlib.reload(module)
+    assert registry.get("reports.build").func is module.build
+    assert await registry.get("reports.build").func() == "two"
+    after = periodic_registry.all()
+    assert after.keys() == definitions.keys()
+    assert {d.func for d in after.values()} == {module.hourly, module.cleanup}
+
+
+async def test_another_module_or_function_under_a_taken_name_or_dedup_key_is_refused(
+    module_dir: Path,
+) -> None:
+    write_module(module_dir, "billing_jobs", (
+        "from datetime import timedelta\n"
+        "from pg_scheduler import job, periodic\n\n"
+        "@job(name='emails.send')\n"
+        "async def send(to: str) -> None: ...\n\n"
+        "@periodic(every=timedelta(hours=1), dedup_key='nightly')\n"
+        "async def nightly() -> None: ...\n"
+    ))
+    write_module(module_dir, "marketing_jobs", (
+        "from pg_scheduler import job\n\n"
+        "@job(name='emails.send')\n"
+        "async def send(to: str) -> None: ...\n"
+    ))
+    billing = importlib.import_module("billing_jobs")
+    with pytest.raises(TaskNameConflictError, match="emails.send"):
+        importlib.import_module("marketing_jobs")
+    assert registry.get("emails.send").func is billing.send
+
+    # The same module, another function: refused too, for a task name and for a dedup key.
+    async def send(to: str) -> None: ...
+
+    with pytest.raises(TaskNameConflictError, match="emails.send"):
+        job(name="emails.send")(send)
+
+    async def nightly() -> None: ...
+
+    with pytest.raises(TaskNameConflictError, match="nightly"):
+        periodic(every=HOUR, dedup_key="nightly")(nightly)
+    assert periodic_registry.get("nightly").func is billing.nightly  # type: ignore[union-attr]
+
+
+def test_periodic_functions_of_one_name_in_two_scopes_keep_a_definition_each() -> None:
+    """0.2.3's default dedup key hashed the bare ``__name__``: two nested functions of one name
+    and schedule shared a key, and the later silently took the earlier's place. The qualified
+    name keeps them apart; a module-level function keeps 0.2.3's key (tests/test_examples.py)."""
+
+    def declare_in_first_scope() -> Any:
+        @periodic(every=HOUR)
+        async def cleanup() -> None: ...
+
+        return cleanup
+
+    def declare_in_second_scope() -> Any:
+        @periodic(every=HOUR)
+        async def cleanup() -> None: ...
+
+        return cleanup
+
+    first, second = declare_in_first_scope(), declare_in_second_scope()
+    definitions = periodic_registry.all()
+    assert len(definitions) == 2
+    assert {d.func for d in definitions.values()} == {first, second}
+
+    # Declared again (a test or a cell run twice): still one definition per scope, the latest.
+    again = declare_in_first_scope()
+    definitions = periodic_registry.all()
+    assert len(definitions) == 2 and {d.func for d in definitions.values()} == {again, second}
+
+
+def test_one_task_may_have_several_schedules() -> None:
+    """Stacked decorators, or 0.2.3's loops declaring one job per cron expression: one task, one
+    definition per schedule, each running the function defined last."""
+    expressions = ["0 * * * *", "0 0 * * *", "0 0 * * SUN"]
+    for expression in expressions:
+        @periodic(cron=expression, job_name=f"every {expression}")
+        async def report() -> None: ...
+
+    definitions = periodic_registry.all()
+    assert sorted(d.job_name for d in definitions.values()) == sorted(
+        f"every {e}" for e in expressions)
+    assert {d.task_name for d in definitions.values()} == {registry.name_of(report)}
+    assert {d.func for d in definitions.values()} == {report}
+

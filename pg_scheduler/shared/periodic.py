@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -21,7 +21,13 @@ import asyncpg
 from . import queries
 from .errors import InvalidScheduleError, TaskNameConflictError
 from .models import JobPriority
-from .tasks import TaskFunc, default_task_name, ensure_coroutine_function, registry
+from .tasks import (
+    TaskFunc,
+    default_task_name,
+    ensure_coroutine_function,
+    is_redefinition,
+    registry,
+)
 from .triggers import (
     CronTrigger,
     IntervalTrigger,
@@ -81,14 +87,27 @@ class PeriodicRegistry:
         self._lock = threading.Lock()
 
     def add(self, definition: PeriodicDefinition) -> None:
+        """Add a definition, or replace the one with its dedup key if it is of the same task or
+        the same function defined again (see ``tasks.is_redefinition``); a dedup key held by
+        another task raises :class:`TaskNameConflictError`. A definition of another schedule
+        (another default dedup key) is one more schedule of the task: stacked ``@periodic``
+        decorators, or 0.2.3's loops that declare one job per cron expression."""
         with self._lock:
             existing = self._defs.get(definition.dedup_key)
-            if existing is not None and existing.task_name != definition.task_name:
+            if (
+                existing is not None
+                and existing.task_name != definition.task_name
+                and not is_redefinition(existing.func, definition.func)
+            ):
                 raise TaskNameConflictError(
                     f"dedup_key {definition.dedup_key!r} is already used by "
                     f"{existing.task_name}; give @periodic(dedup_key=...) a unique value"
                 )
             self._defs[definition.dedup_key] = definition
+            # Every schedule of a task runs the function the registry holds for it now.
+            for key, other in self._defs.items():
+                if other.task_name == definition.task_name and other.func is not definition.func:
+                    self._defs[key] = replace(other, func=definition.func)
 
     def all(self) -> dict[str, PeriodicDefinition]:
         with self._lock:
@@ -108,8 +127,11 @@ periodic_registry = PeriodicRegistry()
 def default_dedup_key(
     func: Callable[..., Any], interval: timedelta | None, cron: str | None, tz: str | None
 ) -> str:
-    # The same formula as pg-scheduler 0.2.3, so keys users stored from it stay valid.
-    base = f"{func.__module__}.{func.__name__}"
+    # pg-scheduler 0.2.3's formula, so keys users stored from it stay valid, with the qualified
+    # name where 0.2.3 took the bare one: the same for a module-level function, and a key of
+    # its own for a function nested in a class or another function (0.2.3 gave two such
+    # functions of one name and schedule one key, and the later silently replaced the other).
+    base = f"{func.__module__}.{func.__qualname__}"
     if interval is not None:
         raw = f"{base}:interval:{int(interval.total_seconds())}"
     else:

@@ -5,9 +5,13 @@ named by the database is ever imported or called unless the running code registe
 
 Names are ``module:qualname`` (``billing.jobs:send``), so two functions called ``send`` in two
 modules stay apart, and every process that imports the module (``@job`` and ``@periodic``
-register at import time) can run the task, not only the process that scheduled it. Registering a
-different function under a taken name raises :class:`TaskNameConflictError` instead of silently
-replacing it.
+register at import time) can run the task, not only the process that scheduled it.
+
+A taken name stays with its definition. The same definition run again (a function of the same
+module and qualified name, or from the same source line) replaces the earlier function: a
+module reloaded, a notebook cell run twice, a test's local function defined anew in each test.
+Any other function under a taken name (another module, another qualified name; an explicit
+``name=`` included) raises :class:`TaskNameConflictError` instead of replacing it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +32,8 @@ TaskFunc = Callable[..., Coroutine[Any, Any, Any]]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _TASK_ATTR = "__pg_scheduler_task__"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,16 +79,20 @@ class TaskRegistry:
         with self._lock:
             existing = self._tasks.get(task_name)
             if existing is not None:
-                if existing.func is func or _same_definition(existing.func, func):
+                if existing.func is func:
                     if explicit and not existing.explicit:
                         existing = Task(task_name, func, True)
                         self._tasks[task_name] = existing
                     return existing
-                raise TaskNameConflictError(
-                    f"task name {task_name!r} is already registered for "
-                    f"{default_task_name(existing.func)}; give one of them another name "
-                    f"(@job(name=...))"
-                )
+                if not is_redefinition(existing.func, func):
+                    raise TaskNameConflictError(
+                        f"task name {task_name!r} is already registered for "
+                        f"{default_task_name(existing.func)}; give one of them another name "
+                        f"(@job(name=...))"
+                    )
+                log.debug("task %s defined again: the latest definition replaces the earlier one",
+                          task_name)
+                explicit = explicit or existing.explicit
             task = Task(task_name, func, explicit)
             self._tasks[task_name] = task
         try:
@@ -122,16 +133,23 @@ class TaskRegistry:
         return len(self._tasks)
 
 
-def _same_definition(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
-    # A module executed twice (``python app.py`` that the app also imports, or importlib.reload)
-    # defines a new function object from the same source line: that is the same task.
+def is_redefinition(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
+    """Whether ``b`` is the definition of ``a`` run again, not another function: the same module
+    and qualified name (a reloaded module, a notebook cell run twice, a test's local function
+    made anew by each test), or the same qualified name from the same source line (``python
+    app.py`` whose module the app also imports as ``app``)."""
+    qualname_a = getattr(a, "__qualname__", None)
+    if qualname_a is None or qualname_a != getattr(b, "__qualname__", None):
+        return False
+    module_a = getattr(a, "__module__", None)
+    if module_a is not None and module_a == getattr(b, "__module__", None):
+        return True
     code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
     return (
         code_a is not None
         and code_b is not None
         and code_a.co_filename == code_b.co_filename
         and code_a.co_firstlineno == code_b.co_firstlineno
-        and a.__qualname__ == b.__qualname__
     )
 
 
