@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 
 import asyncpg
 
@@ -426,6 +426,26 @@ class Scheduler:
         status = await executor.fetchval(queries.JOB_STATUS, job_id)
         raise JobAlreadyExistsError(f"Job ID {job_id!r} already exists with status {status!r}")
 
+    @overload
+    async def schedule_bulk(
+        self,
+        jobs: Sequence[JobSpec],
+        *,
+        conflict_resolution: ConflictResolution = ...,
+        batch_size: int = ...,
+        connection: asyncpg.Connection | None = ...,
+        per_spec: Literal[False] = ...,
+    ) -> list[str]: ...
+    @overload
+    async def schedule_bulk(
+        self,
+        jobs: Sequence[JobSpec],
+        *,
+        conflict_resolution: ConflictResolution = ...,
+        batch_size: int = ...,
+        connection: asyncpg.Connection | None = ...,
+        per_spec: Literal[True],
+    ) -> list[str | None]: ...
     async def schedule_bulk(
         self,
         jobs: Sequence[JobSpec],
@@ -433,10 +453,16 @@ class Scheduler:
         conflict_resolution: ConflictResolution = ConflictResolution.IGNORE,
         batch_size: int = 5000,
         connection: asyncpg.Connection | None = None,
-    ) -> list[str | None]:
-        """Schedule many jobs in one statement per batch. Returns ids in input order; ``None``
-        where ``IGNORE`` skipped a job whose id existed (or repeated an earlier one). ``RAISE``
-        writes nothing if any id exists; ``REPLACE`` keeps the last spec of a repeated id."""
+        per_spec: bool = False,
+    ) -> list[str] | list[str | None]:
+        """Schedule many jobs in one statement per batch (a COPY when no spec gives an id).
+
+        Returns the ids written, in input order, each once, as 0.2.3 did: with ``IGNORE``, a
+        spec whose id existed (or repeated an earlier spec's) adds none, so the list can be
+        shorter than ``jobs``, and empty. ``per_spec=True`` returns one entry per spec instead,
+        in input order: its id, or ``None`` where ``IGNORE`` skipped it. ``RAISE`` writes
+        nothing if any id exists or repeats; ``REPLACE`` keeps the last spec of a repeated id.
+        """
         conflict = ConflictResolution(conflict_resolution)
         if batch_size < 1:
             raise InvalidJobError("batch_size must be >= 1")
@@ -459,11 +485,11 @@ class Scheduler:
             records = self._bulk_rows(jobs, ids)
             await self._ready(dedicated=connection is not None)
 
-            async def write(conn: asyncpg.Connection) -> set[str]:
+            async def write(conn: asyncpg.Connection) -> set[str] | None:
                 await conn.copy_records_to_table(
                     queries.JOBS_TABLE, records=records, columns=queries.JOB_COPY_COLUMNS,
                 )
-                return set(ids)
+                return None  # every id, each once
         else:
             rows = list(self._bulk_rows(jobs, ids))
             await self._ready(dedicated=connection is not None)
@@ -475,7 +501,7 @@ class Scheduler:
             query = (queries.JOB_UPSERT_BULK if conflict is ConflictResolution.REPLACE
                      else queries.JOB_INSERT_BULK)
 
-            async def write(conn: asyncpg.Connection) -> set[str]:
+            async def write(conn: asyncpg.Connection) -> set[str] | None:
                 inserted: set[str] = set()
                 for start in range(0, len(unique_rows), batch_size):
                     chunk = unique_rows[start:start + batch_size]
@@ -496,17 +522,20 @@ class Scheduler:
         else:
             async with self.db_pool.acquire() as conn, conn.transaction():
                 inserted = await write(conn)
-                if len(inserted) >= ANALYZE_AFTER_BULK_ROWS:
-                    await _refresh_stale_statistics(conn, len(inserted))
+                added = len(ids) if inserted is None else len(inserted)
+                if added >= ANALYZE_AFTER_BULK_ROWS:
+                    await _refresh_stale_statistics(conn, added)
+        if inserted is None:
+            return ids
         if conflict is ConflictResolution.REPLACE:
-            return list(ids)
-        result: list[str | None] = []
+            return list(ids) if per_spec else list(dict.fromkeys(ids))
         seen: set[str] = set()
+        result: list[str | None] = []
         for job_id in ids:
             if job_id in inserted and job_id not in seen:
                 result.append(job_id)
                 seen.add(job_id)
-            else:
+            elif per_spec:
                 result.append(None)
         return result
 

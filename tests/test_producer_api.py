@@ -9,8 +9,9 @@ What is proven here, each against a defect of pg-scheduler 0.2.3 (``reference/se
 - two tasks called ``send`` in two modules stay apart (0.2.3 ran modb's for moda's job);
 - RAISE / IGNORE / REPLACE, including REPLACE of a running job (0.2.3 stranded the row) and 20
   concurrent RAISE calls (0.2.3 logged and retried unique violations);
-- ``schedule_bulk`` returns ids in input order with ``None`` where a job was skipped (0.2.3 lost
-  the positions), is atomic under RAISE, and takes a repeated id under REPLACE;
+- ``schedule_bulk`` returns the ids it wrote, as 0.2.3 did, or with ``per_spec=True`` one entry
+  per spec in input order with ``None`` where a job was skipped (0.2.3 lost the positions); it
+  is atomic under RAISE, and takes a repeated id under REPLACE;
 - ``schedule(connection=...)`` follows the caller's transaction;
 - a never-started Scheduler is a working producer on an empty database;
 - importing configures no logging, constructing installs no signal handler and works off the
@@ -500,7 +501,7 @@ async def test_replace_while_running_then_old_run_ending_first_leaves_new_run_al
 # ============================================================================ 5. bulk
 
 
-async def test_bulk_ignore_returns_ids_in_input_order_with_none_for_skips(
+async def test_bulk_ignore_per_spec_returns_ids_in_input_order_with_none_for_skips(
     pool: asyncpg.Pool,
 ) -> None:
     @job
@@ -511,17 +512,47 @@ async def test_bulk_ignore_returns_ids_in_input_order_with_none_for_skips(
     when = later()
     specs = [JobSpec(task, when, args=(i,), job_id=jid)
              for i, jid in enumerate(["a", "b", "a", "c", "b"])]
-    assert await scheduler.schedule_bulk(specs) == ["a", "b", None, "c", None]
+    assert await scheduler.schedule_bulk(specs, per_spec=True) == ["a", "b", None, "c", None]
     assert await job_count(pool) == 3
     assert (await scheduler.get_job("a")).args == [0]  # type: ignore[union-attr]
 
     await scheduler.schedule(task, execution_time=when, args=(99,), job_id="x2")
     specs = [JobSpec(task, when, args=(i,), job_id=f"x{i}") for i in range(1, 5)]
     assert await scheduler.schedule_bulk(
-        specs, conflict_resolution=ConflictResolution.IGNORE
+        specs, conflict_resolution=ConflictResolution.IGNORE, per_spec=True
     ) == ["x1", None, "x3", "x4"]
     assert (await scheduler.get_job("x2")).args == [99]  # type: ignore[union-attr]
     assert await job_count(pool) == 3 + 4
+
+
+async def test_bulk_ignore_returns_only_the_ids_it_wrote_as_0_2_3_did(pool: asyncpg.Pool) -> None:
+    """A 0.2.3 program iterates the result as the jobs it created: no ``None`` in it, and an
+    empty list when every spec was ignored."""
+
+    @job
+    async def task(x: int) -> None:
+        pass
+
+    scheduler = Scheduler(pool)
+    when = later()
+    specs = [JobSpec(task, when, args=(i,), job_id=jid)
+             for i, jid in enumerate(["a", "b", "a", "c", "b"])]
+    assert await scheduler.schedule_bulk(specs) == ["a", "b", "c"]
+    assert await scheduler.schedule_bulk(specs) == []
+    assert await scheduler.schedule_bulk(
+        [JobSpec(task, when, job_id="b"), JobSpec(task, when, job_id="d")],
+        conflict_resolution=ConflictResolution.IGNORE,
+    ) == ["d"]
+    assert await job_count(pool) == 4
+    assert (await scheduler.get_job("a")).args == [0]  # type: ignore[union-attr]
+    # Generated ids never conflict: every spec's id, in input order, either way.
+    fresh = [JobSpec(task, when, args=(i,)) for i in range(3)]
+    ids = await scheduler.schedule_bulk(fresh)
+    assert len(set(ids)) == 3 and None not in ids
+    rows = await pool.fetch("SELECT job_id, task_data->'args'->>0 AS i FROM scheduled_jobs"
+                            " WHERE job_id = ANY($1)", ids)
+    assert sorted((ids.index(r["job_id"]), int(r["i"])) for r in rows) == [(0, 0), (1, 1), (2, 2)]
+    assert len(await scheduler.schedule_bulk(fresh, per_spec=True)) == 3
 
 
 async def test_bulk_raise_writes_nothing_when_any_id_exists(pool: asyncpg.Pool) -> None:
@@ -558,7 +589,10 @@ async def test_bulk_replace_with_a_repeated_id_keeps_the_last_spec(pool: asyncpg
         JobSpec(task, when, args=(3,), job_id="p", priority=JobPriority.HIGH),
     ]
     result = await scheduler.schedule_bulk(specs, conflict_resolution=ConflictResolution.REPLACE)
-    assert result == ["p", "q", "p"]
+    assert result == ["p", "q"]  # the ids written, each once
+    assert await scheduler.schedule_bulk(
+        specs, conflict_resolution=ConflictResolution.REPLACE, per_spec=True
+    ) == ["p", "q", "p"]
     p = await scheduler.get_job("p")
     q = await scheduler.get_job("q")
     assert p is not None and p.args == [3] and p.priority is JobPriority.HIGH
