@@ -1,0 +1,144 @@
+"""Schema migrations, the database clock, the leader's cluster sample, and what inspection, the
+embedded server and the management CLI read or change."""
+
+from __future__ import annotations
+
+from .claim import _NOT_BLOCKED
+
+# --------------------------------------------------------------------------- schema
+
+MIGRATIONS_CREATE = """
+CREATE TABLE IF NOT EXISTS scheduler_migrations (
+    version     INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+MIGRATIONS_LOCK = "SELECT pg_advisory_xact_lock($1, $2)"
+MIGRATIONS_APPLIED = "SELECT version FROM scheduler_migrations"
+MIGRATIONS_RECORD = "INSERT INTO scheduler_migrations (version, name) VALUES ($1, $2)"
+MIGRATIONS_CURRENT = "SELECT coalesce(max(version), 0) FROM scheduler_migrations"
+
+# --------------------------------------------------------------------------- clock
+
+DB_NOW = "SELECT now()"
+
+# --------------------------------------------------------------------------- metrics
+
+# The leader's cluster sample (QueueSampler). Counts go through the partial indexes of each state
+# (their cost grows with the rows in that state); the oldest due job is found per priority (a
+# loose index scan over the claim index), leaving out windows held back behind a running run
+# (overlap skip/queue), which nobody could claim. $1: seconds after which a worker's heartbeat is
+# stale.
+SAMPLE_NO_SEQSCAN = "SET LOCAL enable_seqscan = off"
+CLUSTER_SAMPLE = f"""
+WITH RECURSIVE prios AS (
+    (SELECT priority FROM scheduled_jobs WHERE status = 'pending' ORDER BY priority LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.priority FROM scheduled_jobs AS j
+             WHERE j.status = 'pending' AND j.priority > p.priority
+             ORDER BY j.priority LIMIT 1)
+      FROM prios AS p WHERE p.priority IS NOT NULL
+)
+SELECT
+    (SELECT count(*) FROM scheduled_jobs WHERE status = 'pending')   AS pending,
+    (SELECT count(*) FROM scheduled_jobs WHERE status = 'running')   AS running,
+    (SELECT count(*) FROM scheduled_jobs WHERE status = 'completed') AS completed,
+    (SELECT count(*) FROM scheduled_jobs WHERE status = 'failed')    AS failed,
+    (SELECT count(*) FROM scheduled_jobs WHERE status = 'cancelled') AS cancelled,
+    (SELECT count(*) FROM scheduled_jobs WHERE status = 'expired')   AS expired,
+    (SELECT greatest(extract(epoch FROM now() - min(due.t)), 0)::float8
+       FROM prios AS p
+       CROSS JOIN LATERAL (
+           SELECT j.execution_time AS t FROM scheduled_jobs AS j
+            WHERE j.status = 'pending' AND j.priority = p.priority AND j.execution_time <= now()
+              AND {_NOT_BLOCKED}
+            ORDER BY j.execution_time LIMIT 1) AS due
+      WHERE p.priority IS NOT NULL)                                   AS oldest_due_age,
+    (SELECT max(extract(epoch FROM now() - last_heartbeat))::float8
+       FROM scheduler_workers
+      WHERE kind <> 'supervisor'
+        AND last_heartbeat > now() - make_interval(secs => $1))       AS oldest_heartbeat_age
+"""
+
+# --------------------------------------------------------------------------- inspection
+
+JOB_COUNTS = "SELECT status, count(*)::int AS n FROM scheduled_jobs GROUP BY status"
+
+# --------------------------------------------------------------------------- embedded server
+
+# Client sessions other than the asking one: the embedded PostgreSQL is left running while any
+# other process still uses it.
+EMBEDDED_OTHER_SESSIONS = """
+SELECT count(*) FROM pg_stat_activity
+ WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+"""
+
+# --------------------------------------------------------------------------- management CLI
+# ``pg-scheduler status`` and ``jobs``: read in one read-only transaction, so every figure comes
+# from the same snapshot and the same ``now()``.
+
+# Every registered process, with its heartbeat age on the database clock (clamped: a beat
+# committed after this transaction began is not "in the future").
+WORKERS_LIST = """
+SELECT worker_id, kind, host, pid, tasks, supervisor_id, started_at, last_heartbeat,
+       greatest(extract(epoch FROM now() - last_heartbeat), 0)::float8 AS heartbeat_age_seconds
+  FROM scheduler_workers
+ ORDER BY kind, host, pid, worker_id
+"""
+
+# The recorded leader, and whether any session of this database holds the leader lock now
+# ($1, $2: the two-int key). A row whose lock is not held names a past leader, not a current one.
+LEADER_GET = """
+SELECT l.leader_id, l.host, l.pid, l.epoch, l.elected_at,
+       EXISTS (SELECT 1 FROM pg_locks
+                WHERE locktype = 'advisory' AND database = (
+                          SELECT oid FROM pg_database WHERE datname = current_database())
+                  AND classid = $1::int8::oid AND objid = $2::int8::oid AND objsubid = 2
+                  AND granted) AS lock_held
+  FROM scheduler_leader AS l
+"""
+
+# How late the oldest due pending job is (NULL when nothing is due).
+JOBS_OLDEST_DUE_LAG = """
+SELECT extract(epoch FROM now() - min(execution_time))::float8
+  FROM scheduled_jobs
+ WHERE status = 'pending' AND execution_time <= now()
+"""
+
+# Pending jobs of tasks that no live process which runs jobs registered ($1: seconds after which
+# a heartbeat is stale). Supervisors never run jobs, so their task lists do not count.
+JOBS_UNRUNNABLE = """
+SELECT j.job_name AS task, count(*)::int AS pending, min(j.execution_time) AS oldest_execution_time
+  FROM scheduled_jobs AS j
+ WHERE j.status = 'pending'
+   AND NOT EXISTS (SELECT 1 FROM scheduler_workers AS w
+                    WHERE w.kind <> 'supervisor' AND j.job_name = ANY (w.tasks)
+                      AND w.last_heartbeat >= now() - make_interval(secs => $1))
+ GROUP BY j.job_name
+ ORDER BY count(*) DESC, j.job_name
+"""
+
+# Newest due time first. $1: states (NULL: all); $2: a task's full name or the part after the
+# module (NULL: all); $3: most rows.
+JOB_LIST = """
+SELECT * FROM scheduled_jobs
+ WHERE ($1::text[] IS NULL OR status = ANY ($1::text[]))
+   AND ($2::text IS NULL OR job_name = $2 OR split_part(job_name, ':', 2) = $2)
+ ORDER BY execution_time DESC, job_id
+ LIMIT $3
+"""
+
+# A finished job that did not complete runs again: pending, due now, with its retries back to
+# zero. ``attempt`` keeps counting up (it fences completions, so it only grows); the last error
+# stays until the next attempt ends, as it does between automatic retries. Wakes idle workers.
+JOB_RETRY = """
+WITH retried AS (
+    UPDATE scheduled_jobs
+       SET status = 'pending', execution_time = now(), retry_count = 0, worker_id = NULL,
+           lease_until = NULL, last_heartbeat = NULL, started_at = NULL, finished_at = NULL
+     WHERE job_id = $1 AND status IN ('failed', 'cancelled', 'expired')
+    RETURNING job_id, attempt, max_retries
+)
+SELECT job_id, attempt, max_retries, pg_notify('pg_scheduler_jobs', '') AS notified FROM retried
+"""

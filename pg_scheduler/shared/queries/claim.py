@@ -1,0 +1,255 @@
+"""What a worker runs about its jobs: the next due time, the claim, lease renewal, completion
+(alone or with the next claim), failure, release, skip, and the exclusive lock of a run."""
+
+from __future__ import annotations
+
+import functools
+
+# Next due time per task name this worker can run: one index probe per name, never a scan.
+# A window of a periodic job with overlap 'skip' or 'queue' waits while a run of that job runs
+# (see PERIODIC_SETTLE_OVERLAP for what happens to it then); anything else is claimable.
+_NOT_BLOCKED = """
+(j.overlap IS NULL OR j.overlap = 'allow'
+ OR NOT EXISTS (SELECT 1 FROM scheduled_jobs AS r
+                 WHERE r.dedup_key = j.dedup_key AND r.status = 'running'))
+"""
+
+MISSED_AFTER_SECONDS = 1.0
+"""A periodic window picked up (or written) later than this after its start is a missed window
+when no leader ran at its time; earlier, it was only picked up late and runs as usual."""
+
+# A window row written ahead (due at its own start) that is later than the pickup tolerance and
+# whose start lies after the registrar's last pass may have passed while no leader ran: it waits
+# until a leader's pass has applied the job's misfire policy to it (PERIODIC_RULE_MISSED), which
+# re-dates what it keeps and stamps a new pass. While a leader passes every second or so, no row
+# waits longer than one pass. Rows of one-off jobs are let through by the first test.
+_NOT_AWAITING_MISFIRE = f"""
+(j.window_start IS NULL OR j.execution_time <> j.window_start
+ OR j.window_start >= now() - interval '{MISSED_AFTER_SECONDS:g} seconds'
+ OR j.window_start <= coalesce((SELECT pass_at FROM scheduler_periodic_pass), 'infinity'))
+"""
+
+JOB_NEXT_DUE = f"""
+SELECT extract(epoch FROM min(due.execution_time) - now())::float8
+FROM unnest($1::text[]) AS t(name)
+CROSS JOIN LATERAL (
+    SELECT execution_time FROM scheduled_jobs AS j
+     WHERE status = 'pending' AND job_name = t.name AND {_NOT_BLOCKED}
+       AND {_NOT_AWAITING_MISFIRE}
+     ORDER BY execution_time
+     LIMIT 1
+) AS due
+"""
+
+# Claim up to $2 due jobs of the names $1, priority first, then due time. A row whose lateness
+# (claim time minus due time) exceeds its misfire grace (plus the pickup tolerance $5) is marked
+# expired instead of run: misfire is judged against the due time, on the database clock.
+#
+# The rows are found again by ctid (a TID scan: the row versions just locked cannot move before
+# this statement updates them). A join on job_id let PostgreSQL's generic plan (which asyncpg's
+# prepared statements get after five runs) guess LIMIT $2 at a tenth of the table, hash-join and
+# scan the whole table at every claim: the drain spent 49 CPU-seconds of PostgreSQL on 60,000
+# jobs. A TID scan is chosen whatever the guess at the limit (on a table of a few pages, a
+# sequential scan may be: worker/plans.py re-plans as the table grows).
+#
+# The rows are picked under a literal LIMIT (``bound``, the power of two at or above the limit)
+# and the parameter $2 then cuts them to the free slots; LockRows locks only the rows the outer
+# LIMIT pulls. With the bare LIMIT $2, the generic plan's guess made it look dearer than a custom
+# one, so PostgreSQL planned the statement afresh at every execution: about a third of the
+# database's CPU per job in a drain (bench/sqlcost.py). With a literal bound the two cost the
+# same and the generic plan is kept after five executions; a handful of bounds keeps the
+# statements few in asyncpg's statement cache.
+def claim_bound(limit: int) -> int:
+    """The literal inner LIMIT of a claim of ``limit`` rows: the power of two at or above it."""
+    if type(limit) is not int or limit < 1:
+        raise ValueError(f"claim limit must be a positive int, got {limit!r}")
+    return 1 << (limit - 1).bit_length()
+
+
+def _claim(names: str, limit: str, bound: int, worker: str, lease: str, tolerance: str) -> str:
+    """The claim UPDATE, over the given parameter placeholders (it is also a CTE of
+    JOB_COMPLETE_AND_CLAIM). job_id and attempt come first in RETURNING: that statement's
+    UNION pads the rest."""
+    # Inline in each CASE, not computed once in a sub-SELECT: a sub-SELECT is a SubPlan run per
+    # row, about a tenth of the statement's cost (bench/sqlcost.py); the test itself is one null
+    # check for the many rows without a misfire grace.
+    m = f"""(j.misfire_grace_time IS NOT NULL
+             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + {tolerance}))"""
+    return f"""
+UPDATE scheduled_jobs AS j SET
+    (status, attempt, worker_id, lease_until, last_heartbeat, started_at, finished_at, error_message) =
+    ROW(CASE WHEN {m} THEN 'expired' ELSE 'running' END,
+        CASE WHEN {m} THEN j.attempt ELSE j.attempt + 1 END,
+        CASE WHEN {m} THEN NULL ELSE {worker} END,
+        CASE WHEN {m} THEN NULL ELSE now() + make_interval(secs => {lease}) END,
+        CASE WHEN {m} THEN j.last_heartbeat ELSE now() END,
+        CASE WHEN {m} THEN j.started_at ELSE now() END,
+        CASE WHEN {m} THEN now() ELSE NULL END,
+        CASE WHEN {m}
+             THEN format('misfired: %s s late, misfire grace is %s s',
+                         round(extract(epoch FROM now() - j.execution_time)::numeric, 3),
+                         j.misfire_grace_time)
+             ELSE j.error_message END)
+ WHERE j.ctid = ANY (ARRAY(
+           SELECT ctid FROM (
+               SELECT ctid FROM scheduled_jobs AS j
+                WHERE status = 'pending' AND execution_time <= now()
+                  AND job_name = ANY({names}::text[]) AND {_NOT_BLOCKED}
+                  AND {_NOT_AWAITING_MISFIRE}
+                ORDER BY priority, execution_time
+                LIMIT {bound:d}
+                  FOR UPDATE SKIP LOCKED) AS due
+            LIMIT {limit}))
+RETURNING j.job_id, j.attempt, j.job_name, j.task_data, j.status, j.execution_time, j.started_at,
+          j.timeout_seconds, j.retry_count, j.max_retries, j.use_advisory_lock, j.dedup_key,
+          j.window_start, j.priority, j.overlap,
+          extract(epoch FROM now() - j.execution_time)::float8 AS lag_seconds,
+          extract(epoch FROM now() - j.window_start)::float8 AS window_lag_seconds
+"""
+
+
+@functools.lru_cache(maxsize=256)
+def replanned(sql: str, generation: int) -> str:
+    """``sql`` as a distinct statement for each plan ``generation`` (worker/plans.py): a new text
+    is a new prepared statement, planned afresh. The comment changes nothing else (and
+    pg_stat_statements, which ignores comments, counts the generations as one statement)."""
+    return f"/* plan generation {generation:d} */ {sql}"
+
+
+def job_claim(limit: int) -> str:
+    """The claim of up to $2 rows, for a $2 of ``limit``; $1 names, $3 worker, $4 lease seconds,
+    $5 misfire tolerance. One statement per claim_bound, shared by the limits under it."""
+    return _job_claim(claim_bound(limit))
+
+
+@functools.cache
+def _job_claim(bound: int) -> str:
+    return _claim("$1", "$2", bound, "$3", "$4", "$5")
+
+# Renew the leases of the jobs this worker runs, fenced by (job, worker, attempt). A job missing
+# from the result lost its lease (rescued, cancelled, replaced): the worker stops running it.
+# Rows are locked in job_id order here and in JOB_COMPLETE_MANY: the heartbeat and the batched
+# completion of one worker update overlapping sets of rows from two connections, and two
+# multi-row updates that lock in different orders can deadlock.
+#
+# Driven by the arrays: each (job_id, attempt) is one primary-key probe, locked in the order of
+# the sorted arrays, and only then checked for this worker and ``running`` (on the version
+# locked). Joined the other way, the generic plan (statistics taken while no row runs guess one
+# running row per worker) scanned the worker's running rows and, for each, every array element:
+# n x n comparisons, 1.7 of a 100-job statement's 3.4 ms (bench/sqlcost.py: 32 -> 22 us of
+# PostgreSQL CPU per job at 100). Neither the worker nor the status is in the locking
+# sub-select, so no index but the primary key can serve it.
+def _lock_my_runs(ids: str, attempts: str) -> str:
+    """Lock this worker's ($1) running rows named by the (job_id, attempt) arrays, in job_id
+    order."""
+    return f"""
+WITH mine AS (
+    SELECT j.job_id
+      FROM (SELECT * FROM unnest({ids}::text[], {attempts}::int[]) AS r(job_id, attempt)
+             ORDER BY job_id) AS r
+     CROSS JOIN LATERAL (
+           SELECT j.job_id, j.worker_id, j.status FROM scheduled_jobs AS j
+            WHERE j.job_id = r.job_id AND j.attempt = r.attempt
+           OFFSET 0
+              FOR UPDATE) AS j
+     WHERE j.worker_id = $1 AND j.status = 'running'
+)"""
+
+
+JOB_RENEW_LEASES = _lock_my_runs("$3", "$4") + """
+UPDATE scheduled_jobs AS j
+   SET lease_until = now() + make_interval(secs => $2), last_heartbeat = now()
+  FROM mine
+ WHERE j.job_id = mine.job_id
+RETURNING j.job_id
+"""
+
+# Completions of one worker in one statement (worker/completer.py), each fenced by
+# (job, worker, attempt) and ``running``; the rows returned are the completions that landed.
+_COMPLETE_MINE = """
+UPDATE scheduled_jobs AS j
+   SET status = 'completed', finished_at = now(), lease_until = NULL, error_message = NULL
+  FROM mine
+ WHERE j.job_id = mine.job_id
+RETURNING j.job_id, j.attempt
+"""
+JOB_COMPLETE_MANY = _lock_my_runs("$2", "$3") + _COMPLETE_MINE
+
+# A busy worker's completions and the claim that refills the slots they free, in one statement:
+# one round trip and one commit where there were two (the commit, WAL flush included, is most of
+# what a small statement costs PostgreSQL). $1 worker, $2/$3 the completions' (job_id, attempt),
+# $4 names, $5 limit, $6 lease seconds, $7 misfire tolerance. Rows with ``claimed`` false are
+# the completions that were refused by the fence (job_id and attempt only; usually none, so the
+# reply carries the claimed rows alone); the others are claimed jobs, as job_claim returns them.
+# Both updates see the statement's snapshot, so they touch disjoint rows
+# (running ones and pending ones), and the claim's SKIP LOCKED never waits on the completion's
+# locks. A held-back window of a skip/queue job whose run completes here is claimable only from
+# the next statement on, as it would be after a separate completion.
+def job_complete_and_claim(limit: int) -> str:
+    """The statement above, for a claim limit $5 of ``limit`` (one per claim_bound)."""
+    return _job_complete_and_claim(claim_bound(limit))
+
+
+@functools.cache
+def _job_complete_and_claim(bound: int) -> str:
+    return _lock_my_runs("$2", "$3") + f""",
+done AS ({_COMPLETE_MINE}),
+claimed AS ({_claim("$4", "$5", bound, "$1", "$6", "$7")})
+SELECT true AS claimed, * FROM claimed
+UNION ALL
+SELECT false, r.job_id, r.attempt, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL
+  FROM unnest($2::text[], $3::int[]) AS r(job_id, attempt)
+ WHERE NOT EXISTS (SELECT FROM done WHERE done.job_id = r.job_id AND done.attempt = r.attempt)
+"""
+
+# Exponential backoff with equal jitter, in SQL so that worker and rescuer share one formula:
+# min(base * 2^retry_count, max), then uniformly within [delay/2, delay] when jitter is on.
+_RETRY_DELAY = """
+make_interval(secs => least($4::float8 * power(2, least(j.retry_count, 60)), $5::float8)
+                      * CASE WHEN $6::bool THEN 0.5 + random() * 0.5 ELSE 1 END)
+"""
+
+# A failed attempt: retry later while retries remain, else final ``failed``. Fenced.
+JOB_FAIL = f"""
+UPDATE scheduled_jobs AS j SET
+    status         = CASE WHEN j.retry_count < j.max_retries THEN 'pending' ELSE 'failed' END,
+    retry_count    = CASE WHEN j.retry_count < j.max_retries THEN j.retry_count + 1
+                          ELSE j.retry_count END,
+    execution_time = CASE WHEN j.retry_count < j.max_retries THEN now() + {_RETRY_DELAY}
+                          ELSE j.execution_time END,
+    worker_id      = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE j.worker_id END,
+    finished_at    = CASE WHEN j.retry_count < j.max_retries THEN NULL ELSE now() END,
+    lease_until    = NULL,
+    error_message  = left($7, 4000)
+ WHERE j.job_id = $1 AND j.worker_id = $2 AND j.attempt = $3 AND j.status = 'running'
+RETURNING j.status, j.retry_count, j.execution_time
+"""
+
+# Give jobs back at shutdown (or when an exclusive lock is busy): pending again, due at
+# $4 seconds from now, no retry consumed. Fenced by (job, worker, attempt).
+JOB_RELEASE = """
+WITH released AS (
+    UPDATE scheduled_jobs AS j
+       SET status = 'pending', worker_id = NULL, lease_until = NULL,
+           execution_time = now() + make_interval(secs => $4), error_message = $5
+      FROM unnest($2::text[], $3::int[]) AS r(job_id, attempt)
+     WHERE j.job_id = r.job_id AND j.attempt = r.attempt AND j.worker_id = $1
+       AND j.status = 'running'
+    RETURNING j.job_id
+)
+-- Wake idle workers only for jobs due now; a later one is found by their next-due timers.
+SELECT job_id, CASE WHEN $4 <= 0 THEN pg_notify('pg_scheduler_jobs', '') END FROM released
+"""
+
+# A window claimed while another run of its job ran anyway (two workers claimed two windows in the
+# same instant; the advisory lock caught it): overlap 'skip' ends it unrun. Fenced like the rest.
+JOB_SKIP = """
+UPDATE scheduled_jobs
+   SET status = 'cancelled', finished_at = now(), lease_until = NULL, error_message = $4
+ WHERE job_id = $1 AND worker_id = $2 AND attempt = $3 AND status = 'running'
+"""
+
+# use_advisory_lock jobs hold this on a connection kept for the whole run.
+EXCLUSIVE_TRY_LOCK = "SELECT pg_try_advisory_lock($1, $2)"
+EXCLUSIVE_UNLOCK = "SELECT pg_advisory_unlock($1, $2)"

@@ -1,0 +1,18 @@
+"""The process registry: register, heartbeat, deregister, and a supervisor's live workers."""
+
+from __future__ import annotations
+
+WORKER_REGISTER = """
+INSERT INTO scheduler_workers (worker_id, kind, host, pid, tasks, supervisor_id)
+VALUES ($1, $2, $3, $4, $5::text[], $6)
+ON CONFLICT (worker_id) DO UPDATE
+   SET last_heartbeat = now(), tasks = EXCLUDED.tasks
+"""
+WORKER_HEARTBEAT = "UPDATE scheduler_workers SET last_heartbeat = now() WHERE worker_id = $1"
+WORKER_DEREGISTER = "DELETE FROM scheduler_workers WHERE worker_id = $1"
+# The readiness probe of a supervisor ($1): its worker processes that registered and beat lately.
+WORKERS_LIVE_OF_SUPERVISOR = """
+SELECT count(*) FROM scheduler_workers
+ WHERE supervisor_id = $1 AND kind = 'worker'
+   AND last_heartbeat > now() - make_interval(secs => $2)
+"""
