@@ -106,9 +106,9 @@ async def _refresh_stale_statistics(conn: asyncpg.Connection, added: int) -> Non
     autovacuum."""
     try:
         async with conn.transaction():
-            believed = await conn.fetchval(queries.JOBS_PLANNER_ROWS)
+            believed = await conn.fetchval(queries.JOB_GET_PLANNER_ROWS)
             if believed is not None and believed < added:
-                await conn.execute(queries.JOBS_ANALYZE)
+                await conn.execute(queries.JOB_ANALYZE)
     except asyncpg.PostgresError as exc:
         log.debug("schedule_bulk: could not refresh statistics: %r", exc)
 
@@ -423,7 +423,7 @@ class Scheduler:
         assert job_id is not None  # only an explicit id can conflict
         if conflict is ConflictResolution.IGNORE:
             return job_id
-        status = await executor.fetchval(queries.JOB_STATUS, job_id)
+        status = await executor.fetchval(queries.JOB_GET_STATUS, job_id)
         raise JobAlreadyExistsError(f"Job ID {job_id!r} already exists with status {status!r}")
 
     @overload
@@ -596,11 +596,11 @@ class Scheduler:
 
     async def get_vacuum_stats(self, days: int = 7) -> list[dict[str, Any]]:
         await self._ready()
-        return [dict(r) for r in await self.db_pool.fetch(queries.VACUUM_STATS, days)]
+        return [dict(r) for r in await self.db_pool.fetch(queries.VACUUM_LIST_STATS, days)]
 
     async def get_total_vacuum_stats(self) -> dict[str, Any]:
         await self._ready()
-        row = await self.db_pool.fetchrow(queries.VACUUM_TOTALS)
+        row = await self.db_pool.fetchrow(queries.VACUUM_GET_TOTALS)
         return dict(row) if row else {}
 
     # ------------------------------------------------------------------ periodic management
@@ -867,7 +867,7 @@ class Scheduler:
         info = fresh.get(dedup_key)
         if info is None:
             return None
-        runs = await self.db_pool.fetchrow(queries.PERIODIC_RUNS, dedup_key)
+        runs = await self.db_pool.fetchrow(queries.PERIODIC_GET_RUNS, dedup_key)
         last = json.loads(runs["last_run"]) if runs["last_run"] else None
         status = info.status(last)
         pending = runs["next_pending"]

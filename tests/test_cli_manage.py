@@ -303,7 +303,7 @@ async def test_jobs_retry_runs_a_failed_job_again(dsn: str, pool: asyncpg.Pool) 
             job_id = await s.schedule(flaky, execution_time=now(), max_retries=1)
 
             async def status_is(expected: str) -> bool:
-                return bool(await pool.fetchval(queries.JOB_STATUS, job_id) == expected)
+                return bool(await pool.fetchval(queries.JOB_GET_STATUS, job_id) == expected)
 
             await wait_for(lambda: status_is("failed"), message="job failed")
             failed = await pool.fetchrow(queries.JOB_GET, job_id)

@@ -196,7 +196,7 @@ def _literal(value: Any) -> str:
 # a job is due), the leader's orphan rescue (every rescue interval). Arguments as the code passes
 # them: task names, batch limit, worker id, lease seconds, misfire tolerance seconds.
 IDLE_STATEMENTS: dict[str, tuple[str, tuple[Any, ...]]] = {
-    "JOB_NEXT_DUE": (queries.JOB_NEXT_DUE, (REGISTERED,)),
+    "JOB_NEXT_DUE": (queries.JOB_GET_NEXT_DUE, (REGISTERED,)),
     "JOB_CLAIM": (queries.job_claim(10), (REGISTERED, 10, "idle-test-worker", 30.0, 1.0)),
     "JOB_RESCUE": (queries.JOB_RESCUE, ()),
 }
@@ -370,5 +370,5 @@ async def test_a_due_job_on_the_loaded_table_completes_within_2s(pool: asyncpg.P
               f"over {ROWS} future rows")
         assert ran == ["now"]
         # Only that job was claimed: the future rows are all still pending, untouched.
-        counts = dict(await pool.fetch(queries.JOB_COUNTS))
+        counts = dict(await pool.fetch(queries.JOB_COUNT_BY_STATUS))
         assert counts == {"pending": ROWS, "completed": 1}

@@ -703,7 +703,7 @@ async def test_a_large_bulk_into_an_empty_queue_refreshes_the_planner_statistics
     ))
     assert "scheduled_jobs_claim_idx" in plan and "Sort" not in plan, plan
     async with pool.acquire() as conn:  # the refresh's smaller sample ends with it
-        await conn.execute(queries.JOBS_ANALYZE)
+        await conn.execute(queries.JOB_ANALYZE)
         assert await conn.fetchval("SHOW default_statistics_target") == await conn.fetchval(
             "SELECT reset_val FROM pg_settings WHERE name = 'default_statistics_target'")
 
@@ -731,7 +731,7 @@ async def test_a_bursts_statistics_are_in_place_when_its_notification_wakes_the_
             [JobSpec(burst, datetime.now(UTC), args=(i,)) for i in range(6000)]))
         await asyncio.wait_for(woken.wait(), 30)
         # What the woken worker's planner sees now.
-        believed = await worker.fetchval(queries.JOBS_PLANNER_ROWS)
+        believed = await worker.fetchval(queries.JOB_GET_PLANNER_ROWS)
         common = await worker.fetchval(
             "SELECT most_common_vals::text FROM pg_stats"
             " WHERE tablename = 'scheduled_jobs' AND attname = 'status'")

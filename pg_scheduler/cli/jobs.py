@@ -132,7 +132,7 @@ def cancel_command(job_id: str, database_url: str) -> None:
             fail(f"no job {job_id!r}")
         if await scheduler.cancel_job(job_id, reason=CANCEL_REASON):
             return before
-        status = await pool.fetchval(queries.JOB_STATUS, job_id)
+        status = await pool.fetchval(queries.JOB_GET_STATUS, job_id)
         if status is None:
             fail(f"no job {job_id!r}")
         fail(f"job {job_id!r} is already {status}: nothing to cancel")
@@ -164,7 +164,7 @@ def retry_command(job_id: str, database_url: str) -> None:
             row = await conn.fetchrow(queries.JOB_RETRY, job_id)
             if row is not None:
                 return row
-            status = await conn.fetchval(queries.JOB_STATUS, job_id)
+            status = await conn.fetchval(queries.JOB_GET_STATUS, job_id)
         finally:
             await conn.close()
         if status is None:

@@ -114,12 +114,12 @@ async def cluster_status(conn: asyncpg.Connection, *, stale_seconds: float) -> C
     """Leader, live processes, job counts, lag and unrunnable tasks, from one snapshot. A process
     whose heartbeat is older than ``stale_seconds`` is counted as stale, not listed."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        checked_at = await conn.fetchval(queries.DB_NOW)
+        checked_at = await conn.fetchval(queries.DB_GET_NOW)
         leader_row = await conn.fetchrow(queries.LEADER_GET, *LEADER_LOCK)
-        process_rows = await conn.fetch(queries.WORKERS_LIST)
-        count_rows = await conn.fetch(queries.JOB_COUNTS)
-        lag = await conn.fetchval(queries.JOBS_OLDEST_DUE_LAG)
-        unrunnable_rows = await conn.fetch(queries.JOBS_UNRUNNABLE, float(stale_seconds))
+        process_rows = await conn.fetch(queries.WORKER_LIST)
+        count_rows = await conn.fetch(queries.JOB_COUNT_BY_STATUS)
+        lag = await conn.fetchval(queries.JOB_GET_OLDEST_DUE_LAG)
+        unrunnable_rows = await conn.fetch(queries.JOB_COUNT_UNRUNNABLE, float(stale_seconds))
 
     live = [r for r in process_rows if r["heartbeat_age_seconds"] <= stale_seconds]
     leader: LeaderInfo | None = None

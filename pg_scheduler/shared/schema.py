@@ -49,7 +49,7 @@ def latest_version() -> int:
 async def current_version(conn: asyncpg.Connection) -> int:
     """The schema version, 0 for a database we never migrated."""
     try:
-        return int(await conn.fetchval(queries.MIGRATIONS_CURRENT))
+        return int(await conn.fetchval(queries.MIGRATION_GET_CURRENT))
     except asyncpg.UndefinedTableError:
         return 0
 
@@ -58,14 +58,14 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
     """Apply the missing migrations; returns the versions applied (empty when up to date)."""
     applied_now: list[int] = []
     async with conn.transaction():
-        await conn.execute(queries.MIGRATIONS_LOCK, *MIGRATION_LOCK)
-        await conn.execute(queries.MIGRATIONS_CREATE)
-        done = {r["version"] for r in await conn.fetch(queries.MIGRATIONS_APPLIED)}
+        await conn.execute(queries.MIGRATION_TAKE_LOCK, *MIGRATION_LOCK)
+        await conn.execute(queries.MIGRATION_CREATE_TABLE)
+        done = {r["version"] for r in await conn.fetch(queries.MIGRATION_LIST_APPLIED)}
         for migration in migrations():
             if migration.version in done:
                 continue
             await conn.execute(migration.sql)
-            await conn.execute(queries.MIGRATIONS_RECORD, migration.version, migration.name)
+            await conn.execute(queries.MIGRATION_RECORD, migration.version, migration.name)
             applied_now.append(migration.version)
     if applied_now:
         log.info("schema: applied migrations %s", applied_now)

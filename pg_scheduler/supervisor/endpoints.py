@@ -68,7 +68,7 @@ class DatabaseProbe:
                 # database that does not answer, but a probe must not wait for it forever.
                 async with self._pool.acquire(timeout=PROBE_TIMEOUT_SECONDS) as conn:
                     self.workers_registered = int(await conn.fetchval(
-                        queries.WORKERS_LIVE_OF_SUPERVISOR, self.supervisor_id,
+                        queries.WORKER_COUNT_LIVE, self.supervisor_id,
                         self.stale_seconds, timeout=PROBE_TIMEOUT_SECONDS,
                     ))
                 self.last_ok = time.monotonic()

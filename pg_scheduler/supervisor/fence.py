@@ -55,7 +55,7 @@ class Fence:
         LeadershipLostError without a trusted term or once the epoch has moved on."""
         term = self.term()
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(queries.SET_LOCAL_STATEMENT_TIMEOUT, str(int(statement_timeout_ms)))
+            await conn.execute(queries.DB_SET_STATEMENT_TIMEOUT, str(int(statement_timeout_ms)))
             if await conn.fetchval(queries.LEADER_FENCE, term.epoch) is None:
                 raise LeadershipLostError(f"epoch {term.epoch} is no longer current")
             yield conn
@@ -71,5 +71,5 @@ class Unfenced:
     async def transaction(self, statement_timeout_ms: int = 30_000) -> AsyncIterator[asyncpg.Connection]:
         """A pool transaction under a local statement timeout, with no epoch check."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(queries.SET_LOCAL_STATEMENT_TIMEOUT, str(int(statement_timeout_ms)))
+            await conn.execute(queries.DB_SET_STATEMENT_TIMEOUT, str(int(statement_timeout_ms)))
             yield conn

@@ -87,7 +87,7 @@ class Claimer:
         """Seconds until the next pending job of these names is due (<= 0: due now), or None."""
         if not names:
             return None
-        value = await self._pool.fetchval(fresh(queries.JOB_NEXT_DUE), list(names),
+        value = await self._pool.fetchval(fresh(queries.JOB_GET_NEXT_DUE), list(names),
                                          timeout=self.timeout)
         return None if value is None else float(value)
 

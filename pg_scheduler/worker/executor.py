@@ -178,13 +178,13 @@ class Executor:
         assert job.one_at_a_time and job.dedup_key is not None
         key = exclusive_job_lock(job.dedup_key)
         async with self._pool.acquire() as conn:
-            acquired = bool(await conn.fetchval(queries.EXCLUSIVE_TRY_LOCK, *key))
+            acquired = bool(await conn.fetchval(queries.JOB_TRY_LOCK_EXCLUSIVE, *key))
             try:
                 yield acquired
             finally:
                 if acquired:
                     try:
-                        await asyncio.shield(conn.execute(queries.EXCLUSIVE_UNLOCK, *key))
+                        await asyncio.shield(conn.execute(queries.JOB_UNLOCK_EXCLUSIVE, *key))
                     except BaseException as exc:
                         # A pool may skip the reset that would unlock it (shared/db.py):
                         # never hand back a connection that may still hold the lock.
@@ -269,7 +269,7 @@ class Executor:
         if job.overlap not in ("skip", "queue"):
             return
         with contextlib.suppress(Exception):
-            await self._pool.execute(queries.JOBS_NOTIFY)
+            await self._pool.execute(queries.JOB_NOTIFY)
 
     async def _release(self, job: ClaimedJob, why: str, delay: float) -> None:
         await self._write(

@@ -7,21 +7,21 @@ from .claim import _NOT_BLOCKED
 
 # --------------------------------------------------------------------------- schema
 
-MIGRATIONS_CREATE = """
+MIGRATION_CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS scheduler_migrations (
     version     INTEGER PRIMARY KEY,
     name        TEXT NOT NULL,
     applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 )
 """
-MIGRATIONS_LOCK = "SELECT pg_advisory_xact_lock($1, $2)"
-MIGRATIONS_APPLIED = "SELECT version FROM scheduler_migrations"
-MIGRATIONS_RECORD = "INSERT INTO scheduler_migrations (version, name) VALUES ($1, $2)"
-MIGRATIONS_CURRENT = "SELECT coalesce(max(version), 0) FROM scheduler_migrations"
+MIGRATION_TAKE_LOCK = "SELECT pg_advisory_xact_lock($1, $2)"
+MIGRATION_LIST_APPLIED = "SELECT version FROM scheduler_migrations"
+MIGRATION_RECORD = "INSERT INTO scheduler_migrations (version, name) VALUES ($1, $2)"
+MIGRATION_GET_CURRENT = "SELECT coalesce(max(version), 0) FROM scheduler_migrations"
 
 # --------------------------------------------------------------------------- clock
 
-DB_NOW = "SELECT now()"
+DB_GET_NOW = "SELECT now()"
 
 # --------------------------------------------------------------------------- metrics
 
@@ -30,7 +30,7 @@ DB_NOW = "SELECT now()"
 # loose index scan over the claim index), leaving out windows held back behind a running run
 # (overlap skip/queue), which nobody could claim. $1: seconds after which a worker's heartbeat is
 # stale.
-SAMPLE_NO_SEQSCAN = "SET LOCAL enable_seqscan = off"
+DB_DISABLE_SEQSCAN = "SET LOCAL enable_seqscan = off"
 CLUSTER_SAMPLE = f"""
 WITH RECURSIVE prios AS (
     (SELECT priority FROM scheduled_jobs WHERE status = 'pending' ORDER BY priority LIMIT 1)
@@ -63,13 +63,13 @@ SELECT
 
 # --------------------------------------------------------------------------- inspection
 
-JOB_COUNTS = "SELECT status, count(*)::int AS n FROM scheduled_jobs GROUP BY status"
+JOB_COUNT_BY_STATUS = "SELECT status, count(*)::int AS n FROM scheduled_jobs GROUP BY status"
 
 # --------------------------------------------------------------------------- embedded server
 
 # Client sessions other than the asking one: the embedded PostgreSQL is left running while any
 # other process still uses it.
-EMBEDDED_OTHER_SESSIONS = """
+DB_COUNT_OTHER_SESSIONS = """
 SELECT count(*) FROM pg_stat_activity
  WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
 """
@@ -80,7 +80,7 @@ SELECT count(*) FROM pg_stat_activity
 
 # Every registered process, with its heartbeat age on the database clock (clamped: a beat
 # committed after this transaction began is not "in the future").
-WORKERS_LIST = """
+WORKER_LIST = """
 SELECT worker_id, kind, host, pid, tasks, supervisor_id, started_at, last_heartbeat,
        greatest(extract(epoch FROM now() - last_heartbeat), 0)::float8 AS heartbeat_age_seconds
   FROM scheduler_workers
@@ -100,7 +100,7 @@ SELECT l.leader_id, l.host, l.pid, l.epoch, l.elected_at,
 """
 
 # How late the oldest due pending job is (NULL when nothing is due).
-JOBS_OLDEST_DUE_LAG = """
+JOB_GET_OLDEST_DUE_LAG = """
 SELECT extract(epoch FROM now() - min(execution_time))::float8
   FROM scheduled_jobs
  WHERE status = 'pending' AND execution_time <= now()
@@ -108,7 +108,7 @@ SELECT extract(epoch FROM now() - min(execution_time))::float8
 
 # Pending jobs of tasks that no live process which runs jobs registered ($1: seconds after which
 # a heartbeat is stale). Supervisors never run jobs, so their task lists do not count.
-JOBS_UNRUNNABLE = """
+JOB_COUNT_UNRUNNABLE = """
 SELECT j.job_name AS task, count(*)::int AS pending, min(j.execution_time) AS oldest_execution_time
   FROM scheduled_jobs AS j
  WHERE j.status = 'pending'

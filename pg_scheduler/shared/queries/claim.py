@@ -29,7 +29,7 @@ _NOT_AWAITING_MISFIRE = f"""
  OR j.window_start <= coalesce((SELECT pass_at FROM scheduler_periodic_pass), 'infinity'))
 """
 
-JOB_NEXT_DUE = f"""
+JOB_GET_NEXT_DUE = f"""
 SELECT extract(epoch FROM min(due.execution_time) - now())::float8
 FROM unnest($1::text[]) AS t(name)
 CROSS JOIN LATERAL (
@@ -251,5 +251,5 @@ UPDATE scheduled_jobs
 """
 
 # use_advisory_lock jobs hold this on a connection kept for the whole run.
-EXCLUSIVE_TRY_LOCK = "SELECT pg_try_advisory_lock($1, $2)"
-EXCLUSIVE_UNLOCK = "SELECT pg_advisory_unlock($1, $2)"
+JOB_TRY_LOCK_EXCLUSIVE = "SELECT pg_try_advisory_lock($1, $2)"
+JOB_UNLOCK_EXCLUSIVE = "SELECT pg_advisory_unlock($1, $2)"

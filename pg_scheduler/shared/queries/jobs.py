@@ -60,17 +60,17 @@ RETURNING job_id
 """
 
 # What the planner believes the jobs table holds (-1: never analyzed), and the refresh.
-JOBS_PLANNER_ROWS = "SELECT reltuples FROM pg_class WHERE oid = 'scheduled_jobs'::regclass"
+JOB_GET_PLANNER_ROWS = "SELECT reltuples FROM pg_class WHERE oid = 'scheduled_jobs'::regclass"
 # The refresh only has to tell the planner that many rows are pending now; a sample of 3,000 rows
 # (statistics target 10) does, where the default 30,000 read a whole 20,000-row burst: 5 ms
 # instead of 14-18, a tenth of schedule_bulk's time for such a burst. Autovacuum's next ANALYZE
 # replaces these coarser statistics. Run inside the insert's transaction, which the SET LOCAL
 # ends with.
-JOBS_ANALYZE = """SET LOCAL default_statistics_target = 10;
+JOB_ANALYZE = """SET LOCAL default_statistics_target = 10;
 ANALYZE scheduled_jobs (status, job_name, priority, execution_time)"""
 
 JOB_GET = "SELECT * FROM scheduled_jobs WHERE job_id = $1"
-JOB_STATUS = "SELECT status FROM scheduled_jobs WHERE job_id = $1"
+JOB_GET_STATUS = "SELECT status FROM scheduled_jobs WHERE job_id = $1"
 
 # Cancelling a running job also tells its worker, which cancels the coroutine at once.
 JOB_CANCEL = """
@@ -84,4 +84,4 @@ WITH cancelled AS (
 SELECT pg_notify('pg_scheduler_cancel', job_id) FROM cancelled
 """
 
-JOBS_NOTIFY = "SELECT pg_notify('pg_scheduler_jobs', '')"
+JOB_NOTIFY = "SELECT pg_notify('pg_scheduler_jobs', '')"

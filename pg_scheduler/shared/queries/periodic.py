@@ -99,7 +99,7 @@ SELECT * FROM scheduler_periodic AS p
 PERIODIC_LOCK = "SELECT 1 FROM scheduler_periodic WHERE dedup_key = $1 FOR NO KEY UPDATE"
 
 # Last run and next pending window, for status: both read from the jobs table.
-PERIODIC_RUNS = """
+PERIODIC_GET_RUNS = """
 SELECT
     (SELECT row_to_json(last) FROM (
          SELECT job_id, status, window_start, execution_time, started_at, finished_at,
@@ -157,7 +157,7 @@ UPDATE scheduler_periodic SET next_run_at = $2, last_window = coalesce($3, last_
 
 # Each registrar pass stamps its clock ($1) and reads the previous pass's stamp, in its fenced
 # transaction.
-PERIODIC_PASS_STAMP = """
+PERIODIC_STAMP_PASS = """
 WITH previous AS (SELECT pass_at FROM scheduler_periodic_pass)
 UPDATE scheduler_periodic_pass SET pass_at = $1
 RETURNING (SELECT pass_at FROM previous)
@@ -220,7 +220,7 @@ RETURNING job_id
 # catch-up rows written late after downtime run one after another instead) that started after
 # the run's own window, or after it started for a manual trigger. 'skip' cancels them all;
 # 'queue' keeps the first, due now (it waited on purpose: misfire must not expire it), and
-# cancels the rest. The worker sends JOBS_NOTIFY once the outcome is written, for what is left.
+# cancels the rest. The worker sends JOB_NOTIFY once the outcome is written, for what is left.
 PERIODIC_SETTLE_OVERLAP = """
 WITH ending AS (
     SELECT coalesce(window_start, started_at) AS since FROM scheduled_jobs WHERE job_id = $2

@@ -11,7 +11,7 @@ ON CONFLICT (worker_id) DO UPDATE
 WORKER_HEARTBEAT = "UPDATE scheduler_workers SET last_heartbeat = now() WHERE worker_id = $1"
 WORKER_DEREGISTER = "DELETE FROM scheduler_workers WHERE worker_id = $1"
 # The readiness probe of a supervisor ($1): its worker processes that registered and beat lately.
-WORKERS_LIVE_OF_SUPERVISOR = """
+WORKER_COUNT_LIVE = """
 SELECT count(*) FROM scheduler_workers
  WHERE supervisor_id = $1 AND kind = 'worker'
    AND last_heartbeat > now() - make_interval(secs => $2)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-VACUUM_AFTER = """
+VACUUM_DELETE_OLD = """
 DELETE FROM scheduled_jobs WHERE job_id IN (
     SELECT job_id FROM scheduled_jobs
      WHERE status = $1 AND finished_at < now() - make_interval(secs => $2)
      LIMIT $3)
 """
-VACUUM_ALL = """
+VACUUM_DELETE_ALL = """
 DELETE FROM scheduled_jobs WHERE job_id IN (
     SELECT job_id FROM scheduled_jobs WHERE status = $1 LIMIT $2)
 """
-VACUUM_KEEP_LAST = """
+VACUUM_DELETE_BEYOND_LAST = """
 DELETE FROM scheduled_jobs WHERE job_id IN (
     SELECT job_id FROM scheduled_jobs WHERE status = $1
      ORDER BY finished_at DESC NULLS LAST, job_id DESC
@@ -24,7 +24,7 @@ VALUES (current_date, $1, $2, now())
 ON CONFLICT (stat_date, state) DO UPDATE
    SET deleted = scheduler_vacuum_stats.deleted + EXCLUDED.deleted, last_run = now()
 """
-VACUUM_STATS = """
+VACUUM_LIST_STATS = """
 SELECT stat_date,
        coalesce(sum(deleted) FILTER (WHERE state = 'completed'), 0)::int AS deleted_completed,
        coalesce(sum(deleted) FILTER (WHERE state = 'failed'), 0)::int AS deleted_failed,
@@ -35,7 +35,7 @@ SELECT stat_date,
  WHERE stat_date > current_date - $1::int
  GROUP BY stat_date ORDER BY stat_date DESC
 """
-VACUUM_TOTALS = """
+VACUUM_GET_TOTALS = """
 SELECT coalesce(sum(deleted) FILTER (WHERE state = 'completed'), 0)::int AS total_completed,
        coalesce(sum(deleted) FILTER (WHERE state = 'failed'), 0)::int AS total_failed,
        coalesce(sum(deleted) FILTER (WHERE state = 'cancelled'), 0)::int AS total_cancelled,

@@ -53,7 +53,7 @@ class OrphanRescuer(PeriodicService):
             pruned = await conn.fetch(queries.WORKER_PRUNE_STALE, self.worker_stale_seconds)
             rows = await conn.fetch(queries.JOB_RESCUE)
             if rows:
-                await conn.execute(queries.JOBS_NOTIFY)
+                await conn.execute(queries.JOB_NOTIFY)
         result = RescueResult(
             pruned_workers=[r["worker_id"] for r in pruned],
             requeued=[r["job_id"] for r in rows if r["status"] == "pending"],

@@ -90,9 +90,9 @@ class PeriodicRegistrar(PeriodicService):
         inserted: dict[str, int] = {}
         async with self._tx.transaction() as conn:
             if now is None:
-                now = await conn.fetchval(queries.DB_NOW)
+                now = await conn.fetchval(queries.DB_GET_NOW)
             assert now is not None
-            previous = await conn.fetchval(queries.PERIODIC_PASS_STAMP, now)
+            previous = await conn.fetchval(queries.PERIODIC_STAMP_PASS, now)
             missed_before = now - timedelta(seconds=MISSED_AFTER_SECONDS)
             if previous is not None and now - previous > timedelta(
                     seconds=self.interval_seconds + MISSED_AFTER_SECONDS):

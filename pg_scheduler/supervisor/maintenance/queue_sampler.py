@@ -38,7 +38,7 @@ class QueueSampler(PeriodicService):
     async def run_once(self) -> dict[str, Any]:
         """Sample job counts, oldest due wait and oldest heartbeat age; publish and return it."""
         async with self._tx.transaction() as conn:
-            await conn.execute(queries.SAMPLE_NO_SEQSCAN)
+            await conn.execute(queries.DB_DISABLE_SEQSCAN)
             row = await conn.fetchrow(queries.CLUSTER_SAMPLE, self.worker_stale_seconds)
         assert row is not None
         sample = {

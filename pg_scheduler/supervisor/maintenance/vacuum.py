@@ -67,16 +67,16 @@ class Vacuum(PeriodicService):
         while True:
             async with self._tx.transaction() as conn:
                 if trigger is VacuumTrigger.IMMEDIATE:
-                    status = await conn.execute(queries.VACUUM_ALL, state.value, self.batch_size)
+                    status = await conn.execute(queries.VACUUM_DELETE_ALL, state.value, self.batch_size)
                 elif trigger is VacuumTrigger.TIME_BASED:
                     days = float(policy.days or 0)
                     status = await conn.execute(
-                        queries.VACUUM_AFTER, state.value, days * 86400.0, self.batch_size
+                        queries.VACUUM_DELETE_OLD, state.value, days * 86400.0, self.batch_size
                     )
                 else:
                     keep = int(policy.keep_count or 0)
                     status = await conn.execute(
-                        queries.VACUUM_KEEP_LAST, state.value, keep, self.batch_size
+                        queries.VACUUM_DELETE_BEYOND_LAST, state.value, keep, self.batch_size
                     )
             count = int(status.split()[-1])
             total += count
