@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 
-# Next due time per task name this worker can run: one index probe per name, never a scan.
 # A window of a periodic job with overlap 'skip' or 'queue' waits while a run of that job runs
 # (see PERIODIC_SETTLE_OVERLAP for what happens to it then); anything else is claimable.
 _NOT_BLOCKED = """
@@ -29,6 +28,7 @@ _NOT_AWAITING_MISFIRE = f"""
  OR j.window_start <= coalesce((SELECT pass_at FROM scheduler_periodic_pass), 'infinity'))
 """
 
+# Next due time per task name this worker can run: one index probe per name, never a scan.
 JOB_GET_NEXT_DUE = f"""
 SELECT extract(epoch FROM min(due.execution_time) - now())::float8
 FROM unnest($1::text[]) AS t(name)
@@ -46,19 +46,18 @@ CROSS JOIN LATERAL (
 # expired instead of run: misfire is judged against the due time, on the database clock.
 #
 # The rows are found again by ctid (a TID scan: the row versions just locked cannot move before
-# this statement updates them). A join on job_id let PostgreSQL's generic plan (which asyncpg's
-# prepared statements get after five runs) guess LIMIT $2 at a tenth of the table, hash-join and
-# scan the whole table at every claim: the drain spent 49 CPU-seconds of PostgreSQL on 60,000
-# jobs. A TID scan is chosen whatever the guess at the limit (on a table of a few pages, a
-# sequential scan may be: worker/plans.py re-plans as the table grows).
+# this statement updates them), not by a join on job_id: PostgreSQL's generic plan (which
+# asyncpg's prepared statements get after five runs) guesses LIMIT $2 at a tenth of the table,
+# and with a join it would hash-join and scan the whole table at every claim. A TID scan is
+# chosen whatever the guess at the limit (on a table of a few pages, a sequential scan may be:
+# worker/plans.py re-plans as the table grows).
 #
 # The rows are picked under a literal LIMIT (``bound``, the power of two at or above the limit)
 # and the parameter $2 then cuts them to the free slots; LockRows locks only the rows the outer
-# LIMIT pulls. With the bare LIMIT $2, the generic plan's guess made it look dearer than a custom
-# one, so PostgreSQL planned the statement afresh at every execution: about a third of the
-# database's CPU per job in a drain (bench/sqlcost.py). With a literal bound the two cost the
-# same and the generic plan is kept after five executions; a handful of bounds keeps the
-# statements few in asyncpg's statement cache.
+# LIMIT pulls. Under a bare LIMIT $2, the generic plan's guess would make it look dearer than a
+# custom one, and PostgreSQL would plan the statement afresh at every execution. With a literal
+# bound the two cost the same and the generic plan is kept after five executions; a handful of
+# bounds keeps the statements few in asyncpg's statement cache.
 def claim_bound(limit: int) -> int:
     """The literal inner LIMIT of a claim of ``limit`` rows: the power of two at or above it."""
     if type(limit) is not int or limit < 1:
@@ -71,8 +70,8 @@ def _claim(names: str, limit: str, bound: int, worker: str, lease: str, toleranc
     JOB_COMPLETE_AND_CLAIM). job_id and attempt come first in RETURNING: that statement's
     UNION pads the rest."""
     # Inline in each CASE, not computed once in a sub-SELECT: a sub-SELECT is a SubPlan run per
-    # row, about a tenth of the statement's cost (bench/sqlcost.py); the test itself is one null
-    # check for the many rows without a misfire grace.
+    # row, dearer than the test, which is one null check for the many rows without a misfire
+    # grace.
     m = f"""(j.misfire_grace_time IS NOT NULL
              AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + {tolerance}))"""
     return f"""
@@ -135,10 +134,9 @@ def _job_claim(bound: int) -> str:
 # Driven by the arrays: each (job_id, attempt) is one primary-key probe, locked in the order of
 # the sorted arrays, and only then checked for this worker and ``running`` (on the version
 # locked). Joined the other way, the generic plan (statistics taken while no row runs guess one
-# running row per worker) scanned the worker's running rows and, for each, every array element:
-# n x n comparisons, 1.7 of a 100-job statement's 3.4 ms (bench/sqlcost.py: 32 -> 22 us of
-# PostgreSQL CPU per job at 100). Neither the worker nor the status is in the locking
-# sub-select, so no index but the primary key can serve it.
+# running row per worker) would scan the worker's running rows and, for each, every array element:
+# n x n comparisons. Neither the worker nor the status is in the locking sub-select, so no index
+# but the primary key can serve it.
 def _lock_my_runs(ids: str, attempts: str) -> str:
     """Lock this worker's ($1) running rows named by the (job_id, attempt) arrays, in job_id
     order."""
@@ -176,7 +174,7 @@ RETURNING j.job_id, j.attempt
 JOB_COMPLETE_MANY = _lock_my_runs("$2", "$3") + _COMPLETE_MINE
 
 # A busy worker's completions and the claim that refills the slots they free, in one statement:
-# one round trip and one commit where there were two (the commit, WAL flush included, is most of
+# one round trip and one commit instead of two (the commit, WAL flush included, is most of
 # what a small statement costs PostgreSQL). $1 worker, $2/$3 the completions' (job_id, attempt),
 # $4 names, $5 limit, $6 lease seconds, $7 misfire tolerance. Rows with ``claimed`` false are
 # the completions that were refused by the fence (job_id and attempt only; usually none, so the

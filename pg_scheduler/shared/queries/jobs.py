@@ -62,10 +62,9 @@ RETURNING job_id
 # What the planner believes the jobs table holds (-1: never analyzed), and the refresh.
 JOB_GET_PLANNER_ROWS = "SELECT reltuples FROM pg_class WHERE oid = 'scheduled_jobs'::regclass"
 # The refresh only has to tell the planner that many rows are pending now; a sample of 3,000 rows
-# (statistics target 10) does, where the default 30,000 read a whole 20,000-row burst: 5 ms
-# instead of 14-18, a tenth of schedule_bulk's time for such a burst. Autovacuum's next ANALYZE
-# replaces these coarser statistics. Run inside the insert's transaction, which the SET LOCAL
-# ends with.
+# (statistics target 10) does, where the default sample of 30,000 reads the whole of a burst of
+# that size. Autovacuum's next ANALYZE replaces these coarser statistics. Run inside the insert's
+# transaction, which the SET LOCAL ends with.
 JOB_ANALYZE = """SET LOCAL default_statistics_target = 10;
 ANALYZE scheduled_jobs (status, job_name, priority, execution_time)"""
 

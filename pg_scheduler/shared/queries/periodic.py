@@ -84,8 +84,8 @@ SELECT c.every_seconds, c.cron, c.timezone, (SELECT count(*) FROM dropped) AS dr
 PERIODIC_LIST = "SELECT * FROM scheduler_periodic ORDER BY dedup_key"
 # Locks the definitions for the pass: a disable or a schedule change (which lock the row first,
 # see PERIODIC_LOCK) either waits for the pass to commit and then cancels its windows, or commits
-# first and the pass re-reads the row (not enabled: skipped). Without it a pass racing a disable
-# wrote windows the disable could not see, and they ran.
+# first and the pass re-reads the row (not enabled: skipped). Without it, a pass racing a disable
+# would write windows the disable cannot see, and they would run.
 PERIODIC_LIST_DUE = """
 SELECT * FROM scheduler_periodic AS p
  WHERE enabled AND (next_run_at IS NULL OR next_run_at <= now() + make_interval(secs => $1))
@@ -132,7 +132,7 @@ SELECT (SELECT count(*) FROM changed) AS changed, (SELECT count(*) FROM dropped)
 # window a no-op, whoever tries it. A window written late (coalesced after downtime) is due now:
 # misfire is judged against the due time. A window that a disable or a schedule change cancelled
 # before it came is written again (pending) when the job is re-enabled or the schedule wants it:
-# else the cancelled rows blocked the windows for up to the lookahead after an enable.
+# else the cancelled rows would block the windows for up to the lookahead after an enable.
 PERIODIC_ENQUEUE = """
 INSERT INTO scheduled_jobs AS j
     (job_id, job_name, execution_time, task_data, priority, max_retries, misfire_grace_time,

@@ -23,9 +23,8 @@ _LOST_ATTEMPT_SET = """
 
 # Running jobs whose lease expired. A lease is honoured to its end even when its worker is gone
 # from the registry: the registry's heartbeat and the lease renewal are separate writes, so a
-# worker can be pruned as stale a moment before a lease it renewed since runs out (the chaos
-# suite caught a rescue 0.5 s early, with the worker alive, only frozen). Rows with no lease at
-# all (written by 0.2.3) fall back to the registry.
+# worker that is alive but frozen can be pruned as stale a moment before a lease it renewed since
+# runs out. Rows with no lease at all (written by 0.2.3) fall back to the registry.
 JOB_RESCUE = f"""
 WITH lost AS (
     SELECT job_id FROM scheduled_jobs AS j
