@@ -9,6 +9,8 @@ Statements are named ``<ENTITY>_<VERB>[_<WHAT>]``: the entity in the singular (`
 ``JOB``, ``WORKER``, ``LEADER``, ``PERIODIC``, ``VACUUM``, ``CLUSTER``; ``DB`` for the server and
 session settings), then what the statement does: ``JOB_GET_STATUS``, ``PERIODIC_STAMP_PASS``.
 ``JOBS_TABLE``, ``JOB_COPY_COLUMNS`` and ``MISSED_AFTER_SECONDS`` are values, not statements.
+A statement of more than two parameters has a legend on the line directly above it, in one form:
+``# $1 job_id, $2 worker_id, $3 attempt`` (tests/test_queries.py checks names and legends).
 """
 
 from __future__ import annotations

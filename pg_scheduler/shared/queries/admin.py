@@ -121,6 +121,7 @@ SELECT j.job_name AS task, count(*)::int AS pending, min(j.execution_time) AS ol
 
 # Newest due time first. $1: states (NULL: all); $2: a task's full name or the part after the
 # module (NULL: all); $3: most rows.
+# $1 states, $2 task, $3 limit
 JOB_LIST = """
 SELECT * FROM scheduled_jobs
  WHERE ($1::text[] IS NULL OR status = ANY ($1::text[]))

@@ -115,9 +115,10 @@ def replanned(sql: str, generation: int) -> str:
     return f"/* plan generation {generation:d} */ {sql}"
 
 
+# $1 names, $2 limit, $3 worker_id, $4 lease_seconds, $5 misfire_tolerance_seconds
 def job_claim(limit: int) -> str:
-    """The claim of up to $2 rows, for a $2 of ``limit``; $1 names, $3 worker, $4 lease seconds,
-    $5 misfire tolerance. One statement per claim_bound, shared by the limits under it."""
+    """The claim of up to $2 rows, for a $2 of ``limit``. One statement per claim_bound, shared by
+    the limits under it."""
     return _job_claim(claim_bound(limit))
 
 
@@ -154,6 +155,7 @@ WITH mine AS (
 )"""
 
 
+# $1 worker_id, $2 lease_seconds, $3 job_ids, $4 attempts
 JOB_RENEW_LEASES = _lock_my_runs("$3", "$4") + """
 UPDATE scheduled_jobs AS j
    SET lease_until = now() + make_interval(secs => $2), last_heartbeat = now()
@@ -171,18 +173,19 @@ UPDATE scheduled_jobs AS j
  WHERE j.job_id = mine.job_id
 RETURNING j.job_id, j.attempt
 """
+# $1 worker_id, $2 job_ids, $3 attempts
 JOB_COMPLETE_MANY = _lock_my_runs("$2", "$3") + _COMPLETE_MINE
 
 # A busy worker's completions and the claim that refills the slots they free, in one statement:
 # one round trip and one commit instead of two (the commit, WAL flush included, is most of
-# what a small statement costs PostgreSQL). $1 worker, $2/$3 the completions' (job_id, attempt),
-# $4 names, $5 limit, $6 lease seconds, $7 misfire tolerance. Rows with ``claimed`` false are
-# the completions that were refused by the fence (job_id and attempt only; usually none, so the
-# reply carries the claimed rows alone); the others are claimed jobs, as job_claim returns them.
-# Both updates see the statement's snapshot, so they touch disjoint rows
-# (running ones and pending ones), and the claim's SKIP LOCKED never waits on the completion's
-# locks. A held-back window of a skip/queue job whose run completes here is claimable only from
+# what a small statement costs PostgreSQL). $2/$3 are the completions' (job_id, attempt). Rows
+# with ``claimed`` false are the completions that were refused by the fence (job_id and attempt
+# only; usually none, so the reply carries the claimed rows alone); the others are claimed jobs,
+# as job_claim returns them. Both updates see the statement's snapshot, so they touch disjoint
+# rows (running ones and pending ones), and the claim's SKIP LOCKED never waits on the
+# completion's locks. A held-back window of a skip/queue job whose run completes here is claimable only from
 # the next statement on, as it would be after a separate completion.
+# $1 worker_id, $2 job_ids, $3 attempts, $4 names, $5 limit, $6 lease_seconds, $7 misfire_tolerance_seconds
 def job_complete_and_claim(limit: int) -> str:
     """The statement above, for a claim limit $5 of ``limit`` (one per claim_bound)."""
     return _job_complete_and_claim(claim_bound(limit))
@@ -209,6 +212,7 @@ make_interval(secs => least($4::float8 * power(2, least(j.retry_count, 60)), $5:
 """
 
 # A failed attempt: retry later while retries remain, else final ``failed``. Fenced.
+# $1 job_id, $2 worker_id, $3 attempt, $4 retry_delay_seconds, $5 retry_max_delay_seconds, $6 retry_jitter, $7 error_message  # noqa: E501
 JOB_FAIL = f"""
 UPDATE scheduled_jobs AS j SET
     status         = CASE WHEN j.retry_count < j.max_retries THEN 'pending' ELSE 'failed' END,
@@ -226,6 +230,7 @@ RETURNING j.status, j.retry_count, j.execution_time
 
 # Give jobs back at shutdown (or when an exclusive lock is busy): pending again, due at
 # $4 seconds from now, no retry consumed. Fenced by (job, worker, attempt).
+# $1 worker_id, $2 job_ids, $3 attempts, $4 delay_seconds, $5 error_message
 JOB_RELEASE = """
 WITH released AS (
     UPDATE scheduled_jobs AS j
@@ -242,6 +247,7 @@ SELECT job_id, CASE WHEN $4 <= 0 THEN pg_notify('pg_scheduler_jobs', '') END FRO
 
 # A window claimed while another run of its job ran anyway (two workers claimed two windows in the
 # same instant; the advisory lock caught it): overlap 'skip' ends it unrun. Fenced like the rest.
+# $1 job_id, $2 worker_id, $3 attempt, $4 error_message
 JOB_SKIP = """
 UPDATE scheduled_jobs
    SET status = 'cancelled', finished_at = now(), lease_until = NULL, error_message = $4

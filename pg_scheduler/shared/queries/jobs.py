@@ -10,6 +10,7 @@ JOB_COPY_COLUMNS = ("job_id", "job_name", "execution_time", "task_data", "priori
 
 _JOB_INSERT_COLUMNS = f"({', '.join(JOB_COPY_COLUMNS)})"
 
+# $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds  # noqa: E501
 JOB_INSERT = f"""
 INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
 VALUES (coalesce($1, gen_random_uuid()::text), $2, $3, $4::jsonb, $5, $6, $7, $8)
@@ -27,6 +28,7 @@ _JOB_REPLACE_SET = """
 
 # REPLACE resets the row to a fresh pending job. ``attempt`` is kept: it only grows, so a run of
 # the replaced job still in flight is fenced out and its completion refused.
+# $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds  # noqa: E501
 JOB_UPSERT = f"""
 INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
 VALUES (coalesce($1, gen_random_uuid()::text), $2, $3, $4::jsonb, $5, $6, $7, $8)
@@ -41,6 +43,7 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::
          misfire_grace_time, timeout_seconds)
 """
 
+# $1 job_ids, $2 job_names, $3 execution_times, $4 task_data, $5 priorities, $6 max_retries, $7 misfire_grace_times, $8 timeout_seconds  # noqa: E501
 JOB_INSERT_BULK = f"""
 INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
 SELECT job_id, job_name, execution_time, task_data::jsonb, priority, max_retries,
@@ -50,6 +53,7 @@ ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id
 """
 
+# $1 job_ids, $2 job_names, $3 execution_times, $4 task_data, $5 priorities, $6 max_retries, $7 misfire_grace_times, $8 timeout_seconds  # noqa: E501
 JOB_UPSERT_BULK = f"""
 INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
 SELECT job_id, job_name, execution_time, task_data::jsonb, priority, max_retries,

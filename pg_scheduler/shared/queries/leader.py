@@ -4,12 +4,14 @@ that opens every leader transaction."""
 from __future__ import annotations
 
 LEADER_TRY_LOCK = "SELECT pg_try_advisory_lock($1, $2)"
+# $1 leader_id, $2 host, $3 pid
 LEADER_BUMP_EPOCH = """
 UPDATE scheduler_leader
    SET epoch = epoch + 1, leader_id = $1, host = $2, pid = $3, elected_at = now()
 RETURNING epoch
 """
 # Leadership is checked, never renewed by locking again (session advisory locks stack).
+# $1 lock_classid, $2 lock_objid, $3 epoch
 LEADER_CHECK = """
 SELECT EXISTS (
            SELECT 1 FROM pg_locks

@@ -9,6 +9,7 @@ from __future__ import annotations
 # the CLI (overridden_at). A change of the schedule in force resets the window cursor so the new
 # schedule starts at its next window, and cancels the windows already written ahead from the old
 # one (else they still run, off the new grid).
+# $1 dedup_key, $2 task_name, $3 job_name, $4 every_seconds, $5 cron, $6 timezone, $7 priority, $8 max_retries, $9 use_advisory_lock, $10 enabled, $11 on_dst_gap, $12 on_dst_fold, $13 misfire, $14 catch_up_seconds, $15 overlap  # noqa: E501
 PERIODIC_UPSERT = """
 WITH old AS (
     SELECT every_seconds, cron, timezone, overridden_at
@@ -60,6 +61,7 @@ WHERE (p.task_name, p.job_name, p.code_every_seconds, p.code_cron, p.code_timezo
 # $3 cron, $4 time zone; $5 false: back to the code's schedule). Like a code change, it restarts
 # the window cursor and cancels the windows written ahead under the old schedule. Run after
 # PERIODIC_LOCK in the same transaction.
+# $1 dedup_key, $2 every_seconds, $3 cron, $4 timezone, $5 override
 PERIODIC_SET_SCHEDULE = """
 WITH changed AS (
     UPDATE scheduler_periodic
@@ -133,6 +135,7 @@ SELECT (SELECT count(*) FROM changed) AS changed, (SELECT count(*) FROM dropped)
 # misfire is judged against the due time. A window that a disable or a schedule change cancelled
 # before it came is written again (pending) when the job is re-enabled or the schedule wants it:
 # else the cancelled rows would block the windows for up to the lookahead after an enable.
+# $1 dedup_key, $2 task_name, $3 priority, $4 max_retries, $5 misfire_grace_time, $6 use_advisory_lock, $7 windows, $8 overlap  # noqa: E501
 PERIODIC_ENQUEUE = """
 INSERT INTO scheduled_jobs AS j
     (job_id, job_name, execution_time, task_data, priority, max_retries, misfire_grace_time,
@@ -150,6 +153,7 @@ ON CONFLICT (dedup_key, window_start) WHERE dedup_key IS NOT NULL DO UPDATE SET
    AND j.error_message IN ('periodic job disabled', 'periodic schedule changed')
 RETURNING job_id
 """
+# $1 dedup_key, $2 next_run_at, $3 last_window
 PERIODIC_ADVANCE = """
 UPDATE scheduler_periodic SET next_run_at = $2, last_window = coalesce($3, last_window)
  WHERE dedup_key = $1
@@ -171,6 +175,7 @@ RETURNING (SELECT pass_at FROM previous)
 # is the one run and every written one is cancelled. 'all' keeps each, due now, unless it is older
 # than catch_up. What is kept is re-dated, so the claims' wait (_NOT_AWAITING_MISFIRE) ends for
 # it and the misfire grace judges it from now, as it does the missed windows written late.
+# $1 previous_pass_at, $2 missed_before, $3 pass_at
 PERIODIC_RULE_MISSED = """
 WITH missed AS (
     SELECT j.job_id, p.misfire,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# $1 worker_id, $2 kind, $3 host, $4 pid, $5 tasks, $6 supervisor_id
 WORKER_REGISTER = """
 INSERT INTO scheduler_workers (worker_id, kind, host, pid, tasks, supervisor_id)
 VALUES ($1, $2, $3, $4, $5::text[], $6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# $1 status, $2 age_seconds, $3 batch_size
 VACUUM_DELETE_OLD = """
 DELETE FROM scheduled_jobs WHERE job_id IN (
     SELECT job_id FROM scheduled_jobs
@@ -12,6 +13,7 @@ VACUUM_DELETE_ALL = """
 DELETE FROM scheduled_jobs WHERE job_id IN (
     SELECT job_id FROM scheduled_jobs WHERE status = $1 LIMIT $2)
 """
+# $1 status, $2 keep_count, $3 batch_size
 VACUUM_DELETE_BEYOND_LAST = """
 DELETE FROM scheduled_jobs WHERE job_id IN (
     SELECT job_id FROM scheduled_jobs WHERE status = $1
