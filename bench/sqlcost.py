@@ -42,7 +42,7 @@ VARIANTS = ("raw", *COMBINED)
 
 
 def _combined(variant: str, batch: int) -> str:
-    sql = queries.job_complete_and_claim(batch)
+    sql = queries.job_complete_and_claim_sql(batch)
     if variant == "ours-no-misfire":
         return _MISFIRE.sub("false", sql)
     if variant == "ours-no-overlap":
@@ -84,7 +84,7 @@ async def _drain(conn: asyncpg.Connection, variant: str, batch: int) -> int:
     else:
         sql = _combined(variant, batch)
         has_tolerance = "$7" in sql  # the misfire check is the only user of the tolerance
-        rows = await conn.fetch(queries.job_claim(batch), [TASK], batch, WORKER, 30.0, 60.0)
+        rows = await conn.fetch(queries.job_claim_sql(batch), [TASK], batch, WORKER, 30.0, 60.0)
         while rows:
             args = [WORKER, [r["job_id"] for r in rows], [r["attempt"] for r in rows], [TASK],
                     batch, 30.0] + ([60.0] if has_tolerance else [])

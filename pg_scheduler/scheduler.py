@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypedDict, overload
 
 import asyncpg
 
@@ -117,22 +117,25 @@ _Options = tuple[str, int, int, float | None, float | None]
 """Checked per-job options: task name, stored priority, max_retries, misfire grace, timeout."""
 
 
-def _row(
-    job_id: str | None, execution_time: datetime, args: Sequence[Any],
-    kwargs: Mapping[str, Any] | None, options: _Options,
-) -> tuple[Any, ...]:
-    """One job's JOB_INSERT / COPY parameters; checks the id and the due time, and encodes the
-    arguments."""
-    _check_job_id(job_id)
-    _check_due_time(execution_time)
-    return _columns(job_id, execution_time, args, kwargs, options)
+class _JobValues(TypedDict):
+    """One job's values, by name: the keywords of ``queries.job_insert``."""
+
+    job_id: str | None
+    job_name: str
+    execution_time: datetime
+    task_data: str
+    priority: int
+    max_retries: int
+    misfire_grace_time: float | None
+    timeout_seconds: float | None
 
 
 def _columns(
     job_id: str | None, execution_time: datetime, args: Sequence[Any],
     kwargs: Mapping[str, Any] | None, options: _Options,
 ) -> tuple[Any, ...]:
-    """The row in JOB_INSERT's / JOB_COPY_COLUMNS' order, its values already checked."""
+    """The row in JOB_COPY_COLUMNS' order (COPY's and job_insert_bulk's), its values already
+    checked."""
     name, priority, max_retries, grace, timeout = options
     return (job_id, name, execution_time, encode_task_data(args, kwargs), priority, max_retries,
             grace, timeout)
@@ -409,15 +412,16 @@ class Scheduler:
         already) or the name of a task registered elsewhere. ``connection`` writes inside the
         caller's transaction: the job exists only if that transaction commits. One round trip.
         """
-        row = self._prepare(
+        values = self._prepare(
             func, execution_time, args, kwargs, priority, max_retries,
             new_job_id() if job_id is None else job_id, misfire_grace_time, timeout_seconds,
         )
         conflict = ConflictResolution(conflict_resolution)
         await self._ready(dedicated=connection is not None)
-        query = queries.JOB_UPSERT if conflict is ConflictResolution.REPLACE else queries.JOB_INSERT
         executor = connection if connection is not None else self.db_pool
-        new_id = await executor.fetchval(query, *row)
+        new_id = await queries.job_insert(
+            executor, **values, replace=conflict is ConflictResolution.REPLACE,
+        )
         if new_id is not None:
             return str(new_id)
         assert job_id is not None  # only an explicit id can conflict
@@ -498,15 +502,14 @@ class Scheduler:
                 unique_rows = list(last.values())
             else:
                 unique_rows = rows
-            query = (queries.JOB_UPSERT_BULK if conflict is ConflictResolution.REPLACE
-                     else queries.JOB_INSERT_BULK)
+            replacing = conflict is ConflictResolution.REPLACE
 
             async def write(conn: asyncpg.Connection) -> set[str] | None:
                 inserted: set[str] = set()
                 for start in range(0, len(unique_rows), batch_size):
                     chunk = unique_rows[start:start + batch_size]
-                    columns = [list(col) for col in zip(*chunk, strict=True)]
-                    inserted.update(r["job_id"] for r in await conn.fetch(query, *columns))
+                    written = await queries.job_insert_bulk(conn, rows=chunk, replace=replacing)
+                    inserted.update(r["job_id"] for r in written)
                 if conflict is ConflictResolution.RAISE and len(inserted) < len(rows):
                     clashing = (sorted(set(ids) - inserted)
                                 or sorted({i for i in ids if ids.count(i) > 1}))
@@ -704,10 +707,17 @@ class Scheduler:
         job_id: str | None,
         misfire_grace_time: float | None | _Unset,
         timeout_seconds: float | None,
-    ) -> tuple[Any, ...]:
-        """Validate everything before anything is written; returns the JOB_INSERT parameters."""
+    ) -> _JobValues:
+        """Validate everything before anything is written; returns the job's values."""
         options = self._options(func, priority, max_retries, misfire_grace_time, timeout_seconds)
-        return _row(job_id, execution_time, args, kwargs, options)
+        _check_job_id(job_id)
+        _check_due_time(execution_time)
+        name, stored_priority, stored_retries, grace, timeout = options
+        return _JobValues(
+            job_id=job_id, job_name=name, execution_time=execution_time,
+            task_data=encode_task_data(args, kwargs), priority=stored_priority,
+            max_retries=stored_retries, misfire_grace_time=grace, timeout_seconds=timeout,
+        )
 
     def _bulk_rows(self, jobs: Sequence[JobSpec], ids: Sequence[str]) -> Iterator[tuple[Any, ...]]:
         """The rows of ``jobs`` under ``ids``, with _prepare's checks.

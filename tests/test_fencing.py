@@ -185,7 +185,7 @@ _FENCED_WRITES = {
     "complete": (lambda ids, attempts: (queries.JOB_COMPLETE_MANY, "w1", ids, attempts),
                  "completed"),
     "complete and claim": (lambda ids, attempts: (
-        queries.job_complete_and_claim(2), "w1", ids, attempts, ["fenced"], 2, 30.0, 1.0),
+        queries.job_complete_and_claim_sql(2), "w1", ids, attempts, ["fenced"], 2, 30.0, 1.0),
         "completed"),
 }
 

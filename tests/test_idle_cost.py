@@ -197,7 +197,7 @@ def _literal(value: Any) -> str:
 # them: task names, batch limit, worker id, lease seconds, misfire tolerance seconds.
 IDLE_STATEMENTS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "JOB_NEXT_DUE": (queries.JOB_GET_NEXT_DUE, (REGISTERED,)),
-    "JOB_CLAIM": (queries.job_claim(10), (REGISTERED, 10, "idle-test-worker", 30.0, 1.0)),
+    "JOB_CLAIM": (queries.job_claim_sql(10), (REGISTERED, 10, "idle-test-worker", 30.0, 1.0)),
     "JOB_RESCUE": (queries.JOB_RESCUE, ()),
 }
 
@@ -266,8 +266,8 @@ async def test_a_busy_workers_claims_keep_one_generic_plan_that_scans_nothing(
     await load_future_jobs(pool)
     await _add_due_jobs(pool, 300)
     await pool.execute("ANALYZE scheduled_jobs")
-    claim_sql = queries.job_claim(10)
-    refill_sql = queries.job_complete_and_claim(10)
+    claim_sql = queries.job_claim_sql(10)
+    refill_sql = queries.job_complete_and_claim_sql(10)
     one = await asyncpg.create_pool(dsn, min_size=1, max_size=1)  # one session: its own cache
     try:
         claimer = Claimer(one, worker_id="plan-test-worker", lease_seconds=30,

@@ -199,7 +199,7 @@ async def claimable_ids(pool: asyncpg.Pool, task: str) -> list[str]:
         await tx.start()
         try:
             due = await conn.fetchval(queries.JOB_GET_NEXT_DUE, [task])
-            rows = await conn.fetch(queries.job_claim(100), [task], 100, "test-worker", 30.0, 1.0)
+            rows = await conn.fetch(queries.job_claim_sql(100), [task], 100, "test-worker", 30.0, 1.0)
         finally:
             await tx.rollback()
     assert (due is None) == (rows == []), "the worker's timer and its claim disagree"

@@ -387,8 +387,11 @@ async def publish(conn: asyncpg.Connection, definitions: Sequence[PeriodicDefini
     for d in definitions:
         async with conn.transaction():
             await conn.execute(queries.PERIODIC_LOCK, d.dedup_key)
-            await conn.execute(
-                queries.PERIODIC_UPSERT, d.dedup_key, d.task_name, d.job_name, d.every_seconds,
-                d.cron, d.timezone, d.priority.db_value, d.max_retries, d.use_advisory_lock,
-                d.enabled, d.on_dst_gap, d.on_dst_fold, d.misfire, d.catch_up_seconds, d.overlap,
+            await queries.periodic_upsert(
+                conn, dedup_key=d.dedup_key, task_name=d.task_name, job_name=d.job_name,
+                every_seconds=d.every_seconds, cron=d.cron, timezone=d.timezone,
+                priority=d.priority.db_value, max_retries=d.max_retries,
+                use_advisory_lock=d.use_advisory_lock, enabled=d.enabled, on_dst_gap=d.on_dst_gap,
+                on_dst_fold=d.on_dst_fold, misfire=d.misfire, catch_up_seconds=d.catch_up_seconds,
+                overlap=d.overlap,
             )

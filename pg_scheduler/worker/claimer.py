@@ -20,7 +20,7 @@ import asyncpg
 from ..shared import queries
 from ..shared.serialization import decode_task_data
 from .busy_connection import BusyConnection
-from .plans import fresh
+from .plans import fresh, generation
 
 
 @dataclass(slots=True, eq=False)
@@ -97,7 +97,7 @@ class Claimer:
             return []
         sent = time.monotonic()
         rows = await self._pool.fetch(
-            fresh(queries.job_claim(limit)), list(names), limit, self.worker_id, self.lease_seconds,
+            fresh(queries.job_claim_sql(limit)), list(names), limit, self.worker_id, self.lease_seconds,
             self.misfire_tolerance_seconds, timeout=self.timeout,
         )
         return _in_priority_order(rows, sent)
@@ -109,10 +109,11 @@ class Claimer:
         statement; returns the completions that landed and the jobs claimed, in priority
         order."""
         sent = time.monotonic()
-        rows = await self._busy.fetch(
-            fresh(queries.job_complete_and_claim(limit)), self.worker_id, job_ids, attempts,
-            list(names), limit, self.lease_seconds, self.misfire_tolerance_seconds,
-            timeout=self.timeout,
+        rows = await queries.job_complete_and_claim(
+            self._busy, worker_id=self.worker_id, job_ids=job_ids, attempts=attempts,
+            names=list(names), limit=limit, lease_seconds=self.lease_seconds,
+            misfire_tolerance_seconds=self.misfire_tolerance_seconds,
+            plan_generation=generation(), timeout=self.timeout,
         )
         done = set(zip(job_ids, attempts, strict=True))
         claimed = []

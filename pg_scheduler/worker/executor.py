@@ -208,10 +208,11 @@ class Executor:
     async def _fail(self, job: ClaimedJob, message: str) -> Outcome:
         await self._settle_overlap(job)
         row = await self._write(
-            lambda: self._pool.fetchrow(
-                queries.JOB_FAIL, job.job_id, self.worker_id, job.attempt,
-                self.retry_delay_seconds, self.retry_max_delay_seconds, self.retry_jitter,
-                message[:ERROR_MESSAGE_LIMIT],
+            lambda: queries.job_fail(
+                self._pool, job_id=job.job_id, worker_id=self.worker_id, attempt=job.attempt,
+                retry_delay_seconds=self.retry_delay_seconds,
+                retry_max_delay_seconds=self.retry_max_delay_seconds,
+                retry_jitter=self.retry_jitter, error_message=message[:ERROR_MESSAGE_LIMIT],
             )
         )
         await self._wake_held_back(job)

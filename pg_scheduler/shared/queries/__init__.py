@@ -11,6 +11,10 @@ session settings), then what the statement does: ``JOB_GET_STATUS``, ``PERIODIC_
 ``JOBS_TABLE``, ``JOB_COPY_COLUMNS`` and ``MISSED_AFTER_SECONDS`` are values, not statements.
 A statement of more than two parameters has a legend on the line directly above it, in one form:
 ``# $1 job_id, $2 worker_id, $3 attempt`` (tests/test_queries.py checks names and legends).
+A statement whose text depends on the claim limit is built by ``<entity>_<verb>_sql(limit)``. The
+widest statements (seven parameters or more) are run through a keyword-only wrapper beside them,
+named after the statement in lower case (``job_fail(conn, job_id=..., worker_id=..., ...)``), so
+that no call can swap two values of one type.
 """
 
 from __future__ import annotations
@@ -48,8 +52,10 @@ from .claim import (
     JOB_UNLOCK_EXCLUSIVE,
     MISSED_AFTER_SECONDS,
     claim_bound,
-    job_claim,
+    job_claim_sql,
     job_complete_and_claim,
+    job_complete_and_claim_sql,
+    job_fail,
     replanned,
 )
 from .jobs import (
@@ -65,6 +71,8 @@ from .jobs import (
     JOB_UPSERT,
     JOB_UPSERT_BULK,
     JOBS_TABLE,
+    job_insert,
+    job_insert_bulk,
 )
 from .leader import (
     DB_SET_STATEMENT_TIMEOUT,
@@ -88,6 +96,8 @@ from .periodic import (
     PERIODIC_STAMP_PASS,
     PERIODIC_TRIGGER,
     PERIODIC_UPSERT,
+    periodic_enqueue,
+    periodic_upsert,
 )
 from .registry import (
     WORKER_COUNT_LIVE,
@@ -111,20 +121,22 @@ from .vacuum import (
 )
 
 __all__ = [
-    "JOBS_TABLE", "JOB_COPY_COLUMNS", "JOB_INSERT", "JOB_UPSERT", "JOB_INSERT_BULK", "JOB_UPSERT_BULK",
-    "JOB_GET_PLANNER_ROWS", "JOB_ANALYZE", "JOB_GET", "JOB_GET_STATUS", "JOB_CANCEL", "JOB_NOTIFY",
-    "MISSED_AFTER_SECONDS", "JOB_GET_NEXT_DUE", "claim_bound", "replanned", "job_claim",
-    "JOB_RENEW_LEASES", "JOB_COMPLETE_MANY", "job_complete_and_claim", "JOB_FAIL", "JOB_RELEASE",
+    "JOBS_TABLE", "JOB_COPY_COLUMNS", "JOB_INSERT", "JOB_UPSERT", "job_insert", "JOB_INSERT_BULK",
+    "JOB_UPSERT_BULK", "job_insert_bulk", "JOB_GET_PLANNER_ROWS", "JOB_ANALYZE", "JOB_GET",
+    "JOB_GET_STATUS", "JOB_CANCEL", "JOB_NOTIFY", "MISSED_AFTER_SECONDS", "JOB_GET_NEXT_DUE",
+    "claim_bound", "replanned", "job_claim_sql", "JOB_RENEW_LEASES", "JOB_COMPLETE_MANY",
+    "job_complete_and_claim_sql", "job_complete_and_claim", "JOB_FAIL", "job_fail", "JOB_RELEASE",
     "JOB_SKIP", "JOB_TRY_LOCK_EXCLUSIVE", "JOB_UNLOCK_EXCLUSIVE", "WORKER_REGISTER", "WORKER_HEARTBEAT",
     "WORKER_DEREGISTER", "WORKER_COUNT_LIVE", "LEADER_TRY_LOCK", "LEADER_BUMP_EPOCH", "LEADER_CHECK",
     "LEADER_RESIGN", "DB_SET_STATEMENT_TIMEOUT", "LEADER_FENCE", "WORKER_PRUNE_STALE", "JOB_RESCUE",
-    "JOB_RESCUE_DEAD_WORKER", "JOB_RELEASE_WORKER", "PERIODIC_UPSERT", "PERIODIC_SET_SCHEDULE",
-    "PERIODIC_LIST", "PERIODIC_LIST_DUE", "PERIODIC_LOCK", "PERIODIC_GET_RUNS", "PERIODIC_SET_ENABLED",
-    "PERIODIC_ENQUEUE", "PERIODIC_ADVANCE", "PERIODIC_STAMP_PASS", "PERIODIC_RULE_MISSED",
-    "PERIODIC_TRIGGER", "PERIODIC_SETTLE_OVERLAP", "VACUUM_DELETE_OLD", "VACUUM_DELETE_ALL",
-    "VACUUM_DELETE_BEYOND_LAST", "VACUUM_RECORD", "VACUUM_LIST_STATS", "VACUUM_GET_TOTALS",
-    "MIGRATION_CREATE_TABLE", "MIGRATION_TAKE_LOCK", "MIGRATION_LIST_APPLIED", "MIGRATION_RECORD",
-    "MIGRATION_GET_CURRENT", "DB_GET_NOW", "DB_DISABLE_SEQSCAN", "CLUSTER_SAMPLE", "JOB_COUNT_BY_STATUS",
-    "DB_COUNT_OTHER_SESSIONS", "WORKER_LIST", "LEADER_GET", "JOB_GET_OLDEST_DUE_LAG",
-    "JOB_COUNT_UNRUNNABLE", "JOB_LIST", "JOB_RETRY",
+    "JOB_RESCUE_DEAD_WORKER", "JOB_RELEASE_WORKER", "PERIODIC_UPSERT", "periodic_upsert",
+    "PERIODIC_SET_SCHEDULE", "PERIODIC_LIST", "PERIODIC_LIST_DUE", "PERIODIC_LOCK", "PERIODIC_GET_RUNS",
+    "PERIODIC_SET_ENABLED", "PERIODIC_ENQUEUE", "periodic_enqueue", "PERIODIC_ADVANCE",
+    "PERIODIC_STAMP_PASS", "PERIODIC_RULE_MISSED", "PERIODIC_TRIGGER", "PERIODIC_SETTLE_OVERLAP",
+    "VACUUM_DELETE_OLD", "VACUUM_DELETE_ALL", "VACUUM_DELETE_BEYOND_LAST", "VACUUM_RECORD",
+    "VACUUM_LIST_STATS", "VACUUM_GET_TOTALS", "MIGRATION_CREATE_TABLE", "MIGRATION_TAKE_LOCK",
+    "MIGRATION_LIST_APPLIED", "MIGRATION_RECORD", "MIGRATION_GET_CURRENT", "DB_GET_NOW",
+    "DB_DISABLE_SEQSCAN", "CLUSTER_SAMPLE", "JOB_COUNT_BY_STATUS", "DB_COUNT_OTHER_SESSIONS",
+    "WORKER_LIST", "LEADER_GET", "JOB_GET_OLDEST_DUE_LAG", "JOB_COUNT_UNRUNNABLE", "JOB_LIST",
+    "JOB_RETRY",
 ]

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import functools
+from typing import Any, Protocol
+
+import asyncpg
 
 # A window of a periodic job with overlap 'skip' or 'queue' waits while a run of that job runs
 # (see PERIODIC_SETTLE_OVERLAP for what happens to it then); anything else is claimable.
@@ -116,7 +119,7 @@ def replanned(sql: str, generation: int) -> str:
 
 
 # $1 names, $2 limit, $3 worker_id, $4 lease_seconds, $5 misfire_tolerance_seconds
-def job_claim(limit: int) -> str:
+def job_claim_sql(limit: int) -> str:
     """The claim of up to $2 rows, for a $2 of ``limit``. One statement per claim_bound, shared by
     the limits under it."""
     return _job_claim(claim_bound(limit))
@@ -177,16 +180,16 @@ RETURNING j.job_id, j.attempt
 JOB_COMPLETE_MANY = _lock_my_runs("$2", "$3") + _COMPLETE_MINE
 
 # A busy worker's completions and the claim that refills the slots they free, in one statement:
-# one round trip and one commit instead of two (the commit, WAL flush included, is most of
-# what a small statement costs PostgreSQL). $2/$3 are the completions' (job_id, attempt). Rows
-# with ``claimed`` false are the completions that were refused by the fence (job_id and attempt
-# only; usually none, so the reply carries the claimed rows alone); the others are claimed jobs,
-# as job_claim returns them. Both updates see the statement's snapshot, so they touch disjoint
-# rows (running ones and pending ones), and the claim's SKIP LOCKED never waits on the
-# completion's locks. A held-back window of a skip/queue job whose run completes here is claimable only from
-# the next statement on, as it would be after a separate completion.
+# one round trip and one commit instead of two (the commit, WAL flush included, is most of what a
+# small statement costs PostgreSQL). $2/$3 are the completions' (job_id, attempt). Rows with
+# ``claimed`` false are the completions that were refused by the fence (job_id and attempt only;
+# usually none, so the reply carries the claimed rows alone); the others are claimed jobs, as
+# job_claim_sql's statement returns them. Both updates see the statement's snapshot, so they
+# touch disjoint rows (running ones and pending ones), and the claim's SKIP LOCKED never waits on
+# the completion's locks. A held-back window of a skip/queue job whose run completes here is
+# claimable only from the next statement on, as it would be after a separate completion.
 # $1 worker_id, $2 job_ids, $3 attempts, $4 names, $5 limit, $6 lease_seconds, $7 misfire_tolerance_seconds
-def job_complete_and_claim(limit: int) -> str:
+def job_complete_and_claim_sql(limit: int) -> str:
     """The statement above, for a claim limit $5 of ``limit`` (one per claim_bound)."""
     return _job_complete_and_claim(claim_bound(limit))
 
@@ -203,6 +206,36 @@ SELECT false, r.job_id, r.attempt, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NUL
   FROM unnest($2::text[], $3::int[]) AS r(job_id, attempt)
  WHERE NOT EXISTS (SELECT FROM done WHERE done.job_id = r.job_id AND done.attempt = r.attempt)
 """
+
+
+class _Fetches(Protocol):
+    """An asyncpg pool or connection, or anything that fetches like one (worker/busy_connection)."""
+
+    async def fetch(self, query: str, *args: Any, timeout: float) -> list[asyncpg.Record]: ...
+
+
+async def job_complete_and_claim(
+    conn: _Fetches,
+    *,
+    worker_id: str,
+    job_ids: list[str],
+    attempts: list[int],
+    names: list[str],
+    limit: int,
+    lease_seconds: float,
+    misfire_tolerance_seconds: float,
+    plan_generation: int,
+    timeout: float,
+) -> list[asyncpg.Record]:
+    """Run job_complete_and_claim_sql(limit) as the statement of ``plan_generation``
+    (``replanned``): the completions the fence refused (``claimed`` false) and the jobs
+    claimed."""
+    return await conn.fetch(
+        replanned(job_complete_and_claim_sql(limit), plan_generation),
+        worker_id, job_ids, attempts, names, limit, lease_seconds, misfire_tolerance_seconds,
+        timeout=timeout,
+    )
+
 
 # Exponential backoff with equal jitter, in SQL so that worker and rescuer share one formula:
 # min(base * 2^retry_count, max), then uniformly within [delay/2, delay] when jitter is on.
@@ -227,6 +260,26 @@ UPDATE scheduled_jobs AS j SET
  WHERE j.job_id = $1 AND j.worker_id = $2 AND j.attempt = $3 AND j.status = 'running'
 RETURNING j.status, j.retry_count, j.execution_time
 """
+
+
+async def job_fail(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    job_id: str,
+    worker_id: str,
+    attempt: int,
+    retry_delay_seconds: float,
+    retry_max_delay_seconds: float,
+    retry_jitter: bool,
+    error_message: str,
+) -> asyncpg.Record | None:
+    """JOB_FAIL: the row's new status, retry_count and execution_time, or None if the fence
+    refused it."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        JOB_FAIL, job_id, worker_id, attempt, retry_delay_seconds, retry_max_delay_seconds,
+        retry_jitter, error_message,
+    )
+    return row
 
 # Give jobs back at shutdown (or when an exclusive lock is busy): pending again, due at
 # $4 seconds from now, no retry consumed. Fenced by (job, worker, attempt).

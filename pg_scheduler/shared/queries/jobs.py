@@ -3,6 +3,12 @@ cancel, and the wake-up notification."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
 JOBS_TABLE = "scheduled_jobs"
 # The columns a producer writes, in JOB_INSERT's parameter order (also schedule_bulk's COPY).
 JOB_COPY_COLUMNS = ("job_id", "job_name", "execution_time", "task_data", "priority", "max_retries",
@@ -36,6 +42,29 @@ ON CONFLICT (job_id) DO UPDATE SET {_JOB_REPLACE_SET}
 RETURNING job_id
 """
 
+
+async def job_insert(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    job_id: str | None,
+    job_name: str,
+    execution_time: datetime,
+    task_data: str,
+    priority: int,
+    max_retries: int,
+    misfire_grace_time: float | None,
+    timeout_seconds: float | None,
+    replace: bool,
+) -> str | None:
+    """JOB_INSERT (JOB_UPSERT with ``replace``): the job's id, or None where an existing row with
+    that id was left as it was."""
+    new_id: str | None = await conn.fetchval(
+        JOB_UPSERT if replace else JOB_INSERT, job_id, job_name, execution_time, task_data,
+        priority, max_retries, misfire_grace_time, timeout_seconds,
+    )
+    return new_id
+
+
 _JOB_BULK_ROWS = """
 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::int[],
                      $6::int[], $7::float8[], $8::float8[])
@@ -62,6 +91,19 @@ FROM ({_JOB_BULK_ROWS}) AS rows
 ON CONFLICT (job_id) DO UPDATE SET {_JOB_REPLACE_SET}
 RETURNING job_id
 """
+
+
+async def job_insert_bulk(
+    conn: asyncpg.Connection, *, rows: Sequence[Sequence[Any]], replace: bool,
+) -> list[asyncpg.Record]:
+    """JOB_INSERT_BULK (JOB_UPSERT_BULK with ``replace``) of ``rows``, each in JOB_COPY_COLUMNS'
+    order as schedule_bulk's COPY takes them; returns the rows written, by job_id."""
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    rows_written: list[asyncpg.Record] = await conn.fetch(
+        JOB_UPSERT_BULK if replace else JOB_INSERT_BULK, *columns,
+    )
+    return rows_written
+
 
 # What the planner believes the jobs table holds (-1: never analyzed), and the refresh.
 JOB_GET_PLANNER_ROWS = "SELECT reltuples FROM pg_class WHERE oid = 'scheduled_jobs'::regclass"

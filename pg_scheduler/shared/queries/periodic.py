@@ -3,6 +3,10 @@ policy), manual triggers, and the overlap policy at the end of a run."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import asyncpg
+
 # Definitions are code: every process that imports them upserts them, touching the row only when
 # something changed. ``enabled`` is cluster state: set on insert only. The code's schedule goes to
 # code_*; it is also the schedule in force (every_seconds, cron, timezone) unless one was set from
@@ -56,6 +60,34 @@ WHERE (p.task_name, p.job_name, p.code_every_seconds, p.code_cron, p.code_timezo
        EXCLUDED.use_advisory_lock, EXCLUDED.on_dst_gap, EXCLUDED.on_dst_fold, EXCLUDED.misfire,
        EXCLUDED.catch_up_seconds, EXCLUDED.overlap)
 """
+
+
+async def periodic_upsert(
+    conn: asyncpg.Connection,
+    *,
+    dedup_key: str,
+    task_name: str,
+    job_name: str,
+    every_seconds: float | None,
+    cron: str | None,
+    timezone: str | None,
+    priority: int,
+    max_retries: int,
+    use_advisory_lock: bool,
+    enabled: bool,
+    on_dst_gap: str,
+    on_dst_fold: str,
+    misfire: str,
+    catch_up_seconds: float | None,
+    overlap: str,
+) -> str:
+    """PERIODIC_UPSERT of one definition; returns the command status."""
+    status: str = await conn.execute(
+        PERIODIC_UPSERT, dedup_key, task_name, job_name, every_seconds, cron, timezone, priority,
+        max_retries, use_advisory_lock, enabled, on_dst_gap, on_dst_fold, misfire,
+        catch_up_seconds, overlap,
+    )
+    return status
 
 # ``pg-scheduler periodic set``: a schedule in force that survives restarts ($2 every seconds or
 # $3 cron, $4 time zone; $5 false: back to the code's schedule). Like a code change, it restarts
@@ -153,6 +185,26 @@ ON CONFLICT (dedup_key, window_start) WHERE dedup_key IS NOT NULL DO UPDATE SET
    AND j.error_message IN ('periodic job disabled', 'periodic schedule changed')
 RETURNING job_id
 """
+
+
+async def periodic_enqueue(
+    conn: asyncpg.Connection,
+    *,
+    dedup_key: str,
+    task_name: str,
+    priority: int,
+    max_retries: int,
+    misfire_grace_time: float | None,
+    use_advisory_lock: bool,
+    windows: list[datetime],
+    overlap: str,
+) -> list[asyncpg.Record]:
+    """PERIODIC_ENQUEUE of one job's ``windows``; returns the job_id of each window written."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        PERIODIC_ENQUEUE, dedup_key, task_name, priority, max_retries, misfire_grace_time,
+        use_advisory_lock, windows, overlap,
+    )
+    return rows
 # $1 dedup_key, $2 next_run_at, $3 last_window
 PERIODIC_ADVANCE = """
 UPDATE scheduler_periodic SET next_run_at = $2, last_window = coalesce($3, last_window)

@@ -108,10 +108,12 @@ class PeriodicRegistrar(PeriodicService):
                     if cursor != row["next_run_at"]:
                         await conn.execute(queries.PERIODIC_ADVANCE, row["dedup_key"], cursor, None)
                     continue
-                ids = await conn.fetch(
-                    queries.PERIODIC_ENQUEUE, row["dedup_key"], row["task_name"], row["priority"],
-                    row["max_retries"], self.misfire_grace_time, row["use_advisory_lock"], windows,
-                    row["overlap"],
+                ids = await queries.periodic_enqueue(
+                    conn, dedup_key=row["dedup_key"], task_name=row["task_name"],
+                    priority=row["priority"], max_retries=row["max_retries"],
+                    misfire_grace_time=self.misfire_grace_time,
+                    use_advisory_lock=row["use_advisory_lock"], windows=windows,
+                    overlap=row["overlap"],
                 )
                 await conn.execute(queries.PERIODIC_ADVANCE, row["dedup_key"], cursor, windows[-1])
                 inserted[row["dedup_key"]] = len(ids)
