@@ -24,8 +24,9 @@ SELECT EXISTS (
 LEADER_RESIGN = "SELECT pg_advisory_unlock($1, $2), pg_notify('pg_scheduler_leadership', 'resigned')"
 # The statement timeout of a maintenance transaction (fenced or not), set first in it.
 DB_SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
-# Every leader transaction starts here: a new leader's epoch bump waits for it, and after the
-# bump the old epoch matches no row, so a deposed leader's writes fail.
+# Every leader transaction takes this share lock first (after its statement timeout): a new
+# leader's epoch bump waits for it, and after the bump the old epoch matches no row, so a deposed
+# leader's writes fail.
 # set_config: the transaction carries its epoch, so a trigger or an audit can tell which term
 # wrote what (the chaos suite checks that no two terms ever acted at once).
 LEADER_FENCE = """
