@@ -21,7 +21,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pg_scheduler.shared.embedded import system_command
+from pg_scheduler.embedded import system_command
 
 PREFIX = "pgsc"
 

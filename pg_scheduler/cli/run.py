@@ -8,6 +8,7 @@ import tempfile
 
 import click
 
+from ..embedded import database_url_or_embedded
 from ..shared.app import load_app
 from ..shared.config import (
     LEADER_TTL_SECONDS_DEFAULT,
@@ -17,7 +18,6 @@ from ..shared.config import (
     SHUTDOWN_TIMEOUT_SECONDS_DEFAULT,
     SchedulerConfig,
 )
-from ..shared.embedded import database_url_or_embedded
 from ..shared.errors import AppLoadError, ConfigurationError
 from ..shared.logs import configure as configure_logging
 from ..shared.logs import parse_level

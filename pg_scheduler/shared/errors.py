@@ -16,6 +16,15 @@ class ConfigurationError(PgSchedulerError, ValueError):
     """A knob, DSN or environment variable has a value that cannot work."""
 
 
+class EmbeddedPostgresError(ConfigurationError):
+    """The embedded PostgreSQL could not be set up or started (initdb or pg_ctl failed); the
+    message carries their output and the end of the server log."""
+
+
+class EmbeddedPostgresTimeout(EmbeddedPostgresError, TimeoutError):
+    """The embedded PostgreSQL did not stop within its timeout."""
+
+
 class InvalidJobError(PgSchedulerError, ValueError):
     """A job cannot be scheduled as given (naive datetime, bad priority, bad retries...)."""
 
