@@ -31,11 +31,12 @@ from typing import Any
 import asyncpg
 
 from pg_scheduler import ConflictResolution, Scheduler
+from pg_scheduler.embedded import StopMode
 from pg_scheduler.shared.config import PERIODIC_INTERVAL_SECONDS_DEFAULT
 from pg_scheduler.shared.locks import LEADER_LOCK
 from pg_scheduler.shared.queries import MISSED_AFTER_SECONDS
 from pg_scheduler.shared.schema import migrate
-from tests.pgserver import StopMode, TestPostgres
+from tests.pgserver import TestPostgres
 
 from . import history, workload
 from .cluster import Pod, PodSettings, send_signal, start_postgres

