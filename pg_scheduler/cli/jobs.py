@@ -10,9 +10,9 @@ import click
 
 from ..scheduler import Scheduler
 from ..shared import queries
-from ..shared.inspection import get_job_record, list_jobs
 from ..shared.models import JobPriority, JobState
 from .common import connect, database_option, fail, require_schema, run, with_producer
+from .inspection import get_job_record, list_jobs
 from .output import NONE, cell, one_line, table, to_json
 
 STATES = [state.value for state in JobState]

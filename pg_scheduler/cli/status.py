@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..shared.inspection import ClusterStatus, ProcessInfo, cluster_status
 from ..shared.models import JobState
 from .common import connect, database_option, require_schema, run
+from .inspection import ClusterStatus, ProcessInfo, cluster_status
 from .output import seconds, table, to_json, utc
 
 STALE_SECONDS_DEFAULT = 30.0

@@ -14,9 +14,9 @@ from typing import Any
 
 import asyncpg
 
-from . import queries
-from .locks import LEADER_LOCK
-from .models import JobState
+from ..shared import queries
+from ..shared.locks import LEADER_LOCK
+from ..shared.models import JobState
 
 SUPERVISOR = "supervisor"
 WORKER = "worker"
