@@ -26,8 +26,9 @@ from typing import Any, Literal, TypedDict, overload
 
 import asyncpg
 
+from .awaitable import AwaitableDict, AwaitableList, AwaitableOptional
+from .ids import new_job_id, new_job_ids
 from .shared import queries
-from .shared.awaitable import AwaitableDict, AwaitableList, AwaitableOptional
 from .shared.config import BATCH_CLAIM_LIMIT_DEFAULT, SchedulerConfig
 from .shared.db import connect_params_from_pool
 from .shared.errors import (
@@ -36,7 +37,6 @@ from .shared.errors import (
     JobAlreadyExistsError,
     SchedulerStateError,
 )
-from .shared.ids import new_job_id, new_job_ids
 from .shared.models import (
     UNSET,
     ConflictResolution,

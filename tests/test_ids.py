@@ -1,11 +1,11 @@
-"""Generated job ids: UUIDv7 (shared/ids.py), time-ordered, distinct."""
+"""Generated job ids: UUIDv7 (pg_scheduler/ids.py), time-ordered, distinct."""
 
 from __future__ import annotations
 
 import time
 import uuid
 
-from pg_scheduler.shared.ids import _job_ids, new_job_id, new_job_ids
+from pg_scheduler.ids import _job_ids, new_job_id, new_job_ids
 
 
 def test_generated_ids_are_uuidv7_in_order_and_carry_the_time() -> None:
@@ -26,7 +26,7 @@ def test_ids_of_separate_calls_do_not_collide() -> None:
 
 def test_ids_stay_exact_where_the_count_carries_into_the_cached_text() -> None:
     """A batch's text before the last 12 hex digits is reused until the count carries past it
-    (shared/ids.py): each id still carries the timestamp and the count itself."""
+    (pg_scheduler/ids.py): each id still carries the timestamp and the count itself."""
     ms = 0x0123_4567_89AB
 
     def count(u: uuid.UUID) -> int:  # rand_a (12 bits), then rand_b (62 bits)
