@@ -27,8 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from pgserver import TestPostgres
-from pods import Pod
+from tests.pgserver import TestPostgres
+from tests.pods import Pod
 
 BACKEND_ENV = "PG_SCHEDULER_TEST_BACKEND"
 BACKENDS = ("url", "docker", "embedded")

@@ -17,8 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from replicas import stop_process
-from support import ROOT, wait_for
+from tests.replicas import stop_process
+from tests.support import ROOT, wait_for
 
 FAST_POD_OPTIONS: dict[str, Any] = {
     "--lease-seconds": 2,

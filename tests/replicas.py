@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from support import ROOT
+from tests.support import ROOT
 
 
 class Replica:

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from pg_scheduler.worker.busy_connection import BusyConnection
-from support import wait_for
+from tests.support import wait_for
 
 PID = "SELECT pg_backend_pid() AS pid"
 

@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from pg_scheduler.worker import event_loop
-from support import run_cli
+from tests.support import run_cli
 
 
 async def test_migrate_creates_the_schema_once(dsn: str, pool: asyncpg.Pool) -> None:

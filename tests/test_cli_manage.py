@@ -25,7 +25,7 @@ from pg_scheduler import Scheduler, job, periodic
 from pg_scheduler.shared import queries
 from pg_scheduler.shared.locks import LEADER_LOCK
 from pg_scheduler.shared.models import JobState
-from support import FAST, wait_for
+from tests.support import FAST, wait_for
 
 STATES = [s.value for s in JobState]
 UNREACHABLE = "postgresql://nobody:s3cret-pw@127.0.0.1:1/x"

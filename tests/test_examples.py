@@ -22,7 +22,7 @@ import pytest
 
 from pg_scheduler import Scheduler, job
 from pg_scheduler.embedded import LocalPostgres
-from support import FAST, wait_for
+from tests.support import FAST, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -30,7 +30,7 @@ from pg_scheduler import (
 )
 from pg_scheduler.shared.db import create_pool_waiting
 from pg_scheduler.shared.locks import EXCLUSIVE_JOB_LOCK_CLASS, exclusive_job_lock
-from support import FAST, wait_for
+from tests.support import FAST, wait_for
 
 FINAL = {"completed", "failed", "cancelled", "expired"}
 

@@ -13,7 +13,7 @@ import pytest
 from pg_scheduler import Scheduler, current_job, job
 from pg_scheduler.shared import queries
 from pg_scheduler.worker.claimer import Claimer
-from support import FAST, wait_for
+from tests.support import FAST, wait_for
 
 
 async def test_a_worker_that_lost_its_lease_stops_the_job_and_cannot_complete_it(

@@ -42,7 +42,7 @@ from pg_scheduler import Scheduler, job
 from pg_scheduler.shared import queries
 from pg_scheduler.worker import plans
 from pg_scheduler.worker.claimer import Claimer
-from support import FAST, wait_for
+from tests.support import FAST, wait_for
 
 ROWS = 200_000
 REGISTERED = ["idle.alpha", "idle.beta", "idle.gamma"]

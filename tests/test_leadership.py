@@ -13,7 +13,7 @@ import pytest
 from pg_scheduler import LeadershipLostError, Scheduler
 from pg_scheduler.shared.locks import LEADER_LOCK
 from pg_scheduler.supervisor.fence import Fence, Term
-from support import FAST, wait_for
+from tests.support import FAST, wait_for
 
 LOCK_ROWS = """
 SELECT pid FROM pg_locks

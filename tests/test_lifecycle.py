@@ -16,8 +16,8 @@ import pytest
 from pg_scheduler import Scheduler, job, periodic
 from pg_scheduler.shared.service import cancel_and_wait
 from pg_scheduler.worker import worker as worker_module
-from pgserver import TestPostgres
-from support import FAST, wait_for
+from tests.pgserver import TestPostgres
+from tests.support import FAST, wait_for
 
 
 @pytest.fixture

@@ -20,10 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pg_scheduler import JobSpec, Scheduler
 from pg_scheduler.embedded import free_port
-from pgserver import TestPostgres
-from pods import Pod, start_pod
-from replicas import ensure_events_table
-from support import FAST, wait_for
+from tests.pgserver import TestPostgres
+from tests.pods import Pod, start_pod
+from tests.replicas import ensure_events_table
+from tests.support import FAST, wait_for
 
 pytestmark = pytest.mark.slow
 

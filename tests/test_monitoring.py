@@ -30,9 +30,9 @@ import yaml
 
 from pg_scheduler import Scheduler
 from pg_scheduler.embedded import free_port
-from pods import Pod, start_pod
-from replicas import ensure_events_table
-from support import ROOT, wait_for
+from tests.pods import Pod, start_pod
+from tests.replicas import ensure_events_table
+from tests.support import ROOT, wait_for
 
 MONITORING = ROOT / "monitoring"
 ALERTS = MONITORING / "alerts.yml"

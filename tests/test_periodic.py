@@ -31,7 +31,7 @@ import asyncpg
 from pg_scheduler import Scheduler, periodic
 from pg_scheduler.shared.tasks import registry
 from pg_scheduler.supervisor.maintenance.periodic_registrar import PeriodicRegistrar
-from support import FAST, wait_for
+from tests.support import FAST, wait_for
 
 SECOND = timedelta(seconds=1)
 

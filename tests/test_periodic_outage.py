@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from replicas import ensure_events_table, start_replica
-from support import wait_for
+from tests.replicas import ensure_events_table, start_replica
+from tests.support import wait_for
 
 PERIOD = 6.0
 POLICIES = ("skip", "coalesce", "all")

@@ -28,7 +28,7 @@ from pg_scheduler.supervisor.maintenance.periodic_registrar import (
     MAX_CATCH_UP_WINDOWS,
     PeriodicRegistrar,
 )
-from support import FAST, run_cli, wait_for
+from tests.support import FAST, run_cli, wait_for
 
 HOUR = timedelta(hours=1)
 NOW = datetime(2026, 6, 10, 12, 0, 30, tzinfo=UTC)

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from pg_scheduler.shared.errors import EmbeddedPostgresError
-from pgserver import TestPostgres
+from tests.pgserver import TestPostgres
 
 # Databases seen by test_fresh_database_per_test, in the order they ran.
 _seen_databases: list[str] = []

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from replicas import Replica, ensure_events_table, events, run_producer, start_replica
-from support import wait_for
+from tests.replicas import Replica, ensure_events_table, events, run_producer, start_replica
+from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from pg_scheduler import ConflictResolution, Scheduler, deterministic_job_id, job, periodic
-from support import FAST, wait_for
+from tests.support import FAST, wait_for
 
 NO_POLLING = {**FAST, "poll_interval_seconds": 60.0}
 """A poll interval far longer than any wait below: what happens in time came from a timer or a

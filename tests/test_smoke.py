@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from pg_scheduler import Scheduler, job
-from support import FAST, wait_for
+from tests.support import FAST, wait_for
 
 ran: list[int] = []
 

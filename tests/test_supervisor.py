@@ -20,9 +20,9 @@ import pytest
 
 from pg_scheduler import JobSpec, Scheduler
 from pg_scheduler.embedded import process_state
-from pods import Pod, leader_supervisor, start_pod
-from replicas import ensure_events_table, events
-from support import FAST, ROOT, run_cli, wait_for
+from tests.pods import Pod, leader_supervisor, start_pod
+from tests.replicas import ensure_events_table, events
+from tests.support import FAST, ROOT, run_cli, wait_for
 
 pytestmark = pytest.mark.slow
 

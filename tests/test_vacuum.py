@@ -24,7 +24,7 @@ from pg_scheduler import JobState, Scheduler, VacuumConfig, VacuumPolicy, job
 from pg_scheduler.shared.errors import LeadershipLostError
 from pg_scheduler.supervisor.fence import Fence, Term, Unfenced
 from pg_scheduler.supervisor.maintenance.vacuum import Vacuum
-from support import FAST, wait_for
+from tests.support import FAST, wait_for
 
 FINAL_STATES = ("completed", "failed", "cancelled", "expired")
 ZEROS = {state: 0 for state in FINAL_STATES}
