@@ -48,7 +48,7 @@ from pg_scheduler import (
 )
 from pg_scheduler.shared.periodic import periodic_registry
 from pg_scheduler.shared.tasks import registry
-from support import FAST, run_cli, wait_for
+from tests.support import FAST, run_cli, wait_for
 
 REPO_ROOT = str(Path(pg_scheduler.__file__).resolve().parents[1])
 """Where ``pg_scheduler`` is imported from, for subprocesses (the suite runs it uninstalled)."""

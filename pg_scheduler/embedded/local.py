@@ -318,7 +318,7 @@ class LocalPostgres:
             conn = await asyncpg.connect(self.dsn, timeout=5)
             try:
                 while True:
-                    n = int(await conn.fetchval(queries.EMBEDDED_OTHER_SESSIONS))
+                    n = int(await conn.fetchval(queries.DB_COUNT_OTHER_SESSIONS))
                     if n == 0 or time.monotonic() > deadline:
                         return n
                     await asyncio.sleep(0.1)

@@ -25,10 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(TESTS))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 
-from pgserver import TestPostgres  # noqa: E402
+from tests.pgserver import TestPostgres  # noqa: E402
 
 ADMIN_DSN_ENV = "PG_SCHEDULER_COMPAT_ADMIN_DSN"
 
