@@ -64,8 +64,9 @@ from .shared.serialization import encode_task_data
 from .shared.service import cancel_and_wait
 from .shared.tasks import TaskRegistry, ensure_coroutine_function, registry
 from .supervisor.elector import Elector
-from .supervisor.fence import Fence, Unfenced
+from .supervisor.fence import Unfenced
 from .supervisor.leader_services import LeaderServices
+from .supervisor.leadership import Leadership
 from .supervisor.maintenance.orphan_rescuer import OrphanRescuer
 from .supervisor.maintenance.periodic_registrar import PeriodicRegistrar
 from .supervisor.maintenance.vacuum import Vacuum
@@ -323,14 +324,10 @@ class Scheduler:
         )
         await self._worker.start()
 
-        fence = Fence(self.db_pool, lambda: self._elector.term if self._elector else None)
-        self.leader_services = LeaderServices.for_config(fence, cfg)
-        self._elector = Elector(
-            connect_args, connect_kwargs, node_id=self.worker_id,
-            ttl_seconds=cfg.leader_ttl_seconds, elect_interval_seconds=cfg.elect_interval_seconds,
-            on_elected=self.leader_services.on_elected,
-            on_deposed=self.leader_services.on_deposed,
+        leadership = Leadership.build(
+            self.db_pool, connect_args, connect_kwargs, node_id=self.worker_id, config=cfg
         )
+        self.leader_services, self._elector = leadership.services, leadership.elector
         await self._elector.start()
         self._sync_task = asyncio.create_task(self._sync_periodic_loop(), name="pg_scheduler:sync")
         if cfg.install_signal_handlers:

@@ -1,8 +1,8 @@
 """The group of leader-only services, started when this process wins leadership and stopped
 when it loses it (River's QueueMaintainer). The elector drives it through two callbacks.
 
-The in-process ``Scheduler`` and the ``pg-scheduler run`` supervisor build the same group with
-:meth:`LeaderServices.for_config`.
+:class:`~pg_scheduler.supervisor.leadership.Leadership` builds the group, with
+:meth:`LeaderServices.for_config`, for the in-process ``Scheduler`` and the supervisor alike.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ from ..shared.periodic import publish as publish_periodic
 from ..shared.schema import ensure_schema
 from .elector import Elector
 from .endpoints import DatabaseProbe, Endpoints, exposition
-from .fence import Fence
 from .leader_services import LeaderServices
+from .leadership import Leadership
 from .pool import SpecFactory, WorkerPool, WorkerTarget
 from .registration import Registration
 
@@ -162,15 +162,10 @@ class Supervisor:
         )
         await self._registration.start()
 
-        fence = Fence(self._db, lambda: self._elector.term if self._elector else None)
-        self.leader_services = LeaderServices.for_config(fence, self.config)
-        self._elector = Elector(
-            (self.session_dsn,), {}, node_id=self.supervisor_id,
-            ttl_seconds=self.config.leader_ttl_seconds,
-            elect_interval_seconds=self.config.elect_interval_seconds,
-            on_elected=self.leader_services.on_elected,
-            on_deposed=self.leader_services.on_deposed,
+        leadership = Leadership.build(
+            self._db, (self.session_dsn,), {}, node_id=self.supervisor_id, config=self.config
         )
+        self.leader_services, self._elector = leadership.services, leadership.elector
         await self._elector.start()
         if self._stop.is_set():
             return
