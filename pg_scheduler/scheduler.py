@@ -19,21 +19,20 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import asyncpg
 
 from .awaitable import AwaitableDict, AwaitableList, AwaitableOptional
 from .job_writer import JobWriter
+from .periodic_admin import PeriodicAdmin
 from .shared import queries
 from .shared.config import BATCH_CLAIM_LIMIT_DEFAULT, SchedulerConfig
 from .shared.db import connect_params_from_pool
 from .shared.errors import (
     ConfigurationError,
-    InvalidJobError,
     SchedulerStateError,
 )
 from .shared.models import (
@@ -49,17 +48,10 @@ from .shared.models import (
     _Unset,
 )
 from .shared.periodic import (
-    PeriodicDefinition,
     PeriodicJobInfo,
-    check_schedule,
-    info_from_definition,
-    info_from_row,
-    next_runs,
     periodic_registry,
 )
-from .shared.periodic import publish as publish_periodic
 from .shared.schema import ensure_schema
-from .shared.service import cancel_and_wait
 from .shared.tasks import TaskRegistry, registry
 from .supervisor.elector import Elector
 from .supervisor.fence import Unfenced
@@ -84,7 +76,8 @@ __all__ = [
 
 log = logging.getLogger("pg_scheduler")
 
-PERIODIC_SYNC_SECONDS = 5.0
+T = TypeVar("T")
+
 
 
 
@@ -170,14 +163,14 @@ class Scheduler:
         self._worker: Worker | None = None
         self._elector: Elector | None = None
         self.leader_services: LeaderServices | None = None
-        self._periodic_state: dict[str, PeriodicJobInfo] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        self._sync_task: asyncio.Task[None] | None = None
         self._signals_installed: list[signal.Signals] = []
-        self._last_toggle: asyncio.Task[bool] | None = None
         self._closed = asyncio.Event()
-        self._published: dict[str, PeriodicDefinition] = {}
         self._writer = JobWriter(db_pool, self.registry, self.config, self._ready)
+        self._periodic = PeriodicAdmin(
+            db_pool, ready=self._ready, registrar=lambda: self.periodic_registrar,
+            spawn=self._spawn,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -244,7 +237,7 @@ class Scheduler:
         await self._ready()
         # Definitions registered after this scheduler's first database call (a module imported
         # late) are published now; the sync loop publishes any that come later still.
-        await self._publish_periodic()
+        await self._periodic.publish()
         connect_args, connect_kwargs = self._connect_params()
         cfg = self.config
         self._worker = Worker(
@@ -258,7 +251,7 @@ class Scheduler:
         )
         self.leader_services, self._elector = leadership.services, leadership.elector
         await self._elector.start()
-        self._sync_task = asyncio.create_task(self._sync_periodic_loop(), name="pg_scheduler:sync")
+        self._periodic.start_sync()
         if cfg.install_signal_handlers:
             self._install_signal_handlers()
 
@@ -285,10 +278,9 @@ class Scheduler:
         once), then the worker (drain, hand back, deregister). Each part stops even if an
         earlier one failed."""
         self._remove_signal_handlers()
-        sync_task, self._sync_task = self._sync_task, None
         elector, worker = self._elector, self._worker
         try:
-            await cancel_and_wait(sync_task)
+            await self._periodic.stop_sync()
             if elector is not None:
                 await elector.stop()
         finally:
@@ -456,32 +448,23 @@ class Scheduler:
     def get_periodic_jobs(self) -> AwaitableDict[str, PeriodicJobInfo]:
         """All periodic jobs of the cluster. Plain call: what this process knows now; awaited:
         fresh from the database."""
-        return AwaitableDict(self._local_periodic(), self._fetch_periodic)
+        return self._periodic.get_periodic_jobs()
 
     def get_periodic_job_status(self, dedup_key: str) -> AwaitableOptional[dict[str, Any]]:
         """Definition, enabled state, last run and next run. Await it for the database's view."""
-        info = self._local_periodic().get(dedup_key)
-        return AwaitableOptional(
-            info.status() if info else None, lambda: self._fetch_periodic_status(dedup_key)
-        )
+        return self._periodic.get_periodic_job_status(dedup_key)
 
     def enable_periodic_job(self, dedup_key: str) -> AwaitableOptional[bool]:
         """Enable it in the whole cluster; its next window runs. Await for the result."""
-        return self._set_enabled(dedup_key, True)
+        return self._periodic.set_enabled(dedup_key, True)
 
     def disable_periodic_job(self, dedup_key: str) -> AwaitableOptional[bool]:
         """Disable it in the whole cluster; its already-written future windows are cancelled."""
-        return self._set_enabled(dedup_key, False)
+        return self._periodic.set_enabled(dedup_key, False)
 
     async def trigger_periodic_job(self, dedup_key: str) -> str | None:
         """Run the periodic job now, once, through the normal path (advisory lock included)."""
-        await self._ready()
-        job_id = f"manual_periodic:{dedup_key}:{uuid.uuid4().hex[:8]}"
-        result = await self.db_pool.fetchval(queries.PERIODIC_TRIGGER, dedup_key, job_id)
-        if result is None:
-            log.warning("trigger_periodic_job: no periodic job %r", dedup_key)
-            return None
-        return str(result)
+        return await self._periodic.trigger_periodic_job(dedup_key)
 
     async def set_periodic_schedule(
         self,
@@ -495,49 +478,19 @@ class Scheduler:
         wins over the schedule in the code, across restarts, until
         :meth:`reset_periodic_schedule`. Windows written ahead under the old schedule are
         cancelled; the new one starts at its next window. False if there is no such job."""
-        cron, tz_name = check_schedule(every, cron, timezone)
-        every_seconds = every.total_seconds() if every is not None else None
-        return await self._write_schedule(dedup_key, every_seconds, cron, tz_name, override=True)
+        return await self._periodic.set_periodic_schedule(
+            dedup_key, every=every, cron=cron, timezone=timezone
+        )
 
     async def reset_periodic_schedule(self, dedup_key: str) -> bool:
         """Go back to the schedule the code declares. False if there is no such job."""
-        return await self._write_schedule(dedup_key, None, None, None, override=False)
-
-    async def _write_schedule(
-        self, dedup_key: str, every_seconds: float | None, cron: str | None,
-        timezone: str | None, *, override: bool,
-    ) -> bool:
-        await self._ready()
-        async with self.db_pool.acquire() as conn, conn.transaction():
-            await conn.execute(queries.PERIODIC_LOCK, dedup_key)  # see its comment
-            row = await conn.fetchrow(
-                queries.PERIODIC_SET_SCHEDULE, dedup_key, every_seconds, cron, timezone, override
-            )
-        if row is None:
-            log.warning("periodic job %r not found", dedup_key)
-            return False
-        in_force = (await self._load_periodic())[dedup_key].trigger.describe()
-        log.info("periodic job %s: schedule %s %s for the cluster%s", dedup_key,
-                 "set to" if override else "reset to the code's,", in_force,
-                 f" ({row['dropped']} window(s) written ahead cancelled)" if row["dropped"] else "")
-        if self.periodic_registrar is not None and self.periodic_registrar.running:
-            self.periodic_registrar.wake()
-        return True
+        return await self._periodic.reset_periodic_schedule(dedup_key)
 
     def get_periodic_next_runs(
         self, dedup_key: str, count: int = 10, after: datetime | None = None
     ) -> AwaitableList[datetime]:
         """The next ``count`` window starts (UTC) after ``after`` (default now)."""
-        if after is not None and after.tzinfo is None:
-            raise InvalidJobError("after must be a timezone-aware datetime")
-        info = self._local_periodic().get(dedup_key)
-        local = next_runs(info, count, after) if info else []
-
-        async def fetch() -> list[datetime]:
-            fresh = await self._fetch_periodic()
-            return next_runs(fresh.get(dedup_key), count, after)
-
-        return AwaitableList(local, fetch)
+        return self._periodic.get_periodic_next_runs(dedup_key, count, after)
 
     # ------------------------------------------------------------------ internals
 
@@ -567,124 +520,24 @@ class Scheduler:
 
     async def _prepare_database(self, conn: asyncpg.Connection) -> None:
         await ensure_schema(conn)
-        await self._publish_periodic(conn)
-
-    async def _publish_periodic(self, conn: asyncpg.Connection | None = None) -> None:
-        """Upsert the periodic definitions this process has and has not published yet (the
-        upsert writes only when a definition changed), then refresh the local view."""
-        definitions = periodic_registry.all()
-        new = [d for key, d in definitions.items() if self._published.get(key) != d]
-        if conn is None:
-            async with self.db_pool.acquire() as pooled:
-                await self._upsert_definitions(pooled, new)
-                await self._load_periodic(pooled)
-            return
-        await self._upsert_definitions(conn, new)
-        await self._load_periodic(conn)
-
-    async def _upsert_definitions(
-        self, conn: asyncpg.Connection, definitions: Sequence[PeriodicDefinition]
-    ) -> None:
-        for d in definitions:
-            await publish_periodic(conn, [d])
-            self._published[d.dedup_key] = d
+        await self._periodic.publish(conn)
 
     def _connect_params(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if self._dsn is not None:
             return (self._dsn,), {}
         return connect_params_from_pool(self.db_pool)
 
-    def _local_periodic(self) -> dict[str, PeriodicJobInfo]:
-        known = dict(self._periodic_state)
-        for key, d in periodic_registry.all().items():
-            if key not in known:
-                known[key] = info_from_definition(d)
-        return known
-
-    async def _fetch_periodic(self) -> dict[str, PeriodicJobInfo]:
-        await self._ready()
-        return await self._load_periodic()
-
-    async def _load_periodic(
-        self, conn: asyncpg.Connection | None = None
-    ) -> dict[str, PeriodicJobInfo]:
-        rows = await (conn or self.db_pool).fetch(queries.PERIODIC_LIST)
-        local = periodic_registry.all()
-        state = {}
-        for r in rows:
-            d = local.get(r["dedup_key"])
-            state[r["dedup_key"]] = info_from_row(r, d.func if d else None)
-        self._periodic_state = state
-        return dict(state)
-
-    async def _fetch_periodic_status(self, dedup_key: str) -> dict[str, Any] | None:
-        fresh = await self._fetch_periodic()
-        info = fresh.get(dedup_key)
-        if info is None:
-            return None
-        runs = await self.db_pool.fetchrow(queries.PERIODIC_GET_RUNS, dedup_key)
-        last = json.loads(runs["last_run"]) if runs["last_run"] else None
-        status = info.status(last)
-        pending = runs["next_pending"]
-        if info.enabled:
-            candidates = [t for t in (pending, info.next_run) if t is not None]
-            status["next_run"] = min(candidates) if candidates else None
-        else:
-            status["next_run"] = None
-        return status
-
-    def _set_enabled(self, dedup_key: str, enabled: bool) -> AwaitableOptional[bool]:
-        info = self._local_periodic().get(dedup_key)
-        if info is not None:
-            self._periodic_state[dedup_key] = replace(info, enabled=enabled)
-
-        # Plain (un-awaited) calls write in the background: apply them in call order, or the
-        # README's enable-then-disable could end enabled.
-        previous = self._last_toggle
-
-        async def write() -> bool:
-            if previous is not None and not previous.done():
-                await asyncio.wait([previous])
-            await self._ready()
-            async with self.db_pool.acquire() as conn, conn.transaction():
-                await conn.execute(queries.PERIODIC_LOCK, dedup_key)  # see its comment
-                row = await conn.fetchrow(queries.PERIODIC_SET_ENABLED, dedup_key, enabled)
-            changed = bool(row and row["changed"])
-            if changed:
-                log.info("periodic job %s %s for the cluster%s", dedup_key,
-                         "enabled" if enabled else "disabled",
-                         f" ({row['dropped']} pending window(s) cancelled)" if row["dropped"] else "")
-                if self.periodic_registrar is not None and self.periodic_registrar.running:
-                    self.periodic_registrar.wake()
-            else:
-                log.warning("periodic job %r not found", dedup_key)
-            return changed
-
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise SchedulerStateError(
-                "enable/disable_periodic_job act on the database: call them from inside the "
-                "event loop that uses the pool (plainly or with await)"
-            ) from None
-        task = loop.create_task(write())
-        self._last_toggle = task
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``coro`` in the background; shutdown() waits for it, and a failure is logged."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background_done)
-        return AwaitableOptional(info is not None, lambda: task)
+        return task
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("pg_scheduler background call failed: %r", task.exception())
-
-    async def _sync_periodic_loop(self) -> None:
-        while True:
-            await asyncio.sleep(PERIODIC_SYNC_SECONDS)
-            try:
-                await self._publish_periodic()
-            except Exception as exc:
-                log.debug("periodic state refresh failed: %r", exc)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -703,6 +556,4 @@ class Scheduler:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("received %s: shutting down", sig.name)
-        task = asyncio.get_running_loop().create_task(self.shutdown())
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
+        self._spawn(self.shutdown())
