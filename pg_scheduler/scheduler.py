@@ -21,7 +21,7 @@ import socket
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
 import asyncpg
 
@@ -29,7 +29,7 @@ from .awaitable import AwaitableDict, AwaitableList, AwaitableOptional
 from .job_writer import JobWriter
 from .periodic_admin import PeriodicAdmin
 from .shared import queries
-from .shared.config import BATCH_CLAIM_LIMIT_DEFAULT, SchedulerConfig
+from .shared.config import KNOB_DEFAULTS, SCHEDULER_KNOBS, SchedulerConfig, SchedulerKnobs
 from .shared.db import connect_params_from_pool
 from .shared.errors import (
     ConfigurationError,
@@ -85,7 +85,8 @@ class Scheduler:
     """Schedule and run async jobs on PostgreSQL.
 
     The positional parameters are those of pg-scheduler 0.2.3. The keyword-only knobs are the
-    timings it hard-coded; every one is in seconds.
+    timings it hard-coded, every one in seconds: ``pg_scheduler.shared.config.SchedulerKnobs``
+    names them and ``KNOB_DEFAULTS`` holds their defaults.
 
     :param db_pool: the application's asyncpg pool; jobs are written and claimed through it.
     :param max_concurrent_jobs: jobs this scheduler runs at once (env ``MAX_CONCURRENT_JOBS``).
@@ -109,48 +110,23 @@ class Scheduler:
         misfire_grace_time: float | None | _Unset = UNSET,
         vacuum_config: VacuumConfig | None = None,
         vacuum_enabled: bool | None = None,
-        batch_claim_limit: int = BATCH_CLAIM_LIMIT_DEFAULT,
+        batch_claim_limit: int = KNOB_DEFAULTS["batch_claim_limit"],
         polling_config: PollingConfig | None = None,
         *,
-        lease_seconds: float = 30.0,
-        heartbeat_seconds: float | None = None,
-        poll_interval_seconds: float | None = None,
-        retry_delay_seconds: float = 10.0,
-        retry_max_delay_seconds: float = 600.0,
-        retry_jitter: bool = True,
-        shutdown_timeout_seconds: float = 30.0,
-        install_signal_handlers: bool = False,
-        leader_ttl_seconds: float = 15.0,
-        elect_interval_seconds: float | None = None,
-        rescue_interval_seconds: float | None = None,
-        worker_stale_seconds: float | None = None,
-        periodic_interval_seconds: float = 1.0,
         dsn: str | None = None,
         on_outcome: OutcomeHook | None = None,
+        **knobs: Unpack[SchedulerKnobs],
     ) -> None:
+        unknown = knobs.keys() - SCHEDULER_KNOBS
+        if unknown:  # what Python says of a keyword no parameter takes
+            raise TypeError(f"Scheduler() got an unexpected keyword argument {min(unknown)!r}")
         if db_pool is None:
             raise ConfigurationError("Scheduler needs an asyncpg pool (db_pool)")
         self.db_pool = db_pool
         self.config = SchedulerConfig.build(
-            max_concurrent_jobs=max_concurrent_jobs,
-            misfire_grace_time=misfire_grace_time,
-            vacuum_enabled=vacuum_enabled,
-            vacuum_config=vacuum_config,
-            batch_claim_limit=batch_claim_limit,
-            polling_config=polling_config,
-            lease_seconds=lease_seconds,
-            heartbeat_seconds=heartbeat_seconds,
-            poll_interval_seconds=poll_interval_seconds,
-            retry_delay_seconds=retry_delay_seconds,
-            retry_max_delay_seconds=retry_max_delay_seconds,
-            retry_jitter=retry_jitter,
-            shutdown_timeout_seconds=shutdown_timeout_seconds,
-            install_signal_handlers=install_signal_handlers,
-            leader_ttl_seconds=leader_ttl_seconds,
-            elect_interval_seconds=elect_interval_seconds,
-            rescue_interval_seconds=rescue_interval_seconds,
-            worker_stale_seconds=worker_stale_seconds,
-            periodic_interval_seconds=periodic_interval_seconds,
+            max_concurrent_jobs=max_concurrent_jobs, misfire_grace_time=misfire_grace_time,
+            vacuum_enabled=vacuum_enabled, vacuum_config=vacuum_config,
+            batch_claim_limit=batch_claim_limit, polling_config=polling_config, **knobs,
         )
         self._dsn = dsn
         self.registry: TaskRegistry = registry

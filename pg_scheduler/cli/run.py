@@ -10,20 +10,13 @@ import click
 
 from ..embedded import database_url_or_embedded
 from ..shared.app import load_app
-from ..shared.config import (
-    LEADER_TTL_SECONDS_DEFAULT,
-    LEASE_SECONDS_DEFAULT,
-    RETRY_DELAY_SECONDS_DEFAULT,
-    RETRY_MAX_DELAY_SECONDS_DEFAULT,
-    SHUTDOWN_TIMEOUT_SECONDS_DEFAULT,
-    SchedulerConfig,
-)
+from ..shared.config import KNOB_DEFAULTS, SchedulerConfig
 from ..shared.errors import AppLoadError, ConfigurationError
 from ..shared.logs import configure as configure_logging
 from ..shared.logs import parse_level
 from ..shared.metrics import prepare_multiprocess_dir
-from ..shared.models import UNSET, _Unset
-from ..supervisor.supervisor import Supervisor
+from ..shared.models import UNSET, PollingConfig, _Unset
+from ..supervisor.supervisor import WAIT_FOR_DATABASE_SECONDS_DEFAULT, Supervisor
 from ..worker.event_loop import EVENT_LOOPS, resolve
 from ..worker.process import WorkerSpec, worker_main
 from .common import database_option, fail, run
@@ -33,11 +26,14 @@ log = logging.getLogger("pg_scheduler.cli")
 WORKERS_DEFAULT = 2
 
 
-def _seconds(name: str, default: float | None, envvar: str, text: str) -> click.Option:
+def _seconds(knob: str, text: str) -> click.Option:
+    """The option of a knob in seconds: ``--lease-seconds`` and ``PG_SCHEDULER_LEASE_SECONDS``
+    for ``lease_seconds``, with the knob's default from ``KNOB_DEFAULTS``."""
+    default = KNOB_DEFAULTS[knob]  # type: ignore[literal-required]
     return click.Option(
-        [f"--{name}"], type=click.FloatRange(min=0, min_open=True), default=default,
-        envvar=envvar, show_envvar=True, show_default=default is not None, metavar="SECONDS",
-        help=text,
+        [f"--{knob.replace('_', '-')}", knob], type=click.FloatRange(min=0, min_open=True),
+        default=default, envvar=f"PG_SCHEDULER_{knob.upper()}", show_envvar=True,
+        show_default=default is not None, metavar="SECONDS", help=text,
     )
 
 
@@ -57,15 +53,17 @@ def _seconds(name: str, default: float | None, envvar: str, text: str) -> click.
               help="Worker processes in this pod (set it to the pod's CPU limit).")
 @click.option("--max-concurrent-jobs", "-c", type=click.IntRange(min=1), default=None,
               envvar="MAX_CONCURRENT_JOBS", show_envvar=True,
-              help="Jobs each worker process runs at once.  [default: 25]")
+              help="Jobs each worker process runs at once.  "
+                   f"[default: {KNOB_DEFAULTS['max_concurrent_jobs']}]")
 @click.option("--misfire-grace-time", type=str, default=None, envvar="MISFIRE_GRACE_TIME",
               show_envvar=True, metavar="SECONDS|none",
               help="How late a job may start before it ends 'expired'; 'none' never expires. "
-                   "[default: 300]")
+                   f"[default: {KNOB_DEFAULTS['misfire_grace_time']:g}]")
 @click.option("--vacuum/--no-vacuum", default=None, envvar="VACUUM_ENABLED", show_envvar=True,
-              help="Delete old finished jobs (on the leader).  [default: on]")
+              help="Delete old finished jobs (on the leader).  "
+                   f"[default: {'on' if KNOB_DEFAULTS['vacuum_enabled'] else 'off'}]")
 @click.option("--shutdown-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
-              default=SHUTDOWN_TIMEOUT_SECONDS_DEFAULT, envvar="PG_SCHEDULER_SHUTDOWN_TIMEOUT",
+              default=KNOB_DEFAULTS["shutdown_timeout_seconds"], envvar="PG_SCHEDULER_SHUTDOWN_TIMEOUT",
               show_envvar=True, show_default=True,
               help="On SIGTERM, how long running jobs may finish before their leases are "
                    "handed back. Keep terminationGracePeriodSeconds above it plus 10 s.")
@@ -84,7 +82,8 @@ def _seconds(name: str, default: float | None, envvar: str, text: str) -> click.
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
               case_sensitive=False), default="INFO", envvar="PG_SCHEDULER_LOG_LEVEL",
               show_envvar=True, show_default=True)
-@click.option("--wait-for-database", type=click.FloatRange(min=0), default=30.0,
+@click.option("--wait-for-database", type=click.FloatRange(min=0),
+              default=WAIT_FOR_DATABASE_SECONDS_DEFAULT,
               metavar="SECONDS", envvar="PG_SCHEDULER_WAIT_FOR_DATABASE", show_envvar=True,
               show_default=True,
               help="How long to wait at start for an unreachable database before giving up.")
@@ -197,17 +196,13 @@ def _grace(value: str | None) -> float | None | _Unset:
 
 
 for _option in (
-    _seconds("lease-seconds", LEASE_SECONDS_DEFAULT, "PG_SCHEDULER_LEASE_SECONDS",
+    _seconds("lease_seconds",
              "A running job's lease; a job whose worker vanished runs again after it."),
-    _seconds("heartbeat-seconds", None, "PG_SCHEDULER_HEARTBEAT_SECONDS",
-             "Lease renewal period.  [default: lease / 3]"),
-    _seconds("leader-ttl-seconds", LEADER_TTL_SECONDS_DEFAULT, "PG_SCHEDULER_LEADER_TTL_SECONDS",
-             "How soon a frozen or cut-off leader loses leadership."),
-    _seconds("poll-interval-seconds", None, "PG_SCHEDULER_POLL_INTERVAL_SECONDS",
-             "Fallback poll when no notification arrives.  [default: 2]"),
-    _seconds("retry-delay-seconds", RETRY_DELAY_SECONDS_DEFAULT, "PG_SCHEDULER_RETRY_DELAY_SECONDS",
-             "First retry delay of a failed job; doubles each retry."),
-    _seconds("retry-max-delay-seconds", RETRY_MAX_DELAY_SECONDS_DEFAULT,
-             "PG_SCHEDULER_RETRY_MAX_DELAY_SECONDS", "Cap of the retry delay."),
+    _seconds("heartbeat_seconds", "Lease renewal period.  [default: lease / 3]"),
+    _seconds("leader_ttl_seconds", "How soon a frozen or cut-off leader loses leadership."),
+    _seconds("poll_interval_seconds", "Fallback poll when no notification arrives.  "
+             f"[default: {PollingConfig().max_interval:g}]"),
+    _seconds("retry_delay_seconds", "First retry delay of a failed job; doubles each retry."),
+    _seconds("retry_max_delay_seconds", "Cap of the retry delay."),
 ):
     run_command.params.append(_option)

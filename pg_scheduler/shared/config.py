@@ -1,15 +1,19 @@
-"""The knobs 0.2.3 hard-coded, with their defaults, validation and environment variables.
+"""Declares the scheduler's knobs once, with their defaults, and builds the checked configuration.
 
-Every timing is in seconds and named so. Defaults are module constants (``<THING>_DEFAULT``).
-Values that are not given as keyword arguments fall back to the 0.1 README's environment variables
-(``MAX_CONCURRENT_JOBS``, ``MISFIRE_GRACE_TIME``, ``VACUUM_ENABLED``), then to the default.
+Every timing is in seconds and named so. :class:`SchedulerKnobs` and :class:`ConfigKnobs` name
+and type the knobs; :data:`KNOB_DEFAULTS` pairs each with its default, taken from the module
+constants (``<THING>_DEFAULT``); ``Scheduler`` and the ``pg-scheduler run`` options read them
+from there. Values that are not given as keyword arguments fall back to the 0.1 README's
+environment variables (``MAX_CONCURRENT_JOBS``, ``MISFIRE_GRACE_TIME``, ``VACUUM_ENABLED``), then
+to the default.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Final, TypedDict, Unpack
 
 from .errors import ConfigurationError
 from .models import UNSET, PollingConfig, VacuumConfig, _Unset
@@ -22,11 +26,81 @@ RETRY_DELAY_SECONDS_DEFAULT = 10.0
 RETRY_MAX_DELAY_SECONDS_DEFAULT = 600.0
 SHUTDOWN_TIMEOUT_SECONDS_DEFAULT = 30.0
 LEADER_TTL_SECONDS_DEFAULT = 15.0
-ELECT_INTERVAL_SECONDS_DEFAULT = 5.0
 PERIODIC_INTERVAL_SECONDS_DEFAULT = 1.0
 MISFIRE_TOLERANCE_SECONDS_DEFAULT = 1.0
 """Lateness up to this never counts as a misfire: it covers the scheduler's own pickup time, so a
-healthy scheduler never expires a job with a small grace (0.2.3 expired 6 of 10 with grace=1)."""
+healthy scheduler never expires a job with a small grace."""
+VACUUM_ENABLED_DEFAULT = True
+RETRY_JITTER_DEFAULT = True
+INSTALL_SIGNAL_HANDLERS_DEFAULT = False
+ELECT_INTERVAL_SECONDS_MAX = 5.0
+"""The election period when not given: a third of the leader TTL, at most this."""
+RESCUE_INTERVAL_SECONDS_MAX = 5.0
+"""The orphan rescuer's period when not given: a third of the lease, at most this."""
+
+
+class SchedulerKnobs(TypedDict, total=False):
+    """The ``Scheduler``'s keyword-only knobs (their defaults: :data:`KNOB_DEFAULTS`)."""
+
+    lease_seconds: float
+    heartbeat_seconds: float | None
+    poll_interval_seconds: float | None
+    retry_delay_seconds: float
+    retry_max_delay_seconds: float
+    retry_jitter: bool
+    shutdown_timeout_seconds: float
+    install_signal_handlers: bool
+    leader_ttl_seconds: float
+    elect_interval_seconds: float | None
+    rescue_interval_seconds: float | None
+    worker_stale_seconds: float | None
+    periodic_interval_seconds: float
+
+
+class ConfigKnobs(SchedulerKnobs, total=False):
+    """Every knob :meth:`SchedulerConfig.build` takes: the ``Scheduler``'s keyword-only ones, the
+    positional ones of 0.2.3's constructor, and those only the configuration takes."""
+
+    max_concurrent_jobs: int | None
+    misfire_grace_time: float | None | _Unset
+    vacuum_enabled: bool | None
+    vacuum_config: VacuumConfig | None
+    batch_claim_limit: int
+    polling_config: PollingConfig | None
+    misfire_tolerance_seconds: float
+
+
+KNOB_DEFAULTS: Final[ConfigKnobs] = {
+    # Environment variable first (see the module's docstring), then this.
+    "max_concurrent_jobs": MAX_CONCURRENT_JOBS_DEFAULT,
+    "misfire_grace_time": MISFIRE_GRACE_TIME_DEFAULT,
+    "vacuum_enabled": VACUUM_ENABLED_DEFAULT,
+    # A new VacuumConfig() and PollingConfig().
+    "vacuum_config": None,
+    "polling_config": None,
+    "batch_claim_limit": BATCH_CLAIM_LIMIT_DEFAULT,
+    "lease_seconds": LEASE_SECONDS_DEFAULT,
+    "retry_delay_seconds": RETRY_DELAY_SECONDS_DEFAULT,
+    "retry_max_delay_seconds": RETRY_MAX_DELAY_SECONDS_DEFAULT,
+    "retry_jitter": RETRY_JITTER_DEFAULT,
+    "shutdown_timeout_seconds": SHUTDOWN_TIMEOUT_SECONDS_DEFAULT,
+    "install_signal_handlers": INSTALL_SIGNAL_HANDLERS_DEFAULT,
+    "leader_ttl_seconds": LEADER_TTL_SECONDS_DEFAULT,
+    "periodic_interval_seconds": PERIODIC_INTERVAL_SECONDS_DEFAULT,
+    "misfire_tolerance_seconds": MISFIRE_TOLERANCE_SECONDS_DEFAULT,
+    # Derived from other knobs by SchedulerConfig.build: heartbeat lease / 3; poll the polling
+    # config's max_interval; elect min(ELECT_INTERVAL_SECONDS_MAX, leader TTL / 3); rescue
+    # min(RESCUE_INTERVAL_SECONDS_MAX, lease / 3); a worker is stale after one lease.
+    "heartbeat_seconds": None,
+    "poll_interval_seconds": None,
+    "elect_interval_seconds": None,
+    "rescue_interval_seconds": None,
+    "worker_stale_seconds": None,
+}
+"""Each knob's default: the one place that pairs a knob with it."""
+
+SCHEDULER_KNOBS: Final = SchedulerKnobs.__optional_keys__
+"""The names :class:`SchedulerKnobs` declares, for the runtime check of a caller's keywords."""
 
 
 def _env_int(env: Mapping[str, str], name: str) -> int | None:
@@ -65,26 +139,28 @@ def _env_bool(env: Mapping[str, str], name: str) -> bool | None:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    max_concurrent_jobs: int = MAX_CONCURRENT_JOBS_DEFAULT
-    misfire_grace_time: float | None = MISFIRE_GRACE_TIME_DEFAULT
-    vacuum_enabled: bool = True
-    vacuum_config: VacuumConfig = field(default_factory=VacuumConfig)
-    batch_claim_limit: int = BATCH_CLAIM_LIMIT_DEFAULT
-    polling_config: PollingConfig = field(default_factory=PollingConfig)
-    lease_seconds: float = LEASE_SECONDS_DEFAULT
-    heartbeat_seconds: float = LEASE_SECONDS_DEFAULT / 3
-    poll_interval_seconds: float = 2.0
-    retry_delay_seconds: float = RETRY_DELAY_SECONDS_DEFAULT
-    retry_max_delay_seconds: float = RETRY_MAX_DELAY_SECONDS_DEFAULT
-    retry_jitter: bool = True
-    shutdown_timeout_seconds: float = SHUTDOWN_TIMEOUT_SECONDS_DEFAULT
-    install_signal_handlers: bool = False
-    leader_ttl_seconds: float = LEADER_TTL_SECONDS_DEFAULT
-    elect_interval_seconds: float = ELECT_INTERVAL_SECONDS_DEFAULT
-    rescue_interval_seconds: float = 5.0
-    worker_stale_seconds: float = LEASE_SECONDS_DEFAULT
-    periodic_interval_seconds: float = PERIODIC_INTERVAL_SECONDS_DEFAULT
-    misfire_tolerance_seconds: float = MISFIRE_TOLERANCE_SECONDS_DEFAULT
+    """The checked, resolved knobs; build it with :meth:`build`, which applies the defaults."""
+
+    max_concurrent_jobs: int
+    misfire_grace_time: float | None
+    vacuum_enabled: bool
+    vacuum_config: VacuumConfig
+    batch_claim_limit: int
+    polling_config: PollingConfig
+    lease_seconds: float
+    heartbeat_seconds: float
+    poll_interval_seconds: float
+    retry_delay_seconds: float
+    retry_max_delay_seconds: float
+    retry_jitter: bool
+    shutdown_timeout_seconds: float
+    install_signal_handlers: bool
+    leader_ttl_seconds: float
+    elect_interval_seconds: float
+    rescue_interval_seconds: float
+    worker_stale_seconds: float
+    periodic_interval_seconds: float
+    misfire_tolerance_seconds: float
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -121,68 +197,60 @@ class SchedulerConfig:
 
     @classmethod
     def build(
-        cls,
-        *,
-        max_concurrent_jobs: int | None = None,
-        misfire_grace_time: float | None | _Unset = UNSET,
-        vacuum_enabled: bool | None = None,
-        vacuum_config: VacuumConfig | None = None,
-        batch_claim_limit: int = BATCH_CLAIM_LIMIT_DEFAULT,
-        polling_config: PollingConfig | None = None,
-        lease_seconds: float = LEASE_SECONDS_DEFAULT,
-        heartbeat_seconds: float | None = None,
-        poll_interval_seconds: float | None = None,
-        retry_delay_seconds: float = RETRY_DELAY_SECONDS_DEFAULT,
-        retry_max_delay_seconds: float = RETRY_MAX_DELAY_SECONDS_DEFAULT,
-        retry_jitter: bool = True,
-        shutdown_timeout_seconds: float = SHUTDOWN_TIMEOUT_SECONDS_DEFAULT,
-        install_signal_handlers: bool = False,
-        leader_ttl_seconds: float = LEADER_TTL_SECONDS_DEFAULT,
-        elect_interval_seconds: float | None = None,
-        rescue_interval_seconds: float | None = None,
-        worker_stale_seconds: float | None = None,
-        periodic_interval_seconds: float = PERIODIC_INTERVAL_SECONDS_DEFAULT,
-        misfire_tolerance_seconds: float = MISFIRE_TOLERANCE_SECONDS_DEFAULT,
-        env: Mapping[str, str] | None = None,
+        cls, *, env: Mapping[str, str] | None = None, **knobs: Unpack[ConfigKnobs]
     ) -> SchedulerConfig:
+        """The configuration from ``knobs``; a knob not given takes its environment variable
+        (for the three of 0.1's README), else its :data:`KNOB_DEFAULTS` entry."""
+        unknown = knobs.keys() - KNOB_DEFAULTS.keys()
+        if unknown:
+            raise TypeError(f"unknown knob(s): {', '.join(sorted(unknown))}")
         env = os.environ if env is None else env
+        k: ConfigKnobs = {**KNOB_DEFAULTS, **knobs}
+        max_concurrent_jobs = knobs.get("max_concurrent_jobs")
         if max_concurrent_jobs is None:
             from_env_int = _env_int(env, "MAX_CONCURRENT_JOBS")
             # "0" is a mistake to report, not a request for the default (``or`` turned it into 25).
             if from_env_int is not None and from_env_int < 1:
                 raise ConfigurationError(f"MAX_CONCURRENT_JOBS={from_env_int} must be at least 1")
             max_concurrent_jobs = (
-                MAX_CONCURRENT_JOBS_DEFAULT if from_env_int is None else from_env_int
+                KNOB_DEFAULTS["max_concurrent_jobs"] if from_env_int is None else from_env_int
             )
+        misfire_grace_time = knobs.get("misfire_grace_time", UNSET)
         if misfire_grace_time is UNSET:
             from_env = _env_float_or_none(env, "MISFIRE_GRACE_TIME")
-            misfire_grace_time = MISFIRE_GRACE_TIME_DEFAULT if from_env is UNSET else from_env
+            misfire_grace_time = KNOB_DEFAULTS["misfire_grace_time"] if from_env is UNSET else from_env
+        vacuum_enabled = knobs.get("vacuum_enabled")
         if vacuum_enabled is None:
             vacuum_enabled = _env_bool(env, "VACUUM_ENABLED")
-            vacuum_enabled = True if vacuum_enabled is None else vacuum_enabled
-        polling = polling_config or PollingConfig()
+            vacuum_enabled = KNOB_DEFAULTS["vacuum_enabled"] if vacuum_enabled is None else vacuum_enabled
+        polling = k["polling_config"] or PollingConfig()
+        lease_seconds = k["lease_seconds"]
+        leader_ttl_seconds = k["leader_ttl_seconds"]
+        assert max_concurrent_jobs is not None and vacuum_enabled is not None
         assert not isinstance(misfire_grace_time, _Unset)
         return cls(
             max_concurrent_jobs=max_concurrent_jobs,
             misfire_grace_time=misfire_grace_time,
             vacuum_enabled=vacuum_enabled,
-            vacuum_config=vacuum_config or VacuumConfig(),
-            batch_claim_limit=batch_claim_limit,
+            vacuum_config=k["vacuum_config"] or VacuumConfig(),
+            batch_claim_limit=k["batch_claim_limit"],
             polling_config=polling,
             lease_seconds=lease_seconds,
-            heartbeat_seconds=heartbeat_seconds or lease_seconds / 3,
-            poll_interval_seconds=poll_interval_seconds or polling.max_interval,
-            retry_delay_seconds=retry_delay_seconds,
-            retry_max_delay_seconds=retry_max_delay_seconds,
-            retry_jitter=retry_jitter,
-            shutdown_timeout_seconds=shutdown_timeout_seconds,
-            install_signal_handlers=install_signal_handlers,
+            heartbeat_seconds=k["heartbeat_seconds"] or lease_seconds / 3,
+            poll_interval_seconds=k["poll_interval_seconds"] or polling.max_interval,
+            retry_delay_seconds=k["retry_delay_seconds"],
+            retry_max_delay_seconds=k["retry_max_delay_seconds"],
+            retry_jitter=k["retry_jitter"],
+            shutdown_timeout_seconds=k["shutdown_timeout_seconds"],
+            install_signal_handlers=k["install_signal_handlers"],
             leader_ttl_seconds=leader_ttl_seconds,
-            elect_interval_seconds=elect_interval_seconds or min(
-                ELECT_INTERVAL_SECONDS_DEFAULT, leader_ttl_seconds / 3
+            elect_interval_seconds=k["elect_interval_seconds"] or min(
+                ELECT_INTERVAL_SECONDS_MAX, leader_ttl_seconds / 3
             ),
-            rescue_interval_seconds=rescue_interval_seconds or min(5.0, lease_seconds / 3),
-            worker_stale_seconds=worker_stale_seconds or lease_seconds,
-            periodic_interval_seconds=periodic_interval_seconds,
-            misfire_tolerance_seconds=misfire_tolerance_seconds,
+            rescue_interval_seconds=k["rescue_interval_seconds"] or min(
+                RESCUE_INTERVAL_SECONDS_MAX, lease_seconds / 3
+            ),
+            worker_stale_seconds=k["worker_stale_seconds"] or lease_seconds,
+            periodic_interval_seconds=k["periodic_interval_seconds"],
+            misfire_tolerance_seconds=k["misfire_tolerance_seconds"],
         )

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 POOL_SIZE = 4
 """The supervisor's own connections: registration, fenced leader transactions, releases."""
+WAIT_FOR_DATABASE_SECONDS_DEFAULT = 30.0
+"""How long the supervisor waits at start for a database that does not answer yet."""
 DRAIN_MARGIN_SECONDS = 10.0
 """Beyond the shutdown timeout, what a worker needs to cancel leftovers, give them back and close."""
 
@@ -62,7 +64,7 @@ class Supervisor:
         config: SchedulerConfig,
         worker_target: WorkerTarget,
         spec_for: SpecFactory,
-        wait_for_database_seconds: float = 30.0,
+        wait_for_database_seconds: float = WAIT_FOR_DATABASE_SECONDS_DEFAULT,
         metrics_host: str | None = None,
         metrics_port: int | None = None,
         session_dsn: str | None = None,
