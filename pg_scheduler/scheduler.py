@@ -1,40 +1,34 @@
-"""The in-process :class:`Scheduler`: the API of the 0.1 README, kept for real.
+"""The in-process :class:`Scheduler`: the API of the 0.1 README, a facade over its parts.
 
-It composes, inside the caller's event loop, the same pieces that ``pg-scheduler run`` spreads
-over processes: an :class:`~pg_scheduler.supervisor.elector.Elector` whose leader runs the
-maintenance services (periodic registrar, orphan rescuer, vacuum), and one
-:class:`~pg_scheduler.worker.worker.Worker` that claims and runs jobs. Same tables, same
-guarantees: in-process Schedulers and supervisor pods can share one database.
-
-A Scheduler that is never started is a producer: scheduling, cancelling, inspecting and the
-management API work on it, creating the schema on first use.
+It runs, inside the caller's event loop, the same pieces that ``pg-scheduler run`` spreads over
+processes (one worker, and leader election whose leader runs the maintenance services): same
+tables, same guarantees, so in-process Schedulers and supervisor pods can share one database.
+Its parts: :class:`~pg_scheduler.runtime.Runtime` (start and shutdown),
+:class:`~pg_scheduler.job_writer.JobWriter` (scheduling),
+:class:`~pg_scheduler.job_admin.JobAdmin` (cancel, read, maintenance by hand) and
+:class:`~pg_scheduler.periodic_admin.PeriodicAdmin` (periodic jobs). A Scheduler that is never
+started is a producer: all but the runtime work on it, creating the schema on first use.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
 import os
-import signal
 import socket
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar, Unpack, overload
+from typing import Any, Literal, Unpack, overload
 
 import asyncpg
 
 from .awaitable import AwaitableDict, AwaitableList, AwaitableOptional
+from .database_gate import DatabaseGate
+from .job_admin import JobAdmin
 from .job_writer import JobWriter
 from .periodic_admin import PeriodicAdmin
-from .shared import queries
+from .runtime import Runtime
 from .shared.config import KNOB_DEFAULTS, SCHEDULER_KNOBS, SchedulerConfig, SchedulerKnobs
-from .shared.db import connect_params_from_pool
-from .shared.errors import (
-    ConfigurationError,
-    SchedulerStateError,
-)
+from .shared.errors import ConfigurationError
 from .shared.models import (
     UNSET,
     ConflictResolution,
@@ -47,16 +41,10 @@ from .shared.models import (
     VacuumTrigger,
     _Unset,
 )
-from .shared.periodic import (
-    PeriodicJobInfo,
-    periodic_registry,
-)
-from .shared.schema import ensure_schema
+from .shared.periodic import PeriodicJobInfo
 from .shared.tasks import TaskRegistry, registry
 from .supervisor.elector import Elector
-from .supervisor.fence import Unfenced
 from .supervisor.leader_services import LeaderServices
-from .supervisor.leadership import Leadership
 from .supervisor.maintenance.orphan_rescuer import OrphanRescuer
 from .supervisor.maintenance.periodic_registrar import PeriodicRegistrar
 from .supervisor.maintenance.vacuum import Vacuum
@@ -73,12 +61,6 @@ __all__ = [
     "VacuumPolicy",
     "VacuumTrigger",
 ]
-
-log = logging.getLogger("pg_scheduler")
-
-T = TypeVar("T")
-
-
 
 
 class Scheduler:
@@ -128,61 +110,65 @@ class Scheduler:
             vacuum_enabled=vacuum_enabled, vacuum_config=vacuum_config,
             batch_claim_limit=batch_claim_limit, polling_config=polling_config, **knobs,
         )
-        self._dsn = dsn
         self.registry: TaskRegistry = registry
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._on_outcome = on_outcome
-        self._schema_ready = False
-        self._schema_lock = asyncio.Lock()
-        self._started = False
-        self._stopped = False
-        self._worker: Worker | None = None
-        self._elector: Elector | None = None
-        self.leader_services: LeaderServices | None = None
-        self._background: set[asyncio.Task[Any]] = set()
-        self._signals_installed: list[signal.Signals] = []
-        self._closed = asyncio.Event()
-        self._writer = JobWriter(db_pool, self.registry, self.config, self._ready)
+        self._gate = DatabaseGate(db_pool, dsn, lambda conn: self._periodic.publish(conn))
+        self._ready = self._gate.ready
         self._periodic = PeriodicAdmin(
             db_pool, ready=self._ready, registrar=lambda: self.periodic_registrar,
-            spawn=self._spawn,
+            spawn=lambda coro: self._runtime.spawn(coro),
         )
-
-    # ------------------------------------------------------------------ lifecycle
+        self._runtime = Runtime(
+            db_pool, self.registry, self.config, worker_id=self.worker_id, gate=self._gate,
+            periodic=self._periodic, on_outcome=on_outcome,
+        )
+        self._writer = JobWriter(db_pool, self.registry, self.config, self._ready)
+        self._jobs = JobAdmin(db_pool, self.config, ready=self._ready, worker=lambda: self.worker)
 
     @property
     def is_leader(self) -> bool:
-        return self._elector is not None and self._elector.is_leader
+        """Whether this scheduler holds a trusted leader term now."""
+        return self.elector is not None and self.elector.is_leader
 
     @property
     def started(self) -> bool:
         """True once ``start()`` has succeeded (and still after ``shutdown()``)."""
-        return self._started
+        return self._runtime.started
 
     @property
     def closed(self) -> bool:
         """True once ``shutdown()`` has finished."""
-        return self._closed.is_set()
+        return self._runtime.closed.is_set()
+
+    @property
+    def leader_services(self) -> LeaderServices | None:
+        """The leader-only services once started (running only while this scheduler leads)."""
+        return self._runtime.leader_services
 
     @property
     def periodic_registrar(self) -> PeriodicRegistrar | None:
+        """The leader services' periodic registrar, once started."""
         return self.leader_services.periodic_registrar if self.leader_services else None
 
     @property
     def orphan_rescuer(self) -> OrphanRescuer | None:
+        """The leader services' orphan rescuer, once started."""
         return self.leader_services.orphan_rescuer if self.leader_services else None
 
     @property
     def vacuum(self) -> Vacuum | None:
+        """The leader services' vacuum, once started with vacuum enabled."""
         return self.leader_services.vacuum if self.leader_services else None
 
     @property
     def elector(self) -> Elector | None:
-        return self._elector
+        """The elector once started, else None."""
+        return self._runtime.elector
 
     @property
     def worker(self) -> Worker | None:
-        return self._worker
+        """The worker that claims and runs jobs once started, else None."""
+        return self._runtime.worker
 
     async def initialize_db(self) -> None:
         """Create or upgrade the schema (0.2.3's name; ``start()`` and producers call it too)."""
@@ -191,82 +177,18 @@ class Scheduler:
     async def start(self) -> None:
         """Create the schema if needed, publish periodic definitions, start claiming jobs, and
         take part in leader election."""
-        if self._started:
-            raise SchedulerStateError("this Scheduler was already started")
-        if self._stopped:
-            raise SchedulerStateError("a Scheduler cannot be restarted after shutdown()")
-        self._started = True
-        try:
-            await self._start()
-        except BaseException:
-            # Leave nothing half-started, and let a later start() try again (the database may
-            # simply not have been up yet).
-            await self._stop_parts(timeout=0.0)
-            self._worker = self._elector = None
-            self._started = False
-            raise
-        log.info("scheduler %s started: %d task(s), %d periodic job(s), %d slot(s)",
-                 self.worker_id, len(self.registry), len(periodic_registry.all()),
-                 self.config.max_concurrent_jobs)
-
-    async def _start(self) -> None:
-        await self._ready()
-        # Definitions registered after this scheduler's first database call (a module imported
-        # late) are published now; the sync loop publishes any that come later still.
-        await self._periodic.publish()
-        connect_args, connect_kwargs = self._connect_params()
-        cfg = self.config
-        self._worker = Worker(
-            self.db_pool, self.registry, connect_args, connect_kwargs, cfg,
-            worker_id=self.worker_id, kind="scheduler", on_outcome=self._on_outcome,
-        )
-        await self._worker.start()
-
-        leadership = Leadership.build(
-            self.db_pool, connect_args, connect_kwargs, node_id=self.worker_id, config=cfg
-        )
-        self.leader_services, self._elector = leadership.services, leadership.elector
-        await self._elector.start()
-        self._periodic.start_sync()
-        if cfg.install_signal_handlers:
-            self._install_signal_handlers()
+        await self._runtime.start()
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop claiming; let running jobs finish for up to ``shutdown_timeout_seconds`` (or
         ``timeout``); hand the leases of the rest back so another replica runs them at once;
         resign leadership so another replica leads within a second."""
-        if self._stopped:
-            return
-        self._stopped = True
-        try:
-            wait = self.config.shutdown_timeout_seconds if timeout is None else timeout
-            await self._stop_parts(wait)
-            # The signal handler runs shutdown() as a background task: do not wait on ourselves.
-            pending = [t for t in self._background if t is not asyncio.current_task()]
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-        finally:
-            self._closed.set()
-        log.info("scheduler %s stopped", self.worker_id)
-
-    async def _stop_parts(self, timeout: float) -> None:
-        """Stop whatever was started, in order: leadership first (so another replica leads at
-        once), then the worker (drain, hand back, deregister). Each part stops even if an
-        earlier one failed."""
-        self._remove_signal_handlers()
-        elector, worker = self._elector, self._worker
-        try:
-            await self._periodic.stop_sync()
-            if elector is not None:
-                await elector.stop()
-        finally:
-            if worker is not None:
-                await worker.stop(timeout)
+        await self._runtime.shutdown(timeout)
 
     async def wait_closed(self) -> None:
         """Wait until ``shutdown()`` has finished (e.g. after a signal, with
         ``install_signal_handlers=True``)."""
-        await self._closed.wait()
+        await self._runtime.closed.wait()
 
     async def __aenter__(self) -> Scheduler:
         await self.start()
@@ -275,29 +197,20 @@ class Scheduler:
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
 
-    # ------------------------------------------------------------------ producing
-
     def register(self, func: Callable[..., Any], name: str | None = None) -> str:
         """Register a task without decorating it (same as ``@job``); returns its name. A started
         scheduler looks for its due jobs at once."""
         task_name = self.registry.register(func, name).name
-        if self._worker is not None:
-            self._worker.wake()
+        if self.worker is not None:
+            self.worker.wake()
         return task_name
 
     async def schedule(
-        self,
-        func: Callable[..., Any] | str,
-        *,
-        execution_time: datetime,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        priority: JobPriority | str | int = JobPriority.NORMAL,
-        max_retries: int = 0,
-        job_id: str | None = None,
-        conflict_resolution: ConflictResolution = ConflictResolution.RAISE,
-        misfire_grace_time: float | None | _Unset = UNSET,
-        timeout_seconds: float | None = None,
+        self, func: Callable[..., Any] | str, *, execution_time: datetime,
+        args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+        priority: JobPriority | str | int = JobPriority.NORMAL, max_retries: int = 0,
+        job_id: str | None = None, conflict_resolution: ConflictResolution = ConflictResolution.RAISE,
+        misfire_grace_time: float | None | _Unset = UNSET, timeout_seconds: float | None = None,
         connection: asyncpg.Connection | None = None,
     ) -> str:
         """Schedule ``func(*args, **kwargs)`` at ``execution_time`` (timezone-aware).
@@ -315,31 +228,20 @@ class Scheduler:
 
     @overload
     async def schedule_bulk(
-        self,
-        jobs: Sequence[JobSpec],
-        *,
-        conflict_resolution: ConflictResolution = ...,
-        batch_size: int = ...,
-        connection: asyncpg.Connection | None = ...,
+        self, jobs: Sequence[JobSpec], *, conflict_resolution: ConflictResolution = ...,
+        batch_size: int = ..., connection: asyncpg.Connection | None = ...,
         per_spec: Literal[False] = ...,
     ) -> list[str]: ...
     @overload
     async def schedule_bulk(
-        self,
-        jobs: Sequence[JobSpec],
-        *,
-        conflict_resolution: ConflictResolution = ...,
-        batch_size: int = ...,
-        connection: asyncpg.Connection | None = ...,
+        self, jobs: Sequence[JobSpec], *, conflict_resolution: ConflictResolution = ...,
+        batch_size: int = ..., connection: asyncpg.Connection | None = ...,
         per_spec: Literal[True],
     ) -> list[str | None]: ...
     async def schedule_bulk(
-        self,
-        jobs: Sequence[JobSpec],
-        *,
+        self, jobs: Sequence[JobSpec], *,
         conflict_resolution: ConflictResolution = ConflictResolution.IGNORE,
-        batch_size: int = 5000,
-        connection: asyncpg.Connection | None = None,
+        batch_size: int = 5000, connection: asyncpg.Connection | None = None,
         per_spec: bool = False,
     ) -> list[str] | list[str | None]:
         """Schedule many jobs in one statement per batch (a COPY when no spec gives an id).
@@ -356,13 +258,8 @@ class Scheduler:
         )
 
     async def schedule_job(
-        self,
-        job_name: str,
-        execution_time: datetime,
-        task_data: Mapping[str, Any] | None = None,
-        priority: JobPriority = JobPriority.NORMAL,
-        max_retries: int = 0,
-        job_id: str | None = None,
+        self, job_name: str, execution_time: datetime, task_data: Mapping[str, Any] | None = None,
+        priority: JobPriority = JobPriority.NORMAL, max_retries: int = 0, job_id: str | None = None,
         conflict_resolution: ConflictResolution = ConflictResolution.RAISE,
         misfire_grace_time: float | None | _Unset = UNSET,
     ) -> str:
@@ -376,50 +273,27 @@ class Scheduler:
 
     async def cancel_job(self, job_id: str, *, reason: str | None = None) -> bool:
         """Cancel a pending or running job; a running one has its coroutine cancelled."""
-        await self._ready()
-        rows = await self.db_pool.fetch(queries.JOB_CANCEL, job_id, reason)
-        if rows and self._worker is not None:
-            self._worker.cancel_local(job_id)  # no need to wait for our own notification
-        return bool(rows)
+        return await self._jobs.cancel_job(job_id, reason=reason)
 
     async def get_job(self, job_id: str) -> Job | None:
-        await self._ready()
-        row = await self.db_pool.fetchrow(queries.JOB_GET, job_id)
-        if row is None:
-            return None
-        data = dict(row)
-        if isinstance(data["task_data"], str):
-            data["task_data"] = json.loads(data["task_data"])
-        return Job.from_record(data)
-
-    # ------------------------------------------------------------------ maintenance by hand
+        """The job as stored now, or None if there is no such job (or it was vacuumed)."""
+        return await self._jobs.get_job(job_id)
 
     async def run_vacuum(self) -> dict[str, int]:
         """Run one vacuum pass now, with this scheduler's policies."""
-        await self._ready()
-        if not self.config.vacuum_enabled:
-            return {"completed": 0, "failed": 0, "cancelled": 0, "expired": 0}
-        return await Vacuum(Unfenced(self.db_pool), self.config.vacuum_config).run_once()
+        return await self._jobs.run_vacuum()
 
     async def recover_orphaned_jobs(self) -> int:
         """Run one orphan-rescue pass now (the leader also runs it on its own)."""
-        await self._ready()
-        result = await OrphanRescuer(
-            Unfenced(self.db_pool), interval_seconds=1.0,
-            worker_stale_seconds=self.config.worker_stale_seconds,
-        ).run_once()
-        return len(result.requeued) + len(result.failed)
+        return await self._jobs.recover_orphaned_jobs()
 
     async def get_vacuum_stats(self, days: int = 7) -> list[dict[str, Any]]:
-        await self._ready()
-        return [dict(r) for r in await self.db_pool.fetch(queries.VACUUM_LIST_STATS, days)]
+        """Rows vacuum deleted per day over the last ``days`` days, by status, newest first."""
+        return await self._jobs.get_vacuum_stats(days)
 
     async def get_total_vacuum_stats(self) -> dict[str, Any]:
-        await self._ready()
-        row = await self.db_pool.fetchrow(queries.VACUUM_GET_TOTALS)
-        return dict(row) if row else {}
-
-    # ------------------------------------------------------------------ periodic management
+        """Rows vacuum deleted in all, by status, and the days it kept statistics for."""
+        return await self._jobs.get_total_vacuum_stats()
 
     def get_periodic_jobs(self) -> AwaitableDict[str, PeriodicJobInfo]:
         """All periodic jobs of the cluster. Plain call: what this process knows now; awaited:
@@ -443,11 +317,7 @@ class Scheduler:
         return await self._periodic.trigger_periodic_job(dedup_key)
 
     async def set_periodic_schedule(
-        self,
-        dedup_key: str,
-        *,
-        every: timedelta | None = None,
-        cron: str | None = None,
+        self, dedup_key: str, *, every: timedelta | None = None, cron: str | None = None,
         timezone: str | None = None,
     ) -> bool:
         """Change a periodic job's schedule for the whole cluster, persisted in the database: it
@@ -467,69 +337,3 @@ class Scheduler:
     ) -> AwaitableList[datetime]:
         """The next ``count`` window starts (UTC) after ``after`` (default now)."""
         return self._periodic.get_periodic_next_runs(dedup_key, count, after)
-
-    # ------------------------------------------------------------------ internals
-
-    async def _ready(self, *, dedicated: bool = False) -> None:
-        """Create or upgrade the schema and publish periodic definitions, once.
-
-        ``dedicated``: do it on a connection of its own, not the pool's. ``schedule(...,
-        connection=conn)`` uses that: the caller may hold the pool's last connection, and the
-        caller's transaction must not carry our DDL.
-        """
-        if self._schema_ready:
-            return
-        async with self._schema_lock:
-            if self._schema_ready:
-                return
-            if dedicated:
-                args, kwargs = self._connect_params()
-                conn = await asyncpg.connect(*args, **kwargs)
-                try:
-                    await self._prepare_database(conn)
-                finally:
-                    await conn.close()
-            else:
-                async with self.db_pool.acquire() as conn:
-                    await self._prepare_database(conn)
-            self._schema_ready = True
-
-    async def _prepare_database(self, conn: asyncpg.Connection) -> None:
-        await ensure_schema(conn)
-        await self._periodic.publish(conn)
-
-    def _connect_params(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        if self._dsn is not None:
-            return (self._dsn,), {}
-        return connect_params_from_pool(self.db_pool)
-
-    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Run ``coro`` in the background; shutdown() waits for it, and a failure is logged."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-        return task
-
-    def _background_done(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("pg_scheduler background call failed: %r", task.exception())
-
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-                self._signals_installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                log.warning("cannot install a handler for %s here", sig.name)
-
-    def _remove_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in self._signals_installed:
-            loop.remove_signal_handler(sig)
-        self._signals_installed.clear()
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        log.info("received %s: shutting down", sig.name)
-        self._spawn(self.shutdown())

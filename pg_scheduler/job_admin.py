@@ -1,0 +1,83 @@
+"""Acts by hand on jobs already written: cancel, read, one vacuum or rescue pass, vacuum statistics.
+
+The :class:`~pg_scheduler.scheduler.Scheduler` delegates its ``cancel_job``, ``get_job``,
+``run_vacuum``, ``recover_orphaned_jobs`` and vacuum statistics here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from .shared import queries
+from .shared.config import SchedulerConfig
+from .shared.models import Job
+from .supervisor.fence import Unfenced
+from .supervisor.maintenance.orphan_rescuer import OrphanRescuer
+from .supervisor.maintenance.vacuum import Vacuum
+from .worker.worker import Worker
+
+
+class JobAdmin:
+    """Cancels and reads jobs, and runs the maintenance passes outside the leader, unfenced."""
+
+    def __init__(
+        self, db_pool: asyncpg.Pool, config: SchedulerConfig, *,
+        ready: Callable[[], Awaitable[None]], worker: Callable[[], Worker | None],
+    ) -> None:
+        """``worker``: this process's worker while it runs, whose copy of a cancelled job
+        stops at once."""
+        self.db_pool = db_pool
+        self.config = config
+        self._ready = ready
+        self._worker = worker
+
+    async def cancel_job(self, job_id: str, *, reason: str | None = None) -> bool:
+        """``Scheduler.cancel_job``."""
+        await self._ready()
+        rows = await self.db_pool.fetch(queries.JOB_CANCEL, job_id, reason)
+        worker = self._worker()
+        if rows and worker is not None:
+            worker.cancel_local(job_id)  # no need to wait for our own notification
+        return bool(rows)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """``Scheduler.get_job``."""
+        await self._ready()
+        row = await self.db_pool.fetchrow(queries.JOB_GET, job_id)
+        if row is None:
+            return None
+        data = dict(row)
+        if isinstance(data["task_data"], str):
+            data["task_data"] = json.loads(data["task_data"])
+        return Job.from_record(data)
+
+    async def run_vacuum(self) -> dict[str, int]:
+        """``Scheduler.run_vacuum``."""
+        await self._ready()
+        if not self.config.vacuum_enabled:
+            return {"completed": 0, "failed": 0, "cancelled": 0, "expired": 0}
+        return await Vacuum(Unfenced(self.db_pool), self.config.vacuum_config).run_once()
+
+    async def recover_orphaned_jobs(self) -> int:
+        """``Scheduler.recover_orphaned_jobs``."""
+        await self._ready()
+        result = await OrphanRescuer(
+            Unfenced(self.db_pool), interval_seconds=1.0,
+            worker_stale_seconds=self.config.worker_stale_seconds,
+        ).run_once()
+        return len(result.requeued) + len(result.failed)
+
+    async def get_vacuum_stats(self, days: int = 7) -> list[dict[str, Any]]:
+        """``Scheduler.get_vacuum_stats``."""
+        await self._ready()
+        return [dict(r) for r in await self.db_pool.fetch(queries.VACUUM_LIST_STATS, days)]
+
+    async def get_total_vacuum_stats(self) -> dict[str, Any]:
+        """``Scheduler.get_total_vacuum_stats``."""
+        await self._ready()
+        row = await self.db_pool.fetchrow(queries.VACUUM_GET_TOTALS)
+        return dict(row) if row else {}
