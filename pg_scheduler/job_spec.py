@@ -1,5 +1,6 @@
-"""pg-scheduler 0.2.3's module path ``pg_scheduler.job_spec``: :class:`JobSpec`, and ``_UNSET``,
-the default of ``JobSpec.misfire_grace_time`` ("use the scheduler's")."""
+"""Re-exports :class:`JobSpec` and ``_UNSET`` under 0.2.3's module path ``pg_scheduler.job_spec``.
+
+``_UNSET`` is the default of ``JobSpec.misfire_grace_time`` ("use the scheduler's")."""
 
 from .shared.models import UNSET as _UNSET
 from .shared.models import JobSpec

@@ -1,5 +1,6 @@
-"""pg-scheduler 0.2.3's module path ``pg_scheduler.periodic``: the ``@periodic`` decorator, and
-``PeriodicJobConfig``, the type of ``get_periodic_jobs()``'s values (:class:`PeriodicJobInfo`,
+"""Re-exports ``@periodic`` and ``PeriodicJobConfig`` under 0.2.3's path ``pg_scheduler.periodic``.
+
+``PeriodicJobConfig`` is the type of ``get_periodic_jobs()``'s values (:class:`PeriodicJobInfo`,
 which has 0.2.3's fields and more)."""
 
 from .shared.periodic import PeriodicJobInfo, periodic

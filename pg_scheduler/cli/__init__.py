@@ -1,6 +1,7 @@
-"""The ``pg-scheduler`` command (click). ``cli`` and ``scheduler`` are the only packages that may
-import both supervisor and worker pieces: ``run`` hands the worker's process entry point to the
-supervisor's pool."""
+"""The ``pg-scheduler`` command (click): the group and its subcommands.
+
+``cli`` and the Scheduler's modules are the only ones that may import both supervisor and
+worker pieces: ``run`` hands the worker's process entry point to the supervisor's pool."""
 
 from __future__ import annotations
 

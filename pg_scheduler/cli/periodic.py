@@ -1,5 +1,7 @@
-"""``pg-scheduler periodic list / enable / disable / trigger / set / next``: the periodic management API
-of ``Scheduler``, from the shell. It acts on the whole cluster: the state lives in the database."""
+"""``pg-scheduler periodic list / enable / disable / trigger / set / next``.
+
+The periodic management API of ``Scheduler``, from the shell. It acts on the whole cluster: the
+state lives in the database."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The embedded PostgreSQL under the import path ``pg_scheduler.shared.embedded``: a re-export
-of :mod:`pg_scheduler.embedded` for programs that use this path. New code imports
+"""Re-exports :mod:`pg_scheduler.embedded` under the import path ``pg_scheduler.shared.embedded``.
+
+It serves programs that use this path. New code imports
 ``pg_scheduler.embedded``."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Advisory lock keys. Two-int4 keys ``(CLASS, id)``: the class keeps ours apart from any lock
+"""Advisory lock keys.
+
+Two-int4 keys ``(CLASS, id)``: the class keeps ours apart from any lock
 the application takes, and advisory locks are already scoped to one database."""
 
 from __future__ import annotations

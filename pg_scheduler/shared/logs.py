@@ -1,5 +1,6 @@
-"""One log format for the supervisor and its workers, so that a pod's interleaved output says
-which process wrote each line."""
+"""One log format for the supervisor and its workers.
+
+With it, a pod's interleaved output says which process wrote each line."""
 
 from __future__ import annotations
 

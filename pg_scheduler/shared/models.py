@@ -1,5 +1,6 @@
-"""The job model: priorities, states, conflict strategies, and the config dataclasses that
-pg-scheduler 0.2.3 exported (kept field for field so old programs construct them unchanged)."""
+"""The job model: priorities, states, conflict strategies, and 0.2.3's config dataclasses.
+
+The config dataclasses are kept field for field, so old programs construct them unchanged."""
 
 from __future__ import annotations
 

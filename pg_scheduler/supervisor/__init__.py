@@ -1,2 +1,3 @@
-"""Leader election, the leader-only maintenance services, and (for ``pg-scheduler run``) the
-worker process pool. Never runs jobs."""
+"""Leadership and pods: election, leader-only maintenance, and the worker process pool.
+
+The pool serves ``pg-scheduler run``. Nothing here runs jobs."""

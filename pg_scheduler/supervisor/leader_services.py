@@ -1,5 +1,6 @@
-"""The group of leader-only services, started when this process wins leadership and stopped
-when it loses it (River's QueueMaintainer). The elector drives it through two callbacks.
+"""The group of leader-only services, started on winning leadership and stopped on losing it.
+
+It is River's QueueMaintainer. The elector drives it through two callbacks.
 
 :class:`~pg_scheduler.supervisor.leadership.Leadership` builds the group, with
 :meth:`LeaderServices.for_config`, for the in-process ``Scheduler`` and the supervisor alike.

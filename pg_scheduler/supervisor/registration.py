@@ -1,5 +1,6 @@
-"""The supervisor's own row in the process registry (``scheduler_workers``, kind
-``supervisor``), touched every heartbeat period.
+"""The supervisor's own row in the process registry, touched every heartbeat period.
+
+The row is in ``scheduler_workers``, of kind ``supervisor``.
 
 Workers keep their rows from their heartbeat threads; the supervisor's event loop never runs a
 job, so a plain periodic service is enough. ``pg-scheduler status`` reads these rows, and the

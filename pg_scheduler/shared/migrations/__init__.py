@@ -1,0 +1,1 @@
+"""Schema migrations: numbered SQL files, applied in order by ``shared.schema``."""

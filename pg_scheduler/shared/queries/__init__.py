@@ -1,5 +1,7 @@
-"""Every SQL statement pg_scheduler runs, by name, in one module per entity. No SQL lives anywhere
-else; every name is re-exported here, so ``queries.JOB_GET`` works whichever module holds it.
+"""Every SQL statement pg_scheduler runs, by name, in one module per entity.
+
+No SQL lives anywhere else; every name is re-exported here, so ``queries.JOB_GET`` works
+whichever module holds it.
 
 All values are bind parameters; the literals are a claim's LIMIT bound, an int the code derives
 from its free slots (``claim_bound``), and the fixed :data:`MISSED_AFTER_SECONDS`, never input.

@@ -1,5 +1,7 @@
-"""Schema migrations, the database clock, the leader's cluster sample, and what inspection, the
-embedded server and the management CLI read or change."""
+"""Administrative statements: migrations, the database clock, the cluster sample, inspection.
+
+Also what the leader samples for its gauges, and what the embedded server and the management
+CLI read or change."""
 
 from __future__ import annotations
 

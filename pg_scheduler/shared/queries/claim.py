@@ -1,5 +1,7 @@
-"""What a worker runs about its jobs: the next due time, the claim, lease renewal, completion
-(alone or with the next claim), failure, release, skip, and the exclusive lock of a run."""
+"""What a worker runs about its jobs, from the claim to the outcome.
+
+The next due time, the claim, lease renewal, completion (alone or with the next claim),
+failure, release, skip, and the exclusive lock of a run."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Producing and reading jobs: inserts (one, many), the planner's view of the table, get,
-cancel, and the wake-up notification."""
+"""Producing and reading jobs: inserts, get, cancel, and the wake-up notification.
+
+Inserts are of one job or many; the planner's view of the table serves a large bulk insert."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Leadership: the election lock, the epoch, the leadership check, resignation, and the fence
-that opens every leader transaction."""
+"""Leadership: the election lock, the epoch, the leadership check, resignation, and the fence.
+
+The fence statement opens every leader transaction."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Periodic jobs: definitions, schedule overrides, the registrar's pass (windows, cursor, misfire
-policy), manual triggers, and the overlap policy at the end of a run."""
+"""Periodic jobs: definitions, overrides, the registrar's pass, manual triggers, overlap policy.
+
+The registrar's pass covers windows, its cursor and the misfire policy; the overlap policy
+applies at the end of a run."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Orphan rescue: stale registry rows, jobs whose lease expired, and the jobs of a worker process
-that died or stopped."""
+"""Orphan rescue: stale registry rows, expired leases, and the jobs of a vanished worker.
+
+A vanished worker is a worker process that died or stopped."""
 
 from __future__ import annotations
 

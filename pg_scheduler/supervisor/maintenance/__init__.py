@@ -1,4 +1,6 @@
-"""Leader-only maintenance services. They receive a fence, never the elector: whoever holds the
+"""Leader-only maintenance services.
+
+They receive a fence, never the elector: whoever holds the
 current term may write through it, and nobody else can."""
 
 from __future__ import annotations
