@@ -25,6 +25,7 @@ from pg_scheduler import Scheduler, job, periodic
 from pg_scheduler.shared import queries
 from pg_scheduler.shared.locks import LEADER_LOCK
 from pg_scheduler.shared.models import JobState
+from tests.rows import Sql, job_row, update_job, wait_for_status
 from tests.support import FAST, wait_for
 
 STATES = [s.value for s in JobState]
@@ -203,9 +204,9 @@ async def test_jobs_list_filters_and_show_prints_every_column(
     await producer.schedule("app.billing:charge", execution_time=base, job_id="charge-1",
                             args=[42], kwargs={"currency": "EUR"}, max_retries=2)
     error = "ValueError: card declined\n  line two of the traceback\n" + "x" * 300
-    await pool.execute("UPDATE scheduled_jobs SET status = 'failed', error_message = $1, "
-                       "finished_at = now() WHERE job_id = 'charge-1'", error)
-    await pool.execute("UPDATE scheduled_jobs SET status = 'cancelled' WHERE job_id = 'mail-0'")
+    await update_job(pool, "charge-1", status="failed", error_message=error,
+                     finished_at=Sql("now()"))
+    await update_job(pool, "mail-0", status="cancelled")
 
     every = await ok_json("jobs", "list", "--database-url", dsn)
     assert {r["job_id"] for r in every} == {"mail-0", "mail-1", "mail-2", "charge-1"}
@@ -302,11 +303,8 @@ async def test_jobs_retry_runs_a_failed_job_again(dsn: str, pool: asyncpg.Pool) 
         async with Scheduler(pool, **FAST) as s:
             job_id = await s.schedule(flaky, execution_time=now(), max_retries=1)
 
-            async def status_is(expected: str) -> bool:
-                return bool(await pool.fetchval(queries.JOB_GET_STATUS, job_id) == expected)
-
-            await wait_for(lambda: status_is("failed"), message="job failed")
-            failed = await pool.fetchrow(queries.JOB_GET, job_id)
+            await wait_for_status(pool, job_id, "failed")
+            failed = await job_row(pool, job_id)
             assert failed["retry_count"] == 1 and failed["attempt"] == 2
 
             refused = await cli("jobs", "retry", "nope", "--database-url", dsn)
@@ -317,8 +315,8 @@ async def test_jobs_retry_runs_a_failed_job_again(dsn: str, pool: asyncpg.Pool) 
             out = await ok("jobs", "retry", job_id, "--database-url", dsn)
             assert "pending again" in out and "attempt 3" in out
             await wait_for(lambda: wakeups, message="workers woken")
-            await wait_for(lambda: status_is("completed"), message="job completed")
-            done = await pool.fetchrow(queries.JOB_GET, job_id)
+            await wait_for_status(pool, job_id, "completed")
+            done = await job_row(pool, job_id)
             assert done["attempt"] == 3 and done["retry_count"] == 0 and len(runs) == 3
             assert done["error_message"] is None
 
@@ -337,11 +335,10 @@ async def test_jobs_retry_keeps_the_error_and_counts_attempts_on(
     producer = await migrated(pool)
     await producer.schedule("app:x", execution_time=now() - timedelta(days=1), job_id="old",
                             max_retries=3)
-    await pool.execute("UPDATE scheduled_jobs SET status = 'expired', attempt = 4, retry_count = 3,"
-                       " worker_id = 'w', started_at = now(), finished_at = now(),"
-                       " error_message = 'misfired' WHERE job_id = 'old'")
+    await update_job(pool, "old", status="expired", attempt=4, retry_count=3, worker_id="w",
+                     started_at=Sql("now()"), finished_at=Sql("now()"), error_message="misfired")
     await ok("jobs", "retry", "old", "--database-url", dsn)
-    row = await pool.fetchrow(queries.JOB_GET, "old")
+    row = await job_row(pool, "old")
     assert row["status"] == "pending" and row["retry_count"] == 0 and row["attempt"] == 4
     assert row["worker_id"] is None and row["started_at"] is None and row["finished_at"] is None
     assert row["error_message"] == "misfired"

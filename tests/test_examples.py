@@ -22,7 +22,9 @@ import pytest
 
 from pg_scheduler import Scheduler, job
 from pg_scheduler.embedded import LocalPostgres
-from tests.support import FAST, wait_for
+from pg_scheduler.shared.models import FINAL_STATES
+from tests.rows import Sql, ago, insert_job, job_row, update_job, wait_for_status
+from tests.support import FAST
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -219,8 +221,7 @@ async def test_readme_quick_start_schedules_its_job_five_minutes_ahead_and_a_sch
     match = re.search(r"^Scheduled job: (\S+)$", run.stdout, flags=re.M)
     assert match, run.explain()
     assert "asyncio.sleep(300) capped to 1 s" in run.stdout
-    row = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", match[1])
-    assert row is not None
+    row = await job_row(pool, match[1])
     assert row["job_name"] == "__main__:send_email"
     assert row["status"] == "pending"
     assert (row["priority"], row["max_retries"]) == (5, 3)
@@ -233,18 +234,12 @@ async def test_readme_quick_start_schedules_its_job_five_minutes_ahead_and_a_sch
     exec(compile((README_DIR / "quickstart_readme.py").read_text(), "quickstart_readme.py", "exec"),
          namespace)
     job(name="__main__:send_email")(namespace["send_email"])
-    await pool.execute("UPDATE scheduled_jobs SET execution_time = now() WHERE job_id = $1", match[1])
+    await update_job(pool, match[1], execution_time=Sql("now()"))
     async with Scheduler(pool, **FAST) as scheduler:
-        finished = await wait_for(lambda: _final(scheduler, match[1]), timeout=15,
-                                  message="the README's job to finish")
+        finished = await wait_for_status(scheduler, match[1], FINAL_STATES, timeout=15)
     assert finished.status.value == "completed", finished.error_message
     assert finished.attempt == 1
     assert "✅ Email sent to user@example.com" in capsys.readouterr().out
-
-
-async def _final(scheduler: Scheduler, job_id: str) -> object:
-    j = await scheduler.get_job(job_id)
-    return j if j is not None and j.status.is_final else None
 
 
 async def test_readme_periodic_decorators_are_registered_and_each_runs_one_window(
@@ -339,13 +334,13 @@ async def test_readme_vacuum_config_scheduler_starts_and_deletes_by_its_policies
     dsn: str, pool: asyncpg.Pool
 ) -> None:
     await Scheduler(pool).initialize_db()
-    await pool.execute(
-        "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, status, finished_at) VALUES"
-        " ('completed-2d', 't', now(), 'completed', now() - interval '2 days'),"
-        " ('completed-1h', 't', now(), 'completed', now() - interval '1 hour'),"
-        " ('failed-2d', 't', now(), 'failed', now() - interval '2 days'),"
-        " ('cancelled-4d', 't', now(), 'cancelled', now() - interval '4 days')"
-    )
+    for job_id, status, finished_ago in [
+        ("completed-2d", "completed", timedelta(days=2)),
+        ("completed-1h", "completed", timedelta(hours=1)),
+        ("failed-2d", "failed", timedelta(days=2)),
+        ("cancelled-4d", "cancelled", timedelta(days=4)),
+    ]:
+        await insert_job(pool, job_id, job_name="t", status=status, finished_at=ago(finished_ago))
     run = await run_readme_example("vacuum_config.py", dsn)
     assert "provided the names the example uses but does not define: db_pool" in run.stdout
     assert "track_metrics=True" in run.stdout

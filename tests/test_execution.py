@@ -30,6 +30,7 @@ from pg_scheduler import (
 )
 from pg_scheduler.shared.db import create_pool_waiting
 from pg_scheduler.shared.locks import EXCLUSIVE_JOB_LOCK_CLASS, exclusive_job_lock
+from tests.rows import job_row, wait_for_status
 from tests.support import FAST, wait_for
 
 FINAL = {"completed", "failed", "cancelled", "expired"}
@@ -49,19 +50,8 @@ def now() -> datetime:
 
 async def finished(s: Scheduler, job_id: str, timeout: float = 10.0) -> Job:
     """Wait until the job reaches a final state, and return it."""
-
-    async def check() -> Job | None:
-        j = await s.get_job(job_id)
-        return j if j is not None and j.status in FINAL else None
-
-    result: Job = await wait_for(check, timeout, message=f"job {job_id} to finish")
+    result: Job = await wait_for_status(s, job_id, FINAL, timeout)
     return result
-
-
-async def row(pool: asyncpg.Pool, job_id: str) -> asyncpg.Record:
-    record = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", job_id)
-    assert record is not None, f"no row for {job_id}"
-    return record
 
 
 async def worker_row(pool: asyncpg.Pool, worker_id: str) -> asyncpg.Record | None:
@@ -312,11 +302,11 @@ async def _cancel_running_job(pool: asyncpg.Pool, *, from_producer: bool) -> Non
         await wait_for(lambda: interrupted, timeout=2, message="coroutine cancelled")
         assert interrupted[0] - t0 < 1.0
         await wait_for(lambda: job_id not in worker.running_job_ids, timeout=2)
-        after_cancel = await row(pool, job_id)
+        after_cancel = await job_row(pool, job_id)
         # Let a poll interval (and, locally, three lease renewals) go by: nothing may rewrite
         # the cancelled row (a window in which something must NOT happen, hence a plain sleep).
         await asyncio.sleep(FAST["poll_interval_seconds"] + 0.3)
-        later = await row(pool, job_id)
+        later = await job_row(pool, job_id)
         assert await canceller.cancel_job(job_id) is False  # already final
 
     assert after_cancel["status"] == "cancelled"
@@ -441,7 +431,7 @@ async def test_replica_without_the_task_leaves_it_alone_until_it_registers_it(
         # which something must NOT happen, hence a plain sleep).
         await asyncio.sleep(FAST["poll_interval_seconds"] + 0.3)
         for job_id in b_ids:
-            r = await row(pool, job_id)
+            r = await job_row(pool, job_id)
             assert (r["status"], r["attempt"], r["worker_id"], r["started_at"]) == (
                 "pending", 0, None, None
             ), dict(r)
@@ -493,7 +483,7 @@ async def test_shutdown_lets_a_short_running_job_finish(pool: asyncpg.Pool) -> N
         await s.shutdown()
         elapsed = time.monotonic() - t0
 
-    r = await row(pool, job_id)
+    r = await job_row(pool, job_id)
     assert r["status"] == "completed"
     assert finished_body == [True]
     assert elapsed < 3.0, elapsed
@@ -532,7 +522,7 @@ async def test_shutdown_hands_back_a_long_job_that_another_scheduler_then_runs_a
 
     assert 0.5 - CLOCK_EPSILON <= elapsed < 3.0, elapsed  # waited the grace, then gave up
     assert runs == ["slow", "cancelled"]
-    handed_back = await row(pool, job_id)
+    handed_back = await job_row(pool, job_id)
     assert handed_back["status"] == "pending"
     assert handed_back["worker_id"] is None
     assert handed_back["lease_until"] is None
@@ -612,7 +602,7 @@ async def test_advisory_lock_makes_periodic_runs_exclusive(pool: asyncpg.Pool, d
         assert second_id is not None and second_id != first_id
 
         async def second_deferred() -> bool:
-            r = await row(pool, second_id)
+            r = await job_row(pool, second_id)
             return bool(r["status"] == "pending" and r["error_message"] == "exclusive lock busy")
 
         await wait_for(second_deferred, timeout=5, message="second trigger deferred")
@@ -737,7 +727,7 @@ async def test_job_blocking_its_event_loop_keeps_its_lease_and_runs_once(
 
         job_id = await a.schedule(blocks_its_loop, execution_time=now(), max_retries=3)
         await wait_for(lambda: spans, timeout=5, message="blocking job started")
-        running = await row(pool, job_id)
+        running = await job_row(pool, job_id)
         assert running["status"] == "running" and running["worker_id"] == b.worker_id
         hold_gate.set()
         await finished(a, hold_id)
@@ -746,7 +736,7 @@ async def test_job_blocking_its_event_loop_keeps_its_lease_and_runs_once(
         first_lease = running["lease_until"]
 
         async def renewed_while_blocked() -> bool:
-            r = await row(pool, job_id)
+            r = await job_row(pool, job_id)
             with spans_lock:
                 still_blocked = spans[0][2] is None
             assert still_blocked, "the block ended before any renewal was seen"

@@ -13,6 +13,7 @@ import pytest
 from pg_scheduler import Scheduler, current_job, job
 from pg_scheduler.shared import queries
 from pg_scheduler.worker.claimer import Claimer
+from tests.rows import Sql, insert_job, job_row, update_job, wait_for_status
 from tests.support import FAST, wait_for
 
 
@@ -40,13 +41,11 @@ async def test_a_worker_that_lost_its_lease_stops_the_job_and_cannot_complete_it
             "INSERT INTO scheduler_workers (worker_id, kind, host, pid) VALUES"
             " ('someone-else', 'worker', 'test', 0)"
         )
-        await pool.execute(
-            "UPDATE scheduled_jobs SET worker_id = 'someone-else', attempt = attempt + 1,"
-            " lease_until = now() + interval '1 hour' WHERE job_id = $1", job_id
-        )
+        await update_job(pool, job_id, worker_id="someone-else", attempt=Sql("attempt + 1"),
+                         lease_until=Sql("now() + interval '1 hour'"))
         # The heartbeat finds the lease gone and the worker stops the coroutine.
         await asyncio.wait_for(cancelled.wait(), FAST["heartbeat_seconds"] * 3 + 2)
-        row = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", job_id)
+        row = await job_row(pool, job_id)
         assert row["status"] == "running" and row["worker_id"] == "someone-else"
         assert row["attempt"] == 2
         await wait_for(lambda: not scheduler.worker or not scheduler.worker.running_job_ids,
@@ -66,14 +65,12 @@ async def test_completion_of_a_stale_attempt_is_refused(pool: asyncpg.Pool) -> N
         job_id = await scheduler.schedule(gated, execution_time=datetime.now(UTC))
         await asyncio.wait_for(started.wait(), 10)
         # The leader rescued the job (lease expired) and another worker finished attempt 2.
-        await pool.execute(
-            "UPDATE scheduled_jobs SET status = 'completed', worker_id = 'other', attempt = 2,"
-            " finished_at = now(), error_message = 'done by other' WHERE job_id = $1", job_id
-        )
+        await update_job(pool, job_id, status="completed", worker_id="other", attempt=2,
+                         finished_at=Sql("now()"), error_message="done by other")
         release.set()  # the stale attempt 1 now finishes and tries to complete
         await wait_for(lambda: not scheduler.worker or not scheduler.worker.running_job_ids,
                        message="stale run ended")
-        row = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", job_id)
+        row = await job_row(pool, job_id)
         assert (row["worker_id"], row["attempt"], row["error_message"]) == ("other", 2, "done by other")
 
 
@@ -90,20 +87,11 @@ async def test_rescuer_requeues_leaseless_jobs_of_a_worker_gone_from_the_registr
         await wait_for(lambda: scheduler.is_leader, message="leader")
         # A running row with no lease (as 0.2.3 wrote them) whose worker vanished: the registry
         # is all there is to go by.
-        await pool.execute(
-            """INSERT INTO scheduled_jobs (job_id, job_name, execution_time, status, task_data,
-                   worker_id, attempt, lease_until, max_retries)
-               VALUES ('orphan', $1, now(), 'running', '{"args": [], "kwargs": {}}', 'dead-worker',
-                       1, NULL, 3)""",
-            scheduler.registry.name_of(rescued),
-        )
+        await insert_job(pool, "orphan", job_name=scheduler.registry.name_of(rescued),
+                         status="running", worker_id="dead-worker", attempt=1, started_at=None,
+                         lease_until=None, max_retries=3)
         await asyncio.wait_for(ran.wait(), 10)
-        row = await wait_for(
-            lambda: pool.fetchrow(
-                "SELECT * FROM scheduled_jobs WHERE job_id = 'orphan' AND status = 'completed'"
-            ),
-            message="completed",
-        )
+        row = await wait_for_status(pool, "orphan", "completed")
         assert row["attempt"] == 2 and row["retry_count"] == 1
 
 
@@ -121,16 +109,12 @@ async def test_rescuer_honours_a_lease_to_its_end_even_when_its_worker_left_the_
 
     async with Scheduler(pool, **FAST) as scheduler:
         await wait_for(lambda: scheduler.is_leader, message="leader")
-        lease_until = await pool.fetchval(
-            """INSERT INTO scheduled_jobs (job_id, job_name, execution_time, status, task_data,
-                   worker_id, attempt, lease_until, max_retries)
-               VALUES ('leased', $1, now(), 'running', '{"args": [], "kwargs": {}}', 'pruned-worker',
-                       1, now() + interval '2 seconds', 3)
-               RETURNING lease_until""",
-            scheduler.registry.name_of(leased),
-        )
+        await insert_job(pool, "leased", job_name=scheduler.registry.name_of(leased),
+                         status="running", worker_id="pruned-worker", attempt=1, started_at=None,
+                         lease_until=Sql("now() + interval '2 seconds'"), max_retries=3)
+        lease_until = (await job_row(pool, "leased"))["lease_until"]
         await asyncio.wait_for(ran.wait(), 10)
-        row = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = 'leased'")
+        row = await job_row(pool, "leased")
         assert row["attempt"] == 2 and row["retry_count"] == 1
         assert row["started_at"] >= lease_until, "the job was taken back before its lease ran out"
 
@@ -145,21 +129,15 @@ async def test_completions_and_the_refill_claim_in_one_statement_keep_the_fence(
     await pool.execute(
         "INSERT INTO scheduler_workers (worker_id, kind, host, pid) VALUES ('w1', 'worker', 't', 0)"
     )
-    await pool.execute(
-        """INSERT INTO scheduled_jobs (job_id, job_name, execution_time, task_data)
-           SELECT 'job-' || g, 'fenced', now() - g * interval '1 second',
-                  '{"args": [], "kwargs": {}}'
-             FROM generate_series(1, 6) AS g"""
-    )
+    for g in range(1, 7):
+        await insert_job(pool, f"job-{g}", job_name="fenced",
+                         execution_time=Sql(f"now() - interval '{g} seconds'"))
     claimer = Claimer(pool, worker_id="w1", lease_seconds=30, misfire_tolerance_seconds=1)
     first = await claimer.claim(["fenced"], 2)
     assert sorted(j.job_id for j in first) == ["job-5", "job-6"]  # the most overdue first
     mine, stolen = first
     # The second run was taken over meanwhile (rescued and claimed again elsewhere).
-    await pool.execute(
-        "UPDATE scheduled_jobs SET worker_id = 'w2', attempt = attempt + 1 WHERE job_id = $1",
-        stolen.job_id,
-    )
+    await update_job(pool, stolen.job_id, worker_id="w2", attempt=Sql("attempt + 1"))
 
     done, claimed = await claimer.complete_and_claim(
         [mine.job_id, stolen.job_id], [mine.attempt, stolen.attempt], ["fenced"], 3)
@@ -195,10 +173,8 @@ async def test_fenced_writes_lock_the_rows_in_job_id_order(
     pool: asyncpg.Pool, statement: str,
 ) -> None:
     await Scheduler(pool).initialize_db()
-    await pool.execute(
-        "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, task_data) SELECT"
-        " id, 'fenced', now(), '{\"args\": [], \"kwargs\": {}}' FROM unnest($1::text[]) AS id",
-        ["job-a", "job-b"])
+    for job_id in ("job-a", "job-b"):
+        await insert_job(pool, job_id, job_name="fenced")
     claimer = Claimer(pool, worker_id="w1", lease_seconds=30, misfire_tolerance_seconds=1)
     claimed = {j.job_id: j.attempt for j in await claimer.claim(["fenced"], 2)}
     assert sorted(claimed) == ["job-a", "job-b"]

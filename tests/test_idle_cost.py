@@ -42,6 +42,7 @@ from pg_scheduler import Scheduler, job
 from pg_scheduler.shared import queries
 from pg_scheduler.worker import plans
 from pg_scheduler.worker.claimer import Claimer
+from tests.rows import wait_for_status
 from tests.support import FAST, wait_for
 
 ROWS = 200_000
@@ -361,11 +362,7 @@ async def test_a_due_job_on_the_loaded_table_completes_within_2s(pool: asyncpg.P
         started = time.monotonic()
         job_id = await scheduler.schedule(urgent, execution_time=datetime.now(UTC), args=("now",))
 
-        async def completed() -> bool:
-            j = await scheduler.get_job(job_id)
-            return j is not None and j.status == "completed"
-
-        await wait_for(completed, timeout=2.0, interval=0.02, message="due job completed")
+        await wait_for_status(scheduler, job_id, "completed", timeout=2.0, interval=0.02)
         print(f"\ndue job completed {time.monotonic() - started:.3f}s after schedule() "
               f"over {ROWS} future rows")
         assert ran == ["now"]

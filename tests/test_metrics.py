@@ -10,7 +10,7 @@ import os
 import signal
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -23,6 +23,7 @@ from pg_scheduler.embedded import free_port
 from tests.pgserver import TestPostgres
 from tests.pods import Pod, start_pod
 from tests.replicas import ensure_events_table
+from tests.rows import ago, insert_job, update_job
 from tests.support import FAST, wait_for
 
 pytestmark = pytest.mark.slow
@@ -243,15 +244,14 @@ async def test_oldest_due_age_leaves_out_windows_held_back_behind_a_running_run(
 
     async with pool.acquire() as conn:
         await ensure_schema(conn)
-    await pool.execute(
-        "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, status, dedup_key,"
-        " window_start, overlap) VALUES"
-        " ('w1', 't', now() - interval '20 min', 'running', 'k', now() - interval '20 min', 'queue'),"
-        " ('w2', 't', now() - interval '10 min', 'pending', 'k', now() - interval '10 min', 'queue')")
+    for job_id, status, due_ago in [("w1", "running", timedelta(minutes=20)),
+                                    ("w2", "pending", timedelta(minutes=10))]:
+        await insert_job(pool, job_id, job_name="t", execution_time=ago(due_ago), status=status,
+                         dedup_key="k", window_start=ago(due_ago), overlap="queue")
     sampler = QueueSampler(Unfenced(pool), interval_seconds=5, worker_stale_seconds=30)
     sample = await sampler.run_once()
     assert sample["oldest_due_age"] == 0.0 and sample["jobs"]["pending"] == 1
-    await pool.execute("UPDATE scheduled_jobs SET status = 'completed' WHERE job_id = 'w1'")
+    await update_job(pool, "w1", status="completed")
     sample = await sampler.run_once()
     assert 590 < sample["oldest_due_age"] < 900  # claimable now, and late
     await sampler.stop()

@@ -31,6 +31,7 @@ import asyncpg
 from pg_scheduler import Scheduler, periodic
 from pg_scheduler.shared.tasks import registry
 from pg_scheduler.supervisor.maintenance.periodic_registrar import PeriodicRegistrar
+from tests.rows import wait_for_status
 from tests.support import FAST, wait_for
 
 SECOND = timedelta(seconds=1)
@@ -308,8 +309,7 @@ async def test_trigger_runs_an_hourly_job_now_through_the_normal_path(
             asked = time.time()
             job_id = await producer.trigger_periodic_job("hourly")
             assert isinstance(job_id, str) and job_id
-            done = await wait_for(lambda: _status_is(scheduler, job_id, "completed"), timeout=5,
-                                  message="triggered run completed")
+            done = await wait_for_status(scheduler, job_id, "completed", timeout=5)
             assert ran and min(ran) - asked < 2.0, "the triggered run was not prompt"
             assert done.attempt == 1
             assert await producer.trigger_periodic_job("no-such-periodic-job") is None
@@ -322,11 +322,6 @@ async def test_trigger_runs_an_hourly_job_now_through_the_normal_path(
     # Exactly the triggered run, plus an hourly window only if the test straddled the hour.
     windowed_runs = sum(r["started_at"] is not None for r in rows if r["window_start"] is not None)
     assert len(ran) == 1 + windowed_runs
-
-
-async def _status_is(scheduler: Scheduler, job_id: str, status: str) -> Any:
-    j = await scheduler.get_job(job_id)
-    return j if j is not None and j.status == status else None
 
 
 class PausedTransactions:

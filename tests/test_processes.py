@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from tests.replicas import Replica, ensure_events_table, events, run_producer, start_replica
+from tests.rows import job_row, wait_for_status
 from tests.support import wait_for
 
 pytestmark = pytest.mark.slow
@@ -23,10 +24,6 @@ async def replicas() -> AsyncIterator[list[Replica]]:
     await asyncio.gather(*(r.stop() for r in started))
 
 
-async def job_row(pool: asyncpg.Pool, job_id: str) -> asyncpg.Record:
-    return await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", job_id)
-
-
 async def test_job_survives_the_restart_of_the_process_that_scheduled_it(
     dsn: str, pool: asyncpg.Pool, replicas: list[Replica]
 ) -> None:
@@ -36,7 +33,7 @@ async def test_job_survives_the_restart_of_the_process_that_scheduled_it(
                                       "max_retries": 5})
     assert (await job_row(pool, job_id))["status"] == "pending"
     replicas.append(await start_replica(dsn))
-    await wait_for(lambda: _status_is(pool, job_id, "completed"), timeout=15, message="completed")
+    await wait_for_status(pool, job_id, "completed", timeout=15)
     row = await job_row(pool, job_id)
     assert row["retry_count"] == 0 and row["attempt"] == 1
     assert [e["tag"] for e in await events(pool, "send_invoice")] == ["42"]
@@ -63,7 +60,7 @@ async def test_killed_replicas_job_runs_again_within_lease_with_the_attempt_coun
     # lease (2 s) + rescue interval + pickup: "within lease + a few seconds".
     print(f"measured: killed replica's job re-ran {rerun_after:.2f}s after SIGKILL (lease 2 s)")
     assert rerun_after < 2 + 3, f"re-run {rerun_after:.1f}s after the kill"
-    await wait_for(lambda: _status_is(pool, job_id, "completed"), timeout=15, message="completed")
+    await wait_for_status(pool, job_id, "completed", timeout=15)
     row = await job_row(pool, job_id)
     assert row["attempt"] == 2 and row["retry_count"] == 1
 
@@ -101,7 +98,7 @@ async def test_job_blocking_its_loop_past_the_lease_is_not_run_twice(
     await ensure_events_table(pool)
     # time.sleep(4) blocks the replica's event loop for 4 leases; its heartbeat thread renews.
     job_id = await run_producer(dsn, {"task": "apps.blocking", "args": ["b", 4]})
-    await wait_for(lambda: _status_is(pool, job_id, "completed"), timeout=20, message="completed")
+    await wait_for_status(pool, job_id, "completed", timeout=20)
     assert len(await events(pool, "start", "b")) == 1
     assert len(await events(pool, "end", "b")) == 1
     assert (await job_row(pool, job_id))["attempt"] == 1
@@ -183,11 +180,6 @@ async def test_frozen_leader_is_replaced_and_cannot_act_after_it_thaws(
 
 
 # ---------------------------------------------------------------------- helpers
-
-async def _status_is(pool: asyncpg.Pool, job_id: str, status: str) -> bool:
-    return bool(await pool.fetchval(
-        "SELECT status = $2 FROM scheduled_jobs WHERE job_id = $1", job_id, status))
-
 
 async def _first_start(pool: asyncpg.Pool, tag: str) -> asyncpg.Record | None:
     rows = await events(pool, "start", tag)

@@ -28,7 +28,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,7 @@ from pg_scheduler import (
 from pg_scheduler.shared import queries
 from pg_scheduler.shared.periodic import periodic_registry
 from pg_scheduler.shared.tasks import registry
+from tests.rows import insert_job, job_row, wait_for_status
 from tests.support import FAST, wait_for
 
 REPO_ROOT = str(Path(pg_scheduler.__file__).resolve().parents[1])
@@ -71,17 +71,6 @@ def later() -> datetime:
 
 async def job_count(pool: asyncpg.Pool) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM scheduled_jobs"))
-
-
-async def row(pool: asyncpg.Pool, job_id: str) -> asyncpg.Record:
-    record = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", job_id)
-    assert record is not None, f"no row {job_id!r}"
-    return record
-
-
-async def status_is(scheduler: Scheduler, job_id: str, state: str) -> Any:
-    j = await scheduler.get_job(job_id)
-    return j if j is not None and j.status == state else None
 
 
 # ============================================================================ 1. bad input
@@ -232,23 +221,20 @@ async def test_row_naming_an_unregistered_task_is_never_run(
 
     async with Scheduler(pool, **FAST) as scheduler:
         # Rows written by someone else: a shell command and a print, due now, with arguments.
-        await pool.execute(
-            """INSERT INTO scheduled_jobs (job_id, job_name, execution_time, task_data)
-               VALUES ('foreign-os', 'os:system', now(), $1::jsonb),
-                      ('foreign-print', 'builtins:print', now(), $2::jsonb)""",
-            f'{{"args": ["touch {marker}"], "kwargs": {{}}}}',
-            f'{{"args": ["{token}"], "kwargs": {{}}}}',
-        )
+        await insert_job(pool, "foreign-os", job_name="os:system",
+                         task_data={"args": [f"touch {marker}"], "kwargs": {}})
+        await insert_job(pool, "foreign-print", job_name="builtins:print",
+                         task_data={"args": [token], "kwargs": {}})
         probe_id = await scheduler.schedule(probe, execution_time=datetime.now(UTC),
                                             args=("live",))
-        await wait_for(lambda: status_is(scheduler, probe_id, "completed"),
-                       message="the registered task ran, so the worker was polling")
+        # The registered task ran, so the worker was polling.
+        await wait_for_status(scheduler, probe_id, "completed")
         # Not-happening window: one more fallback poll interval (1 s in FAST) plus margin, so
         # the worker had at least one more look at the table with the foreign rows due.
         await asyncio.sleep(FAST["poll_interval_seconds"] + 0.5)
 
         for job_id in ("foreign-os", "foreign-print"):
-            r = await row(pool, job_id)
+            r = await job_row(pool, job_id)
             assert r["status"] == "pending", (job_id, r["status"])
             assert r["attempt"] == 0
             assert r["worker_id"] is None
@@ -299,10 +285,9 @@ async def test_two_tasks_named_send_in_two_modules_stay_apart(
         a = await scheduler.schedule(moda.jobs.send, execution_time=now, args=("for-a",))
         b = await scheduler.schedule(modb.jobs.send, execution_time=now, args=("for-b",))
         for job_id in (a, b):
-            await wait_for(partial(status_is, scheduler, job_id, "completed"),
-                           message=f"{job_id} completed")
-        assert (await row(pool, a))["job_name"] == "moda.jobs:send"
-        assert (await row(pool, b))["job_name"] == "modb.jobs:send"
+            await wait_for_status(scheduler, job_id, "completed")
+        assert (await job_row(pool, a))["job_name"] == "moda.jobs:send"
+        assert (await job_row(pool, b))["job_name"] == "modb.jobs:send"
     assert sorted(sendlog.SENT) == [("moda.jobs", "for-a"), ("modb.jobs", "for-b")]
 
 
@@ -395,7 +380,7 @@ async def test_replace_of_a_pending_job_runs_it_once_with_the_new_args(
         await scheduler.schedule(task, execution_time=later(), args=("old",), job_id="rp")
         await scheduler.schedule(task, execution_time=datetime.now(UTC), args=("new",),
                                  job_id="rp", conflict_resolution=ConflictResolution.REPLACE)
-        j = await wait_for(lambda: status_is(scheduler, "rp", "completed"), message="rp ran")
+        j = await wait_for_status(scheduler, "rp", "completed")
     assert ran == ["new"]
     assert j.args == ["new"] and j.attempt == 1 and j.error_message is None
     assert await job_count(pool) == 1
@@ -422,19 +407,18 @@ async def test_replace_of_a_running_job_reruns_it_and_fences_out_the_old_run(
         await scheduler.schedule(slow, execution_time=datetime.now(UTC), args=("old",),
                                  job_id="rr")
         await wait_for(lambda: ("start", "old") in events, message="first run started")
-        assert (await row(pool, "rr"))["status"] == "running"
+        assert (await job_row(pool, "rr"))["status"] == "running"
 
         # Due a little later, so that the row can be seen pending before it is claimed again.
         await scheduler.schedule(
             slow, execution_time=datetime.now(UTC) + timedelta(seconds=1.5), args=("new",),
             job_id="rr", conflict_resolution=ConflictResolution.REPLACE,
         )
-        replaced = await row(pool, "rr")
+        replaced = await job_row(pool, "rr")
         assert replaced["status"] == "pending" and replaced["worker_id"] is None
         assert replaced["task_data"] is not None and "new" in replaced["task_data"]
 
-        done = await wait_for(lambda: status_is(scheduler, "rr", "completed"),
-                              message="replacement ran")
+        done = await wait_for_status(scheduler, "rr", "completed")  # the replacement ran
         gate.set()  # if the old run is still alive, let it try to complete: it must be refused
         await wait_for(lambda: len(outcomes) == 2, message="both runs reported")
 
@@ -443,7 +427,7 @@ async def test_replace_of_a_running_job_reruns_it_and_fences_out_the_old_run(
         ("end", "new")
     )
     assert sorted(outcomes) == [(1, "lease_lost"), (2, "completed")]
-    final = await row(pool, "rr")
+    final = await job_row(pool, "rr")
     assert final["status"] == "completed" and final["attempt"] == 2
     assert final["error_message"] is None
     assert done.args == ["new"]
@@ -485,15 +469,15 @@ async def test_replace_while_running_then_old_run_ending_first_leaves_new_run_al
         # Not-happening window: longer than a lease (2 s in FAST) plus a rescue pass, so that a
         # new run whose lease stopped being renewed would have been rescued by now.
         await asyncio.sleep(FAST["lease_seconds"] + 1.0)
-        r = await row(pool, "rr2")
+        r = await job_row(pool, "rr2")
         assert r["status"] == "running" and r["attempt"] == 2, dict(r)
         gates["new"].set()
-        await wait_for(lambda: status_is(scheduler, "rr2", "completed"), message="rr2 completed")
+        await wait_for_status(scheduler, "rr2", "completed")
         await wait_for(lambda: len(outcomes) == 2, message="both runs reported")
 
     assert sorted(outcomes) == [(1, "lease_lost"), (2, "completed")]
     assert ("end", "new") in events and ("end", "old") not in events
-    final = await row(pool, "rr2")
+    final = await job_row(pool, "rr2")
     assert final["status"] == "completed" and final["attempt"] == 2
     assert final["error_message"] is None
 
@@ -829,7 +813,7 @@ async def test_producer_schedules_by_name_a_task_it_does_not_import(pool: asyncp
                                      args=(2024,), kwargs={"fmt": "pdf"}, job_id="by-name")
     assert job_id == "by-name"
     assert "reports.jobs:build" not in registry
-    assert (await row(pool, "by-name"))["job_name"] == "reports.jobs:build"
+    assert (await job_row(pool, "by-name"))["job_name"] == "reports.jobs:build"
 
     # A consumer process that has the task registered under that name runs it.
     built: list[tuple[int, str]] = []
@@ -839,8 +823,8 @@ async def test_producer_schedules_by_name_a_task_it_does_not_import(pool: asyncp
         built.append((year, fmt))
 
     async with Scheduler(pool, **FAST) as consumer:
-        await wait_for(lambda: status_is(consumer, "by-name", "completed"),
-                       message="consumer ran the job scheduled by name")
+        # The consumer ran the job scheduled by name.
+        await wait_for_status(consumer, "by-name", "completed")
     assert built == [(2024, "pdf")]
 
 

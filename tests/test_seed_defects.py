@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from pg_scheduler import ConflictResolution, Scheduler, deterministic_job_id, job, periodic
+from tests.rows import Sql, insert_job, wait_for_status
 from tests.support import FAST, wait_for
 
 NO_POLLING = {**FAST, "poll_interval_seconds": 60.0}
@@ -77,17 +78,13 @@ async def test_a_rescued_job_is_run_again_not_expired(pool: asyncpg.Pool) -> Non
 
     async with Scheduler(pool, **FAST) as scheduler:
         await wait_for(lambda: scheduler.is_leader, message="leader")
-        await pool.execute(
-            """INSERT INTO scheduled_jobs (job_id, job_name, execution_time, status, task_data,
-                   worker_id, attempt, lease_until, max_retries, misfire_grace_time)
-               VALUES ('crashed', $1, now() - interval '1 hour', 'running',
-                       '{"args": [], "kwargs": {}}', 'dead', 1, now() - interval '1 minute', 1, 5)""",
-            scheduler.registry.name_of(recovered),
-        )
+        await insert_job(pool, "crashed", job_name=scheduler.registry.name_of(recovered),
+                         execution_time=Sql("now() - interval '1 hour'"), status="running",
+                         worker_id="dead", attempt=1, started_at=None,
+                         lease_until=Sql("now() - interval '1 minute'"), max_retries=1,
+                         misfire_grace_time=5)
         await asyncio.wait_for(ran.wait(), 10)
-        row = await wait_for(lambda: pool.fetchrow(
-            "SELECT * FROM scheduled_jobs WHERE job_id = 'crashed' AND status = 'completed'"),
-            message="completed")
+        row = await wait_for_status(pool, "crashed", "completed")
         assert row["attempt"] == 2 and row["retry_count"] == 1
 
 

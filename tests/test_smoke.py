@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from pg_scheduler import Scheduler, job
+from tests.rows import wait_for_status
 from tests.support import FAST, wait_for
 
 ran: list[int] = []
@@ -18,14 +19,11 @@ async def test_schedule_runs_and_completes(pool: asyncpg.Pool) -> None:
     async with Scheduler(pool, **FAST) as scheduler:
         job_id = await scheduler.schedule(add, execution_time=datetime.now(UTC), args=(7,))
         await wait_for(lambda: 7 in ran, message="job ran")
-        j = await wait_for(lambda: _completed(scheduler, job_id))
+        j = await wait_for_status(scheduler, job_id, "completed")
         assert j.attempt == 1
         await wait_for(lambda: scheduler.is_leader, message="leader")
 
 
-async def _completed(scheduler: Scheduler, job_id: str) -> object:
-    j = await scheduler.get_job(job_id)
-    return j if j is not None and j.status == "completed" else None
 
 
 async def test_future_job(pool: asyncpg.Pool) -> None:

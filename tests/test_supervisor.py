@@ -22,6 +22,7 @@ from pg_scheduler import JobSpec, Scheduler
 from pg_scheduler.embedded import process_state
 from tests.pods import Pod, leader_supervisor, start_pod
 from tests.replicas import ensure_events_table, events
+from tests.rows import job_row, wait_for_status
 from tests.support import FAST, ROOT, run_cli, wait_for
 
 pytestmark = pytest.mark.slow
@@ -114,7 +115,7 @@ async def test_a_killed_worker_is_replaced_and_its_job_runs_again_at_once(
     assert (second["at"] - killed_at).total_seconds() < 3
     print(f"measured: job restarted {(second['at'] - killed_at).total_seconds():.2f}s after kill -9")
     assert second["pid"] != victim
-    row = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", job_id)
+    row = await job_row(pool, job_id)
     assert (row["status"], row["attempt"], row["retry_count"]) == ("running", 2, 1)
     assert len(await pod.worker_pids(pool)) == 3
     assert victim not in await pod.worker_pids(pool)
@@ -188,7 +189,7 @@ async def test_sigterm_of_the_leading_pod_hands_over_leadership_and_its_long_job
     print(f"measured: SIGTERM -> other pod leads {led:.3f}s, pod exit 0 after {exited:.2f}s, "
           f"long job restarted on the other pod after {picked:.2f}s (shutdown timeout 1s)")
     assert second["pid"] in b_workers
-    row = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", job_id)
+    row = await job_row(pool, job_id)
     # Handed back, not crashed: the attempt goes up, no retry is consumed.
     assert (row["status"], row["attempt"], row["retry_count"]) == ("running", 2, 0)
     assert await pool.fetchval(
@@ -205,11 +206,7 @@ async def test_a_job_that_kills_its_worker_is_retried_then_failed(
     await pod.wait_ready(pool, 2)
     job_id = await schedule(pool, "apps.crash", "c", max_retries=2)
 
-    async def failed() -> asyncpg.Record | None:
-        row = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", job_id)
-        return row if row["status"] == "failed" else None
-
-    row = await wait_for(failed, timeout=30, message="failed")
+    row = await wait_for_status(pool, job_id, "failed", timeout=30)
     assert len(await events(pool, "start", "c")) == 3
     assert row["retry_count"] == 2 and row["attempt"] == 3
     assert "died during attempt 3" in row["error_message"]
@@ -251,7 +248,7 @@ async def test_a_second_signal_hands_jobs_back_at_once(
     pod.signal(signal.SIGINT)
     assert await pod.wait(timeout=15) == 0
     assert time.monotonic() - signalled < 10
-    row = await pool.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", job_id)
+    row = await job_row(pool, job_id)
     assert (row["status"], row["retry_count"]) == ("pending", 0)
 
 

@@ -24,6 +24,7 @@ from pg_scheduler import JobState, Scheduler, VacuumConfig, VacuumPolicy, job
 from pg_scheduler.shared.errors import LeadershipLostError
 from pg_scheduler.supervisor.fence import Fence, Term, Unfenced
 from pg_scheduler.supervisor.maintenance.vacuum import Vacuum
+from tests.rows import ago, insert_job, update_job, wait_for_status
 from tests.support import FAST, wait_for
 
 FINAL_STATES = ("completed", "failed", "cancelled", "expired")
@@ -40,30 +41,15 @@ async def insert_row(
     finished_ago: timedelta | None = None,
 ) -> None:
     """A row in ``status``, created ``created_ago`` and finished ``finished_ago`` before now."""
-    await pool.execute(
-        """
-        INSERT INTO scheduled_jobs
-            (job_id, job_name, execution_time, status, task_data, created_at, finished_at,
-             worker_id, lease_until)
-        VALUES ($1, $2, now() - $3::interval, $4, '{"args": [], "kwargs": {}}'::jsonb,
-                now() - $3::interval,
-                CASE WHEN $5::interval IS NULL THEN NULL ELSE now() - $5::interval END,
-                CASE WHEN $4 = 'running' THEN 'ghost-worker' END,
-                CASE WHEN $4 = 'running' THEN now() + interval '1 hour' END)
-        """,
-        job_id, TASK, created_ago, status, finished_ago,
-    )
+    await insert_job(pool, job_id, job_name=TASK, status=status, execution_time=ago(created_ago),
+                     created_at=ago(created_ago),
+                     finished_at=None if finished_ago is None else ago(finished_ago))
 
 
 async def backdate(
     pool: asyncpg.Pool, job_id: str, *, created_ago: timedelta, finished_ago: timedelta
 ) -> None:
-    status = await pool.execute(
-        "UPDATE scheduled_jobs SET created_at = now() - $2::interval,"
-        " finished_at = now() - $3::interval WHERE job_id = $1",
-        job_id, created_ago, finished_ago,
-    )
-    assert status == "UPDATE 1", f"{job_id} not found to back-date"
+    await update_job(pool, job_id, created_at=ago(created_ago), finished_at=ago(finished_ago))
 
 
 async def ids(pool: asyncpg.Pool) -> set[str]:
@@ -138,7 +124,7 @@ async def test_a_real_expired_job_is_vacuumed_after_7_days_by_default(
             too_late, execution_time=datetime.now(UTC) - timedelta(minutes=5),
             misfire_grace_time=1,
         )
-        await wait_for(lambda: _is(pool, expired, "expired"), message="job expired")
+        await wait_for_status(pool, expired, "expired")
     # The claim that expired it must have stamped finished_at, or it would never age out.
     assert await pool.fetchval(
         "SELECT finished_at IS NOT NULL FROM scheduled_jobs WHERE job_id = $1", expired
@@ -160,7 +146,7 @@ async def test_immediate_deletes_right_after_completion(pool: asyncpg.Pool) -> N
 
     async with Scheduler(pool, vacuum_enabled=False, **FAST) as scheduler:
         done = await scheduler.schedule(quick, execution_time=datetime.now(UTC))
-        await wait_for(lambda: _is(pool, done, "completed"), message="job completed")
+        await wait_for_status(pool, done, "completed")
         waiting = await scheduler.schedule(
             quick, execution_time=datetime.now(UTC) + timedelta(hours=1)
         )
@@ -386,10 +372,6 @@ async def _insert_finished(pool: asyncpg.Pool, counts: dict[str, int], *, tag: s
     for state, count in counts.items():
         for n in range(count):
             await insert_row(pool, f"{tag}-{state}-{n}", state, finished_ago=timedelta(0))
-
-
-async def _is(pool: asyncpg.Pool, job_id: str, status: str) -> bool:
-    return await status_of(pool, job_id) == status
 
 
 async def _all_completed(pool: asyncpg.Pool, job_ids: list[str]) -> bool:
