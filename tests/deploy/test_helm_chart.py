@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "pg-scheduler"
 CI_VALUES = CHART / "ci"
 RELEASE, NAMESPACE = "jobs", "jobs"

@@ -26,7 +26,7 @@ from pg_scheduler.shared.models import FINAL_STATES
 from tests.rows import Sql, ago, insert_job, job_row, update_job, wait_for_status
 from tests.support import FAST
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 QUICKSTART = EXAMPLES / "quickstart.py"
 README_DIR = EXAMPLES / "readme"

@@ -6,14 +6,14 @@ What 0.2.3's programs and tests rely on, and what is proven here:
    ``.vacuum``, ``.polling``, ``.periodic``, ``.scheduler``, with its names;
 2. its error messages keep their key phrases ("Expected an async function", "async functions",
    "both", "Either", "Invalid timezone") inside ours, and their builtin base classes;
-3. ``VacuumConfig(completed=None)`` means the default policy (``tests/test_vacuum.py``);
+3. ``VacuumConfig(completed=None)`` means the default policy (``tests/integration/test_vacuum.py``);
 4. ``PeriodicJobInfo.timezone`` is a ``ZoneInfo``, while status dicts and the CLI's JSON keep the
    zone's name;
 5. ``repr(JobPriority.X)`` shows ``db_value=``;
 6. a task defined again (same module and qualified name: a reloaded module, a notebook cell run
    twice, a test's local function) replaces the earlier definition, and so do its periodic
    definitions, while another function under a taken name or dedup key is still refused;
-7. ``schedule_bulk`` returns 0.2.3's shape (``tests/test_producer_api.py``, section 5).
+7. ``schedule_bulk`` returns 0.2.3's shape (``tests/integration/test_producer_api.py``, section 5).
 
 0.2.3's own suite, run against this package by hand: ``tests/compat/run_023_suite.py``
 (docs/migrating-from-0.2.md says how, and which of its tests assert a deliberate difference).
@@ -329,7 +329,7 @@ async def test_another_module_or_function_under_a_taken_name_or_dedup_key_is_ref
 def test_periodic_functions_of_one_name_in_two_scopes_keep_a_definition_each() -> None:
     """0.2.3's default dedup key hashed the bare ``__name__``: two nested functions of one name
     and schedule shared a key, and the later silently took the earlier's place. The qualified
-    name keeps them apart; a module-level function keeps 0.2.3's key (tests/test_examples.py)."""
+    name keeps them apart; a module-level function keeps 0.2.3's key (tests/processes/test_examples.py)."""
 
     def declare_in_first_scope() -> Any:
         @periodic(every=HOUR)

@@ -29,7 +29,7 @@ from tests.support import FAST, wait_for
 
 FINAL_STATES = ("completed", "failed", "cancelled", "expired")
 ZEROS = {state: 0 for state in FINAL_STATES}
-TASK = "tests.test_vacuum:sql_row"  # rows inserted by SQL name a task nobody runs
+TASK = "tests.integration.test_vacuum:sql_row"  # rows inserted by SQL name a task nobody runs
 
 
 async def insert_row(

@@ -1,0 +1,1 @@
+"""In-process tests against a real PostgreSQL (a fresh database per test)."""
