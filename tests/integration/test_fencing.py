@@ -119,6 +119,26 @@ async def test_rescuer_honours_a_lease_to_its_end_even_when_its_worker_left_the_
         assert row["started_at"] >= lease_until, "the job was taken back before its lease ran out"
 
 
+async def test_a_rescued_job_is_run_again_not_expired(pool: asyncpg.Pool) -> None:
+    # 0.2.3 judged a recovered job's misfire against its original due time and expired it.
+    ran = asyncio.Event()
+
+    @job
+    async def recovered() -> None:
+        ran.set()
+
+    async with Scheduler(pool, **FAST) as scheduler:
+        await wait_for(lambda: scheduler.is_leader, message="leader")
+        await insert_job(pool, "crashed", job_name=scheduler.registry.name_of(recovered),
+                         execution_time=Sql("now() - interval '1 hour'"), status="running",
+                         worker_id="dead", attempt=1, started_at=None,
+                         lease_until=Sql("now() - interval '1 minute'"), max_retries=1,
+                         misfire_grace_time=5)
+        await asyncio.wait_for(ran.wait(), 10)
+        row = await wait_for_status(pool, "crashed", "completed")
+        assert row["attempt"] == 2 and row["retry_count"] == 1
+
+
 async def test_completions_and_the_refill_claim_in_one_statement_keep_the_fence(
     pool: asyncpg.Pool,
 ) -> None:

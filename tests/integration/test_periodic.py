@@ -648,3 +648,24 @@ async def test_schedule_change_racing_a_registrar_pass_cancels_the_old_windows(
     rows = await window_rows(pool, "raced-change")
     assert rows and {r["status"] for r in rows} == {"cancelled"}, rows
     assert {r["error_message"] for r in rows} == {"periodic schedule changed"}
+
+
+# ------------------------------------------------- 9. a failing run keeps the chain
+
+
+async def test_a_failing_periodic_run_does_not_stop_the_next_windows(pool: asyncpg.Pool) -> None:
+    # 0.2.3 rescheduled from the run's own wrapper, so a run that never finished normally could
+    # end the chain. Windows come from the leader, whatever the previous run did.
+    runs: list[float] = []
+
+    @periodic(every=timedelta(seconds=1))
+    async def flaky() -> None:
+        runs.append(time.monotonic())
+        raise RuntimeError("boom")
+
+    async with Scheduler(pool, **FAST):
+        await wait_for(lambda: len(runs) >= 3, timeout=10, message="three runs")
+    failed = await pool.fetchval(
+        "SELECT count(*) FROM scheduled_jobs WHERE dedup_key IS NOT NULL AND status = 'failed'"
+    )
+    assert failed >= 2

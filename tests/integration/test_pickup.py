@@ -1,5 +1,5 @@
-"""Defects of pg-scheduler 0.2.3 not covered elsewhere, each shown
-fixed. The other files cover the rest: see docs/guarantees.md."""
+"""Pickup on time, not on a poll: a future job starts on its timer, a job scheduled elsewhere
+wakes an idle worker, and a freed slot takes the next job at once (0.2.3 only polled)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from pg_scheduler import ConflictResolution, Scheduler, deterministic_job_id, job, periodic
-from tests.rows import Sql, insert_job, wait_for_status
+from pg_scheduler import Scheduler, job
 from tests.support import FAST, wait_for
 
 NO_POLLING = {**FAST, "poll_interval_seconds": 60.0}
@@ -66,62 +65,3 @@ async def test_one_slot_runs_jobs_back_to_back(pool: asyncpg.Pool) -> None:
         t0 = time.monotonic()
         await wait_for(lambda: len(done) == 20, timeout=15, message="20 jobs")
         assert time.monotonic() - t0 < 5.0
-
-
-async def test_a_rescued_job_is_run_again_not_expired(pool: asyncpg.Pool) -> None:
-    # 0.2.3 judged a recovered job's misfire against its original due time and expired it.
-    ran = asyncio.Event()
-
-    @job
-    async def recovered() -> None:
-        ran.set()
-
-    async with Scheduler(pool, **FAST) as scheduler:
-        await wait_for(lambda: scheduler.is_leader, message="leader")
-        await insert_job(pool, "crashed", job_name=scheduler.registry.name_of(recovered),
-                         execution_time=Sql("now() - interval '1 hour'"), status="running",
-                         worker_id="dead", attempt=1, started_at=None,
-                         lease_until=Sql("now() - interval '1 minute'"), max_retries=1,
-                         misfire_grace_time=5)
-        await asyncio.wait_for(ran.wait(), 10)
-        row = await wait_for_status(pool, "crashed", "completed")
-        assert row["attempt"] == 2 and row["retry_count"] == 1
-
-
-async def test_a_failing_periodic_run_does_not_stop_the_next_windows(pool: asyncpg.Pool) -> None:
-    # 0.2.3 rescheduled from the run's own wrapper, so a run that never finished normally could
-    # end the chain. Windows come from the leader, whatever the previous run did.
-    runs: list[float] = []
-
-    @periodic(every=timedelta(seconds=1))
-    async def flaky() -> None:
-        runs.append(time.monotonic())
-        raise RuntimeError("boom")
-
-    async with Scheduler(pool, **FAST):
-        await wait_for(lambda: len(runs) >= 3, timeout=10, message="three runs")
-    failed = await pool.fetchval(
-        "SELECT count(*) FROM scheduled_jobs WHERE dedup_key IS NOT NULL AND status = 'failed'"
-    )
-    assert failed >= 2
-
-
-async def test_deterministic_job_ids_dedup_the_same_call(pool: asyncpg.Pool) -> None:
-    # The 0.1 README promised "deterministic job ids based on function signature and
-    # parameters": the same call gets the same id, so IGNORE schedules it once.
-    @job
-    async def report(day: str, *, region: str) -> None: ...
-
-    a = deterministic_job_id(report, ("2026-11-28",), {"region": "eu"})
-    assert a == deterministic_job_id(report, ["2026-11-28"], {"region": "eu"})
-    assert a != deterministic_job_id(report, ("2026-11-29",), {"region": "eu"})
-    scheduler = Scheduler(pool)
-    when = datetime.now(UTC) + timedelta(hours=1)
-    ids = [
-        await scheduler.schedule(report, execution_time=when, args=("2026-11-28",),
-                                 kwargs={"region": "eu"}, job_id=a,
-                                 conflict_resolution=ConflictResolution.IGNORE)
-        for _ in range(3)
-    ]
-    assert ids == [a, a, a]
-    assert await pool.fetchval("SELECT count(*) FROM scheduled_jobs") == 1

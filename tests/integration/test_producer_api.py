@@ -49,6 +49,7 @@ from pg_scheduler import (
     Scheduler,
     SerializationError,
     TaskNameConflictError,
+    deterministic_job_id,
     job,
     periodic,
 )
@@ -480,6 +481,27 @@ async def test_replace_while_running_then_old_run_ending_first_leaves_new_run_al
     final = await job_row(pool, "rr2")
     assert final["status"] == "completed" and final["attempt"] == 2
     assert final["error_message"] is None
+
+
+async def test_deterministic_job_ids_dedup_the_same_call(pool: asyncpg.Pool) -> None:
+    # The 0.1 README promised "deterministic job ids based on function signature and
+    # parameters": the same call gets the same id, so IGNORE schedules it once.
+    @job
+    async def report(day: str, *, region: str) -> None: ...
+
+    a = deterministic_job_id(report, ("2026-11-28",), {"region": "eu"})
+    assert a == deterministic_job_id(report, ["2026-11-28"], {"region": "eu"})
+    assert a != deterministic_job_id(report, ("2026-11-29",), {"region": "eu"})
+    scheduler = Scheduler(pool)
+    when = datetime.now(UTC) + timedelta(hours=1)
+    ids = [
+        await scheduler.schedule(report, execution_time=when, args=("2026-11-28",),
+                                 kwargs={"region": "eu"}, job_id=a,
+                                 conflict_resolution=ConflictResolution.IGNORE)
+        for _ in range(3)
+    ]
+    assert ids == [a, a, a]
+    assert await pool.fetchval("SELECT count(*) FROM scheduled_jobs") == 1
 
 
 # ============================================================================ 5. bulk
