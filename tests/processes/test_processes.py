@@ -171,7 +171,8 @@ async def test_frozen_leader_is_replaced_and_cannot_act_after_it_thaws(
     took = time.monotonic() - t0
     print(f"measured: frozen leader (SIGSTOP) replaced after {took:.2f}s (ttl 3 s)")
     assert took < 3 + 1 + 3, f"takeover took {took:.1f}s"  # ttl + elect interval + slack
-    assert await pool.fetchval("SELECT epoch FROM scheduler_leader") > epoch
+    # The new leader takes the lock, then bumps the epoch in a second round trip.
+    await wait_for(lambda: _epoch_above(pool, epoch), timeout=3, message="a higher epoch")
     frozen.signal(signal.SIGCONT)
     # The thawed process must not take over again while the new leader is healthy.
     for _ in range(10):
@@ -180,6 +181,10 @@ async def test_frozen_leader_is_replaced_and_cannot_act_after_it_thaws(
 
 
 # ---------------------------------------------------------------------- helpers
+
+async def _epoch_above(pool: asyncpg.Pool, epoch: int) -> bool:
+    return bool(await pool.fetchval("SELECT epoch > $1 FROM scheduler_leader", epoch))
+
 
 async def _first_start(pool: asyncpg.Pool, tag: str) -> asyncpg.Record | None:
     rows = await events(pool, "start", tag)

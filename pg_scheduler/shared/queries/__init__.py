@@ -12,7 +12,7 @@ Statements are named ``<ENTITY>_<VERB>[_<WHAT>]``: the entity in the singular (`
 session settings), then what the statement does: ``JOB_GET_STATUS``, ``PERIODIC_STAMP_PASS``.
 ``JOBS_TABLE``, ``JOB_COPY_COLUMNS`` and ``MISSED_AFTER_SECONDS`` are values, not statements.
 A statement of more than two parameters has a legend on the line directly above it, in one form:
-``# $1 job_id, $2 worker_id, $3 attempt`` (tests/test_queries.py checks names and legends).
+``# $1 job_id, $2 worker_id, $3 attempt`` (tests/unit/test_queries.py checks names and legends).
 A statement whose text depends on the claim limit is built by ``<entity>_<verb>_sql(limit)``. The
 widest statements (seven parameters or more) are run through a keyword-only wrapper beside them,
 named after the statement in lower case (``job_fail(conn, job_id=..., worker_id=..., ...)``), so
