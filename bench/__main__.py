@@ -19,8 +19,11 @@ def main() -> int:
         rest = [a for a in args if a != "--rebuild-venvs"]
         os.execv(MAIN.python, [str(MAIN.python), "-m", "bench", *rest])
     if not MAIN.up_to_date():
-        print("bench: bench/.venv is pinned differently; run `python -m bench --rebuild-venvs` "
-              "with the Python outside it", file=sys.stderr)
+        print(
+            "bench: bench/.venv is pinned differently; run `python -m bench --rebuild-venvs` "
+            "with the Python outside it",
+            file=sys.stderr,
+        )
     if not SEED_VENV.up_to_date():
         SEED_VENV.build()
     if "--setup-only" in args:

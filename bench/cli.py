@@ -54,23 +54,34 @@ def parse(argv: list[str]) -> Plan:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--rounds", type=int, default=None, help="rounds of the interleaved scenarios (3)")
     p.add_argument("--jobs", type=int, default=None, help="jobs per drain and per batch enqueue (20000)")
-    p.add_argument("--only", default=",".join(s.key for s in ALL),
-                   help=f"systems, comma-separated: {','.join(s.key for s in ALL)}")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS),
-                   help=f"comma-separated: {','.join(SCENARIOS)}")
+    p.add_argument(
+        "--only",
+        default=",".join(s.key for s in ALL),
+        help=f"systems, comma-separated: {','.join(s.key for s in ALL)}",
+    )
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated: {','.join(SCENARIOS)}")
     p.add_argument("--concurrency", type=int, default=20, help="jobs at once per worker process")
     p.add_argument("--processes", type=int, default=2, help="worker processes per system")
     p.add_argument("--latency-seconds", type=float, default=None, help="length of the 20 jobs/s trickle (10)")
     p.add_argument("--idle-rows", type=int, default=None, help="future / finished rows (1000000)")
     p.add_argument("--idle-window", type=float, default=None, help="seconds of idle observed (30)")
     p.add_argument("--timeout", type=float, default=600.0, help="longest wait for any one step")
-    p.add_argument("--keep-logs", action="store_true",
-                   help="keep every trial's worker logs and job records (failed trials' are always kept)")
+    p.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep every trial's worker logs and job records (failed trials' are always kept)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write every trial and the summary here")
-    p.add_argument("--report", type=Path, default=None, metavar="JSON",
-                   help="print the tables of an earlier --json file and stop")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 1 round, 2000 jobs, 100000 idle rows, short windows")
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="print the tables of an earlier --json file and stop",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round, 2000 jobs, 100000 idle rows, short windows"
+    )
     p.add_argument("--rebuild-venvs", action="store_true", help="rebuild bench/.venv and .venv-seed")
     p.add_argument("--setup-only", action="store_true", help="build the virtualenvs and stop")
     a = p.parse_args(argv)
@@ -85,8 +96,13 @@ def parse(argv: list[str]) -> Plan:
         rounds=pick(a.rounds, 3, 1),
         systems=systems,
         scenarios=[s for s in SCENARIOS if s in scenarios],
-        options=Options(jobs=pick(a.jobs, 20_000, 2_000), processes=a.processes,
-                        concurrency=a.concurrency, timeout=a.timeout, keep_logs=a.keep_logs),
+        options=Options(
+            jobs=pick(a.jobs, 20_000, 2_000),
+            processes=a.processes,
+            concurrency=a.concurrency,
+            timeout=a.timeout,
+            keep_logs=a.keep_logs,
+        ),
         latency_seconds=pick(a.latency_seconds, 10.0, 5.0),
         idle_rows=pick(a.idle_rows, 1_000_000, 100_000),
         idle_window=pick(a.idle_window, 30.0, 15.0),
@@ -129,8 +145,9 @@ def steps_for_round(plan: Plan, ctx: Context, rnd: int) -> list[Step]:
             elif scenario == "drain":
                 steps.append((scenario, system.key, _bind(drain, ctx, system)))
             elif scenario == "latency":
-                steps.append((scenario, system.key,
-                              _bind(latency, ctx, system, duration=plan.latency_seconds)))
+                steps.append(
+                    (scenario, system.key, _bind(latency, ctx, system, duration=plan.latency_seconds))
+                )
     return steps
 
 
@@ -150,8 +167,9 @@ def _rotate(items: list[Any], n: int) -> list[Any]:
     return items[n:] + items[:n]
 
 
-def _bind(fn: Callable[..., Awaitable[dict[str, Any]]], *args: Any,
-          **kwargs: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
+def _bind(
+    fn: Callable[..., Awaitable[dict[str, Any]]], *args: Any, **kwargs: Any
+) -> Callable[[], Awaitable[dict[str, Any]]]:
     return lambda: fn(*args, **kwargs)
 
 
@@ -178,9 +196,12 @@ def _short(v: Any) -> str:
 
 async def run(plan: Plan) -> int:
     work = Path(tempfile.mkdtemp(prefix="pg-scheduler-bench-"))
-    print(f"bench: {plan.rounds} round(s), {plan.options.jobs:,} jobs, systems "
-          f"{', '.join(s.key for s in plan.systems)}, scenarios {', '.join(plan.scenarios)}; "
-          f"logs in {work}", flush=True)
+    print(
+        f"bench: {plan.rounds} round(s), {plan.options.jobs:,} jobs, systems "
+        f"{', '.join(s.key for s in plan.systems)}, scenarios {', '.join(plan.scenarios)}; "
+        f"logs in {work}",
+        flush=True,
+    )
     server = await asyncio.to_thread(postgres.start_server)
     outcomes: list[report.Outcome] = []
     began = time.monotonic()
@@ -203,23 +224,30 @@ async def run(plan: Plan) -> int:
     header = _header(meta)
     print("\n" + report.render(outcomes, header), flush=True)
     if plan.json_path is not None:
-        plan.json_path.write_text(json.dumps({
-            "meta": meta,
-            "outcomes": [o.to_json() for o in outcomes],
-            "targets": [t.__dict__ for t in report.targets(outcomes)],
-        }, indent=2))
+        plan.json_path.write_text(
+            json.dumps(
+                {
+                    "meta": meta,
+                    "outcomes": [o.to_json() for o in outcomes],
+                    "targets": [t.__dict__ for t in report.targets(outcomes)],
+                },
+                indent=2,
+            )
+        )
         print(f"\nbench: wrote {plan.json_path}")
     return 1 if any(o.error for o in outcomes) else 0
 
 
 def _header(meta: dict[str, Any]) -> str:
     settings = meta["settings"]
-    return (f"{'QUICK RUN (smoke check, not for comparison): ' if meta['quick'] else ''}"
-            f"{meta['date']}, {meta['cpus']} cores, PostgreSQL {meta['postgres']} "
-            f"(fsync {settings['fsync']}, synchronous_commit {settings['synchronous_commit']}), "
-            f"{meta['rounds']} round(s), {meta['jobs']:,} jobs, {meta['processes']} worker "
-            f"processes × {meta['concurrency']}, commit {meta['commit']}; "
-            f"{meta['seconds'] / 60:.1f} min")
+    return (
+        f"{'QUICK RUN (smoke check, not for comparison): ' if meta['quick'] else ''}"
+        f"{meta['date']}, {meta['cpus']} cores, PostgreSQL {meta['postgres']} "
+        f"(fsync {settings['fsync']}, synchronous_commit {settings['synchronous_commit']}), "
+        f"{meta['rounds']} round(s), {meta['jobs']:,} jobs, {meta['processes']} worker "
+        f"processes × {meta['concurrency']}, commit {meta['commit']}; "
+        f"{meta['seconds'] / 60:.1f} min"
+    )
 
 
 def rerender(path: Path) -> int:
@@ -234,14 +262,21 @@ def git_commit() -> str:
     """``git describe --always --dirty`` of the repository: pg-scheduler runs from its working
     tree, as it is when each trial starts."""
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, text=True,
-                              capture_output=True, check=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
-def _meta(plan: Plan, version: str, settings: dict[str, str], seconds: float,
-          commit_at_start: str) -> dict[str, Any]:
+def _meta(
+    plan: Plan, version: str, settings: dict[str, str], seconds: float, commit_at_start: str
+) -> dict[str, Any]:
     commit = git_commit()
     if commit != commit_at_start or commit.endswith("-dirty"):
         # The tree may have changed under the run: say so rather than name one commit.

@@ -44,10 +44,10 @@ class Venv:
         return self.path / "bench-requirements.json"
 
     def wanted(self) -> str:
-        inputs = {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()
-                  for p in self.inputs}
-        return json.dumps({"python": sys.version.split()[0], "requirements": self.requirements,
-                           "inputs": inputs})
+        inputs = {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest() for p in self.inputs}
+        return json.dumps(
+            {"python": sys.version.split()[0], "requirements": self.requirements, "inputs": inputs}
+        )
 
     def up_to_date(self) -> bool:
         try:
@@ -56,11 +56,11 @@ class Venv:
             return False
 
     def build(self) -> None:
-        print(f"bench: building {self.path.relative_to(ROOT)} ({', '.join(self.requirements)})",
-              flush=True)
+        print(f"bench: building {self.path.relative_to(ROOT)} ({', '.join(self.requirements)})", flush=True)
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(self.path)], check=True)
-        subprocess.run([str(self.python), "-m", "pip", "install", "--quiet", *self.requirements],
-                       check=True, cwd=ROOT)
+        subprocess.run(
+            [str(self.python), "-m", "pip", "install", "--quiet", *self.requirements], check=True, cwd=ROOT
+        )
         self.stamp.write_text(self.wanted())
 
 

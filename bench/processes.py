@@ -49,12 +49,16 @@ class Running:
         return "\n".join(text.splitlines()[-lines:])
 
 
-async def start(name: str, cmd: Sequence[str], *, env: Mapping[str, str], log: Path,
-                cwd: Path) -> Running:
+async def start(name: str, cmd: Sequence[str], *, env: Mapping[str, str], log: Path, cwd: Path) -> Running:
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-            env=dict(env), cwd=str(cwd), preexec_fn=_die_with_parent,
+            *cmd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            env=dict(env),
+            cwd=str(cwd),
+            preexec_fn=_die_with_parent,
         )
     return Running(name, proc, log)
 
@@ -89,12 +93,18 @@ class CommandError(RuntimeError):
     pass
 
 
-async def run_json(cmd: Sequence[str], *, env: Mapping[str, str], cwd: Path,
-                   timeout: float) -> dict[str, object]:
+async def run_json(
+    cmd: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout: float
+) -> dict[str, object]:
     """Run a driver command to completion; its last stdout line is a JSON object."""
     proc = await asyncio.create_subprocess_exec(
-        *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=dict(env), cwd=str(cwd), preexec_fn=_die_with_parent,
+        *cmd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(env),
+        cwd=str(cwd),
+        preexec_fn=_die_with_parent,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)

@@ -41,9 +41,14 @@ class Target:
 
 
 def spread(outcomes: Iterable[Outcome], scenario: str, system: str, metric: str) -> Spread | None:
-    values = [float(o.metrics[metric]) for o in outcomes
-              if o.scenario == scenario and o.system == system and o.error is None
-              and o.metrics.get(metric) is not None]
+    values = [
+        float(o.metrics[metric])
+        for o in outcomes
+        if o.scenario == scenario
+        and o.system == system
+        and o.error is None
+        and o.metrics.get(metric) is not None
+    ]
     if not values:
         return None
     return Spread(statistics.median(values), min(values), max(values), len(values))
@@ -80,8 +85,14 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def main_table(outcomes: list[Outcome]) -> list[str]:
-    head = ["system", "drain, jobs/s", "enqueue, batch API, jobs/s", "schedule one job: ms; statements",
-            "start latency p50 / p99, ms", "worker RSS at 50 jobs, MB"]
+    head = [
+        "system",
+        "drain, jobs/s",
+        "enqueue, batch API, jobs/s",
+        "schedule one job: ms; statements",
+        "start latency p50 / p99, ms",
+        "worker RSS at 50 jobs, MB",
+    ]
     rows = []
     for system in ALL:
         k = system.key
@@ -107,8 +118,16 @@ def main_table(outcomes: list[Outcome]) -> list[str]:
             failed = _failed(outcomes, scenario, k)
             if failed:
                 cells[scenario] += f" **{failed} FAILED**"
-        rows.append([system.label, cells["drain"], cells["enqueue"], one_cell if one else "—",
-                     cells["latency"], cells["memory"]])
+        rows.append(
+            [
+                system.label,
+                cells["drain"],
+                cells["enqueue"],
+                one_cell if one else "—",
+                cells["latency"],
+                cells["memory"],
+            ]
+        )
     return _table(head, rows)
 
 
@@ -134,18 +153,27 @@ def idle_table(outcomes: list[Outcome]) -> list[str]:
                 for name, d in sorted(m["tables"].items())
                 if name != "scheduled_jobs" and (d["seq_scan"] or d["writes"])
             )
-            rows.append([f"{m['rows']:,} future jobs, {m['window_s']:.0f} s idle",
-                         f"seq scans {m['jobs_seq_scans']}, index scans {m['jobs_idx_scans']}, "
-                         f"rows written {m['jobs_writes']}", others or "none"])
+            rows.append(
+                [
+                    f"{m['rows']:,} future jobs, {m['window_s']:.0f} s idle",
+                    f"seq scans {m['jobs_seq_scans']}, index scans {m['jobs_idx_scans']}, "
+                    f"rows written {m['jobs_writes']}",
+                    others or "none",
+                ]
+            )
     filled = [o.metrics["rows"] for o in outcomes if o.scenario == "finished_rows" and o.error is None]
     ratio = spread(outcomes, "finished_rows", "ours", "ratio")
     if filled and ratio is not None:
         full = spread(outcomes, "finished_rows", "ours", "full_jobs_per_s")
         empty = spread(outcomes, "finished_rows", "ours", "empty_jobs_per_s")
         spans = "" if ratio.n == 1 else f" ({ratio.low:.0%}–{ratio.high:.0%})"
-        rows.append([f"drain with {filled[-1]:,} finished rows",
-                     f"{_cell(full)} jobs/s vs {_cell(empty)} on an empty table: "
-                     f"{ratio.median:.0%}{spans}", ""])
+        rows.append(
+            [
+                f"drain with {filled[-1]:,} finished rows",
+                f"{_cell(full)} jobs/s vs {_cell(empty)} on an empty table: {ratio.median:.0%}{spans}",
+                "",
+            ]
+        )
     head = ["pg-scheduler (this repo)", "scheduled_jobs", "scheduler_* tables"]
     return _table(head, rows) if rows else []
 
@@ -154,20 +182,23 @@ def _ratio_target(name: str, goal: float, num: Spread | None, den: Spread | None
     if num is None or den is None:
         return Target(name, "not measured", f"≥ {goal:g}×", None)
     ratio = num.median / den.median
-    return Target(name, f"{ratio:.2f}× ({_num(num.median)} / {_num(den.median)})", f"≥ {goal:g}×",
-                  ratio >= goal)
+    return Target(
+        name, f"{ratio:.2f}× ({_num(num.median)} / {_num(den.median)})", f"≥ {goal:g}×", ratio >= goal
+    )
 
 
 def _context_ratio(name: str, num: Spread | None, den: Spread | None) -> Target:
     """A ratio that explains a target rather than being one: marked neither met nor not."""
     if num is None or den is None:
         return Target(name, "not measured", "—", None)
-    return Target(name, f"{num.median / den.median:.2f}× ({_num(num.median)} / "
-                  f"{_num(den.median)})", "—", None)
+    return Target(
+        name, f"{num.median / den.median:.2f}× ({_num(num.median)} / {_num(den.median)})", "—", None
+    )
 
 
-def _limit_target(name: str, value: Spread | None, goal: float, unit: str,
-                  ok: Callable[[float, float], bool]) -> Target:
+def _limit_target(
+    name: str, value: Spread | None, goal: float, unit: str, ok: Callable[[float, float], bool]
+) -> Target:
     if value is None:
         return Target(name, "not measured", f"{goal:g}{unit}", None)
     return Target(name, f"{_num(value.median)}{unit}", f"{goal:g}{unit}", ok(value.median, goal))
@@ -178,18 +209,35 @@ def targets(outcomes: list[Outcome]) -> list[Target]:
         return spread(outcomes, scenario, system, metric)
 
     found = [
-        _ratio_target("drain: ours / pgqueuer", 2.0, s("drain", "ours", "jobs_per_s"),
-                      s("drain", "pgqueuer", "jobs_per_s")),
-        _ratio_target("drain: ours / raw batched ceiling", 0.5, s("drain", "ours", "jobs_per_s"),
-                      s("drain", "raw-batch", "jobs_per_s")),
-        _context_ratio("drain: ours / raw SQL at the same slots (context, no goal)",
-                       s("drain", "ours", "jobs_per_s"), s("drain", "raw-slots", "jobs_per_s")),
-        _limit_target("start latency p50 (light load)", s("latency", "ours", "p50_ms"), 4, " ms",
-                      lambda v, g: v <= g),
-        _limit_target("start latency p99 (light load)", s("latency", "ours", "p99_ms"), 10, " ms",
-                      lambda v, g: v <= g),
-        _ratio_target("schedule_bulk / raw INSERT … unnest", 0.5, s("enqueue", "ours", "jobs_per_s"),
-                      s("enqueue", "raw-batch", "jobs_per_s")),
+        _ratio_target(
+            "drain: ours / pgqueuer",
+            2.0,
+            s("drain", "ours", "jobs_per_s"),
+            s("drain", "pgqueuer", "jobs_per_s"),
+        ),
+        _ratio_target(
+            "drain: ours / raw batched ceiling",
+            0.5,
+            s("drain", "ours", "jobs_per_s"),
+            s("drain", "raw-batch", "jobs_per_s"),
+        ),
+        _context_ratio(
+            "drain: ours / raw SQL at the same slots (context, no goal)",
+            s("drain", "ours", "jobs_per_s"),
+            s("drain", "raw-slots", "jobs_per_s"),
+        ),
+        _limit_target(
+            "start latency p50 (light load)", s("latency", "ours", "p50_ms"), 4, " ms", lambda v, g: v <= g
+        ),
+        _limit_target(
+            "start latency p99 (light load)", s("latency", "ours", "p99_ms"), 10, " ms", lambda v, g: v <= g
+        ),
+        _ratio_target(
+            "schedule_bulk / raw INSERT … unnest",
+            0.5,
+            s("enqueue", "ours", "jobs_per_s"),
+            s("enqueue", "raw-batch", "jobs_per_s"),
+        ),
     ]
     statements = s("enqueue", "ours", "one_statements")
     resets = s("enqueue", "ours", "one_pool_resets")
@@ -199,36 +247,58 @@ def targets(outcomes: list[Outcome]) -> list[Target]:
         why = ""
         if resets is not None and resets.median:
             why = f" ({_count(resets.median)} of them the asyncpg pool's reset)"
-        found.append(Target("schedule() of one job: round trips", f"{_count(statements.median)}{why}",
-                            "1", statements.median <= 1))
+        found.append(
+            Target(
+                "schedule() of one job: round trips",
+                f"{_count(statements.median)}{why}",
+                "1",
+                statements.median <= 1,
+            )
+        )
     idles = [o for o in outcomes if o.scenario == "idle" and o.error is None]
     if idles:
         m = idles[-1].metrics
-        found.append(Target(f"idle with {m['rows']:,} future jobs: seq scans / writes on scheduled_jobs",
-                            f"{m['jobs_seq_scans']} / {m['jobs_writes']} in {m['window_s']:.0f} s",
-                            "0 / 0", m["jobs_seq_scans"] == 0 and m["jobs_writes"] == 0))
+        found.append(
+            Target(
+                f"idle with {m['rows']:,} future jobs: seq scans / writes on scheduled_jobs",
+                f"{m['jobs_seq_scans']} / {m['jobs_writes']} in {m['window_s']:.0f} s",
+                "0 / 0",
+                m["jobs_seq_scans"] == 0 and m["jobs_writes"] == 0,
+            )
+        )
     else:
         found.append(Target("idle: seq scans / writes on scheduled_jobs", "not measured", "0 / 0", None))
     full = s("finished_rows", "ours", "ratio")
     filled = [o.metrics["rows"] for o in outcomes if o.scenario == "finished_rows" and o.error is None]
-    found.append(Target(f"drain with {filled[-1] if filled else 1_000_000:,} finished rows / empty table",
-                        "not measured" if full is None else f"{full.median:.0%}", "≥ 80%",
-                        None if full is None else full.median >= 0.8))
-    found.append(_limit_target("worker RSS at 50 concurrent jobs", s("memory", "ours", "rss_mb"), 80,
-                               " MB", lambda v, g: v < g))
+    found.append(
+        Target(
+            f"drain with {filled[-1] if filled else 1_000_000:,} finished rows / empty table",
+            "not measured" if full is None else f"{full.median:.0%}",
+            "≥ 80%",
+            None if full is None else full.median >= 0.8,
+        )
+    )
+    found.append(
+        _limit_target(
+            "worker RSS at 50 concurrent jobs", s("memory", "ours", "rss_mb"), 80, " MB", lambda v, g: v < g
+        )
+    )
     return found
 
 
 def targets_table(found: list[Target]) -> list[str]:
     mark = {True: "met", False: "**not met**", None: "—"}
-    return _table(["target", "measured", "goal", ""],
-                  [[t.name, t.measured, t.goal, mark[t.met]] for t in found])
+    return _table(
+        ["target", "measured", "goal", ""], [[t.name, t.measured, t.goal, mark[t.met]] for t in found]
+    )
 
 
 def render(outcomes: list[Outcome], header: str) -> str:
     parts = [header, "", *main_table(outcomes)]
-    for title, table in (("Scaling out (pg-scheduler pods of 2 worker processes)", scale_table(outcomes)),
-                         ("Idle cost and table size", idle_table(outcomes))):
+    for title, table in (
+        ("Scaling out (pg-scheduler pods of 2 worker processes)", scale_table(outcomes)),
+        ("Idle cost and table size", idle_table(outcomes)),
+    ):
         if table:
             parts += ["", title, "", *table]
     parts += ["", "Targets (medians of this run)", "", *targets_table(targets(outcomes))]

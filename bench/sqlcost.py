@@ -65,10 +65,14 @@ async def _fill(conn: asyncpg.Connection, jobs: int) -> None:
     await conn.execute("TRUNCATE scheduled_jobs, raw_jobs")
     await conn.execute(
         "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, task_data)"
-        " SELECT gen_random_uuid()::text, $1, now(), '{\"args\": [1, 0.0], \"kwargs\": {}}'"
-        " FROM generate_series(1, $2)", TASK, jobs)
-    await conn.execute("INSERT INTO raw_jobs (key, enqueued_at)"
-                       " SELECT g, 0 FROM generate_series(1, $1) AS g", jobs)
+        ' SELECT gen_random_uuid()::text, $1, now(), \'{"args": [1, 0.0], "kwargs": {}}\''
+        " FROM generate_series(1, $2)",
+        TASK,
+        jobs,
+    )
+    await conn.execute(
+        "INSERT INTO raw_jobs (key, enqueued_at) SELECT g, 0 FROM generate_series(1, $1) AS g", jobs
+    )
     await conn.execute("VACUUM ANALYZE scheduled_jobs")
     await conn.execute("VACUUM ANALYZE raw_jobs")
     await conn.execute("CHECKPOINT")
@@ -86,8 +90,14 @@ async def _drain(conn: asyncpg.Connection, variant: str, batch: int) -> int:
         has_tolerance = "$7" in sql  # the misfire check is the only user of the tolerance
         rows = await conn.fetch(queries.job_claim_sql(batch), [TASK], batch, WORKER, 30.0, 60.0)
         while rows:
-            args = [WORKER, [r["job_id"] for r in rows], [r["attempt"] for r in rows], [TASK],
-                    batch, 30.0] + ([60.0] if has_tolerance else [])
+            args = [
+                WORKER,
+                [r["job_id"] for r in rows],
+                [r["attempt"] for r in rows],
+                [TASK],
+                batch,
+                30.0,
+            ] + ([60.0] if has_tolerance else [])
             out = await conn.fetch(sql, *args)
             done += len(rows) - sum(1 for r in out if not r["claimed"])  # those refused
             rows = [r for r in out if r["claimed"]]
@@ -117,26 +127,32 @@ async def run(jobs: int, batch: int, rounds: int, variants: list[str]) -> None:
                     raise SystemExit(f"{variant}: completed {done} of {jobs} jobs")
                 us = 1e6 * (_cpu_seconds(backend) - cpu) / done
                 cost[variant].append(us)
-                print(f"[round {rnd}/{rounds}] {variant:16} {us:6.1f} µs of backend CPU per job "
-                      f"({1e6 * (time.perf_counter() - wall) / done:.1f} µs wall)", flush=True)
+                print(
+                    f"[round {rnd}/{rounds}] {variant:16} {us:6.1f} µs of backend CPU per job "
+                    f"({1e6 * (time.perf_counter() - wall) / done:.1f} µs wall)",
+                    flush=True,
+                )
         await conn.close()
         print(f"\n{jobs:,} jobs, batches of {batch}, one connection; backend CPU per job, µs")
         print("| statements | min | median | max |\n| --- | --- | --- | --- |")
         for variant, values in cost.items():
-            print(f"| {variant} | {min(values):.1f} | {statistics.median(values):.1f} "
-                  f"| {max(values):.1f} |")
+            print(f"| {variant} | {min(values):.1f} | {statistics.median(values):.1f} | {max(values):.1f} |")
     finally:
         server.close()
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.sqlcost", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.sqlcost",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--jobs", type=int, default=40_000, help="jobs per drain (40000)")
     p.add_argument("--batch", type=int, default=20, help="jobs per claim (20: a worker's slots)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
-    p.add_argument("--only", default=",".join(VARIANTS),
-                   help=f"variants, comma-separated ({', '.join(VARIANTS)})")
+    p.add_argument(
+        "--only", default=",".join(VARIANTS), help=f"variants, comma-separated ({', '.join(VARIANTS)})"
+    )
     a = p.parse_args()
     variants = [v for v in a.only.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))

@@ -71,8 +71,9 @@ class Trial:
         await self.driver("setup")
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         try:
             await self.stop_workers()
         finally:
@@ -99,20 +100,21 @@ class Trial:
 
     async def driver(self, command: str, *args: str, timeout: float | None = None) -> dict[str, object]:
         cmd = self.system.driver_cmd(command, self.dsn, *args)
-        return await processes.run_json(cmd, env=self.env(), cwd=self.folder,
-                                        timeout=timeout or self.ctx.options.timeout)
+        return await processes.run_json(
+            cmd, env=self.env(), cwd=self.folder, timeout=timeout or self.ctx.options.timeout
+        )
 
     async def start_workers(self, processes_: int, concurrency: int, pods: int = 0) -> None:
         for launch in self.system.launches(self.dsn, processes_, concurrency, pods):
             log = self.folder / f"{launch.name}.log"
-            self.workers.append(await processes.start(launch.name, launch.cmd, env=self.env(),
-                                                      log=log, cwd=self.folder))
+            self.workers.append(
+                await processes.start(launch.name, launch.cmd, env=self.env(), log=log, cwd=self.folder)
+            )
             self.worker_processes += launch.worker_processes
 
     async def stop_workers(self) -> None:
         pids = {s.pid for s in records.read(self.record_dir)} if self.record_dir.exists() else set()
-        await asyncio.gather(*(processes.stop(w, term_grace=self.system.stop_grace)
-                               for w in self.workers))
+        await asyncio.gather(*(processes.stop(w, term_grace=self.system.stop_grace) for w in self.workers))
         for pid in pids - {w.pid for w in self.workers}:
             processes.kill_if_alive(pid)  # a pod's worker process that outlived its supervisor
         self.workers.clear()
@@ -141,8 +143,10 @@ class Trial:
             if len(pids) >= self.worker_processes:
                 return
             if time.monotonic() > deadline:
-                raise TrialError(f"only {len(pids)} of {self.worker_processes} worker processes "
-                                 f"ran a job within {self.ctx.options.timeout:.0f} s")
+                raise TrialError(
+                    f"only {len(pids)} of {self.worker_processes} worker processes "
+                    f"ran a job within {self.ctx.options.timeout:.0f} s"
+                )
             await asyncio.sleep(0.5)
 
     async def enqueue(self, n: int, *, first_key: int = 0, sleep: float | None = None) -> dict[str, Any]:
@@ -155,8 +159,9 @@ class Trial:
         return result
 
     async def trickle(self, *, rate: float, duration: float, first_key: int = 0) -> dict[str, Any]:
-        result = await self.driver("trickle", "--first-key", str(first_key), "--rate", str(rate),
-                                   "--duration", str(duration))
+        result = await self.driver(
+            "trickle", "--first-key", str(first_key), "--rate", str(rate), "--duration", str(duration)
+        )
         self.expected.update(range(first_key, first_key + int(result["count"])))  # type: ignore[call-overload]
         return result
 
@@ -168,13 +173,15 @@ class Trial:
                 return time.time()
             if time.monotonic() > deadline:
                 remaining = len(await self.conn.fetch(self.system.unfinished_sql))
-                raise TrialError(f"{remaining} job(s) still unfinished after "
-                                 f"{self.ctx.options.timeout:.0f} s")
+                raise TrialError(
+                    f"{remaining} job(s) still unfinished after {self.ctx.options.timeout:.0f} s"
+                )
             self.check_workers_alive()
             await asyncio.sleep(POLL_SECONDS)
 
-    async def wait_recorded(self, keys: set[int] | None = None,
-                            within: float = FLUSH_GRACE) -> list[records.Start]:
+    async def wait_recorded(
+        self, keys: set[int] | None = None, within: float = FLUSH_GRACE
+    ) -> list[records.Start]:
         """The jobs' own records, once they cover ``keys`` (default: every expected key) or
         ``within`` seconds have passed."""
         want = self.expected if keys is None else keys
@@ -194,8 +201,9 @@ class Trial:
         if not (row["done"] == row["total"] == n):
             problems.append(f"database: {row['done']} of {row['total']} jobs finished, {n} enqueued")
         if row["first_attempt"] != row["done"]:
-            problems.append(f"database: {row['done'] - row['first_attempt']} job(s) needed "
-                            f"more than one attempt")
+            problems.append(
+                f"database: {row['done'] - row['first_attempt']} job(s) needed more than one attempt"
+            )
         problems += records.exactly_once_problems(await self.wait_recorded(), self.expected)
         if problems:
             raise TrialError("; ".join(problems) + f" (logs in {self.folder})")

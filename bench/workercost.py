@@ -35,12 +35,28 @@ TASK = "bench.workercost.noop"
 
 def _rows(first: int, count: int, now: datetime) -> list[dict[str, Any]]:
     """Claimed rows as JOB_COMPLETE_AND_CLAIM returns them (dicts stand in for records)."""
-    return [{"job_id": f"job-{key}", "job_name": TASK, "attempt": 1, "status": "running",
-             "task_data": f'{{"args": [{key}, 0.0], "kwargs": {{}}}}', "execution_time": now,
-             "started_at": now, "timeout_seconds": None, "retry_count": 0, "max_retries": 0,
-             "use_advisory_lock": False, "dedup_key": None, "overlap": None,
-             "lag_seconds": 0.001, "window_lag_seconds": None, "priority": 5, "claimed": True}
-            for key in range(first, first + count)]
+    return [
+        {
+            "job_id": f"job-{key}",
+            "job_name": TASK,
+            "attempt": 1,
+            "status": "running",
+            "task_data": f'{{"args": [{key}, 0.0], "kwargs": {{}}}}',
+            "execution_time": now,
+            "started_at": now,
+            "timeout_seconds": None,
+            "retry_count": 0,
+            "max_retries": 0,
+            "use_advisory_lock": False,
+            "dedup_key": None,
+            "overlap": None,
+            "lag_seconds": 0.001,
+            "window_lag_seconds": None,
+            "priority": 5,
+            "claimed": True,
+        }
+        for key in range(first, first + count)
+    ]
 
 
 async def _noop(key: int, enqueued_at: float) -> None:
@@ -60,8 +76,14 @@ async def _drain(jobs: int) -> float:
     made = 0
     finished = 0
     all_done = asyncio.Event()
-    worker = Worker(None, registry, (), {}, SchedulerConfig.build(max_concurrent_jobs=SLOTS),  # type: ignore[arg-type]
-                    worker_id="workercost")
+    worker = Worker(
+        None,
+        registry,
+        (),
+        {},
+        SchedulerConfig.build(max_concurrent_jobs=SLOTS),  # type: ignore[arg-type]
+        worker_id="workercost",
+    )
 
     def batch(count: int) -> list[claimer.ClaimedJob]:
         nonlocal made
@@ -71,7 +93,10 @@ async def _drain(jobs: int) -> float:
         return claimer._in_priority_order(rows, time.monotonic())  # type: ignore[arg-type]
 
     async def complete_and_claim(
-        job_ids: list[str], attempts: list[int], names: Any, limit: int,
+        job_ids: list[str],
+        attempts: list[int],
+        names: Any,
+        limit: int,
     ) -> tuple[set[tuple[str, int]], list[claimer.ClaimedJob]]:
         nonlocal finished
         await asyncio.sleep(0)  # the reply arrives in a later loop iteration, as from a socket
@@ -90,13 +115,20 @@ async def _drain(jobs: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.workercost", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.workercost",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--jobs", type=int, default=200_000, help="jobs per run (200000)")
     parser.add_argument("--rounds", type=int, default=3, help="runs, each printed (3)")
     parser.add_argument("--profile", action="store_true", help="one run under cProfile")
-    parser.add_argument("--event-loop", choices=EVENT_LOOPS, default="auto",
-                        help="the worker's event loop, as pg-scheduler run's (auto)")
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="auto",
+        help="the worker's event loop, as pg-scheduler run's (auto)",
+    )
     options = parser.parse_args()
 
     def run(jobs: int) -> float:
@@ -116,8 +148,10 @@ def main() -> None:
             return
         for _ in range(options.rounds):
             per_job = run(options.jobs)
-            print(f"{per_job * 1e6:.2f} µs of worker CPU per job ({options.jobs:,} no-op jobs, "
-                  f"{SLOTS} slots, no database, {resolve(options.event_loop)})")
+            print(
+                f"{per_job * 1e6:.2f} µs of worker CPU per job ({options.jobs:,} no-op jobs, "
+                f"{SLOTS} slots, no database, {resolve(options.event_loop)})"
+            )
 
 
 if __name__ == "__main__":

@@ -23,19 +23,43 @@ from .run import Run, long_profile, short_profile
 
 
 @click.command()
-@click.option("--minutes", type=click.FloatRange(min=2), default=None,
-              help="Length of a long run; without it, the short CI profile (about 2 minutes).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Report folder.  [default: ./chaos-runs/<time>]")
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=2),
+    default=None,
+    help="Length of a long run; without it, the short CI profile (about 2 minutes).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Report folder.  [default: ./chaos-runs/<time>]",
+)
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of every random choice.")
 @click.option("--lease-seconds", type=click.FloatRange(min=1), default=4.0, show_default=True)
 @click.option("--leader-ttl-seconds", type=click.FloatRange(min=2), default=5.0, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Worker processes per pod (3 pods).")
-@click.option("--recheck", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              default=None, help="Run the checker again on the history a run left in FOLDER.")
-def main(minutes: float | None, out: Path | None, seed: int, lease_seconds: float,
-         leader_ttl_seconds: float, workers: int, recheck: Path | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Worker processes per pod (3 pods).",
+)
+@click.option(
+    "--recheck",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Run the checker again on the history a run left in FOLDER.",
+)
+def main(
+    minutes: float | None,
+    out: Path | None,
+    seed: int,
+    lease_seconds: float,
+    leader_ttl_seconds: float,
+    workers: int,
+    recheck: Path | None,
+) -> None:
     """Run pods under faults and check the whole history; exit 1 if an invariant broke.
 
     The folder is held for the whole run or recheck (chaos/folder.py): another live run's folder
@@ -48,8 +72,12 @@ def main(minutes: float | None, out: Path | None, seed: int, lease_seconds: floa
     reason = lab_unavailable_reason()
     if reason:
         raise click.ClickException(f"cannot build the network lab: {reason}")
-    settings = PodSettings(workers=workers, lease_seconds=lease_seconds,
-                           heartbeat_seconds=lease_seconds / 4, leader_ttl_seconds=leader_ttl_seconds)
+    settings = PodSettings(
+        workers=workers,
+        lease_seconds=lease_seconds,
+        heartbeat_seconds=lease_seconds / 4,
+        leader_ttl_seconds=leader_ttl_seconds,
+    )
     profile = long_profile(minutes, settings, seed) if minutes else short_profile(settings)
     folder = out or Path("chaos-runs") / time.strftime("%Y%m%d-%H%M%S")
     with _holding(folder):

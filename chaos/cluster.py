@@ -66,8 +66,13 @@ class PodSettings:
 
 
 def start_postgres(lab: Lab) -> TestPostgres:
-    pg = TestPostgres(host=lab.db_address, port=PORT, settings=SERVER_SETTINGS,
-                      launcher=lab.netns_exec("db"), hba=[f"host all all {lab.subnet} trust"])
+    pg = TestPostgres(
+        host=lab.db_address,
+        port=PORT,
+        settings=SERVER_SETTINGS,
+        launcher=lab.netns_exec("db"),
+        hba=[f"host all all {lab.subnet} trust"],
+    )
     return pg.start()
 
 
@@ -92,15 +97,30 @@ class Pod:
     def start(self) -> None:
         self.generation += 1
         log = self.run_dir / f"pod-{self.name}-{self.generation}.log"
-        env = {**os.environ, "DATABASE_URL": self.dsn, "PYTHONPATH": str(ROOT),
-               EFFECTS_DIR_ENV: str(self.run_dir / "effects"), "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.dsn,
+            "PYTHONPATH": str(ROOT),
+            EFFECTS_DIR_ENV: str(self.run_dir / "effects"),
+            "PYTHONUNBUFFERED": "1",
+        }
         with log.open("wb") as out:
             # `ip netns exec` execs the program, so proc.pid is the supervisor itself. Started
             # from the main thread only: the pod dies with the thread that started it (PDEATHSIG).
             self.proc = subprocess.Popen(
-                [*self.lab.netns_exec(self.name), sys.executable, "-m", "tests.apps.pod", "run",
-                 "chaos.workload", *self.settings.options()],
-                cwd=str(ROOT), env=env, stdout=out, stderr=subprocess.STDOUT,
+                [
+                    *self.lab.netns_exec(self.name),
+                    sys.executable,
+                    "-m",
+                    "tests.apps.pod",
+                    "run",
+                    "chaos.workload",
+                    *self.settings.options(),
+                ],
+                cwd=str(ROOT),
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
         self.pids_seen.add(self.proc.pid)

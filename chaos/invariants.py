@@ -183,21 +183,39 @@ class Check:
     def save(self, path: Path) -> None:
         """Keep the inputs (not the effects, which stay in their files), so that the checker can
         run again on this history: ``python -m chaos --recheck FOLDER``."""
-        data = {name: getattr(self, name) for name in
-                ("expected_jobs", "transitions", "terms", "rows", "faults", "t_start", "t_end",
-                 "targets", "quiet_before", "passes", "pass_gap")}
+        data = {
+            name: getattr(self, name)
+            for name in (
+                "expected_jobs",
+                "transitions",
+                "terms",
+                "rows",
+                "faults",
+                "t_start",
+                "t_end",
+                "targets",
+                "quiet_before",
+                "passes",
+                "pass_gap",
+            )
+        }
         path.write_text(json.dumps(data, default=asdict))
 
     @classmethod
     def load(cls, path: Path, effects: list[Effect]) -> Check:
         data = json.loads(path.read_text())
         return cls(
-            expected_jobs=data["expected_jobs"], effects=effects,
+            expected_jobs=data["expected_jobs"],
+            effects=effects,
             transitions=[Transition(**t) for t in data["transitions"]],
-            terms=[Term(**t) for t in data["terms"]], rows=[FinalRow(**r) for r in data["rows"]],
+            terms=[Term(**t) for t in data["terms"]],
+            rows=[FinalRow(**r) for r in data["rows"]],
             faults=[Fault(**{**f, "pids": tuple(f["pids"])}) for f in data["faults"]],
-            t_start=data["t_start"], t_end=data["t_end"], targets=Targets(**data["targets"]),
-            quiet_before=data["quiet_before"], passes=data.get("passes", []),
+            t_start=data["t_start"],
+            t_end=data["t_end"],
+            targets=Targets(**data["targets"]),
+            quiet_before=data["quiet_before"],
+            passes=data.get("passes", []),
             pass_gap=data.get("pass_gap", 2.0),
         )
 
@@ -279,11 +297,17 @@ class Check:
                     kept.setdefault(job_id, []).append(run)
                     continue
                 held = holders.get(run.attempt)
-                whose = (f"the database assigned it to {', '.join(sorted(held))}" if held
-                         else "the database never assigned it" if job_id in history
-                         else "the database has no such job")
-                bad.add(f"{job_id}: attempt {run.attempt} run by {run.worker} (pid {run.pid}) "
-                        f"at {run.start:.3f}: {whose}")
+                whose = (
+                    f"the database assigned it to {', '.join(sorted(held))}"
+                    if held
+                    else "the database never assigned it"
+                    if job_id in history
+                    else "the database has no such job"
+                )
+                bad.add(
+                    f"{job_id}: attempt {run.attempt} run by {run.worker} (pid {run.pid}) "
+                    f"at {run.start:.3f}: {whose}"
+                )
         return bad, kept
 
     def _duplicate_completions(self, history: dict[str, list[Transition]]) -> Violations:
@@ -308,7 +332,9 @@ class Check:
         return bad
 
     def _overlaps(
-        self, by_job: dict[str, list[Execution]], history: dict[str, list[Transition]],
+        self,
+        by_job: dict[str, list[Execution]],
+        history: dict[str, list[Transition]],
         died_at: Deaths,
     ) -> tuple[Violations, int]:
         """Two runs of a job overlap only if the earlier one's lease was provably lost (expired
@@ -317,23 +343,36 @@ class Check:
         lease_lost = 0
         for job_id, runs in by_job.items():
             for i, early in enumerate(runs):
-                for late in runs[i + 1:]:
+                for late in runs[i + 1 :]:
                     if late.attempt <= early.attempt or late.start >= early.finish(died_at):
                         continue
-                    taken = next((tr for tr in history.get(job_id, [])
-                                  if tr.old_status == "running" and tr.attempt == early.attempt
-                                  and tr.new_status != "running" and tr.t <= late.start), None)
-                    completed = any(tr.new_status == "completed" and tr.attempt == early.attempt
-                                    for tr in history.get(job_id, []))
-                    where = (f"{job_id}: attempt {early.attempt} (pid {early.pid}) overlaps "
-                             f"attempt {late.attempt}")
+                    taken = next(
+                        (
+                            tr
+                            for tr in history.get(job_id, [])
+                            if tr.old_status == "running"
+                            and tr.attempt == early.attempt
+                            and tr.new_status != "running"
+                            and tr.t <= late.start
+                        ),
+                        None,
+                    )
+                    completed = any(
+                        tr.new_status == "completed" and tr.attempt == early.attempt
+                        for tr in history.get(job_id, [])
+                    )
+                    where = (
+                        f"{job_id}: attempt {early.attempt} (pid {early.pid}) overlaps attempt {late.attempt}"
+                    )
                     if completed:
                         bad.add(f"{where}, and the late completion of attempt {early.attempt} landed")
                     elif taken is None:
                         bad.add(f"{where} with no record of attempt {early.attempt} being taken back")
                     elif not self._justified(taken, early, died_at):
-                        bad.add(f"{where}: taken back at {taken.t:.3f} with lease until "
-                                f"{taken.old_lease_until} and its process alive")
+                        bad.add(
+                            f"{where}: taken back at {taken.t:.3f} with lease until "
+                            f"{taken.old_lease_until} and its process alive"
+                        )
                     else:
                         lease_lost += 1
         return bad, lease_lost
@@ -347,14 +386,23 @@ class Check:
         bad = Violations()
         for job_id, runs in by_job.items():
             for run in runs:
-                taken = next((tr for tr in history.get(job_id, [])
-                              if tr.old_status == "running" and tr.attempt == run.attempt
-                              and tr.new_status != "running"
-                              and tr.t < run.start - START_AFTER_TAKE_BACK_SLACK), None)
+                taken = next(
+                    (
+                        tr
+                        for tr in history.get(job_id, [])
+                        if tr.old_status == "running"
+                        and tr.attempt == run.attempt
+                        and tr.new_status != "running"
+                        and tr.t < run.start - START_AFTER_TAKE_BACK_SLACK
+                    ),
+                    None,
+                )
                 if taken is not None:
-                    bad.add(f"{job_id}: attempt {run.attempt} (pid {run.pid}) started "
-                            f"{run.start - taken.t:.3f} s after it was taken back "
-                            f"({taken.old_status} -> {taken.new_status})")
+                    bad.add(
+                        f"{job_id}: attempt {run.attempt} (pid {run.pid}) started "
+                        f"{run.start - taken.t:.3f} s after it was taken back "
+                        f"({taken.old_status} -> {taken.new_status})"
+                    )
         return bad
 
     @staticmethod
@@ -383,8 +431,12 @@ class Check:
                     found = by_window.get((key, w), [])
                     if len(found) > 1:
                         dup.add(f"{key} window {w:.0f}: {len(found)} rows")
-                    done = sum(1 for r in found for tr in history.get(r.job_id, [])
-                               if tr.new_status == "completed" and tr.old_status != "completed")
+                    done = sum(
+                        1
+                        for r in found
+                        for tr in history.get(r.job_id, [])
+                        if tr.new_status == "completed" and tr.old_status != "completed"
+                    )
                     if done > 1:
                         dup.add(f"{key} window {w:.0f}: completed {done} times")
                     if done == 1:
@@ -397,8 +449,7 @@ class Check:
                     else:
                         exempt += 1
                     w += period
-            stats[f"windows_{key}"] = {"owed": owed, "completed": completed,
-                                       "not_owed_fault_nearby": exempt}
+            stats[f"windows_{key}"] = {"owed": owed, "completed": completed, "not_owed_fault_nearby": exempt}
         return dup, missed, stats
 
     def _misfire(
@@ -419,8 +470,12 @@ class Check:
         late: dict[str, list[tuple[float, str]]] = defaultdict(list)
         for row in rows.values():
             claimed = first_claim.get(row.job_id)
-            if (row.dedup_key in MISFIRE and row.window_start is not None and claimed is not None
-                    and claimed > row.window_start + MISSED_AFTER_SECONDS + LATE_CLAIM_SLACK):
+            if (
+                row.dedup_key in MISFIRE
+                and row.window_start is not None
+                and claimed is not None
+                and claimed > row.window_start + MISSED_AFTER_SECONDS + LATE_CLAIM_SLACK
+            ):
                 late[row.dedup_key].append((row.window_start, row.job_id))
         passes = sorted(self.passes)
         gaps = [(a, b) for a, b in zip(passes, passes[1:], strict=False) if b - a > self.pass_gap]
@@ -431,8 +486,10 @@ class Check:
                 late_in_gaps[key] += len(runs)
                 allowed = {"skip": 0, "coalesce": 1}.get(policy)
                 if allowed is not None and len(runs) > allowed:
-                    bad.add(f"{key} (misfire={policy}): {len(runs)} late runs of windows "
-                            f"{[f'{w:.0f}' for w in runs]} in the gap {a:.3f} .. {b:.3f}")
+                    bad.add(
+                        f"{key} (misfire={policy}): {len(runs)} late runs of windows "
+                        f"{[f'{w:.0f}' for w in runs]} in the gap {a:.3f} .. {b:.3f}"
+                    )
         return bad, {"leaderless_gaps": len(gaps), "late_runs_in_gaps": dict(late_in_gaps)}
 
     def _leader_quiet(self, window: float) -> bool:
@@ -458,8 +515,10 @@ class Check:
                 continue
             began, ended = starts.get(tr.epoch), starts.get(tr.epoch + 1, math.inf)
             if began is None or not began <= tr.t < ended:
-                bad.add(f"{tr.job_id}: {tr.old_status}->{tr.new_status} by epoch {tr.epoch} at "
-                        f"{tr.t:.3f}, term [{began}, {ended})")
+                bad.add(
+                    f"{tr.job_id}: {tr.old_status}->{tr.new_status} by epoch {tr.epoch} at "
+                    f"{tr.t:.3f}, term [{began}, {ended})"
+                )
         return bad
 
     # ------------------------------------------------------------------ faults and times
@@ -478,8 +537,12 @@ class Check:
                 continue
             if fault.t < g.t < rescued_at:  # the leader (who rescues leases) was hit meanwhile
                 return True
-            if (fault.kind == "worker_kill" and g.kind == "leader_freeze" and g.pod == fault.pod
-                    and g.t <= fault.t <= g.t_end):  # its supervisor was frozen: saw nothing
+            if (
+                fault.kind == "worker_kill"
+                and g.kind == "leader_freeze"
+                and g.pod == fault.pod
+                and g.t <= fault.t <= g.t_end
+            ):  # its supervisor was frozen: saw nothing
                 return True
         return False
 
@@ -489,14 +552,22 @@ class Check:
         fault's processes, or the server restarting): that attempt never started, and the job
         waited for its lease. The rescue was on time; the second fault made the wait."""
         for tr in job:
-            if (tr.old_status != "pending" or tr.new_status != "running" or tr.worker_id is None
-                    or tr.attempt is None or tr.attempt >= rerun.attempt
-                    or not fault.t < tr.t < rerun.start):
+            if (
+                tr.old_status != "pending"
+                or tr.new_status != "running"
+                or tr.worker_id is None
+                or tr.attempt is None
+                or tr.attempt >= rerun.attempt
+                or not fault.t < tr.t < rerun.start
+            ):
                 continue
             supervisor = _supervisor_pid(tr.worker_id)
             for g in self.faults:
-                if g is not fault and (g.kind == "pg_restart" or supervisor in g.pids) and (
-                        g.t - CLAIM_BEFORE_FAULT_SLACK <= tr.t <= g.t_end):
+                if (
+                    g is not fault
+                    and (g.kind == "pg_restart" or supervisor in g.pids)
+                    and (g.t - CLAIM_BEFORE_FAULT_SLACK <= tr.t <= g.t_end)
+                ):
                     return True
         return False
 
@@ -514,12 +585,18 @@ class Check:
                 return True
         return False
 
-    def _times(self, by_job: dict[str, list[Execution]], died_at: Deaths,
-               history: dict[str, list[Transition]]) -> dict[str, Any]:
+    def _times(
+        self, by_job: dict[str, list[Execution]], died_at: Deaths, history: dict[str, list[Transition]]
+    ) -> dict[str, Any]:
         failover: dict[str, list[float]] = defaultdict(list)
         for f in self.faults:
-            kind = {"leader_stop": "graceful", "leader_crash": "crash", "leader_freeze": "freeze",
-                    "partition": "partition", "pg_restart": "pg_restart"}.get(f.kind)
+            kind = {
+                "leader_stop": "graceful",
+                "leader_crash": "crash",
+                "leader_freeze": "freeze",
+                "partition": "partition",
+                "pg_restart": "pg_restart",
+            }.get(f.kind)
             if kind is None or f.epoch_before is None or (f.kind == "partition" and not f.was_leader):
                 continue
             if f.mode is not None and f.mode.startswith("loss:"):
@@ -532,8 +609,12 @@ class Check:
             # at once; the workers of a crashed supervisor, a frozen worker and a cut-off pod
             # (or one killed while its supervisor could not reach the database) wait for the
             # leader's rescuer and their leases.
-            kind = {"worker_kill": "dead_worker", "leader_crash": "lost_lease",
-                    "worker_freeze": "lost_lease", "partition": "lost_lease"}.get(f.kind)
+            kind = {
+                "worker_kill": "dead_worker",
+                "leader_crash": "lost_lease",
+                "worker_freeze": "lost_lease",
+                "partition": "lost_lease",
+            }.get(f.kind)
             if kind is None:
                 continue
             if kind == "dead_worker" and self._database_unreachable(f.pod, f.t):
@@ -546,30 +627,39 @@ class Check:
                         continue
                     if run.end is not None and run.end <= f.t:
                         continue
-                    again = next((r for r in runs[i + 1:] if r.attempt > run.attempt), None)
+                    again = next((r for r in runs[i + 1 :] if r.attempt > run.attempt), None)
                     if again is None:
                         continue
                     # A second fault that stops the rescuer (or, for a killed worker, its
                     # supervisor) before the rescue was due, or the pod that claimed the job
                     # next, makes it a compound case: measured, reported apart, held to no
                     # single-fault target.
-                    compound = (self._rescuer_disturbed(f, again.start)
-                                or self._claimed_by_a_stricken_pod(f, history[job], again))
-                    rescue[f"{kind}_after_a_second_fault" if compound else kind].append(
-                        again.start - f.t)
-        bounds = {"graceful": self.targets.graceful_failover, "crash": self.targets.crash_failover,
-                  "partition": self.targets.partition_failover, "freeze": self.targets.freeze_failover,
-                  "pg_restart": None, "dead_worker": self.targets.dead_worker_rescue,
-                  "lost_lease": self.targets.lost_lease_rescue,
-                  "dead_worker_after_a_second_fault": None, "lost_lease_after_a_second_fault": None}
+                    compound = self._rescuer_disturbed(f, again.start) or self._claimed_by_a_stricken_pod(
+                        f, history[job], again
+                    )
+                    rescue[f"{kind}_after_a_second_fault" if compound else kind].append(again.start - f.t)
+        bounds = {
+            "graceful": self.targets.graceful_failover,
+            "crash": self.targets.crash_failover,
+            "partition": self.targets.partition_failover,
+            "freeze": self.targets.freeze_failover,
+            "pg_restart": None,
+            "dead_worker": self.targets.dead_worker_rescue,
+            "lost_lease": self.targets.lost_lease_rescue,
+            "dead_worker_after_a_second_fault": None,
+            "lost_lease_after_a_second_fault": None,
+        }
         out: dict[str, Any] = {}
         for group, samples in (("failover", failover), ("rescue", rescue)):
             for kind, values in samples.items():
                 bound = bounds[kind]
                 out[f"{group}_{kind}"] = {
-                    "n": len(values), "median": _median(values), "max": max(values),
+                    "n": len(values),
+                    "median": _median(values),
+                    "max": max(values),
                     "samples": [round(v, 3) for v in values],
-                    "target": bound, "met": bound is None or max(values) < bound,
+                    "target": bound,
+                    "met": bound is None or max(values) < bound,
                 }
         return out
 

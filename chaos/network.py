@@ -125,14 +125,18 @@ class Lab:
         elif mode == "drop-from-db":
             rules = [["-o", link, "-j", "DROP"]]
         elif mode == "reject":
-            rules = [[side, link, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"]
-                     for side in ("-i", "-o")]
+            rules = [
+                [side, link, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"]
+                for side in ("-i", "-o")
+            ]
         elif mode.startswith("loss:"):
             share = float(mode.removeprefix("loss:"))
             if not 0 < share < 1:
                 raise ValueError(f"loss share {share} must be between 0 and 1")
-            rules = [[side, link, "-m", "statistic", "--mode", "random", "--probability",
-                      str(share), "-j", "DROP"] for side in ("-i", "-o")]
+            rules = [
+                [side, link, "-m", "statistic", "--mode", "random", "--probability", str(share), "-j", "DROP"]
+                for side in ("-i", "-o")
+            ]
         else:
             raise ValueError(f"unknown partition mode {mode!r}")
         for rule in rules:
@@ -157,8 +161,9 @@ class Lab:
 
 
 def _namespaces() -> list[str]:
-    listed = subprocess.run([system_command("ip"), "netns", "list"], capture_output=True,
-                            text=True, check=False).stdout
+    listed = subprocess.run(
+        [system_command("ip"), "netns", "list"], capture_output=True, text=True, check=False
+    ).stdout
     return [line.split()[0] for line in listed.splitlines() if line.strip()]
 
 

@@ -6,10 +6,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-GATES = ("executions_never_assigned", "lost_jobs", "duplicate_completions",
-         "completions_without_a_run", "unproven_overlaps", "runs_started_after_being_taken_back",
-         "duplicate_windows", "missed_windows", "misfire_policy_broken_after_a_gap",
-         "overlapping_leader_epochs")
+GATES = (
+    "executions_never_assigned",
+    "lost_jobs",
+    "duplicate_completions",
+    "completions_without_a_run",
+    "unproven_overlaps",
+    "runs_started_after_being_taken_back",
+    "duplicate_windows",
+    "missed_windows",
+    "misfire_policy_broken_after_a_gap",
+    "overlapping_leader_epochs",
+)
 """Invariants that must be zero."""
 
 
@@ -55,10 +63,15 @@ def table(result: dict[str, Any]) -> str:
     lines += ["", f"{'time (s)':<42}{'n':>5}{'median':>9}{'max':>9}{'target':>9}  met"]
     for name, t in sorted(result["times"].items()):
         target = "-" if t["target"] is None else f"< {t['target']:.3g}"
-        lines.append(f"{name:<42}{t['n']:>5}{t['median']:>9.2f}{t['max']:>9.2f}{target:>9}  "
-                     f"{'yes' if t['met'] else 'NO'}")
-    lines += ["", f"settle after faults: {result['settle_seconds']:.1f} s; "
-              f"enqueue retries during outages: {result['enqueue_retries']}"]
+        lines.append(
+            f"{name:<42}{t['n']:>5}{t['median']:>9.2f}{t['max']:>9.2f}{target:>9}  "
+            f"{'yes' if t['met'] else 'NO'}"
+        )
+    lines += [
+        "",
+        f"settle after faults: {result['settle_seconds']:.1f} s; "
+        f"enqueue retries during outages: {result['enqueue_retries']}",
+    ]
     for note in result["notes"]:
         lines.append(f"NOTE: {note}")
     lines.append("")

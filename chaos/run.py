@@ -66,8 +66,13 @@ CURRENT_EPOCH = "SELECT epoch FROM scheduler_leader"
 
 # What a harness query can meet while PostgreSQL restarts (InternalClientError: asyncpg's pool
 # resetting a connection the server just closed).
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
-             TimeoutError)
+DB_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
 
 
 @dataclass(frozen=True)
@@ -104,8 +109,7 @@ written at all (the misfire policies decide both)."""
 def _holds(settings: PodSettings) -> tuple[float, float, float]:
     """(leader partition, leader freeze, follower partition / worker freeze) durations: each
     longer than what it must outlast (the leader's TTL, a lease) by a margin."""
-    return (settings.leader_ttl_seconds + 8, settings.leader_ttl_seconds + 5,
-            settings.lease_seconds + 4)
+    return (settings.leader_ttl_seconds + 8, settings.leader_ttl_seconds + 5, settings.lease_seconds + 4)
 
 
 def short_profile(settings: PodSettings | None = None) -> Profile:
@@ -157,8 +161,14 @@ def long_profile(minutes: float, settings: PodSettings | None = None, seed: int 
         steps += block
         t += at
         cycle += 1
-    return Profile(f"{minutes:g}min", fault_seconds=minutes * 60 - 20, steps=tuple(steps),
-                   settings=s, worker_kill_every=6.0, seed=seed)
+    return Profile(
+        f"{minutes:g}min",
+        fault_seconds=minutes * 60 - 20,
+        steps=tuple(steps),
+        settings=s,
+        worker_kill_every=6.0,
+        seed=seed,
+    )
 
 
 class Run:
@@ -217,8 +227,10 @@ class Run:
             await self._wait_pods_ready()
             self.t_start = time.time()
             stop = asyncio.Event()
-            background = [asyncio.create_task(c) for c in
-                          (self._produce(stop), self._kill_workers(stop), self._kubelet(stop))]
+            background = [
+                asyncio.create_task(c)
+                for c in (self._produce(stop), self._kill_workers(stop), self._kubelet(stop))
+            ]
             await self._fault_steps()
             self.t_end = time.time()
             stop.set()
@@ -258,8 +270,7 @@ class Run:
             if roll < 0.75:
                 spec = {"seconds": round(self.rng.uniform(0.01, 0.3), 3), "fail_attempts": 0}
             elif roll < 0.88:  # spans heartbeats; capped so that long leases do not fill every slot
-                spec = {"seconds": round(self.rng.uniform(0.5, 1.5) * min(lease, 6.0), 3),
-                        "fail_attempts": 0}
+                spec = {"seconds": round(self.rng.uniform(0.5, 1.5) * min(lease, 6.0), 3), "fail_attempts": 0}
             elif roll < 0.98:
                 spec = {"seconds": 0.05, "fail_attempts": 1}
             else:
@@ -272,16 +283,28 @@ class Run:
             next_at += period
             await _sleep_until(next_at, stop)
 
-    async def _enqueue(self, producer: Scheduler, job_id: str, when: datetime, spec: dict[str, Any],
-                       max_retries: int, stop: asyncio.Event) -> bool:
+    async def _enqueue(
+        self,
+        producer: Scheduler,
+        job_id: str,
+        when: datetime,
+        spec: dict[str, Any],
+        max_retries: int,
+        stop: asyncio.Event,
+    ) -> bool:
         """Retried through outages with the same id (IGNORE makes a retry of a commit whose
         answer was lost harmless); True once the row is known to be in."""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                await producer.schedule(workload.work, execution_time=when, kwargs=spec,
-                                        job_id=job_id, max_retries=max_retries,
-                                        conflict_resolution=ConflictResolution.IGNORE)
+                await producer.schedule(
+                    workload.work,
+                    execution_time=when,
+                    kwargs=spec,
+                    job_id=job_id,
+                    max_retries=max_retries,
+                    conflict_resolution=ConflictResolution.IGNORE,
+                )
                 return True
             except DB_ERRORS:
                 self._enqueue_retries += 1
@@ -298,14 +321,20 @@ class Run:
             next_at += every
             if stop.is_set():
                 return
-            candidates = {pid: pod for pod in self.pods if pod.name not in self._frozen
-                          for pid in pod.worker_pids() if pid not in self._frozen_pids}
+            candidates = {
+                pid: pod
+                for pod in self.pods
+                if pod.name not in self._frozen
+                for pid in pod.worker_pids()
+                if pid not in self._frozen_pids
+            }
             if not candidates:
                 continue
             busy: list[int] = []
             try:
-                busy = [r["pid"] for r in await self.pool.fetch(RUNNING_ON, timeout=2)
-                        if r["pid"] in candidates]
+                busy = [
+                    r["pid"] for r in await self.pool.fetch(RUNNING_ON, timeout=2) if r["pid"] in candidates
+                ]
             except DB_ERRORS:
                 pass
             pid = self.rng.choice(busy or sorted(candidates))
@@ -356,8 +385,7 @@ class Run:
             t = time.time()
             stop_mode: StopMode = "immediate" if step.mode == "immediate" else "fast"
             await asyncio.to_thread(self.pg.restart, stop_mode)
-            self.faults.append(Fault("pg_restart", None, t, time.time(), mode=step.mode,
-                                     epoch_before=epoch))
+            self.faults.append(Fault("pg_restart", None, t, time.time(), mode=step.mode, epoch_before=epoch))
             return
         if step.kind == "worker_freeze":
             await self._freeze_worker(step.hold)
@@ -374,28 +402,43 @@ class Run:
         if step.kind == "leader_crash":
             self.expected_exit[pids[0]] = -signal.SIGKILL
             pod.signal(signal.SIGKILL)
-            self.faults.append(Fault("leader_crash", pod.name, t, t, pids, was_leader=True,
-                                     epoch_before=epoch))
+            self.faults.append(
+                Fault("leader_crash", pod.name, t, t, pids, was_leader=True, epoch_before=epoch)
+            )
         elif step.kind == "leader_stop":
             self.expected_exit[pids[0]] = 0
             pod.signal(signal.SIGTERM)
-            self.faults.append(Fault("leader_stop", pod.name, t, t, pids, was_leader=True,
-                                     epoch_before=epoch))
+            self.faults.append(
+                Fault("leader_stop", pod.name, t, t, pids, was_leader=True, epoch_before=epoch)
+            )
         elif step.kind == "leader_freeze":
             self._frozen.add(pod.name)
             pod.signal(signal.SIGSTOP)
             await asyncio.sleep(step.hold)
             pod.signal(signal.SIGCONT)
             self._frozen.discard(pod.name)
-            self.faults.append(Fault("leader_freeze", pod.name, t, time.time(), pids[:1],
-                                     was_leader=True, epoch_before=epoch))
+            self.faults.append(
+                Fault(
+                    "leader_freeze", pod.name, t, time.time(), pids[:1], was_leader=True, epoch_before=epoch
+                )
+            )
         elif step.kind in ("partition_leader", "partition_follower"):
             mode = step.mode or "drop"
             await asyncio.to_thread(self.lab.partition, pod.name, mode)
             await asyncio.sleep(step.hold)
             await asyncio.to_thread(self.lab.heal, pod.name)
-            self.faults.append(Fault("partition", pod.name, t, time.time(), pids, mode=mode,
-                                     was_leader=step.kind == "partition_leader", epoch_before=epoch))
+            self.faults.append(
+                Fault(
+                    "partition",
+                    pod.name,
+                    t,
+                    time.time(),
+                    pids,
+                    mode=mode,
+                    was_leader=step.kind == "partition_leader",
+                    epoch_before=epoch,
+                )
+            )
         else:
             raise ValueError(f"unknown step {step.kind}")
 
@@ -414,8 +457,7 @@ class Run:
             self._down_until[pod.name] = time.monotonic() + hold
             pod.signal(signal.SIGKILL)
         await asyncio.sleep(hold)
-        self.faults.append(Fault("cluster_crash", None, t, time.time(), tuple(pids),
-                                 epoch_before=epoch))
+        self.faults.append(Fault("cluster_crash", None, t, time.time(), tuple(pids), epoch_before=epoch))
 
     async def _freeze_worker(self, hold: float) -> None:
         """SIGSTOP a worker in the middle of a run longer than the freeze: the leader must take
@@ -530,17 +572,28 @@ class Run:
         rescue_period = min(5.0, s.lease_seconds / 3)
         targets = Targets(lost_lease_rescue=s.lease_seconds + 1.25 * rescue_period + 2)
         check = Check(
-            expected_jobs=self.expected, effects=read_effects(self.out / "effects"),
-            transitions=transitions, terms=terms, rows=rows, faults=self.faults,
-            t_start=self.t_start, t_end=self.t_end, targets=targets,
-            quiet_before=s.leader_ttl_seconds + s.lease_seconds + 3, passes=passes,
+            expected_jobs=self.expected,
+            effects=read_effects(self.out / "effects"),
+            transitions=transitions,
+            terms=terms,
+            rows=rows,
+            faults=self.faults,
+            t_start=self.t_start,
+            t_end=self.t_end,
+            targets=targets,
+            quiet_before=s.leader_ttl_seconds + s.lease_seconds + 3,
+            passes=passes,
             pass_gap=PERIODIC_INTERVAL_SECONDS_DEFAULT + MISSED_AFTER_SECONDS,
         )
         check.save(self.out / "history.json")
         result = check.run()
-        result["profile"] = {"name": self.profile.name, "fault_seconds": self.profile.fault_seconds,
-                             "pods": self.profile.pods, "settings": asdict(s),
-                             "seed": self.profile.seed}
+        result["profile"] = {
+            "name": self.profile.name,
+            "fault_seconds": self.profile.fault_seconds,
+            "pods": self.profile.pods,
+            "settings": asdict(s),
+            "seed": self.profile.seed,
+        }
         result["counts"]["late_outcomes_refused"] = self._refused_outcomes()
         result["settle_seconds"] = settled
         result["enqueue_retries"] = self._enqueue_retries
@@ -548,7 +601,6 @@ class Run:
         result["notes"] = self.notes
         result["faults"] = [asdict(f) for f in self.faults]
         return result
-
 
     def _refused_outcomes(self) -> int:
         """Outcomes a worker tried to write after its lease was gone, which the fence refused

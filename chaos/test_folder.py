@@ -38,8 +38,13 @@ chaos_main = importlib.import_module("chaos.__main__")
 @pytest.fixture
 def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     """Another process holding ``tmp_path / 'run'``, as a live run does."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "run")], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / "run")],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline() == "held\n"
     yield proc
     if proc.poll() is None:
@@ -62,7 +67,9 @@ def command(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 
 def test_a_folder_that_a_live_run_holds_is_refused_until_that_run_ends(
-    tmp_path: Path, holder: subprocess.Popen[str], command: CliRunner,
+    tmp_path: Path,
+    holder: subprocess.Popen[str],
+    command: CliRunner,
 ) -> None:
     folder = tmp_path / "run"
     message = f"{folder} is in use by another chaos run (pid {holder.pid})"
@@ -92,23 +99,43 @@ def test_a_killed_run_leaves_no_lock_behind(tmp_path: Path, holder: subprocess.P
 
 
 def test_a_finished_run_is_refused_as_not_empty_and_can_still_be_rechecked(
-    tmp_path: Path, command: CliRunner,
+    tmp_path: Path,
+    command: CliRunner,
 ) -> None:
     folder = tmp_path / "run"
     (folder / "effects").mkdir(parents=True)
     effects, transitions = _killed_then_rerun(kill_at=12.0, rerun_at=12.3)
     lines = [json.dumps({k: v for k, v in vars(e).items() if v is not None}) for e in effects]
     (folder / "effects" / "effects-1.jsonl").write_text("\n".join(lines) + "\n")
-    check = Check(expected_jobs={"a": {"fail_attempts": 0, "max_retries": 0}}, effects=effects,
-                  transitions=transitions, terms=[Term(epoch=1, leader_id="pod-a", pid=1, t=0.0)],
-                  rows=[_row("a")], faults=[_kill(12.0)], t_start=0.0, t_end=60.0,
-                  targets=TARGETS, quiet_before=5.0)
+    check = Check(
+        expected_jobs={"a": {"fail_attempts": 0, "max_retries": 0}},
+        effects=effects,
+        transitions=transitions,
+        terms=[Term(epoch=1, leader_id="pod-a", pid=1, t=0.0)],
+        rows=[_row("a")],
+        faults=[_kill(12.0)],
+        t_start=0.0,
+        t_end=60.0,
+        targets=TARGETS,
+        quiet_before=5.0,
+    )
     check.save(folder / "history.json")
     result = check.run()
     result["counts"]["late_outcomes_refused"] = 0
-    result.update(profile={"name": "short", "fault_seconds": 110.0, "pods": 3, "seed": 1,
-                           "settings": {"workers": 2, "lease_seconds": 4.0, "leader_ttl_seconds": 5.0}},
-                  settle_seconds=1.0, enqueue_retries=0, pod_exits=[], notes=[], faults=[])
+    result.update(
+        profile={
+            "name": "short",
+            "fault_seconds": 110.0,
+            "pods": 3,
+            "seed": 1,
+            "settings": {"workers": 2, "lease_seconds": 4.0, "leader_ttl_seconds": 5.0},
+        },
+        settle_seconds=1.0,
+        enqueue_retries=0,
+        pod_exits=[],
+        notes=[],
+        faults=[],
+    )
     with held(folder):  # as the run held it
         report.write(result, folder)
 

@@ -19,17 +19,37 @@ PID = 4242
 TARGETS = Targets(dead_worker_rescue=2.0, lost_lease_rescue=7.67)
 
 
-def _transition(job: str, old: str | None, new: str, attempt: int, t: float,
-                worker: str = WORKER) -> Transition:
-    return Transition(job_id=job, op="UPDATE", old_status=old, new_status=new, attempt=attempt,
-                      worker_id=worker, old_worker_id=worker, dedup_key=None, window_start=None,
-                      old_lease_until=None, epoch=1, t=t)
+def _transition(
+    job: str, old: str | None, new: str, attempt: int, t: float, worker: str = WORKER
+) -> Transition:
+    return Transition(
+        job_id=job,
+        op="UPDATE",
+        old_status=old,
+        new_status=new,
+        attempt=attempt,
+        worker_id=worker,
+        old_worker_id=worker,
+        dedup_key=None,
+        window_start=None,
+        old_lease_until=None,
+        epoch=1,
+        t=t,
+    )
 
 
 def _row(job: str, status: str = "completed", attempt: int = 2) -> FinalRow:
-    return FinalRow(job_id=job, job_name="chaos.work", status=status, attempt=attempt,
-                    retry_count=0, max_retries=0, dedup_key=None, window_start=None,
-                    error_message=None)
+    return FinalRow(
+        job_id=job,
+        job_name="chaos.work",
+        status=status,
+        attempt=attempt,
+        retry_count=0,
+        max_retries=0,
+        dedup_key=None,
+        window_start=None,
+        error_message=None,
+    )
 
 
 def _killed_then_rerun(kill_at: float, rerun_at: float) -> tuple[list[Effect], list[Transition]]:
@@ -49,14 +69,23 @@ def _killed_then_rerun(kill_at: float, rerun_at: float) -> tuple[list[Effect], l
     return effects, transitions
 
 
-def _check(effects: list[Effect], transitions: list[Transition], faults: list[Fault],
-           rows: list[FinalRow] | None = None) -> dict[str, Any]:
+def _check(
+    effects: list[Effect],
+    transitions: list[Transition],
+    faults: list[Fault],
+    rows: list[FinalRow] | None = None,
+) -> dict[str, Any]:
     return Check(
         expected_jobs={"a": {"fail_attempts": 0, "max_retries": 0}},
-        effects=effects, transitions=transitions,
+        effects=effects,
+        transitions=transitions,
         terms=[Term(epoch=1, leader_id="pod-a", pid=1, t=0.0)],
         rows=rows if rows is not None else [_row("a")],
-        faults=faults, t_start=0.0, t_end=60.0, targets=TARGETS, quiet_before=5.0,
+        faults=faults,
+        t_start=0.0,
+        t_end=60.0,
+        targets=TARGETS,
+        quiet_before=5.0,
     ).run()
 
 
@@ -96,11 +125,15 @@ def test_a_kill_whose_pod_is_cut_off_before_the_requeue_deadline_counts_as_a_los
     assert times["rescue_lost_lease"]["met"] is True
 
 
-@pytest.mark.parametrize("fault", [
-    _partition("c", 14.5, 20.0),   # begins after the 2-s re-queue deadline
-    _partition("b", 12.0, 20.0),   # another pod
-    _partition("c", 5.0, 10.0),    # over (with its 1-s settling) before the kill
-], ids=["after-deadline", "other-pod", "already-over"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        _partition("c", 14.5, 20.0),  # begins after the 2-s re-queue deadline
+        _partition("b", 12.0, 20.0),  # another pod
+        _partition("c", 5.0, 10.0),  # over (with its 1-s settling) before the kill
+    ],
+    ids=["after-deadline", "other-pod", "already-over"],
+)
 def test_a_partition_that_could_not_stop_the_requeue_leaves_the_dead_worker_target(
     fault: Fault,
 ) -> None:
@@ -123,21 +156,20 @@ def _handed_back_then_claimed_by(claimer: str, rerun_at: float) -> tuple[list[Ef
         _transition("a", "pending", "running", 1, 10.0),
         _transition("a", "running", "pending", 1, 12.02),
         replace(_transition("a", "pending", "running", 2, 12.03), worker_id=claimer),
-        replace(_transition("a", "running", "pending", 2, rerun_at - 0.01), worker_id=None,
-                old_worker_id=claimer),
+        replace(
+            _transition("a", "running", "pending", 2, rerun_at - 0.01), worker_id=None, old_worker_id=claimer
+        ),
         _transition("a", "pending", "running", 3, rerun_at, worker="vm:900:w1:cccccc"),
         _transition("a", "running", "completed", 3, rerun_at + 0.02, worker="vm:900:w1:cccccc"),
     ]
     return effects, transitions
 
 
-def test_a_job_handed_back_on_time_then_claimed_by_a_pod_cut_off_as_it_claimed_is_a_compound_case(
-) -> None:
+def test_a_job_handed_back_on_time_then_claimed_by_a_pod_cut_off_as_it_claimed_is_a_compound_case() -> None:
     # The pod whose supervisor is PID 500 is cut off 20 ms before its claim commits: the reply
     # never reaches it, and attempt 2 waits for its lease. The kill's own rescue took 20 ms.
     effects, transitions = _handed_back_then_claimed_by("vm:500:w2:bbbbbb", rerun_at=16.7)
-    cut = Fault(kind="partition", pod="b", t=12.01, t_end=20.0, pids=(500, 501, 502),
-                mode="drop-from-db")
+    cut = Fault(kind="partition", pod="b", t=12.01, t_end=20.0, pids=(500, 501, 502), mode="drop-from-db")
     times = _check(effects, transitions, [_kill(12.0), cut], rows=[_row("a", attempt=3)])["times"]
     assert set(times) == {"rescue_dead_worker_after_a_second_fault"}
     assert times["rescue_dead_worker_after_a_second_fault"]["max"] == pytest.approx(4.7)
@@ -147,8 +179,7 @@ def test_a_job_handed_back_on_time_then_claimed_by_a_pod_cut_off_as_it_claimed_i
 def test_a_claim_that_no_fault_explains_keeps_the_dead_worker_target(claimer: str) -> None:
     # The same wait with the partition on another pod: nothing but pg-scheduler held the job.
     effects, transitions = _handed_back_then_claimed_by(claimer, rerun_at=16.7)
-    cut = Fault(kind="partition", pod="b", t=12.01, t_end=20.0, pids=(500, 501, 502),
-                mode="drop-from-db")
+    cut = Fault(kind="partition", pod="b", t=12.01, t_end=20.0, pids=(500, 501, 502), mode="drop-from-db")
     times = _check(effects, transitions, [_kill(12.0), cut], rows=[_row("a", attempt=3)])["times"]
     assert set(times) == {"rescue_dead_worker"}
     assert times["rescue_dead_worker"]["met"] is False
@@ -169,13 +200,13 @@ def test_a_clean_history_breaks_no_invariant() -> None:
     effects, transitions = _killed_then_rerun(kill_at=12.0, rerun_at=12.3)
     result = _check(effects, transitions, [_kill(12.0)])
     assert {name: v.count for name, v in result["invariants"].items()} == dict.fromkeys(
-        result["invariants"], 0)
+        result["invariants"], 0
+    )
 
 
 def test_a_job_left_running_is_reported_lost() -> None:
     effects, transitions = _killed_then_rerun(kill_at=12.0, rerun_at=12.3)
-    result = _check(effects, transitions[:-1], [_kill(12.0)],
-                    rows=[_row("a", status="running")])
+    result = _check(effects, transitions[:-1], [_kill(12.0)], rows=[_row("a", status="running")])
     lost = result["invariants"]["lost_jobs"]
     assert lost.count == 1 and lost.examples == ["a: still running (attempt 2)"]
 
@@ -187,7 +218,8 @@ def test_a_second_completion_and_a_completion_without_a_run_are_reported() -> No
     result = _check(effects, transitions, [_kill(12.0)])
     assert result["invariants"]["duplicate_completions"].count == 1
     assert result["invariants"]["completions_without_a_run"].examples == [
-        "a: attempt 1 completed, no finished run of it"]
+        "a: attempt 1 completed, no finished run of it"
+    ]
 
 
 def test_a_run_that_starts_after_its_attempt_was_taken_back_is_reported() -> None:
@@ -215,15 +247,25 @@ def test_a_run_that_starts_after_its_attempt_was_taken_back_is_reported() -> Non
 def _window(key: str, start: float, claimed_at: float | None) -> tuple[FinalRow, list[Transition]]:
     """The row of window ``start`` of periodic job ``key``, claimed at ``claimed_at`` (or never)."""
     job = f"periodic:{key}:{int(start * 1000)}"
-    row = FinalRow(job_id=job, job_name=key, status="completed" if claimed_at else "cancelled",
-                   attempt=1 if claimed_at else 0, retry_count=0, max_retries=10, dedup_key=key,
-                   window_start=start, error_message=None)
+    row = FinalRow(
+        job_id=job,
+        job_name=key,
+        status="completed" if claimed_at else "cancelled",
+        attempt=1 if claimed_at else 0,
+        retry_count=0,
+        max_retries=10,
+        dedup_key=key,
+        window_start=start,
+        error_message=None,
+    )
     if claimed_at is None:
         return row, []
-    return row, [replace(_transition(job, "pending", "running", 1, claimed_at), dedup_key=key,
-                         window_start=start),
-                 replace(_transition(job, "running", "completed", 1, claimed_at + 0.06),
-                         dedup_key=key, window_start=start)]
+    return row, [
+        replace(_transition(job, "pending", "running", 1, claimed_at), dedup_key=key, window_start=start),
+        replace(
+            _transition(job, "running", "completed", 1, claimed_at + 0.06), dedup_key=key, window_start=start
+        ),
+    ]
 
 
 def _misfire_check(windows: list[tuple[str, float, float | None]], passes: list[float]) -> Any:
@@ -232,14 +274,29 @@ def _misfire_check(windows: list[tuple[str, float, float | None]], passes: list[
         row, trs = _window(key, start, claimed_at)
         rows.append(row)
         transitions += trs
-    effects = [Effect("start", tr.job_id, 1, WORKER, PID, tr.t + 0.01) for tr in transitions
-               if tr.new_status == "running"]
-    effects += [Effect("end", tr.job_id, 1, WORKER, PID, tr.t - 0.01, ok=True)
-                for tr in transitions if tr.new_status == "completed"]
+    effects = [
+        Effect("start", tr.job_id, 1, WORKER, PID, tr.t + 0.01)
+        for tr in transitions
+        if tr.new_status == "running"
+    ]
+    effects += [
+        Effect("end", tr.job_id, 1, WORKER, PID, tr.t - 0.01, ok=True)
+        for tr in transitions
+        if tr.new_status == "completed"
+    ]
     return Check(
-        expected_jobs={}, effects=effects, transitions=transitions,
-        terms=[Term(epoch=1, leader_id="pod-a", pid=1, t=0.0)], rows=rows, faults=[],
-        t_start=0.0, t_end=60.0, targets=TARGETS, quiet_before=5.0, passes=passes, pass_gap=2.0,
+        expected_jobs={},
+        effects=effects,
+        transitions=transitions,
+        terms=[Term(epoch=1, leader_id="pod-a", pid=1, t=0.0)],
+        rows=rows,
+        faults=[],
+        t_start=0.0,
+        t_end=60.0,
+        targets=TARGETS,
+        quiet_before=5.0,
+        passes=passes,
+        pass_gap=2.0,
     ).run()
 
 
@@ -247,20 +304,23 @@ def _misfire_check(windows: list[tuple[str, float, float | None]], passes: list[
 PASSES = [float(t) for t in range(0, 21)] + [float(t) for t in range(30, 41)]
 
 
-@pytest.mark.parametrize(("windows", "breached"), [
-    # skip: a window of the gap that ran late breaks the policy...
-    ([("chaos.tick_skip", 24.0, 30.05)], True),
-    # ... not one that ran on time in the gap (another pod's worker picked up its row)...
-    ([("chaos.tick_skip", 24.0, 24.3)], False),
-    # ... nor one that ran late while the leader passed (busy workers), nor one in the last
-    # second before the pass that ended the gap (late, not missed).
-    ([("chaos.tick_skip", 12.0, 15.0), ("chaos.tick_skip", 29.5, 30.9)], False),
-    # coalesce: one late run for the gap, not two.
-    ([("chaos.tick_cron", 24.0, None), ("chaos.tick_cron", 28.0, 30.05)], False),
-    ([("chaos.tick_cron", 24.0, 30.05), ("chaos.tick_cron", 28.0, 30.06)], True),
-    # all: each window runs, late or not.
-    ([("chaos.tick_every", float(w), 30.05) for w in range(21, 29)], False),
-])
+@pytest.mark.parametrize(
+    ("windows", "breached"),
+    [
+        # skip: a window of the gap that ran late breaks the policy...
+        ([("chaos.tick_skip", 24.0, 30.05)], True),
+        # ... not one that ran on time in the gap (another pod's worker picked up its row)...
+        ([("chaos.tick_skip", 24.0, 24.3)], False),
+        # ... nor one that ran late while the leader passed (busy workers), nor one in the last
+        # second before the pass that ended the gap (late, not missed).
+        ([("chaos.tick_skip", 12.0, 15.0), ("chaos.tick_skip", 29.5, 30.9)], False),
+        # coalesce: one late run for the gap, not two.
+        ([("chaos.tick_cron", 24.0, None), ("chaos.tick_cron", 28.0, 30.05)], False),
+        ([("chaos.tick_cron", 24.0, 30.05), ("chaos.tick_cron", 28.0, 30.06)], True),
+        # all: each window runs, late or not.
+        ([("chaos.tick_every", float(w), 30.05) for w in range(21, 29)], False),
+    ],
+)
 def test_windows_of_a_leaderless_gap_follow_each_jobs_misfire_policy(
     windows: list[tuple[str, float, float | None]], breached: bool
 ) -> None:
@@ -289,7 +349,8 @@ def test_a_stray_run_of_another_worker_is_reported_as_never_assigned_not_as_an_o
     result = _check(effects, transitions, [_kill(12.0)])
     inv = result["invariants"]
     assert inv["executions_never_assigned"].examples == [
-        f"a: attempt 1 run by {STRAY} (pid 31001) at 11.000: the database assigned it to {WORKER}"]
+        f"a: attempt 1 run by {STRAY} (pid 31001) at 11.000: the database assigned it to {WORKER}"
+    ]
     assert {name: v.count for name, v in inv.items() if v.count} == {"executions_never_assigned": 1}
     assert result["counts"]["executions"] == 3
     assert result["times"]["rescue_dead_worker"]["samples"] == [0.3]
@@ -300,8 +361,10 @@ def test_a_completion_whose_only_finished_run_is_a_stray_one_has_no_run() -> Non
     # "attempt 2 of a" must not stand in for it.
     effects, transitions = _killed_then_rerun(kill_at=12.0, rerun_at=12.3)
     effects = [e for e in effects if e.attempt != 2]
-    effects += [Effect("start", "a", 2, STRAY, 31001, 12.25),
-                Effect("end", "a", 2, STRAY, 31001, 12.3, ok=True)]
+    effects += [
+        Effect("start", "a", 2, STRAY, 31001, 12.25),
+        Effect("end", "a", 2, STRAY, 31001, 12.3, ok=True),
+    ]
     inv = _check(effects, transitions, [_kill(12.0)])["invariants"]
     assert inv["executions_never_assigned"].count == 1
     assert inv["completions_without_a_run"].examples == ["a: attempt 2 completed, no finished run of it"]
@@ -309,8 +372,7 @@ def test_a_completion_whose_only_finished_run_is_a_stray_one_has_no_run() -> Non
 
 def test_runs_of_jobs_the_database_never_had_or_never_assigned_are_reported() -> None:
     effects, transitions = _killed_then_rerun(kill_at=12.0, rerun_at=12.3)
-    effects += [Effect("start", "zz", 1, STRAY, 31001, 11.0),
-                Effect("start", "a", 5, WORKER, PID, 11.5)]
+    effects += [Effect("start", "zz", 1, STRAY, 31001, 11.0), Effect("start", "a", 5, WORKER, PID, 11.5)]
     inv = _check(effects, transitions, [_kill(12.0)])["invariants"]
     assert inv["executions_never_assigned"].examples == [
         f"a: attempt 5 run by {WORKER} (pid {PID}) at 11.500: the database never assigned it",
@@ -328,8 +390,14 @@ def test_every_run_of_a_legitimate_history_was_assigned() -> None:
     effects, transitions = _killed_then_rerun(kill_at=12.0, rerun_at=12.3)
     tick = "chaos.tick_long:20.000"
     transitions += [
-        replace(_transition(tick, None, "pending", 0, 19.0), op="INSERT", worker_id=None,
-                old_worker_id=None, dedup_key="chaos.tick_long", window_start=20.0),
+        replace(
+            _transition(tick, None, "pending", 0, 19.0),
+            op="INSERT",
+            worker_id=None,
+            old_worker_id=None,
+            dedup_key="chaos.tick_long",
+            window_start=20.0,
+        ),
         _transition(tick, "pending", "running", 1, 20.0, worker=w0),
         _transition(tick, "running", "completed", 1, 22.6, worker=w0),
         _transition("b", "pending", "running", 1, 22.6, worker=w0),  # the same statement
@@ -337,27 +405,42 @@ def test_every_run_of_a_legitimate_history_was_assigned() -> None:
         _transition("b", "pending", "running", 2, 23.0, worker=w2),
         _transition("b", "running", "completed", 2, 23.1, worker=w2),
         _transition("c", "pending", "running", 1, 30.0, worker=w1),  # its reply lost
-        replace(_transition("c", "running", "pending", 1, 34.5), worker_id=None, old_worker_id=w1,
-                old_lease_until=34.0),
+        replace(
+            _transition("c", "running", "pending", 1, 34.5),
+            worker_id=None,
+            old_worker_id=w1,
+            old_lease_until=34.0,
+        ),
         _transition("c", "pending", "running", 2, 34.6, worker=w2),
         _transition("c", "running", "completed", 2, 34.7, worker=w2),
         _transition("d", "pending", "running", 1, 40.0, worker=w1),  # frozen at 40.5
-        replace(_transition("d", "running", "pending", 1, 44.6), worker_id=None, old_worker_id=w1,
-                old_lease_until=44.0),
+        replace(
+            _transition("d", "running", "pending", 1, 44.6),
+            worker_id=None,
+            old_worker_id=w1,
+            old_lease_until=44.0,
+        ),
         _transition("d", "pending", "running", 2, 44.7, worker=w0),
         _transition("d", "running", "completed", 2, 46.8, worker=w0),
     ]
     effects += [
-        Effect("start", tick, 1, w0, 501, 20.01), Effect("end", tick, 1, w0, 501, 22.5, ok=True),
-        Effect("start", "b", 1, w0, 501, 22.61), Effect("end", "b", 1, w0, 501, 22.66, ok=False),
-        Effect("start", "b", 2, w2, 601, 23.01), Effect("end", "b", 2, w2, 601, 23.06, ok=True),
-        Effect("start", "c", 2, w2, 601, 34.61), Effect("end", "c", 2, w2, 601, 34.66, ok=True),
-        Effect("start", "d", 1, w1, 502, 40.01), Effect("start", "d", 2, w0, 501, 44.71),
-        Effect("end", "d", 2, w0, 501, 46.71, ok=True), Effect("end", "d", 1, w1, 502, 49.6, ok=None),
+        Effect("start", tick, 1, w0, 501, 20.01),
+        Effect("end", tick, 1, w0, 501, 22.5, ok=True),
+        Effect("start", "b", 1, w0, 501, 22.61),
+        Effect("end", "b", 1, w0, 501, 22.66, ok=False),
+        Effect("start", "b", 2, w2, 601, 23.01),
+        Effect("end", "b", 2, w2, 601, 23.06, ok=True),
+        Effect("start", "c", 2, w2, 601, 34.61),
+        Effect("end", "c", 2, w2, 601, 34.66, ok=True),
+        Effect("start", "d", 1, w1, 502, 40.01),
+        Effect("start", "d", 2, w0, 501, 44.71),
+        Effect("end", "d", 2, w0, 501, 46.71, ok=True),
+        Effect("end", "d", 1, w1, 502, 49.6, ok=None),
     ]
     rows = [_row("a"), _row(tick, attempt=1), _row("b"), _row("c"), _row("d")]
     result = _check(effects, transitions, [_kill(12.0)], rows=rows)
     assert {name: v.count for name, v in result["invariants"].items()} == dict.fromkeys(
-        result["invariants"], 0)
+        result["invariants"], 0
+    )
     assert result["counts"]["executions"] == 8
     assert result["counts"]["overlaps_with_lease_lost_and_completion_refused"] == 1

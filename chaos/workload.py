@@ -44,12 +44,23 @@ def _record(event: str, **fields: Any) -> None:
     global _fd
     if _fd is None:
         folder = os.environ[EFFECTS_DIR_ENV]
-        _fd = os.open(os.path.join(folder, f"effects-{os.getpid()}.jsonl"),
-                      os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        _fd = os.open(
+            os.path.join(folder, f"effects-{os.getpid()}.jsonl"),
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+            0o644,
+        )
     context = current_job()
-    line = json.dumps({"ev": event, "job": context.job_id, "attempt": context.attempt,
-                       "worker": context.worker_id, "pid": os.getpid(), "t": time.time(),
-                       **fields})
+    line = json.dumps(
+        {
+            "ev": event,
+            "job": context.job_id,
+            "attempt": context.attempt,
+            "worker": context.worker_id,
+            "pid": os.getpid(),
+            "t": time.time(),
+            **fields,
+        }
+    )
     os.write(_fd, (line + "\n").encode())
 
 

@@ -64,15 +64,22 @@ async def demo(pool: asyncpg.Pool, seconds: float) -> bool:
     batch = uuid.uuid4().hex[:6]
     jobs = {
         "email now": await scheduler.schedule(
-            send_email, execution_time=now, args=("ada@example.com", "Welcome!")),
+            send_email, execution_time=now, args=("ada@example.com", "Welcome!")
+        ),
         "email in 2 s": await scheduler.schedule(
-            send_email, execution_time=now + timedelta(seconds=2),
-            args=("grace@example.com", "Your weekly report")),
+            send_email,
+            execution_time=now + timedelta(seconds=2),
+            args=("grace@example.com", "Your weekly report"),
+        ),
         "urgent email (HIGH)": await scheduler.schedule(
-            send_email, execution_time=now, args=("ops@example.com", "Disk almost full"),
-            priority=JobPriority.HIGH),
+            send_email,
+            execution_time=now,
+            args=("ops@example.com", "Disk almost full"),
+            priority=JobPriority.HIGH,
+        ),
         "import, 1 retry": await scheduler.schedule(
-            import_batch, execution_time=now, args=(batch,), max_retries=1),
+            import_batch, execution_time=now, args=(batch,), max_retries=1
+        ),
     }
     print(f"scheduled {len(jobs)} one-off jobs; running the scheduler for {seconds:g} s")
 
@@ -85,8 +92,9 @@ async def demo(pool: asyncpg.Pool, seconds: float) -> bool:
         while not await _all_done(scheduler, jobs.values()) and loop.time() < deadline:
             await asyncio.sleep(0.2)
         final = {label: await scheduler.get_job(job_id) for label, job_id in jobs.items()}
-        key = next(k for k, info in scheduler.get_periodic_jobs().items()
-                   if info.task_name.endswith(":heartbeat"))
+        key = next(
+            k for k, info in scheduler.get_periodic_jobs().items() if info.task_name.endswith(":heartbeat")
+        )
         status = await scheduler.get_periodic_job_status(key)
     finally:
         await scheduler.shutdown()

@@ -20,7 +20,9 @@ class DatabaseGate:
     """Creates or upgrades the schema and publishes the periodic definitions, once."""
 
     def __init__(
-        self, db_pool: asyncpg.Pool, dsn: str | None,
+        self,
+        db_pool: asyncpg.Pool,
+        dsn: str | None,
         publish: Callable[[asyncpg.Connection], Awaitable[None]],
     ) -> None:
         """``dsn``: where dedicated sessions connect (default: the pool's own parameters);

@@ -25,8 +25,12 @@ class JobAdmin:
     """Cancels and reads jobs, and runs the maintenance passes outside the leader, unfenced."""
 
     def __init__(
-        self, db_pool: asyncpg.Pool, config: SchedulerConfig, *,
-        ready: Callable[[], Awaitable[None]], worker: Callable[[], Worker | None],
+        self,
+        db_pool: asyncpg.Pool,
+        config: SchedulerConfig,
+        *,
+        ready: Callable[[], Awaitable[None]],
+        worker: Callable[[], Worker | None],
     ) -> None:
         """``worker``: this process's worker while it runs, whose copy of a cancelled job
         stops at once."""
@@ -66,7 +70,8 @@ class JobAdmin:
         """``Scheduler.recover_orphaned_jobs``."""
         await self._ready()
         result = await OrphanRescuer(
-            Unfenced(self.db_pool), interval_seconds=1.0,
+            Unfenced(self.db_pool),
+            interval_seconds=1.0,
             worker_stale_seconds=self.config.worker_stale_seconds,
         ).run_once()
         return len(result.requeued) + len(result.failed)

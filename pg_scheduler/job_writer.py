@@ -63,14 +63,25 @@ class _JobValues(TypedDict):
 
 
 def _columns(
-    job_id: str | None, execution_time: datetime, args: Sequence[Any],
-    kwargs: Mapping[str, Any] | None, options: _Options,
+    job_id: str | None,
+    execution_time: datetime,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    options: _Options,
 ) -> tuple[Any, ...]:
     """The row in JOB_COPY_COLUMNS' order (COPY's and job_insert_bulk's), its values already
     checked."""
     name, priority, max_retries, grace, timeout = options
-    return (job_id, name, execution_time, encode_task_data(args, kwargs), priority, max_retries,
-            grace, timeout)
+    return (
+        job_id,
+        name,
+        execution_time,
+        encode_task_data(args, kwargs),
+        priority,
+        max_retries,
+        grace,
+        timeout,
+    )
 
 
 def _check_job_id(job_id: str | None) -> None:
@@ -80,9 +91,7 @@ def _check_job_id(job_id: str | None) -> None:
 
 def _check_due_time(execution_time: datetime) -> None:
     if not isinstance(execution_time, datetime):
-        raise InvalidJobError(
-            f"execution_time must be a datetime, not {type(execution_time).__name__}"
-        )
+        raise InvalidJobError(f"execution_time must be a datetime, not {type(execution_time).__name__}")
     if execution_time.tzinfo is None or execution_time.utcoffset() is None:
         raise InvalidJobError(
             "execution_time is a naive datetime; pass an aware one, e.g. "
@@ -101,7 +110,10 @@ class JobWriter:
     """Checks jobs and writes their rows, through the pool or the caller's connection."""
 
     def __init__(
-        self, db_pool: asyncpg.Pool, registry: TaskRegistry, config: SchedulerConfig,
+        self,
+        db_pool: asyncpg.Pool,
+        registry: TaskRegistry,
+        config: SchedulerConfig,
         ready: EnsureReady,
     ) -> None:
         self.db_pool = db_pool
@@ -127,14 +139,23 @@ class JobWriter:
     ) -> str:
         """``Scheduler.schedule``: one job, in one round trip."""
         values = self._prepare(
-            func, execution_time, args, kwargs, priority, max_retries,
-            new_job_id() if job_id is None else job_id, misfire_grace_time, timeout_seconds,
+            func,
+            execution_time,
+            args,
+            kwargs,
+            priority,
+            max_retries,
+            new_job_id() if job_id is None else job_id,
+            misfire_grace_time,
+            timeout_seconds,
         )
         conflict = ConflictResolution(conflict_resolution)
         await self._ready(dedicated=connection is not None)
         executor = connection if connection is not None else self.db_pool
         new_id = await queries.job_insert(
-            executor, **values, replace=conflict is ConflictResolution.REPLACE,
+            executor,
+            **values,
+            replace=conflict is ConflictResolution.REPLACE,
         )
         if new_id is not None:
             return str(new_id)
@@ -177,7 +198,9 @@ class JobWriter:
 
             async def write(conn: asyncpg.Connection) -> set[str] | None:
                 await conn.copy_records_to_table(
-                    queries.JOBS_TABLE, records=records, columns=queries.JOB_COPY_COLUMNS,
+                    queries.JOBS_TABLE,
+                    records=records,
+                    columns=queries.JOB_COPY_COLUMNS,
                 )
                 return None  # every id, each once
         else:
@@ -193,12 +216,11 @@ class JobWriter:
             async def write(conn: asyncpg.Connection) -> set[str] | None:
                 inserted: set[str] = set()
                 for start in range(0, len(unique_rows), batch_size):
-                    chunk = unique_rows[start:start + batch_size]
+                    chunk = unique_rows[start : start + batch_size]
                     written = await queries.job_insert_bulk(conn, rows=chunk, replace=replacing)
                     inserted.update(r["job_id"] for r in written)
                 if conflict is ConflictResolution.RAISE and len(inserted) < len(rows):
-                    clashing = (sorted(set(ids) - inserted)
-                                or sorted({i for i in ids if ids.count(i) > 1}))
+                    clashing = sorted(set(ids) - inserted) or sorted({i for i in ids if ids.count(i) > 1})
                     raise JobAlreadyExistsError(
                         f"{len(rows) - len(inserted)} job id(s) already exist or repeat; nothing "
                         f"was scheduled: {clashing[:10]}"
@@ -246,9 +268,14 @@ class JobWriter:
         _check_due_time(execution_time)
         name, stored_priority, stored_retries, grace, timeout = options
         return _JobValues(
-            job_id=job_id, job_name=name, execution_time=execution_time,
-            task_data=encode_task_data(args, kwargs), priority=stored_priority,
-            max_retries=stored_retries, misfire_grace_time=grace, timeout_seconds=timeout,
+            job_id=job_id,
+            job_name=name,
+            execution_time=execution_time,
+            task_data=encode_task_data(args, kwargs),
+            priority=stored_priority,
+            max_retries=stored_retries,
+            misfire_grace_time=grace,
+            timeout_seconds=timeout,
         )
 
     def _bulk_rows(self, jobs: Sequence[JobSpec], ids: Sequence[str]) -> Iterator[tuple[Any, ...]]:
@@ -263,11 +290,19 @@ class JobWriter:
         last: tuple[Any, ...] = ()
         last_time: datetime | None = None
         for spec, job_id in zip(jobs, ids, strict=True):
-            shared = (spec.func, spec.priority, spec.max_retries, spec.misfire_grace_time,
-                      spec.timeout_seconds)
+            shared = (
+                spec.func,
+                spec.priority,
+                spec.max_retries,
+                spec.misfire_grace_time,
+                spec.timeout_seconds,
+            )
             if options is None or not (
-                shared[0] is last[0] and shared[1] is last[1] and shared[2] is last[2]
-                and shared[3] is last[3] and shared[4] is last[4]
+                shared[0] is last[0]
+                and shared[1] is last[1]
+                and shared[2] is last[2]
+                and shared[3] is last[3]
+                and shared[4] is last[4]
             ):
                 # The types are part of the key: True == 1, but max_retries=True is refused.
                 key = (*shared, *map(type, shared))
@@ -305,12 +340,18 @@ class JobWriter:
         ):
             raise InvalidJobError(f"misfire_grace_time must be >= 0 or None, got {grace!r}")
         if timeout_seconds is not None and (
-            isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, (int, float))
+            isinstance(timeout_seconds, bool)
+            or not isinstance(timeout_seconds, (int, float))
             or timeout_seconds <= 0
         ):
             raise InvalidJobError(f"timeout_seconds must be > 0 or None, got {timeout_seconds!r}")
-        return (name, prio.db_value, max_retries, None if grace is None else float(grace),
-                None if timeout_seconds is None else float(timeout_seconds))
+        return (
+            name,
+            prio.db_value,
+            max_retries,
+            None if grace is None else float(grace),
+            None if timeout_seconds is None else float(timeout_seconds),
+        )
 
     def _task_name(self, func: Callable[..., Any] | str) -> str:
         if isinstance(func, str):
@@ -324,6 +365,9 @@ class JobWriter:
         task = self.registry.register(func, explicit=False)
         if task.name not in self._hinted:
             self._hinted.add(task.name)
-            log.info("registered %s on first schedule(); decorate it with @job so that every "
-                     "process importing its module can run it, even after a restart", task.name)
+            log.info(
+                "registered %s on first schedule(); decorate it with @job so that every "
+                "process importing its module can run it, even after a restart",
+                task.name,
+            )
         return task.name

@@ -79,9 +79,7 @@ class PeriodicAdmin:
     def get_periodic_job_status(self, dedup_key: str) -> AwaitableOptional[dict[str, Any]]:
         """Definition, enabled state, last run and next run. Await it for the database's view."""
         info = self._local().get(dedup_key)
-        return AwaitableOptional(
-            info.status() if info else None, lambda: self._fetch_status(dedup_key)
-        )
+        return AwaitableOptional(info.status() if info else None, lambda: self._fetch_status(dedup_key))
 
     def enable_periodic_job(self, dedup_key: str) -> AwaitableOptional[bool]:
         """Enable it in the whole cluster; its next window runs. Await for the result."""
@@ -122,8 +120,13 @@ class PeriodicAdmin:
         return await self._write_schedule(dedup_key, None, None, None, override=False)
 
     async def _write_schedule(
-        self, dedup_key: str, every_seconds: float | None, cron: str | None,
-        timezone: str | None, *, override: bool,
+        self,
+        dedup_key: str,
+        every_seconds: float | None,
+        cron: str | None,
+        timezone: str | None,
+        *,
+        override: bool,
     ) -> bool:
         await self._ready()
         async with self.db_pool.acquire() as conn, conn.transaction():
@@ -135,9 +138,13 @@ class PeriodicAdmin:
             log.warning("periodic job %r not found", dedup_key)
             return False
         in_force = (await self._load())[dedup_key].trigger.describe()
-        log.info("periodic job %s: schedule %s %s for the cluster%s", dedup_key,
-                 "set to" if override else "reset to the code's,", in_force,
-                 f" ({row['dropped']} window(s) written ahead cancelled)" if row["dropped"] else "")
+        log.info(
+            "periodic job %s: schedule %s %s for the cluster%s",
+            dedup_key,
+            "set to" if override else "reset to the code's,",
+            in_force,
+            f" ({row['dropped']} window(s) written ahead cancelled)" if row["dropped"] else "",
+        )
         if (registrar := self._registrar()) is not None and registrar.running:
             registrar.wake()
         return True
@@ -188,9 +195,7 @@ class PeriodicAdmin:
         await self._ready()
         return await self._load()
 
-    async def _load(
-        self, conn: asyncpg.Connection | None = None
-    ) -> dict[str, PeriodicJobInfo]:
+    async def _load(self, conn: asyncpg.Connection | None = None) -> dict[str, PeriodicJobInfo]:
         rows = await (conn or self.db_pool).fetch(queries.PERIODIC_LIST)
         local = periodic_registry.all()
         state = {}
@@ -234,9 +239,12 @@ class PeriodicAdmin:
                 row = await conn.fetchrow(queries.PERIODIC_SET_ENABLED, dedup_key, enabled)
             changed = bool(row and row["changed"])
             if changed:
-                log.info("periodic job %s %s for the cluster%s", dedup_key,
-                         "enabled" if enabled else "disabled",
-                         f" ({row['dropped']} pending window(s) cancelled)" if row["dropped"] else "")
+                log.info(
+                    "periodic job %s %s for the cluster%s",
+                    dedup_key,
+                    "enabled" if enabled else "disabled",
+                    f" ({row['dropped']} pending window(s) cancelled)" if row["dropped"] else "",
+                )
                 if (registrar := self._registrar()) is not None and registrar.running:
                     registrar.wake()
             else:

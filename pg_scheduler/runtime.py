@@ -35,8 +35,14 @@ class Runtime:
     """A Scheduler's lifecycle: ``start()`` once, ``shutdown()`` once, in that order."""
 
     def __init__(
-        self, db_pool: asyncpg.Pool, registry: TaskRegistry, config: SchedulerConfig, *,
-        worker_id: str, gate: DatabaseGate, periodic: PeriodicAdmin,
+        self,
+        db_pool: asyncpg.Pool,
+        registry: TaskRegistry,
+        config: SchedulerConfig,
+        *,
+        worker_id: str,
+        gate: DatabaseGate,
+        periodic: PeriodicAdmin,
         on_outcome: OutcomeHook | None,
     ) -> None:
         self.db_pool = db_pool
@@ -71,9 +77,13 @@ class Runtime:
             self.worker = self.elector = None
             self.started = False
             raise
-        log.info("scheduler %s started: %d task(s), %d periodic job(s), %d slot(s)",
-                 self.worker_id, len(self.registry), len(periodic_registry.all()),
-                 self.config.max_concurrent_jobs)
+        log.info(
+            "scheduler %s started: %d task(s), %d periodic job(s), %d slot(s)",
+            self.worker_id,
+            len(self.registry),
+            len(periodic_registry.all()),
+            self.config.max_concurrent_jobs,
+        )
 
     async def _start(self) -> None:
         await self._gate.ready()
@@ -83,8 +93,14 @@ class Runtime:
         connect_args, connect_kwargs = self._gate.connect_params()
         cfg = self.config
         self.worker = Worker(
-            self.db_pool, self.registry, connect_args, connect_kwargs, cfg,
-            worker_id=self.worker_id, kind="scheduler", on_outcome=self._on_outcome,
+            self.db_pool,
+            self.registry,
+            connect_args,
+            connect_kwargs,
+            cfg,
+            worker_id=self.worker_id,
+            kind="scheduler",
+            on_outcome=self._on_outcome,
         )
         await self.worker.start()
 

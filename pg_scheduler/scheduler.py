@@ -106,21 +106,32 @@ class Scheduler:
             raise ConfigurationError("Scheduler needs an asyncpg pool (db_pool)")
         self.db_pool = db_pool
         self.config = SchedulerConfig.build(
-            max_concurrent_jobs=max_concurrent_jobs, misfire_grace_time=misfire_grace_time,
-            vacuum_enabled=vacuum_enabled, vacuum_config=vacuum_config,
-            batch_claim_limit=batch_claim_limit, polling_config=polling_config, **knobs,
+            max_concurrent_jobs=max_concurrent_jobs,
+            misfire_grace_time=misfire_grace_time,
+            vacuum_enabled=vacuum_enabled,
+            vacuum_config=vacuum_config,
+            batch_claim_limit=batch_claim_limit,
+            polling_config=polling_config,
+            **knobs,
         )
         self.registry: TaskRegistry = registry
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._gate = DatabaseGate(db_pool, dsn, lambda conn: self._periodic.publish(conn))
         self._ready = self._gate.ready
         self._periodic = PeriodicAdmin(
-            db_pool, ready=self._ready, registrar=lambda: self.periodic_registrar,
+            db_pool,
+            ready=self._ready,
+            registrar=lambda: self.periodic_registrar,
             spawn=lambda coro: self._runtime.spawn(coro),
         )
         self._runtime = Runtime(
-            db_pool, self.registry, self.config, worker_id=self.worker_id, gate=self._gate,
-            periodic=self._periodic, on_outcome=on_outcome,
+            db_pool,
+            self.registry,
+            self.config,
+            worker_id=self.worker_id,
+            gate=self._gate,
+            periodic=self._periodic,
+            on_outcome=on_outcome,
         )
         self._writer = JobWriter(db_pool, self.registry, self.config, self._ready)
         self._jobs = JobAdmin(db_pool, self.config, ready=self._ready, worker=lambda: self.worker)
@@ -206,11 +217,18 @@ class Scheduler:
         return task_name
 
     async def schedule(
-        self, func: Callable[..., Any] | str, *, execution_time: datetime,
-        args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
-        priority: JobPriority | str | int = JobPriority.NORMAL, max_retries: int = 0,
-        job_id: str | None = None, conflict_resolution: ConflictResolution = ConflictResolution.RAISE,
-        misfire_grace_time: float | None | _Unset = UNSET, timeout_seconds: float | None = None,
+        self,
+        func: Callable[..., Any] | str,
+        *,
+        execution_time: datetime,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        priority: JobPriority | str | int = JobPriority.NORMAL,
+        max_retries: int = 0,
+        job_id: str | None = None,
+        conflict_resolution: ConflictResolution = ConflictResolution.RAISE,
+        misfire_grace_time: float | None | _Unset = UNSET,
+        timeout_seconds: float | None = None,
         connection: asyncpg.Connection | None = None,
     ) -> str:
         """Schedule ``func(*args, **kwargs)`` at ``execution_time`` (timezone-aware).
@@ -220,28 +238,46 @@ class Scheduler:
         caller's transaction: the job exists only if that transaction commits. One round trip.
         """
         return await self._writer.schedule(
-            func, execution_time=execution_time, args=args, kwargs=kwargs, priority=priority,
-            max_retries=max_retries, job_id=job_id, conflict_resolution=conflict_resolution,
-            misfire_grace_time=misfire_grace_time, timeout_seconds=timeout_seconds,
+            func,
+            execution_time=execution_time,
+            args=args,
+            kwargs=kwargs,
+            priority=priority,
+            max_retries=max_retries,
+            job_id=job_id,
+            conflict_resolution=conflict_resolution,
+            misfire_grace_time=misfire_grace_time,
+            timeout_seconds=timeout_seconds,
             connection=connection,
         )
 
     @overload
     async def schedule_bulk(
-        self, jobs: Sequence[JobSpec], *, conflict_resolution: ConflictResolution = ...,
-        batch_size: int = ..., connection: asyncpg.Connection | None = ...,
+        self,
+        jobs: Sequence[JobSpec],
+        *,
+        conflict_resolution: ConflictResolution = ...,
+        batch_size: int = ...,
+        connection: asyncpg.Connection | None = ...,
         per_spec: Literal[False] = ...,
     ) -> list[str]: ...
     @overload
     async def schedule_bulk(
-        self, jobs: Sequence[JobSpec], *, conflict_resolution: ConflictResolution = ...,
-        batch_size: int = ..., connection: asyncpg.Connection | None = ...,
+        self,
+        jobs: Sequence[JobSpec],
+        *,
+        conflict_resolution: ConflictResolution = ...,
+        batch_size: int = ...,
+        connection: asyncpg.Connection | None = ...,
         per_spec: Literal[True],
     ) -> list[str | None]: ...
     async def schedule_bulk(
-        self, jobs: Sequence[JobSpec], *,
+        self,
+        jobs: Sequence[JobSpec],
+        *,
         conflict_resolution: ConflictResolution = ConflictResolution.IGNORE,
-        batch_size: int = 5000, connection: asyncpg.Connection | None = None,
+        batch_size: int = 5000,
+        connection: asyncpg.Connection | None = None,
         per_spec: bool = False,
     ) -> list[str] | list[str | None]:
         """Schedule many jobs in one statement per batch (a COPY when no spec gives an id).
@@ -253,22 +289,36 @@ class Scheduler:
         nothing if any id exists or repeats; ``REPLACE`` keeps the last spec of a repeated id.
         """
         return await self._writer.schedule_bulk(
-            jobs, conflict_resolution=conflict_resolution, batch_size=batch_size,
-            connection=connection, per_spec=per_spec,
+            jobs,
+            conflict_resolution=conflict_resolution,
+            batch_size=batch_size,
+            connection=connection,
+            per_spec=per_spec,
         )
 
     async def schedule_job(
-        self, job_name: str, execution_time: datetime, task_data: Mapping[str, Any] | None = None,
-        priority: JobPriority = JobPriority.NORMAL, max_retries: int = 0, job_id: str | None = None,
+        self,
+        job_name: str,
+        execution_time: datetime,
+        task_data: Mapping[str, Any] | None = None,
+        priority: JobPriority = JobPriority.NORMAL,
+        max_retries: int = 0,
+        job_id: str | None = None,
         conflict_resolution: ConflictResolution = ConflictResolution.RAISE,
         misfire_grace_time: float | None | _Unset = UNSET,
     ) -> str:
         """0.2.3's low-level form: a job by task name, with ``{"args": [...], "kwargs": {...}}``."""
         data = dict(task_data or {})
         return await self.schedule(
-            job_name, execution_time=execution_time, args=data.get("args", ()),
-            kwargs=data.get("kwargs"), priority=priority, max_retries=max_retries, job_id=job_id,
-            conflict_resolution=conflict_resolution, misfire_grace_time=misfire_grace_time,
+            job_name,
+            execution_time=execution_time,
+            args=data.get("args", ()),
+            kwargs=data.get("kwargs"),
+            priority=priority,
+            max_retries=max_retries,
+            job_id=job_id,
+            conflict_resolution=conflict_resolution,
+            misfire_grace_time=misfire_grace_time,
         )
 
     async def cancel_job(self, job_id: str, *, reason: str | None = None) -> bool:
@@ -317,7 +367,11 @@ class Scheduler:
         return await self._periodic.trigger_periodic_job(dedup_key)
 
     async def set_periodic_schedule(
-        self, dedup_key: str, *, every: timedelta | None = None, cron: str | None = None,
+        self,
+        dedup_key: str,
+        *,
+        every: timedelta | None = None,
+        cron: str | None = None,
         timezone: str | None = None,
     ) -> bool:
         """Change a periodic job's schedule for the whole cluster, persisted in the database: it

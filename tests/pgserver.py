@@ -188,9 +188,7 @@ class TestPostgres:
             pass
 
         def gone() -> bool:
-            return process_state(pid) is None and all(
-                process_state(c) in (None, "Z") for c in children
-            )
+            return process_state(pid) is None and all(process_state(c) in (None, "Z") for c in children)
 
         self.cluster.wait_until(gone, pid, "still present after SIGKILL")
         self.pid = None

@@ -56,10 +56,14 @@ class Pod:
         async def ready() -> bool:
             if self.proc.returncode is not None:
                 raise AssertionError(f"pod {self.pid} exited ({self.proc.returncode}):\n{self.log()}")
-            row = await pool.fetchrow(
-                "SELECT worker_id FROM scheduler_workers WHERE kind = 'supervisor' AND pid = $1",
-                self.pid,
-            ) if await _registry_exists(pool) else None
+            row = (
+                await pool.fetchrow(
+                    "SELECT worker_id FROM scheduler_workers WHERE kind = 'supervisor' AND pid = $1",
+                    self.pid,
+                )
+                if await _registry_exists(pool)
+                else None
+            )
             if row is None:
                 return False
             self.supervisor_id = row["worker_id"]
@@ -84,8 +88,13 @@ async def _registry_exists(pool: asyncpg.Pool) -> bool:
 
 
 async def start_pod(
-    dsn: str, log_dir: Path, *, workers: int = 3, app: str = "tests.apps.tasks",
-    env: dict[str, str] | None = None, **options: Any,
+    dsn: str,
+    log_dir: Path,
+    *,
+    workers: int = 3,
+    app: str = "tests.apps.tasks",
+    env: dict[str, str] | None = None,
+    **options: Any,
 ) -> Pod:
     args = ["run", app, "--workers", str(workers)]
     for key, value in {**FAST_POD_OPTIONS, **options}.items():
@@ -96,8 +105,14 @@ async def start_pod(
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.apps.pod", *args, cwd=str(ROOT), env=environ,
-            stdout=log_fd, stderr=log_fd,
+            sys.executable,
+            "-m",
+            "tests.apps.pod",
+            *args,
+            cwd=str(ROOT),
+            env=environ,
+            stdout=log_fd,
+            stderr=log_fd,
         )
     finally:
         os.close(log_fd)
@@ -115,5 +130,6 @@ async def leader_supervisor(pool: asyncpg.Pool) -> str | None:
                           AND database = (SELECT oid FROM pg_database
                                            WHERE datname = current_database()))
         """,
-        0x5053_4302, 1,
+        0x5053_4302,
+        1,
     )

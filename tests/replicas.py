@@ -63,7 +63,11 @@ def _env(dsn: str, **overrides: Any) -> dict[str, str]:
 async def start_replica(dsn: str, *, ready: bool = True, **env: Any) -> Replica:
     """Start ``python -m tests.apps.replica``; with ``ready`` wait for its "ready" line."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.apps.replica", cwd=str(ROOT), env=_env(dsn, **env),
+        sys.executable,
+        "-m",
+        "tests.apps.replica",
+        cwd=str(ROOT),
+        env=_env(dsn, **env),
         stdout=asyncio.subprocess.PIPE,
     )
     worker_id = None
@@ -87,7 +91,10 @@ async def start_replica(dsn: str, *, ready: bool = True, **env: Any) -> Replica:
 async def run_producer(dsn: str, schedule: dict[str, Any]) -> str:
     """Run a replica process that only schedules one job and exits; returns the job id."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.apps.replica", cwd=str(ROOT),
+        sys.executable,
+        "-m",
+        "tests.apps.replica",
+        cwd=str(ROOT),
         env=_env(dsn, APP_SCHEDULE=schedule, APP_EXIT_AFTER_SCHEDULE=1),
         stdout=asyncio.subprocess.PIPE,
     )
@@ -101,10 +108,14 @@ async def events(pool: asyncpg.Pool, kind: str | None = None, tag: str | None = 
     exists = await pool.fetchval("SELECT to_regclass('test_events') IS NOT NULL")
     if not exists:
         return []
-    return list(await pool.fetch(
-        "SELECT kind, tag, pid, at FROM test_events WHERE ($1::text IS NULL OR kind = $1)"
-        " AND ($2::text IS NULL OR tag = $2) ORDER BY id", kind, tag,
-    ))
+    return list(
+        await pool.fetch(
+            "SELECT kind, tag, pid, at FROM test_events WHERE ($1::text IS NULL OR kind = $1)"
+            " AND ($2::text IS NULL OR tag = $2) ORDER BY id",
+            kind,
+            tag,
+        )
+    )
 
 
 async def ensure_events_table(pool: asyncpg.Pool) -> None:

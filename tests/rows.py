@@ -82,8 +82,7 @@ async def update_job(db: Database, job_id: str, **columns: Any) -> None:
     args: list[Any] = [job_id]
     exprs = _expressions(columns, args)
     done = await db.execute(
-        f"UPDATE scheduled_jobs SET {', '.join(f'{n} = {e}' for n, e in exprs.items())}"
-        " WHERE job_id = $1",
+        f"UPDATE scheduled_jobs SET {', '.join(f'{n} = {e}' for n, e in exprs.items())} WHERE job_id = $1",
         *args,
     )
     assert done == "UPDATE 1", f"no row for job {job_id!r} to update"

@@ -22,8 +22,15 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     """``python -m pg_scheduler ARGS`` from the repository root (so ``tests.apps`` imports), with
     ``env`` added to this process's environment."""
     environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "pg_scheduler", *args], capture_output=True,
-                          text=True, timeout=60, env=environ, cwd=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "pg_scheduler", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        cwd=str(ROOT),
+    )
+
 
 FAST: dict[str, Any] = {
     "lease_seconds": 2.0,

@@ -32,8 +32,9 @@ class OursProducer(Counted):
         return call
 
     async def one(self, key: int, enqueued_at: float) -> None:
-        await self.scheduler.schedule(ours_app.noop, execution_time=datetime.now(UTC),
-                                      args=(key, enqueued_at))
+        await self.scheduler.schedule(
+            ours_app.noop, execution_time=datetime.now(UTC), args=(key, enqueued_at)
+        )
 
     async def close(self) -> None:
         await self.pool.close()
@@ -51,8 +52,7 @@ async def producer(dsn: str) -> OursProducer:
     counter = StatementCounter()
     # A pool only the Scheduler uses: pg_scheduler.pool_reset skips asyncpg's reset round trip
     # at every release (the Scheduler keeps no session state), as the README recommends.
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, init=counter.attach,
-                                     reset=pool_reset)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4, init=counter.attach, reset=pool_reset)
     made = OursProducer(pool, counter)
     await made.scheduler.initialize_db()  # its one-time schema check stays out of the timings
     return made

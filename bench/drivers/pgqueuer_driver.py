@@ -79,8 +79,9 @@ async def worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> 
         await recorder.sleep(int(key), enqueued_at, seconds)
 
     # max_concurrent_tasks must be at least twice the batch size.
-    run = asyncio.create_task(pgq.run(batch_size=BATCH_SIZE,
-                                      max_concurrent_tasks=max(concurrency, 2 * BATCH_SIZE)))
+    run = asyncio.create_task(
+        pgq.run(batch_size=BATCH_SIZE, max_concurrent_tasks=max(concurrency, 2 * BATCH_SIZE))
+    )
     stopped = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)

@@ -74,8 +74,9 @@ async def worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> 
     # Room for C jobs plus the listener and the worker's own bookkeeping.
     app = make_app(dsn, concurrency + 2)
     async with app.open_async():
-        run = asyncio.create_task(app.run_worker_async(concurrency=concurrency,
-                                                       install_signal_handlers=False))
+        run = asyncio.create_task(
+            app.run_worker_async(concurrency=concurrency, install_signal_handlers=False)
+        )
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()

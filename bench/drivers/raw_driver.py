@@ -27,7 +27,9 @@ BATCH = 100
 BATCH_LOOPS = 2
 POLL_SECONDS = 1.0
 
-SCHEMA = TABLE + """
+SCHEMA = (
+    TABLE
+    + """
 CREATE FUNCTION raw_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('raw_jobs', '');
@@ -37,6 +39,7 @@ $$;
 CREATE TRIGGER raw_jobs_notify AFTER INSERT ON raw_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION raw_jobs_notify();
 """
+)
 INSERT_ONE = "INSERT INTO raw_jobs (key, enqueued_at) VALUES ($1, $2)"
 INSERT_MANY = "INSERT INTO raw_jobs (key, enqueued_at) SELECT * FROM unnest($1::int[], $2::float8[])"
 
@@ -76,8 +79,7 @@ async def _loop_one(pool: asyncpg.Pool, wake: Wakeup, stop: asyncio.Event) -> No
             await conn.execute(DONE_ONE, row["id"])
 
 
-async def _loop_batch(pool: asyncpg.Pool, wake: Wakeup, stop: asyncio.Event,
-                      batch: int = BATCH) -> None:
+async def _loop_batch(pool: asyncpg.Pool, wake: Wakeup, stop: asyncio.Event, batch: int = BATCH) -> None:
     async with pool.acquire() as conn:
         while not stop.is_set():
             seen = wake.generation

@@ -50,8 +50,7 @@ def _start() -> None:
         if not folder:
             raise RuntimeError("BENCH_RECORD_DIR is not set: run this through the benchmark harness")
         path = os.path.join(folder, f"{os.getpid()}.rec")
-        _thread = threading.Thread(target=_flush_forever, args=(path,), name="bench-recorder",
-                                   daemon=True)
+        _thread = threading.Thread(target=_flush_forever, args=(path,), name="bench-recorder", daemon=True)
         _thread.start()
         atexit.register(_flush, path)
 

@@ -17,8 +17,15 @@ from ..trial import Context, Trial
 Prefill = Callable[[asyncpg.Connection], Awaitable[None]]
 
 
-async def drain(ctx: Context, system: System, *, processes: int | None = None, pods: int = 0,
-                prefill: Prefill | None = None, title: str = "drain") -> dict[str, Any]:
+async def drain(
+    ctx: Context,
+    system: System,
+    *,
+    processes: int | None = None,
+    pods: int = 0,
+    prefill: Prefill | None = None,
+    title: str = "drain",
+) -> dict[str, Any]:
     opts = ctx.options
     async with Trial(ctx, system, title) as t:
         if prefill is not None:
@@ -32,5 +39,9 @@ async def drain(ctx: Context, system: System, *, processes: int | None = None, p
             finished_at = min(noticed_at, float(await t.conn.fetchval(system.finished_at_sql)))
         seconds = finished_at - float(enqueued["done_at"])
         await t.verify()
-        return {"jobs_per_s": opts.jobs / seconds, "seconds": seconds,
-                "noticed_late_s": noticed_at - finished_at, "worker_processes": t.worker_processes}
+        return {
+            "jobs_per_s": opts.jobs / seconds,
+            "seconds": seconds,
+            "noticed_late_s": noticed_at - finished_at,
+            "worker_processes": t.worker_processes,
+        }

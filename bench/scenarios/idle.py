@@ -49,8 +49,10 @@ async def _fill(conn: asyncpg.Connection, statement: str, rows: int) -> None:
 
 
 async def _stats(conn: asyncpg.Connection) -> dict[str, dict[str, int]]:
-    return {r["relname"]: {"seq_scan": r["seq_scan"], "idx_scan": r["idx_scan"], "writes": r["writes"]}
-            for r in await conn.fetch(STATS)}
+    return {
+        r["relname"]: {"seq_scan": r["seq_scan"], "idx_scan": r["idx_scan"], "writes": r["writes"]}
+        for r in await conn.fetch(STATS)
+    }
 
 
 async def idle(ctx: Context, *, rows: int, window: float) -> dict[str, Any]:
@@ -63,8 +65,9 @@ async def idle(ctx: Context, *, rows: int, window: float) -> dict[str, Any]:
         await asyncio.sleep(window)
         after = await _stats(t.conn)
         await t.verify()
-    delta = {name: {k: after[name][k] - before.get(name, {}).get(k, 0) for k in after[name]}
-             for name in after}
+    delta = {
+        name: {k: after[name][k] - before.get(name, {}).get(k, 0) for k in after[name]} for name in after
+    }
     jobs = delta.get("scheduled_jobs", {"seq_scan": 0, "idx_scan": 0, "writes": 0})
     others = {n: d for n, d in delta.items() if n != "scheduled_jobs"}
     return {

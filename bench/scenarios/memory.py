@@ -21,8 +21,10 @@ async def memory(ctx: Context, system: System) -> dict[str, Any]:
         keys = set(range(CONCURRENT))
         starts = [s for s in await t.wait_recorded(keys, within=SLEEP_SECONDS - 2) if s.key in keys]
         if {s.key for s in starts} != keys:
-            raise TrialError(f"only {len(starts)} of {CONCURRENT} sleeping jobs started within "
-                             f"{SLEEP_SECONDS - 2:.0f} s: never {CONCURRENT} at once")
+            raise TrialError(
+                f"only {len(starts)} of {CONCURRENT} sleeping jobs started within "
+                f"{SLEEP_SECONDS - 2:.0f} s: never {CONCURRENT} at once"
+            )
         (pid,) = {s.pid for s in starts}
         rss = processes.rss_kib(pid)
         result: dict[str, Any] = {"rss_mb": rss["VmRSS"] / 1024, "peak_mb": rss["VmHWM"] / 1024}

@@ -53,6 +53,5 @@ class System:
 
     def launches(self, dsn: str, processes: int, concurrency: int, pods: int = 0) -> list[Launch]:
         """Worker processes for a trial; ``pods`` only means something to pg-scheduler."""
-        cmd = self.driver_cmd("worker", dsn, "--concurrency", str(concurrency), "--mode",
-                              self.worker_mode)
+        cmd = self.driver_cmd("worker", dsn, "--concurrency", str(concurrency), "--mode", self.worker_mode)
         return [Launch(f"{self.key}-worker-{i}", cmd) for i in range(processes)]

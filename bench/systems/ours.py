@@ -13,12 +13,22 @@ class Ours(System):
         pods = pods or max(1, processes // PROCESSES_PER_POD)
         per_pod = max(1, processes // pods)
         cmd = [
-            str(self.python), "-m", "pg_scheduler", "run", str(DRIVERS / "ours_app.py"),
-            "--database-url", dsn, "--workers", str(per_pod),
-            "--max-concurrent-jobs", str(concurrency),
+            str(self.python),
+            "-m",
+            "pg_scheduler",
+            "run",
+            str(DRIVERS / "ours_app.py"),
+            "--database-url",
+            dsn,
+            "--workers",
+            str(per_pod),
+            "--max-concurrent-jobs",
+            str(concurrency),
             # Many pods on one machine: no HTTP endpoints (metrics are still recorded).
-            "--metrics-port", "0",
-            "--log-level", "WARNING",
+            "--metrics-port",
+            "0",
+            "--log-level",
+            "WARNING",
         ]
         return [Launch(f"ours-pod-{i}", cmd, per_pod) for i in range(pods)]
 

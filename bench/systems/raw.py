@@ -20,13 +20,20 @@ _FINISHED_AT = "SELECT extract(epoch FROM max(finished_at))::float8 FROM raw_job
 
 def _raw(key: str, label: str, mode: str, scenarios: set[str]) -> System:
     """One worker mode of drivers/raw_driver.py, on the same table and checks."""
-    return System(key=key, label=label, driver="raw_driver.py", unfinished_sql=_UNFINISHED,
-                  outcome_sql=_OUTCOME, finished_at_sql=_FINISHED_AT, worker_mode=mode,
-                  scenarios=frozenset(scenarios))
+    return System(
+        key=key,
+        label=label,
+        driver="raw_driver.py",
+        unfinished_sql=_UNFINISHED,
+        outcome_sql=_OUTCOME,
+        finished_at_sql=_FINISHED_AT,
+        worker_mode=mode,
+        scenarios=frozenset(scenarios),
+    )
 
 
 RAW_ONE = _raw("raw-one", "raw SQL, claim 1, mark done", "one", {"drain", "latency"})
-RAW_SLOTS = _raw("raw-slots", "raw SQL, claim the free slots, mark them done", "slots",
-                 {"drain"})
-RAW_BATCH = _raw("raw-batch", "raw SQL, claim 100, mark 100 done", "batch",
-                 {"drain", "enqueue"})  # enqueue: INSERT ... unnest
+RAW_SLOTS = _raw("raw-slots", "raw SQL, claim the free slots, mark them done", "slots", {"drain"})
+RAW_BATCH = _raw(
+    "raw-batch", "raw SQL, claim 100, mark 100 done", "batch", {"drain", "enqueue"}
+)  # enqueue: INSERT ... unnest

@@ -102,11 +102,12 @@ def stand_in_asyncpg(url: str, pools: list[asyncpg.Pool]) -> types.ModuleType:
     module = RedirectedAsyncpg("asyncpg")
 
     def create_pool(dsn: str | None = None, **kwargs: Any) -> asyncpg.Pool:
-        ignored = {k: kwargs.pop(k) for k in ("user", "password", "database", "host", "port")
-                   if k in kwargs}
+        ignored = {k: kwargs.pop(k) for k in ("user", "password", "database", "host", "port") if k in kwargs}
         if dsn is not None or ignored:
-            say(f"asyncpg.create_pool: ignoring the example's connection settings "
-                f"{sorted(ignored) + (['dsn'] if dsn else [])}; using DATABASE_URL")
+            say(
+                f"asyncpg.create_pool: ignoring the example's connection settings "
+                f"{sorted(ignored) + (['dsn'] if dsn else [])}; using DATABASE_URL"
+            )
         pool = asyncpg.create_pool(url, **kwargs)
         pools.append(pool)
         return pool
@@ -118,8 +119,9 @@ def stand_in_asyncpg(url: str, pools: list[asyncpg.Pool]) -> types.ModuleType:
 def example_builtins(asyncio_module: types.ModuleType, asyncpg_module: types.ModuleType) -> dict[str, Any]:
     real_import = builtins.__import__
 
-    def example_import(name: str, globals: Any = None, locals: Any = None,
-                       fromlist: Any = (), level: int = 0) -> Any:
+    def example_import(
+        name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+    ) -> Any:
         if level == 0 and name == "asyncio":
             return asyncio_module
         if level == 0 and name == "asyncpg":
@@ -142,10 +144,7 @@ def compile_example(path: Path) -> tuple[types.CodeType, ast.Module, bool]:
         stubbed = False
     except SyntaxError:
         # The README's parameter list is a decorator on its own: give it a function to decorate.
-        source += (
-            "\nasync def readme_decorated_task():\n"
-            "    print('readme_decorated_task ran')\n"
-        )
+        source += "\nasync def readme_decorated_task():\n    print('readme_decorated_task ran')\n"
         tree = ast.parse(source, str(path))
         stubbed = True
     return compile(source, str(path), "exec", flags=flags), tree, stubbed
@@ -184,8 +183,7 @@ async def harness_periodic_task() -> None:
     print("harness periodic job ran")
 
 
-async def wait_until(check: Callable[[], Awaitable[Any]], what: str,
-                     timeout: float = WAIT_SECONDS) -> Any:
+async def wait_until(check: Callable[[], Awaitable[Any]], what: str, timeout: float = WAIT_SECONDS) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         result = await check()
@@ -211,15 +209,16 @@ async def fire_now(pool: asyncpg.Pool, nodes: list[Scheduler], keys: list[str]) 
 
 
 async def window_rows(pool: asyncpg.Pool, key: str) -> list[asyncpg.Record]:
-    return list(await pool.fetch(
-        "SELECT job_id, status, window_start, worker_id, attempt FROM scheduled_jobs"
-        " WHERE dedup_key = $1 AND window_start IS NOT NULL ORDER BY window_start",
-        key,
-    ))
+    return list(
+        await pool.fetch(
+            "SELECT job_id, status, window_start, worker_id, attempt FROM scheduled_jobs"
+            " WHERE dedup_key = $1 AND window_start IS NOT NULL ORDER BY window_start",
+            key,
+        )
+    )
 
 
-async def report_periodic(pool: asyncpg.Pool, nodes: list[Scheduler], keys: list[str],
-                          fire: bool) -> bool:
+async def report_periodic(pool: asyncpg.Pool, nodes: list[Scheduler], keys: list[str], fire: bool) -> bool:
     ok = True
     producer = Scheduler(pool)
     jobs = await producer.get_periodic_jobs()
@@ -230,9 +229,11 @@ async def report_periodic(pool: asyncpg.Pool, nodes: list[Scheduler], keys: list
             ok = False
             continue
         every = f"every {info.interval}" if info.interval else f"cron {info.cron!r}"
-        say(f"periodic {info.job_name} ({every}, priority {info.priority.name}, max_retries "
+        say(
+            f"periodic {info.job_name} ({every}, priority {info.priority.name}, max_retries "
             f"{info.max_retries}, advisory lock {info.use_advisory_lock}, enabled {info.enabled}):"
-            f" registered in scheduler_periodic as {key}")
+            f" registered in scheduler_periodic as {key}"
+        )
         runs = await producer.get_periodic_next_runs(key, count=2)
         say(f"  next windows: {', '.join(f'{t:%Y-%m-%d %H:%M:%S} UTC' for t in runs)}")
     if not fire:
@@ -241,6 +242,7 @@ async def report_periodic(pool: asyncpg.Pool, nodes: list[Scheduler], keys: list
     say(f"made the current window of {len(keys)} periodic job(s) due now")
     node_of = {node.worker_id: f"node-{i + 1}" for i, node in enumerate(nodes)}
     for key in keys:
+
         async def finished(key: str = key) -> bool:
             rows = await window_rows(pool, key)
             return bool(rows) and all(r["status"] in FINAL for r in rows)
@@ -256,8 +258,10 @@ async def report_periodic(pool: asyncpg.Pool, nodes: list[Scheduler], keys: list
             per_window.setdefault(r["window_start"], []).append(r)
         for window, same in per_window.items():
             r = same[0]
-            say(f"  window {window:%H:%M:%S} of {key}: {len(same)} row(s), {r['status']} on "
-                f"{node_of.get(r['worker_id'], r['worker_id'])} (attempt {r['attempt']})")
+            say(
+                f"  window {window:%H:%M:%S} of {key}: {len(same)} row(s), {r['status']} on "
+                f"{node_of.get(r['worker_id'], r['worker_id'])} (attempt {r['attempt']})"
+            )
             ok = ok and len(same) == 1 and r["status"] == "completed"
     return ok
 
@@ -285,8 +289,9 @@ async def stop_nodes(nodes: list[Scheduler], pools: list[asyncpg.Pool]) -> None:
         await p.close()
 
 
-async def run_snippet(path: Path, code: types.CodeType, tree: ast.Module, stubbed: bool,
-                      url: str, nodes_wanted: int, fire: bool) -> bool:
+async def run_snippet(
+    path: Path, code: types.CodeType, tree: ast.Module, stubbed: bool, url: str, nodes_wanted: int, fire: bool
+) -> bool:
     pools: list[asyncpg.Pool] = []
     db_pool = await asyncpg.create_pool(url, min_size=1, max_size=10)
     ok = True
@@ -296,16 +301,18 @@ async def run_snippet(path: Path, code: types.CodeType, tree: ast.Module, stubbe
         ns: dict[str, Any] = {name: getattr(pg_scheduler, name) for name in pg_scheduler.__all__}
         ns.update(timedelta=timedelta, datetime=datetime, UTC=UTC)
         ns.update(
-            __name__="__main__", __file__=str(path),
+            __name__="__main__",
+            __file__=str(path),
             __builtins__=example_builtins(stand_in_asyncio(), stand_in_asyncpg(url, pools)),
-            db_pool=db_pool, vacuum_config=VacuumConfig(),
+            db_pool=db_pool,
+            vacuum_config=VacuumConfig(),
         )
         provided = sorted(n for n in wanted if n in HARNESS_NAMES)
         if "dedup_key" in wanted:
-            periodic(every=timedelta(minutes=10), job_name="harness_periodic_job")(
-                harness_periodic_task)
-            ns["dedup_key"] = next(k for k, d in periodic_registry.all().items()
-                                   if d.func is harness_periodic_task)
+            periodic(every=timedelta(minutes=10), job_name="harness_periodic_job")(harness_periodic_task)
+            ns["dedup_key"] = next(
+                k for k, d in periodic_registry.all().items() if d.func is harness_periodic_task
+            )
         if "scheduler" in wanted:
             harness_scheduler = Scheduler(db_pool)
             await harness_scheduler.start()
@@ -313,8 +320,10 @@ async def run_snippet(path: Path, code: types.CodeType, tree: ast.Module, stubbe
         if provided:
             say(f"provided the names the example uses but does not define: {', '.join(provided)}")
         if stubbed:
-            say("the example is a decorator with no function after it: applied it to "
-                "'async def readme_decorated_task()'")
+            say(
+                "the example is a decorator with no function after it: applied it to "
+                "'async def readme_decorated_task()'"
+            )
         periodic_before = set(periodic_registry.all())
 
         result = eval(code, ns)  # noqa: S307 - the README's own example, run on purpose
@@ -330,8 +339,9 @@ async def run_snippet(path: Path, code: types.CodeType, tree: ast.Module, stubbe
             harness_scheduler = None
 
         # Schedulers the example built but did not start.
-        built = [v for k, v in ns.items() if isinstance(v, Scheduler) and not k.startswith("_")
-                 and not v.started]
+        built = [
+            v for k, v in ns.items() if isinstance(v, Scheduler) and not k.startswith("_") and not v.started
+        ]
         for sched in built:
             ok = await report_built_scheduler(sched) and ok
 
@@ -385,22 +395,23 @@ async def report_management(ns: dict[str, Any], scheduler: Scheduler, pool: asyn
         if fresh is None:
             say(f"periodic job {key} is not in the database")
             return False
-        say(f"in the database afterwards: enabled={fresh['enabled']}, "
+        say(
+            f"in the database afterwards: enabled={fresh['enabled']}, "
             f"last_run={fresh['last_run']}, last_status={fresh['last_status']}, "
-            f"next_run={fresh['next_run']}")
+            f"next_run={fresh['next_run']}"
+        )
     return ok
 
 
 async def report_built_scheduler(sched: Scheduler) -> bool:
     cfg = sched.config
     vac = cfg.vacuum_config
-    policies = ", ".join(
-        f"{state.value}={_policy(p)}" for state, p in vac.policies().items()
+    policies = ", ".join(f"{state.value}={_policy(p)}" for state, p in vac.policies().items())
+    say(
+        f"the example built a Scheduler: max_concurrent_jobs={cfg.max_concurrent_jobs}, "
+        f"misfire_grace_time={cfg.misfire_grace_time}, vacuum_enabled={cfg.vacuum_enabled}"
     )
-    say(f"the example built a Scheduler: max_concurrent_jobs={cfg.max_concurrent_jobs}, "
-        f"misfire_grace_time={cfg.misfire_grace_time}, vacuum_enabled={cfg.vacuum_enabled}")
-    say(f"  vacuum: {policies}; every {vac.interval_minutes:g} min; "
-        f"track_metrics={vac.track_metrics}")
+    say(f"  vacuum: {policies}; every {vac.interval_minutes:g} min; track_metrics={vac.track_metrics}")
     await sched.start()
     try:
         await wait_until(lambda: _any_leader([sched]), "the scheduler to lead")
@@ -430,7 +441,8 @@ def run_program(path: Path, code: types.CodeType, url: str) -> None:
     """Run the file as ``__main__`` (it calls ``asyncio.run`` itself)."""
     pools: list[asyncpg.Pool] = []
     ns: dict[str, Any] = {
-        "__name__": "__main__", "__file__": str(path),
+        "__name__": "__main__",
+        "__file__": str(path),
         "__builtins__": example_builtins(stand_in_asyncio(), stand_in_asyncpg(url, pools)),
     }
     started = time.monotonic()
@@ -454,8 +466,10 @@ async def report_jobs(url: str) -> bool:
     for r in rows:
         due = r["due_in"]
         when = f"due in {due / 60:.1f} min" if due > 0 else f"due {-due:.0f} s ago"
-        say(f"  {r['job_id']}  {r['job_name']}  {r['status']}  {when}  priority={r['priority']}"
-            f"  max_retries={r['max_retries']}  task_data={r['task_data']}")
+        say(
+            f"  {r['job_id']}  {r['job_name']}  {r['status']}  {when}  priority={r['priority']}"
+            f"  max_retries={r['max_retries']}  task_data={r['task_data']}"
+        )
     return True
 
 
@@ -465,11 +479,15 @@ async def report_jobs(url: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("file", type=Path, help="one of the README example files")
-    parser.add_argument("--nodes", type=int, default=0,
-                        help="schedulers to run the example's periodic jobs on "
-                             "(default 3 for cross_node_dedup.py, else 1)")
-    parser.add_argument("--no-fire", action="store_true",
-                        help="do not make the periodic jobs' current window due now")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        help="schedulers to run the example's periodic jobs on (default 3 for cross_node_dedup.py, else 1)",
+    )
+    parser.add_argument(
+        "--no-fire", action="store_true", help="do not make the periodic jobs' current window due now"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="[%(levelname)s %(name)s] %(message)s")
 
@@ -486,8 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             run_program(path, code, url)
             ok = asyncio.run(report_jobs(url))
         else:
-            ok = asyncio.run(run_snippet(path, code, tree, stubbed, url, args.nodes,
-                                         not args.no_fire))
+            ok = asyncio.run(run_snippet(path, code, tree, stubbed, url, args.nodes, not args.no_fire))
     except pg_scheduler.ConfigurationError as exc:
         print(f"run_readme_example: {exc}", file=sys.stderr)
         return 2

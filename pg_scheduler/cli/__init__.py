@@ -18,8 +18,13 @@ from .status import status_command
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="pg-scheduler")
-@click.option("--debug", is_flag=True, envvar="PG_SCHEDULER_DEBUG", show_envvar=True,
-              help="Show tracebacks instead of one-line errors.")
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="PG_SCHEDULER_DEBUG",
+    show_envvar=True,
+    help="Show tracebacks instead of one-line errors.",
+)
 def main(debug: bool) -> None:
     """pg-scheduler: one-off and periodic async jobs on PostgreSQL.
 

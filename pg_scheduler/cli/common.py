@@ -51,8 +51,12 @@ def fail(message: str) -> NoReturn:
 def database_option(*, required: bool = True, help_suffix: str = "") -> Callable[[F], F]:
     """The ``--database-url`` option (or ``DATABASE_URL``); ``help_suffix`` ends its help text."""
     return click.option(
-        "--database-url", "database_url", envvar="DATABASE_URL", required=required,
-        show_envvar=True, metavar="DSN",
+        "--database-url",
+        "database_url",
+        envvar="DATABASE_URL",
+        required=required,
+        show_envvar=True,
+        metavar="DSN",
         help="PostgreSQL connection string, e.g. postgresql://user:pass@host:5432/db." + help_suffix,
     )
 
@@ -105,9 +109,7 @@ async def connect(dsn: str) -> asyncpg.Connection:
 
 async def create_pool(dsn: str, *, max_size: int = 2) -> asyncpg.Pool:
     """A pool of up to ``max_size`` connections to ``dsn``, same timeout as :func:`connect`."""
-    pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=max_size, timeout=CONNECT_TIMEOUT_SECONDS
-    )
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, timeout=CONNECT_TIMEOUT_SECONDS)
     assert pool is not None
     return pool
 
@@ -130,5 +132,7 @@ async def require_schema(conn: asyncpg.Connection) -> None:
     if version == 0:
         fail("this database has no pg_scheduler schema yet: run `pg-scheduler migrate` first")
     if version < latest_version():
-        fail(f"the schema is at version {version}, this pg-scheduler needs "
-             f"{latest_version()}: run `pg-scheduler migrate`")
+        fail(
+            f"the schema is at version {version}, this pg-scheduler needs "
+            f"{latest_version()}: run `pg-scheduler migrate`"
+        )

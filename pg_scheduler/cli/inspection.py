@@ -73,8 +73,11 @@ class ClusterStatus:
         leader = None
         if self.leader is not None:
             leader = {
-                "id": self.leader.id, "pid": self.leader.pid, "host": self.leader.host,
-                "epoch": self.leader.epoch, "elected_at": self.leader.elected_at,
+                "id": self.leader.id,
+                "pid": self.leader.pid,
+                "host": self.leader.host,
+                "epoch": self.leader.epoch,
+                "elected_at": self.leader.elected_at,
                 "kind": self.leader.kind,
             }
         return {
@@ -82,29 +85,47 @@ class ClusterStatus:
             "stale_seconds": self.stale_seconds,
             "leader": leader,
             "supervisors": [
-                {"id": p.id, "pid": p.pid, "host": p.host, "is_leader": p.is_leader,
-                 "started_at": p.started_at, "heartbeat_age_seconds": p.heartbeat_age_seconds,
-                 "workers": sum(1 for w in self.workers if w.supervisor_id == p.id)}
+                {
+                    "id": p.id,
+                    "pid": p.pid,
+                    "host": p.host,
+                    "is_leader": p.is_leader,
+                    "started_at": p.started_at,
+                    "heartbeat_age_seconds": p.heartbeat_age_seconds,
+                    "workers": sum(1 for w in self.workers if w.supervisor_id == p.id),
+                }
                 for p in self.supervisors
             ],
             "workers": [
-                {"id": p.id, "pid": p.pid, "host": p.host, "supervisor_id": p.supervisor_id,
-                 "tasks": p.tasks, "started_at": p.started_at,
-                 "heartbeat_age_seconds": p.heartbeat_age_seconds}
+                {
+                    "id": p.id,
+                    "pid": p.pid,
+                    "host": p.host,
+                    "supervisor_id": p.supervisor_id,
+                    "tasks": p.tasks,
+                    "started_at": p.started_at,
+                    "heartbeat_age_seconds": p.heartbeat_age_seconds,
+                }
                 for p in self.workers
             ],
             "schedulers": [
-                {"id": p.id, "pid": p.pid, "host": p.host, "supervisor_id": p.supervisor_id,
-                 "tasks": p.tasks, "started_at": p.started_at,
-                 "heartbeat_age_seconds": p.heartbeat_age_seconds, "is_leader": p.is_leader}
+                {
+                    "id": p.id,
+                    "pid": p.pid,
+                    "host": p.host,
+                    "supervisor_id": p.supervisor_id,
+                    "tasks": p.tasks,
+                    "started_at": p.started_at,
+                    "heartbeat_age_seconds": p.heartbeat_age_seconds,
+                    "is_leader": p.is_leader,
+                }
                 for p in self.schedulers
             ],
             "stale_processes": self.stale_processes,
             "jobs": dict(self.jobs),
             "oldest_due_lag_seconds": self.oldest_due_lag_seconds,
             "unrunnable_tasks": [
-                {"task": t.task, "pending": t.pending,
-                 "oldest_execution_time": t.oldest_execution_time}
+                {"task": t.task, "pending": t.pending, "oldest_execution_time": t.oldest_execution_time}
                 for t in self.unrunnable_tasks
             ],
         }
@@ -126,14 +147,21 @@ async def cluster_status(conn: asyncpg.Connection, *, stale_seconds: float) -> C
     if leader_row is not None and leader_row["lock_held"]:
         kinds = {r["worker_id"]: r["kind"] for r in process_rows}
         leader = LeaderInfo(
-            id=leader_row["leader_id"], host=leader_row["host"], pid=leader_row["pid"],
-            epoch=leader_row["epoch"], elected_at=leader_row["elected_at"],
+            id=leader_row["leader_id"],
+            host=leader_row["host"],
+            pid=leader_row["pid"],
+            epoch=leader_row["epoch"],
+            elected_at=leader_row["elected_at"],
             kind=kinds.get(leader_row["leader_id"]),
         )
     processes = [
         ProcessInfo(
-            id=r["worker_id"], kind=r["kind"], host=r["host"], pid=r["pid"],
-            tasks=list(r["tasks"] or []), supervisor_id=r["supervisor_id"],
+            id=r["worker_id"],
+            kind=r["kind"],
+            host=r["host"],
+            pid=r["pid"],
+            tasks=list(r["tasks"] or []),
+            supervisor_id=r["supervisor_id"],
             started_at=r["started_at"],
             heartbeat_age_seconds=round(r["heartbeat_age_seconds"], 3),
             is_leader=leader is not None and r["worker_id"] == leader.id,
@@ -154,8 +182,7 @@ async def cluster_status(conn: asyncpg.Connection, *, stale_seconds: float) -> C
         jobs=jobs,
         oldest_due_lag_seconds=None if lag is None else round(lag, 3),
         unrunnable_tasks=[
-            UnrunnableTask(r["task"], r["pending"], r["oldest_execution_time"])
-            for r in unrunnable_rows
+            UnrunnableTask(r["task"], r["pending"], r["oldest_execution_time"]) for r in unrunnable_rows
         ],
     )
 
@@ -169,7 +196,10 @@ def job_record(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def list_jobs(
-    conn: asyncpg.Connection, *, states: list[str] | None = None, task: str | None = None,
+    conn: asyncpg.Connection,
+    *,
+    states: list[str] | None = None,
+    task: str | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
     """Jobs, newest due time first; ``task`` matches a full task name or the part after the

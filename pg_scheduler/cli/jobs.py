@@ -21,10 +21,26 @@ CANCEL_REASON = "cancelled with pg-scheduler jobs cancel"
 
 # `jobs show` prints these first, in this order; any other column follows.
 SHOW_ORDER = [
-    "job_id", "job_name", "status", "execution_time", "priority", "attempt", "retry_count",
-    "max_retries", "worker_id", "created_at", "started_at", "finished_at", "lease_until",
-    "last_heartbeat", "misfire_grace_time", "timeout_seconds", "dedup_key", "window_start",
-    "use_advisory_lock", "task_data",
+    "job_id",
+    "job_name",
+    "status",
+    "execution_time",
+    "priority",
+    "attempt",
+    "retry_count",
+    "max_retries",
+    "worker_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "lease_until",
+    "last_heartbeat",
+    "misfire_grace_time",
+    "timeout_seconds",
+    "dedup_key",
+    "window_start",
+    "use_advisory_lock",
+    "task_data",
 ]
 
 
@@ -35,12 +51,27 @@ def jobs_group() -> None:
 
 @jobs_group.command("list")
 @database_option()
-@click.option("--state", "states", multiple=True, type=click.Choice(STATES), metavar="STATE",
-              help=f"Only jobs in this state; repeat for several ({', '.join(STATES)}).")
-@click.option("--task", metavar="NAME",
-              help="Only jobs of this task: its full name (module:function) or the function part.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, metavar="N",
-              help="Show at most this many jobs.")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(STATES),
+    metavar="STATE",
+    help=f"Only jobs in this state; repeat for several ({', '.join(STATES)}).",
+)
+@click.option(
+    "--task",
+    metavar="NAME",
+    help="Only jobs of this task: its full name (module:function) or the function part.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    metavar="N",
+    help="Show at most this many jobs.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list with every column.")
 def list_command(
     database_url: str, states: tuple[str, ...], task: str | None, limit: int, as_json: bool
@@ -62,12 +93,24 @@ def list_command(
     if not rows:
         click.echo("no jobs match")
         return
-    click.echo(table(
-        ["JOB ID", "TASK", "STATE", "DUE", "ATTEMPT", "RETRIES", "WORKER", "ERROR"],
-        [[r["job_id"], r["job_name"], r["status"], r["execution_time"], r["attempt"],
-          f"{r['retry_count']}/{r['max_retries']}", r["worker_id"], one_line(r["error_message"])]
-         for r in rows],
-    ))
+    click.echo(
+        table(
+            ["JOB ID", "TASK", "STATE", "DUE", "ATTEMPT", "RETRIES", "WORKER", "ERROR"],
+            [
+                [
+                    r["job_id"],
+                    r["job_name"],
+                    r["status"],
+                    r["execution_time"],
+                    r["attempt"],
+                    f"{r['retry_count']}/{r['max_retries']}",
+                    r["worker_id"],
+                    one_line(r["error_message"]),
+                ]
+                for r in rows
+            ],
+        )
+    )
     if len(rows) == limit:
         click.echo(f"(first {limit} shown; --limit N shows more)", err=True)
 
@@ -139,8 +182,10 @@ def cancel_command(job_id: str, database_url: str) -> None:
 
     before = run("cancel the job", database_url, lambda: with_producer(database_url, cancel))
     if before["status"] == "running":
-        click.echo(f"cancelled job {job_id} (it was running attempt {before['attempt']} on "
-                   f"worker {before['worker_id']}, which has been told to stop it)")
+        click.echo(
+            f"cancelled job {job_id} (it was running attempt {before['attempt']} on "
+            f"worker {before['worker_id']}, which has been told to stop it)"
+        )
     else:
         click.echo(f"cancelled job {job_id} (it was {before['status']}; it will not run)")
 
@@ -169,9 +214,13 @@ def retry_command(job_id: str, database_url: str) -> None:
             await conn.close()
         if status is None:
             fail(f"no job {job_id!r}")
-        fail(f"job {job_id!r} is {status}: only {', '.join(RETRYABLE[:-1])} or {RETRYABLE[-1]} "
-             "jobs can be retried")
+        fail(
+            f"job {job_id!r} is {status}: only {', '.join(RETRYABLE[:-1])} or {RETRYABLE[-1]} "
+            "jobs can be retried"
+        )
 
     row = run("retry the job", database_url, retry)
-    click.echo(f"job {job_id} is pending again, due now (its next run is attempt "
-               f"{row['attempt'] + 1}; retries used reset to 0 of {row['max_retries']})")
+    click.echo(
+        f"job {job_id} is pending again, due now (its next run is attempt "
+        f"{row['attempt'] + 1}; retries used reset to 0 of {row['max_retries']})"
+    )

@@ -86,11 +86,23 @@ def list_command(database_url: str, as_json: bool) -> None:
     if not rows:
         click.echo("no periodic jobs (a process publishes them when it starts or schedules)")
         return
-    click.echo(table(
-        ["KEY", "JOB NAME", "SCHEDULE", "ENABLED", "NEXT RUN", "LAST RUN", "LAST STATUS"],
-        [[r["dedup_key"], r["job_name"], r["schedule"], r["enabled"], r["next_run"],
-          r["last_run"], r["last_status"]] for r in rows],
-    ))
+    click.echo(
+        table(
+            ["KEY", "JOB NAME", "SCHEDULE", "ENABLED", "NEXT RUN", "LAST RUN", "LAST STATUS"],
+            [
+                [
+                    r["dedup_key"],
+                    r["job_name"],
+                    r["schedule"],
+                    r["enabled"],
+                    r["next_run"],
+                    r["last_run"],
+                    r["last_status"],
+                ]
+                for r in rows
+            ],
+        )
+    )
 
 
 @periodic_group.command("enable")
@@ -122,8 +134,11 @@ def _set_enabled(key: str, database_url: str, *, enabled: bool) -> None:
             fail(f"no periodic job {key!r}")  # removed since it was read
         return True
 
-    changed = run(f"{'enable' if enabled else 'disable'} the periodic job", database_url,
-                  lambda: with_producer(database_url, toggle))
+    changed = run(
+        f"{'enable' if enabled else 'disable'} the periodic job",
+        database_url,
+        lambda: with_producer(database_url, toggle),
+    )
     if changed:
         click.echo(f"periodic job {key} {word} for the whole cluster")
     else:
@@ -143,8 +158,7 @@ def trigger_command(key: str, database_url: str) -> None:
             fail(f"no periodic job {key!r}")
         return job_id
 
-    job_id = run("trigger the periodic job", database_url,
-                 lambda: with_producer(database_url, trigger))
+    job_id = run("trigger the periodic job", database_url, lambda: with_producer(database_url, trigger))
     click.echo(f"triggered periodic job {key}: job {job_id} is due now")
 
 
@@ -152,12 +166,14 @@ def trigger_command(key: str, database_url: str) -> None:
 @click.argument("key")
 @database_option()
 @click.option("--every", metavar="DURATION", help="New interval: 90, 30s, 5m, 2h, 1d, 1h30m.")
-@click.option("--cron", metavar="EXPR",
-              help="New cron expression (5 fields, 6 with seconds last, or @hourly...).")
+@click.option(
+    "--cron", metavar="EXPR", help="New cron expression (5 fields, 6 with seconds last, or @hourly...)."
+)
 @click.option("--timezone", metavar="TZ", help="Time zone of --cron (IANA name; default UTC).")
 @click.option("--reset", is_flag=True, help="Go back to the schedule the code declares.")
-def set_command(key: str, database_url: str, every: str | None, cron: str | None,
-                timezone: str | None, reset: bool) -> None:
+def set_command(
+    key: str, database_url: str, every: str | None, cron: str | None, timezone: str | None, reset: bool
+) -> None:
     """Change a periodic job's schedule for the whole cluster, at run time.
 
     The new schedule is stored in the database and wins over the code's, also after restarts,
@@ -178,15 +194,15 @@ def set_command(key: str, database_url: str, every: str | None, cron: str | None
         if reset:
             done = await scheduler.reset_periodic_schedule(key)
         else:
-            done = await scheduler.set_periodic_schedule(key, every=interval, cron=cron,
-                                                         timezone=timezone)
+            done = await scheduler.set_periodic_schedule(key, every=interval, cron=cron, timezone=timezone)
         if not done:
             fail(f"no periodic job {key!r}")
         info = await _known(scheduler, key)
         return _schedule(info), list(await scheduler.get_periodic_next_runs(key, 3))
 
-    described, upcoming = run("change the schedule", database_url,
-                              lambda: with_producer(database_url, change))
+    described, upcoming = run(
+        "change the schedule", database_url, lambda: with_producer(database_url, change)
+    )
     click.echo(f"periodic job {key}: {described}")
     click.echo("next runs: " + ", ".join(utc(m, timespec="auto") for m in upcoming))
 
@@ -194,8 +210,14 @@ def set_command(key: str, database_url: str, every: str | None, cron: str | None
 @periodic_group.command("next")
 @click.argument("key")
 @database_option()
-@click.option("--count", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
-              help="How many fire times to print.")
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    metavar="N",
+    help="How many fire times to print.",
+)
 def next_command(key: str, database_url: str, count: int) -> None:
     """Print the next fire times of a periodic job, in UTC (ISO 8601), one per line.
 
@@ -206,6 +228,5 @@ def next_command(key: str, database_url: str, count: int) -> None:
         await _known(scheduler, key)
         return list(await scheduler.get_periodic_next_runs(key, count))
 
-    for moment in run("compute the next runs", database_url,
-                      lambda: with_producer(database_url, upcoming)):
+    for moment in run("compute the next runs", database_url, lambda: with_producer(database_url, upcoming)):
         click.echo(utc(moment, timespec="auto"))

@@ -31,66 +31,140 @@ def _seconds(knob: str, text: str) -> click.Option:
     for ``lease_seconds``, with the knob's default from ``KNOB_DEFAULTS``."""
     default = KNOB_DEFAULTS[knob]  # type: ignore[literal-required]
     return click.Option(
-        [f"--{knob.replace('_', '-')}", knob], type=click.FloatRange(min=0, min_open=True),
-        default=default, envvar=f"PG_SCHEDULER_{knob.upper()}", show_envvar=True,
-        show_default=default is not None, metavar="SECONDS", help=text,
+        [f"--{knob.replace('_', '-')}", knob],
+        type=click.FloatRange(min=0, min_open=True),
+        default=default,
+        envvar=f"PG_SCHEDULER_{knob.upper()}",
+        show_envvar=True,
+        show_default=default is not None,
+        metavar="SECONDS",
+        help=text,
     )
 
 
 @click.command("run")
 @click.argument("app", envvar="PG_SCHEDULER_APP", metavar="APP")
-@database_option(required=False, help_suffix=" Unset: start the embedded PostgreSQL in "
-                 "./.pg-scheduler/pgdata (needs the 'embedded' extra).")
-@click.option("--leader-database-url", "leader_database_url", metavar="DSN", default=None,
-              envvar="PG_SCHEDULER_LEADER_DATABASE_URL", show_envvar=True,
-              help="DSN for the sessions that must keep one server connection: the leader's "
-                   "advisory-lock session and each worker's LISTEN and heartbeat sessions. Point "
-                   "it at PostgreSQL itself when --database-url goes through PgBouncer (these "
-                   "sessions set keepalive and timeout parameters that PgBouncer does not pass "
-                   "on).  [default: --database-url]")
-@click.option("--workers", "-w", type=click.IntRange(min=1), default=WORKERS_DEFAULT,
-              envvar="PG_SCHEDULER_WORKERS", show_envvar=True, show_default=True,
-              help="Worker processes in this pod (set it to the pod's CPU limit).")
-@click.option("--max-concurrent-jobs", "-c", type=click.IntRange(min=1), default=None,
-              envvar="MAX_CONCURRENT_JOBS", show_envvar=True,
-              help="Jobs each worker process runs at once.  "
-                   f"[default: {KNOB_DEFAULTS['max_concurrent_jobs']}]")
-@click.option("--misfire-grace-time", type=str, default=None, envvar="MISFIRE_GRACE_TIME",
-              show_envvar=True, metavar="SECONDS|none",
-              help="How late a job may start before it ends 'expired'; 'none' never expires. "
-                   f"[default: {KNOB_DEFAULTS['misfire_grace_time']:g}]")
-@click.option("--vacuum/--no-vacuum", default=None, envvar="VACUUM_ENABLED", show_envvar=True,
-              help="Delete old finished jobs (on the leader).  "
-                   f"[default: {'on' if KNOB_DEFAULTS['vacuum_enabled'] else 'off'}]")
-@click.option("--shutdown-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
-              default=KNOB_DEFAULTS["shutdown_timeout_seconds"], envvar="PG_SCHEDULER_SHUTDOWN_TIMEOUT",
-              show_envvar=True, show_default=True,
-              help="On SIGTERM, how long running jobs may finish before their leases are "
-                   "handed back. Keep terminationGracePeriodSeconds above it plus 10 s.")
-@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=9464,
-              envvar="PG_SCHEDULER_METRICS_PORT", show_envvar=True, show_default=True,
-              help="Port of /metrics, /healthz and /readyz for this pod; 0 turns them off.")
-@click.option("--metrics-host", default=None, envvar="PG_SCHEDULER_METRICS_HOST",
-              show_envvar=True,
-              help="Address those endpoints listen on.  [default: every address, IPv4 and IPv6]")
-@click.option("--metrics-dir", type=click.Path(file_okay=False), default=None,
-              envvar="PG_SCHEDULER_METRICS_DIR", show_envvar=True,
-              help="Folder where every process of the pod writes its samples (its *.db files "
-                   "are deleted at start; give pg-scheduler a folder of its own). Exported to "
-                   "the workers as PROMETHEUS_MULTIPROC_DIR.  [default: a new temporary folder, "
-                   "removed at exit]")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
-              case_sensitive=False), default="INFO", envvar="PG_SCHEDULER_LOG_LEVEL",
-              show_envvar=True, show_default=True)
-@click.option("--wait-for-database", type=click.FloatRange(min=0),
-              default=WAIT_FOR_DATABASE_SECONDS_DEFAULT,
-              metavar="SECONDS", envvar="PG_SCHEDULER_WAIT_FOR_DATABASE", show_envvar=True,
-              show_default=True,
-              help="How long to wait at start for an unreachable database before giving up.")
-@click.option("--event-loop", type=click.Choice(EVENT_LOOPS), default="auto",
-              envvar="PG_SCHEDULER_EVENT_LOOP", show_envvar=True, show_default=True,
-              help="The worker processes' event loop: auto is uvloop where installed (the "
-                   "default on Linux and macOS), else asyncio.")
+@database_option(
+    required=False,
+    help_suffix=" Unset: start the embedded PostgreSQL in "
+    "./.pg-scheduler/pgdata (needs the 'embedded' extra).",
+)
+@click.option(
+    "--leader-database-url",
+    "leader_database_url",
+    metavar="DSN",
+    default=None,
+    envvar="PG_SCHEDULER_LEADER_DATABASE_URL",
+    show_envvar=True,
+    help="DSN for the sessions that must keep one server connection: the leader's "
+    "advisory-lock session and each worker's LISTEN and heartbeat sessions. Point "
+    "it at PostgreSQL itself when --database-url goes through PgBouncer (these "
+    "sessions set keepalive and timeout parameters that PgBouncer does not pass "
+    "on).  [default: --database-url]",
+)
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    default=WORKERS_DEFAULT,
+    envvar="PG_SCHEDULER_WORKERS",
+    show_envvar=True,
+    show_default=True,
+    help="Worker processes in this pod (set it to the pod's CPU limit).",
+)
+@click.option(
+    "--max-concurrent-jobs",
+    "-c",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="MAX_CONCURRENT_JOBS",
+    show_envvar=True,
+    help=f"Jobs each worker process runs at once.  [default: {KNOB_DEFAULTS['max_concurrent_jobs']}]",
+)
+@click.option(
+    "--misfire-grace-time",
+    type=str,
+    default=None,
+    envvar="MISFIRE_GRACE_TIME",
+    show_envvar=True,
+    metavar="SECONDS|none",
+    help="How late a job may start before it ends 'expired'; 'none' never expires. "
+    f"[default: {KNOB_DEFAULTS['misfire_grace_time']:g}]",
+)
+@click.option(
+    "--vacuum/--no-vacuum",
+    default=None,
+    envvar="VACUUM_ENABLED",
+    show_envvar=True,
+    help="Delete old finished jobs (on the leader).  "
+    f"[default: {'on' if KNOB_DEFAULTS['vacuum_enabled'] else 'off'}]",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    default=KNOB_DEFAULTS["shutdown_timeout_seconds"],
+    envvar="PG_SCHEDULER_SHUTDOWN_TIMEOUT",
+    show_envvar=True,
+    show_default=True,
+    help="On SIGTERM, how long running jobs may finish before their leases are "
+    "handed back. Keep terminationGracePeriodSeconds above it plus 10 s.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=9464,
+    envvar="PG_SCHEDULER_METRICS_PORT",
+    show_envvar=True,
+    show_default=True,
+    help="Port of /metrics, /healthz and /readyz for this pod; 0 turns them off.",
+)
+@click.option(
+    "--metrics-host",
+    default=None,
+    envvar="PG_SCHEDULER_METRICS_HOST",
+    show_envvar=True,
+    help="Address those endpoints listen on.  [default: every address, IPv4 and IPv6]",
+)
+@click.option(
+    "--metrics-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    envvar="PG_SCHEDULER_METRICS_DIR",
+    show_envvar=True,
+    help="Folder where every process of the pod writes its samples (its *.db files "
+    "are deleted at start; give pg-scheduler a folder of its own). Exported to "
+    "the workers as PROMETHEUS_MULTIPROC_DIR.  [default: a new temporary folder, "
+    "removed at exit]",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    envvar="PG_SCHEDULER_LOG_LEVEL",
+    show_envvar=True,
+    show_default=True,
+)
+@click.option(
+    "--wait-for-database",
+    type=click.FloatRange(min=0),
+    default=WAIT_FOR_DATABASE_SECONDS_DEFAULT,
+    metavar="SECONDS",
+    envvar="PG_SCHEDULER_WAIT_FOR_DATABASE",
+    show_envvar=True,
+    show_default=True,
+    help="How long to wait at start for an unreachable database before giving up.",
+)
+@click.option(
+    "--event-loop",
+    type=click.Choice(EVENT_LOOPS),
+    default="auto",
+    envvar="PG_SCHEDULER_EVENT_LOOP",
+    show_envvar=True,
+    show_default=True,
+    help="The worker processes' event loop: auto is uvloop where installed (the "
+    "default on Linux and macOS), else asyncio.",
+)
 def run_command(
     app: str,
     database_url: str | None,
@@ -154,14 +228,27 @@ def run_command(
 
     async def supervise(dsn: str) -> int:
         def spec_for(slot: int, worker_id: str, supervisor_id: str) -> WorkerSpec:
-            return WorkerSpec(app=app, dsn=dsn, worker_id=worker_id, supervisor_id=supervisor_id,
-                              slot=slot, config=config, log_level=level,
-                              session_dsn=leader_database_url, event_loop=loop_kind)
+            return WorkerSpec(
+                app=app,
+                dsn=dsn,
+                worker_id=worker_id,
+                supervisor_id=supervisor_id,
+                slot=slot,
+                config=config,
+                log_level=level,
+                session_dsn=leader_database_url,
+                event_loop=loop_kind,
+            )
 
         supervisor = Supervisor(
-            dsn=dsn, workers=workers, config=config, worker_target=worker_main,
-            spec_for=spec_for, wait_for_database_seconds=wait_for_database,
-            metrics_host=metrics_host, metrics_port=metrics_port or None,
+            dsn=dsn,
+            workers=workers,
+            config=config,
+            worker_target=worker_main,
+            spec_for=spec_for,
+            wait_for_database_seconds=wait_for_database,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port or None,
             session_dsn=leader_database_url,
         )
         return await supervisor.run()
@@ -196,12 +283,13 @@ def _grace(value: str | None) -> float | None | _Unset:
 
 
 for _option in (
-    _seconds("lease_seconds",
-             "A running job's lease; a job whose worker vanished runs again after it."),
+    _seconds("lease_seconds", "A running job's lease; a job whose worker vanished runs again after it."),
     _seconds("heartbeat_seconds", "Lease renewal period.  [default: lease / 3]"),
     _seconds("leader_ttl_seconds", "How soon a frozen or cut-off leader loses leadership."),
-    _seconds("poll_interval_seconds", "Fallback poll when no notification arrives.  "
-             f"[default: {PollingConfig().max_interval:g}]"),
+    _seconds(
+        "poll_interval_seconds",
+        f"Fallback poll when no notification arrives.  [default: {PollingConfig().max_interval:g}]",
+    ),
     _seconds("retry_delay_seconds", "First retry delay of a failed job; doubles each retry."),
     _seconds("retry_max_delay_seconds", "Cap of the retry delay."),
 ):

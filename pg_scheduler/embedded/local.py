@@ -159,12 +159,24 @@ class LocalPostgres:
             if found.host == self.host and self.requested_port in (None, found.port):
                 self.pid, self.port, self.reused = found.pid, found.port, True
                 self._password = self._read_password()
-                log.info("reusing the embedded PostgreSQL %s already running in %s on %s:%s (pid %s)",
-                         self.version, _display(self.data_dir), found.host, found.port, found.pid)
+                log.info(
+                    "reusing the embedded PostgreSQL %s already running in %s on %s:%s (pid %s)",
+                    self.version,
+                    _display(self.data_dir),
+                    found.host,
+                    found.port,
+                    found.pid,
+                )
                 return self
-            log.info("stopping the embedded PostgreSQL left running in %s on %s:%s (pid %s): "
-                     "this run wants %s:%s", _display(self.data_dir), found.host, found.port,
-                     found.pid, self.host, self.requested_port)
+            log.info(
+                "stopping the embedded PostgreSQL left running in %s on %s:%s (pid %s): this run wants %s:%s",
+                _display(self.data_dir),
+                found.host,
+                found.port,
+                found.pid,
+                self.host,
+                self.requested_port,
+            )
             self._cluster.stop(found.pid)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
@@ -185,8 +197,11 @@ class LocalPostgres:
         if not force:
             others = self._other_sessions()
             if others:
-                log.info("leaving the embedded PostgreSQL in %s running: %d other session(s) "
-                         "still use it", _display(self.data_dir), others)
+                log.info(
+                    "leaving the embedded PostgreSQL in %s running: %d other session(s) still use it",
+                    _display(self.data_dir),
+                    others,
+                )
                 self.pid = None
                 return
         log.info("stopping the embedded PostgreSQL in %s (pid %s)", _display(self.data_dir), pid)
@@ -240,8 +255,7 @@ class LocalPostgres:
                 f"{self.data_dir} is neither empty nor a PostgreSQL data folder; "
                 f"pick another folder for the embedded PostgreSQL"
             )
-        log.info("creating a PostgreSQL cluster in %s (once; later runs reuse it)",
-                 _display(self.data_dir))
+        log.info("creating a PostgreSQL cluster in %s (once; later runs reuse it)", _display(self.data_dir))
         password = secrets.token_urlsafe(24)
         fd, pwfile = tempfile.mkstemp(prefix="pg-scheduler-pw-")
         try:
@@ -251,9 +265,7 @@ class LocalPostgres:
                 user = server_user()
                 os.chown(pwfile, user.pw_uid, user.pw_gid)
                 make_traversable(Path(pwfile).parent)
-            self._cluster.initdb(
-                f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust"
-            )
+            self._cluster.initdb(f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust")
         finally:
             os.unlink(pwfile)
         secret = self.data_dir / PASSWORD_FILE
@@ -264,15 +276,19 @@ class LocalPostgres:
         try:
             return (self.data_dir / PASSWORD_FILE).read_text().strip() or None
         except FileNotFoundError:
-            log.warning("%s has no %s: connecting without a password", _display(self.data_dir),
-                        PASSWORD_FILE)
+            log.warning("%s has no %s: connecting without a password", _display(self.data_dir), PASSWORD_FILE)
             return None
 
     def _announced_port(self) -> int:
         """The port to start on next, said in the log."""
         port = self._pick_port()
-        log.info("starting embedded PostgreSQL %s in %s on %s:%s", self.version,
-                 _display(self.data_dir), self.host, port)
+        log.info(
+            "starting embedded PostgreSQL %s in %s on %s:%s",
+            self.version,
+            _display(self.data_dir),
+            self.host,
+            port,
+        )
         return port
 
     def _pick_port(self) -> int:
@@ -360,13 +376,18 @@ async def database_url_or_embedded(
     await asyncio.to_thread(server.start)
     if echo is not None:
         how = "reusing" if server.reused else "started"
-        echo(f"{env_var} is not set: {how} the embedded PostgreSQL {server.version} in "
-             f"{_display(server.data_dir)} at {server.display_dsn} "
-             f"(password in {_display(server.data_dir / PASSWORD_FILE)})")
+        echo(
+            f"{env_var} is not set: {how} the embedded PostgreSQL {server.version} in "
+            f"{_display(server.data_dir)} at {server.display_dsn} "
+            f"(password in {_display(server.data_dir / PASSWORD_FILE)})"
+        )
     try:
         yield server.dsn
     finally:
         await asyncio.to_thread(server.stop)
         if echo is not None:
-            echo("stopped the embedded PostgreSQL" if server.stopped_server
-                 else "left the embedded PostgreSQL running: other sessions still use it")
+            echo(
+                "stopped the embedded PostgreSQL"
+                if server.stopped_server
+                else "left the embedded PostgreSQL running: other sessions still use it"
+            )

@@ -45,9 +45,7 @@ def load_app(app: str) -> ModuleType:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise AppLoadError(
-            f"cannot import APP {app!r}: {type(exc).__name__}: {_first_line(exc)}"
-        ) from exc
+        raise AppLoadError(f"cannot import APP {app!r}: {type(exc).__name__}: {_first_line(exc)}") from exc
     if is_file_app(app):
         loaded = getattr(module, "__file__", None)
         if loaded is None or Path(loaded).resolve() != Path(app).expanduser().resolve():

@@ -169,13 +169,24 @@ class SchedulerConfig:
                 raise ConfigurationError(f"{name} must be a number > 0, got {value!r}")
 
         for name in (
-            "max_concurrent_jobs", "batch_claim_limit", "lease_seconds", "heartbeat_seconds",
-            "poll_interval_seconds", "leader_ttl_seconds", "elect_interval_seconds",
-            "rescue_interval_seconds", "worker_stale_seconds", "periodic_interval_seconds",
+            "max_concurrent_jobs",
+            "batch_claim_limit",
+            "lease_seconds",
+            "heartbeat_seconds",
+            "poll_interval_seconds",
+            "leader_ttl_seconds",
+            "elect_interval_seconds",
+            "rescue_interval_seconds",
+            "worker_stale_seconds",
+            "periodic_interval_seconds",
         ):
             positive(name)
-        for name in ("retry_delay_seconds", "retry_max_delay_seconds", "shutdown_timeout_seconds",
-                     "misfire_tolerance_seconds"):
+        for name in (
+            "retry_delay_seconds",
+            "retry_max_delay_seconds",
+            "shutdown_timeout_seconds",
+            "misfire_tolerance_seconds",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
@@ -196,9 +207,7 @@ class SchedulerConfig:
             raise ConfigurationError("elect_interval_seconds must be shorter than leader_ttl_seconds")
 
     @classmethod
-    def build(
-        cls, *, env: Mapping[str, str] | None = None, **knobs: Unpack[ConfigKnobs]
-    ) -> SchedulerConfig:
+    def build(cls, *, env: Mapping[str, str] | None = None, **knobs: Unpack[ConfigKnobs]) -> SchedulerConfig:
         """The configuration from ``knobs``; a knob not given takes its environment variable
         (for the three of 0.1's README), else its :data:`KNOB_DEFAULTS` entry."""
         unknown = knobs.keys() - KNOB_DEFAULTS.keys()
@@ -244,12 +253,10 @@ class SchedulerConfig:
             shutdown_timeout_seconds=k["shutdown_timeout_seconds"],
             install_signal_handlers=k["install_signal_handlers"],
             leader_ttl_seconds=leader_ttl_seconds,
-            elect_interval_seconds=k["elect_interval_seconds"] or min(
-                ELECT_INTERVAL_SECONDS_MAX, leader_ttl_seconds / 3
-            ),
-            rescue_interval_seconds=k["rescue_interval_seconds"] or min(
-                RESCUE_INTERVAL_SECONDS_MAX, lease_seconds / 3
-            ),
+            elect_interval_seconds=k["elect_interval_seconds"]
+            or min(ELECT_INTERVAL_SECONDS_MAX, leader_ttl_seconds / 3),
+            rescue_interval_seconds=k["rescue_interval_seconds"]
+            or min(RESCUE_INTERVAL_SECONDS_MAX, lease_seconds / 3),
             worker_stale_seconds=k["worker_stale_seconds"] or lease_seconds,
             periodic_interval_seconds=k["periodic_interval_seconds"],
             misfire_tolerance_seconds=k["misfire_tolerance_seconds"],

@@ -75,8 +75,7 @@ async def create_pool_waiting(
     warned = False
     while not stop.is_set():
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, timeout=10,
-                                             reset=pool_reset)
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, timeout=10, reset=pool_reset)
             assert pool is not None
             if warned:
                 log.info("%s: connected", who)
@@ -86,9 +85,13 @@ async def create_pool_waiting(
             if left <= 0:
                 raise
             if not warned:
-                log.warning("%s: database not reachable (%s: %s); retrying%s", who,
-                            type(exc).__name__, exc,
-                            "" if deadline is None else f" for {left:.0f}s more")
+                log.warning(
+                    "%s: database not reachable (%s: %s); retrying%s",
+                    who,
+                    type(exc).__name__,
+                    exc,
+                    "" if deadline is None else f" for {left:.0f}s more",
+                )
                 warned = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(min(delay, left), 0.01)):
@@ -102,9 +105,7 @@ def connect_params_from_pool(pool: asyncpg.Pool) -> tuple[tuple[Any, ...], dict[
     args = getattr(pool, "_connect_args", None)
     kwargs = getattr(pool, "_connect_kwargs", None)
     if args is None or kwargs is None:
-        raise ConfigurationError(
-            "cannot read connection parameters from this pool; pass dsn= to Scheduler"
-        )
+        raise ConfigurationError("cannot read connection parameters from this pool; pass dsn= to Scheduler")
     kwargs = {k: v for k, v in kwargs.items() if k not in ("init", "setup", "reset")}
     return tuple(args), kwargs
 

@@ -33,10 +33,44 @@ if TYPE_CHECKING:
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                    120.0, 300.0, 600.0, 1800.0, 3600.0)
-LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-               30.0, 60.0, 300.0)
+DURATION_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+)
+LAG_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
 
 
 @dataclass(frozen=True)
@@ -82,32 +116,40 @@ def _create() -> Metrics:
         jobs_finished=Counter(
             "pg_scheduler_jobs_finished",
             "Runs that ended, by outcome: completed, failed, retried, cancelled, expired, "
-            "lease_lost, skipped, deferred.", ["task", "outcome"]),
-        job_duration=Histogram("pg_scheduler_job_duration_seconds",
-                               "How long a run took.", ["task"], buckets=DURATION_BUCKETS),
-        job_start_lag=Histogram("pg_scheduler_job_start_lag_seconds",
-                                "Start minus due time.", ["task"], buckets=LAG_BUCKETS),
-        periodic_lag=Histogram("pg_scheduler_periodic_lag_seconds",
-                               "Start of a periodic run minus its window start.", ["job"],
-                               buckets=LAG_BUCKETS),
+            "lease_lost, skipped, deferred.",
+            ["task", "outcome"],
+        ),
+        job_duration=Histogram(
+            "pg_scheduler_job_duration_seconds", "How long a run took.", ["task"], buckets=DURATION_BUCKETS
+        ),
+        job_start_lag=Histogram(
+            "pg_scheduler_job_start_lag_seconds", "Start minus due time.", ["task"], buckets=LAG_BUCKETS
+        ),
+        periodic_lag=Histogram(
+            "pg_scheduler_periodic_lag_seconds",
+            "Start of a periodic run minus its window start.",
+            ["job"],
+            buckets=LAG_BUCKETS,
+        ),
         periodic_missed_windows=Counter(
             "pg_scheduler_periodic_missed_windows",
             "Periodic windows that passed while no leader ran, by what the misfire policy did: "
-            "skipped, coalesced (folded into one run) or run.", ["job", "outcome"]),
-        is_leader=Gauge("pg_scheduler_is_leader", "1 while this pod (process) leads.",
-                        multiprocess_mode="livemax"),
-        leader_epoch=Gauge("pg_scheduler_leader_epoch", "The epoch of this pod's last term.",
-                           multiprocess_mode="livemax"),
-        leader_elections=Counter("pg_scheduler_leader_elections",
-                                 "Times this pod (process) won leadership."),
-        workers=Gauge("pg_scheduler_workers", "Live worker processes (worker loops) here.",
-                      multiprocess_mode="livesum"),
-        worker_restarts=Counter("pg_scheduler_worker_restarts",
-                                "Worker processes replaced after they died."),
-        orphans_rescued=Counter("pg_scheduler_orphans_rescued",
-                                "Jobs of lost workers run again or failed."),
-        vacuumed_jobs=Counter("pg_scheduler_vacuumed_jobs", "Finished jobs deleted by vacuum.",
-                              ["state"]),
+            "skipped, coalesced (folded into one run) or run.",
+            ["job", "outcome"],
+        ),
+        is_leader=Gauge(
+            "pg_scheduler_is_leader", "1 while this pod (process) leads.", multiprocess_mode="livemax"
+        ),
+        leader_epoch=Gauge(
+            "pg_scheduler_leader_epoch", "The epoch of this pod's last term.", multiprocess_mode="livemax"
+        ),
+        leader_elections=Counter("pg_scheduler_leader_elections", "Times this pod (process) won leadership."),
+        workers=Gauge(
+            "pg_scheduler_workers", "Live worker processes (worker loops) here.", multiprocess_mode="livesum"
+        ),
+        worker_restarts=Counter("pg_scheduler_worker_restarts", "Worker processes replaced after they died."),
+        orphans_rescued=Counter("pg_scheduler_orphans_rescued", "Jobs of lost workers run again or failed."),
+        vacuumed_jobs=Counter("pg_scheduler_vacuumed_jobs", "Finished jobs deleted by vacuum.", ["state"]),
         db_errors=Counter("pg_scheduler_db_errors", "Database calls that failed."),
     )
 
@@ -236,19 +278,24 @@ class ClusterCollector:
             return
         from prometheus_client.core import GaugeMetricFamily
 
-        jobs = GaugeMetricFamily("pg_scheduler_jobs", "Jobs by state, in the whole cluster "
-                                 "(exported by the leader only).", labels=["state"])
+        jobs = GaugeMetricFamily(
+            "pg_scheduler_jobs",
+            "Jobs by state, in the whole cluster (exported by the leader only).",
+            labels=["state"],
+        )
         for state, count in sorted(sample["jobs"].items()):
             jobs.add_metric([state], count)
         yield jobs
         yield GaugeMetricFamily(
             "pg_scheduler_oldest_due_job_age_seconds",
             "How long the oldest due pending job has waited (0: none due; leader only).",
-            value=sample["oldest_due_age"])
+            value=sample["oldest_due_age"],
+        )
         yield GaugeMetricFamily(
             "pg_scheduler_oldest_worker_heartbeat_age_seconds",
             "Heartbeat age of the live worker that beat longest ago (leader only).",
-            value=sample["oldest_heartbeat_age"])
+            value=sample["oldest_heartbeat_age"],
+        )
 
 
 cluster_collector = ClusterCollector()
@@ -302,7 +349,8 @@ def use_cached_pid_store() -> bool:
     import prometheus_client.values as values
 
     values.ValueClass = values.MultiProcessValue(  # type: ignore[no-untyped-call]
-        process_identifier=_cached_pid)
+        process_identifier=_cached_pid
+    )
     return True
 
 
@@ -319,8 +367,7 @@ def multiprocess_registry() -> CollectorRegistry:
         file holds no sample yet: skip it."""
 
         def collect(self) -> Any:
-            files = [f for f in glob.glob(os.path.join(self._path, "*.db"))
-                     if os.path.getsize(f) > 0]
+            files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if os.path.getsize(f) > 0]
             return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
 
     registry = CollectorRegistry()

@@ -228,10 +228,12 @@ def check_schedule(
     # "both" and "Either": 0.2.3's words, which programs and tests match on.
     if every is not None and cron is not None:
         raise InvalidScheduleError(
-            "every= and cron= were both given: a periodic schedule needs exactly one of them")
+            "every= and cron= were both given: a periodic schedule needs exactly one of them"
+        )
     if every is None and cron is None:
         raise InvalidScheduleError(
-            "Either every= or cron= is needed: a periodic schedule needs exactly one of them")
+            "Either every= or cron= is needed: a periodic schedule needs exactly one of them"
+        )
     tz_name: str | None = None
     if timezone is not None:
         if cron is None:
@@ -255,10 +257,12 @@ OVERLAP_POLICIES = ("allow", "skip", "queue")
 def _check_policies(misfire: str, catch_up: timedelta | None, overlap: str) -> None:
     if misfire not in MISFIRE_POLICIES:
         raise InvalidScheduleError(
-            f"misfire must be one of {', '.join(map(repr, MISFIRE_POLICIES))}, got {misfire!r}")
+            f"misfire must be one of {', '.join(map(repr, MISFIRE_POLICIES))}, got {misfire!r}"
+        )
     if overlap not in OVERLAP_POLICIES:
         raise InvalidScheduleError(
-            f"overlap must be one of {', '.join(map(repr, OVERLAP_POLICIES))}, got {overlap!r}")
+            f"overlap must be one of {', '.join(map(repr, OVERLAP_POLICIES))}, got {overlap!r}"
+        )
     if catch_up is not None:
         if misfire != "all":
             raise InvalidScheduleError('catch_up= applies to misfire="all" only')
@@ -301,8 +305,13 @@ class PeriodicJobInfo:
     @property
     def trigger(self) -> Trigger:
         """The schedule in force, with its DST policies."""
-        return trigger_for(self.interval.total_seconds() if self.interval else None, self.cron,
-                           self.timezone_name, self.on_dst_gap, self.on_dst_fold)
+        return trigger_for(
+            self.interval.total_seconds() if self.interval else None,
+            self.cron,
+            self.timezone_name,
+            self.on_dst_gap,
+            self.on_dst_fold,
+        )
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
@@ -344,27 +353,49 @@ class PeriodicJobInfo:
 def info_from_definition(d: PeriodicDefinition) -> PeriodicJobInfo:
     """The local view of a definition before the database has told us its state."""
     return PeriodicJobInfo(
-        dedup_key=d.dedup_key, job_name=d.job_name, task_name=d.task_name, interval=d.interval,
-        cron=d.cron, timezone_name=d.timezone, priority=d.priority, max_retries=d.max_retries,
-        use_advisory_lock=d.use_advisory_lock, enabled=d.enabled, next_run=None, func=d.func,
-        on_dst_gap=d.on_dst_gap, on_dst_fold=d.on_dst_fold, misfire=d.misfire,
-        catch_up=d.catch_up, overlap=d.overlap,
+        dedup_key=d.dedup_key,
+        job_name=d.job_name,
+        task_name=d.task_name,
+        interval=d.interval,
+        cron=d.cron,
+        timezone_name=d.timezone,
+        priority=d.priority,
+        max_retries=d.max_retries,
+        use_advisory_lock=d.use_advisory_lock,
+        enabled=d.enabled,
+        next_run=None,
+        func=d.func,
+        on_dst_gap=d.on_dst_gap,
+        on_dst_fold=d.on_dst_fold,
+        misfire=d.misfire,
+        catch_up=d.catch_up,
+        overlap=d.overlap,
     )
 
 
 def info_from_row(row: Mapping[str, Any], func: Callable[..., Any] | None = None) -> PeriodicJobInfo:
     """A periodic job as ``scheduler_periodic`` holds it (the schedule in force)."""
     return PeriodicJobInfo(
-        dedup_key=row["dedup_key"], job_name=row["job_name"], task_name=row["task_name"],
+        dedup_key=row["dedup_key"],
+        job_name=row["job_name"],
+        task_name=row["task_name"],
         interval=timedelta(seconds=row["every_seconds"]) if row["every_seconds"] else None,
-        cron=row["cron"], timezone_name=row["timezone"],
-        priority=JobPriority.from_db_value(row["priority"]), max_retries=row["max_retries"],
-        use_advisory_lock=row["use_advisory_lock"], enabled=row["enabled"],
-        next_run=row["next_run_at"], func=func,
-        on_dst_gap=row["on_dst_gap"], on_dst_fold=row["on_dst_fold"], misfire=row["misfire"],
-        catch_up=(timedelta(seconds=row["catch_up_seconds"])
-                  if row["catch_up_seconds"] is not None else None),
-        overlap=row["overlap"], overridden=row["overridden_at"] is not None,
+        cron=row["cron"],
+        timezone_name=row["timezone"],
+        priority=JobPriority.from_db_value(row["priority"]),
+        max_retries=row["max_retries"],
+        use_advisory_lock=row["use_advisory_lock"],
+        enabled=row["enabled"],
+        next_run=row["next_run_at"],
+        func=func,
+        on_dst_gap=row["on_dst_gap"],
+        on_dst_fold=row["on_dst_fold"],
+        misfire=row["misfire"],
+        catch_up=(
+            timedelta(seconds=row["catch_up_seconds"]) if row["catch_up_seconds"] is not None else None
+        ),
+        overlap=row["overlap"],
+        overridden=row["overridden_at"] is not None,
     )
 
 
@@ -388,10 +419,20 @@ async def publish(conn: asyncpg.Connection, definitions: Sequence[PeriodicDefini
         async with conn.transaction():
             await conn.execute(queries.PERIODIC_LOCK, d.dedup_key)
             await queries.periodic_upsert(
-                conn, dedup_key=d.dedup_key, task_name=d.task_name, job_name=d.job_name,
-                every_seconds=d.every_seconds, cron=d.cron, timezone=d.timezone,
-                priority=d.priority.db_value, max_retries=d.max_retries,
-                use_advisory_lock=d.use_advisory_lock, enabled=d.enabled, on_dst_gap=d.on_dst_gap,
-                on_dst_fold=d.on_dst_fold, misfire=d.misfire, catch_up_seconds=d.catch_up_seconds,
+                conn,
+                dedup_key=d.dedup_key,
+                task_name=d.task_name,
+                job_name=d.job_name,
+                every_seconds=d.every_seconds,
+                cron=d.cron,
+                timezone=d.timezone,
+                priority=d.priority.db_value,
+                max_retries=d.max_retries,
+                use_advisory_lock=d.use_advisory_lock,
+                enabled=d.enabled,
+                on_dst_gap=d.on_dst_gap,
+                on_dst_fold=d.on_dst_fold,
+                misfire=d.misfire,
+                catch_up_seconds=d.catch_up_seconds,
                 overlap=d.overlap,
             )

@@ -31,15 +31,15 @@ _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 def encode_task_data(args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> str:
     """Return the ``task_data`` JSON text, or raise before anything is written."""
     # The exact-type checks are the fast path; the ABC checks (slow) only run for other types.
-    if type(args) not in (tuple, list) and (
-        isinstance(args, (str, bytes)) or not isinstance(args, Sequence)
-    ):
+    if type(args) not in (tuple, list) and (isinstance(args, (str, bytes)) or not isinstance(args, Sequence)):
         raise SerializationError(f"args must be a tuple or list, not {type(args).__name__}")
     if kwargs is not None and type(kwargs) is not dict and not isinstance(kwargs, Mapping):
         raise SerializationError(f"kwargs must be a dict, not {type(kwargs).__name__}")
     # Both encoders write a tuple as an array: only other sequences and mappings are copied.
-    payload = {"args": args if type(args) in (tuple, list) else list(args),
-               "kwargs": kwargs if type(kwargs) is dict else dict(kwargs) if kwargs else {}}
+    payload = {
+        "args": args if type(args) in (tuple, list) else list(args),
+        "kwargs": kwargs if type(kwargs) is dict else dict(kwargs) if kwargs else {},
+    }
     try:
         # Without a ``default``, orjson raises (a TypeError) for everything it refuses.
         fast = orjson.dumps(payload, option=_ORJSON_OPTIONS)
@@ -53,8 +53,9 @@ def encode_task_data(args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> s
         raise SerializationError(f"job arguments must be JSON-serialisable: {exc}") from exc
 
 
-_ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-                   | orjson.OPT_PASSTHROUGH_SUBCLASS)
+_ORJSON_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 def decode_task_data(raw: str | bytes | Mapping[str, Any] | None) -> tuple[list[Any], dict[str, Any]]:

@@ -101,8 +101,7 @@ class PeriodicService:
                 except Exception as exc:
                     metrics().db_errors.inc()
                     if self.last_error is None:  # the traceback once per outage, then one line
-                        log.exception("%s: pass failed; next pass in %.1fs", self.name,
-                                      self.interval_seconds)
+                        log.exception("%s: pass failed; next pass in %.1fs", self.name, self.interval_seconds)
                     else:
                         log.warning("%s: pass failed again: %r", self.name, exc)
                     self.last_error = exc

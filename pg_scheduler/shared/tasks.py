@@ -69,9 +69,7 @@ class TaskRegistry:
         self._tasks: dict[str, Task] = {}
         self._lock = threading.Lock()
 
-    def register(
-        self, func: Callable[..., Any], name: str | None = None, *, explicit: bool = True
-    ) -> Task:
+    def register(self, func: Callable[..., Any], name: str | None = None, *, explicit: bool = True) -> Task:
         ensure_coroutine_function(func)
         task_name = name or getattr(func, _TASK_ATTR, None) or default_task_name(func)
         if not isinstance(task_name, str) or not task_name.strip():
@@ -90,8 +88,7 @@ class TaskRegistry:
                         f"{default_task_name(existing.func)}; give one of them another name "
                         f"(@job(name=...))"
                     )
-                log.debug("task %s defined again: the latest definition replaces the earlier one",
-                          task_name)
+                log.debug("task %s defined again: the latest definition replaces the earlier one", task_name)
                 explicit = explicit or existing.explicit
             task = Task(task_name, func, explicit)
             self._tasks[task_name] = task

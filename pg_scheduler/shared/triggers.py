@@ -61,8 +61,7 @@ _ALLOWED = {
     "hour": f"0-23, {_SYNTAX}",
     "day-of-month": f"1-31, L (last day), LW (last weekday), {_SYNTAX}",
     "month": f"1-12 or JAN-DEC, {_SYNTAX}",
-    "day-of-week": f"0-7 or SUN-SAT (0 and 7 are Sunday), MON#2 (2nd Monday), 5L (last Friday), "
-                   f"{_SYNTAX}",
+    "day-of-week": f"0-7 or SUN-SAT (0 and 7 are Sunday), MON#2 (2nd Monday), 5L (last Friday), {_SYNTAX}",
 }
 _REFERENCE = datetime(2000, 1, 1)  # a fixed start for "does this expression ever fire?"
 
@@ -184,8 +183,7 @@ class CronTrigger:
             )
         if self.on_dst_fold not in DST_FOLD_POLICIES:
             raise InvalidScheduleError(
-                f"on_dst_fold must be one of {', '.join(DST_FOLD_POLICIES)}, "
-                f"not {self.on_dst_fold!r}"
+                f"on_dst_fold must be one of {', '.join(DST_FOLD_POLICIES)}, not {self.on_dst_fold!r}"
             )
         if not isinstance(self.expression, str):
             raise InvalidScheduleError(
@@ -236,8 +234,10 @@ class CronTrigger:
                     # pass) or of a gap (on_dst_gap="skip") has nothing either: go to its end.
                     early, late = min(first, second), max(first, second)
                     change = self._transition(early, late)
-                    start = max(self._wall(change, self._offset(early)),
-                                self._wall(change, self._offset(change))) - _TICK
+                    start = (
+                        max(self._wall(change, self._offset(early)), self._wall(change, self._offset(change)))
+                        - _TICK
+                    )
                     break
             else:
                 raise InvalidScheduleError(
@@ -261,8 +261,7 @@ class CronTrigger:
         old, new = self._offset(day_before), self._offset(after)
         if old >= new:
             return None
-        change = self._transition(day_before.replace(microsecond=0),
-                                  after.replace(microsecond=0) + _SECOND)
+        change = self._transition(day_before.replace(microsecond=0), after.replace(microsecond=0) + _SECOND)
         if after >= change + (new - old):
             return None
         wall = self._next_wall(self._wall(after, old))

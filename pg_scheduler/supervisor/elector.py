@@ -158,9 +158,7 @@ class Elector:
             conn = self._conn
             if conn is None or conn.is_closed():
                 raise ConnectionError("lock session is gone")
-            ok = await conn.fetchval(
-                queries.LEADER_CHECK, *LEADER_LOCK, term.epoch, timeout=min(left, 5.0)
-            )
+            ok = await conn.fetchval(queries.LEADER_CHECK, *LEADER_LOCK, term.epoch, timeout=min(left, 5.0))
         except (TimeoutError, Exception) as exc:
             await self._step_down(resign=False, reason=f"check failed: {exc!r}")
             return False

@@ -67,10 +67,14 @@ class DatabaseProbe:
                 # Its own deadline on acquiring too: a pool busy with leader work is not a
                 # database that does not answer, but a probe must not wait for it forever.
                 async with self._pool.acquire(timeout=PROBE_TIMEOUT_SECONDS) as conn:
-                    self.workers_registered = int(await conn.fetchval(
-                        queries.WORKER_COUNT_LIVE, self.supervisor_id,
-                        self.stale_seconds, timeout=PROBE_TIMEOUT_SECONDS,
-                    ))
+                    self.workers_registered = int(
+                        await conn.fetchval(
+                            queries.WORKER_COUNT_LIVE,
+                            self.supervisor_id,
+                            self.stale_seconds,
+                            timeout=PROBE_TIMEOUT_SECONDS,
+                        )
+                    )
                 self.last_ok = time.monotonic()
                 if self._failing:
                     log.info("supervisor: the database answers again")
@@ -79,8 +83,9 @@ class DatabaseProbe:
                 raise
             except Exception as exc:
                 if not self._failing:  # once per outage, not every second
-                    log.warning("supervisor: the database does not answer (%r): /readyz is "
-                                "unready until it does", exc)
+                    log.warning(
+                        "supervisor: the database does not answer (%r): /readyz is unready until it does", exc
+                    )
                     self._failing = True
             await asyncio.sleep(PROBE_INTERVAL_SECONDS)
 
@@ -114,8 +119,9 @@ class Endpoints:
     async def start(self) -> None:
         """Listen on ``host`` (None: every interface) and ``port``."""
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        log.info("supervisor: serving /metrics, /healthz and /readyz on %s:%s",
-                 self.host or "*", self.bound_port)
+        log.info(
+            "supervisor: serving /metrics, /healthz and /readyz on %s:%s", self.host or "*", self.bound_port
+        )
 
     async def stop(self) -> None:
         """Stop listening; waits up to 2 s for the server to close."""
@@ -131,8 +137,13 @@ class Endpoints:
             async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
                 head = await reader.readuntil(b"\r\n\r\n")
             method, path = _request_line(head)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
-                ConnectionError, ValueError):
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            TimeoutError,
+            ConnectionError,
+            ValueError,
+        ):
             status, content_type, body = 400, "text/plain", b"bad request\n"
         else:
             try:
@@ -146,7 +157,8 @@ class Endpoints:
                 writer.write(
                     f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\nContent-Type: "
                     f"{content_type}\r\nContent-Length: {len(body)}\r\nConnection: close"
-                    f"\r\n\r\n".encode() + (body if method != "HEAD" else b"")
+                    f"\r\n\r\n".encode()
+                    + (body if method != "HEAD" else b"")
                 )
                 await writer.drain()
         except (ConnectionError, TimeoutError):
@@ -173,8 +185,14 @@ class Endpoints:
         return 404, "text/plain", b"not found: try /metrics, /healthz or /readyz\n"
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def _request_line(head: bytes) -> tuple[str, str]:

@@ -38,16 +38,19 @@ class LeaderServices:
         """Periodic registrar, orphan rescuer and (if enabled) vacuum, all writing through
         ``fence``."""
         registrar = PeriodicRegistrar(
-            fence, interval_seconds=config.periodic_interval_seconds,
+            fence,
+            interval_seconds=config.periodic_interval_seconds,
             misfire_grace_time=config.misfire_grace_time,
         )
         rescuer = OrphanRescuer(
-            fence, interval_seconds=config.rescue_interval_seconds,
+            fence,
+            interval_seconds=config.rescue_interval_seconds,
             worker_stale_seconds=config.worker_stale_seconds,
         )
         vacuum = Vacuum(fence, config.vacuum_config) if config.vacuum_enabled else None
-        sampler = QueueSampler(fence, interval_seconds=SAMPLE_INTERVAL_SECONDS,
-                               worker_stale_seconds=config.worker_stale_seconds)
+        sampler = QueueSampler(
+            fence, interval_seconds=SAMPLE_INTERVAL_SECONDS, worker_stale_seconds=config.worker_stale_seconds
+        )
         group = cls([s for s in (registrar, rescuer, vacuum, sampler) if s is not None])
         group.periodic_registrar, group.orphan_rescuer, group.vacuum = registrar, rescuer, vacuum
         return group
@@ -60,8 +63,9 @@ class LeaderServices:
         m.is_leader.set(1)
         m.leader_epoch.set(term.epoch)
         m.leader_elections.inc()
-        log.info("leader services started for epoch %s: %s", term.epoch,
-                 ", ".join(s.name for s in self.services))
+        log.info(
+            "leader services started for epoch %s: %s", term.epoch, ", ".join(s.name for s in self.services)
+        )
 
     async def on_deposed(self) -> None:
         """Elector callback on losing: zero the leader gauge and stop the services if they run."""

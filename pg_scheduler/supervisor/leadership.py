@@ -41,7 +41,9 @@ class Leadership:
         fence = Fence(pool, lambda: elector.term if elector else None)
         services = LeaderServices.for_config(fence, config)
         elector = Elector(
-            connect_args, connect_kwargs, node_id=node_id,
+            connect_args,
+            connect_kwargs,
+            node_id=node_id,
             ttl_seconds=config.leader_ttl_seconds,
             elect_interval_seconds=config.elect_interval_seconds,
             on_elected=services.on_elected,

@@ -136,14 +136,17 @@ class WorkerPool:
         self._signal_all(signal.SIGTERM)
         alive = [s for s in self._slots if s.process is not None and s.process.is_alive()]
         if alive:
-            log.info("supervisor: waiting up to %.1fs for %d worker(s) to drain", timeout,
-                     len(alive))
+            log.info("supervisor: waiting up to %.1fs for %d worker(s) to drain", timeout, len(alive))
             await self._wait_exited(alive, timeout)
         stuck = [s for s in alive if s.process is not None and s.process.is_alive()]
         for slot in stuck:
             assert slot.process is not None
-            log.error("supervisor: worker %s (pid %s) did not stop in %.1fs: killing it",
-                      slot.worker_id, slot.process.pid, timeout)
+            log.error(
+                "supervisor: worker %s (pid %s) did not stop in %.1fs: killing it",
+                slot.worker_id,
+                slot.process.pid,
+                timeout,
+            )
             slot.killed_at_shutdown = True
             with contextlib.suppress(ProcessLookupError):
                 slot.process.kill()
@@ -169,8 +172,10 @@ class WorkerPool:
     def _spawn(self, slot: Slot) -> None:
         worker_id = f"{socket.gethostname()}:{os.getpid()}:w{slot.index}:{uuid.uuid4().hex[:6]}"
         process = self._ctx.Process(
-            target=self._target, args=(self._spec_for(slot.index, worker_id, self.supervisor_id),),
-            name=f"pg_scheduler-worker-{slot.index}", daemon=False,
+            target=self._target,
+            args=(self._spec_for(slot.index, worker_id, self.supervisor_id),),
+            name=f"pg_scheduler-worker-{slot.index}",
+            daemon=False,
         )
         process.start()
         slot.process, slot.worker_id, slot.started_at = process, worker_id, time.monotonic()
@@ -198,29 +203,29 @@ class WorkerPool:
         if self._stopping and code == 0:
             log.info("supervisor: worker %s stopped", worker_id)
         else:
-            log.warning("supervisor: worker %s (pid %s) died after %.1fs: %s", worker_id,
-                        process.pid, lived, how)
+            log.warning(
+                "supervisor: worker %s (pid %s) died after %.1fs: %s", worker_id, process.pid, lived, how
+            )
         assert worker_id is not None
         # Killed by us at the end of shutdown, or by the stop signals we sent: its jobs are
         # handed back like a drained worker's, not counted as a crash (no lost attempt at
         # shutdown). Any other death counts, during shutdown too.
         stop_signals = (-signal.SIGTERM, -signal.SIGUSR1)
-        crashed = code != 0 and not slot.killed_at_shutdown and not (
-            self._stopping and code in stop_signals
-        )
+        crashed = code != 0 and not slot.killed_at_shutdown and not (self._stopping and code in stop_signals)
         self._in_background(self._released(worker_id, crashed, how))
         if self._stopping:
             return
         slot.quick_deaths = slot.quick_deaths + 1 if lived < HEALTHY_AFTER_SECONDS else 1
-        delay = 0.0 if slot.quick_deaths <= 1 else min(
-            RESTART_DELAY_SECONDS * 2 ** (slot.quick_deaths - 2), RESTART_MAX_DELAY_SECONDS
+        delay = (
+            0.0
+            if slot.quick_deaths <= 1
+            else min(RESTART_DELAY_SECONDS * 2 ** (slot.quick_deaths - 2), RESTART_MAX_DELAY_SECONDS)
         )
         slot.restart = self._in_background(self._replace(slot, delay))
 
     async def _replace(self, slot: Slot, delay: float) -> None:
         if delay:
-            log.warning("supervisor: worker slot %d keeps dying; replacing it in %.1fs",
-                        slot.index, delay)
+            log.warning("supervisor: worker slot %d keeps dying; replacing it in %.1fs", slot.index, delay)
             await asyncio.sleep(delay)
         if self._stopping:
             return
@@ -244,22 +249,36 @@ class WorkerPool:
                 break
             except Exception as exc:
                 if delay is None:
-                    log.error("supervisor: could not release the jobs of worker %s (%r); the "
-                              "leader re-runs them when their leases expire", worker_id, exc)
+                    log.error(
+                        "supervisor: could not release the jobs of worker %s (%r); the "
+                        "leader re-runs them when their leases expire",
+                        worker_id,
+                        exc,
+                    )
                     return
                 await asyncio.sleep(delay)
         if crashed and rows:
             metrics().orphans_rescued.inc(len(rows))
         for r in rows:
             if not crashed:
-                log.warning("supervisor: handed back job %s of stopped worker %s", r["job_id"],
-                            worker_id)
+                log.warning("supervisor: handed back job %s of stopped worker %s", r["job_id"], worker_id)
             elif r["status"] == "pending":
-                log.warning("supervisor: job %s (%s) was running on worker %s, which died (%s): "
-                            "it runs again now", r["job_id"], r["job_name"], worker_id, how)
+                log.warning(
+                    "supervisor: job %s (%s) was running on worker %s, which died (%s): it runs again now",
+                    r["job_id"],
+                    r["job_name"],
+                    worker_id,
+                    how,
+                )
             else:
-                log.error("supervisor: job %s (%s) was running on worker %s, which died (%s): "
-                          "no retries left, failed", r["job_id"], r["job_name"], worker_id, how)
+                log.error(
+                    "supervisor: job %s (%s) was running on worker %s, which died (%s): "
+                    "no retries left, failed",
+                    r["job_id"],
+                    r["job_name"],
+                    worker_id,
+                    how,
+                )
 
     def _in_background(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

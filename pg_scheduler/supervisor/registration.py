@@ -36,16 +36,27 @@ class Registration(PeriodicService):
     async def run_once(self) -> None:
         """Insert the supervisor's row, or touch its heartbeat if it is there."""
         await self._pool.execute(
-            queries.WORKER_REGISTER, self.process_id, "supervisor", socket.gethostname(),
-            os.getpid(), [], None, timeout=self.interval_seconds,
+            queries.WORKER_REGISTER,
+            self.process_id,
+            "supervisor",
+            socket.gethostname(),
+            os.getpid(),
+            [],
+            None,
+            timeout=self.interval_seconds,
         )
 
     async def deregister(self) -> None:
         """Stop the service and delete the row; on failure log it (the leader prunes the row)."""
         await self.stop()
         try:
-            await self._pool.execute(queries.WORKER_DEREGISTER, self.process_id,
-                                     timeout=DEREGISTER_TIMEOUT_SECONDS)
+            await self._pool.execute(
+                queries.WORKER_DEREGISTER, self.process_id, timeout=DEREGISTER_TIMEOUT_SECONDS
+            )
         except Exception as exc:
-            log.warning("supervisor: could not deregister %s (%r); the leader prunes it when its "
-                        "heartbeat goes stale", self.process_id, exc)
+            log.warning(
+                "supervisor: could not deregister %s (%r); the leader prunes it when its "
+                "heartbeat goes stale",
+                self.process_id,
+                exc,
+            )

@@ -110,8 +110,12 @@ class Supervisor:
         try:
             await self._start()
             if not self._stop.is_set():
-                log.info("supervisor %s: running %d worker(s) x %d slot(s); leader election on",
-                         self.supervisor_id, self.workers, self.config.max_concurrent_jobs)
+                log.info(
+                    "supervisor %s: running %d worker(s) x %d slot(s); leader election on",
+                    self.supervisor_id,
+                    self.workers,
+                    self.config.max_concurrent_jobs,
+                )
             await self._stop.wait()
         finally:
             await self._shutdown()
@@ -127,8 +131,10 @@ class Supervisor:
                 if self.pool is not None:
                     self.pool.hurry()
             return
-        log.info("supervisor: stopping: draining for up to %.1fs (signal again to stop at once)",
-                 self.config.shutdown_timeout_seconds)
+        log.info(
+            "supervisor: stopping: draining for up to %.1fs (signal again to stop at once)",
+            self.config.shutdown_timeout_seconds,
+        )
         if self.pool is not None:
             self.pool.begin_stop()
         self._stop.set()
@@ -136,12 +142,17 @@ class Supervisor:
     async def _start(self) -> None:
         if self.metrics_port is not None:
             self.endpoints = Endpoints(
-                self.metrics_host, self.metrics_port,
-                metrics_text=lambda: exposition(self._registry), readiness=self.readiness,
+                self.metrics_host,
+                self.metrics_port,
+                metrics_text=lambda: exposition(self._registry),
+                readiness=self.readiness,
             )
             await self.endpoints.start()
         self._db = await create_pool_waiting(
-            self.dsn, max_size=POOL_SIZE, stop=self._stop, who="supervisor",
+            self.dsn,
+            max_size=POOL_SIZE,
+            stop=self._stop,
+            who="supervisor",
             wait_seconds=self.wait_for_database_seconds,
         )
         if self._db is None:
@@ -153,12 +164,16 @@ class Supervisor:
             await publish_periodic(conn, definitions)
         if self.session_dsn != self.dsn:
             await self._check_session_dsn()
-        self._probe = DatabaseProbe(self._db, supervisor_id=self.supervisor_id,
-                                    stale_seconds=self.config.worker_stale_seconds)
+        self._probe = DatabaseProbe(
+            self._db, supervisor_id=self.supervisor_id, stale_seconds=self.config.worker_stale_seconds
+        )
         await self._probe.start()
         if definitions:
-            log.info("supervisor: published %d periodic definition(s): %s", len(definitions),
-                     ", ".join(sorted(d.dedup_key for d in definitions)))
+            log.info(
+                "supervisor: published %d periodic definition(s): %s",
+                len(definitions),
+                ", ".join(sorted(d.dedup_key for d in definitions)),
+            )
         self._registration = Registration(
             self._db, process_id=self.supervisor_id, interval_seconds=self.config.heartbeat_seconds
         )
@@ -172,7 +187,10 @@ class Supervisor:
         if self._stop.is_set():
             return
         self.pool = WorkerPool(
-            self._db, size=self.workers, target=self._worker_target, spec_for=self._spec_for,
+            self._db,
+            size=self.workers,
+            target=self._worker_target,
+            spec_for=self._spec_for,
             supervisor_id=self.supervisor_id,
         )
         await self.pool.start()

@@ -54,9 +54,7 @@ class ClaimedJob:
     @property
     def one_at_a_time(self) -> bool:
         """Runs of this job must not overlap: 0.1's use_advisory_lock, or overlap skip/queue."""
-        return bool(self.dedup_key) and (
-            self.use_advisory_lock or self.overlap in ("skip", "queue")
-        )
+        return bool(self.dedup_key) and (self.use_advisory_lock or self.overlap in ("skip", "queue"))
 
 
 class Claimer:
@@ -87,8 +85,7 @@ class Claimer:
         """Seconds until the next pending job of these names is due (<= 0: due now), or None."""
         if not names:
             return None
-        value = await self._pool.fetchval(fresh(queries.JOB_GET_NEXT_DUE), list(names),
-                                         timeout=self.timeout)
+        value = await self._pool.fetchval(fresh(queries.JOB_GET_NEXT_DUE), list(names), timeout=self.timeout)
         return None if value is None else float(value)
 
     async def claim(self, names: Sequence[str], limit: int) -> list[ClaimedJob]:
@@ -97,23 +94,38 @@ class Claimer:
             return []
         sent = time.monotonic()
         rows = await self._pool.fetch(
-            fresh(queries.job_claim_sql(limit)), list(names), limit, self.worker_id, self.lease_seconds,
-            self.misfire_tolerance_seconds, timeout=self.timeout,
+            fresh(queries.job_claim_sql(limit)),
+            list(names),
+            limit,
+            self.worker_id,
+            self.lease_seconds,
+            self.misfire_tolerance_seconds,
+            timeout=self.timeout,
         )
         return _in_priority_order(rows, sent)
 
     async def complete_and_claim(
-        self, job_ids: list[str], attempts: list[int], names: Sequence[str], limit: int,
+        self,
+        job_ids: list[str],
+        attempts: list[int],
+        names: Sequence[str],
+        limit: int,
     ) -> tuple[set[tuple[str, int]], list[ClaimedJob]]:
         """Write completions (fenced as JOB_COMPLETE_MANY) and claim up to ``limit`` jobs in one
         statement; returns the completions that landed and the jobs claimed, in priority
         order."""
         sent = time.monotonic()
         rows = await queries.job_complete_and_claim(
-            self._busy, worker_id=self.worker_id, job_ids=job_ids, attempts=attempts,
-            names=list(names), limit=limit, lease_seconds=self.lease_seconds,
+            self._busy,
+            worker_id=self.worker_id,
+            job_ids=job_ids,
+            attempts=attempts,
+            names=list(names),
+            limit=limit,
+            lease_seconds=self.lease_seconds,
             misfire_tolerance_seconds=self.misfire_tolerance_seconds,
-            plan_generation=generation(), timeout=self.timeout,
+            plan_generation=generation(),
+            timeout=self.timeout,
         )
         done = set(zip(job_ids, attempts, strict=True))
         claimed = []

@@ -31,7 +31,11 @@ class Completer:
     """Queues a worker's completions; writes each group that gathers in one fenced statement."""
 
     def __init__(
-        self, pool: asyncpg.Pool, worker_id: str, *, timeout: float = 10.0,
+        self,
+        pool: asyncpg.Pool,
+        worker_id: str,
+        *,
+        timeout: float = 10.0,
         write: Write | None = None,
     ) -> None:
         self._pool = pool
@@ -78,7 +82,10 @@ class Completer:
     async def write_alone(self, job_ids: list[str], attempts: list[int]) -> set[tuple[str, int]]:
         """Write fenced completions, no claim; returns the ``(job_id, attempt)`` that landed."""
         rows = await self._pool.fetch(
-            fresh(queries.JOB_COMPLETE_MANY), self.worker_id, job_ids, attempts,
+            fresh(queries.JOB_COMPLETE_MANY),
+            self.worker_id,
+            job_ids,
+            attempts,
             timeout=self.timeout,
         )
         return {(r["job_id"], r["attempt"]) for r in rows}

@@ -29,8 +29,7 @@ def resolve(kind: str) -> str:
     if kind == "auto":
         return "uvloop" if uvloop_installed() else "asyncio"
     if kind == "uvloop" and not uvloop_installed():
-        raise ValueError("event loop 'uvloop' is not installed: pip install uvloop, or choose "
-                         "'asyncio'")
+        raise ValueError("event loop 'uvloop' is not installed: pip install uvloop, or choose 'asyncio'")
     return kind
 
 

@@ -119,8 +119,7 @@ class Executor:
                 await self._wake_held_back(job)
                 return Outcome.CANCELLED
             if reason is StopReason.LEASE_LOST:
-                log.warning("executor: %s stopped: its lease was lost (attempt %s)",
-                            job.job_id, job.attempt)
+                log.warning("executor: %s stopped: its lease was lost (attempt %s)", job.job_id, job.attempt)
                 return Outcome.LEASE_LOST
             raise
         except _TimedOut:
@@ -137,8 +136,7 @@ class Executor:
                 return await self._skip(job)
             # Another run holds the lock: look again later, backing off so that a long
             # exclusive run does not make its next window spin through claims.
-            delay = min(EXCLUSIVE_RETRY_SECONDS * 2 ** min(job.attempt - 1, 6),
-                        EXCLUSIVE_RETRY_MAX_SECONDS)
+            delay = min(EXCLUSIVE_RETRY_SECONDS * 2 ** min(job.attempt - 1, 6), EXCLUSIVE_RETRY_MAX_SECONDS)
             await self._release(job, "exclusive lock busy", delay)
             return Outcome.DEFERRED
         return await self._complete(job)
@@ -165,8 +163,12 @@ class Executor:
 
     def _context(self, job: ClaimedJob) -> JobContext:
         return JobContext(
-            job_id=job.job_id, job_name=job.job_name, attempt=job.attempt,
-            retry_count=job.retry_count, max_retries=job.max_retries, worker_id=self.worker_id,
+            job_id=job.job_id,
+            job_name=job.job_name,
+            attempt=job.attempt,
+            retry_count=job.retry_count,
+            max_retries=job.max_retries,
+            worker_id=self.worker_id,
             dedup_key=job.dedup_key,
         )
 
@@ -200,8 +202,9 @@ class Executor:
         if held_back:
             await self._wake_held_back(job)
         if not landed:
-            log.warning("executor: completion of %s (attempt %s) refused: lease lost",
-                        job.job_id, job.attempt)
+            log.warning(
+                "executor: completion of %s (attempt %s) refused: lease lost", job.job_id, job.attempt
+            )
             return Outcome.LEASE_LOST
         return Outcome.COMPLETED
 
@@ -209,38 +212,58 @@ class Executor:
         await self._settle_overlap(job)
         row = await self._write(
             lambda: queries.job_fail(
-                self._pool, job_id=job.job_id, worker_id=self.worker_id, attempt=job.attempt,
+                self._pool,
+                job_id=job.job_id,
+                worker_id=self.worker_id,
+                attempt=job.attempt,
                 retry_delay_seconds=self.retry_delay_seconds,
                 retry_max_delay_seconds=self.retry_max_delay_seconds,
-                retry_jitter=self.retry_jitter, error_message=message[:ERROR_MESSAGE_LIMIT],
+                retry_jitter=self.retry_jitter,
+                error_message=message[:ERROR_MESSAGE_LIMIT],
             )
         )
         await self._wake_held_back(job)
         if row is None:
-            log.warning("executor: failure of %s (attempt %s) not recorded: lease lost",
-                        job.job_id, job.attempt)
+            log.warning(
+                "executor: failure of %s (attempt %s) not recorded: lease lost", job.job_id, job.attempt
+            )
             return Outcome.LEASE_LOST
         if row["status"] == "pending":
-            log.warning("executor: %s (%s) failed attempt %s; retry %s/%s at %s: %s",
-                        job.job_id, job.job_name, job.attempt, row["retry_count"],
-                        job.max_retries, row["execution_time"].isoformat(),
-                        message.splitlines()[0] if message else "")
+            log.warning(
+                "executor: %s (%s) failed attempt %s; retry %s/%s at %s: %s",
+                job.job_id,
+                job.job_name,
+                job.attempt,
+                row["retry_count"],
+                job.max_retries,
+                row["execution_time"].isoformat(),
+                message.splitlines()[0] if message else "",
+            )
             return Outcome.RETRIED
-        log.error("executor: %s (%s) failed after %s attempt(s): %s", job.job_id, job.job_name,
-                  job.attempt, message.splitlines()[0] if message else "")
+        log.error(
+            "executor: %s (%s) failed after %s attempt(s): %s",
+            job.job_id,
+            job.job_name,
+            job.attempt,
+            message.splitlines()[0] if message else "",
+        )
         return Outcome.FAILED
 
     async def _skip(self, job: ClaimedJob) -> Outcome:
         status = await self._write(
             lambda: self._pool.execute(
-                queries.JOB_SKIP, job.job_id, self.worker_id, job.attempt,
+                queries.JOB_SKIP,
+                job.job_id,
+                self.worker_id,
+                job.attempt,
                 "skipped (overlap=skip): another run of this job was running",
             )
         )
         if status.endswith(" 0"):
             return Outcome.LEASE_LOST
-        log.info("executor: %s skipped: another run of %s is running (overlap=skip)", job.job_id,
-                 job.dedup_key)
+        log.info(
+            "executor: %s skipped: another run of %s is running (overlap=skip)", job.job_id, job.dedup_key
+        )
         return Outcome.SKIPPED
 
     async def _settle_overlap(self, job: ClaimedJob) -> None:
@@ -253,16 +276,22 @@ class Executor:
         try:
             row = await self._write(
                 lambda: self._pool.fetchrow(
-                    queries.PERIODIC_SETTLE_OVERLAP, job.dedup_key, job.job_id,
+                    queries.PERIODIC_SETTLE_OVERLAP,
+                    job.dedup_key,
+                    job.job_id,
                 )
             )
         except Exception as exc:
-            log.warning("executor: could not settle the windows held back behind %s: %r",
-                        job.job_id, exc)
+            log.warning("executor: could not settle the windows held back behind %s: %r", job.job_id, exc)
             return
         if row is not None and row["skipped"]:
-            log.info("executor: %s window(s) of %s came while %s ran: skipped (overlap=%s)",
-                     row["skipped"], job.dedup_key, job.job_id, job.overlap)
+            log.info(
+                "executor: %s window(s) of %s came while %s ran: skipped (overlap=%s)",
+                row["skipped"],
+                job.dedup_key,
+                job.job_id,
+                job.overlap,
+            )
 
     async def _wake_held_back(self, job: ClaimedJob) -> None:
         """A run of a skip/queue job ended: the window it held back (queue) is claimable now;

@@ -81,8 +81,7 @@ class Heartbeat:
         have run elsewhere meanwhile."""
         with self._lock:
             tracked = self._tracked.get(job_id)
-        return (tracked is None or tracked[0] != attempt
-                or time.monotonic() - tracked[1] > self.lease_seconds)
+        return tracked is None or tracked[0] != attempt or time.monotonic() - tracked[1] > self.lease_seconds
 
     def untrack(self, job_id: str, attempt: int | None = None) -> None:
         """Stop renewing ``job_id``; with ``attempt``, only if that attempt is still the tracked
@@ -122,7 +121,8 @@ class Heartbeat:
                 try:
                     if conn is None or conn.is_closed():
                         conn = await connect_dedicated(
-                            self._connect_args, self._connect_kwargs,
+                            self._connect_args,
+                            self._connect_kwargs,
                             application_name=f"pg_scheduler:heartbeat:{self.worker_id}",
                             timeout=max(self.interval_seconds, 2.0),
                         )
@@ -147,11 +147,16 @@ class Heartbeat:
         status = await conn.execute(queries.WORKER_HEARTBEAT, self.worker_id, timeout=timeout)
         if status.endswith(" 0") or tasks != self._sent_tasks:
             if status.endswith(" 0"):
-                log.warning("heartbeat: %s was pruned from the registry; registering again",
-                            self.worker_id)
+                log.warning("heartbeat: %s was pruned from the registry; registering again", self.worker_id)
             await conn.execute(
-                queries.WORKER_REGISTER, self.worker_id, self.kind, socket.gethostname(),
-                os.getpid(), tasks, self.supervisor_id, timeout=timeout,
+                queries.WORKER_REGISTER,
+                self.worker_id,
+                self.kind,
+                socket.gethostname(),
+                os.getpid(),
+                tasks,
+                self.supervisor_id,
+                timeout=timeout,
             )
             self._sent_tasks = tasks
         with self._lock:
@@ -161,7 +166,11 @@ class Heartbeat:
             attempts = [snapshot[i][0] for i in ids]
             sent = time.monotonic()  # the renewed leases run from no earlier than this
             rows = await conn.fetch(
-                queries.JOB_RENEW_LEASES, self.worker_id, self.lease_seconds, ids, attempts,
+                queries.JOB_RENEW_LEASES,
+                self.worker_id,
+                self.lease_seconds,
+                ids,
+                attempts,
                 timeout=timeout,
             )
             renewed = {r["job_id"] for r in rows}

@@ -64,7 +64,8 @@ class Listener:
             try:
                 self._lost.clear()
                 conn = await connect_dedicated(
-                    self._connect_args, self._connect_kwargs,
+                    self._connect_args,
+                    self._connect_kwargs,
                     application_name=f"pg_scheduler:listen:{self.worker_id}",
                 )
                 self._conn = conn

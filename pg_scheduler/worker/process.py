@@ -132,8 +132,12 @@ def _watch_parent(finished: threading.Event, ticks: _Ticks) -> None:
             now = time.monotonic()
             if now - ticks.last > ORPHAN_STALL_SECONDS or now > deadline:
                 why = b"its event loop is blocked" if now <= deadline else b"handing back is too slow"
-                os.write(2, b"pg_scheduler worker: the supervisor is gone and " + why +
-                         b": exiting now (the leader re-runs its jobs when their leases expire)\n")
+                os.write(
+                    2,
+                    b"pg_scheduler worker: the supervisor is gone and "
+                    + why
+                    + b": exiting now (the leader re-runs its jobs when their leases expire)\n",
+                )
                 os._exit(EXIT_ORPHANED)
 
     threading.Thread(target=watch, name="pg_scheduler-parent-watch", daemon=True).start()
@@ -170,16 +174,22 @@ async def _serve(spec: WorkerSpec, ticks: _Ticks) -> int:
     try:
         # A database that is down or restarting is waited for (the pod stays up and unready);
         # a wrong DSN, password or database is not.
-        pool = await create_pool_waiting(spec.dsn, max_size=spec.pool_size, stop=stop,
-                                         who=f"worker {spec.worker_id}")
+        pool = await create_pool_waiting(
+            spec.dsn, max_size=spec.pool_size, stop=stop, who=f"worker {spec.worker_id}"
+        )
     except Exception as exc:
         log.error("worker %s: cannot connect to the database: %r", spec.worker_id, exc)
         return EXIT_STARTUP_ERROR
     if pool is None:  # told to stop while waiting
         return 0
     worker = Worker(
-        pool, registry, (spec.session_dsn or spec.dsn,), {}, spec.config,
-        worker_id=spec.worker_id, kind="worker",
+        pool,
+        registry,
+        (spec.session_dsn or spec.dsn,),
+        {},
+        spec.config,
+        worker_id=spec.worker_id,
+        kind="worker",
         supervisor_id=spec.supervisor_id,
     )
     try:
@@ -190,8 +200,12 @@ async def _serve(spec: WorkerSpec, ticks: _Ticks) -> int:
             with contextlib.suppress(Exception):
                 await worker.stop(0.0)
             return EXIT_STARTUP_ERROR
-        log.info("worker %s: claiming %d task(s) with %d slot(s)", spec.worker_id,
-                 len(registry), spec.config.max_concurrent_jobs)
+        log.info(
+            "worker %s: claiming %d task(s) with %d slot(s)",
+            spec.worker_id,
+            len(registry),
+            spec.config.max_concurrent_jobs,
+        )
         await stop.wait()
         hurried = asyncio.ensure_future(hurry.wait())
         hurried.add_done_callback(lambda _: worker.hurry())

@@ -41,8 +41,7 @@ OutcomeHook = Callable[[ClaimedJob, Outcome], None]
 QUERY_TIMEOUT_SECONDS = 10.0
 """No claim-loop or shutdown query waits longer than this on a database that stopped answering."""
 CANCEL_GRACE_SECONDS = 5.0
-RAN = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.RETRIED, Outcome.CANCELLED,
-                 Outcome.LEASE_LOST})
+RAN = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.RETRIED, Outcome.CANCELLED, Outcome.LEASE_LOST})
 """Outcomes of a run that executed the task: their duration is observed."""
 
 
@@ -81,25 +80,38 @@ class Worker:
         self.supervisor_id = supervisor_id
         self._on_outcome = on_outcome
         self._claimer = Claimer(
-            pool, worker_id=worker_id, lease_seconds=config.lease_seconds,
+            pool,
+            worker_id=worker_id,
+            lease_seconds=config.lease_seconds,
             misfire_tolerance_seconds=config.misfire_tolerance_seconds,
         )
         self._completer = Completer(pool, worker_id, write=self._complete_and_refill)
         self._executor = Executor(
-            pool, registry, worker_id=worker_id,
+            pool,
+            registry,
+            worker_id=worker_id,
             retry_delay_seconds=config.retry_delay_seconds,
             retry_max_delay_seconds=config.retry_max_delay_seconds,
-            retry_jitter=config.retry_jitter, completer=self._completer,
+            retry_jitter=config.retry_jitter,
+            completer=self._completer,
         )
         self._heartbeat = Heartbeat(
-            connect_args, connect_kwargs, worker_id=worker_id, kind=kind,
+            connect_args,
+            connect_kwargs,
+            worker_id=worker_id,
+            kind=kind,
             supervisor_id=supervisor_id,
-            lease_seconds=config.lease_seconds, interval_seconds=config.heartbeat_seconds,
-            tasks=registry.names, on_lost=self._lost_from_thread,
+            lease_seconds=config.lease_seconds,
+            interval_seconds=config.heartbeat_seconds,
+            tasks=registry.names,
+            on_lost=self._lost_from_thread,
         )
         self._listener = Listener(
-            connect_args, connect_kwargs, worker_id=worker_id,
-            on_jobs=self.wake, on_cancel=self.cancel_local,
+            connect_args,
+            connect_kwargs,
+            worker_id=worker_id,
+            on_jobs=self.wake,
+            on_cancel=self.cancel_local,
         )
         self._running: dict[str, RunningJob] = {}
         self._wake = asyncio.Event()
@@ -126,8 +138,13 @@ class Worker:
         # (which writes windows only for tasks a live worker registered) and the readiness probe
         # read; the rescuer itself goes by each job's lease.
         await self._pool.execute(
-            queries.WORKER_REGISTER, self.worker_id, self.kind, socket.gethostname(), os.getpid(),
-            self._registry.names(), self.supervisor_id,
+            queries.WORKER_REGISTER,
+            self.worker_id,
+            self.kind,
+            socket.gethostname(),
+            os.getpid(),
+            self._registry.names(),
+            self.supervisor_id,
         )
         await asyncio.to_thread(self._heartbeat.start)
         await self._listener.start()
@@ -169,8 +186,12 @@ class Worker:
                     queries.WORKER_DEREGISTER, self.worker_id, timeout=QUERY_TIMEOUT_SECONDS
                 )
             except Exception as exc:
-                log.warning("worker: %s could not deregister (%r); the leader prunes it when "
-                            "its heartbeat goes stale", self.worker_id, exc)
+                log.warning(
+                    "worker: %s could not deregister (%r); the leader prunes it when "
+                    "its heartbeat goes stale",
+                    self.worker_id,
+                    exc,
+                )
 
     def hurry(self) -> None:
         """Cut a running ``stop()`` short: stop waiting for jobs, give their leases back now."""
@@ -179,15 +200,15 @@ class Worker:
     async def _drain(self, timeout: float) -> None:
         running = [r.task for r in self._running.values() if r.task is not None]
         if running:
-            log.info("worker: %s waiting up to %.1fs for %d running job(s)", self.worker_id,
-                     timeout, len(running))
+            log.info(
+                "worker: %s waiting up to %.1fs for %d running job(s)", self.worker_id, timeout, len(running)
+            )
             # Wait for all of them, the timeout, or hurry(), whichever comes first. Cancelling
             # the waiters leaves the jobs themselves alone.
             all_done = asyncio.ensure_future(asyncio.wait(running))
             hurried = asyncio.ensure_future(self._hurry.wait())
             try:
-                await asyncio.wait([all_done, hurried], timeout=timeout,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([all_done, hurried], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 all_done.cancel()
                 hurried.cancel()
@@ -210,16 +231,29 @@ class Worker:
             return
         try:
             released = await self._pool.fetch(
-                queries.JOB_RELEASE, self.worker_id, [r.job.job_id for r in leftovers],
-                [r.job.attempt for r in leftovers], 0.0, "released at shutdown",
+                queries.JOB_RELEASE,
+                self.worker_id,
+                [r.job.job_id for r in leftovers],
+                [r.job.attempt for r in leftovers],
+                0.0,
+                "released at shutdown",
                 timeout=QUERY_TIMEOUT_SECONDS,
             )
         except Exception as exc:
-            log.error("worker: %s could not give back %d running job(s) at shutdown (%r); they "
-                      "run again when their leases expire", self.worker_id, len(leftovers), exc)
+            log.error(
+                "worker: %s could not give back %d running job(s) at shutdown (%r); they "
+                "run again when their leases expire",
+                self.worker_id,
+                len(leftovers),
+                exc,
+            )
             return
-        log.warning("worker: %s gave back %d job(s) still running at shutdown: %s",
-                    self.worker_id, len(released), [r["job_id"] for r in released])
+        log.warning(
+            "worker: %s gave back %d job(s) still running at shutdown: %s",
+            self.worker_id,
+            len(released),
+            [r["job_id"] for r in released],
+        )
 
     # ------------------------------------------------------------------ signals in
 
@@ -297,8 +331,9 @@ class Worker:
                     raise
                 except Exception as exc:
                     metrics().db_errors.inc()
-                    log.warning("worker: %s: claim failed (%r); retrying in %.1fs",
-                                self.worker_id, exc, error_delay)
+                    log.warning(
+                        "worker: %s: claim failed (%r); retrying in %.1fs", self.worker_id, exc, error_delay
+                    )
                     delay = min(delay, error_delay)
                     error_delay = min(error_delay * 2, self.config.poll_interval_seconds)
                 finally:
@@ -307,16 +342,13 @@ class Worker:
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
 
-    async def _complete_and_refill(
-        self, job_ids: list[str], attempts: list[int]
-    ) -> set[tuple[str, int]]:
+    async def _complete_and_refill(self, job_ids: list[str], attempts: list[int]) -> set[tuple[str, int]]:
         """The completer's write. A busy worker's completions free slots: the claim that fills
         them rides in the same statement (JOB_COMPLETE_AND_CLAIM) instead of following in a
         second round trip and commit. The slots of this batch count as free, since its
         completions land with the claim; runs whose completions wait for the next batch do
         not."""
-        free = (self.config.max_concurrent_jobs - len(self._running) + len(job_ids)
-                - self._promised)
+        free = self.config.max_concurrent_jobs - len(self._running) + len(job_ids) - self._promised
         names = self._registry.names()
         if self._stopping or not names or free <= 0:
             return await self._completer.write_alone(job_ids, attempts)
@@ -334,13 +366,18 @@ class Worker:
 
     def _launch(self, job: ClaimedJob) -> None:
         if job.expired:
-            log.warning("worker: %s (%s) misfired and expired: %.3fs late", job.job_id,
-                        job.job_name, job.lag_seconds)
+            log.warning(
+                "worker: %s (%s) misfired and expired: %.3fs late", job.job_id, job.job_name, job.lag_seconds
+            )
             self._report(job, Outcome.EXPIRED)
             return
         previous = self._running.get(job.job_id)
-        if (previous is not None and previous.task is not None and not previous.task.done()
-                and not previous.finishing):
+        if (
+            previous is not None
+            and previous.task is not None
+            and not previous.task.done()
+            and not previous.finishing
+        ):
             # The row was claimed again while an older attempt runs here (REPLACE of a running
             # job): that attempt's lease is gone, so stop it; its completion would be refused.
             previous.reason = StopReason.LEASE_LOST
@@ -349,8 +386,9 @@ class Worker:
         self._batched.inc(series.claimed)
         self._batched.observe(series.start_lag, max(job.lag_seconds, 0.0))
         if job.window_lag_seconds is not None and job.dedup_key:
-            self._batched.observe(metrics().periodic_lag.labels(job.dedup_key),
-                                  max(job.window_lag_seconds, 0.0))
+            self._batched.observe(
+                metrics().periodic_lag.labels(job.dedup_key), max(job.window_lag_seconds, 0.0)
+            )
         running = RunningJob(job)
         self._running[job.job_id] = running
         self._heartbeat.track(job.job_id, job.attempt, since=job.claimed_at)
@@ -365,14 +403,19 @@ class Worker:
                 # This process stood still (SIGSTOP, a VM pause) between the claim and now: the
                 # leader may have taken the job back and run it elsewhere. Starting it now could
                 # run it twice; its row goes back through the rescuer once the lease has lapsed.
-                log.warning("worker: %s (attempt %s) not started: more than its %.0f-s lease has "
-                            "passed since it was claimed; it may run elsewhere", job.job_id,
-                            job.attempt, self.config.lease_seconds)
+                log.warning(
+                    "worker: %s (attempt %s) not started: more than its %.0f-s lease has "
+                    "passed since it was claimed; it may run elsewhere",
+                    job.job_id,
+                    job.attempt,
+                    self.config.lease_seconds,
+                )
                 outcome = Outcome.LEASE_LOST
                 return outcome
             started = time.monotonic()
-            outcome = await self._executor.run(job, lambda: running.reason,
-                                               lambda: setattr(running, "finishing", True))
+            outcome = await self._executor.run(
+                job, lambda: running.reason, lambda: setattr(running, "finishing", True)
+            )
             return outcome
         except asyncio.CancelledError:
             raise
@@ -380,8 +423,11 @@ class Worker:
             metrics().db_errors.inc()
             # The outcome could not be written (database unreachable): the lease will lapse and
             # the leader's rescuer re-queues the job, so nothing is lost; say so loudly.
-            log.exception("worker: %s: could not record the outcome of %s; it will be rescued "
-                          "when its lease expires", self.worker_id, job.job_id)
+            log.exception(
+                "worker: %s: could not record the outcome of %s; it will be rescued when its lease expires",
+                self.worker_id,
+                job.job_id,
+            )
             return None
         finally:
             # A newer attempt of this job may run here already: leave its slot and lease alone.
@@ -391,8 +437,7 @@ class Worker:
             self._wake.set()
             if outcome is not None:
                 if outcome in RAN and started is not None:
-                    self._batched.observe(task_series(job.job_name).duration,
-                                          time.monotonic() - started)
+                    self._batched.observe(task_series(job.job_name).duration, time.monotonic() - started)
                 self._report(job, outcome)
 
     def _report(self, job: ClaimedJob, outcome: Outcome) -> None:

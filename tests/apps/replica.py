@@ -36,8 +36,11 @@ def exit_with_parent() -> None:
 
 async def main() -> int:
     exit_with_parent()
-    logging.basicConfig(level=os.environ.get("APP_LOG", "WARNING"), stream=sys.stderr,
-                        format=f"[{os.getpid()}] %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("APP_LOG", "WARNING"),
+        stream=sys.stderr,
+        format=f"[{os.getpid()}] %(name)s %(levelname)s %(message)s",
+    )
     pool = await asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=1, max_size=10)
     await pool.execute(tasks.EVENTS_DDL)
     lease = _float("APP_LEASE", 2.0)
@@ -59,8 +62,11 @@ async def main() -> int:
     if spec:
         s = json.loads(spec)
         job_id = await scheduler.schedule(
-            s["task"], execution_time=datetime.now(UTC) + timedelta(seconds=s.get("delay", 0)),
-            args=s.get("args", ()), max_retries=s.get("max_retries", 0), job_id=s.get("job_id"),
+            s["task"],
+            execution_time=datetime.now(UTC) + timedelta(seconds=s.get("delay", 0)),
+            args=s.get("args", ()),
+            max_retries=s.get("max_retries", 0),
+            job_id=s.get("job_id"),
         )
         print(f"scheduled {job_id}", flush=True)
     if os.environ.get("APP_EXIT_AFTER_SCHEDULE") == "1":

@@ -34,9 +34,7 @@ async def _db() -> asyncpg.Pool:
 
 async def record(kind: str, tag: str | None = None) -> None:
     pool = await _db()
-    await pool.execute(
-        "INSERT INTO test_events (kind, tag, pid) VALUES ($1, $2, $3)", kind, tag, os.getpid()
-    )
+    await pool.execute("INSERT INTO test_events (kind, tag, pid) VALUES ($1, $2, $3)", kind, tag, os.getpid())
 
 
 @job(name="apps.send_invoice")
@@ -75,6 +73,7 @@ if os.environ.get("APP_PERIODIC") == "1":
     @periodic(every=timedelta(seconds=1), dedup_key="apps.tick")
     async def tick() -> None:
         await record("tick")
+
 
 if os.environ.get("APP_PERIODIC") == "outage":
     # One job per misfire policy on the same 6-second windows; each run records its job id,

@@ -74,7 +74,8 @@ def copy_suite(source: Path, rev: str, target: Path) -> None:
         return
     archive = subprocess.run(
         ["git", f"--git-dir={source}", "archive", rev, "tests", "pytest.ini"],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
 
@@ -83,8 +84,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="checkout or git directory of pg-scheduler 0.2.3")
     parser.add_argument("--rev", default="HEAD", help="commit of a git directory (default HEAD)")
-    parser.add_argument("pytest_args", nargs=argparse.REMAINDER,
-                        help="passed to pytest (default: tests/unit tests/integration)")
+    parser.add_argument(
+        "pytest_args",
+        nargs=argparse.REMAINDER,
+        help="passed to pytest (default: tests/unit tests/integration)",
+    )
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pg-scheduler-023-") as scratch:
         root = Path(scratch)
@@ -95,9 +99,18 @@ def main() -> int:
             env.pop("PYTHONPATH", None)
             args = options.pytest_args or ["tests/unit", "tests/integration"]
             return subprocess.call(
-                [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                 "-o", "addopts=--strict-markers --tb=short -ra --continue-on-collection-errors", *args],
-                cwd=root, env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-p",
+                    "no:cacheprovider",
+                    "-o",
+                    "addopts=--strict-markers --tb=short -ra --continue-on-collection-errors",
+                    *args,
+                ],
+                cwd=root,
+                env=env,
             )
 
 

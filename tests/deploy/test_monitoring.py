@@ -72,24 +72,49 @@ JOB_STATES = {"pending", "running", "completed", "failed", "cancelled", "expired
 
 # Panels that must show data after the end-to-end run (jobs completed, one leader, 2 workers).
 PANELS_FED_BY_THE_E2E_RUN = {
-    "Jobs finished by outcome", "Jobs claimed by task", "Job duration by task (p50 / p95 / p99)",
-    "Start lag p95 by task", "Jobs by state", "Oldest due job age", "Oldest worker heartbeat age",
-    "Leader by pod", "Pods claiming leadership", "Leader epoch", "Elections in range",
-    "Live workers per pod", "Leader elections",
+    "Jobs finished by outcome",
+    "Jobs claimed by task",
+    "Job duration by task (p50 / p95 / p99)",
+    "Start lag p95 by task",
+    "Jobs by state",
+    "Oldest due job age",
+    "Oldest worker heartbeat age",
+    "Leader by pod",
+    "Pods claiming leadership",
+    "Leader epoch",
+    "Elections in range",
+    "Live workers per pod",
+    "Leader elections",
 }
 
 # What Grafana substitutes before sending a query; any valid value will do for checking.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$instance": ".*"}
 
-PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
-                   "group_left", "group_right", "inf", "nan", "atan2"}
+PROMQL_KEYWORDS = {
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "inf",
+    "nan",
+    "atan2",
+}
 
 
 def tool(name: str) -> str:
     path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
     if path is None:
-        why = (f"{name} not found: install the Debian package `prometheus` "
-               "(apt-get install -y --no-install-recommends prometheus); .ci/run installs it")
+        why = (
+            f"{name} not found: install the Debian package `prometheus` "
+            "(apt-get install -y --no-install-recommends prometheus); .ci/run installs it"
+        )
         if os.environ.get("CI"):  # CI installs it: missing there is a broken pipeline
             pytest.fail(why, pytrace=False)
         pytest.skip(why)  # a newcomer's machine: said in the summary, not hidden
@@ -108,7 +133,7 @@ def promql_metric_names(expr: str) -> set[str]:
     expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
     names = set()
     for m in re.finditer(r"(?<![\w.$])[A-Za-z_:][\w:]*", expr):
-        if re.match(r"\s*\(", expr[m.end():]) or m.group().lower() in PROMQL_KEYWORDS:
+        if re.match(r"\s*\(", expr[m.end() :]) or m.group().lower() in PROMQL_KEYWORDS:
             continue
         names.add(m.group())
     return names
@@ -150,8 +175,11 @@ def test_promtool_unit_tests_of_the_alerts_pass() -> None:
 def test_every_alert_has_severity_runbook_and_tests_that_fire_and_stay_silent() -> None:
     alerts = load_alerts()
     assert {a["alert"] for a in alerts} >= {
-        "PgSchedulerNoLeader", "PgSchedulerSplitLeadership", "PgSchedulerJobsOverdue",
-        "PgSchedulerWorkerRestarts", "PgSchedulerJobFailureRatioHigh",
+        "PgSchedulerNoLeader",
+        "PgSchedulerSplitLeadership",
+        "PgSchedulerJobsOverdue",
+        "PgSchedulerWorkerRestarts",
+        "PgSchedulerJobFailureRatioHigh",
     }
     fired: set[str] = set()
     silent: set[str] = set()
@@ -172,7 +200,7 @@ def test_every_alert_has_severity_runbook_and_tests_that_fire_and_stay_silent() 
 def test_metric_name_extraction_sees_through_promql_syntax() -> None:
     expr = (
         'histogram_quantile(0.95, sum by (le, task) (rate(a_bucket{x=~"b{c}", d!="e"}[$__rate_interval])))'
-        ' / on(instance) group_left(pod) (b_total offset 5m > 0) or vector(0) and max(c) by (state)'
+        " / on(instance) group_left(pod) (b_total offset 5m > 0) or vector(0) and max(c) by (state)"
     )
     assert promql_metric_names(expr) == {"a_bucket", "b_total", "c"}
 
@@ -215,10 +243,17 @@ def test_dashboard_is_valid_and_uses_only_contract_metrics() -> None:
 
 def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": substitute_grafana_variables(expr)}
-        for i, expr in enumerate(dashboard_exprs(dashboard))
-    ]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": substitute_grafana_variables(expr)}
+                    for i, expr in enumerate(dashboard_exprs(dashboard))
+                ],
+            }
+        ]
+    }
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml.safe_dump(rules))
     result = promtool("check", "rules", str(path))
@@ -259,24 +294,38 @@ async def value(api: str, promql: str) -> float | None:
 
 
 @contextlib.asynccontextmanager
-async def scraping_prometheus(tmp_path: Path, metrics_port: int,
-                              honor_labels: bool = False) -> AsyncIterator[str]:
+async def scraping_prometheus(
+    tmp_path: Path, metrics_port: int, honor_labels: bool = False
+) -> AsyncIterator[str]:
     """A real Prometheus scraping the pod on ``metrics_port`` every second, with the alert
     rules loaded; yields its API's base URL and prints its log's tail when done."""
     prometheus = tool("prometheus")
     prom_port = free_port()
     config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(ALERTS)],
-        "scrape_configs": [{"job_name": "pg-scheduler", "honor_labels": honor_labels,
-                            "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(ALERTS)],
+                "scrape_configs": [
+                    {
+                        "job_name": "pg-scheduler",
+                        "honor_labels": honor_labels,
+                        "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}],
+                    }
+                ],
+            }
+        )
+    )
     log_path = tmp_path / "prometheus.log"
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}", stdout=log, stderr=log,
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+            stdout=log,
+            stderr=log,
         )
     try:
         api = f"http://127.0.0.1:{prom_port}"
@@ -293,18 +342,30 @@ async def scraping_prometheus(tmp_path: Path, metrics_port: int,
         print(f"----- Prometheus log\n{log_path.read_text(errors='replace')[-4000:]}")
 
 
-async def start_scraped_pod(dsn: str, pool: asyncpg.Pool, pods: list[Pod], tmp_path: Path,
-                            workers: int, env: dict[str, str] | None = None) -> int:
+async def start_scraped_pod(
+    dsn: str,
+    pool: asyncpg.Pool,
+    pods: list[Pod],
+    tmp_path: Path,
+    workers: int,
+    env: dict[str, str] | None = None,
+) -> int:
     """A pod whose metrics answer on a free loopback port; returns that port."""
     metrics_port = free_port()
-    pod = await start_pod(dsn, tmp_path, workers=workers, env=env,
-                          **{"--metrics-port": metrics_port, "--metrics-host": "127.0.0.1"})
+    pod = await start_pod(
+        dsn,
+        tmp_path,
+        workers=workers,
+        env=env,
+        **{"--metrics-port": metrics_port, "--metrics-host": "127.0.0.1"},
+    )
     pods.append(pod)
     await pod.wait_ready(pool, workers)
     endpoint = f"http://127.0.0.1:{metrics_port}"
     for path in ("/healthz", "/readyz", "/metrics"):
-        await wait_for(lambda p=path: http_ok(endpoint + p), timeout=20,
-                       message=f"GET {path} on the pod to answer 200")
+        await wait_for(
+            lambda p=path: http_ok(endpoint + p), timeout=20, message=f"GET {path} on the pod to answer 200"
+        )
     return metrics_port
 
 
@@ -324,8 +385,7 @@ async def test_prometheus_scrapes_a_pod_and_sees_its_jobs(
         async def scraped() -> dict[str, float | None] | None:
             seen = {
                 "up": await value(api, 'up{job="pg-scheduler"}'),
-                "completed": await value(
-                    api, 'sum(pg_scheduler_jobs_finished_total{outcome="completed"})'),
+                "completed": await value(api, 'sum(pg_scheduler_jobs_finished_total{outcome="completed"})'),
                 "claimed": await value(api, "sum(pg_scheduler_jobs_claimed_total)"),
                 "leader": await value(api, "max(pg_scheduler_is_leader)"),
                 "workers": await value(api, "sum(pg_scheduler_workers)"),
@@ -333,17 +393,19 @@ async def test_prometheus_scrapes_a_pod_and_sees_its_jobs(
             done = seen == {"up": 1, "completed": n, "claimed": n, "leader": 1, "workers": 2}
             return None if not done else seen
 
-        await wait_for(scraped, timeout=60, interval=0.5,
-                       message="Prometheus to see the jobs, the leader and 2 workers")
+        await wait_for(
+            scraped, timeout=60, interval=0.5, message="Prometheus to see the jobs, the leader and 2 workers"
+        )
 
         # The leader samples the queue: every job completed, nothing pending, states from the contract.
         async def queue_sampled() -> dict[str, float] | None:
-            states = {r["metric"]["state"]: float(r["value"][1])
-                      for r in await query(api, "max by (state) (pg_scheduler_jobs)")}
+            states = {
+                r["metric"]["state"]: float(r["value"][1])
+                for r in await query(api, "max by (state) (pg_scheduler_jobs)")
+            }
             return states if states.get("completed") == n and not states.get("pending") else None
 
-        states = await wait_for(queue_sampled, timeout=60, interval=0.5,
-                                message="the leader's queue gauges")
+        states = await wait_for(queue_sampled, timeout=60, interval=0.5, message="the leader's queue gauges")
         assert set(states) <= JOB_STATES, states
         assert await value(api, "max(pg_scheduler_oldest_due_job_age_seconds)") == 0
 
@@ -373,18 +435,29 @@ async def test_prometheus_scrapes_a_pod_and_sees_its_jobs(
         assert sorted(r["name"] for r in rules) == sorted(a["alert"] for a in load_alerts())
         for alert in load_alerts():
             result = await query(api, alert["expr"])
-            if alert["alert"] in {"PgSchedulerNoLeader", "PgSchedulerSplitLeadership",
-                                  "PgSchedulerJobsOverdue", "PgSchedulerJobFailureRatioHigh"}:
+            if alert["alert"] in {
+                "PgSchedulerNoLeader",
+                "PgSchedulerSplitLeadership",
+                "PgSchedulerJobsOverdue",
+                "PgSchedulerJobFailureRatioHigh",
+            }:
                 assert result == [], (alert["alert"], result)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("honor_labels", "stored"), [
-    (False, ("pg-scheduler", "apps.tick")),  # Prometheus' default, and the ServiceMonitor's
-    (True, ("apps.tick", None)),
-])
+@pytest.mark.parametrize(
+    ("honor_labels", "stored"),
+    [
+        (False, ("pg-scheduler", "apps.tick")),  # Prometheus' default, and the ServiceMonitor's
+        (True, ("apps.tick", None)),
+    ],
+)
 async def test_periodic_lag_panel_names_each_periodic_job(
-    dsn: str, pool: asyncpg.Pool, pods: list[Pod], tmp_path: Path, honor_labels: bool,
+    dsn: str,
+    pool: asyncpg.Pool,
+    pods: list[Pod],
+    tmp_path: Path,
+    honor_labels: bool,
     stored: tuple[str, str | None],
 ) -> None:
     """The histogram's ``job`` label (the contract's name for the dedup key) collides with the
@@ -393,17 +466,22 @@ async def test_periodic_lag_panel_names_each_periodic_job(
     line per periodic job, named."""
     tool("prometheus")
     await ensure_events_table(pool)
-    metrics_port = await start_scraped_pod(dsn, pool, pods, tmp_path, workers=1,
-                                           env={"APP_PERIODIC": "1"})
-    (panel,) = [p for p in json.loads(DASHBOARD.read_text())["panels"]
-                if "pg_scheduler_periodic_lag_seconds" in json.dumps(p.get("targets", []))]
+    metrics_port = await start_scraped_pod(dsn, pool, pods, tmp_path, workers=1, env={"APP_PERIODIC": "1"})
+    (panel,) = [
+        p
+        for p in json.loads(DASHBOARD.read_text())["panels"]
+        if "pg_scheduler_periodic_lag_seconds" in json.dumps(p.get("targets", []))
+    ]
     (target,) = panel["targets"]
     legend = re.fullmatch(r"\{\{(\w+)\}\}", target["legendFormat"])
     assert legend is not None, target["legendFormat"]
     async with scraping_prometheus(tmp_path, metrics_port, honor_labels) as api:
         series = await wait_for(
-            lambda: query(api, "pg_scheduler_periodic_lag_seconds_count"), timeout=60,
-            interval=0.5, message="the periodic job's lag in Prometheus")
+            lambda: query(api, "pg_scheduler_periodic_lag_seconds_count"),
+            timeout=60,
+            interval=0.5,
+            message="the periodic job's lag in Prometheus",
+        )
         assert [(r["metric"]["job"], r["metric"].get("exported_job")) for r in series] == [stored]
 
         async def lines() -> set[str] | None:
@@ -411,6 +489,6 @@ async def test_periodic_lag_panel_names_each_periodic_job(
             names = {r["metric"].get(legend.group(1), "") for r in result}
             return names if result else None
 
-        assert await wait_for(lines, timeout=60, interval=0.5,
-                              message="the panel's query to return data") == {"apps.tick"}
-
+        assert await wait_for(
+            lines, timeout=60, interval=0.5, message="the panel's query to return data"
+        ) == {"apps.tick"}

@@ -21,8 +21,11 @@ async def test_back_to_back_statements_share_a_connection_given_back_once_idle(d
         pids = {(await busy.fetch(PID, timeout=5))[0]["pid"] for _ in range(20)}
         assert len(pids) == 1
         assert pool.get_idle_size() == 1  # held between statements
-        await wait_for(lambda: pool.get_idle_size() == 2, timeout=5,
-                       message="the held connection went back to the pool once idle")
+        await wait_for(
+            lambda: pool.get_idle_size() == 2,
+            timeout=5,
+            message="the held connection went back to the pool once idle",
+        )
         # Taken again by the next statement.
         await busy.fetch(PID, timeout=5)
         assert pool.get_idle_size() == 1
@@ -51,9 +54,12 @@ async def test_a_failed_or_cancelled_statement_closes_its_connection_and_the_nex
         sleeper = asyncio.ensure_future(busy.fetch("SELECT pg_sleep(30)", timeout=60))
 
         async def sleeping() -> bool:
-            return bool(await pool.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
-                " AND state = 'active'"))
+            return bool(
+                await pool.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
+                    " AND state = 'active'"
+                )
+            )
 
         await wait_for(sleeping, timeout=5, message="the statement reached the server")
         sleeper.cancel()

@@ -69,9 +69,7 @@ def module_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     before = set(sys.modules)
     yield tmp_path
     for name in set(sys.modules) - before:
-        if getattr(sys.modules[name], "__file__", None) and str(tmp_path) in str(
-            sys.modules[name].__file__
-        ):
+        if getattr(sys.modules[name], "__file__", None) and str(tmp_path) in str(sys.modules[name].__file__):
             del sys.modules[name]
 
 
@@ -85,8 +83,16 @@ OLD_MODULE_NAMES = {
     "pg_scheduler.periodic": ["periodic"],
     "pg_scheduler.polling": ["PollingConfig"],
     "pg_scheduler.vacuum": ["VacuumConfig", "VacuumPolicy", "VacuumTrigger"],
-    "pg_scheduler.scheduler": ["Scheduler", "ConflictResolution", "JobPriority", "JobSpec",
-                               "PollingConfig", "VacuumConfig", "VacuumPolicy", "VacuumTrigger"],
+    "pg_scheduler.scheduler": [
+        "Scheduler",
+        "ConflictResolution",
+        "JobPriority",
+        "JobSpec",
+        "PollingConfig",
+        "VacuumConfig",
+        "VacuumPolicy",
+        "VacuumTrigger",
+    ],
 }
 """0.2.3's public modules and the public names programs import from each."""
 
@@ -120,8 +126,12 @@ async def test_importing_pg_scheduler_periodic_first_keeps_the_package_name_the_
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-c",
+        code,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()
@@ -202,8 +212,7 @@ async def test_periodic_job_info_timezone_is_a_zoneinfo_and_status_keeps_the_nam
 
     # A zone this process's tz database does not know (another replica's may) does not break
     # the listing; reading it says what is wrong.
-    await pool.execute("UPDATE scheduler_periodic SET timezone = 'Mars/Olympus'"
-                       " WHERE dedup_key = 'tz-utc'")
+    await pool.execute("UPDATE scheduler_periodic SET timezone = 'Mars/Olympus' WHERE dedup_key = 'tz-utc'")
     listed = await scheduler.get_periodic_jobs()
     assert listed["tz-utc"].timezone_name == "Mars/Olympus"
     with pytest.raises(InvalidScheduleError, match="Invalid timezone"):
@@ -243,8 +252,7 @@ async def test_a_local_task_defined_again_replaces_the_earlier_one_and_runs(
     name = registry.name_of(second)
     assert name == f"{__name__}:make_recorder.<locals>.record"
     assert registry.get(name).func is second
-    assert any("defined again" in r.getMessage() and name in r.getMessage()
-               for r in caplog.records)
+    assert any("defined again" in r.getMessage() and name in r.getMessage() for r in caplog.records)
 
     async with Scheduler(pool, **FAST) as scheduler:
         job_id = await scheduler.schedule(second, execution_time=datetime.now(UTC))
@@ -295,19 +303,23 @@ async def test_a_reloaded_module_replaces_its_tasks_and_periodic_definitions(
 async def test_another_module_or_function_under_a_taken_name_or_dedup_key_is_refused(
     module_dir: Path,
 ) -> None:
-    write_module(module_dir, "billing_jobs", (
-        "from datetime import timedelta\n"
-        "from pg_scheduler import job, periodic\n\n"
-        "@job(name='emails.send')\n"
-        "async def send(to: str) -> None: ...\n\n"
-        "@periodic(every=timedelta(hours=1), dedup_key='nightly')\n"
-        "async def nightly() -> None: ...\n"
-    ))
-    write_module(module_dir, "marketing_jobs", (
-        "from pg_scheduler import job\n\n"
-        "@job(name='emails.send')\n"
-        "async def send(to: str) -> None: ...\n"
-    ))
+    write_module(
+        module_dir,
+        "billing_jobs",
+        (
+            "from datetime import timedelta\n"
+            "from pg_scheduler import job, periodic\n\n"
+            "@job(name='emails.send')\n"
+            "async def send(to: str) -> None: ...\n\n"
+            "@periodic(every=timedelta(hours=1), dedup_key='nightly')\n"
+            "async def nightly() -> None: ...\n"
+        ),
+    )
+    write_module(
+        module_dir,
+        "marketing_jobs",
+        ("from pg_scheduler import job\n\n@job(name='emails.send')\nasync def send(to: str) -> None: ...\n"),
+    )
     billing = importlib.import_module("billing_jobs")
     with pytest.raises(TaskNameConflictError, match="emails.send"):
         importlib.import_module("marketing_jobs")
@@ -359,12 +371,11 @@ def test_one_task_may_have_several_schedules() -> None:
     definition per schedule, each running the function defined last."""
     expressions = ["0 * * * *", "0 0 * * *", "0 0 * * SUN"]
     for expression in expressions:
+
         @periodic(cron=expression, job_name=f"every {expression}")
         async def report() -> None: ...
 
     definitions = periodic_registry.all()
-    assert sorted(d.job_name for d in definitions.values()) == sorted(
-        f"every {e}" for e in expressions)
+    assert sorted(d.job_name for d in definitions.values()) == sorted(f"every {e}" for e in expressions)
     assert {d.task_name for d in definitions.values()} == {registry.name_of(report)}
     assert {d.func for d in definitions.values()} == {report}
-

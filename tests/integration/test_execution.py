@@ -133,15 +133,14 @@ async def _measure_retry_delays(
 
     keys = [f"retry-delay-{i}" for i in range(jobs)]
     for key in keys:
-        await s.schedule(fails_then_succeeds, execution_time=now(), args=(key,), job_id=key,
-                         max_retries=failures)
+        await s.schedule(
+            fails_then_succeeds, execution_time=now(), args=(key,), job_id=key, max_retries=failures
+        )
     for key in keys:
         j = await finished(s, key, timeout=15)
         assert j.status == "completed" and j.retry_count == failures, j
     return {
-        key: [
-            (due_at[key][k + 1] - failed_at[key][k]).total_seconds() for k in range(failures)
-        ]
+        key: [(due_at[key][k + 1] - failed_at[key][k]).total_seconds() for k in range(failures)]
         for key in keys
     }
 
@@ -162,9 +161,7 @@ async def test_retry_jitter_keeps_each_delay_between_half_and_all_of_it(
 
 
 async def test_retry_max_delay_caps_the_doubling(pool: asyncpg.Pool) -> None:
-    async with scheduler(
-        pool, retry_delay_seconds=0.1, retry_max_delay_seconds=0.2, retry_jitter=False
-    ) as s:
+    async with scheduler(pool, retry_delay_seconds=0.1, retry_max_delay_seconds=0.2, retry_jitter=False) as s:
         delays = await _measure_retry_delays(pool, s, jobs=1, failures=4)
 
     (measured,) = delays.values()
@@ -193,8 +190,9 @@ async def test_timeout_cancels_the_job_and_fails_it_long_before_it_would_end(
 
     async with scheduler(pool, retry_delay_seconds=0.1, retry_jitter=False) as s:
         t0 = time.monotonic()
-        job_id = await s.schedule(sleeps_five_seconds, execution_time=now(), timeout_seconds=0.5,
-                                  max_retries=1)
+        job_id = await s.schedule(
+            sleeps_five_seconds, execution_time=now(), timeout_seconds=0.5, max_retries=1
+        )
         j = await finished(s, job_id, timeout=5)
         elapsed = time.monotonic() - t0
 
@@ -224,8 +222,12 @@ async def test_small_misfire_grace_never_expires_jobs_on_a_healthy_scheduler(
     async with scheduler(pool) as s:
         base = now()
         ids = [
-            await s.schedule(on_time, execution_time=base + timedelta(seconds=0.2 * (i + 1)),
-                             args=(i,), misfire_grace_time=grace)
+            await s.schedule(
+                on_time,
+                execution_time=base + timedelta(seconds=0.2 * (i + 1)),
+                args=(i,),
+                misfire_grace_time=grace,
+            )
             for i in range(10)
         ]
         jobs = [await finished(s, job_id, timeout=10) for job_id in ids]
@@ -245,10 +247,12 @@ async def test_misfire_expires_a_job_later_than_its_grace_and_none_never_expires
         ran.append(label)
 
     async with scheduler(pool) as s:
-        expired_id = await s.schedule(late, execution_time=now() - timedelta(seconds=10),
-                                      args=("grace-5",), misfire_grace_time=5)
-        never_id = await s.schedule(late, execution_time=now() - timedelta(hours=1),
-                                    args=("grace-none",), misfire_grace_time=None)
+        expired_id = await s.schedule(
+            late, execution_time=now() - timedelta(seconds=10), args=("grace-5",), misfire_grace_time=5
+        )
+        never_id = await s.schedule(
+            late, execution_time=now() - timedelta(hours=1), args=("grace-none",), misfire_grace_time=None
+        )
         expired = await finished(s, expired_id)
         never = await finished(s, never_id)
 
@@ -282,9 +286,7 @@ async def _cancel_running_job(pool: asyncpg.Pool, *, from_producer: bool) -> Non
     # notice the cancellation) does not fire within the test's window; a stop within 1 s then
     # proves the NOTIFY on pg_scheduler_cancel. Locally: FAST timings, so that several lease
     # renewals pass over the cancelled row below.
-    options: dict[str, Any] = (
-        {"lease_seconds": 30.0, "heartbeat_seconds": 10.0} if from_producer else {}
-    )
+    options: dict[str, Any] = {"lease_seconds": 30.0, "heartbeat_seconds": 10.0} if from_producer else {}
     async with scheduler(
         pool, on_outcome=lambda _job, outcome: outcomes.append(str(outcome)), **options
     ) as s:
@@ -339,8 +341,12 @@ async def test_priority_orders_jobs_due_at_the_same_instant(pool: asyncpg.Pool) 
     s = scheduler(pool, max_concurrent_jobs=1)
     due = now() - timedelta(seconds=1)
     # Inserted lowest priority first, so insertion order cannot explain the result.
-    for label, priority in [("low", JobPriority.LOW), ("normal", JobPriority.NORMAL),
-                            ("high", JobPriority.HIGH), ("critical", JobPriority.CRITICAL)]:
+    for label, priority in [
+        ("low", JobPriority.LOW),
+        ("normal", JobPriority.NORMAL),
+        ("high", JobPriority.HIGH),
+        ("critical", JobPriority.CRITICAL),
+    ]:
         await s.schedule(record, execution_time=due, args=(label,), priority=priority)
     async with s:
         await wait_for(lambda: len(order) == 4, timeout=10, message="all four ran")
@@ -387,8 +393,10 @@ async def test_max_concurrent_jobs_bounds_running_jobs_in_process_and_in_the_tab
             # something must NOT happen, hence a plain sleep).
             await asyncio.sleep(0.5)
             assert active == 3
-            counts = {r["status"]: r["n"] for r in await pool.fetch(
-                "SELECT status, count(*) AS n FROM scheduled_jobs GROUP BY status")}
+            counts = {
+                r["status"]: r["n"]
+                for r in await pool.fetch("SELECT status, count(*) AS n FROM scheduled_jobs GROUP BY status")
+            }
             assert counts == {"running": 3, "pending": 9}, counts
             gate.set()
             jobs = [await finished(s, job_id, timeout=15) for job_id in ids]
@@ -422,8 +430,7 @@ async def test_replica_without_the_task_leaves_it_alone_until_it_registers_it(
     async with scheduler(pool) as a:
         assert a.worker is not None
         producer = scheduler(pool)  # never started: a pure producer
-        b_ids = [await producer.schedule(t_b_name, execution_time=now(), args=(i,))
-                 for i in range(3)]
+        b_ids = [await producer.schedule(t_b_name, execution_time=now(), args=(i,)) for i in range(3)]
         a_ids = [await producer.schedule(t_a, execution_time=now(), args=(i,)) for i in range(3)]
         for job_id in a_ids:
             assert (await finished(a, job_id)).status == "completed"
@@ -433,7 +440,10 @@ async def test_replica_without_the_task_leaves_it_alone_until_it_registers_it(
         for job_id in b_ids:
             r = await job_row(pool, job_id)
             assert (r["status"], r["attempt"], r["worker_id"], r["started_at"]) == (
-                "pending", 0, None, None
+                "pending",
+                0,
+                None,
+                None,
             ), dict(r)
         assert ran_b == []
         w = await worker_row(pool, a.worker_id)
@@ -441,11 +451,11 @@ async def test_replica_without_the_task_leaves_it_alone_until_it_registers_it(
 
         # Registered at runtime: picked up without a restart (within a poll interval).
         assert a.register(t_b, name=t_b_name) == t_b_name
-        b_jobs = [await finished(a, job_id, timeout=FAST["poll_interval_seconds"] + 4)
-                  for job_id in b_ids]
+        b_jobs = [await finished(a, job_id, timeout=FAST["poll_interval_seconds"] + 4) for job_id in b_ids]
         # The registry row follows, so `status` and the periodic registrar see it too.
         await wait_for(
-            lambda: _worker_has_task(pool, a.worker_id, t_b_name), timeout=5,
+            lambda: _worker_has_task(pool, a.worker_id, t_b_name),
+            timeout=5,
             message="worker row lists the new task",
         )
 
@@ -509,8 +519,7 @@ async def test_shutdown_hands_back_a_long_job_that_another_scheduler_then_runs_a
                 raise
 
     # A 10 s lease: if the row were left 'running', nobody could take it for 10 s.
-    first = scheduler(pool, shutdown_timeout_seconds=0.5, lease_seconds=10.0,
-                      heartbeat_seconds=0.4)
+    first = scheduler(pool, shutdown_timeout_seconds=0.5, lease_seconds=10.0, heartbeat_seconds=0.4)
     await first.start()
     try:
         job_id = await first.schedule(long_then_short, execution_time=now(), max_retries=3)
@@ -556,7 +565,8 @@ async def _exclusive_locks(pool: asyncpg.Pool, key: tuple[int, int]) -> tuple[in
          WHERE locktype = 'advisory' AND granted AND classid = $1::int8::oid
            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
         """,
-        key[0], key[1],
+        key[0],
+        key[1],
     )
     assert counts is not None
     return int(counts["class_locks"]), int(counts["key_locks"])
@@ -612,9 +622,7 @@ async def test_advisory_lock_makes_periodic_runs_exclusive(pool: asyncpg.Pool, d
         gate.set()
         first = await finished(s, first_id, timeout=10)
         second = await finished(s, second_id, timeout=10)
-        await wait_for(
-            lambda: _no_exclusive_locks(pool, key), timeout=5, message="lock released"
-        )
+        await wait_for(lambda: _no_exclusive_locks(pool, key), timeout=5, message="lock released")
 
     assert first.status == "completed" and second.status == "completed"
     assert peak == 1
@@ -742,8 +750,9 @@ async def test_job_blocking_its_event_loop_keeps_its_lease_and_runs_once(
             assert still_blocked, "the block ended before any renewal was seen"
             return bool(r["status"] == "running" and r["lease_until"] > first_lease)
 
-        await wait_for(renewed_while_blocked, timeout=lease, interval=0.05,
-                       message="lease renewed during the block")
+        await wait_for(
+            renewed_while_blocked, timeout=lease, interval=0.05, message="lease renewed during the block"
+        )
 
         j = await finished(a, job_id, timeout=10)
     finally:
@@ -778,7 +787,8 @@ async def test_current_job_tells_a_body_which_run_it_is(pool: asyncpg.Pool) -> N
 
     assert j.status == "completed"
     assert [(c.job_id, c.attempt, c.retry_count, c.max_retries) for c in seen] == [
-        (job_id, 1, 0, 1), (job_id, 2, 1, 1),
+        (job_id, 1, 0, 1),
+        (job_id, 2, 1, 1),
     ]
     assert seen[0].worker_id and seen[0].worker_id == seen[1].worker_id  # one worker in this Scheduler
     assert seen[0].dedup_key is None and seen[0].job_name.endswith("introspective")
@@ -806,8 +816,11 @@ async def test_our_pools_skip_the_reset_round_trip_but_never_reuse_an_open_trans
             await conn.execute("SELECT pg_advisory_xact_lock(42)")
         async with pool.acquire() as conn:
             assert not conn.is_in_transaction()
-            assert await conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
-            ) == 0
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                )
+                == 0
+            )
     finally:
         await pool.close()

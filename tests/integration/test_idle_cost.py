@@ -91,7 +91,8 @@ async def load_future_jobs(pool: asyncpg.Pool, *, analyze: bool = True) -> None:
                CASE WHEN i % 2 = 0 THEN 300 END
           FROM generate_series(1, $2::int) AS i
         """,
-        REGISTERED + UNREGISTERED, ROWS,
+        REGISTERED + UNREGISTERED,
+        ROWS,
     )
     if analyze:
         await pool.execute("ANALYZE scheduled_jobs")
@@ -115,6 +116,7 @@ async def flushed_stats(pool: asyncpg.Pool, reader: asyncpg.Connection) -> Table
 
 def _register_tasks() -> None:
     for name in REGISTERED:
+
         async def task(n: int) -> None:
             return None
 
@@ -156,9 +158,7 @@ async def test_idle_scheduler_over_200k_future_jobs_makes_no_seq_scan_and_no_wri
 
         # Control: the same measurement sees a scan and an update made through the same pool.
         assert await pool.fetchval(DELIBERATE_SCAN) == ROWS
-        await pool.execute(
-            "UPDATE scheduled_jobs SET priority = priority WHERE job_id = 'future-7'"
-        )
+        await pool.execute("UPDATE scheduled_jobs SET priority = priority WHERE job_id = 'future-7'")
         control = await flushed_stats(pool, reader) - after
         print(f"control (one deliberate scan and one update): {control}")
         assert control.seq_scan >= 1, f"the measurement cannot see a sequential scan: {control}"
@@ -203,9 +203,7 @@ IDLE_STATEMENTS: dict[str, tuple[str, tuple[Any, ...]]] = {
 }
 
 
-async def test_idle_loop_queries_plan_no_seq_scan_over_200k_rows(
-    pool: asyncpg.Pool, dsn: str
-) -> None:
+async def test_idle_loop_queries_plan_no_seq_scan_over_200k_rows(pool: asyncpg.Pool, dsn: str) -> None:
     await Scheduler(pool).initialize_db()
     await load_future_jobs(pool)
     conn = await asyncpg.connect(dsn)
@@ -237,19 +235,20 @@ async def test_idle_loop_queries_plan_no_seq_scan_over_200k_rows(
             await tx.start()
             try:
                 await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args)
-                analyzed = json.loads(
-                    await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args)
-                )
+                analyzed = json.loads(await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args))
             finally:
                 await tx.rollback()
             assert _seq_scans_on_jobs(analyzed) == [], f"{name} (executed): {analyzed}"
             timings[name] = analyzed[0]["Execution Time"]
-        print(f"\nexecution over {ROWS} future rows: "
-              + ", ".join(f"{k} {v:.3f} ms" for k, v in timings.items()))
+        print(
+            f"\nexecution over {ROWS} future rows: "
+            + ", ".join(f"{k} {v:.3f} ms" for k, v in timings.items())
+        )
         # Typically ~0.1 ms; the bound is generous so a busy CI machine cannot make it flaky.
         assert timings["JOB_NEXT_DUE"] < 50, timings
-        assert await conn.fetchval("SELECT count(*) FROM scheduled_jobs WHERE status = 'pending'") \
-            == ROWS, "EXPLAIN must not have claimed anything"
+        assert await conn.fetchval("SELECT count(*) FROM scheduled_jobs WHERE status = 'pending'") == ROWS, (
+            "EXPLAIN must not have claimed anything"
+        )
     finally:
         await conn.close()
 
@@ -271,16 +270,20 @@ async def test_a_busy_workers_claims_keep_one_generic_plan_that_scans_nothing(
     refill_sql = queries.job_complete_and_claim_sql(10)
     one = await asyncpg.create_pool(dsn, min_size=1, max_size=1)  # one session: its own cache
     try:
-        claimer = Claimer(one, worker_id="plan-test-worker", lease_seconds=30,
-                          misfire_tolerance_seconds=1)
+        claimer = Claimer(one, worker_id="plan-test-worker", lease_seconds=30, misfire_tolerance_seconds=1)
         for _ in range(8):
             jobs = await claimer.claim(REGISTERED, 10)
         for _ in range(8):
             done, jobs = await claimer.complete_and_claim(
-                [j.job_id for j in jobs], [j.attempt for j in jobs], REGISTERED, 10)
+                [j.job_id for j in jobs], [j.attempt for j in jobs], REGISTERED, 10
+            )
             assert len(done) == 10 and len(jobs) == 10
-        prepared = {r["statement"]: (r["generic_plans"], r["custom_plans"]) for r in await one.fetch(
-            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")}
+        prepared = {
+            r["statement"]: (r["generic_plans"], r["custom_plans"])
+            for r in await one.fetch(
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+            )
+        }
     finally:
         await one.close()
     for name, sql in (("claim", claim_sql), ("complete and claim", refill_sql)):
@@ -295,7 +298,8 @@ async def test_a_busy_workers_claims_keep_one_generic_plan_that_scans_nothing(
             await conn.execute(f"PREPARE refill AS {refill_sql}")
             generic_plan = await conn.fetchval(
                 "EXPLAIN (FORMAT JSON) EXECUTE refill('plan-test-worker', ARRAY['due-1']::text[],"
-                f" ARRAY[1]::int[], {_literal(REGISTERED)}, 10, 30.0, 1.0)")
+                f" ARRAY[1]::int[], {_literal(REGISTERED)}, 10, 30.0, 1.0)"
+            )
             await conn.execute("DEALLOCATE refill")
     finally:
         await conn.close()
@@ -316,8 +320,7 @@ async def test_a_claim_planned_on_an_empty_table_is_planned_again_once_the_table
     one = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
     reader = await asyncpg.connect(dsn)
     try:
-        claimer = Claimer(one, worker_id="plan-test-worker", lease_seconds=30,
-                          misfire_tolerance_seconds=1)
+        claimer = Claimer(one, worker_id="plan-test-worker", lease_seconds=30, misfire_tolerance_seconds=1)
         # Start right after a generation begins, so that the eight claims share one.
         began = plans.generation()
         await wait_for(lambda: plans.generation() > began, timeout=3, message="a new generation")
@@ -344,7 +347,10 @@ async def _add_due_jobs(pool: asyncpg.Pool, count: int) -> None:
     await pool.execute(
         "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, task_data)"
         " SELECT 'due-' || i, $1, now() - interval '1 second', '{\"args\": [], \"kwargs\": {}}'"
-        " FROM generate_series(1, $2::int) AS i", REGISTERED[0], count)
+        " FROM generate_series(1, $2::int) AS i",
+        REGISTERED[0],
+        count,
+    )
 
 
 async def test_a_due_job_on_the_loaded_table_completes_within_2s(pool: asyncpg.Pool) -> None:
@@ -363,8 +369,9 @@ async def test_a_due_job_on_the_loaded_table_completes_within_2s(pool: asyncpg.P
         job_id = await scheduler.schedule(urgent, execution_time=datetime.now(UTC), args=("now",))
 
         await wait_for_status(scheduler, job_id, "completed", timeout=2.0, interval=0.02)
-        print(f"\ndue job completed {time.monotonic() - started:.3f}s after schedule() "
-              f"over {ROWS} future rows")
+        print(
+            f"\ndue job completed {time.monotonic() - started:.3f}s after schedule() over {ROWS} future rows"
+        )
         assert ran == ["now"]
         # Only that job was claimed: the future rows are all still pending, untouched.
         counts = dict(await pool.fetch(queries.JOB_COUNT_BY_STATUS))

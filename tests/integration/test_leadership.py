@@ -48,9 +48,7 @@ async def test_exactly_one_leader_and_the_lock_shows_in_pg_locks(
     # The lock excludes: another session cannot take it.
     assert await pool.fetchval("SELECT pg_try_advisory_lock($1, $2)", *LEADER_LOCK) is False
     # Held on a dedicated session, not a pooled one: its application_name says so.
-    app = await pool.fetchval(
-        "SELECT application_name FROM pg_stat_activity WHERE pid = $1", rows[0]["pid"]
-    )
+    app = await pool.fetchval("SELECT application_name FROM pg_stat_activity WHERE pid = $1", rows[0]["pid"])
     assert app.startswith("pg_scheduler:leader:")
     # For a while, never a second leader.
     for _ in range(20):
@@ -66,8 +64,7 @@ async def test_graceful_shutdown_hands_leadership_over_within_a_second(
     started = time.monotonic()
     await leader.shutdown()
     others = [s for s in three if s is not leader]
-    await wait_for(lambda: len(leaders(others)) == 1, timeout=3, interval=0.01,
-                   message="a new leader")
+    await wait_for(lambda: len(leaders(others)) == 1, timeout=3, interval=0.01, message="a new leader")
     took = time.monotonic() - started
     print(f"measured: leadership handed over {took:.3f}s after a clean shutdown began")
     assert took < 1.0, f"takeover after a clean shutdown took {took:.2f}s"
@@ -159,8 +156,10 @@ async def test_leader_stops_trusting_itself_after_the_trust_window(pool: asyncpg
 
 async def test_leader_services_run_only_on_the_leader(three: list[Scheduler]) -> None:
     [leader] = await wait_for(lambda: leaders(three) or None, message="a leader")
-    await wait_for(lambda: leader.leader_services is not None and leader.leader_services.running,
-                   message="leader services up")
+    await wait_for(
+        lambda: leader.leader_services is not None and leader.leader_services.running,
+        message="leader services up",
+    )
     for s in three:
         assert s.orphan_rescuer is not None and s.periodic_registrar is not None
         assert s.orphan_rescuer.running == (s is leader)
@@ -174,8 +173,9 @@ def test_trust_window_ends_before_the_server_can_free_the_lock(ttl: float) -> No
     async def noop(*_: object) -> None:
         return None
 
-    elector = Elector((), {}, node_id="n", ttl_seconds=ttl, elect_interval_seconds=ttl / 4,
-                      on_elected=noop, on_deposed=noop)
+    elector = Elector(
+        (), {}, node_id="n", ttl_seconds=ttl, elect_interval_seconds=ttl / 4, on_elected=noop, on_deposed=noop
+    )
     frees_after = elector._liveness.server_frees_after_seconds
     # Never trust past the moment a silent session could be ended and the lock taken over...
     assert elector.trust_seconds < frees_after <= ttl

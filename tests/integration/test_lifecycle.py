@@ -73,7 +73,8 @@ async def test_shutdown_in_the_middle_of_a_claim_strands_no_job(pool: asyncpg.Po
 
 
 async def test_shutdown_during_a_refill_claim_starts_nothing_after_it_returns(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A completion's statement also claims for the slot it frees (worker._complete_and_refill).
     # Shutdown arriving while that reply is on its way, with a shutdown timeout shorter than
@@ -89,8 +90,7 @@ async def test_shutdown_during_a_refill_claim_starts_nothing_after_it_returns(
     async def quick(i: int) -> None:
         started.append(time.monotonic())
 
-    scheduler = Scheduler(pool, **{**FAST, "max_concurrent_jobs": 1,
-                                   "shutdown_timeout_seconds": 0.1})
+    scheduler = Scheduler(pool, **{**FAST, "max_concurrent_jobs": 1, "shutdown_timeout_seconds": 0.1})
     await scheduler.start()
     assert scheduler.worker is not None
     claimer = scheduler.worker._claimer
@@ -210,8 +210,9 @@ async def test_shutdown_does_not_wait_forever_for_a_job_that_ignores_cancellatio
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(0.05)
 
-    scheduler = Scheduler(pool, **{**FAST, "shutdown_timeout_seconds": 0.2, "lease_seconds": 30,
-                                   "heartbeat_seconds": 5})
+    scheduler = Scheduler(
+        pool, **{**FAST, "shutdown_timeout_seconds": 0.2, "lease_seconds": 30, "heartbeat_seconds": 5}
+    )
     await scheduler.start()
     job_id = await scheduler.schedule(stubborn, execution_time=datetime.now(UTC))
     await asyncio.wait_for(started.wait(), 10)

@@ -60,8 +60,11 @@ async def window_rows(pool: asyncpg.Pool, dedup_key: str) -> list[asyncpg.Record
 
 async def executed_windows(pool: asyncpg.Pool, dedup_key: str) -> list[asyncpg.Record]:
     """Rows of windows that a worker started (claimed and ran), by window."""
-    return [r for r in await window_rows(pool, dedup_key)
-            if r["window_start"] is not None and r["started_at"] is not None]
+    return [
+        r
+        for r in await window_rows(pool, dedup_key)
+        if r["window_start"] is not None and r["started_at"] is not None
+    ]
 
 
 async def periodic_row(pool: asyncpg.Pool, dedup_key: str) -> asyncpg.Record | None:
@@ -174,8 +177,9 @@ async def test_three_replicas_started_apart_run_each_window_exactly_once(
         await wait_for(lambda: sum(s.is_leader for s in schedulers) == 1, message="a leader")
         first_run = await wait_for(lambda: starts and starts[0], timeout=5, message="first run")
         # Run ~5 s of windows with all three replicas up.
-        await wait_for(lambda: starts[-1] - first_run >= 5.0 and len(starts) >= 6, timeout=15,
-                       message="5 s of runs")
+        await wait_for(
+            lambda: starts[-1] - first_run >= 5.0 and len(starts) >= 6, timeout=15, message="5 s of runs"
+        )
         assert sum(s.is_leader for s in schedulers) == 1, "exactly one replica leads"
     finally:
         sampler.cancel()
@@ -223,8 +227,7 @@ async def test_disable_and_enable_from_another_scheduler_object_act_on_the_clust
             disabled_at = await db_now(pool)
             row = await periodic_row(pool, "managed")
             assert row is not None and row["enabled"] is False
-            later = [r for r in await window_rows(pool, "managed")
-                     if r["window_start"] > disabled_at]
+            later = [r for r in await window_rows(pool, "managed") if r["window_start"] > disabled_at]
             assert later, "the registrar had written future windows ahead of time"
             assert {r["status"] for r in later} == {"cancelled"}, later
 
@@ -237,31 +240,32 @@ async def test_disable_and_enable_from_another_scheduler_object_act_on_the_clust
             # (a window just before the disable may start a moment after it)
             started_late = [s for s in starts if s > epoch(disabled_at) + 1.0]
             assert started_late == [], "a run started after the disable"
-            ran_after = [r for r in await window_rows(pool, "managed")
-                         if r["window_start"] > disabled_at and r["started_at"] is not None]
+            ran_after = [
+                r
+                for r in await window_rows(pool, "managed")
+                if r["window_start"] > disabled_at and r["started_at"] is not None
+            ]
             assert ran_after == []
 
             assert await producer.enable_periodic_job("managed") is True
             enabled_at = await db_now(pool)
             before = len(starts)
-            await wait_for(lambda: len(starts) >= before + 2, timeout=6,
-                           message="runs resumed after enable")
+            await wait_for(lambda: len(starts) >= before + 2, timeout=6, message="runs resumed after enable")
 
             async def two_resumed_runs_completed() -> tuple[list[Any], list[Any]] | None:
                 # A run's body returns before its completion is written (the completer batches
                 # it), so the newest run may still read as running: wait for two finished ones.
                 rows = await window_rows(pool, "managed")
-                resumed = [r for r in rows
-                           if r["window_start"] > enabled_at and r["started_at"] is not None]
+                resumed = [r for r in rows if r["window_start"] > enabled_at and r["started_at"] is not None]
                 done = [r for r in resumed if r["status"] == "completed"]
                 return (rows, resumed) if len(done) >= 2 else None
 
-            rows, resumed = await wait_for(two_resumed_runs_completed, timeout=6,
-                                           message="two resumed runs completed")
+            rows, resumed = await wait_for(
+                two_resumed_runs_completed, timeout=6, message="two resumed runs completed"
+            )
             # Only the newest run may still be in flight; none was cancelled or failed.
             unfinished = [r for r in resumed if r["status"] != "completed"]
-            assert len(unfinished) <= 1 and all(r["status"] == "running" for r in unfinished), \
-                resumed
+            assert len(unfinished) <= 1 and all(r["status"] == "running" for r in unfinished), resumed
             # Disabled windows stay cancelled: enabling does not replay them.
             gap = [r for r in rows if disabled_at < r["window_start"] <= enabled_at]
             assert all(r["started_at"] is None for r in gap), gap
@@ -274,13 +278,19 @@ async def test_disable_and_enable_from_another_scheduler_object_act_on_the_clust
 
             # The 0.1 README's plain call form (no await) reaches the database too.
             assert scheduler.disable_periodic_job("managed")
-            await wait_for(lambda: _enabled(pool, "managed", False), timeout=5,
-                           message="plain disable_periodic_job() written")
+            await wait_for(
+                lambda: _enabled(pool, "managed", False),
+                timeout=5,
+                message="plain disable_periodic_job() written",
+            )
             before = len(starts)
             assert scheduler.enable_periodic_job("managed")
             plain_enabled_at = time.time()
-            await wait_for(lambda: _enabled(pool, "managed", True), timeout=5,
-                           message="plain enable_periodic_job() written")
+            await wait_for(
+                lambda: _enabled(pool, "managed", True),
+                timeout=5,
+                message="plain enable_periodic_job() written",
+            )
             await wait_for(lambda: len(starts) > before, timeout=5, message="runs after plain enable")
             assert starts[before] - plain_enabled_at < 2.5, "runs resumed late after plain enable"
     finally:
@@ -292,9 +302,7 @@ async def _enabled(pool: asyncpg.Pool, dedup_key: str, expected: bool) -> bool:
     return row is not None and row["enabled"] is expected
 
 
-async def test_trigger_runs_an_hourly_job_now_through_the_normal_path(
-    pool: asyncpg.Pool, dsn: str
-) -> None:
+async def test_trigger_runs_an_hourly_job_now_through_the_normal_path(pool: asyncpg.Pool, dsn: str) -> None:
     ran: list[float] = []
 
     @periodic(every=timedelta(hours=1), dedup_key="hourly")
@@ -364,7 +372,8 @@ async def race_a_registrar_pass(
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND wait_event_type = 'Lock'"
             ),
-            timeout=5, message="the change waiting for the registrar pass",
+            timeout=5,
+            message="the change waiting for the registrar pass",
         )
     finally:
         tx.release.set()
@@ -472,13 +481,14 @@ async def test_cron_in_a_time_zone_fires_on_whole_minutes_and_follows_dst(
     winter = await producer.get_periodic_next_runs(
         "ny-nine", count=2, after=datetime(2025, 1, 15, 12, 0, tzinfo=UTC)
     )
-    assert winter == [datetime(2025, 1, 15, 14, 0, tzinfo=UTC),
-                      datetime(2025, 1, 16, 14, 0, tzinfo=UTC)]
+    assert winter == [datetime(2025, 1, 15, 14, 0, tzinfo=UTC), datetime(2025, 1, 16, 14, 0, tzinfo=UTC)]
     summer = producer.get_periodic_next_runs(
         "ny-nine", count=2, after=datetime(2025, 7, 15, 12, 0, tzinfo=UTC)
     )
-    assert list(summer) == [datetime(2025, 7, 15, 13, 0, tzinfo=UTC),
-                            datetime(2025, 7, 16, 13, 0, tzinfo=UTC)]
+    assert list(summer) == [
+        datetime(2025, 7, 15, 13, 0, tzinfo=UTC),
+        datetime(2025, 7, 16, 13, 0, tzinfo=UTC),
+    ]
     row = await periodic_row(pool, "ny-nine")
     assert row is not None and row["cron"] == "0 9 * * *" and row["timezone"] == "America/New_York"
 
@@ -569,9 +579,12 @@ async def test_definition_whose_task_nobody_registered_never_becomes_rows(
         await wait_for(lambda: len(ran) >= 1, timeout=5, message="the runnable job ran")
 
     assert await window_rows(pool, "ghost") == []
-    assert await pool.fetchval(
-        "SELECT count(*) FROM scheduled_jobs WHERE job_name = 'nowhere.module:ghost_task'"
-    ) == 0
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM scheduled_jobs WHERE job_name = 'nowhere.module:ghost_task'"
+        )
+        == 0
+    )
     ghost = await periodic_row(pool, "ghost")
     assert ghost is not None and ghost["next_run_at"] is None  # its cursor was never moved
     assert await window_rows(pool, "runnable") != []
@@ -613,8 +626,7 @@ async def test_changed_schedule_replaces_the_stored_one_and_its_windows(
     async with Scheduler(pool, **FAST):
         await wait_for(lambda: len(starts) >= before + 3, timeout=12, message="3 runs every 2 s")
 
-    new = [r for r in await executed_windows(pool, "rescheduled")
-           if r["window_start"] > changed_at]
+    new = [r for r in await executed_windows(pool, "rescheduled") if r["window_start"] > changed_at]
     assert len(new) >= 3
     windows = [r["window_start"] for r in new]
     for w in windows:

@@ -45,22 +45,24 @@ async def prepare(pool: asyncpg.Pool, key: str, cursor: datetime) -> PeriodicReg
         definition = periodic_registry.get(key)
         assert definition is not None
         await publish(conn, [definition])
-        await conn.execute(queries.WORKER_REGISTER, "test-worker", "scheduler", "test", 1,
-                           [definition.task_name], None)
-        await conn.execute("UPDATE scheduler_periodic SET next_run_at = $2 WHERE dedup_key = $1",
-                           key, cursor)
+        await conn.execute(
+            queries.WORKER_REGISTER, "test-worker", "scheduler", "test", 1, [definition.task_name], None
+        )
+        await conn.execute("UPDATE scheduler_periodic SET next_run_at = $2 WHERE dedup_key = $1", key, cursor)
     return PeriodicRegistrar(Unfenced(pool), interval_seconds=1, misfire_grace_time=300)
 
 
 async def windows(pool: asyncpg.Pool, key: str) -> list[datetime]:
     rows = await pool.fetch(
-        "SELECT window_start FROM scheduled_jobs WHERE dedup_key = $1 ORDER BY window_start", key)
+        "SELECT window_start FROM scheduled_jobs WHERE dedup_key = $1 ORDER BY window_start", key
+    )
     return [r["window_start"] for r in rows]
 
 
 async def cursor_of(pool: asyncpg.Pool, key: str) -> datetime:
     value: datetime = await pool.fetchval(
-        "SELECT next_run_at FROM scheduler_periodic WHERE dedup_key = $1", key)
+        "SELECT next_run_at FROM scheduler_periodic WHERE dedup_key = $1", key
+    )
     return value
 
 
@@ -108,9 +110,7 @@ async def test_skip_writes_none_of_the_missed_windows_and_resumes_on_time(
 
 
 @pytest.mark.parametrize("schedule", [{"every": HOUR}, {"cron": "0 * * * *", "timezone": "Europe/Lisbon"}])
-async def test_all_writes_each_missed_window_due_now(
-    pool: asyncpg.Pool, schedule: dict[str, Any]
-) -> None:
+async def test_all_writes_each_missed_window_due_now(pool: asyncpg.Pool, schedule: dict[str, Any]) -> None:
     @periodic(**schedule, dedup_key="m-all", misfire="all")
     async def job() -> None: ...
 
@@ -130,7 +130,8 @@ async def test_all_reaches_back_only_as_far_as_catch_up(pool: asyncpg.Pool) -> N
     registrar = await prepare(pool, "m-all-6h", OUTAGE_START)
     await registrar.run_once(now=NOW)
     assert await windows(pool, "m-all-6h") == hourly(
-        datetime(2026, 6, 10, 7, 0, tzinfo=UTC), datetime(2026, 6, 10, 12, 0, tzinfo=UTC))
+        datetime(2026, 6, 10, 7, 0, tzinfo=UTC), datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
+    )
 
 
 async def test_all_keeps_the_newest_windows_up_to_the_cap(pool: asyncpg.Pool) -> None:
@@ -189,8 +190,12 @@ NEXT_MS = int(NEXT.timestamp() * 1000)
 
 
 def missed_count(key: str, outcome: str) -> float:
-    return REGISTRY.get_sample_value("pg_scheduler_periodic_missed_windows_total",
-                                     {"job": key, "outcome": outcome}) or 0.0
+    return (
+        REGISTRY.get_sample_value(
+            "pg_scheduler_periodic_missed_windows_total", {"job": key, "outcome": outcome}
+        )
+        or 0.0
+    )
 
 
 async def claimable_ids(pool: asyncpg.Pool, task: str) -> list[str]:
@@ -210,8 +215,11 @@ async def pass_writing_ahead(registrar: PeriodicRegistrar, pool: asyncpg.Pool, n
     """A pass at ``now``, whose windows are due at their own start, as rows written ahead are:
     the server's clock is months past these June windows, so it would write them due now."""
     await registrar.run_once(now=now)
-    await pool.execute("UPDATE scheduled_jobs SET execution_time = window_start "
-                       "WHERE window_start > $1 AND status = 'pending'", now)
+    await pool.execute(
+        "UPDATE scheduled_jobs SET execution_time = window_start "
+        "WHERE window_start > $1 AND status = 'pending'",
+        now,
+    )
 
 
 async def outage_after_a_window_was_written_ahead(
@@ -240,15 +248,23 @@ async def outage_after_a_window_was_written_ahead(
 async def test_skip_cancels_a_window_written_ahead_before_the_outage(pool: asyncpg.Pool) -> None:
     before = missed_count("ahead-skip", "skipped")
     key, task, _ = await outage_after_a_window_was_written_ahead(pool, "skip")
-    rows = await pool.fetch("SELECT window_start, status, error_message FROM scheduled_jobs "
-                            "WHERE dedup_key = $1 AND window_start < $2 ORDER BY window_start", key, NEXT)
+    rows = await pool.fetch(
+        "SELECT window_start, status, error_message FROM scheduled_jobs "
+        "WHERE dedup_key = $1 AND window_start < $2 ORDER BY window_start",
+        key,
+        NEXT,
+    )
     assert [(r["window_start"], r["status"]) for r in rows] == [(T0 + SIX, "cancelled")]
     assert rows[0]["error_message"] == "skipped (misfire=skip): the window passed while no leader ran"
     assert [i for i in await claimable_ids(pool, task) if i < f"periodic:{key}:{NEXT_MS}"] == []
     assert missed_count(key, "skipped") - before == 3  # T0+6 (written), T0+12, T0+18
     # The next run is on its window.
-    assert await pool.fetchval("SELECT min(window_start) FROM scheduled_jobs WHERE dedup_key = $1 "
-                               "AND status = 'pending'", key) == NEXT
+    assert (
+        await pool.fetchval(
+            "SELECT min(window_start) FROM scheduled_jobs WHERE dedup_key = $1 AND status = 'pending'", key
+        )
+        == NEXT
+    )
 
 
 async def test_coalesce_runs_one_window_for_the_outage_and_cancels_the_one_written_ahead(
@@ -256,23 +272,38 @@ async def test_coalesce_runs_one_window_for_the_outage_and_cancels_the_one_writt
 ) -> None:
     before = (missed_count("ahead-coalesce", "coalesced"), missed_count("ahead-coalesce", "run"))
     key, task, _ = await outage_after_a_window_was_written_ahead(pool, "coalesce")
-    rows = await pool.fetch("SELECT job_id, window_start, status FROM scheduled_jobs "
-                            "WHERE dedup_key = $1 AND window_start < $2 ORDER BY window_start", key, NEXT)
+    rows = await pool.fetch(
+        "SELECT job_id, window_start, status FROM scheduled_jobs "
+        "WHERE dedup_key = $1 AND window_start < $2 ORDER BY window_start",
+        key,
+        NEXT,
+    )
     assert [(r["window_start"], r["status"]) for r in rows] == [
-        (T0 + SIX, "cancelled"), (T0 + 3 * SIX, "pending")]
-    assert [i for i in await claimable_ids(pool, task)
-            if i < f"periodic:{key}:{NEXT_MS}"] == [rows[1]["job_id"]]
+        (T0 + SIX, "cancelled"),
+        (T0 + 3 * SIX, "pending"),
+    ]
+    assert [i for i in await claimable_ids(pool, task) if i < f"periodic:{key}:{NEXT_MS}"] == [
+        rows[1]["job_id"]
+    ]
     assert (missed_count(key, "coalesced") - before[0], missed_count(key, "run") - before[1]) == (2, 1)
 
 
 async def test_all_runs_each_missed_window_including_the_one_written_ahead(pool: asyncpg.Pool) -> None:
     key, task, _ = await outage_after_a_window_was_written_ahead(pool, "all")
-    rows = await pool.fetch("SELECT job_id, window_start, status FROM scheduled_jobs "
-                            "WHERE dedup_key = $1 AND window_start < $2 ORDER BY window_start", key, NEXT)
+    rows = await pool.fetch(
+        "SELECT job_id, window_start, status FROM scheduled_jobs "
+        "WHERE dedup_key = $1 AND window_start < $2 ORDER BY window_start",
+        key,
+        NEXT,
+    )
     assert [(r["window_start"], r["status"]) for r in rows] == [
-        (T0 + SIX, "pending"), (T0 + 2 * SIX, "pending"), (T0 + 3 * SIX, "pending")]
-    assert [i for i in await claimable_ids(pool, task)
-            if i < f"periodic:{key}:{NEXT_MS}"] == [r["job_id"] for r in rows]
+        (T0 + SIX, "pending"),
+        (T0 + 2 * SIX, "pending"),
+        (T0 + 3 * SIX, "pending"),
+    ]
+    assert [i for i in await claimable_ids(pool, task) if i < f"periodic:{key}:{NEXT_MS}"] == [
+        r["job_id"] for r in rows
+    ]
 
 
 async def test_coalesce_keeps_the_newest_written_window_when_the_outage_ended_before_the_cursor(
@@ -286,9 +317,13 @@ async def test_coalesce_keeps_the_newest_written_window_when_the_outage_ended_be
     registrar = await prepare(pool, "ahead-short", T0 + SIX)
     await pass_writing_ahead(registrar, pool, T0 + timedelta(seconds=2))
     await registrar.run_once(now=T0 + timedelta(seconds=10.5))
-    rows = await pool.fetch("SELECT window_start, status, execution_time > window_start AS redated "
-                            "FROM scheduled_jobs WHERE dedup_key = $1 AND window_start < $2 "
-                            "ORDER BY window_start", "ahead-short", T0 + 2 * SIX)
+    rows = await pool.fetch(
+        "SELECT window_start, status, execution_time > window_start AS redated "
+        "FROM scheduled_jobs WHERE dedup_key = $1 AND window_start < $2 "
+        "ORDER BY window_start",
+        "ahead-short",
+        T0 + 2 * SIX,
+    )
     assert [tuple(r) for r in rows] == [(T0 + SIX, "pending", True)]
 
 
@@ -306,13 +341,20 @@ async def test_a_window_held_back_by_overlap_in_a_leaderless_gap_follows_the_mis
 
     registrar = await prepare(pool, key, T0)
     await pass_writing_ahead(registrar, pool, T0 + timedelta(milliseconds=500))
-    await pool.execute("UPDATE scheduled_jobs SET status = 'running', attempt = 1, "
-                       "worker_id = 'gone', started_at = now(), lease_until = now() + interval '1 hour' "
-                       "WHERE dedup_key = $1 AND window_start = $2", key, T0)
+    await pool.execute(
+        "UPDATE scheduled_jobs SET status = 'running', attempt = 1, "
+        "worker_id = 'gone', started_at = now(), lease_until = now() + interval '1 hour' "
+        "WHERE dedup_key = $1 AND window_start = $2",
+        key,
+        T0,
+    )
     await pass_writing_ahead(registrar, pool, T0 + timedelta(seconds=1.5))
     await registrar.run_once(now=T0 + timedelta(seconds=20.5))
-    row = await pool.fetchrow("SELECT status, error_message FROM scheduled_jobs "
-                              "WHERE dedup_key = $1 AND window_start = $2", key, T0 + SIX)
+    row = await pool.fetchrow(
+        "SELECT status, error_message FROM scheduled_jobs WHERE dedup_key = $1 AND window_start = $2",
+        key,
+        T0 + SIX,
+    )
     assert tuple(row) == ("cancelled", "skipped (misfire=skip): the window passed while no leader ran")
 
 
@@ -329,27 +371,35 @@ async def test_a_window_written_ahead_and_late_under_a_live_leader_is_not_missed
     registrar = await prepare(pool, "ahead-busy", T0 + SIX)
     for second in range(2, 9):
         await pass_writing_ahead(registrar, pool, T0 + timedelta(seconds=second))
-    rows = await pool.fetch("SELECT job_id, window_start, status FROM scheduled_jobs "
-                            "WHERE dedup_key = $1 ORDER BY window_start", "ahead-busy")
+    rows = await pool.fetch(
+        "SELECT job_id, window_start, status FROM scheduled_jobs WHERE dedup_key = $1 ORDER BY window_start",
+        "ahead-busy",
+    )
     assert [(r["window_start"], r["status"]) for r in rows] == [
-        (T0 + SIX, "pending"), (T0 + 2 * SIX, "pending")]
+        (T0 + SIX, "pending"),
+        (T0 + 2 * SIX, "pending"),
+    ]
     assert await claimable_ids(pool, definition.task_name) == [rows[0]["job_id"]]
 
 
 # ------------------------------------------------------------------ DST through the registrar
 
 
-@pytest.mark.parametrize(("gap", "expected_local"), [
-    ("shift", ["2026-03-07 02:30 EST", "2026-03-08 03:30 EDT", "2026-03-09 02:30 EDT"]),
-    ("skip", ["2026-03-07 02:30 EST", "2026-03-09 02:30 EDT"]),
-])
+@pytest.mark.parametrize(
+    ("gap", "expected_local"),
+    [
+        ("shift", ["2026-03-07 02:30 EST", "2026-03-08 03:30 EDT", "2026-03-09 02:30 EDT"]),
+        ("skip", ["2026-03-07 02:30 EST", "2026-03-09 02:30 EDT"]),
+    ],
+)
 async def test_registrar_writes_the_dst_gap_as_the_policy_says(
     pool: asyncpg.Pool, gap: str, expected_local: list[str]
 ) -> None:
     ny = ZoneInfo("America/New_York")
 
-    @periodic(cron="30 2 * * *", timezone="America/New_York", dedup_key="dst-gap",
-              misfire="all", on_dst_gap=gap)
+    @periodic(
+        cron="30 2 * * *", timezone="America/New_York", dedup_key="dst-gap", misfire="all", on_dst_gap=gap
+    )
     async def job() -> None: ...
 
     registrar = await prepare(pool, "dst-gap", datetime(2026, 3, 7, 0, 0, tzinfo=ny))
@@ -358,17 +408,21 @@ async def test_registrar_writes_the_dst_gap_as_the_policy_says(
     assert got == expected_local
 
 
-@pytest.mark.parametrize(("fold", "expected_utc"), [
-    ("first", ["05:30"]),
-    ("both", ["05:30", "06:30"]),
-])
+@pytest.mark.parametrize(
+    ("fold", "expected_utc"),
+    [
+        ("first", ["05:30"]),
+        ("both", ["05:30", "06:30"]),
+    ],
+)
 async def test_registrar_writes_the_dst_fold_as_the_policy_says(
     pool: asyncpg.Pool, fold: str, expected_utc: list[str]
 ) -> None:
     ny = ZoneInfo("America/New_York")
 
-    @periodic(cron="30 1 * * *", timezone="America/New_York", dedup_key="dst-fold",
-              misfire="all", on_dst_fold=fold)
+    @periodic(
+        cron="30 1 * * *", timezone="America/New_York", dedup_key="dst-fold", misfire="all", on_dst_fold=fold
+    )
     async def job() -> None: ...
 
     registrar = await prepare(pool, "dst-fold", datetime(2026, 11, 1, 0, 0, tzinfo=ny))
@@ -398,7 +452,9 @@ async def run_overlapping(
         await wait_for(lambda: len(runs) >= 3, timeout=20, message="three finished runs")
     rows = await pool.fetch(
         "SELECT window_start, status, started_at, finished_at, error_message FROM scheduled_jobs"
-        " WHERE dedup_key = $1 ORDER BY window_start", key)
+        " WHERE dedup_key = $1 ORDER BY window_start",
+        key,
+    )
     return sorted(runs), list(rows)
 
 
@@ -440,8 +496,11 @@ async def test_overlap_queue_runs_one_waiting_window_right_after_and_skips_the_r
     # The queued window starts as soon as the run before it ends.
     gaps = [start - end for (_, end), (start, _) in zip(runs, runs[1:], strict=False)]
     assert min(gaps) < 0.5, gaps
-    queued = [r for r in rows if r["started_at"] is not None and
-              r["started_at"] - r["window_start"] > timedelta(seconds=1)]
+    queued = [
+        r
+        for r in rows
+        if r["started_at"] is not None and r["started_at"] - r["window_start"] > timedelta(seconds=1)
+    ]
     assert queued, "a window that came during a run waited and ran after it"
     skipped = [r for r in rows if r["status"] == "cancelled"]
     assert skipped and all("skipped (overlap=queue)" in r["error_message"] for r in skipped)
@@ -460,8 +519,9 @@ async def test_a_manual_trigger_of_a_skip_job_waits_for_the_running_run(pool: as
         first = await scheduler.trigger_periodic_job("overlap-trigger")
 
         async def running() -> bool:
-            return await pool.fetchval(
-                "SELECT status FROM scheduled_jobs WHERE job_id = $1", first) == "running"
+            return (
+                await pool.fetchval("SELECT status FROM scheduled_jobs WHERE job_id = $1", first) == "running"
+            )
 
         await wait_for(running, message="first manual run running")
         await scheduler.trigger_periodic_job("overlap-trigger")
@@ -472,15 +532,18 @@ async def test_a_manual_trigger_of_a_skip_job_waits_for_the_running_run(pool: as
 # ------------------------------------------------------------------ validation
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"every": HOUR, "misfire": "later"}, "misfire must be one of"),
-    ({"every": HOUR, "overlap": "never"}, "overlap must be one of"),
-    ({"every": HOUR, "catch_up": timedelta(hours=1)}, 'applies to misfire="all"'),
-    ({"every": HOUR, "misfire": "all", "catch_up": timedelta(0)}, "positive timedelta"),
-    ({"every": HOUR, "on_dst_gap": "skip"}, "apply to cron= schedules"),
-    ({"cron": "0 2 * * *", "on_dst_gap": "later"}, "on_dst_gap"),
-    ({"cron": "0 2 * * *", "on_dst_fold": "twice"}, "on_dst_fold"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"every": HOUR, "misfire": "later"}, "misfire must be one of"),
+        ({"every": HOUR, "overlap": "never"}, "overlap must be one of"),
+        ({"every": HOUR, "catch_up": timedelta(hours=1)}, 'applies to misfire="all"'),
+        ({"every": HOUR, "misfire": "all", "catch_up": timedelta(0)}, "positive timedelta"),
+        ({"every": HOUR, "on_dst_gap": "skip"}, "apply to cron= schedules"),
+        ({"cron": "0 2 * * *", "on_dst_gap": "later"}, "on_dst_gap"),
+        ({"cron": "0 2 * * *", "on_dst_fold": "twice"}, "on_dst_fold"),
+    ],
+)
 def test_bad_policies_are_refused_at_decoration(kwargs: dict[str, Any], message: str) -> None:
     async def fine() -> None: ...
 
@@ -510,18 +573,26 @@ async def test_schedule_set_from_the_cli_survives_republishing_until_reset(
     # A process restarts and publishes the code's definition again: the CLI's schedule stays.
     async with pool.acquire() as conn:
         await publish(conn, [periodic_registry.all()["cli-set"]])
-    assert await pool.fetchval(
-        "SELECT every_seconds FROM scheduler_periodic WHERE dedup_key = 'cli-set'") == 900
+    assert (
+        await pool.fetchval("SELECT every_seconds FROM scheduler_periodic WHERE dedup_key = 'cli-set'") == 900
+    )
     nxt = run_cli("periodic", "next", "cli-set", "--count", "3", env={"DATABASE_URL": dsn})
     times = [datetime.fromisoformat(line) for line in nxt.stdout.split()]
     assert [b - a for a, b in zip(times, times[1:], strict=False)] == [timedelta(minutes=15)] * 2
 
-    result = run_cli("periodic", "set", "cli-set", "--cron", "*/5 9-17 * * 1-5",
-                 "--timezone", "Europe/Lisbon", env={"DATABASE_URL": dsn})
+    result = run_cli(
+        "periodic",
+        "set",
+        "cli-set",
+        "--cron",
+        "*/5 9-17 * * 1-5",
+        "--timezone",
+        "Europe/Lisbon",
+        env={"DATABASE_URL": dsn},
+    )
     assert result.returncode == 0, result.stderr
     row = await pool.fetchrow("SELECT * FROM scheduler_periodic WHERE dedup_key = 'cli-set'")
-    assert (row["every_seconds"], row["cron"], row["timezone"]) == (
-        None, "*/5 9-17 * * 1-5", "Europe/Lisbon")
+    assert (row["every_seconds"], row["cron"], row["timezone"]) == (None, "*/5 9-17 * * 1-5", "Europe/Lisbon")
 
     result = run_cli("periodic", "set", "cli-set", "--reset", env={"DATABASE_URL": dsn})
     assert result.returncode == 0, result.stderr
@@ -537,24 +608,33 @@ async def test_schedule_change_cancels_windows_written_under_the_old_one(
 
     registrar = await prepare(pool, "cli-drop", datetime.now(UTC) - timedelta(seconds=1))
     await registrar.run_once()
-    assert await pool.fetchval(
-        "SELECT count(*) FROM scheduled_jobs WHERE dedup_key = 'cli-drop' AND status = 'pending'"
-    ) >= 1
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM scheduled_jobs WHERE dedup_key = 'cli-drop' AND status = 'pending'"
+        )
+        >= 1
+    )
     assert await Scheduler(pool).set_periodic_schedule("cli-drop", every=HOUR)
-    assert await pool.fetchval(
-        "SELECT count(*) FROM scheduled_jobs WHERE dedup_key = 'cli-drop' AND status = 'pending'"
-    ) == 0
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM scheduled_jobs WHERE dedup_key = 'cli-drop' AND status = 'pending'"
+        )
+        == 0
+    )
     assert await cursor_of(pool, "cli-drop") is None  # the new schedule starts at its next window
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--every", "soon"], "--every:"),
-    (["--cron", "61 * * * *"], "invalid cron expression"),
-    (["--cron", "0 9 * * *", "--timezone", "Mars/Olympus"], "unknown time zone"),
-    (["--every", "0.5s"], "at least 1 second"),
-    (["--every", "5m", "--cron", "0 9 * * *"], "exactly one of"),
-    ([], "exactly one of"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--every", "soon"], "--every:"),
+        (["--cron", "61 * * * *"], "invalid cron expression"),
+        (["--cron", "0 9 * * *", "--timezone", "Mars/Olympus"], "unknown time zone"),
+        (["--every", "0.5s"], "at least 1 second"),
+        (["--every", "5m", "--cron", "0 9 * * *"], "exactly one of"),
+        ([], "exactly one of"),
+    ],
+)
 async def test_bad_schedule_changes_are_one_line_and_change_nothing(
     dsn: str, pool: asyncpg.Pool, args: list[str], message: str
 ) -> None:

@@ -40,8 +40,9 @@ async def test_a_job_from_another_process_wakes_an_idle_worker(pool: asyncpg.Poo
         started.set()
 
     async with Scheduler(pool, **NO_POLLING) as scheduler:
-        await wait_for(lambda: scheduler.worker is not None and scheduler.worker.listening,
-                       message="listening")
+        await wait_for(
+            lambda: scheduler.worker is not None and scheduler.worker.listening, message="listening"
+        )
         producer = Scheduler(pool)  # never started: another process, as far as the worker knows
         t0 = time.monotonic()
         await producer.schedule(notified, execution_time=datetime.now(UTC))

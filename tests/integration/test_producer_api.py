@@ -123,8 +123,9 @@ async def test_bad_schedule_input_raises_library_errors_and_writes_nothing(
     # Options shared by specs are checked once per distinct value, and True == 1 in Python:
     # a spec with max_retries=True after one with max_retries=1 must still be refused.
     with pytest.raises(InvalidJobError, match="max_retries"):
-        await scheduler.schedule_bulk([JobSpec(task, now, max_retries=1),
-                                       JobSpec(task, now, max_retries=True)])
+        await scheduler.schedule_bulk(
+            [JobSpec(task, now, max_retries=1), JobSpec(task, now, max_retries=True)]
+        )
 
     assert await job_count(pool) == 0
 
@@ -178,9 +179,15 @@ async def test_errors_0_2_3_raised_as_builtins_are_still_those_builtins(
     assert issubclass(NotACoroutineFunctionError, TypeError)
     assert issubclass(SerializationError, TypeError)
     assert issubclass(JobAlreadyExistsError, ValueError)
-    for error in (NotACoroutineFunctionError, SerializationError, JobAlreadyExistsError,
-                  InvalidJobError, InvalidScheduleError, TaskNameConflictError,
-                  ConfigurationError):
+    for error in (
+        NotACoroutineFunctionError,
+        SerializationError,
+        JobAlreadyExistsError,
+        InvalidJobError,
+        InvalidScheduleError,
+        TaskNameConflictError,
+        ConfigurationError,
+    ):
         assert issubclass(error, PgSchedulerError)
 
     @job
@@ -222,12 +229,13 @@ async def test_row_naming_an_unregistered_task_is_never_run(
 
     async with Scheduler(pool, **FAST) as scheduler:
         # Rows written by someone else: a shell command and a print, due now, with arguments.
-        await insert_job(pool, "foreign-os", job_name="os:system",
-                         task_data={"args": [f"touch {marker}"], "kwargs": {}})
-        await insert_job(pool, "foreign-print", job_name="builtins:print",
-                         task_data={"args": [token], "kwargs": {}})
-        probe_id = await scheduler.schedule(probe, execution_time=datetime.now(UTC),
-                                            args=("live",))
+        await insert_job(
+            pool, "foreign-os", job_name="os:system", task_data={"args": [f"touch {marker}"], "kwargs": {}}
+        )
+        await insert_job(
+            pool, "foreign-print", job_name="builtins:print", task_data={"args": [token], "kwargs": {}}
+        )
+        probe_id = await scheduler.schedule(probe, execution_time=datetime.now(UTC), args=("live",))
         # The registered task ran, so the worker was polling.
         await wait_for_status(scheduler, probe_id, "completed")
         # Not-happening window: one more fallback poll interval (1 s in FAST) plus margin, so
@@ -321,8 +329,9 @@ async def test_raise_refuses_a_second_job_with_the_same_id(pool: asyncpg.Pool) -
     scheduler = Scheduler(pool)
     await scheduler.schedule(task, execution_time=later(), args=(1,), job_id="c1")
     with pytest.raises(JobAlreadyExistsError) as caught:
-        await scheduler.schedule(task, execution_time=later(), args=(2,), job_id="c1",
-                                 conflict_resolution=ConflictResolution.RAISE)
+        await scheduler.schedule(
+            task, execution_time=later(), args=(2,), job_id="c1", conflict_resolution=ConflictResolution.RAISE
+        )
     assert "c1" in str(caught.value) and "pending" in str(caught.value)
     assert await job_count(pool) == 1
     assert (await scheduler.get_job("c1")).args == [1]  # type: ignore[union-attr]
@@ -337,9 +346,16 @@ async def test_twenty_concurrent_raise_calls_with_one_id_make_one_row(
 
     scheduler = Scheduler(pool)
     results = await asyncio.gather(
-        *(scheduler.schedule(task, execution_time=later(), args=(i,), job_id="race",
-                             conflict_resolution=ConflictResolution.RAISE)
-          for i in range(20)),
+        *(
+            scheduler.schedule(
+                task,
+                execution_time=later(),
+                args=(i,),
+                job_id="race",
+                conflict_resolution=ConflictResolution.RAISE,
+            )
+            for i in range(20)
+        ),
         return_exceptions=True,
     )
     ok = [r for r in results if r == "race"]
@@ -358,8 +374,12 @@ async def test_ignore_returns_the_existing_id_and_keeps_its_args(pool: asyncpg.P
     when = later()
     first = await scheduler.schedule(task, execution_time=when, args=(1,), job_id="ig")
     again = await scheduler.schedule(
-        task, execution_time=when + timedelta(hours=1), args=(2,), job_id="ig",
-        priority=JobPriority.CRITICAL, conflict_resolution=ConflictResolution.IGNORE,
+        task,
+        execution_time=when + timedelta(hours=1),
+        args=(2,),
+        job_id="ig",
+        priority=JobPriority.CRITICAL,
+        conflict_resolution=ConflictResolution.IGNORE,
     )
     assert first == again == "ig"
     j = await scheduler.get_job("ig")
@@ -379,8 +399,13 @@ async def test_replace_of_a_pending_job_runs_it_once_with_the_new_args(
 
     async with Scheduler(pool, **FAST) as scheduler:
         await scheduler.schedule(task, execution_time=later(), args=("old",), job_id="rp")
-        await scheduler.schedule(task, execution_time=datetime.now(UTC), args=("new",),
-                                 job_id="rp", conflict_resolution=ConflictResolution.REPLACE)
+        await scheduler.schedule(
+            task,
+            execution_time=datetime.now(UTC),
+            args=("new",),
+            job_id="rp",
+            conflict_resolution=ConflictResolution.REPLACE,
+        )
         j = await wait_for_status(scheduler, "rp", "completed")
     assert ran == ["new"]
     assert j.args == ["new"] and j.attempt == 1 and j.error_message is None
@@ -405,15 +430,17 @@ async def test_replace_of_a_running_job_reruns_it_and_fences_out_the_old_run(
         outcomes.append((claimed.attempt, str(outcome)))
 
     async with Scheduler(pool, on_outcome=record, **FAST) as scheduler:
-        await scheduler.schedule(slow, execution_time=datetime.now(UTC), args=("old",),
-                                 job_id="rr")
+        await scheduler.schedule(slow, execution_time=datetime.now(UTC), args=("old",), job_id="rr")
         await wait_for(lambda: ("start", "old") in events, message="first run started")
         assert (await job_row(pool, "rr"))["status"] == "running"
 
         # Due a little later, so that the row can be seen pending before it is claimed again.
         await scheduler.schedule(
-            slow, execution_time=datetime.now(UTC) + timedelta(seconds=1.5), args=("new",),
-            job_id="rr", conflict_resolution=ConflictResolution.REPLACE,
+            slow,
+            execution_time=datetime.now(UTC) + timedelta(seconds=1.5),
+            args=("new",),
+            job_id="rr",
+            conflict_resolution=ConflictResolution.REPLACE,
         )
         replaced = await job_row(pool, "rr")
         assert replaced["status"] == "pending" and replaced["worker_id"] is None
@@ -424,9 +451,7 @@ async def test_replace_of_a_running_job_reruns_it_and_fences_out_the_old_run(
         await wait_for(lambda: len(outcomes) == 2, message="both runs reported")
 
     assert ("end", "new") in events
-    assert ("end", "old") not in events or events.index(("end", "old")) > events.index(
-        ("end", "new")
-    )
+    assert ("end", "old") not in events or events.index(("end", "old")) > events.index(("end", "new"))
     assert sorted(outcomes) == [(1, "lease_lost"), (2, "completed")]
     final = await job_row(pool, "rr")
     assert final["status"] == "completed" and final["attempt"] == 2
@@ -458,11 +483,15 @@ async def test_replace_while_running_then_old_run_ending_first_leaves_new_run_al
         outcomes.append((claimed.attempt, str(outcome)))
 
     async with Scheduler(pool, on_outcome=record, **FAST) as scheduler:
-        await scheduler.schedule(slow, execution_time=datetime.now(UTC), args=("old",),
-                                 job_id="rr2")
+        await scheduler.schedule(slow, execution_time=datetime.now(UTC), args=("old",), job_id="rr2")
         await wait_for(lambda: ("start", "old") in events, message="first run started")
-        await scheduler.schedule(slow, execution_time=datetime.now(UTC), args=("new",),
-                                 job_id="rr2", conflict_resolution=ConflictResolution.REPLACE)
+        await scheduler.schedule(
+            slow,
+            execution_time=datetime.now(UTC),
+            args=("new",),
+            job_id="rr2",
+            conflict_resolution=ConflictResolution.REPLACE,
+        )
         await wait_for(lambda: ("start", "new") in events, message="replacement started")
         # The worker that claims attempt 2 knows attempt 1's lease is gone: it stops that run.
         await wait_for(lambda: ("cancelled", "old") in events, message="old run stopped")
@@ -495,9 +524,14 @@ async def test_deterministic_job_ids_dedup_the_same_call(pool: asyncpg.Pool) -> 
     scheduler = Scheduler(pool)
     when = datetime.now(UTC) + timedelta(hours=1)
     ids = [
-        await scheduler.schedule(report, execution_time=when, args=("2026-11-28",),
-                                 kwargs={"region": "eu"}, job_id=a,
-                                 conflict_resolution=ConflictResolution.IGNORE)
+        await scheduler.schedule(
+            report,
+            execution_time=when,
+            args=("2026-11-28",),
+            kwargs={"region": "eu"},
+            job_id=a,
+            conflict_resolution=ConflictResolution.IGNORE,
+        )
         for _ in range(3)
     ]
     assert ids == [a, a, a]
@@ -516,8 +550,7 @@ async def test_bulk_ignore_per_spec_returns_ids_in_input_order_with_none_for_ski
 
     scheduler = Scheduler(pool)
     when = later()
-    specs = [JobSpec(task, when, args=(i,), job_id=jid)
-             for i, jid in enumerate(["a", "b", "a", "c", "b"])]
+    specs = [JobSpec(task, when, args=(i,), job_id=jid) for i, jid in enumerate(["a", "b", "a", "c", "b"])]
     assert await scheduler.schedule_bulk(specs, per_spec=True) == ["a", "b", None, "c", None]
     assert await job_count(pool) == 3
     assert (await scheduler.get_job("a")).args == [0]  # type: ignore[union-attr]
@@ -541,8 +574,7 @@ async def test_bulk_ignore_returns_only_the_ids_it_wrote_as_0_2_3_did(pool: asyn
 
     scheduler = Scheduler(pool)
     when = later()
-    specs = [JobSpec(task, when, args=(i,), job_id=jid)
-             for i, jid in enumerate(["a", "b", "a", "c", "b"])]
+    specs = [JobSpec(task, when, args=(i,), job_id=jid) for i, jid in enumerate(["a", "b", "a", "c", "b"])]
     assert await scheduler.schedule_bulk(specs) == ["a", "b", "c"]
     assert await scheduler.schedule_bulk(specs) == []
     assert await scheduler.schedule_bulk(
@@ -555,8 +587,9 @@ async def test_bulk_ignore_returns_only_the_ids_it_wrote_as_0_2_3_did(pool: asyn
     fresh = [JobSpec(task, when, args=(i,)) for i in range(3)]
     ids = await scheduler.schedule_bulk(fresh)
     assert len(set(ids)) == 3 and None not in ids
-    rows = await pool.fetch("SELECT job_id, task_data->'args'->>0 AS i FROM scheduled_jobs"
-                            " WHERE job_id = ANY($1)", ids)
+    rows = await pool.fetch(
+        "SELECT job_id, task_data->'args'->>0 AS i FROM scheduled_jobs WHERE job_id = ANY($1)", ids
+    )
     assert sorted((ids.index(r["job_id"]), int(r["i"])) for r in rows) == [(0, 0), (1, 1), (2, 2)]
     assert len(await scheduler.schedule_bulk(fresh, per_spec=True)) == 3
 
@@ -672,18 +705,30 @@ async def test_bulk_copy_path_wakes_an_idle_worker_and_keeps_every_field(pool: a
         ran.append(i)
 
     async with Scheduler(pool, **{**FAST, "poll_interval_seconds": 30.0}) as worker:
-        await wait_for(lambda: worker.worker is not None and worker.worker.listening,
-                       message="worker listening")
-        ids = await Scheduler(pool).schedule_bulk([
-            JobSpec(copied, datetime.now(UTC), args=(i,), priority=JobPriority.HIGH, max_retries=2,
-                    misfire_grace_time=None, timeout_seconds=7.5)
-            for i in range(3)
-        ])
+        await wait_for(
+            lambda: worker.worker is not None and worker.worker.listening, message="worker listening"
+        )
+        ids = await Scheduler(pool).schedule_bulk(
+            [
+                JobSpec(
+                    copied,
+                    datetime.now(UTC),
+                    args=(i,),
+                    priority=JobPriority.HIGH,
+                    max_retries=2,
+                    misfire_grace_time=None,
+                    timeout_seconds=7.5,
+                )
+                for i in range(3)
+            ]
+        )
         await wait_for(lambda: len(ran) == 3, timeout=5, message="jobs woken by the COPY's notify")
     rows = await pool.fetch("SELECT * FROM scheduled_jobs WHERE job_id = ANY($1) ORDER BY job_id", ids)
     assert sorted(ran) == [0, 1, 2]
-    assert {(r["priority"], r["max_retries"], r["misfire_grace_time"], r["timeout_seconds"],
-             r["status"]) for r in rows} == {(3, 2, None, 7.5, "completed")}
+    assert {
+        (r["priority"], r["max_retries"], r["misfire_grace_time"], r["timeout_seconds"], r["status"])
+        for r in rows
+    } == {(3, 2, None, 7.5, "completed")}
 
 
 async def test_a_large_bulk_into_an_empty_queue_refreshes_the_planner_statistics(
@@ -701,17 +746,21 @@ async def test_a_large_bulk_into_an_empty_queue_refreshes_the_planner_statistics
     await pool.execute("ANALYZE scheduled_jobs")  # as autovacuum does while the queue is empty
     await scheduler.schedule_bulk([JobSpec(burst, datetime.now(UTC), args=(i,)) for i in range(6000)])
     assert await pool.fetchval("SELECT reltuples FROM pg_class WHERE relname = 'scheduled_jobs'") >= 6000
-    plan = "\n".join(r[0] for r in await pool.fetch(
-        """EXPLAIN SELECT ctid FROM scheduled_jobs AS j
+    plan = "\n".join(
+        r[0]
+        for r in await pool.fetch(
+            """EXPLAIN SELECT ctid FROM scheduled_jobs AS j
             WHERE status = 'pending' AND execution_time <= now() AND job_name = ANY($1::text[])
             ORDER BY priority, execution_time LIMIT 20 FOR UPDATE SKIP LOCKED""",
-        [scheduler.registry.name_of(burst)],
-    ))
+            [scheduler.registry.name_of(burst)],
+        )
+    )
     assert "scheduled_jobs_claim_idx" in plan and "Sort" not in plan, plan
     async with pool.acquire() as conn:  # the refresh's smaller sample ends with it
         await conn.execute(queries.JOB_ANALYZE)
         assert await conn.fetchval("SHOW default_statistics_target") == await conn.fetchval(
-            "SELECT reset_val FROM pg_settings WHERE name = 'default_statistics_target'")
+            "SELECT reset_val FROM pg_settings WHERE name = 'default_statistics_target'"
+        )
 
 
 async def test_a_bursts_statistics_are_in_place_when_its_notification_wakes_the_workers(
@@ -733,14 +782,16 @@ async def test_a_bursts_statistics_are_in_place_when_its_notification_wakes_the_
             woken.set()
 
         await worker.add_listener("pg_scheduler_jobs", wake)
-        bulk = asyncio.create_task(scheduler.schedule_bulk(
-            [JobSpec(burst, datetime.now(UTC), args=(i,)) for i in range(6000)]))
+        bulk = asyncio.create_task(
+            scheduler.schedule_bulk([JobSpec(burst, datetime.now(UTC), args=(i,)) for i in range(6000)])
+        )
         await asyncio.wait_for(woken.wait(), 30)
         # What the woken worker's planner sees now.
         believed = await worker.fetchval(queries.JOB_GET_PLANNER_ROWS)
         common = await worker.fetchval(
             "SELECT most_common_vals::text FROM pg_stats"
-            " WHERE tablename = 'scheduled_jobs' AND attname = 'status'")
+            " WHERE tablename = 'scheduled_jobs' AND attname = 'status'"
+        )
         await bulk
         await worker.remove_listener("pg_scheduler_jobs", wake)
     assert believed >= 6000
@@ -762,8 +813,7 @@ async def test_schedule_on_a_connection_follows_the_callers_transaction(
     async with pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
-        await scheduler.schedule(task, execution_time=later(), job_id="tx-rolled-back",
-                                 connection=conn)
+        await scheduler.schedule(task, execution_time=later(), job_id="tx-rolled-back", connection=conn)
         # Visible inside the transaction, invisible outside until it commits.
         assert await conn.fetchval("SELECT count(*) FROM scheduled_jobs") == 1
         assert await job_count(pool) == 0
@@ -772,11 +822,8 @@ async def test_schedule_on_a_connection_follows_the_callers_transaction(
     assert await job_count(pool) == 0
 
     async with pool.acquire() as conn, conn.transaction():
-        await scheduler.schedule(task, execution_time=later(), job_id="tx-committed",
-                                 connection=conn)
-        ids = await scheduler.schedule_bulk(
-            [JobSpec(task, later(), job_id="tx-bulk")], connection=conn
-        )
+        await scheduler.schedule(task, execution_time=later(), job_id="tx-committed", connection=conn)
+        ids = await scheduler.schedule_bulk([JobSpec(task, later(), job_id="tx-bulk")], connection=conn)
         assert ids == ["tx-bulk"]
     assert await scheduler.get_job("tx-committed") is not None
     assert await scheduler.get_job("tx-bulk") is not None
@@ -796,8 +843,12 @@ async def test_never_started_scheduler_is_a_producer_on_an_empty_database(
     assert await pool.fetchval("SELECT to_regclass('scheduled_jobs')") is None
     producer = Scheduler(pool)
     job_id = await producer.schedule(
-        task, execution_time=later(), args=(7,), kwargs={"label": "seven"},
-        priority=JobPriority.HIGH, max_retries=2,
+        task,
+        execution_time=later(),
+        args=(7,),
+        kwargs={"label": "seven"},
+        priority=JobPriority.HIGH,
+        max_retries=2,
     )
     assert await pool.fetchval("SELECT to_regclass('scheduled_jobs')") is not None
 
@@ -810,9 +861,7 @@ async def test_never_started_scheduler_is_a_producer_on_an_empty_database(
     assert j["status"] == "pending" and type(j["status"]) is str
     assert j["args"] == [7]
 
-    ids = await producer.schedule_bulk(
-        [JobSpec(task, later(), args=(i,), job_id=f"b{i}") for i in range(3)]
-    )
+    ids = await producer.schedule_bulk([JobSpec(task, later(), args=(i,), job_id=f"b{i}") for i in range(3)])
     assert ids == ["b0", "b1", "b2"]
 
     assert await producer.cancel_job(job_id) is True
@@ -831,8 +880,13 @@ async def test_never_started_scheduler_is_a_producer_on_an_empty_database(
 
 async def test_producer_schedules_by_name_a_task_it_does_not_import(pool: asyncpg.Pool) -> None:
     producer = Scheduler(pool)
-    job_id = await producer.schedule("reports.jobs:build", execution_time=datetime.now(UTC),
-                                     args=(2024,), kwargs={"fmt": "pdf"}, job_id="by-name")
+    job_id = await producer.schedule(
+        "reports.jobs:build",
+        execution_time=datetime.now(UTC),
+        args=(2024,),
+        kwargs={"fmt": "pdf"},
+        job_id="by-name",
+    )
     assert job_id == "by-name"
     assert "reports.jobs:build" not in registry
     assert (await job_row(pool, "by-name"))["job_name"] == "reports.jobs:build"
@@ -862,8 +916,12 @@ async def test_import_configures_no_logging() -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-c",
+        code,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()

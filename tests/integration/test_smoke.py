@@ -24,8 +24,6 @@ async def test_schedule_runs_and_completes(pool: asyncpg.Pool) -> None:
         await wait_for(lambda: scheduler.is_leader, message="leader")
 
 
-
-
 async def test_future_job(pool: asyncpg.Pool) -> None:
     @job
     async def later() -> None:
@@ -39,15 +37,11 @@ async def test_future_job(pool: asyncpg.Pool) -> None:
 async def test_schedule_inside_a_transaction_on_an_empty_database(pool: asyncpg.Pool) -> None:
     # The schema is created on first use even when the first use is inside the caller's
     # transaction, and even when the caller holds the pool's only connection.
-    small = await asyncpg.create_pool(
-        *pool._connect_args, min_size=1, max_size=1, **pool._connect_kwargs
-    )
+    small = await asyncpg.create_pool(*pool._connect_args, min_size=1, max_size=1, **pool._connect_kwargs)
     try:
         scheduler = Scheduler(small)
         async with small.acquire() as conn, conn.transaction():
-            job_id = await scheduler.schedule(
-                "some.task", execution_time=datetime.now(UTC), connection=conn
-            )
+            job_id = await scheduler.schedule("some.task", execution_time=datetime.now(UTC), connection=conn)
         assert await pool.fetchval("SELECT status FROM scheduled_jobs WHERE job_id = $1", job_id) == "pending"
     finally:
         await small.close()

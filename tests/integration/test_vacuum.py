@@ -41,9 +41,15 @@ async def insert_row(
     finished_ago: timedelta | None = None,
 ) -> None:
     """A row in ``status``, created ``created_ago`` and finished ``finished_ago`` before now."""
-    await insert_job(pool, job_id, job_name=TASK, status=status, execution_time=ago(created_ago),
-                     created_at=ago(created_ago),
-                     finished_at=None if finished_ago is None else ago(finished_ago))
+    await insert_job(
+        pool,
+        job_id,
+        job_name=TASK,
+        status=status,
+        execution_time=ago(created_ago),
+        created_at=ago(created_ago),
+        finished_at=None if finished_ago is None else ago(finished_ago),
+    )
 
 
 async def backdate(
@@ -57,9 +63,7 @@ async def ids(pool: asyncpg.Pool) -> set[str]:
 
 
 async def status_of(pool: asyncpg.Pool, job_id: str) -> str | None:
-    value: str | None = await pool.fetchval(
-        "SELECT status FROM scheduled_jobs WHERE job_id = $1", job_id
-    )
+    value: str | None = await pool.fetchval("SELECT status FROM scheduled_jobs WHERE job_id = $1", job_id)
     return value
 
 
@@ -77,19 +81,24 @@ async def test_age_counts_from_finish_not_from_creation(pool: asyncpg.Pool) -> N
     await backdate(pool, recent, created_ago=timedelta(days=2), finished_ago=timedelta(minutes=1))
     await backdate(pool, old, created_ago=timedelta(days=3), finished_ago=timedelta(days=2))
 
-    producer = Scheduler(pool, vacuum_config=VacuumConfig(completed=VacuumPolicy.after_days(1)),
-                         vacuum_enabled=True)
+    producer = Scheduler(
+        pool, vacuum_config=VacuumConfig(completed=VacuumPolicy.after_days(1)), vacuum_enabled=True
+    )
     deleted = await producer.run_vacuum()
 
     assert deleted == {**ZEROS, "completed": 1}
     assert await ids(pool) == {recent}
 
 
-@pytest.mark.parametrize("config", [
-    None,
-    # None for a policy means the default one, as in 0.2.3 (not "no policy").
-    VacuumConfig(completed=None, failed=None, cancelled=None, expired=None),  # type: ignore[arg-type]
-], ids=["VacuumConfig()", "VacuumConfig(None, ...)"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        None,
+        # None for a policy means the default one, as in 0.2.3 (not "no policy").
+        VacuumConfig(completed=None, failed=None, cancelled=None, expired=None),  # type: ignore[arg-type]
+    ],
+    ids=["VacuumConfig()", "VacuumConfig(None, ...)"],
+)
 async def test_default_policies_cover_every_final_state_from_finish_time(
     pool: asyncpg.Pool, config: VacuumConfig | None
 ) -> None:
@@ -98,13 +107,24 @@ async def test_default_policies_cover_every_final_state_from_finish_time(
     defaults = {"completed": 1, "failed": 7, "cancelled": 3, "expired": 7}
     if config is not None:
         assert {state: policy.days for state, policy in config.policies().items()} == {
-            JobState(state): days for state, days in defaults.items()}
+            JobState(state): days for state, days in defaults.items()
+        }
     await Scheduler(pool).initialize_db()
     for state, days in defaults.items():
-        await insert_row(pool, f"{state}-old", state, created_ago=timedelta(days=30),
-                         finished_ago=timedelta(days=days, hours=1))
-        await insert_row(pool, f"{state}-young", state, created_ago=timedelta(days=30),
-                         finished_ago=timedelta(days=days) - timedelta(hours=1))
+        await insert_row(
+            pool,
+            f"{state}-old",
+            state,
+            created_ago=timedelta(days=30),
+            finished_ago=timedelta(days=days, hours=1),
+        )
+        await insert_row(
+            pool,
+            f"{state}-young",
+            state,
+            created_ago=timedelta(days=30),
+            finished_ago=timedelta(days=days) - timedelta(hours=1),
+        )
 
     deleted = await Scheduler(pool, vacuum_enabled=True, vacuum_config=config).run_vacuum()
 
@@ -121,7 +141,8 @@ async def test_a_real_expired_job_is_vacuumed_after_7_days_by_default(
 
     async with Scheduler(pool, vacuum_enabled=False, **FAST) as scheduler:
         expired = await scheduler.schedule(
-            too_late, execution_time=datetime.now(UTC) - timedelta(minutes=5),
+            too_late,
+            execution_time=datetime.now(UTC) - timedelta(minutes=5),
             misfire_grace_time=1,
         )
         await wait_for_status(pool, expired, "expired")
@@ -147,12 +168,11 @@ async def test_immediate_deletes_right_after_completion(pool: asyncpg.Pool) -> N
     async with Scheduler(pool, vacuum_enabled=False, **FAST) as scheduler:
         done = await scheduler.schedule(quick, execution_time=datetime.now(UTC))
         await wait_for_status(pool, done, "completed")
-        waiting = await scheduler.schedule(
-            quick, execution_time=datetime.now(UTC) + timedelta(hours=1)
-        )
+        waiting = await scheduler.schedule(quick, execution_time=datetime.now(UTC) + timedelta(hours=1))
         # No back-dating: 0.2.3 kept rows whose heartbeat was under 5 minutes old.
         deleted = await Scheduler(
-            pool, vacuum_config=VacuumConfig(completed=VacuumPolicy.immediate()),
+            pool,
+            vacuum_config=VacuumConfig(completed=VacuumPolicy.immediate()),
             vacuum_enabled=True,
         ).run_vacuum()
 
@@ -164,9 +184,13 @@ async def test_keep_last_keeps_only_the_newest_finished_rows(pool: asyncpg.Pool)
     await Scheduler(pool).initialize_db()
     # Created in the opposite order to finishing: the newest *finished* row is the one kept.
     for n, finished_hours in enumerate((1, 5, 3)):
-        await insert_row(pool, f"failed-{finished_hours}h", "failed",
-                         created_ago=timedelta(days=10 - n),
-                         finished_ago=timedelta(hours=finished_hours))
+        await insert_row(
+            pool,
+            f"failed-{finished_hours}h",
+            "failed",
+            created_ago=timedelta(days=10 - n),
+            finished_ago=timedelta(hours=finished_hours),
+        )
     await insert_row(pool, "completed-1h", "completed", finished_ago=timedelta(hours=1))
 
     config = VacuumConfig(completed=VacuumPolicy.never(), failed=VacuumPolicy.keep_last(1))
@@ -178,22 +202,21 @@ async def test_keep_last_keeps_only_the_newest_finished_rows(pool: asyncpg.Pool)
 
 @pytest.mark.parametrize(
     "policy",
-    [VacuumPolicy.immediate(), VacuumPolicy.keep_last(0), VacuumPolicy.after_days(0),
-     VacuumPolicy.never()],
+    [VacuumPolicy.immediate(), VacuumPolicy.keep_last(0), VacuumPolicy.after_days(0), VacuumPolicy.never()],
     ids=lambda p: p.trigger.value,
 )
-async def test_no_policy_touches_pending_or_running_rows(
-    pool: asyncpg.Pool, policy: VacuumPolicy
-) -> None:
+async def test_no_policy_touches_pending_or_running_rows(pool: asyncpg.Pool, policy: VacuumPolicy) -> None:
     await Scheduler(pool).initialize_db()
     # Old unfinished rows: a pending job whose earlier attempt finished (retry), a running one.
     await insert_row(pool, "pending-old", "pending", created_ago=timedelta(days=60))
-    await insert_row(pool, "pending-retried", "pending", created_ago=timedelta(days=60),
-                     finished_ago=timedelta(days=59))
+    await insert_row(
+        pool, "pending-retried", "pending", created_ago=timedelta(days=60), finished_ago=timedelta(days=59)
+    )
     await insert_row(pool, "running-old", "running", created_ago=timedelta(days=60))
     for state in FINAL_STATES:
-        await insert_row(pool, f"{state}-old", state, created_ago=timedelta(days=60),
-                         finished_ago=timedelta(days=30))
+        await insert_row(
+            pool, f"{state}-old", state, created_ago=timedelta(days=60), finished_ago=timedelta(days=30)
+        )
 
     config = VacuumConfig(completed=policy, failed=policy, cancelled=policy, expired=policy)
     deleted = await Scheduler(pool, vacuum_config=config, vacuum_enabled=True).run_vacuum()
@@ -211,11 +234,14 @@ async def test_no_policy_touches_pending_or_running_rows(
 async def test_vacuum_disabled_returns_zeros_and_deletes_nothing(pool: asyncpg.Pool) -> None:
     await Scheduler(pool).initialize_db()
     for state in FINAL_STATES:
-        await insert_row(pool, f"{state}-ancient", state, created_ago=timedelta(days=400),
-                         finished_ago=timedelta(days=365))
+        await insert_row(
+            pool, f"{state}-ancient", state, created_ago=timedelta(days=400), finished_ago=timedelta(days=365)
+        )
     everything_immediate = VacuumConfig(
-        completed=VacuumPolicy.immediate(), failed=VacuumPolicy.immediate(),
-        cancelled=VacuumPolicy.immediate(), expired=VacuumPolicy.immediate(),
+        completed=VacuumPolicy.immediate(),
+        failed=VacuumPolicy.immediate(),
+        cancelled=VacuumPolicy.immediate(),
+        expired=VacuumPolicy.immediate(),
         interval_minutes=0.01,
     )
 
@@ -235,9 +261,13 @@ async def test_vacuum_disabled_returns_zeros_and_deletes_nothing(pool: asyncpg.P
 async def test_track_metrics_records_daily_and_total_counts_that_add_up(
     pool: asyncpg.Pool,
 ) -> None:
-    config = VacuumConfig(completed=VacuumPolicy.immediate(), failed=VacuumPolicy.immediate(),
-                          cancelled=VacuumPolicy.immediate(), expired=VacuumPolicy.immediate(),
-                          track_metrics=True)
+    config = VacuumConfig(
+        completed=VacuumPolicy.immediate(),
+        failed=VacuumPolicy.immediate(),
+        cancelled=VacuumPolicy.immediate(),
+        expired=VacuumPolicy.immediate(),
+        track_metrics=True,
+    )
     scheduler = Scheduler(pool, vacuum_config=config, vacuum_enabled=True)
     await scheduler.initialize_db()
     assert await scheduler.get_vacuum_stats() == []
@@ -270,8 +300,9 @@ async def test_track_metrics_records_daily_and_total_counts_that_add_up(
 
 
 async def test_stats_are_not_recorded_without_track_metrics(pool: asyncpg.Pool) -> None:
-    scheduler = Scheduler(pool, vacuum_config=VacuumConfig(completed=VacuumPolicy.immediate()),
-                          vacuum_enabled=True)
+    scheduler = Scheduler(
+        pool, vacuum_config=VacuumConfig(completed=VacuumPolicy.immediate()), vacuum_enabled=True
+    )
     await scheduler.initialize_db()
     await _insert_finished(pool, {"completed": 2}, tag="x")
     assert await scheduler.run_vacuum() == {**ZEROS, "completed": 2}
@@ -313,8 +344,9 @@ async def test_the_leader_vacuums_on_its_own_and_a_follower_does_not(pool: async
         await wait_for(lambda: first.is_leader or second.is_leader, message="a leader")
         leader, follower = (first, second) if first.is_leader else (second, first)
         assert leader.vacuum is not None and follower.vacuum is not None
-        await wait_for(lambda: leader.vacuum is not None and leader.vacuum.running,
-                       message="leader's vacuum running")
+        await wait_for(
+            lambda: leader.vacuum is not None and leader.vacuum.running, message="leader's vacuum running"
+        )
 
         job_id = await leader.schedule(tick, execution_time=datetime.now(UTC), args=(1,))
         await wait_for(lambda: ran == [1], message="job ran")
@@ -329,8 +361,10 @@ async def test_the_leader_vacuums_on_its_own_and_a_follower_does_not(pool: async
         # When the leader leaves, the follower takes over, vacuum included.
         await leader.shutdown()
         await wait_for(lambda: follower.is_leader, timeout=10, message="takeover")
-        await wait_for(lambda: follower.vacuum is not None and follower.vacuum.running,
-                       message="new leader's vacuum running")
+        await wait_for(
+            lambda: follower.vacuum is not None and follower.vacuum.running,
+            message="new leader's vacuum running",
+        )
         await follower.vacuum.wait_for_passes(1, timeout=10)
 
 
@@ -376,8 +410,8 @@ async def _insert_finished(pool: asyncpg.Pool, counts: dict[str, int], *, tag: s
 
 async def _all_completed(pool: asyncpg.Pool, job_ids: list[str]) -> bool:
     done: int = await pool.fetchval(
-        "SELECT count(*) FROM scheduled_jobs WHERE job_id = ANY($1::text[])"
-        " AND status = 'completed'", job_ids,
+        "SELECT count(*) FROM scheduled_jobs WHERE job_id = ANY($1::text[]) AND status = 'completed'",
+        job_ids,
     )
     return done == len(job_ids)
 

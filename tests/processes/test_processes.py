@@ -29,8 +29,9 @@ async def test_job_survives_the_restart_of_the_process_that_scheduled_it(
 ) -> None:
     # Process 1 schedules and exits; process 2, the same code, runs it (0.2.3 failed it with
     # "No task function found").
-    job_id = await run_producer(dsn, {"task": "apps.send_invoice", "args": [42], "delay": 1,
-                                      "max_retries": 5})
+    job_id = await run_producer(
+        dsn, {"task": "apps.send_invoice", "args": [42], "delay": 1, "max_retries": 5}
+    )
     assert (await job_row(pool, job_id))["status"] == "pending"
     replicas.append(await start_replica(dsn))
     await wait_for_status(pool, job_id, "completed", timeout=15)
@@ -72,6 +73,7 @@ async def test_a_crash_with_no_retries_left_ends_failed_with_the_reason(
     replicas.append(await start_replica(dsn, APP_LEASE=2))
     await ensure_events_table(pool)
     job_id = await run_producer(dsn, {"task": "apps.crash", "args": ["c"], "max_retries": 1})
+
     # Each start kills the replica: restart it while the job is still not final.
     async def final_or_restart() -> bool:
         row = await job_row(pool, job_id)
@@ -147,8 +149,10 @@ async def test_sigterm_hands_a_long_job_to_another_replica_at_once(
     handover = time.monotonic() - t0
     assert starts[1]["pid"] == b.pid
     # Not after the 30 s lease: the lease was handed back at shutdown.
-    print(f"measured: SIGTERM exit after {exit_after:.2f}s, long job restarted on the other "
-          f"replica {handover:.2f}s after SIGTERM (lease 30 s)")
+    print(
+        f"measured: SIGTERM exit after {exit_after:.2f}s, long job restarted on the other "
+        f"replica {handover:.2f}s after SIGTERM (lease 30 s)"
+    )
     assert exit_after < 3 and handover < 4, (exit_after, handover)
     row = await job_row(pool, job_id)
     assert row["retry_count"] == 0 and row["attempt"] == 2
@@ -166,8 +170,7 @@ async def test_frozen_leader_is_replaced_and_cannot_act_after_it_thaws(
     [frozen] = [r for r in replicas if r.pid == leader_pid]
     t0 = time.monotonic()
     frozen.signal(signal.SIGSTOP)
-    new_pid = await wait_for(lambda: _leader_pid(pool, other_than=leader_pid), timeout=15,
-                             message="takeover")
+    new_pid = await wait_for(lambda: _leader_pid(pool, other_than=leader_pid), timeout=15, message="takeover")
     took = time.monotonic() - t0
     print(f"measured: frozen leader (SIGSTOP) replaced after {took:.2f}s (ttl 3 s)")
     assert took < 3 + 1 + 3, f"takeover took {took:.1f}s"  # ttl + elect interval + slack
@@ -181,6 +184,7 @@ async def test_frozen_leader_is_replaced_and_cannot_act_after_it_thaws(
 
 
 # ---------------------------------------------------------------------- helpers
+
 
 async def _epoch_above(pool: asyncpg.Pool, epoch: int) -> bool:
     return bool(await pool.fetchval("SELECT epoch > $1 FROM scheduler_leader", epoch))
@@ -216,4 +220,3 @@ async def _leader_pid(pool: asyncpg.Pool, other_than: int | None = None) -> int 
     if other_than is not None and pid == other_than:
         return None
     return pid
-

@@ -62,8 +62,7 @@ async def test_two_pods_drain_3000_jobs_each_exactly_once_and_status_shows_the_t
     assert len(ids) == 3000
 
     async def drained() -> bool:
-        return await pool.fetchval(
-            "SELECT count(*) FROM scheduled_jobs WHERE status = 'completed'") == 3000
+        return await pool.fetchval("SELECT count(*) FROM scheduled_jobs WHERE status = 'completed'") == 3000
 
     scheduled = time.monotonic()
     await wait_for(drained, timeout=120, interval=0.2, message="3000 jobs completed")
@@ -105,7 +104,8 @@ async def test_a_killed_worker_is_replaced_and_its_job_runs_again_at_once(
         return await pool.fetchval(
             "SELECT max(started_at) FROM scheduler_workers WHERE kind = 'worker' "
             "AND supervisor_id = $1 AND pid <> ALL($2::int[]) HAVING count(*) = 1",
-            pod.supervisor_id, list(before),
+            pod.supervisor_id,
+            list(before),
         )
 
     replacement_at = await wait_for(replaced, timeout=5, message="a replacement worker")
@@ -138,25 +138,31 @@ async def test_killing_the_leading_supervisor_ends_its_workers_and_moves_leaders
     a.signal(signal.SIGKILL)
     killed = time.monotonic()
 
-    await wait_for(lambda: not any(alive(p) for p in orphans), timeout=5,
-                   message="the dead supervisor's workers exit")
+    await wait_for(
+        lambda: not any(alive(p) for p in orphans), timeout=5, message="the dead supervisor's workers exit"
+    )
     print(f"measured: orphaned workers gone {time.monotonic() - killed:.2f}s after kill -9")
-    await wait_for(lambda: _is(leader_supervisor(pool), b.supervisor_id), timeout=10,
-                   interval=0.05, message="b leads")
+    await wait_for(
+        lambda: _is(leader_supervisor(pool), b.supervisor_id), timeout=10, interval=0.05, message="b leads"
+    )
     took = time.monotonic() - killed
     print(f"measured: other pod leads {took:.2f}s after kill -9 of the leader")
     assert took < 10
     ticks_at_kill = await _ticks_completed(pool, 0)
-    await wait_for(lambda: _ticks_completed(pool, ticks_at_kill + 3), timeout=10,
-                   message="ticks go on")
+    await wait_for(lambda: _ticks_completed(pool, ticks_at_kill + 3), timeout=10, message="ticks go on")
     # No window ran twice: one execution per completed window row, one row per window.
     completed = await pool.fetchval(
-        "SELECT count(*) FROM scheduled_jobs WHERE dedup_key = 'apps.tick' AND status = 'completed'")
+        "SELECT count(*) FROM scheduled_jobs WHERE dedup_key = 'apps.tick' AND status = 'completed'"
+    )
     ran = len(await events(pool, "tick"))
     assert ran == completed or ran == completed + 1  # + one running now, recorded before done
-    assert await pool.fetchval(
-        "SELECT count(*) FROM (SELECT window_start FROM scheduled_jobs WHERE dedup_key = 'apps.tick'"
-        " GROUP BY window_start HAVING count(*) > 1) AS twice") == 0
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM (SELECT window_start FROM scheduled_jobs WHERE dedup_key = 'apps.tick'"
+            " GROUP BY window_start HAVING count(*) > 1) AS twice"
+        )
+        == 0
+    )
 
 
 async def test_sigterm_of_the_leading_pod_hands_over_leadership_and_its_long_job(
@@ -177,8 +183,9 @@ async def test_sigterm_of_the_leading_pod_hands_over_leadership_and_its_long_job
 
     signalled = time.monotonic()
     a.signal(signal.SIGTERM)
-    await wait_for(lambda: _is(leader_supervisor(pool), b.supervisor_id), timeout=5,
-                   interval=0.01, message="b leads")
+    await wait_for(
+        lambda: _is(leader_supervisor(pool), b.supervisor_id), timeout=5, interval=0.01, message="b leads"
+    )
     led = time.monotonic() - signalled
     assert led < 1.0
     assert await a.wait(timeout=1 + 10 + 5) == 0
@@ -186,15 +193,22 @@ async def test_sigterm_of_the_leading_pod_hands_over_leadership_and_its_long_job
     assert exited < 1 + 10
     _, second = await wait_for(lambda: started(pool, "long", 2), timeout=5, message="picked up")
     picked = time.monotonic() - signalled
-    print(f"measured: SIGTERM -> other pod leads {led:.3f}s, pod exit 0 after {exited:.2f}s, "
-          f"long job restarted on the other pod after {picked:.2f}s (shutdown timeout 1s)")
+    print(
+        f"measured: SIGTERM -> other pod leads {led:.3f}s, pod exit 0 after {exited:.2f}s, "
+        f"long job restarted on the other pod after {picked:.2f}s (shutdown timeout 1s)"
+    )
     assert second["pid"] in b_workers
     row = await job_row(pool, job_id)
     # Handed back, not crashed: the attempt goes up, no retry is consumed.
     assert (row["status"], row["attempt"], row["retry_count"]) == ("running", 2, 0)
-    assert await pool.fetchval(
-        "SELECT count(*) FROM scheduler_workers WHERE pid = $1 OR supervisor_id = $2",
-        a.pid, a.supervisor_id) == 0
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM scheduler_workers WHERE pid = $1 OR supervisor_id = $2",
+            a.pid,
+            a.supervisor_id,
+        )
+        == 0
+    )
 
 
 async def test_a_job_that_kills_its_worker_is_retried_then_failed(
@@ -229,8 +243,11 @@ async def test_pods_and_in_process_schedulers_share_one_leadership(
         assert await leader_supervisor(pool) == scheduler.worker_id
     finally:
         await scheduler.shutdown()
-    await wait_for(lambda: _is(leader_supervisor(pool), pod.supervisor_id), timeout=5,
-                   message="the pod leads after the scheduler resigned")
+    await wait_for(
+        lambda: _is(leader_supervisor(pool), pod.supervisor_id),
+        timeout=5,
+        message="the pod leads after the scheduler resigned",
+    )
 
 
 async def test_a_second_signal_hands_jobs_back_at_once(
@@ -260,8 +277,16 @@ async def test_run_without_a_database_starts_the_embedded_one_and_says_so(
     app = tmp_path / "hello.py"
     app.write_text("from pg_scheduler import job\n\n@job\nasync def hello() -> None:\n    pass\n")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.apps.pod", "run", str(app), "--workers", "1",
-        cwd=str(tmp_path), env=environ, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "tests.apps.pod",
+        "run",
+        str(app),
+        "--workers",
+        "1",
+        cwd=str(tmp_path),
+        env=environ,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stderr is not None
     seen: list[str] = []
@@ -284,16 +309,35 @@ def test_run_errors_are_one_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.py"
     broken.write_text("def oops(:\n")
     cases = [
-        (["run", "no_such_module_xyz", "--database-url", "postgresql://u@127.0.0.1:1/x"],
-         "cannot import APP 'no_such_module_xyz': ModuleNotFoundError"),
-        (["run", str(broken), "--database-url", "postgresql://u@127.0.0.1:1/x"],
-         "cannot import APP"),
+        (
+            ["run", "no_such_module_xyz", "--database-url", "postgresql://u@127.0.0.1:1/x"],
+            "cannot import APP 'no_such_module_xyz': ModuleNotFoundError",
+        ),
+        (["run", str(broken), "--database-url", "postgresql://u@127.0.0.1:1/x"], "cannot import APP"),
         (["run", str(tmp_path / "missing.py")], "no such Python file"),
-        (["run", "tests.apps.tasks", "--database-url", "postgresql://u:hunter2@127.0.0.1:1/x",
-          "--wait-for-database", "0"], "cannot run: ConnectionRefusedError"),
+        (
+            [
+                "run",
+                "tests.apps.tasks",
+                "--database-url",
+                "postgresql://u:hunter2@127.0.0.1:1/x",
+                "--wait-for-database",
+                "0",
+            ],
+            "cannot run: ConnectionRefusedError",
+        ),
         (["run", "tests.apps.tasks", "--database-url", "not a dsn"], "cannot run: invalid DSN"),
-        (["run", "tests.apps.tasks", "--database-url", "postgresql://u@127.0.0.1:1/x",
-          "--misfire-grace-time", "soon"], "--misfire-grace-time must be"),
+        (
+            [
+                "run",
+                "tests.apps.tasks",
+                "--database-url",
+                "postgresql://u@127.0.0.1:1/x",
+                "--misfire-grace-time",
+                "soon",
+            ],
+            "--misfire-grace-time must be",
+        ),
     ]
     for args, expected in cases:
         result = run_cli(*args)
@@ -332,17 +376,22 @@ async def _is(value: object, expected: object) -> bool:
 
 async def _ticks_completed(pool: asyncpg.Pool, n: int) -> int:
     done = await pool.fetchval(
-        "SELECT count(*) FROM scheduled_jobs WHERE dedup_key = 'apps.tick' AND status = 'completed'")
+        "SELECT count(*) FROM scheduled_jobs WHERE dedup_key = 'apps.tick' AND status = 'completed'"
+    )
     return int(done) if done >= n else 0
 
 
 @pytest.mark.parametrize(("option", "loop"), [(None, "uvloop"), ("asyncio", "asyncio")])
 async def test_workers_run_on_uvloop_unless_asked_for_asyncio(
-    dsn: str, pool: asyncpg.Pool, pods: list[Pod], tmp_path: Path, option: str | None, loop: str,
+    dsn: str,
+    pool: asyncpg.Pool,
+    pods: list[Pod],
+    tmp_path: Path,
+    option: str | None,
+    loop: str,
 ) -> None:
     await ensure_events_table(pool)
-    pod = await start_pod(dsn, tmp_path, workers=1,
-                          **({"--event-loop": option} if option else {}))
+    pod = await start_pod(dsn, tmp_path, workers=1, **({"--event-loop": option} if option else {}))
     pods.append(pod)
     await pod.wait_ready(pool, 1)
     await schedule(pool, "apps.event_loop", "which")
@@ -370,7 +419,8 @@ async def test_leader_database_url_carries_the_session_bound_connections_only(
         async def sessions() -> dict[str, set[str]] | None:
             rows = await pool.fetch(
                 "SELECT split_part(application_name, ':', 2) AS kind, usename FROM pg_stat_activity"
-                " WHERE datname = current_database() AND application_name LIKE 'pg_scheduler:%'")
+                " WHERE datname = current_database() AND application_name LIKE 'pg_scheduler:%'"
+            )
             found: dict[str, set[str]] = {}
             for r in rows:
                 found.setdefault(r["kind"], set()).add(r["usename"])
@@ -379,14 +429,19 @@ async def test_leader_database_url_carries_the_session_bound_connections_only(
         found = await wait_for(sessions, message="leader, listen and heartbeat sessions")
         assert found["leader"] == found["listen"] == found["heartbeat"] == {"pgs_direct"}
         # The pools (claims, outcomes, leader transactions) stay on DATABASE_URL.
-        assert await pool.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pgs_direct'"
-            " AND application_name NOT LIKE 'pg_scheduler:%'") == 0
+        assert (
+            await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pgs_direct'"
+                " AND application_name NOT LIKE 'pg_scheduler:%'"
+            )
+            == 0
+        )
     finally:
         for p in pods:
             await p.stop()
         await pool.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'pgs_direct'")
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'pgs_direct'"
+        )
         await pool.execute("DROP ROLE IF EXISTS pgs_direct")
 
 
@@ -397,8 +452,7 @@ def test_run_keeps_other_files_of_the_metrics_dir_and_leaves_no_temp_folder(tmp_
     (shared / "counter_1.db").write_bytes(b"old samples")
     temp = tmp_path / "tmp"
     temp.mkdir()
-    result = run_cli("run", "no_such_module_xyz", "--metrics-dir", str(shared),
-                 env={"TMPDIR": str(temp)})
+    result = run_cli("run", "no_such_module_xyz", "--metrics-dir", str(shared), env={"TMPDIR": str(temp)})
     assert result.returncode == 1
     assert (shared / "someone-elses").is_dir() and (shared / "notes.txt").exists()
     assert not (shared / "counter_1.db").exists()  # a previous run's samples are not summed in

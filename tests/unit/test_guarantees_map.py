@@ -23,8 +23,9 @@ def _path(file: str) -> Path:
 @cache
 def _functions(path: Path) -> frozenset[str]:
     tree = ast.parse(path.read_text(), str(path))
-    return frozenset(node.name for node in tree.body
-                     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef))
+    return frozenset(
+        node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    )
 
 
 def _references() -> list[tuple[str, str | None]]:

@@ -57,10 +57,20 @@ def test_what_json_encodes_is_encoded_to_the_same_value(
     assert decode_task_data(text) == tuple(json.loads(expected).values()), label
 
 
-@pytest.mark.parametrize("value", [
-    float("nan"), float("inf"), -float("inf"), datetime.now(UTC), Point(1), {1, 2}, object(),
-    b"bytes",
-], ids=["nan", "inf", "-inf", "datetime", "dataclass", "set", "object", "bytes"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        float("nan"),
+        float("inf"),
+        -float("inf"),
+        datetime.now(UTC),
+        Point(1),
+        {1, 2},
+        object(),
+        b"bytes",
+    ],
+    ids=["nan", "inf", "-inf", "datetime", "dataclass", "set", "object", "bytes"],
+)
 def test_what_json_refuses_is_refused(value: Any) -> None:
     with pytest.raises(SerializationError):
         encode_task_data((value,), None)

@@ -41,8 +41,9 @@ HOUR = timedelta(hours=1)
 POLICIES = [(gap, fold) for gap in DST_GAP_POLICIES for fold in DST_FOLD_POLICIES]
 
 
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
-        microsecond: int = 0) -> datetime:
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, microsecond: int = 0
+) -> datetime:
     return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
 
 
@@ -215,7 +216,10 @@ def test_a_real_time_after_the_gap_comes_before_a_shifted_one() -> None:
     half_hourly = CronTrigger("*/30 * * * *", NY)
     # 02:00 -> 03:00 EDT and 02:30 -> 03:30 EDT coincide with real fire times: no duplicates.
     assert fires(half_hourly, utc(2026, 3, 8, 6), utc(2026, 3, 8, 8, 1)) == [
-        utc(2026, 3, 8, 6), utc(2026, 3, 8, 6, 30), utc(2026, 3, 8, 7), utc(2026, 3, 8, 7, 30),
+        utc(2026, 3, 8, 6),
+        utc(2026, 3, 8, 6, 30),
+        utc(2026, 3, 8, 7),
+        utc(2026, 3, 8, 7, 30),
         utc(2026, 3, 8, 8),
     ]
     # Lord Howe springs forward 30 minutes, 02:00 -> 02:30 (15:30 UTC): 02:20 shifted is 02:50,
@@ -279,8 +283,10 @@ def reference(trigger: CronTrigger, start: datetime, end: datetime) -> list[date
 
 
 TRANSITIONS = [
-    (NY, utc(2026, 3, 8, 7)), (NY, utc(2026, 11, 1, 6)),
-    (LISBON, utc(2026, 3, 29, 1)), (LISBON, utc(2026, 10, 25, 1)),
+    (NY, utc(2026, 3, 8, 7)),
+    (NY, utc(2026, 11, 1, 6)),
+    (LISBON, utc(2026, 3, 29, 1)),
+    (LISBON, utc(2026, 10, 25, 1)),
     ("Australia/Lord_Howe", utc(2026, 4, 4, 15)),  # 30-minute DST
     ("Australia/Lord_Howe", utc(2026, 10, 3, 15, 30)),
     ("Antarctica/Troll", utc(2026, 3, 29, 1)),  # 2-hour DST
@@ -288,9 +294,18 @@ TRANSITIONS = [
     ("Pacific/Apia", utc(2011, 12, 30, 10)),  # 2011-12-30 never happened there: a 24-hour gap
     ("Europe/Dublin", utc(2026, 10, 25, 1)),  # "negative" DST in tzdata: winter is the DST
 ]
-EXPRESSIONS = ["0 * * * *", "*/20 * * * *", "*/7 * * * *", "30 2 * * *", "30 1 * * *",
-               "15 0-3 * * *", "20,40 2 * * *", "*/3 0-4 * * * */40", "45 1 * * SUN",
-               "@daily"]
+EXPRESSIONS = [
+    "0 * * * *",
+    "*/20 * * * *",
+    "*/7 * * * *",
+    "30 2 * * *",
+    "30 1 * * *",
+    "15 0-3 * * *",
+    "20,40 2 * * *",
+    "*/3 0-4 * * * */40",
+    "45 1 * * SUN",
+    "@daily",
+]
 
 
 @pytest.mark.parametrize(("tz", "transition"), TRANSITIONS, ids=lambda v: str(v))
@@ -320,12 +335,15 @@ def test_six_fields_put_seconds_last_as_0_2_3_did() -> None:
     ]
     weekdays = CronTrigger("0 9 * * MON-FRI 30", LISBON)  # 09:00:30, Monday to Friday
     assert fires(weekdays, utc(2026, 1, 2), utc(2026, 1, 6)) == [
-        utc(2026, 1, 2, 9, 0, 30), utc(2026, 1, 5, 9, 0, 30)  # Fri 2nd, Mon 5th
+        utc(2026, 1, 2, 9, 0, 30),
+        utc(2026, 1, 5, 9, 0, 30),  # Fri 2nd, Mon 5th
     ]
     # Quartz's "?" in a day field means "no specific value".
     mondays = CronTrigger("0 12 ? * MON 0")
     assert fires(mondays, utc(2026, 1, 1), utc(2026, 1, 20)) == [
-        utc(2026, 1, 5, 12), utc(2026, 1, 12, 12), utc(2026, 1, 19, 12)
+        utc(2026, 1, 5, 12),
+        utc(2026, 1, 12, 12),
+        utc(2026, 1, 19, 12),
     ]
     in_gap = CronTrigger("30 2 * * * 0", NY)
     assert fires_on(in_gap, date(2026, 3, 8)) == [utc(2026, 3, 8, 7, 30)]

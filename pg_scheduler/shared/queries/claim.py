@@ -46,6 +46,7 @@ CROSS JOIN LATERAL (
 ) AS due
 """
 
+
 # Claim up to $2 due jobs of the names $1, priority first, then due time. A row whose lateness
 # (claim time minus due time) exceeds its misfire grace (plus the pickup tolerance $5) is marked
 # expired instead of run: misfire is judged against the due time, on the database clock.
@@ -131,6 +132,7 @@ def job_claim_sql(limit: int) -> str:
 def _job_claim(bound: int) -> str:
     return _claim("$1", "$2", bound, "$3", "$4", "$5")
 
+
 # Renew the leases of the jobs this worker runs, fenced by (job, worker, attempt). A job missing
 # from the result lost its lease (rescued, cancelled, replaced): the worker stops running it.
 # Rows are locked in job_id order here and in JOB_COMPLETE_MANY: the heartbeat and the batched
@@ -161,13 +163,16 @@ WITH mine AS (
 
 
 # $1 worker_id, $2 lease_seconds, $3 job_ids, $4 attempts
-JOB_RENEW_LEASES = _lock_my_runs("$3", "$4") + """
+JOB_RENEW_LEASES = (
+    _lock_my_runs("$3", "$4")
+    + """
 UPDATE scheduled_jobs AS j
    SET lease_until = now() + make_interval(secs => $2), last_heartbeat = now()
   FROM mine
  WHERE j.job_id = mine.job_id
 RETURNING j.job_id
 """
+)
 
 # Completions of one worker in one statement (worker/completer.py), each fenced by
 # (job, worker, attempt) and ``running``; the rows returned are the completions that landed.
@@ -180,6 +185,7 @@ RETURNING j.job_id, j.attempt
 """
 # $1 worker_id, $2 job_ids, $3 attempts
 JOB_COMPLETE_MANY = _lock_my_runs("$2", "$3") + _COMPLETE_MINE
+
 
 # A busy worker's completions and the claim that refills the slots they free, in one statement:
 # one round trip and one commit instead of two (the commit, WAL flush included, is most of what a
@@ -198,7 +204,9 @@ def job_complete_and_claim_sql(limit: int) -> str:
 
 @functools.cache
 def _job_complete_and_claim(bound: int) -> str:
-    return _lock_my_runs("$2", "$3") + f""",
+    return (
+        _lock_my_runs("$2", "$3")
+        + f""",
 done AS ({_COMPLETE_MINE}),
 claimed AS ({_claim("$4", "$5", bound, "$1", "$6", "$7")})
 SELECT true AS claimed, * FROM claimed
@@ -208,6 +216,7 @@ SELECT false, r.job_id, r.attempt, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NUL
   FROM unnest($2::text[], $3::int[]) AS r(job_id, attempt)
  WHERE NOT EXISTS (SELECT FROM done WHERE done.job_id = r.job_id AND done.attempt = r.attempt)
 """
+    )
 
 
 class _Fetches(Protocol):
@@ -234,7 +243,13 @@ async def job_complete_and_claim(
     claimed."""
     return await conn.fetch(
         replanned(job_complete_and_claim_sql(limit), plan_generation),
-        worker_id, job_ids, attempts, names, limit, lease_seconds, misfire_tolerance_seconds,
+        worker_id,
+        job_ids,
+        attempts,
+        names,
+        limit,
+        lease_seconds,
+        misfire_tolerance_seconds,
         timeout=timeout,
     )
 
@@ -278,10 +293,17 @@ async def job_fail(
     """JOB_FAIL: the row's new status, retry_count and execution_time, or None if the fence
     refused it."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        JOB_FAIL, job_id, worker_id, attempt, retry_delay_seconds, retry_max_delay_seconds,
-        retry_jitter, error_message,
+        JOB_FAIL,
+        job_id,
+        worker_id,
+        attempt,
+        retry_delay_seconds,
+        retry_max_delay_seconds,
+        retry_jitter,
+        error_message,
     )
     return row
+
 
 # Give jobs back at shutdown (or when an exclusive lock is busy): pending again, due at
 # $4 seconds from now, no retry consumed. Fenced by (job, worker, attempt).

@@ -12,8 +12,16 @@ import asyncpg
 
 JOBS_TABLE = "scheduled_jobs"
 # The columns a producer writes, in JOB_INSERT's parameter order (also schedule_bulk's COPY).
-JOB_COPY_COLUMNS = ("job_id", "job_name", "execution_time", "task_data", "priority", "max_retries",
-                    "misfire_grace_time", "timeout_seconds")
+JOB_COPY_COLUMNS = (
+    "job_id",
+    "job_name",
+    "execution_time",
+    "task_data",
+    "priority",
+    "max_retries",
+    "misfire_grace_time",
+    "timeout_seconds",
+)
 
 _JOB_INSERT_COLUMNS = f"({', '.join(JOB_COPY_COLUMNS)})"
 
@@ -60,8 +68,15 @@ async def job_insert(
     """JOB_INSERT (JOB_UPSERT with ``replace``): the job's id, or None where an existing row with
     that id was left as it was."""
     new_id: str | None = await conn.fetchval(
-        JOB_UPSERT if replace else JOB_INSERT, job_id, job_name, execution_time, task_data,
-        priority, max_retries, misfire_grace_time, timeout_seconds,
+        JOB_UPSERT if replace else JOB_INSERT,
+        job_id,
+        job_name,
+        execution_time,
+        task_data,
+        priority,
+        max_retries,
+        misfire_grace_time,
+        timeout_seconds,
     )
     return new_id
 
@@ -95,13 +110,17 @@ RETURNING job_id
 
 
 async def job_insert_bulk(
-    conn: asyncpg.Connection, *, rows: Sequence[Sequence[Any]], replace: bool,
+    conn: asyncpg.Connection,
+    *,
+    rows: Sequence[Sequence[Any]],
+    replace: bool,
 ) -> list[asyncpg.Record]:
     """JOB_INSERT_BULK (JOB_UPSERT_BULK with ``replace``) of ``rows``, each in JOB_COPY_COLUMNS'
     order as schedule_bulk's COPY takes them; returns the rows written, by job_id."""
     columns = [list(column) for column in zip(*rows, strict=True)]
     rows_written: list[asyncpg.Record] = await conn.fetch(
-        JOB_UPSERT_BULK if replace else JOB_INSERT_BULK, *columns,
+        JOB_UPSERT_BULK if replace else JOB_INSERT_BULK,
+        *columns,
     )
     return rows_written
 

@@ -85,11 +85,25 @@ async def periodic_upsert(
 ) -> str:
     """PERIODIC_UPSERT of one definition; returns the command status."""
     status: str = await conn.execute(
-        PERIODIC_UPSERT, dedup_key, task_name, job_name, every_seconds, cron, timezone, priority,
-        max_retries, use_advisory_lock, enabled, on_dst_gap, on_dst_fold, misfire,
-        catch_up_seconds, overlap,
+        PERIODIC_UPSERT,
+        dedup_key,
+        task_name,
+        job_name,
+        every_seconds,
+        cron,
+        timezone,
+        priority,
+        max_retries,
+        use_advisory_lock,
+        enabled,
+        on_dst_gap,
+        on_dst_fold,
+        misfire,
+        catch_up_seconds,
+        overlap,
     )
     return status
+
 
 # ``pg-scheduler periodic set``: a schedule in force that survives restarts ($2 every seconds or
 # $3 cron, $4 time zone; $5 false: back to the code's schedule). Like a code change, it restarts
@@ -203,10 +217,19 @@ async def periodic_enqueue(
 ) -> list[asyncpg.Record]:
     """PERIODIC_ENQUEUE of one job's ``windows``; returns the job_id of each window written."""
     rows: list[asyncpg.Record] = await conn.fetch(
-        PERIODIC_ENQUEUE, dedup_key, task_name, priority, max_retries, misfire_grace_time,
-        use_advisory_lock, windows, overlap,
+        PERIODIC_ENQUEUE,
+        dedup_key,
+        task_name,
+        priority,
+        max_retries,
+        misfire_grace_time,
+        use_advisory_lock,
+        windows,
+        overlap,
     )
     return rows
+
+
 # $1 dedup_key, $2 next_run_at, $3 last_window
 PERIODIC_ADVANCE = """
 UPDATE scheduler_periodic SET next_run_at = $2, last_window = coalesce($3, last_window)

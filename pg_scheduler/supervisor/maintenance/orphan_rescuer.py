@@ -60,10 +60,18 @@ class OrphanRescuer(PeriodicService):
             failed=[r["job_id"] for r in rows if r["status"] == "failed"],
         )
         for r in pruned:
-            log.warning("orphan_rescuer: pruned stale %s %s (pid %s on %s)",
-                        r["kind"], r["worker_id"], r["pid"], r["host"])
+            log.warning(
+                "orphan_rescuer: pruned stale %s %s (pid %s on %s)",
+                r["kind"],
+                r["worker_id"],
+                r["pid"],
+                r["host"],
+            )
         if rows:
             metrics().orphans_rescued.inc(len(rows))
-            log.warning("orphan_rescuer: re-queued %d job(s), failed %d with no retries left",
-                        len(result.requeued), len(result.failed))
+            log.warning(
+                "orphan_rescuer: re-queued %d job(s), failed %d with no retries left",
+                len(result.requeued),
+                len(result.failed),
+            )
         return result

@@ -95,7 +95,8 @@ class PeriodicRegistrar(PeriodicService):
             previous = await conn.fetchval(queries.PERIODIC_STAMP_PASS, now)
             missed_before = now - timedelta(seconds=MISSED_AFTER_SECONDS)
             if previous is not None and now - previous > timedelta(
-                    seconds=self.interval_seconds + MISSED_AFTER_SECONDS):
+                seconds=self.interval_seconds + MISSED_AFTER_SECONDS
+            ):
                 await self._rule_written_ahead(conn, previous, missed_before, now)
             horizon = now + timedelta(seconds=self.lookahead_seconds)
             for row in await conn.fetch(queries.PERIODIC_LIST_DUE, self.lookahead_seconds):
@@ -109,10 +110,14 @@ class PeriodicRegistrar(PeriodicService):
                         await conn.execute(queries.PERIODIC_ADVANCE, row["dedup_key"], cursor, None)
                     continue
                 ids = await queries.periodic_enqueue(
-                    conn, dedup_key=row["dedup_key"], task_name=row["task_name"],
-                    priority=row["priority"], max_retries=row["max_retries"],
+                    conn,
+                    dedup_key=row["dedup_key"],
+                    task_name=row["task_name"],
+                    priority=row["priority"],
+                    max_retries=row["max_retries"],
                     misfire_grace_time=self.misfire_grace_time,
-                    use_advisory_lock=row["use_advisory_lock"], windows=windows,
+                    use_advisory_lock=row["use_advisory_lock"],
+                    windows=windows,
                     overlap=row["overlap"],
                 )
                 await conn.execute(queries.PERIODIC_ADVANCE, row["dedup_key"], cursor, windows[-1])
@@ -131,15 +136,21 @@ class PeriodicRegistrar(PeriodicService):
             by_key[(r["dedup_key"], r["outcome"])].append(r["window_start"])
         for (key, outcome), starts in by_key.items():
             _count_missed(key, outcome, len(starts))
-            log.warning("periodic_registrar: %s: %d window(s) written ahead passed with no leader "
-                        "(%s .. %s): %s", key, len(starts), starts[0].isoformat(),
-                        starts[-1].isoformat(), _OUTCOME_WORDS[outcome])
+            log.warning(
+                "periodic_registrar: %s: %d window(s) written ahead passed with no leader (%s .. %s): %s",
+                key,
+                len(starts),
+                starts[0].isoformat(),
+                starts[-1].isoformat(),
+                _OUTCOME_WORDS[outcome],
+            )
 
     def _windows(
         self, row: Mapping[str, Any], now: datetime, horizon: datetime
     ) -> tuple[list[datetime], datetime]:
-        trigger = trigger_for(row["every_seconds"], row["cron"], row["timezone"],
-                              row["on_dst_gap"], row["on_dst_fold"])
+        trigger = trigger_for(
+            row["every_seconds"], row["cron"], row["timezone"], row["on_dst_gap"], row["on_dst_fold"]
+        )
         missed_before = now - timedelta(seconds=MISSED_AFTER_SECONDS)
         # A new (or re-enabled, or rescheduled) job starts at its next window. A stored cursor is
         # a window start (the registrar writes it); normalising it costs one step and keeps a
@@ -154,7 +165,11 @@ class PeriodicRegistrar(PeriodicService):
         return windows, cursor
 
     def _missed(
-        self, row: Mapping[str, Any], trigger: Trigger, cursor: datetime, before: datetime,
+        self,
+        row: Mapping[str, Any],
+        trigger: Trigger,
+        cursor: datetime,
+        before: datetime,
         now: datetime,
     ) -> tuple[list[datetime], datetime]:
         """The missed windows ``[cursor, before)`` to write under the job's misfire policy, and
@@ -165,15 +180,22 @@ class PeriodicRegistrar(PeriodicService):
             latest = latest_window_at_or_before(trigger, now, cursor)
             _count_missed(key, "coalesced", count_windows(trigger, cursor, latest, COUNT_CAP))
             _count_missed(key, "run", 1)
-            log.info("periodic_registrar: %s missed the windows %s .. %s: one run for all "
-                     "(misfire=coalesce)", key, cursor.isoformat(), latest.isoformat())
+            log.info(
+                "periodic_registrar: %s missed the windows %s .. %s: one run for all (misfire=coalesce)",
+                key,
+                cursor.isoformat(),
+                latest.isoformat(),
+            )
             return [latest], trigger.next_fire(latest)
         if policy == "skip":
             resume = window_at_or_after(trigger, before)
             _count_missed(key, "skipped", count_windows(trigger, cursor, before, COUNT_CAP))
-            log.warning("periodic_registrar: %s missed the windows from %s: skipped "
-                        "(misfire=skip); next window %s", key, cursor.isoformat(),
-                        resume.isoformat())
+            log.warning(
+                "periodic_registrar: %s missed the windows from %s: skipped (misfire=skip); next window %s",
+                key,
+                cursor.isoformat(),
+                resume.isoformat(),
+            )
             return [], resume
         # "all": each missed window, within catch_up, the newest MAX_CATCH_UP_WINDOWS at most.
         start = cursor
@@ -186,9 +208,14 @@ class PeriodicRegistrar(PeriodicService):
         dropped = count_windows(trigger, cursor, missed[0] if missed else before, COUNT_CAP)
         _count_missed(key, "skipped", dropped)
         skipped = "" if start == cursor else f" (windows before {start.isoformat()} are past catch_up)"
-        log.info("periodic_registrar: %s missed %d window(s) from %s: running each "
-                 "(misfire=all)%s%s", key, len(missed), cursor.isoformat(), skipped,
-                 f"; older ones dropped over the cap of {MAX_CATCH_UP_WINDOWS}" if truncated else "")
+        log.info(
+            "periodic_registrar: %s missed %d window(s) from %s: running each (misfire=all)%s%s",
+            key,
+            len(missed),
+            cursor.isoformat(),
+            skipped,
+            f"; older ones dropped over the cap of {MAX_CATCH_UP_WINDOWS}" if truncated else "",
+        )
         return missed, window_at_or_after(trigger, before)
 
 
