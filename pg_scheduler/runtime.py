@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Self, TypeVar
 
 import asyncpg
 
@@ -24,6 +24,9 @@ from .shared.tasks import TaskRegistry
 from .supervisor.elector import Elector
 from .supervisor.leader_services import LeaderServices
 from .supervisor.leadership import Leadership
+from .supervisor.maintenance.orphan_rescuer import OrphanRescuer
+from .supervisor.maintenance.periodic_registrar import PeriodicRegistrar
+from .supervisor.maintenance.vacuum import Vacuum
 from .worker.worker import OutcomeHook, Worker
 
 log = logging.getLogger("pg_scheduler")
@@ -173,3 +176,83 @@ class Runtime:
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("received %s: shutting down", sig.name)
         self.spawn(self.shutdown())
+
+
+class Lifecycle:
+    """The lifecycle half of the ``Scheduler``'s API: start, shutdown and what runs meanwhile,
+    read from its :class:`Runtime`."""
+
+    _runtime: Runtime
+    _ready: Callable[..., Awaitable[None]]
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this scheduler holds a trusted leader term now."""
+        return self.elector is not None and self.elector.is_leader
+
+    @property
+    def started(self) -> bool:
+        """True once ``start()`` has succeeded (and still after ``shutdown()``)."""
+        return self._runtime.started
+
+    @property
+    def closed(self) -> bool:
+        """True once ``shutdown()`` has finished."""
+        return self._runtime.closed.is_set()
+
+    @property
+    def leader_services(self) -> LeaderServices | None:
+        """The leader-only services once started (running only while this scheduler leads)."""
+        return self._runtime.leader_services
+
+    @property
+    def periodic_registrar(self) -> PeriodicRegistrar | None:
+        """The leader services' periodic registrar, once started."""
+        return self.leader_services.periodic_registrar if self.leader_services else None
+
+    @property
+    def orphan_rescuer(self) -> OrphanRescuer | None:
+        """The leader services' orphan rescuer, once started."""
+        return self.leader_services.orphan_rescuer if self.leader_services else None
+
+    @property
+    def vacuum(self) -> Vacuum | None:
+        """The leader services' vacuum, once started with vacuum enabled."""
+        return self.leader_services.vacuum if self.leader_services else None
+
+    @property
+    def elector(self) -> Elector | None:
+        """The elector once started, else None."""
+        return self._runtime.elector
+
+    @property
+    def worker(self) -> Worker | None:
+        """The worker that claims and runs jobs once started, else None."""
+        return self._runtime.worker
+
+    async def initialize_db(self) -> None:
+        """Create or upgrade the schema (0.2.3's name; ``start()`` and producers call it too)."""
+        await self._ready()
+
+    async def start(self) -> None:
+        """Create the schema if needed, publish periodic definitions, start claiming jobs, and
+        take part in leader election."""
+        await self._runtime.start()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop claiming; let running jobs finish for up to ``shutdown_timeout_seconds`` (or
+        ``timeout``); hand the leases of the rest back so another replica runs them at once;
+        resign leadership so another replica leads within a second."""
+        await self._runtime.shutdown(timeout)
+
+    async def wait_closed(self) -> None:
+        """Wait until ``shutdown()`` has finished (e.g. after a signal, with
+        ``install_signal_handlers=True``)."""
+        await self._runtime.closed.wait()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()

@@ -1,13 +1,8 @@
 """The in-process :class:`Scheduler`: the API of the 0.1 README, a facade over its parts.
 
-It runs, inside the caller's event loop, the same pieces that ``pg-scheduler run`` spreads over
-processes (one worker, and leader election whose leader runs the maintenance services): same
-tables, same guarantees, so in-process Schedulers and supervisor pods can share one database.
-Its parts: :class:`~pg_scheduler.runtime.Runtime` (start and shutdown),
-:class:`~pg_scheduler.job_writer.JobWriter` (scheduling),
-:class:`~pg_scheduler.job_admin.JobAdmin` (cancel, read, maintenance by hand) and
-:class:`~pg_scheduler.periodic_admin.PeriodicAdmin` (periodic jobs). A Scheduler that is never
-started is a producer: all but the runtime work on it, creating the schema on first use.
+Its parts run, in the caller's event loop, what ``pg-scheduler run`` spreads over processes, on
+the same tables: ``runtime`` (start, shutdown), ``job_writer`` (scheduling), ``job_admin``
+(cancel, read, maintenance by hand) and ``periodic_admin``. Never started, it is a producer.
 """
 
 from __future__ import annotations
@@ -26,7 +21,7 @@ from .database_gate import DatabaseGate
 from .job_admin import JobAdmin
 from .job_writer import JobWriter
 from .periodic_admin import PeriodicAdmin
-from .runtime import Runtime
+from .runtime import Lifecycle, Runtime
 from .shared.config import KNOB_DEFAULTS, SCHEDULER_KNOBS, SchedulerConfig, SchedulerKnobs
 from .shared.errors import ConfigurationError
 from .shared.models import (
@@ -43,44 +38,24 @@ from .shared.models import (
 )
 from .shared.periodic import PeriodicJobInfo
 from .shared.tasks import TaskRegistry, registry
-from .supervisor.elector import Elector
-from .supervisor.leader_services import LeaderServices
-from .supervisor.maintenance.orphan_rescuer import OrphanRescuer
-from .supervisor.maintenance.periodic_registrar import PeriodicRegistrar
-from .supervisor.maintenance.vacuum import Vacuum
-from .worker.worker import OutcomeHook, Worker
+from .worker.worker import OutcomeHook
 
-__all__ = [
-    "Scheduler",
-    # What 0.2.3's ``pg_scheduler.scheduler`` also offered: programs import them from here.
-    "ConflictResolution",
-    "JobPriority",
-    "JobSpec",
-    "PollingConfig",
-    "VacuumConfig",
-    "VacuumPolicy",
-    "VacuumTrigger",
-]
+# 0.2.3's ``pg_scheduler.scheduler`` also offered the models: programs import them from here.
+__all__ = ["Scheduler", "ConflictResolution", "JobPriority", "JobSpec", "PollingConfig"]
+__all__ += ["VacuumConfig", "VacuumPolicy", "VacuumTrigger"]
 
 
-class Scheduler:
+class Scheduler(Lifecycle):
     """Schedule and run async jobs on PostgreSQL.
 
     The positional parameters are those of pg-scheduler 0.2.3. The keyword-only knobs are the
-    timings it hard-coded, every one in seconds: ``pg_scheduler.shared.config.SchedulerKnobs``
-    names them and ``KNOB_DEFAULTS`` holds their defaults.
+    timings it hard-coded, in seconds: :class:`~pg_scheduler.shared.config.SchedulerKnobs` names
+    and documents them, and ``KNOB_DEFAULTS`` holds their defaults.
 
     :param db_pool: the application's asyncpg pool; jobs are written and claimed through it.
     :param max_concurrent_jobs: jobs this scheduler runs at once (env ``MAX_CONCURRENT_JOBS``).
     :param misfire_grace_time: seconds a job may start after its due time before it is
         ``expired`` instead of run; ``None`` never expires (env ``MISFIRE_GRACE_TIME``).
-    :param lease_seconds: a running job's lease; a crashed worker's job runs again after it.
-    :param heartbeat_seconds: lease renewal period (default: lease / 3), from its own thread.
-    :param retry_delay_seconds: first retry delay; doubles each retry, up to
-        ``retry_max_delay_seconds``, with jitter unless ``retry_jitter=False``.
-    :param shutdown_timeout_seconds: how long ``shutdown()`` waits for running jobs before
-        handing their leases back to the cluster.
-    :param install_signal_handlers: False by default: signals belong to the host program.
     :param dsn: connection string for the dedicated sessions (leader lock, LISTEN, heartbeats);
         by default they are opened with the pool's own connection parameters.
     """
@@ -135,78 +110,6 @@ class Scheduler:
         )
         self._writer = JobWriter(db_pool, self.registry, self.config, self._ready)
         self._jobs = JobAdmin(db_pool, self.config, ready=self._ready, worker=lambda: self.worker)
-
-    @property
-    def is_leader(self) -> bool:
-        """Whether this scheduler holds a trusted leader term now."""
-        return self.elector is not None and self.elector.is_leader
-
-    @property
-    def started(self) -> bool:
-        """True once ``start()`` has succeeded (and still after ``shutdown()``)."""
-        return self._runtime.started
-
-    @property
-    def closed(self) -> bool:
-        """True once ``shutdown()`` has finished."""
-        return self._runtime.closed.is_set()
-
-    @property
-    def leader_services(self) -> LeaderServices | None:
-        """The leader-only services once started (running only while this scheduler leads)."""
-        return self._runtime.leader_services
-
-    @property
-    def periodic_registrar(self) -> PeriodicRegistrar | None:
-        """The leader services' periodic registrar, once started."""
-        return self.leader_services.periodic_registrar if self.leader_services else None
-
-    @property
-    def orphan_rescuer(self) -> OrphanRescuer | None:
-        """The leader services' orphan rescuer, once started."""
-        return self.leader_services.orphan_rescuer if self.leader_services else None
-
-    @property
-    def vacuum(self) -> Vacuum | None:
-        """The leader services' vacuum, once started with vacuum enabled."""
-        return self.leader_services.vacuum if self.leader_services else None
-
-    @property
-    def elector(self) -> Elector | None:
-        """The elector once started, else None."""
-        return self._runtime.elector
-
-    @property
-    def worker(self) -> Worker | None:
-        """The worker that claims and runs jobs once started, else None."""
-        return self._runtime.worker
-
-    async def initialize_db(self) -> None:
-        """Create or upgrade the schema (0.2.3's name; ``start()`` and producers call it too)."""
-        await self._ready()
-
-    async def start(self) -> None:
-        """Create the schema if needed, publish periodic definitions, start claiming jobs, and
-        take part in leader election."""
-        await self._runtime.start()
-
-    async def shutdown(self, timeout: float | None = None) -> None:
-        """Stop claiming; let running jobs finish for up to ``shutdown_timeout_seconds`` (or
-        ``timeout``); hand the leases of the rest back so another replica runs them at once;
-        resign leadership so another replica leads within a second."""
-        await self._runtime.shutdown(timeout)
-
-    async def wait_closed(self) -> None:
-        """Wait until ``shutdown()`` has finished (e.g. after a signal, with
-        ``install_signal_handlers=True``)."""
-        await self._runtime.closed.wait()
-
-    async def __aenter__(self) -> Scheduler:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.shutdown()
 
     def register(self, func: Callable[..., Any], name: str | None = None) -> str:
         """Register a task without decorating it (same as ``@job``); returns its name. A started
@@ -309,11 +212,12 @@ class Scheduler:
     ) -> str:
         """0.2.3's low-level form: a job by task name, with ``{"args": [...], "kwargs": {...}}``."""
         data = dict(task_data or {})
+        args, kwargs = data.get("args", ()), data.get("kwargs")
         return await self.schedule(
             job_name,
             execution_time=execution_time,
-            args=data.get("args", ()),
-            kwargs=data.get("kwargs"),
+            args=args,
+            kwargs=kwargs,
             priority=priority,
             max_retries=max_retries,
             job_id=job_id,

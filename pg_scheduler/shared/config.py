@@ -43,13 +43,22 @@ class SchedulerKnobs(TypedDict, total=False):
     """The ``Scheduler``'s keyword-only knobs (their defaults: :data:`KNOB_DEFAULTS`)."""
 
     lease_seconds: float
+    """A running job's lease; a crashed worker's job runs again after it."""
     heartbeat_seconds: float | None
+    """Lease renewal period (default: lease / 3), from its own thread."""
     poll_interval_seconds: float | None
+    """Fallback poll when no notification arrives."""
     retry_delay_seconds: float
+    """First retry delay; doubles each retry, up to ``retry_max_delay_seconds``."""
     retry_max_delay_seconds: float
+    """Cap of the retry delay."""
     retry_jitter: bool
+    """Each retry delay drawn within [delay / 2, delay] (equal jitter)."""
     shutdown_timeout_seconds: float
+    """How long ``shutdown()`` waits for running jobs before handing their leases back."""
     install_signal_handlers: bool
+    """Whether the Scheduler handles SIGTERM/SIGINT itself; signals belong to the host program
+    by default."""
     leader_ttl_seconds: float
     elect_interval_seconds: float | None
     rescue_interval_seconds: float | None
