@@ -1,6 +1,6 @@
 """The producer side of the public API, against a real PostgreSQL.
 
-What is proven here, each against a defect of pg-scheduler 0.2.3 (``reference/seed-peer.md``):
+What is proven here, each against a defect of pg-scheduler 0.2.3:
 
 - bad input is refused with a ``pg_scheduler`` error before anything is written, and the errors
   0.2.3 raised as ``TypeError``/``ValueError`` are still those builtins;
