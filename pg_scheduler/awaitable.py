@@ -17,6 +17,8 @@ T = TypeVar("T")
 
 
 class AwaitableDict(dict[K, V]):
+    """A dict of this process's view that, awaited, returns the whole cluster's view instead."""
+
     def __init__(self, local: dict[K, V], fetch: Callable[[], Awaitable[dict[K, V]]]) -> None:
         super().__init__(local)
         self._fetch = fetch
@@ -26,6 +28,8 @@ class AwaitableDict(dict[K, V]):
 
 
 class AwaitableList(list[T]):
+    """A list of this process's view that, awaited, returns the whole cluster's view instead."""
+
     def __init__(self, local: list[T], fetch: Callable[[], Awaitable[list[T]]]) -> None:
         super().__init__(local)
         self._fetch = fetch
@@ -54,6 +58,7 @@ class AwaitableOptional(Generic[T]):
         return self.value[key]  # type: ignore[index]
 
     def get(self, key: Any, default: Any = None) -> Any:
+        """``dict.get`` on the local value when it is a dict, else ``default``."""
         return self.value.get(key, default) if isinstance(self.value, dict) else default
 
     def __repr__(self) -> str:

@@ -222,6 +222,7 @@ class PeriodicAdmin:
         return status
 
     def set_enabled(self, dedup_key: str, enabled: bool) -> AwaitableOptional[bool]:
+        """Enable or disable a periodic job here at once; awaited, in the whole cluster."""
         info = self._local().get(dedup_key)
         if info is not None:
             self._state[dedup_key] = replace(info, enabled=enabled)

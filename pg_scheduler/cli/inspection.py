@@ -24,6 +24,8 @@ WORKER = "worker"
 
 @dataclass(frozen=True)
 class LeaderInfo:
+    """The process holding leadership, as the leader row records it (``None`` fields when vacant)."""
+
     id: str | None
     host: str | None
     pid: int | None
@@ -36,6 +38,8 @@ class LeaderInfo:
 
 @dataclass(frozen=True)
 class ProcessInfo:
+    """One registered supervisor, worker or scheduler process, with the tasks it can run."""
+
     id: str
     kind: str
     host: str
@@ -49,6 +53,8 @@ class ProcessInfo:
 
 @dataclass(frozen=True)
 class UnrunnableTask:
+    """A task with pending jobs that no live process has registered."""
+
     task: str
     pending: int
     oldest_execution_time: datetime
@@ -56,6 +62,8 @@ class UnrunnableTask:
 
 @dataclass(frozen=True)
 class ClusterStatus:
+    """What ``pg-scheduler status`` reports: leader, live processes, job counts, lag, unrun tasks."""
+
     checked_at: datetime
     stale_seconds: float
     leader: LeaderInfo | None
@@ -209,5 +217,6 @@ async def list_jobs(
 
 
 async def get_job_record(conn: asyncpg.Connection, job_id: str) -> dict[str, Any] | None:
+    """One job's row as a JSON-ready dict, or ``None`` when no job has that id."""
     row = await conn.fetchrow(queries.JOB_GET, job_id)
     return job_record(row) if row is not None else None

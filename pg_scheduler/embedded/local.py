@@ -123,10 +123,12 @@ class LocalPostgres:
 
     @property
     def logfile(self) -> Path:
+        """The server's log file inside the data directory."""
         return self.data_dir / LOG_FILE
 
     @property
     def running(self) -> bool:
+        """True while this object's server process is started."""
         return self.pid is not None
 
     @property

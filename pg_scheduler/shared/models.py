@@ -23,6 +23,7 @@ class JobPriority(enum.Enum):
 
     @property
     def db_value(self) -> int:
+        """The integer stored in the ``priority`` column (lower runs first)."""
         return _PRIORITY_DB[self]
 
     def __str__(self) -> str:
@@ -33,6 +34,7 @@ class JobPriority(enum.Enum):
 
     @classmethod
     def from_db_value(cls, value: int) -> JobPriority:
+        """The priority stored as ``value``; ``NORMAL`` for an unknown integer."""
         for priority, stored in _PRIORITY_DB.items():
             if stored == value:
                 return priority
@@ -66,6 +68,8 @@ _PRIORITY_DB = {
 
 
 class JobState(enum.StrEnum):
+    """A job row's status; the last four are final."""
+
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -75,6 +79,7 @@ class JobState(enum.StrEnum):
 
     @property
     def is_final(self) -> bool:
+        """True for a state a job never leaves."""
         return self not in (JobState.PENDING, JobState.RUNNING)
 
 
@@ -134,6 +139,8 @@ class PollingConfig:
 
 
 class VacuumTrigger(enum.Enum):
+    """When a vacuum policy deletes a final state's rows."""
+
     IMMEDIATE = "immediate"
     TIME_BASED = "time_based"
     COUNT_BASED = "count_based"
@@ -158,18 +165,22 @@ class VacuumPolicy:
 
     @classmethod
     def immediate(cls) -> VacuumPolicy:
+        """Delete rows as soon as they reach the state."""
         return cls(VacuumTrigger.IMMEDIATE)
 
     @classmethod
     def after_days(cls, days: float) -> VacuumPolicy:
+        """Delete rows ``days`` after they reached the state."""
         return cls(VacuumTrigger.TIME_BASED, days=days)
 
     @classmethod
     def keep_last(cls, count: int) -> VacuumPolicy:
+        """Keep only the newest ``count`` rows of the state."""
         return cls(VacuumTrigger.COUNT_BASED, keep_count=count)
 
     @classmethod
     def never(cls) -> VacuumPolicy:
+        """Never delete rows of the state."""
         return cls(VacuumTrigger.NEVER)
 
 
@@ -200,6 +211,7 @@ class VacuumConfig:
                 setattr(self, state, _default_policy(state)())
 
     def policies(self) -> dict[JobState, VacuumPolicy]:
+        """Each final state with the policy that governs its rows."""
         return {
             JobState.COMPLETED: self.completed,
             JobState.FAILED: self.failed,
@@ -234,6 +246,7 @@ class Job:
 
     @classmethod
     def from_record(cls, row: Mapping[str, Any]) -> Job:
+        """Build a ``Job`` from a ``scheduler_jobs`` row."""
         data = row["task_data"] or {}
         return cls(
             job_id=row["job_id"],

@@ -64,6 +64,7 @@ class PeriodicDefinition:
 
     @property
     def trigger(self) -> Trigger:
+        """The trigger that computes this definition's windows."""
         if self.interval is not None:
             return IntervalTrigger(self.interval)
         assert self.cron is not None
@@ -71,17 +72,22 @@ class PeriodicDefinition:
 
     @property
     def catch_up_seconds(self) -> float | None:
+        """``catch_up`` in seconds, or ``None`` when unbounded."""
         return self.catch_up.total_seconds() if self.catch_up is not None else None
 
     @property
     def every_seconds(self) -> float | None:
+        """The interval in seconds, or ``None`` for a cron schedule."""
         return self.interval.total_seconds() if self.interval is not None else None
 
     def describe(self) -> str:
+        """A one-line human description of the schedule."""
         return self.trigger.describe()
 
 
 class PeriodicRegistry:
+    """The periodic definitions declared in this process, by dedup key (thread-safe)."""
+
     def __init__(self) -> None:
         self._defs: dict[str, PeriodicDefinition] = {}
         self._lock = threading.Lock()
@@ -110,13 +116,16 @@ class PeriodicRegistry:
                     self._defs[key] = replace(other, func=definition.func)
 
     def all(self) -> dict[str, PeriodicDefinition]:
+        """A snapshot of every definition, by dedup key."""
         with self._lock:
             return dict(self._defs)
 
     def get(self, dedup_key: str) -> PeriodicDefinition | None:
+        """The definition under ``dedup_key``, or ``None``."""
         return self._defs.get(dedup_key)
 
     def remove(self, dedup_key: str) -> None:
+        """Forget the definition under ``dedup_key``, if any."""
         with self._lock:
             self._defs.pop(dedup_key, None)
 
@@ -127,6 +136,7 @@ periodic_registry = PeriodicRegistry()
 def default_dedup_key(
     func: Callable[..., Any], interval: timedelta | None, cron: str | None, tz: str | None
 ) -> str:
+    """The dedup key of a periodic job declared without ``dedup_key=``."""
     # pg-scheduler 0.2.3's formula, so keys users stored from it stay valid, with the qualified
     # name where 0.2.3 took the bare one: the same for a module-level function, and a key of
     # its own for a function nested in a class or another function (0.2.3 gave two such
@@ -317,6 +327,7 @@ class PeriodicJobInfo:
         return getattr(self, key)
 
     def status(self, last_run: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """This job's state as the JSON-ready dict that status calls return."""
         status: dict[str, Any] = {
             "job_name": self.job_name,
             "task_name": self.task_name,

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Task:
+    """A registered task: its name and the coroutine function that runs it."""
+
     name: str
     func: TaskFunc
     explicit: bool
@@ -46,12 +48,14 @@ class Task:
 
 
 def default_task_name(func: Callable[..., Any]) -> str:
+    """``module:qualname``, the name a task gets when none is given."""
     module = getattr(func, "__module__", None) or "<unknown>"
     qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
     return f"{module}:{qualname}"
 
 
 def ensure_coroutine_function(func: Callable[..., Any]) -> None:
+    """Raise ``NotACoroutineFunctionError`` unless ``func`` is an ``async def``."""
     if not inspect.iscoroutinefunction(func):
         name = getattr(func, "__qualname__", repr(func))
         # "Expected an async function" and "async functions": 0.2.3's words, which programs
@@ -70,6 +74,7 @@ class TaskRegistry:
         self._lock = threading.Lock()
 
     def register(self, func: Callable[..., Any], name: str | None = None, *, explicit: bool = True) -> Task:
+        """Register ``func`` under ``name`` (or its default name) and return the task."""
         ensure_coroutine_function(func)
         task_name = name or getattr(func, _TASK_ATTR, None) or default_task_name(func)
         if not isinstance(task_name, str) or not task_name.strip():
@@ -99,15 +104,18 @@ class TaskRegistry:
         return task
 
     def get(self, name: str) -> Task:
+        """The task under ``name``; ``UnknownTaskError`` when none is registered."""
         try:
             return self._tasks[name]
         except KeyError:
             raise UnknownTaskError(f"no task registered under {name!r} in this process") from None
 
     def find(self, name: str) -> Task | None:
+        """The task under ``name``, or ``None``."""
         return self._tasks.get(name)
 
     def name_of(self, func: Callable[..., Any]) -> str | None:
+        """The name under which this very function is registered, or ``None``."""
         name = getattr(func, _TASK_ATTR, None)
         if isinstance(name, str) and name in self._tasks and self._tasks[name].func is func:
             return name
@@ -116,10 +124,12 @@ class TaskRegistry:
         return default if task is not None and task.func is func else None
 
     def names(self) -> list[str]:
+        """Every registered task name, sorted."""
         with self._lock:
             return sorted(self._tasks)
 
     def unregister(self, name: str) -> None:
+        """Forget the task under ``name``, if any."""
         with self._lock:
             self._tasks.pop(name, None)
 

@@ -67,14 +67,19 @@ _REFERENCE = datetime(2000, 1, 1)  # a fixed start for "does this expression eve
 
 
 class Trigger(Protocol):
+    """What computes a periodic job's windows: an interval or a cron expression."""
+
     def next_fire(self, after: datetime) -> datetime:
         """The first window start strictly after ``after`` (aware, UTC)."""
         ...
 
-    def describe(self) -> str: ...
+    def describe(self) -> str:
+        """A one-line human description of the schedule."""
+        ...
 
 
 def window_at_or_after(trigger: Trigger, moment: datetime) -> datetime:
+    """The first window start at or after ``moment``."""
     return trigger.next_fire(moment - _TICK)
 
 
@@ -140,6 +145,8 @@ def count_windows(trigger: Trigger, start: datetime, before: datetime, cap: int)
 
 @dataclass(frozen=True)
 class IntervalTrigger:
+    """Windows every ``every``, aligned to the Unix epoch."""
+
     every: timedelta
 
     def __post_init__(self) -> None:
@@ -149,13 +156,16 @@ class IntervalTrigger:
             raise InvalidScheduleError(f"every must be at least 1 ms, got {self.every}")
 
     def window_floor(self, moment: datetime) -> datetime:
+        """The window start at or before ``moment``."""
         step = _micros(self.every)
         return _EPOCH + timedelta(microseconds=(_micros(moment - _EPOCH) // step) * step)
 
     def next_fire(self, after: datetime) -> datetime:
+        """The first window start strictly after ``after``."""
         return self.window_floor(after) + self.every
 
     def describe(self) -> str:
+        """A one-line human description of the schedule."""
         return f"every {self.every}"
 
 
@@ -193,6 +203,7 @@ class CronTrigger:
         object.__setattr__(self, "_zone", zone(self.timezone))
 
     def next_fire(self, after: datetime) -> datetime:
+        """The first window start strictly after ``after`` (aware, UTC)."""
         if after.tzinfo is None:
             raise ValueError(f"next_fire needs an aware datetime, got {after!r}")
         after = after.astimezone(UTC)
@@ -210,6 +221,7 @@ class CronTrigger:
         return min(c for c in candidates if c is not None)
 
     def describe(self) -> str:
+        """A one-line human description of the schedule."""
         text = f"cron {self.expression!r} in {self.timezone}"
         if self.on_dst_gap != "shift":
             text += f", on_dst_gap={self.on_dst_gap}"
@@ -422,6 +434,7 @@ def _valid_alone(fields: list[str], index: int) -> bool:
 
 
 def zone(name: str | ZoneInfo | None) -> ZoneInfo:
+    """The ``ZoneInfo`` for a name (UTC for ``None``); ``InvalidScheduleError`` when unknown."""
     if isinstance(name, ZoneInfo):
         return name
     if name is None:
