@@ -1,4 +1,4 @@
-"""A program written for pg-scheduler 0.2.3 runs unchanged (issue 18), against a real PostgreSQL.
+"""A program written for pg-scheduler 0.2.3 runs unchanged, against a real PostgreSQL.
 
 What 0.2.3's programs and tests rely on, and what is proven here:
 

@@ -28,6 +28,7 @@ from pg_scheduler.supervisor.maintenance.periodic_registrar import (
     MAX_CATCH_UP_WINDOWS,
     PeriodicRegistrar,
 )
+from tests.rows import Sql, update_job
 from tests.support import FAST, run_cli, wait_for
 
 HOUR = timedelta(hours=1)
@@ -341,12 +342,17 @@ async def test_a_window_held_back_by_overlap_in_a_leaderless_gap_follows_the_mis
 
     registrar = await prepare(pool, key, T0)
     await pass_writing_ahead(registrar, pool, T0 + timedelta(milliseconds=500))
-    await pool.execute(
-        "UPDATE scheduled_jobs SET status = 'running', attempt = 1, "
-        "worker_id = 'gone', started_at = now(), lease_until = now() + interval '1 hour' "
-        "WHERE dedup_key = $1 AND window_start = $2",
-        key,
-        T0,
+    first = await pool.fetchval(
+        "SELECT job_id FROM scheduled_jobs WHERE dedup_key = $1 AND window_start = $2", key, T0
+    )
+    await update_job(
+        pool,
+        first,
+        status="running",
+        attempt=1,
+        worker_id="gone",
+        started_at=Sql("now()"),
+        lease_until=Sql("now() + interval '1 hour'"),
     )
     await pass_writing_ahead(registrar, pool, T0 + timedelta(seconds=1.5))
     await registrar.run_once(now=T0 + timedelta(seconds=20.5))

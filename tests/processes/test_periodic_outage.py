@@ -15,9 +15,12 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 
 from tests.replicas import ensure_events_table, start_replica
 from tests.support import wait_for
+
+pytestmark = pytest.mark.slow
 
 PERIOD = 6.0
 POLICIES = ("skip", "coalesce", "all")
