@@ -456,7 +456,8 @@ class Check:
         self, history: dict[str, list[Transition]], rows: dict[str, FinalRow]
     ) -> tuple[Violations, dict[str, Any]]:
         """After each leaderless gap (two committed registrar passes further apart than
-        ``pass_gap``), the windows that started in it and were not picked up on time (their
+        ``pass_gap``, with a leader elected between them: the same leader passing late never
+        stopped), the windows that started in it and were not picked up on time (their
         first claim more than the pickup tolerance after their start) follow each job's misfire
         policy: ``skip`` runs none of them, ``coalesce`` one at most. (``all`` runs each: the
         window invariants above owe every window of that job.) A window in the last tolerance
@@ -478,7 +479,12 @@ class Check:
             ):
                 late[row.dedup_key].append((row.window_start, row.job_id))
         passes = sorted(self.passes)
-        gaps = [(a, b) for a, b in zip(passes, passes[1:], strict=False) if b - a > self.pass_gap]
+        elections = [term.t for term in self.terms]
+        gaps = [
+            (a, b)
+            for a, b in zip(passes, passes[1:], strict=False)
+            if b - a > self.pass_gap and any(a < t <= b for t in elections)
+        ]
         late_in_gaps: dict[str, int] = defaultdict(int)
         for a, b in gaps:
             for key, policy in MISFIRE.items():

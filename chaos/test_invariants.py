@@ -268,7 +268,11 @@ def _window(key: str, start: float, claimed_at: float | None) -> tuple[FinalRow,
     ]
 
 
-def _misfire_check(windows: list[tuple[str, float, float | None]], passes: list[float]) -> Any:
+def _misfire_check(
+    windows: list[tuple[str, float, float | None]],
+    passes: list[float],
+    elections: tuple[float, ...] = (0.0, 29.9),
+) -> Any:
     rows, transitions = [_row("a")], []
     for key, start, claimed_at in windows:
         row, trs = _window(key, start, claimed_at)
@@ -288,7 +292,7 @@ def _misfire_check(windows: list[tuple[str, float, float | None]], passes: list[
         expected_jobs={},
         effects=effects,
         transitions=transitions,
-        terms=[Term(epoch=1, leader_id="pod-a", pid=1, t=0.0)],
+        terms=[Term(epoch=n, leader_id=f"pod-{n}", pid=n, t=t) for n, t in enumerate(elections, 1)],
         rows=rows,
         faults=[],
         t_start=0.0,
@@ -300,7 +304,8 @@ def _misfire_check(windows: list[tuple[str, float, float | None]], passes: list[
     ).run()
 
 
-# Passes every second, then none from 20 to 30 (a leaderless gap), then every second again.
+# Passes every second, then none from 20 to 30 (a leaderless gap: a leader is elected at 29.9),
+# then every second again.
 PASSES = [float(t) for t in range(0, 21)] + [float(t) for t in range(30, 41)]
 
 
@@ -327,6 +332,13 @@ def test_windows_of_a_leaderless_gap_follow_each_jobs_misfire_policy(
     result = _misfire_check(windows, PASSES)
     assert result["counts"]["leaderless_gaps"] == 1
     assert (result["invariants"]["misfire_policy_broken_after_a_gap"].count > 0) is breached
+
+
+def test_passes_far_apart_without_an_election_are_no_gap() -> None:
+    """The same leader passing late never stopped: its late windows may run."""
+    result = _misfire_check([("chaos.tick_skip", 24.0, 30.05)], PASSES, elections=(0.0,))
+    assert result["counts"]["leaderless_gaps"] == 0
+    assert result["invariants"]["misfire_policy_broken_after_a_gap"].count == 0
 
 
 def test_a_history_without_pass_stamps_has_no_gap_to_check() -> None:

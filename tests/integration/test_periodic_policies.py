@@ -328,6 +328,65 @@ async def test_coalesce_keeps_the_newest_written_window_when_the_outage_ended_be
     assert [tuple(r) for r in rows] == [(T0 + SIX, "pending", True)]
 
 
+async def test_coalesce_runs_no_missed_window_when_a_window_only_late_is_left_to_run(
+    pool: asyncpg.Pool,
+) -> None:
+    # Every 2 s, with rows written 5 s ahead: the pass at T0+0.5 writes T0+2 and T0+4, and the
+    # next pass comes at T0+4.5. T0+2 was missed, but T0+4 is only late and runs: it is the one
+    # run for the gap, so T0+2 is coalesced into it rather than run as well.
+    @periodic(every=timedelta(seconds=2), dedup_key="ahead-just-late", misfire="coalesce")
+    async def job() -> None: ...
+
+    two = timedelta(seconds=2)
+    registrar = await prepare(pool, "ahead-just-late", T0 + two)
+    await pass_writing_ahead(registrar, pool, T0 + timedelta(seconds=0.5))
+    assert await windows(pool, "ahead-just-late") == [T0 + two, T0 + 2 * two]
+    await registrar.run_once(now=T0 + timedelta(seconds=4.5))
+    rows = await pool.fetch(
+        "SELECT window_start, status, error_message FROM scheduled_jobs "
+        "WHERE dedup_key = $1 AND window_start <= $2 ORDER BY window_start",
+        "ahead-just-late",
+        T0 + 2 * two,
+    )
+    assert [(r["window_start"], r["status"]) for r in rows] == [
+        (T0 + two, "cancelled"),
+        (T0 + 2 * two, "pending"),
+    ]
+    assert rows[0]["error_message"].startswith("coalesced (misfire=coalesce)")
+
+
+@pytest.mark.parametrize(
+    ("elected", "status"),
+    [
+        # The leader in office was elected before the last pass: it passed late, never stopped.
+        (T0 - HOUR, "pending"),
+        # A leader was elected in the gap: the window passed while no leader ran.
+        (T0 + timedelta(seconds=10), "cancelled"),
+    ],
+)
+async def test_only_passes_apart_with_an_election_between_them_end_a_leaderless_gap(
+    pool: asyncpg.Pool, elected: datetime, status: str
+) -> None:
+    @periodic(every=SIX, dedup_key="ahead-elected", misfire="skip")
+    async def job() -> None: ...
+
+    definition = periodic_registry.get("ahead-elected")
+    assert definition is not None
+    registrar = await prepare(pool, "ahead-elected", T0 + SIX)
+    await pool.execute("UPDATE scheduler_leader SET elected_at = $1", elected)
+    await pass_writing_ahead(registrar, pool, T0 + timedelta(seconds=2))
+    await registrar.run_once(now=T0 + timedelta(seconds=20.5))
+    row = await pool.fetchrow(
+        "SELECT job_id, status FROM scheduled_jobs WHERE dedup_key = $1 AND window_start = $2",
+        "ahead-elected",
+        T0 + SIX,
+    )
+    assert row["status"] == status
+    # A window the leader in office left late runs once its pass has come.
+    claimable = await claimable_ids(pool, definition.task_name)
+    assert (row["job_id"] in claimable) is (status == "pending")
+
+
 @pytest.mark.parametrize("overlap", ["skip", "queue"])
 async def test_a_window_held_back_by_overlap_in_a_leaderless_gap_follows_the_misfire_policy(
     pool: asyncpg.Pool, overlap: str

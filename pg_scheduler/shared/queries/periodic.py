@@ -237,21 +237,27 @@ UPDATE scheduler_periodic SET next_run_at = $2, last_window = coalesce($3, last_
 """
 
 # Each registrar pass stamps its clock ($1) and reads the previous pass's stamp, in its fenced
-# transaction.
+# transaction, with when the leader in office was elected: a leaderless gap lies between two
+# passes only if an election came after the first (the same leader, passing late, never stopped).
+# $1 pass_at
 PERIODIC_STAMP_PASS = """
 WITH previous AS (SELECT pass_at FROM scheduler_periodic_pass)
 UPDATE scheduler_periodic_pass SET pass_at = $1
-RETURNING (SELECT pass_at FROM previous)
+RETURNING (SELECT pass_at FROM previous) AS previous_pass_at,
+          (SELECT elected_at FROM scheduler_leader) AS elected_at
 """
 
 # After a leaderless gap: the written-ahead windows that passed during it ($1 the last pass before
 # the gap, $2 the latest start that is missed rather than late, $3 the pass's clock) follow each
 # job's misfire policy. Only untouched rows are missed windows: pending, due at their own start,
-# never claimed. 'skip' cancels them. 'coalesce' keeps only the newest, due now, and only if the
-# registrar will write no window up to now itself (its cursor is past now); otherwise that window
-# is the one run and every written one is cancelled. 'all' keeps each, due now, unless it is older
-# than catch_up. What is kept is re-dated, so the claims' wait (_NOT_AWAITING_MISFIRE) ends for
-# it and the misfire grace judges it from now, as it does the missed windows written late.
+# never claimed. 'skip' cancels them. 'coalesce' keeps only the newest, due now, and only if no
+# other window of the job runs for them: the registrar writes none up to now itself (its cursor is
+# past now) and no row of a window in the last tolerance before now (only late, not missed) is
+# left to run; otherwise that window is the one run and every missed one is cancelled. 'all'
+# keeps each, due now, unless it started before catch_up (counted back from $2, as the
+# registrar counts the windows it writes late). What is kept is re-dated, so the claims' wait
+# (_NOT_AWAITING_MISFIRE) ends for it and the misfire grace judges it from now, as it does the
+# missed windows written late.
 # $1 previous_pass_at, $2 missed_before, $3 pass_at
 PERIODIC_RULE_MISSED = """
 WITH missed AS (
@@ -259,10 +265,14 @@ WITH missed AS (
            CASE WHEN p.misfire = 'skip' THEN 'skipped'
                 WHEN p.misfire = 'all' THEN
                      CASE WHEN j.window_start
-                               < $3::timestamptz - make_interval(secs => p.catch_up_seconds)
+                               < $2::timestamptz - make_interval(secs => p.catch_up_seconds)
                           THEN 'skipped' ELSE 'run' END
                 WHEN coalesce(p.next_run_at, 'infinity') > $3::timestamptz
                      AND j.window_start = max(j.window_start) OVER (PARTITION BY j.dedup_key)
+                     AND NOT EXISTS (SELECT 1 FROM scheduled_jobs AS n
+                                      WHERE n.dedup_key = j.dedup_key AND n.status <> 'cancelled'
+                                        AND n.window_start > $2::timestamptz
+                                        AND n.window_start <= $3::timestamptz)
                      THEN 'run'
                 ELSE 'coalesced' END AS outcome
       FROM scheduled_jobs AS j
@@ -323,7 +333,7 @@ WITH ending AS (
                                 THEN format('skipped (overlap=%s): due while the run %s was running',
                                             j.overlap, $2::text) END
       FROM waiting AS w
-     WHERE j.job_id = w.job_id
+     WHERE j.job_id = w.job_id AND j.status = 'pending'
     RETURNING j.job_id, j.status
 )
 SELECT count(*) FILTER (WHERE status = 'cancelled') AS skipped FROM settled

@@ -14,9 +14,11 @@ own timers exactly at the window, not when the leader next looks.
   windows are due now: the due time, not the window, is what the misfire grace judges.
 - The missed windows are those not yet written when the last leader stopped (before the cursor
   is dealt with below) and those written ahead whose start came after the last pass before the
-  gap and which no worker picked up within the pickup tolerance. A pass stamps its time in the
-  leader row; until a pass after the gap has ruled on such a row, claims leave it alone, so the
-  policy holds whether a worker or the new leader comes first.
+  gap and which no worker picked up within the pickup tolerance. A gap is two passes further
+  apart than the interval plus that tolerance with an election between them
+  (:func:`is_leaderless_gap`). Each pass stamps its time in ``scheduler_periodic_pass``; until a
+  pass after the gap has ruled on such a row, claims leave it alone, so the policy holds whether
+  a worker or the new leader comes first.
 - Definitions whose task no live worker registered are skipped (their rows would wait forever):
   ``scheduler_workers.tasks`` shows who can run what.
 """
@@ -58,6 +60,19 @@ COUNT_CAP = 10_000
 """Missed windows of a cron schedule are counted (for the metric) up to this many per outage."""
 
 
+def is_leaderless_gap(
+    previous: datetime | None, elected_at: datetime | None, now: datetime, interval_seconds: float
+) -> bool:
+    """Whether the pass at ``now`` ends a leaderless gap since the pass at ``previous``: passes
+    further apart than the interval plus the pickup tolerance, with an election in between (the
+    leader in office was elected after ``previous``). The same leader passing late never
+    stopped: the windows it left waiting are late, not missed. With no recorded election (a pass
+    run outside leadership, as tests do) the spacing alone decides."""
+    if previous is None or now - previous <= timedelta(seconds=interval_seconds + MISSED_AFTER_SECONDS):
+        return False
+    return elected_at is None or elected_at > previous
+
+
 @dataclass(frozen=True)
 class EnqueueResult:
     """Rows a pass wrote per dedup key: new windows, and cancelled ones written again."""
@@ -92,12 +107,14 @@ class PeriodicRegistrar(PeriodicService):
             if now is None:
                 now = await conn.fetchval(queries.DB_GET_NOW)
             assert now is not None
-            previous = await conn.fetchval(queries.PERIODIC_STAMP_PASS, now)
+            stamp = await conn.fetchrow(queries.PERIODIC_STAMP_PASS, now)
+            assert stamp is not None
+            previous = stamp["previous_pass_at"]
             missed_before = now - timedelta(seconds=MISSED_AFTER_SECONDS)
-            if previous is not None and now - previous > timedelta(
-                seconds=self.interval_seconds + MISSED_AFTER_SECONDS
-            ):
-                await self._rule_written_ahead(conn, previous, missed_before, now)
+            if is_leaderless_gap(previous, stamp["elected_at"], now, self.interval_seconds):
+                assert previous is not None
+                if await self._rule_written_ahead(conn, previous, missed_before, now):
+                    await conn.execute(queries.JOB_NOTIFY)  # the windows kept are due now
             horizon = now + timedelta(seconds=self.lookahead_seconds)
             for row in await conn.fetch(queries.PERIODIC_LIST_DUE, self.lookahead_seconds):
                 try:
@@ -127,9 +144,10 @@ class PeriodicRegistrar(PeriodicService):
     @staticmethod
     async def _rule_written_ahead(
         conn: asyncpg.Connection, previous: datetime, missed_before: datetime, now: datetime
-    ) -> None:
+    ) -> bool:
         """Apply the misfire policy to the windows written ahead that passed in the gap since
-        the previous pass (``previous``), before the cursor's missed windows are dealt with."""
+        the previous pass (``previous``), before the cursor's missed windows are dealt with;
+        returns whether it kept any to run."""
         ruled = await conn.fetch(queries.PERIODIC_RULE_MISSED, previous, missed_before, now)
         by_key: dict[tuple[str, str], list[datetime]] = defaultdict(list)
         for r in ruled:
@@ -144,6 +162,7 @@ class PeriodicRegistrar(PeriodicService):
                 starts[-1].isoformat(),
                 _OUTCOME_WORDS[outcome],
             )
+        return any(r["outcome"] == "run" for r in ruled)
 
     def _windows(
         self, row: Mapping[str, Any], now: datetime, horizon: datetime
