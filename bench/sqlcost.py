@@ -5,7 +5,7 @@ empty, reading the backend's CPU time from ``/proc``. It separates the database'
 drain from the worker's:
 
 - ``raw``: the raw batched ceiling's statements on its narrow table (bigint key, two partial indexes);
-- ``ours``: the production statement, JOB_COMPLETE_AND_CLAIM (a batch's completions and the
+- ``ours``: the production statement, job_complete_and_claim_sql (a batch's completions and the
   claim that refills its slots), on ``scheduled_jobs``;
 - ``ours-replanned``: the same, planned afresh at every execution (``force_custom_plan``), as
   PostgreSQL chose to before the claim's LIMIT had a literal bound (``queries.claim_bound``);

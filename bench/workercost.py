@@ -34,7 +34,7 @@ TASK = "bench.workercost.noop"
 
 
 def _rows(first: int, count: int, now: datetime) -> list[dict[str, Any]]:
-    """Claimed rows as JOB_COMPLETE_AND_CLAIM returns them (dicts stand in for records)."""
+    """Claimed rows as job_complete_and_claim_sql's statement returns them (dicts stand in for records)."""
     return [
         {
             "job_id": f"job-{key}",

@@ -31,8 +31,7 @@ def _job_ids(ms: int, start: int, count: int) -> list[str]:
     head = prefix = ""
     for r in range(start, start + count):
         # Consecutive ids differ in their last 48 bits (the last 12 hex digits) until the count
-        # carries past them: the text before those is made again only then. That was 0.7 of a
-        # microsecond per id; now 0.3.
+        # carries past them: the text before those is made again only then, not for every id.
         if r >> 48 != m:
             m = r >> 48
             if r >> 62 != a:

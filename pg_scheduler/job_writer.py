@@ -283,8 +283,8 @@ class JobWriter:
 
         What specs usually share (task, priority, retries, misfire grace, timeout; often the due
         time) is checked once per distinct combination, and a spec whose values are the very
-        objects of the spec before it takes that spec's result without building a key: the
-        checks and the key were two thirds of preparing a row."""
+        objects of the spec before it takes that spec's result without building a key, since
+        the checks and the key would otherwise be most of the cost of preparing a row."""
         checked: dict[tuple[Any, ...], _Options] = {}
         options: _Options | None = None
         last: tuple[Any, ...] = ()

@@ -227,7 +227,7 @@ class SchedulerConfig:
         max_concurrent_jobs = knobs.get("max_concurrent_jobs")
         if max_concurrent_jobs is None:
             from_env_int = _env_int(env, "MAX_CONCURRENT_JOBS")
-            # "0" is a mistake to report, not a request for the default (``or`` turned it into 25).
+            # "0" is a mistake to report, not a request for the default.
             if from_env_int is not None and from_env_int < 1:
                 raise ConfigurationError(f"MAX_CONCURRENT_JOBS={from_env_int} must be at least 1")
             max_concurrent_jobs = (

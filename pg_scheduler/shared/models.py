@@ -195,7 +195,7 @@ def _default_policy(state: str) -> Callable[[], VacuumPolicy]:
 
 @dataclass
 class VacuumConfig:
-    """A policy for every final state (0.2.3 had none for ``expired``, so those rows piled up)."""
+    """A policy for every final state, ``expired`` included."""
 
     completed: VacuumPolicy = field(default_factory=_default_policy("completed"))
     failed: VacuumPolicy = field(default_factory=_default_policy("failed"))

@@ -137,10 +137,10 @@ def default_dedup_key(
     func: Callable[..., Any], interval: timedelta | None, cron: str | None, tz: str | None
 ) -> str:
     """The dedup key of a periodic job declared without ``dedup_key=``."""
-    # pg-scheduler 0.2.3's formula, so keys users stored from it stay valid, with the qualified
-    # name where 0.2.3 took the bare one: the same for a module-level function, and a key of
-    # its own for a function nested in a class or another function (0.2.3 gave two such
-    # functions of one name and schedule one key, and the later silently replaced the other).
+    # pg-scheduler 0.2.3's formula, with the qualified name where 0.2.3 took the bare one: the
+    # same key for a module-level function, so keys users stored from 0.2.3 stay valid, and a
+    # key of its own for each function nested in a class or another function, so two such
+    # functions of one name and schedule never share one.
     base = f"{func.__module__}.{func.__qualname__}"
     if interval is not None:
         raw = f"{base}:interval:{int(interval.total_seconds())}"

@@ -42,7 +42,7 @@ RESTART_MAX_DELAY_SECONDS = 30.0
 HEALTHY_AFTER_SECONDS = 10.0
 """A worker that lived this long resets the restart backoff: a crash loop dies at start (import,
 connect) or on its first claim, within seconds, while a worker killed after serving a while is
-replaced at once (a longer threshold left slots in backoff when workers were killed often)."""
+replaced at once, so that workers killed often do not leave their slots in backoff."""
 KILL_WAIT_SECONDS = 5.0
 RESCUE_RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0)
 

@@ -344,7 +344,7 @@ class Worker:
 
     async def _complete_and_refill(self, job_ids: list[str], attempts: list[int]) -> set[tuple[str, int]]:
         """The completer's write. A busy worker's completions free slots: the claim that fills
-        them rides in the same statement (JOB_COMPLETE_AND_CLAIM) instead of following in a
+        them rides in the same statement (job_complete_and_claim_sql) instead of following in a
         second round trip and commit. The slots of this batch count as free, since its
         completions land with the claim; runs whose completions wait for the next batch do
         not."""

@@ -180,7 +180,7 @@ async def test_a_rescued_job_is_run_again_not_expired(pool: asyncpg.Pool) -> Non
 async def test_completions_and_the_refill_claim_in_one_statement_keep_the_fence(
     pool: asyncpg.Pool,
 ) -> None:
-    """JOB_COMPLETE_AND_CLAIM (a busy worker's write): a completion lands only for the worker's
+    """job_complete_and_claim_sql (a busy worker's write): a completion lands only for the worker's
     own running attempt, and the claim in the same statement takes pending due rows only, no
     more than asked, leaving the refused row as it was."""
     await Scheduler(pool).initialize_db()

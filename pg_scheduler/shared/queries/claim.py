@@ -73,7 +73,7 @@ def claim_bound(limit: int) -> int:
 
 def _claim(names: str, limit: str, bound: int, worker: str, lease: str, tolerance: str) -> str:
     """The claim UPDATE, over the given parameter placeholders (it is also a CTE of
-    JOB_COMPLETE_AND_CLAIM). job_id and attempt come first in RETURNING: that statement's
+    job_complete_and_claim_sql's statement). job_id and attempt come first in RETURNING: that statement's
     UNION pads the rest."""
     # Inline in each CASE, not computed once in a sub-SELECT: a sub-SELECT is a SubPlan run per
     # row, dearer than the test, which is one null check for the many rows without a misfire
