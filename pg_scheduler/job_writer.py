@@ -17,6 +17,7 @@ from .shared import queries
 from .shared.config import SchedulerConfig
 from .shared.errors import InvalidJobError, JobAlreadyExistsError
 from .shared.models import UNSET, ConflictResolution, JobPriority, JobSpec, _Unset
+from .shared.queues import check_concurrency_key, check_queue
 from .shared.serialization import encode_task_data
 from .shared.tasks import TaskRegistry, ensure_coroutine_function
 
@@ -45,8 +46,9 @@ async def _refresh_stale_statistics(conn: asyncpg.Connection, added: int) -> Non
         log.debug("schedule_bulk: could not refresh statistics: %r", exc)
 
 
-_Options = tuple[str, int, int, float | None, float | None]
-"""Checked per-job options: task name, stored priority, max_retries, misfire grace, timeout."""
+_Options = tuple[str, int, int, float | None, float | None, str]
+"""Checked per-job options: task name, stored priority, max_retries, misfire grace, timeout,
+queue."""
 
 
 class _JobValues(TypedDict):
@@ -60,6 +62,8 @@ class _JobValues(TypedDict):
     max_retries: int
     misfire_grace_time: float | None
     timeout_seconds: float | None
+    queue: str
+    concurrency_key: str | None
 
 
 def _columns(
@@ -68,10 +72,11 @@ def _columns(
     args: Sequence[Any],
     kwargs: Mapping[str, Any] | None,
     options: _Options,
+    concurrency_key: str | None,
 ) -> tuple[Any, ...]:
     """The row in JOB_COPY_COLUMNS' order (COPY's and job_insert_bulk's), its values already
     checked."""
-    name, priority, max_retries, grace, timeout = options
+    name, priority, max_retries, grace, timeout, queue = options
     return (
         job_id,
         name,
@@ -81,6 +86,8 @@ def _columns(
         max_retries,
         grace,
         timeout,
+        queue,
+        concurrency_key,
     )
 
 
@@ -135,6 +142,8 @@ class JobWriter:
         conflict_resolution: ConflictResolution,
         misfire_grace_time: float | None | _Unset,
         timeout_seconds: float | None,
+        queue: str | None,
+        concurrency_key: str | None,
         connection: asyncpg.Connection | None,
     ) -> str:
         """``Scheduler.schedule``: one job, in one round trip."""
@@ -148,6 +157,8 @@ class JobWriter:
             new_job_id() if job_id is None else job_id,
             misfire_grace_time,
             timeout_seconds,
+            queue,
+            concurrency_key,
         )
         conflict = ConflictResolution(conflict_resolution)
         await self._ready(dedicated=connection is not None)
@@ -261,12 +272,15 @@ class JobWriter:
         job_id: str | None,
         misfire_grace_time: float | None | _Unset,
         timeout_seconds: float | None,
+        queue: str | None,
+        concurrency_key: str | None,
     ) -> _JobValues:
         """Validate everything before anything is written; returns the job's values."""
-        options = self._options(func, priority, max_retries, misfire_grace_time, timeout_seconds)
+        options = self._options(func, priority, max_retries, misfire_grace_time, timeout_seconds, queue)
         _check_job_id(job_id)
         _check_due_time(execution_time)
-        name, stored_priority, stored_retries, grace, timeout = options
+        key = check_concurrency_key(concurrency_key)
+        name, stored_priority, stored_retries, grace, timeout, stored_queue = options
         return _JobValues(
             job_id=job_id,
             job_name=name,
@@ -276,15 +290,17 @@ class JobWriter:
             max_retries=stored_retries,
             misfire_grace_time=grace,
             timeout_seconds=timeout,
+            queue=stored_queue,
+            concurrency_key=key,
         )
 
     def _bulk_rows(self, jobs: Sequence[JobSpec], ids: Sequence[str]) -> Iterator[tuple[Any, ...]]:
         """The rows of ``jobs`` under ``ids``, with _prepare's checks.
 
-        What specs usually share (task, priority, retries, misfire grace, timeout; often the due
-        time) is checked once per distinct combination, and a spec whose values are the very
-        objects of the spec before it takes that spec's result without building a key, since
-        the checks and the key would otherwise be most of the cost of preparing a row."""
+        What specs usually share (task, priority, retries, misfire grace, timeout, queue; often
+        the due time) is checked once per distinct combination, and a spec whose values are the
+        very objects of the spec before it takes that spec's result without building a key,
+        since the checks and the key would otherwise be most of the cost of preparing a row."""
         checked: dict[tuple[Any, ...], _Options] = {}
         options: _Options | None = None
         last: tuple[Any, ...] = ()
@@ -296,6 +312,7 @@ class JobWriter:
                 spec.max_retries,
                 spec.misfire_grace_time,
                 spec.timeout_seconds,
+                spec.queue,
             )
             if options is None or not (
                 shared[0] is last[0]
@@ -303,6 +320,7 @@ class JobWriter:
                 and shared[2] is last[2]
                 and shared[3] is last[3]
                 and shared[4] is last[4]
+                and shared[5] is last[5]
             ):
                 # The types are part of the key: True == 1, but max_retries=True is refused.
                 key = (*shared, *map(type, shared))
@@ -319,7 +337,10 @@ class JobWriter:
                 last_time = when
             if spec.job_id is not None:
                 _check_job_id(job_id)
-            yield _columns(job_id, when, spec.args, spec.kwargs, options)
+            concurrency_key = spec.concurrency_key
+            if concurrency_key is not None:
+                check_concurrency_key(concurrency_key)
+            yield _columns(job_id, when, spec.args, spec.kwargs, options, concurrency_key)
 
     def _options(
         self,
@@ -328,8 +349,10 @@ class JobWriter:
         max_retries: int,
         misfire_grace_time: float | None | _Unset,
         timeout_seconds: float | None,
+        queue: str | None,
     ) -> _Options:
-        """The checked per-job options: task name, stored priority, retries, grace, timeout."""
+        """The checked per-job options: task name, stored priority, retries, grace, timeout,
+        queue (the task's own, from ``@job(queue=...)``, when ``queue`` is None)."""
         name = self._task_name(func)
         prio = JobPriority.coerce(priority)
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
@@ -351,6 +374,7 @@ class JobWriter:
             max_retries,
             None if grace is None else float(grace),
             None if timeout_seconds is None else float(timeout_seconds),
+            self.registry.queue_of(name) if queue is None else check_queue(queue),
         )
 
     def _task_name(self, func: Callable[..., Any] | str) -> str:

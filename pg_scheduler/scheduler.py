@@ -49,8 +49,9 @@ class Scheduler(Lifecycle):
     """Schedule and run async jobs on PostgreSQL.
 
     The positional parameters are those of pg-scheduler 0.2.3. The keyword-only knobs are the
-    timings it hard-coded, in seconds: :class:`~pg_scheduler.shared.config.SchedulerKnobs` names
-    and documents them, and ``KNOB_DEFAULTS`` holds their defaults.
+    timings it hard-coded, in seconds, and the queues to claim from (``queues=["emails"]``;
+    default every queue): :class:`~pg_scheduler.shared.config.SchedulerKnobs` names and
+    documents them, and ``KNOB_DEFAULTS`` holds their defaults.
 
     :param db_pool: the application's asyncpg pool; jobs are written and claimed through it.
     :param max_concurrent_jobs: jobs this scheduler runs at once (env ``MAX_CONCURRENT_JOBS``).
@@ -133,12 +134,16 @@ class Scheduler(Lifecycle):
         misfire_grace_time: float | None | _Unset = UNSET,
         timeout_seconds: float | None = None,
         connection: asyncpg.Connection | None = None,
+        queue: str | None = None,
+        concurrency_key: str | None = None,
     ) -> str:
         """Schedule ``func(*args, **kwargs)`` at ``execution_time`` (timezone-aware).
 
         ``func`` is an ``async def`` (registered under ``module:qualname`` if ``@job`` did not
         already) or the name of a task registered elsewhere. ``connection`` writes inside the
         caller's transaction: the job exists only if that transaction commits. One round trip.
+        ``queue`` defaults to the task's (``@job(queue=...)``), else ``"default"``;
+        ``concurrency_key`` (e.g. ``f"customer:{id}"``) is stored with the job (docs/queues.md).
         """
         return await self._writer.schedule(
             func,
@@ -151,6 +156,8 @@ class Scheduler(Lifecycle):
             conflict_resolution=conflict_resolution,
             misfire_grace_time=misfire_grace_time,
             timeout_seconds=timeout_seconds,
+            queue=queue,
+            concurrency_key=concurrency_key,
             connection=connection,
         )
 

@@ -8,7 +8,7 @@ names, but only while some session holds the leader lock: the row outlives its l
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -49,15 +49,35 @@ class ProcessInfo:
     started_at: datetime
     heartbeat_age_seconds: float
     is_leader: bool
+    queues: list[str] | None = None
+    """The queues it claims from; None: every queue."""
+
+    def claims(self, queue: str) -> bool:
+        """Whether this process claims jobs of ``queue``."""
+        return self.queues is None or queue in self.queues
 
 
 @dataclass(frozen=True)
 class UnrunnableTask:
-    """A task with pending jobs that no live process has registered."""
+    """Pending jobs of one task and queue that no live process can claim: none registered the
+    task, or none of those claims the queue."""
 
     task: str
     pending: int
     oldest_execution_time: datetime
+    queue: str = "default"
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """One queue's unfinished jobs, and how many live processes claim from it."""
+
+    queue: str
+    pending: int
+    due: int
+    running: int
+    claimed_by: int
+    """Live worker processes and in-process Schedulers that claim jobs of this queue."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +95,8 @@ class ClusterStatus:
     jobs: dict[str, int]
     oldest_due_lag_seconds: float | None
     unrunnable_tasks: list[UnrunnableTask]
+    queues: list[QueueCounts] = field(default_factory=list)
+    """Every queue with unfinished jobs."""
 
     def to_dict(self) -> dict[str, Any]:
         """The ``status --json`` object (datetimes left as they are for the caller to encode)."""
@@ -111,6 +133,7 @@ class ClusterStatus:
                     "host": p.host,
                     "supervisor_id": p.supervisor_id,
                     "tasks": p.tasks,
+                    "queues": p.queues,
                     "started_at": p.started_at,
                     "heartbeat_age_seconds": p.heartbeat_age_seconds,
                 }
@@ -123,6 +146,7 @@ class ClusterStatus:
                     "host": p.host,
                     "supervisor_id": p.supervisor_id,
                     "tasks": p.tasks,
+                    "queues": p.queues,
                     "started_at": p.started_at,
                     "heartbeat_age_seconds": p.heartbeat_age_seconds,
                     "is_leader": p.is_leader,
@@ -133,8 +157,23 @@ class ClusterStatus:
             "jobs": dict(self.jobs),
             "oldest_due_lag_seconds": self.oldest_due_lag_seconds,
             "unrunnable_tasks": [
-                {"task": t.task, "pending": t.pending, "oldest_execution_time": t.oldest_execution_time}
+                {
+                    "task": t.task,
+                    "queue": t.queue,
+                    "pending": t.pending,
+                    "oldest_execution_time": t.oldest_execution_time,
+                }
                 for t in self.unrunnable_tasks
+            ],
+            "queues": [
+                {
+                    "queue": q.queue,
+                    "pending": q.pending,
+                    "due": q.due,
+                    "running": q.running,
+                    "claimed_by": q.claimed_by,
+                }
+                for q in self.queues
             ],
         }
 
@@ -149,6 +188,7 @@ async def cluster_status(conn: asyncpg.Connection, *, stale_seconds: float) -> C
         count_rows = await conn.fetch(queries.JOB_COUNT_BY_STATUS)
         lag = await conn.fetchval(queries.JOB_GET_OLDEST_DUE_LAG)
         unrunnable_rows = await conn.fetch(queries.JOB_COUNT_UNRUNNABLE, float(stale_seconds))
+        queue_rows = await conn.fetch(queries.JOB_COUNT_BY_QUEUE)
 
     live = [r for r in process_rows if r["heartbeat_age_seconds"] <= stale_seconds]
     leader: LeaderInfo | None = None
@@ -173,9 +213,11 @@ async def cluster_status(conn: asyncpg.Connection, *, stale_seconds: float) -> C
             started_at=r["started_at"],
             heartbeat_age_seconds=round(r["heartbeat_age_seconds"], 3),
             is_leader=leader is not None and r["worker_id"] == leader.id,
+            queues=None if r["queues"] is None else list(r["queues"]),
         )
         for r in live
     ]
+    claimers = [p for p in processes if p.kind != SUPERVISOR]
     jobs = {state.value: 0 for state in JobState}
     for r in count_rows:
         jobs[r["status"] if r["status"] is not None else "null"] = r["n"]
@@ -190,7 +232,18 @@ async def cluster_status(conn: asyncpg.Connection, *, stale_seconds: float) -> C
         jobs=jobs,
         oldest_due_lag_seconds=None if lag is None else round(lag, 3),
         unrunnable_tasks=[
-            UnrunnableTask(r["task"], r["pending"], r["oldest_execution_time"]) for r in unrunnable_rows
+            UnrunnableTask(r["task"], r["pending"], r["oldest_execution_time"], r["queue"])
+            for r in unrunnable_rows
+        ],
+        queues=[
+            QueueCounts(
+                queue=r["queue"],
+                pending=r["pending"],
+                due=r["due"],
+                running=r["running"],
+                claimed_by=sum(1 for p in claimers if p.claims(r["queue"])),
+            )
+            for r in queue_rows
         ],
     )
 

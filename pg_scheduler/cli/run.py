@@ -73,6 +73,17 @@ def _seconds(knob: str, text: str) -> click.Option:
     help="Worker processes in this pod (set it to the pod's CPU limit).",
 )
 @click.option(
+    "--queues",
+    "-q",
+    metavar="NAME[,NAME...]",
+    default=None,
+    envvar="PG_SCHEDULER_QUEUES",
+    show_envvar=True,
+    help="Claim only jobs of these queues (comma-separated, e.g. emails,reports); the "
+    "periodic windows are still written for every queue by whichever pod leads.  "
+    "[default: every queue]",
+)
+@click.option(
     "--max-concurrent-jobs",
     "-c",
     type=click.IntRange(min=1),
@@ -170,6 +181,7 @@ def run_command(
     database_url: str | None,
     leader_database_url: str | None,
     workers: int,
+    queues: str | None,
     max_concurrent_jobs: int | None,
     misfire_grace_time: str | None,
     vacuum: bool | None,
@@ -213,6 +225,7 @@ def run_command(
             retry_max_delay_seconds=retry_max_delay_seconds,
             shutdown_timeout_seconds=shutdown_timeout,
             leader_ttl_seconds=leader_ttl_seconds,
+            queues=queues,
         )
     except ConfigurationError as exc:
         fail(str(exc))
@@ -221,6 +234,10 @@ def run_command(
     except ValueError as exc:
         fail(str(exc))
     log.info("worker processes run on the %s event loop", loop_kind)
+    if config.queues is None:
+        log.info("worker processes claim jobs of every queue")
+    else:
+        log.info("worker processes claim jobs of the queues %s only", ", ".join(config.queues))
     # Before the APP or anything else imports prometheus_client: every process of the pod writes
     # its samples to this folder, and the supervisor's /metrics sums them.
     own_dir = metrics_dir is None

@@ -26,11 +26,13 @@ STALE_SECONDS_DEFAULT = 30.0
     help="A process whose last heartbeat is older than this is counted as stale, not live.",
 )
 def status_command(database_url: str, as_json: bool, stale_seconds: float) -> None:
-    """Show the cluster: leader, live processes, job counts, lag, unrunnable tasks.
+    """Show the cluster: leader, live processes, job counts, lag, queues, unrunnable tasks.
 
     Lists the leader, the live supervisors with their worker processes and the in-process
-    Schedulers, job counts by state, how late the oldest due job is, and the tasks of pending
-    jobs that no live process can run (they wait until a process that registers them starts).
+    Schedulers, job counts by state, how late the oldest due job is, each queue's pending, due
+    and running jobs with the processes that claim from it, and the tasks of pending jobs that
+    no live process can run (they wait until a process that registers the task, and claims
+    their queue, starts).
 
     Reads only; exits 1 if the database cannot be reached or has no pg_scheduler schema.
     """
@@ -101,12 +103,28 @@ def render(status: ClusterStatus) -> str:
     out.append("oldest due job: " + ("none due" if lag is None else f"{lag:.1f}s past its time"))
     out.append("")
 
-    if status.unrunnable_tasks:
-        out.append("tasks nobody can run (no live process registered them):")
+    if status.queues:
+        out.append("queues:")
         out.append(
             table(
-                ["TASK", "PENDING", "OLDEST DUE"],
-                [[t.task, t.pending, t.oldest_execution_time] for t in status.unrunnable_tasks],
+                ["QUEUE", "PENDING", "DUE", "RUNNING", "CLAIMED BY"],
+                [
+                    [q.queue, q.pending, q.due, q.running, f"{q.claimed_by} process(es)"]
+                    for q in status.queues
+                ],
+                indent="  ",
+            )
+        )
+    else:
+        out.append("queues: no unfinished jobs")
+    out.append("")
+
+    if status.unrunnable_tasks:
+        out.append("tasks nobody can run (no live process registered them, or claims their queue):")
+        out.append(
+            table(
+                ["TASK", "QUEUE", "PENDING", "OLDEST DUE"],
+                [[t.task, t.queue, t.pending, t.oldest_execution_time] for t in status.unrunnable_tasks],
                 indent="  ",
             )
         )
@@ -124,6 +142,7 @@ def _processes(processes: list[ProcessInfo], *, supervisor: bool) -> str:
         *([] if supervisor else ["LEADER"]),
         "HEARTBEAT",
         "TASKS",
+        "QUEUES",
     ]
     rows = [
         [
@@ -134,6 +153,7 @@ def _processes(processes: list[ProcessInfo], *, supervisor: bool) -> str:
             *([] if supervisor else ["*" if p.is_leader else ""]),
             seconds(p.heartbeat_age_seconds) + " ago",
             len(p.tasks),
+            "all" if p.queues is None else ",".join(p.queues),
         ]
         for p in processes
     ]

@@ -11,12 +11,13 @@ to the default.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypedDict, Unpack
 
 from .errors import ConfigurationError
 from .models import UNSET, PollingConfig, VacuumConfig, _Unset
+from .queues import parse_queues
 
 MAX_CONCURRENT_JOBS_DEFAULT = 25
 MISFIRE_GRACE_TIME_DEFAULT = 300.0
@@ -64,6 +65,9 @@ class SchedulerKnobs(TypedDict, total=False):
     rescue_interval_seconds: float | None
     worker_stale_seconds: float | None
     periodic_interval_seconds: float
+    queues: str | Iterable[str] | None
+    """The queues this process claims jobs from (``["emails"]`` or ``"emails,reports"``); None,
+    every queue."""
 
 
 class ConfigKnobs(SchedulerKnobs, total=False):
@@ -97,6 +101,8 @@ KNOB_DEFAULTS: Final[ConfigKnobs] = {
     "leader_ttl_seconds": LEADER_TTL_SECONDS_DEFAULT,
     "periodic_interval_seconds": PERIODIC_INTERVAL_SECONDS_DEFAULT,
     "misfire_tolerance_seconds": MISFIRE_TOLERANCE_SECONDS_DEFAULT,
+    # Every queue.
+    "queues": None,
     # Derived from other knobs by SchedulerConfig.build: heartbeat lease / 3; poll the polling
     # config's max_interval; elect min(ELECT_INTERVAL_SECONDS_MAX, leader TTL / 3); rescue
     # min(RESCUE_INTERVAL_SECONDS_MAX, lease / 3); a worker is stale after one lease.
@@ -170,6 +176,8 @@ class SchedulerConfig:
     worker_stale_seconds: float
     periodic_interval_seconds: float
     misfire_tolerance_seconds: float
+    queues: tuple[str, ...] | None = None
+    """The queues claimed from, each once; None: every queue."""
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -269,4 +277,5 @@ class SchedulerConfig:
             worker_stale_seconds=k["worker_stale_seconds"] or lease_seconds,
             periodic_interval_seconds=k["periodic_interval_seconds"],
             misfire_tolerance_seconds=k["misfire_tolerance_seconds"],
+            queues=parse_queues(k["queues"]),
         )

@@ -119,6 +119,10 @@ class JobSpec:
     job_id: str | None = None
     misfire_grace_time: int | float | None | _Unset = UNSET
     timeout_seconds: float | None = None
+    queue: str | None = None
+    """The job's queue; None: the task's (``@job(queue=...)``), else ``"default"``."""
+    concurrency_key: str | None = None
+    """Jobs of one key share the queue's per-key limit (docs/queues.md)."""
 
 
 @dataclass
@@ -243,6 +247,8 @@ class Job:
     misfire_grace_time: float | None
     timeout_seconds: float | None
     dedup_key: str | None
+    queue: str = "default"
+    concurrency_key: str | None = None
 
     @classmethod
     def from_record(cls, row: Mapping[str, Any]) -> Job:
@@ -268,6 +274,8 @@ class Job:
             misfire_grace_time=row["misfire_grace_time"],
             timeout_seconds=row["timeout_seconds"],
             dedup_key=row["dedup_key"],
+            queue=row["queue"],
+            concurrency_key=row["concurrency_key"],
         )
 
     def __getitem__(self, key: str) -> Any:

@@ -21,6 +21,7 @@ import asyncpg
 from . import queries
 from .errors import InvalidScheduleError, TaskNameConflictError
 from .models import JobPriority
+from .queues import DEFAULT_QUEUE, bad_queue_message, is_queue_name
 from .tasks import (
     TaskFunc,
     default_task_name,
@@ -61,6 +62,15 @@ class PeriodicDefinition:
     misfire: str = "coalesce"
     catch_up: timedelta | None = None
     overlap: str = "allow"
+    queue: str | None = None
+    """The queue given to ``@periodic``; None: the task's (see :attr:`queue_name`)."""
+
+    @property
+    def queue_name(self) -> str:
+        """The queue its windows are written in: the one given to ``@periodic``, else the
+        task's as registered now (``@job(queue=...)`` may decorate the function before or after
+        ``@periodic``), else ``"default"``."""
+        return self.queue if self.queue is not None else registry.queue_of(self.task_name)
 
     @property
     def trigger(self) -> Trigger:
@@ -165,6 +175,7 @@ def periodic(
     misfire: str = "coalesce",
     catch_up: timedelta | None = None,
     overlap: str = "allow",
+    queue: str | None = None,
 ) -> Callable[[F], F]:
     """Run an ``async def`` on fixed windows: ``every=timedelta(...)`` or ``cron="..."``.
 
@@ -185,6 +196,9 @@ def periodic(
       ``catch_up`` at most, and the newest 1000 windows at most);
     - ``overlap``: a window that comes while the previous run still runs runs anyway
       (``"allow"``, default), is skipped (``"skip"``), or waits for it, one at most (``"queue"``).
+
+    ``queue``: the queue its windows are written in (default: the task's, from
+    ``@job(queue=...)``, else ``"default"``).
     """
     declared_cron = cron  # the dedup key hashes what the code says, as 0.2.3 did
     cron, tz_name = check_schedule(every, cron, timezone)
@@ -200,6 +214,8 @@ def periodic(
     prio = JobPriority.coerce(priority)
     if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
         raise InvalidScheduleError(f"max_retries must be an int >= 0, got {max_retries!r}")
+    if queue is not None and not is_queue_name(queue):
+        raise InvalidScheduleError(bad_queue_message(queue))
 
     def decorate(func: F) -> F:
         ensure_coroutine_function(func)
@@ -223,6 +239,7 @@ def periodic(
                 misfire=misfire,
                 catch_up=catch_up,
                 overlap=overlap,
+                queue=queue,
             )
         )
         return func
@@ -304,6 +321,8 @@ class PeriodicJobInfo:
     overlap: str = "allow"
     overridden: bool = False
     """The schedule in force was set from the CLI (``periodic set``), not by the code."""
+    queue: str = DEFAULT_QUEUE
+    """The queue its windows are written in."""
 
     @property
     def timezone(self) -> ZoneInfo | None:
@@ -347,6 +366,7 @@ class PeriodicJobInfo:
             "catch_up": self.catch_up.total_seconds() if self.catch_up is not None else None,
             "overlap": self.overlap,
             "schedule_overridden": self.overridden,
+            "queue": self.queue,
         }
         if self.interval is not None:
             status["interval"] = self.interval.total_seconds()
@@ -381,6 +401,7 @@ def info_from_definition(d: PeriodicDefinition) -> PeriodicJobInfo:
         misfire=d.misfire,
         catch_up=d.catch_up,
         overlap=d.overlap,
+        queue=d.queue_name,
     )
 
 
@@ -407,6 +428,7 @@ def info_from_row(row: Mapping[str, Any], func: Callable[..., Any] | None = None
         ),
         overlap=row["overlap"],
         overridden=row["overridden_at"] is not None,
+        queue=row["queue"],
     )
 
 
@@ -446,4 +468,5 @@ async def publish(conn: asyncpg.Connection, definitions: Sequence[PeriodicDefini
                 misfire=d.misfire,
                 catch_up_seconds=d.catch_up_seconds,
                 overlap=d.overlap,
+                queue=d.queue_name,
             )

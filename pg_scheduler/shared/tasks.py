@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from .errors import NotACoroutineFunctionError, TaskNameConflictError, UnknownTaskError
+from .queues import DEFAULT_QUEUE, check_queue
 from .serialization import encode_task_data
 
 TaskFunc = Callable[..., Coroutine[Any, Any, Any]]
@@ -45,6 +46,8 @@ class Task:
     explicit: bool
     """True when registered by ``@job``/``@periodic``/``register`` (importable everywhere), False
     when registered implicitly by ``schedule()`` of a plain function in this process only."""
+    queue: str = DEFAULT_QUEUE
+    """The queue of this task's jobs when ``schedule()`` names none."""
 
 
 def default_task_name(func: Callable[..., Any]) -> str:
@@ -73,9 +76,20 @@ class TaskRegistry:
         self._tasks: dict[str, Task] = {}
         self._lock = threading.Lock()
 
-    def register(self, func: Callable[..., Any], name: str | None = None, *, explicit: bool = True) -> Task:
-        """Register ``func`` under ``name`` (or its default name) and return the task."""
+    def register(
+        self,
+        func: Callable[..., Any],
+        name: str | None = None,
+        *,
+        explicit: bool = True,
+        queue: str | None = None,
+    ) -> Task:
+        """Register ``func`` under ``name`` (or its default name) and return the task.
+
+        ``queue`` is the task's queue (default ``"default"``); registering the same function
+        again with another queue moves the task there."""
         ensure_coroutine_function(func)
+        task_queue = DEFAULT_QUEUE if queue is None else check_queue(queue)
         task_name = name or getattr(func, _TASK_ATTR, None) or default_task_name(func)
         if not isinstance(task_name, str) or not task_name.strip():
             raise TaskNameConflictError(f"invalid task name {task_name!r}")
@@ -83,8 +97,11 @@ class TaskRegistry:
             existing = self._tasks.get(task_name)
             if existing is not None:
                 if existing.func is func:
+                    if queue is not None and queue != existing.queue:
+                        existing = Task(task_name, func, existing.explicit or explicit, task_queue)
+                        self._tasks[task_name] = existing
                     if explicit and not existing.explicit:
-                        existing = Task(task_name, func, True)
+                        existing = Task(task_name, func, True, existing.queue)
                         self._tasks[task_name] = existing
                     return existing
                 if not is_redefinition(existing.func, func):
@@ -95,7 +112,7 @@ class TaskRegistry:
                     )
                 log.debug("task %s defined again: the latest definition replaces the earlier one", task_name)
                 explicit = explicit or existing.explicit
-            task = Task(task_name, func, explicit)
+            task = Task(task_name, func, explicit, task_queue)
             self._tasks[task_name] = task
         try:
             setattr(func, _TASK_ATTR, task_name)
@@ -113,6 +130,12 @@ class TaskRegistry:
     def find(self, name: str) -> Task | None:
         """The task under ``name``, or ``None``."""
         return self._tasks.get(name)
+
+    def queue_of(self, name: str) -> str:
+        """The queue of the task under ``name``; ``"default"`` for a name not registered here
+        (a task of another process, scheduled by name)."""
+        task = self._tasks.get(name)
+        return DEFAULT_QUEUE if task is None else task.queue
 
     def name_of(self, func: Callable[..., Any]) -> str | None:
         """The name under which this very function is registered, or ``None``."""
@@ -167,16 +190,22 @@ registry = TaskRegistry()
 @overload
 def job(func: F, /) -> F: ...
 @overload
-def job(*, name: str | None = None) -> Callable[[F], F]: ...
-def job(func: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+def job(*, name: str | None = None, queue: str | None = None) -> Callable[[F], F]: ...
+def job(
+    func: F | None = None, /, *, name: str | None = None, queue: str | None = None
+) -> F | Callable[[F], F]:
     """Register an ``async def`` as a task, so any process that imports its module can run it.
 
     ``@job`` names it ``module:qualname``; ``@job(name="emails.send")`` picks a name that
-    survives moving the function. The function is returned unchanged.
+    survives moving the function. ``@job(queue="emails")`` puts its jobs in that queue unless
+    ``schedule(..., queue=...)`` says otherwise (default ``"default"``). The function is
+    returned unchanged.
     """
+    if queue is not None:
+        check_queue(queue)
 
     def decorate(f: F) -> F:
-        registry.register(f, name)
+        registry.register(f, name, queue=queue)
         return f
 
     if func is not None:

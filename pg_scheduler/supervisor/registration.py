@@ -43,6 +43,7 @@ class Registration(PeriodicService):
             os.getpid(),
             [],
             None,
+            None,
             timeout=self.interval_seconds,
         )
 

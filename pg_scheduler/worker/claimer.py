@@ -1,7 +1,8 @@
 """Claiming: which jobs this worker takes, and when to look again.
 
 - Only names this process registered are ever claimed, so a replica that cannot run a task leaves
-  it for one that can (0.2.3's replicas took such jobs and failed them).
+  it for one that can (0.2.3's replicas took such jobs and failed them); a worker given queues
+  claims only jobs of those queues.
 - ``FOR UPDATE SKIP LOCKED``, priority then due time, never more rows than free slots.
 - Idle waiting costs reads only: the next due time per task name is one index probe each, and the
   worker sleeps until then (or a notification). It writes nothing while nothing is due.
@@ -67,9 +68,12 @@ class Claimer:
         worker_id: str,
         lease_seconds: float,
         misfire_tolerance_seconds: float,
+        queues: Sequence[str] | None = None,
         timeout: float = 10.0,
     ) -> None:
         self._pool = pool
+        self.queues = None if queues is None else list(queues)
+        """The queues this worker claims from; None: every queue."""
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
         self.misfire_tolerance_seconds = misfire_tolerance_seconds
@@ -85,7 +89,14 @@ class Claimer:
         """Seconds until the next pending job of these names is due (<= 0: due now), or None."""
         if not names:
             return None
-        value = await self._pool.fetchval(fresh(queries.JOB_GET_NEXT_DUE), list(names), timeout=self.timeout)
+        if self.queues is None:
+            value = await self._pool.fetchval(
+                fresh(queries.JOB_GET_NEXT_DUE), list(names), timeout=self.timeout
+            )
+        else:
+            value = await self._pool.fetchval(
+                fresh(queries.JOB_GET_NEXT_DUE_IN_QUEUES), list(names), self.queues, timeout=self.timeout
+            )
         return None if value is None else float(value)
 
     async def claim(self, names: Sequence[str], limit: int) -> list[ClaimedJob]:
@@ -93,13 +104,18 @@ class Claimer:
         if not names or limit <= 0:
             return []
         sent = time.monotonic()
-        rows = await self._pool.fetch(
-            fresh(queries.job_claim_sql(limit)),
+        args: tuple[Any, ...] = (
             list(names),
             limit,
             self.worker_id,
             self.lease_seconds,
             self.misfire_tolerance_seconds,
+        )
+        if self.queues is not None:
+            args = (*args, self.queues)
+        rows = await self._pool.fetch(
+            fresh(queries.job_claim_sql(limit, in_queues=self.queues is not None)),
+            *args,
             timeout=self.timeout,
         )
         return _in_priority_order(rows, sent)
@@ -124,6 +140,7 @@ class Claimer:
             limit=limit,
             lease_seconds=self.lease_seconds,
             misfire_tolerance_seconds=self.misfire_tolerance_seconds,
+            queues=self.queues,
             plan_generation=generation(),
             timeout=self.timeout,
         )

@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -50,6 +50,7 @@ class Heartbeat:
         interval_seconds: float,
         tasks: Callable[[], list[str]],
         on_lost: Callable[[list[tuple[str, int]]], None],
+        queues: Sequence[str] | None = None,
     ) -> None:
         self._connect_args = connect_args
         self._connect_kwargs = connect_kwargs
@@ -59,6 +60,7 @@ class Heartbeat:
         self.lease_seconds = lease_seconds
         self.interval_seconds = interval_seconds
         self._tasks = tasks
+        self._queues = None if queues is None else list(queues)
         self._on_lost = on_lost
         self._tracked: dict[str, tuple[int, float]] = {}  # job_id -> (attempt, last renewed)
         self._lock = threading.Lock()
@@ -156,6 +158,7 @@ class Heartbeat:
                 os.getpid(),
                 tasks,
                 self.supervisor_id,
+                self._queues,
                 timeout=timeout,
             )
             self._sent_tasks = tasks

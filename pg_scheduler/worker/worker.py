@@ -84,6 +84,7 @@ class Worker:
             worker_id=worker_id,
             lease_seconds=config.lease_seconds,
             misfire_tolerance_seconds=config.misfire_tolerance_seconds,
+            queues=config.queues,
         )
         self._completer = Completer(pool, worker_id, write=self._complete_and_refill)
         self._executor = Executor(
@@ -104,6 +105,7 @@ class Worker:
             lease_seconds=config.lease_seconds,
             interval_seconds=config.heartbeat_seconds,
             tasks=registry.names,
+            queues=config.queues,
             on_lost=self._lost_from_thread,
         )
         self._listener = Listener(
@@ -145,6 +147,7 @@ class Worker:
             os.getpid(),
             self._registry.names(),
             self.supervisor_id,
+            self._claimer.queues,
         )
         await asyncio.to_thread(self._heartbeat.start)
         await self._listener.start()

@@ -331,6 +331,12 @@ def test_run_options_reach_the_container() -> None:
     assert values["PG_SCHEDULER_LEASE_SECONDS"] == "60"  # extraEnv
 
 
+def test_queues_reach_the_container_only_when_given() -> None:
+    assert "PG_SCHEDULER_QUEUES" not in env(container(deployment(render(*RENDERS["defaults"]))))
+    docs = render(*RENDERS["defaults"], "--set", "queues={emails,billing.v2}")
+    assert env(container(deployment(docs)))["PG_SCHEDULER_QUEUES"]["value"] == "emails,billing.v2"
+
+
 def test_app_is_left_to_the_image_when_empty() -> None:
     c = container(deployment(render(*RENDERS["defaults"])))
     assert "PG_SCHEDULER_APP" not in env(c)
@@ -515,6 +521,7 @@ def test_migrations_can_be_turned_off() -> None:
         ("autoscaling.enabled=yes", "/autoscaling/enabled", "want boolean"),
         ("keda.prometheus.metric=queueLength", "/keda/prometheus/metric", "must be one of"),
         ("workerz=3", "", "additional properties 'workerz' not allowed"),
+        ("queues={has space}", "/queues/0", "does not match pattern"),
     ],
 )
 def test_a_wrong_value_fails_the_schema_naming_it(setting: str, path: str, want: str) -> None:

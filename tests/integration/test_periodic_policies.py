@@ -47,7 +47,7 @@ async def prepare(pool: asyncpg.Pool, key: str, cursor: datetime) -> PeriodicReg
         assert definition is not None
         await publish(conn, [definition])
         await conn.execute(
-            queries.WORKER_REGISTER, "test-worker", "scheduler", "test", 1, [definition.task_name], None
+            queries.WORKER_REGISTER, "test-worker", "scheduler", "test", 1, [definition.task_name], None, None
         )
         await conn.execute("UPDATE scheduler_periodic SET next_run_at = $2 WHERE dedup_key = $1", key, cursor)
     return PeriodicRegistrar(Unfenced(pool), interval_seconds=1, misfire_grace_time=300)

@@ -90,7 +90,7 @@ async def register(
     tasks: list[str] | None = None,
     supervisor_id: str | None = None,
 ) -> None:
-    await pool.execute(queries.WORKER_REGISTER, worker_id, kind, host, pid, tasks or [], supervisor_id)
+    await pool.execute(queries.WORKER_REGISTER, worker_id, kind, host, pid, tasks or [], supervisor_id, None)
 
 
 def by_id(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

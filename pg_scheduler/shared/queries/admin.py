@@ -83,7 +83,7 @@ SELECT count(*) FROM pg_stat_activity
 # Every registered process, with its heartbeat age on the database clock (clamped: a beat
 # committed after this transaction began is not "in the future").
 WORKER_LIST = """
-SELECT worker_id, kind, host, pid, tasks, supervisor_id, started_at, last_heartbeat,
+SELECT worker_id, kind, host, pid, tasks, supervisor_id, queues, started_at, last_heartbeat,
        greatest(extract(epoch FROM now() - last_heartbeat), 0)::float8 AS heartbeat_age_seconds
   FROM scheduler_workers
  ORDER BY kind, host, pid, worker_id
@@ -108,17 +108,32 @@ SELECT extract(epoch FROM now() - min(execution_time))::float8
  WHERE status = 'pending' AND execution_time <= now()
 """
 
-# Pending jobs of tasks that no live process which runs jobs registered ($1: seconds after which
-# a heartbeat is stale). Supervisors never run jobs, so their task lists do not count.
+# Pending jobs that no live process which runs jobs can claim: none registered the task, or
+# none that did claims the job's queue ($1: seconds after which a heartbeat is stale).
+# Supervisors never run jobs, so their task lists do not count.
 JOB_COUNT_UNRUNNABLE = """
-SELECT j.job_name AS task, count(*)::int AS pending, min(j.execution_time) AS oldest_execution_time
+SELECT j.job_name AS task, j.queue, count(*)::int AS pending,
+       min(j.execution_time) AS oldest_execution_time
   FROM scheduled_jobs AS j
  WHERE j.status = 'pending'
    AND NOT EXISTS (SELECT 1 FROM scheduler_workers AS w
                     WHERE w.kind <> 'supervisor' AND j.job_name = ANY (w.tasks)
+                      AND (w.queues IS NULL OR j.queue = ANY (w.queues))
                       AND w.last_heartbeat >= now() - make_interval(secs => $1))
- GROUP BY j.job_name
- ORDER BY count(*) DESC, j.job_name
+ GROUP BY j.job_name, j.queue
+ ORDER BY count(*) DESC, j.job_name, j.queue
+"""
+
+# Unfinished jobs per queue: pending, of those due now, running.
+JOB_COUNT_BY_QUEUE = """
+SELECT queue,
+       count(*) FILTER (WHERE status = 'pending')::int AS pending,
+       count(*) FILTER (WHERE status = 'pending' AND execution_time <= now())::int AS due,
+       count(*) FILTER (WHERE status = 'running')::int AS running
+  FROM scheduled_jobs
+ WHERE status IN ('pending', 'running')
+ GROUP BY queue
+ ORDER BY queue
 """
 
 # Newest due time first. $1: states (NULL: all); $2: a task's full name or the part after the

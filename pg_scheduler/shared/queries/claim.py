@@ -33,18 +33,33 @@ _NOT_AWAITING_MISFIRE = f"""
  OR j.window_start <= coalesce((SELECT pass_at FROM scheduler_periodic_pass), 'infinity'))
 """
 
-# Next due time per task name this worker can run: one index probe per name, never a scan.
-JOB_GET_NEXT_DUE = f"""
+
+def _in_queues(queues: str | None) -> str:
+    """The claim's queue test over the placeholder ``queues`` (a text array); none when the
+    worker claims every queue, so that statement stays exactly the one without queues."""
+    return "" if queues is None else f" AND j.queue = ANY({queues}::text[])"
+
+
+def _next_due(queues: str | None) -> str:
+    return f"""
 SELECT extract(epoch FROM min(due.execution_time) - now())::float8
 FROM unnest($1::text[]) AS t(name)
 CROSS JOIN LATERAL (
     SELECT execution_time FROM scheduled_jobs AS j
      WHERE status = 'pending' AND job_name = t.name AND {_NOT_BLOCKED}
-       AND {_NOT_AWAITING_MISFIRE}
+       AND {_NOT_AWAITING_MISFIRE}{_in_queues(queues)}
      ORDER BY execution_time
      LIMIT 1
 ) AS due
 """
+
+
+# Next due time per task name this worker can run: one index probe per name, never a scan.
+# $1 names
+JOB_GET_NEXT_DUE = _next_due(None)
+# The same for a worker that claims only some queues.
+# $1 names, $2 queues
+JOB_GET_NEXT_DUE_IN_QUEUES = _next_due("$2")
 
 
 # Claim up to $2 due jobs of the names $1, priority first, then due time. A row whose lateness
@@ -71,10 +86,12 @@ def claim_bound(limit: int) -> int:
     return 1 << (limit - 1).bit_length()
 
 
-def _claim(names: str, limit: str, bound: int, worker: str, lease: str, tolerance: str) -> str:
+def _claim(
+    names: str, limit: str, bound: int, worker: str, lease: str, tolerance: str, queues: str | None
+) -> str:
     """The claim UPDATE, over the given parameter placeholders (it is also a CTE of
-    job_complete_and_claim_sql's statement). job_id and attempt come first in RETURNING: that statement's
-    UNION pads the rest."""
+    job_complete_and_claim_sql's statement); ``queues`` None claims every queue. job_id and
+    attempt come first in RETURNING: that statement's UNION pads the rest."""
     # Inline in each CASE, not computed once in a sub-SELECT: a sub-SELECT is a SubPlan run per
     # row, dearer than the test, which is one null check for the many rows without a misfire
     # grace.
@@ -100,7 +117,7 @@ UPDATE scheduled_jobs AS j SET
                SELECT ctid FROM scheduled_jobs AS j
                 WHERE status = 'pending' AND execution_time <= now()
                   AND job_name = ANY({names}::text[]) AND {_NOT_BLOCKED}
-                  AND {_NOT_AWAITING_MISFIRE}
+                  AND {_NOT_AWAITING_MISFIRE}{_in_queues(queues)}
                 ORDER BY priority, execution_time
                 LIMIT {bound:d}
                   FOR UPDATE SKIP LOCKED) AS due
@@ -122,15 +139,15 @@ def replanned(sql: str, generation: int) -> str:
 
 
 # $1 names, $2 limit, $3 worker_id, $4 lease_seconds, $5 misfire_tolerance_seconds
-def job_claim_sql(limit: int) -> str:
-    """The claim of up to $2 rows, for a $2 of ``limit``. One statement per claim_bound, shared by
-    the limits under it."""
-    return _job_claim(claim_bound(limit))
+def job_claim_sql(limit: int, *, in_queues: bool = False) -> str:
+    """The claim of up to $2 rows, for a $2 of ``limit``; ``in_queues``: only rows of the queues
+    $6. One statement per claim_bound, shared by the limits under it."""
+    return _job_claim(claim_bound(limit), in_queues)
 
 
 @functools.cache
-def _job_claim(bound: int) -> str:
-    return _claim("$1", "$2", bound, "$3", "$4", "$5")
+def _job_claim(bound: int, in_queues: bool) -> str:
+    return _claim("$1", "$2", bound, "$3", "$4", "$5", "$6" if in_queues else None)
 
 
 # Renew the leases of the jobs this worker runs, fenced by (job, worker, attempt). A job missing
@@ -197,18 +214,19 @@ JOB_COMPLETE_MANY = _lock_my_runs("$2", "$3") + _COMPLETE_MINE
 # the completion's locks. A held-back window of a skip/queue job whose run completes here is
 # claimable only from the next statement on, as it would be after a separate completion.
 # $1 worker_id, $2 job_ids, $3 attempts, $4 names, $5 limit, $6 lease_seconds, $7 misfire_tolerance_seconds
-def job_complete_and_claim_sql(limit: int) -> str:
-    """The statement above, for a claim limit $5 of ``limit`` (one per claim_bound)."""
-    return _job_complete_and_claim(claim_bound(limit))
+def job_complete_and_claim_sql(limit: int, *, in_queues: bool = False) -> str:
+    """The statement above, for a claim limit $5 of ``limit`` (one per claim_bound); with
+    ``in_queues``, claiming only rows of the queues $8."""
+    return _job_complete_and_claim(claim_bound(limit), in_queues)
 
 
 @functools.cache
-def _job_complete_and_claim(bound: int) -> str:
+def _job_complete_and_claim(bound: int, in_queues: bool) -> str:
     return (
         _lock_my_runs("$2", "$3")
         + f""",
 done AS ({_COMPLETE_MINE}),
-claimed AS ({_claim("$4", "$5", bound, "$1", "$6", "$7")})
+claimed AS ({_claim("$4", "$5", bound, "$1", "$6", "$7", "$8" if in_queues else None)})
 SELECT true AS claimed, * FROM claimed
 UNION ALL
 SELECT false, r.job_id, r.attempt, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
@@ -235,14 +253,14 @@ async def job_complete_and_claim(
     limit: int,
     lease_seconds: float,
     misfire_tolerance_seconds: float,
+    queues: list[str] | None,
     plan_generation: int,
     timeout: float,
 ) -> list[asyncpg.Record]:
     """Run job_complete_and_claim_sql(limit) as the statement of ``plan_generation``
     (``replanned``): the completions the fence refused (``claimed`` false) and the jobs
-    claimed."""
-    return await conn.fetch(
-        replanned(job_complete_and_claim_sql(limit), plan_generation),
+    claimed (of ``queues`` only, unless None)."""
+    args: tuple[Any, ...] = (
         worker_id,
         job_ids,
         attempts,
@@ -250,6 +268,12 @@ async def job_complete_and_claim(
         limit,
         lease_seconds,
         misfire_tolerance_seconds,
+    )
+    if queues is not None:
+        args = (*args, queues)
+    return await conn.fetch(
+        replanned(job_complete_and_claim_sql(limit, in_queues=queues is not None), plan_generation),
+        *args,
         timeout=timeout,
     )
 

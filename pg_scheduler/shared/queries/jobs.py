@@ -21,14 +21,16 @@ JOB_COPY_COLUMNS = (
     "max_retries",
     "misfire_grace_time",
     "timeout_seconds",
+    "queue",
+    "concurrency_key",
 )
 
 _JOB_INSERT_COLUMNS = f"({', '.join(JOB_COPY_COLUMNS)})"
 
-# $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds  # noqa: E501
+# $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds, $9 queue, $10 concurrency_key  # noqa: E501
 JOB_INSERT = f"""
 INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
-VALUES (coalesce($1, gen_random_uuid()::text), $2, $3, $4::jsonb, $5, $6, $7, $8)
+VALUES (coalesce($1, gen_random_uuid()::text), $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id
 """
@@ -37,16 +39,17 @@ _JOB_REPLACE_SET = """
     job_name = EXCLUDED.job_name, execution_time = EXCLUDED.execution_time,
     task_data = EXCLUDED.task_data, priority = EXCLUDED.priority,
     max_retries = EXCLUDED.max_retries, misfire_grace_time = EXCLUDED.misfire_grace_time,
-    timeout_seconds = EXCLUDED.timeout_seconds, status = 'pending', retry_count = 0,
+    timeout_seconds = EXCLUDED.timeout_seconds, queue = EXCLUDED.queue,
+    concurrency_key = EXCLUDED.concurrency_key, status = 'pending', retry_count = 0,
     worker_id = NULL, lease_until = NULL, last_heartbeat = NULL, error_message = NULL,
     started_at = NULL, finished_at = NULL"""
 
 # REPLACE resets the row to a fresh pending job. ``attempt`` is kept: it only grows, so a run of
 # the replaced job still in flight is fenced out and its completion refused.
-# $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds  # noqa: E501
+# $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds, $9 queue, $10 concurrency_key  # noqa: E501
 JOB_UPSERT = f"""
 INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
-VALUES (coalesce($1, gen_random_uuid()::text), $2, $3, $4::jsonb, $5, $6, $7, $8)
+VALUES (coalesce($1, gen_random_uuid()::text), $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (job_id) DO UPDATE SET {_JOB_REPLACE_SET}
 RETURNING job_id
 """
@@ -63,6 +66,8 @@ async def job_insert(
     max_retries: int,
     misfire_grace_time: float | None,
     timeout_seconds: float | None,
+    queue: str,
+    concurrency_key: str | None,
     replace: bool,
 ) -> str | None:
     """JOB_INSERT (JOB_UPSERT with ``replace``): the job's id, or None where an existing row with
@@ -77,32 +82,34 @@ async def job_insert(
         max_retries,
         misfire_grace_time,
         timeout_seconds,
+        queue,
+        concurrency_key,
     )
     return new_id
 
 
 _JOB_BULK_ROWS = """
 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::int[],
-                     $6::int[], $7::float8[], $8::float8[])
+                     $6::int[], $7::float8[], $8::float8[], $9::text[], $10::text[])
     AS b(job_id, job_name, execution_time, task_data, priority, max_retries,
-         misfire_grace_time, timeout_seconds)
+         misfire_grace_time, timeout_seconds, queue, concurrency_key)
 """
 
-# $1 job_ids, $2 job_names, $3 execution_times, $4 task_data, $5 priorities, $6 max_retries, $7 misfire_grace_times, $8 timeout_seconds  # noqa: E501
+# $1 job_ids, $2 job_names, $3 execution_times, $4 task_data, $5 priorities, $6 max_retries, $7 misfire_grace_times, $8 timeout_seconds, $9 queues, $10 concurrency_keys  # noqa: E501
 JOB_INSERT_BULK = f"""
 INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
 SELECT job_id, job_name, execution_time, task_data::jsonb, priority, max_retries,
-       misfire_grace_time, timeout_seconds
+       misfire_grace_time, timeout_seconds, queue, concurrency_key
 FROM ({_JOB_BULK_ROWS}) AS rows
 ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id
 """
 
-# $1 job_ids, $2 job_names, $3 execution_times, $4 task_data, $5 priorities, $6 max_retries, $7 misfire_grace_times, $8 timeout_seconds  # noqa: E501
+# $1 job_ids, $2 job_names, $3 execution_times, $4 task_data, $5 priorities, $6 max_retries, $7 misfire_grace_times, $8 timeout_seconds, $9 queues, $10 concurrency_keys  # noqa: E501
 JOB_UPSERT_BULK = f"""
 INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
 SELECT job_id, job_name, execution_time, task_data::jsonb, priority, max_retries,
-       misfire_grace_time, timeout_seconds
+       misfire_grace_time, timeout_seconds, queue, concurrency_key
 FROM ({_JOB_BULK_ROWS}) AS rows
 ON CONFLICT (job_id) DO UPDATE SET {_JOB_REPLACE_SET}
 RETURNING job_id

@@ -15,7 +15,7 @@ import asyncpg
 # the CLI (overridden_at). A change of the schedule in force resets the window cursor so the new
 # schedule starts at its next window, and cancels the windows already written ahead from the old
 # one (else they still run, off the new grid).
-# $1 dedup_key, $2 task_name, $3 job_name, $4 every_seconds, $5 cron, $6 timezone, $7 priority, $8 max_retries, $9 use_advisory_lock, $10 enabled, $11 on_dst_gap, $12 on_dst_fold, $13 misfire, $14 catch_up_seconds, $15 overlap  # noqa: E501
+# $1 dedup_key, $2 task_name, $3 job_name, $4 every_seconds, $5 cron, $6 timezone, $7 priority, $8 max_retries, $9 use_advisory_lock, $10 enabled, $11 on_dst_gap, $12 on_dst_fold, $13 misfire, $14 catch_up_seconds, $15 overlap, $16 queue  # noqa: E501
 PERIODIC_UPSERT = """
 WITH old AS (
     SELECT every_seconds, cron, timezone, overridden_at
@@ -32,15 +32,15 @@ WITH old AS (
 INSERT INTO scheduler_periodic AS p
     (dedup_key, task_name, job_name, every_seconds, cron, timezone, priority, max_retries,
      use_advisory_lock, enabled, on_dst_gap, on_dst_fold, misfire, catch_up_seconds, overlap,
-     code_every_seconds, code_cron, code_timezone)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $4, $5, $6)
+     code_every_seconds, code_cron, code_timezone, queue)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $4, $5, $6, $16)
 ON CONFLICT (dedup_key) DO UPDATE SET
     task_name = EXCLUDED.task_name, job_name = EXCLUDED.job_name,
     priority = EXCLUDED.priority, max_retries = EXCLUDED.max_retries,
     use_advisory_lock = EXCLUDED.use_advisory_lock,
     on_dst_gap = EXCLUDED.on_dst_gap, on_dst_fold = EXCLUDED.on_dst_fold,
     misfire = EXCLUDED.misfire, catch_up_seconds = EXCLUDED.catch_up_seconds,
-    overlap = EXCLUDED.overlap,
+    overlap = EXCLUDED.overlap, queue = EXCLUDED.queue,
     code_every_seconds = EXCLUDED.code_every_seconds, code_cron = EXCLUDED.code_cron,
     code_timezone = EXCLUDED.code_timezone,
     every_seconds = CASE WHEN p.overridden_at IS NULL THEN EXCLUDED.every_seconds
@@ -55,12 +55,12 @@ ON CONFLICT (dedup_key) DO UPDATE SET
                        THEN NULL ELSE p.next_run_at END
 WHERE (p.task_name, p.job_name, p.code_every_seconds, p.code_cron, p.code_timezone, p.priority,
        p.max_retries, p.use_advisory_lock, p.on_dst_gap, p.on_dst_fold, p.misfire,
-       p.catch_up_seconds, p.overlap)
+       p.catch_up_seconds, p.overlap, p.queue)
       IS DISTINCT FROM
       (EXCLUDED.task_name, EXCLUDED.job_name, EXCLUDED.code_every_seconds, EXCLUDED.code_cron,
        EXCLUDED.code_timezone, EXCLUDED.priority, EXCLUDED.max_retries,
        EXCLUDED.use_advisory_lock, EXCLUDED.on_dst_gap, EXCLUDED.on_dst_fold, EXCLUDED.misfire,
-       EXCLUDED.catch_up_seconds, EXCLUDED.overlap)
+       EXCLUDED.catch_up_seconds, EXCLUDED.overlap, EXCLUDED.queue)
 """
 
 
@@ -82,6 +82,7 @@ async def periodic_upsert(
     misfire: str,
     catch_up_seconds: float | None,
     overlap: str,
+    queue: str,
 ) -> str:
     """PERIODIC_UPSERT of one definition; returns the command status."""
     status: str = await conn.execute(
@@ -101,6 +102,7 @@ async def periodic_upsert(
         misfire,
         catch_up_seconds,
         overlap,
+        queue,
     )
     return status
 
@@ -183,20 +185,20 @@ SELECT (SELECT count(*) FROM changed) AS changed, (SELECT count(*) FROM dropped)
 # misfire is judged against the due time. A window that a disable or a schedule change cancelled
 # before it came is written again (pending) when the job is re-enabled or the schedule wants it:
 # else the cancelled rows would block the windows for up to the lookahead after an enable.
-# $1 dedup_key, $2 task_name, $3 priority, $4 max_retries, $5 misfire_grace_time, $6 use_advisory_lock, $7 windows, $8 overlap  # noqa: E501
+# $1 dedup_key, $2 task_name, $3 priority, $4 max_retries, $5 misfire_grace_time, $6 use_advisory_lock, $7 windows, $8 overlap, $9 queue  # noqa: E501
 PERIODIC_ENQUEUE = """
 INSERT INTO scheduled_jobs AS j
     (job_id, job_name, execution_time, task_data, priority, max_retries, misfire_grace_time,
-     dedup_key, window_start, use_advisory_lock, overlap)
+     dedup_key, window_start, use_advisory_lock, overlap, queue)
 SELECT 'periodic:' || $1 || ':' || (extract(epoch FROM w) * 1000)::bigint,
-       $2, greatest(w, now()), '{"args": [], "kwargs": {}}'::jsonb, $3, $4, $5, $1, w, $6, $8
+       $2, greatest(w, now()), '{"args": [], "kwargs": {}}'::jsonb, $3, $4, $5, $1, w, $6, $8, $9
   FROM unnest($7::timestamptz[]) AS w
 ON CONFLICT (dedup_key, window_start) WHERE dedup_key IS NOT NULL DO UPDATE SET
     status = 'pending', job_name = EXCLUDED.job_name, execution_time = EXCLUDED.execution_time,
     priority = EXCLUDED.priority, max_retries = EXCLUDED.max_retries,
     misfire_grace_time = EXCLUDED.misfire_grace_time,
     use_advisory_lock = EXCLUDED.use_advisory_lock, overlap = EXCLUDED.overlap,
-    finished_at = NULL, error_message = NULL
+    queue = EXCLUDED.queue, finished_at = NULL, error_message = NULL
  WHERE j.status = 'cancelled' AND j.started_at IS NULL
    AND j.error_message IN ('periodic job disabled', 'periodic schedule changed')
 RETURNING job_id
@@ -214,6 +216,7 @@ async def periodic_enqueue(
     use_advisory_lock: bool,
     windows: list[datetime],
     overlap: str,
+    queue: str,
 ) -> list[asyncpg.Record]:
     """PERIODIC_ENQUEUE of one job's ``windows``; returns the job_id of each window written."""
     rows: list[asyncpg.Record] = await conn.fetch(
@@ -226,6 +229,7 @@ async def periodic_enqueue(
         use_advisory_lock,
         windows,
         overlap,
+        queue,
     )
     return rows
 
@@ -299,9 +303,9 @@ SELECT dedup_key, window_start, outcome FROM ruled ORDER BY dedup_key, window_st
 PERIODIC_TRIGGER = """
 INSERT INTO scheduled_jobs
     (job_id, job_name, execution_time, task_data, priority, max_retries, dedup_key,
-     use_advisory_lock, overlap)
+     use_advisory_lock, overlap, queue)
 SELECT $2, task_name, now(), '{"args": [], "kwargs": {}}'::jsonb, priority, max_retries,
-       dedup_key, use_advisory_lock, overlap
+       dedup_key, use_advisory_lock, overlap, queue
   FROM scheduler_periodic WHERE dedup_key = $1
 RETURNING job_id
 """

@@ -136,6 +136,7 @@ class PeriodicRegistrar(PeriodicService):
                     use_advisory_lock=row["use_advisory_lock"],
                     windows=windows,
                     overlap=row["overlap"],
+                    queue=row["queue"],
                 )
                 await conn.execute(queries.PERIODIC_ADVANCE, row["dedup_key"], cursor, windows[-1])
                 inserted[row["dedup_key"]] = len(ids)
