@@ -12,8 +12,8 @@ import asyncpg
 from pg_scheduler import Scheduler
 from pg_scheduler.shared.models import JobState
 from tests.pods import Pod, start_pod
-from tests.replicas import ensure_events_table
 from tests.processes.test_cli_manage import ok, ok_json
+from tests.replicas import ensure_events_table
 from tests.rows import wait_for_status
 from tests.support import run_cli
 
