@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS chaos_job_history (
 CREATE TABLE IF NOT EXISTS chaos_pass_history (
     id          bigserial PRIMARY KEY,
     pass_at     timestamptz NOT NULL,
+    epoch       bigint,
     at          timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE TABLE IF NOT EXISTS chaos_leader_history (
@@ -83,7 +84,7 @@ END $$;
 -- leaderless gaps whose windows follow the misfire policies.
 CREATE OR REPLACE FUNCTION chaos_log_pass() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO chaos_pass_history (pass_at) VALUES (NEW.pass_at);
+    INSERT INTO chaos_pass_history (pass_at, epoch) VALUES (NEW.pass_at, NEW.epoch);
     RETURN NEW;
 END $$;
 
@@ -110,7 +111,7 @@ SELECT epoch, leader_id, pid, extract(epoch FROM at)::float8 AS t
   FROM chaos_leader_history ORDER BY epoch
 """
 SELECT_PASSES = """
-SELECT extract(epoch FROM pass_at)::float8 AS pass_at FROM chaos_pass_history ORDER BY pass_at
+SELECT extract(epoch FROM pass_at)::float8 AS pass_at, epoch FROM chaos_pass_history ORDER BY pass_at
 """
 SELECT_JOBS = """
 SELECT job_id, job_name, status, attempt, retry_count, max_retries, dedup_key,
@@ -163,10 +164,11 @@ async def install(conn: asyncpg.Connection) -> None:
 
 async def load(
     conn: asyncpg.Connection,
-) -> tuple[list[Transition], list[Term], list[FinalRow], list[float]]:
-    """The job history, the leader terms, the final rows and the registrar's pass stamps."""
+) -> tuple[list[Transition], list[Term], list[FinalRow], list[float], list[int | None]]:
+    """The job history, the leader terms, the final rows, and the registrar's pass stamps with
+    the term of each."""
     transitions = [Transition(**dict(r)) for r in await conn.fetch(SELECT_JOB_HISTORY)]
     terms = [Term(**dict(r)) for r in await conn.fetch(SELECT_LEADER_HISTORY)]
     rows = [FinalRow(**dict(r)) for r in await conn.fetch(SELECT_JOBS)]
-    passes = [r["pass_at"] for r in await conn.fetch(SELECT_PASSES)]
-    return transitions, terms, rows, passes
+    stamps = await conn.fetch(SELECT_PASSES)
+    return transitions, terms, rows, [r["pass_at"] for r in stamps], [r["epoch"] for r in stamps]

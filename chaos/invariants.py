@@ -176,9 +176,11 @@ class Check:
     """A periodic window is owed only if no leader-affecting fault was active this long before."""
     passes: list[float] = field(default_factory=list)
     """The periodic registrar's committed pass stamps (the leader's clock of each pass)."""
+    pass_epochs: list[int | None] = field(default_factory=list)
+    """The term of each pass in ``passes`` (empty in a history saved before terms were kept)."""
     pass_gap: float = 2.0
-    """Passes further apart than this (the registrar's interval plus the pickup tolerance) leave
-    a leaderless gap whose windows follow the misfire policies."""
+    """Passes further apart than this (the registrar's interval plus the pickup tolerance), of
+    two terms, leave a leaderless gap whose windows follow the misfire policies."""
 
     def save(self, path: Path) -> None:
         """Keep the inputs (not the effects, which stay in their files), so that the checker can
@@ -196,6 +198,7 @@ class Check:
                 "targets",
                 "quiet_before",
                 "passes",
+                "pass_epochs",
                 "pass_gap",
             )
         }
@@ -216,6 +219,7 @@ class Check:
             targets=Targets(**data["targets"]),
             quiet_before=data["quiet_before"],
             passes=data.get("passes", []),
+            pass_epochs=data.get("pass_epochs", []),
             pass_gap=data.get("pass_gap", 2.0),
         )
 
@@ -456,8 +460,8 @@ class Check:
         self, history: dict[str, list[Transition]], rows: dict[str, FinalRow]
     ) -> tuple[Violations, dict[str, Any]]:
         """After each leaderless gap (two committed registrar passes further apart than
-        ``pass_gap``, with a leader elected between them: the same leader passing late never
-        stopped), the windows that started in it and were not picked up on time (their
+        ``pass_gap``, by leaders of two terms: the same leader passing late never stopped), the
+        windows that started in it and were not picked up on time (their
         first claim more than the pickup tolerance after their start) follow each job's misfire
         policy: ``skip`` runs none of them, ``coalesce`` one at most. (``all`` runs each: the
         window invariants above owe every window of that job.) A window in the last tolerance
@@ -478,12 +482,14 @@ class Check:
                 and claimed > row.window_start + MISSED_AFTER_SECONDS + LATE_CLAIM_SLACK
             ):
                 late[row.dedup_key].append((row.window_start, row.job_id))
-        passes = sorted(self.passes)
-        elections = [term.t for term in self.terms]
+        stamps = sorted(
+            zip(self.passes, self.pass_epochs or [None] * len(self.passes), strict=True),
+            key=lambda stamp: stamp[0],
+        )
         gaps = [
             (a, b)
-            for a, b in zip(passes, passes[1:], strict=False)
-            if b - a > self.pass_gap and any(a < t <= b for t in elections)
+            for (a, term_a), (b, term_b) in zip(stamps, stamps[1:], strict=False)
+            if b - a > self.pass_gap and (term_a is None or term_b is None or term_a != term_b)
         ]
         late_in_gaps: dict[str, int] = defaultdict(int)
         for a, b in gaps:

@@ -564,7 +564,7 @@ class Run:
 
     async def _check(self, settled: float) -> dict[str, Any]:
         async with self.pool.acquire() as conn:
-            transitions, terms, rows, passes = await history.load(conn)
+            transitions, terms, rows, passes, pass_epochs = await history.load(conn)
         s = self.profile.settings
         # A lost lease ends at most a lease after the last renewal; the rescuer's pass comes
         # within its period (5 s at most, lease / 3 below 15 s; jittered), and the re-queued job
@@ -583,6 +583,7 @@ class Run:
             targets=targets,
             quiet_before=s.leader_ttl_seconds + s.lease_seconds + 3,
             passes=passes,
+            pass_epochs=pass_epochs,
             pass_gap=PERIODIC_INTERVAL_SECONDS_DEFAULT + MISSED_AFTER_SECONDS,
         )
         check.save(self.out / "history.json")

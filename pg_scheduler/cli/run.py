@@ -209,6 +209,11 @@ def run_command(
     SIGTERM or SIGINT: stop claiming, let jobs finish for --shutdown-timeout, hand the rest
     back, resign leadership, exit 0. A second signal hands jobs back at once.
     """
+    if queues is not None and not queues.strip():
+        fail(
+            "--queues (PG_SCHEDULER_QUEUES) is empty: name at least one queue, "
+            "or unset it to claim every queue"
+        )
     level = parse_level(log_level)
     if logging.getLogger("pg_scheduler").level == logging.DEBUG:  # pg-scheduler --debug run ...
         level = logging.DEBUG

@@ -153,7 +153,7 @@ def _processes(processes: list[ProcessInfo], *, supervisor: bool) -> str:
             *([] if supervisor else ["*" if p.is_leader else ""]),
             seconds(p.heartbeat_age_seconds) + " ago",
             len(p.tasks),
-            "all" if p.queues is None else ",".join(p.queues),
+            "-" if p.kind == "supervisor" else "all" if p.queues is None else ",".join(p.queues),
         ]
         for p in processes
     ]

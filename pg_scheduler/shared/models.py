@@ -122,7 +122,7 @@ class JobSpec:
     queue: str | None = None
     """The job's queue; None: the task's (``@job(queue=...)``), else ``"default"``."""
     concurrency_key: str | None = None
-    """Jobs of one key share the queue's per-key limit (docs/queues.md)."""
+    """A key stored with the job (e.g. ``f"customer:{id}"``), for per-key limits (docs/queues.md)."""
 
 
 @dataclass

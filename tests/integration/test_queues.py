@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,9 +33,12 @@ from pg_scheduler import (
     periodic,
 )
 from pg_scheduler.shared import queries
-from pg_scheduler.shared.periodic import periodic_registry
+from pg_scheduler.shared.periodic import periodic_registry, publish
 from pg_scheduler.shared.queues import parse_queues
+from pg_scheduler.shared.schema import ensure_schema
 from pg_scheduler.shared.tasks import registry
+from pg_scheduler.supervisor.fence import Unfenced
+from pg_scheduler.supervisor.maintenance.periodic_registrar import PeriodicRegistrar
 from tests.rows import insert_job, job_row, wait_for_status
 from tests.support import FAST, wait_for
 
@@ -343,3 +347,57 @@ async def test_the_claim_of_every_queue_is_the_statement_without_queues(pool: as
     assert [r["job_id"] for r in rows] == ["in-b"]
     due = await pool.fetchval(queries.JOB_GET_NEXT_DUE_IN_QUEUES, ["t"], ["zzz"])
     assert due is None
+
+
+NOON = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
+
+
+async def test_windows_wait_unwritten_until_a_process_claims_their_queue(pool: asyncpg.Pool) -> None:
+    """Windows written for a queue nobody claims would pile up and then run in a burst; they are
+    not written, and the ones missed meanwhile follow the misfire policy once a claimer comes."""
+
+    @periodic(every=timedelta(hours=1), dedup_key="q-report", queue="reports")
+    async def report() -> None: ...
+
+    definition = periodic_registry.get("q-report")
+    assert definition is not None
+    async with pool.acquire() as conn:
+        await ensure_schema(conn)
+        await publish(conn, [definition])
+        await conn.execute(
+            queries.WORKER_REGISTER, "w-emails", "worker", "h", 1, [definition.task_name], None, ["emails"]
+        )
+        await conn.execute("UPDATE scheduler_periodic SET next_run_at = $1", NOON)
+    registrar = PeriodicRegistrar(Unfenced(pool), interval_seconds=1, misfire_grace_time=300)
+    await registrar.run_once(now=NOON + timedelta(seconds=0.5))
+    await registrar.run_once(now=NOON + timedelta(hours=1, seconds=0.5))
+    assert await pool.fetchval("SELECT count(*) FROM scheduled_jobs") == 0
+
+    await pool.execute(
+        queries.WORKER_REGISTER, "w-reports", "worker", "h", 2, [definition.task_name], None, ["reports"]
+    )
+    await registrar.run_once(now=NOON + timedelta(hours=2, seconds=30))
+    rows = await pool.fetch("SELECT window_start, queue FROM scheduled_jobs ORDER BY window_start")
+    # misfire="coalesce" (the default): one run for the three windows missed, the latest.
+    assert [tuple(r) for r in rows] == [(NOON + timedelta(hours=2), "reports")]
+
+
+async def test_a_periodic_jobs_new_queue_moves_its_pending_windows(pool: asyncpg.Pool) -> None:
+    @periodic(every=timedelta(seconds=1), dedup_key="q-move", queue="old")
+    async def moving() -> None: ...
+
+    definition = periodic_registry.get("q-move")
+    assert definition is not None
+    async with pool.acquire() as conn:
+        await ensure_schema(conn)
+        await publish(conn, [definition])
+        await conn.execute(queries.WORKER_REGISTER, "w", "worker", "h", 1, [definition.task_name], None, None)
+    registrar = PeriodicRegistrar(Unfenced(pool), interval_seconds=1, misfire_grace_time=300)
+    await registrar.run_once()
+    written = await pool.fetchval("SELECT count(*) FROM scheduled_jobs WHERE queue = 'old'")
+    assert written >= 2
+    async with pool.acquire() as conn:
+        await publish(conn, [dataclasses.replace(definition, queue="new")])
+    queues = await pool.fetch("SELECT DISTINCT queue FROM scheduled_jobs WHERE status = 'pending'")
+    assert [r["queue"] for r in queues] == ["new"]
+    assert await pool.fetchval("SELECT queue FROM scheduler_periodic") == "new"

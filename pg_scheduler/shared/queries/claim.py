@@ -57,7 +57,8 @@ CROSS JOIN LATERAL (
 # Next due time per task name this worker can run: one index probe per name, never a scan.
 # $1 names
 JOB_GET_NEXT_DUE = _next_due(None)
-# The same for a worker that claims only some queues.
+# The same for a worker that claims only some queues. No index holds the queue: the probe reads
+# past pending rows of the same names in other queues (docs/queues.md says what that costs).
 # $1 names, $2 queues
 JOB_GET_NEXT_DUE_IN_QUEUES = _next_due("$2")
 

@@ -14,7 +14,8 @@ import asyncpg
 # code_*; it is also the schedule in force (every_seconds, cron, timezone) unless one was set from
 # the CLI (overridden_at). A change of the schedule in force resets the window cursor so the new
 # schedule starts at its next window, and cancels the windows already written ahead from the old
-# one (else they still run, off the new grid).
+# one (else they still run, off the new grid). A change of queue moves the pending windows to
+# the new queue.
 # $1 dedup_key, $2 task_name, $3 job_name, $4 every_seconds, $5 cron, $6 timezone, $7 priority, $8 max_retries, $9 use_advisory_lock, $10 enabled, $11 on_dst_gap, $12 on_dst_fold, $13 misfire, $14 catch_up_seconds, $15 overlap, $16 queue  # noqa: E501
 PERIODIC_UPSERT = """
 WITH old AS (
@@ -28,6 +29,9 @@ WITH old AS (
                     WHERE old.overridden_at IS NULL
                       AND (old.every_seconds, old.cron, old.timezone)
                           IS DISTINCT FROM ($4::double precision, $5::text, $6::text))
+), requeued AS (
+    UPDATE scheduled_jobs SET queue = $16
+     WHERE dedup_key = $1 AND status = 'pending' AND queue <> $16
 )
 INSERT INTO scheduler_periodic AS p
     (dedup_key, task_name, job_name, every_seconds, cron, timezone, priority, max_retries,
@@ -141,7 +145,9 @@ PERIODIC_LIST = "SELECT * FROM scheduler_periodic ORDER BY dedup_key"
 PERIODIC_LIST_DUE = """
 SELECT * FROM scheduler_periodic AS p
  WHERE enabled AND (next_run_at IS NULL OR next_run_at <= now() + make_interval(secs => $1))
-   AND EXISTS (SELECT 1 FROM scheduler_workers AS w WHERE p.task_name = ANY (w.tasks))
+   AND EXISTS (SELECT 1 FROM scheduler_workers AS w
+                WHERE w.kind <> 'supervisor' AND p.task_name = ANY (w.tasks)
+                  AND (w.queues IS NULL OR p.queue = ANY (w.queues)))
  ORDER BY dedup_key
    FOR NO KEY UPDATE OF p
 """
@@ -240,15 +246,17 @@ UPDATE scheduler_periodic SET next_run_at = $2, last_window = coalesce($3, last_
  WHERE dedup_key = $1
 """
 
-# Each registrar pass stamps its clock ($1) and reads the previous pass's stamp, in its fenced
-# transaction, with when the leader in office was elected: a leaderless gap lies between two
-# passes only if an election came after the first (the same leader, passing late, never stopped).
+# Each registrar pass stamps its clock ($1) and its term (the fence's pg_scheduler.epoch; NULL
+# outside leadership) and reads the previous pass's, in its fenced transaction: a leaderless gap
+# lies between two passes only if their terms differ (the same leader, passing late, never
+# stopped).
 # $1 pass_at
 PERIODIC_STAMP_PASS = """
-WITH previous AS (SELECT pass_at FROM scheduler_periodic_pass)
-UPDATE scheduler_periodic_pass SET pass_at = $1
+WITH previous AS (SELECT pass_at, epoch FROM scheduler_periodic_pass)
+UPDATE scheduler_periodic_pass
+   SET pass_at = $1, epoch = nullif(current_setting('pg_scheduler.epoch', true), '')::bigint
 RETURNING (SELECT pass_at FROM previous) AS previous_pass_at,
-          (SELECT elected_at FROM scheduler_leader) AS elected_at
+          (SELECT epoch FROM previous) AS previous_epoch, epoch
 """
 
 # After a leaderless gap: the written-ahead windows that passed during it ($1 the last pass before

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-# $1 worker_id, $2 kind, $3 host, $4 pid, $5 tasks, $6 supervisor_id
 # A process's row: the tasks it can run and the queues it claims (NULL: every queue).
 # $1 worker_id, $2 kind, $3 host, $4 pid, $5 tasks, $6 supervisor_id, $7 queues
 WORKER_REGISTER = """

@@ -15,12 +15,14 @@ own timers exactly at the window, not when the leader next looks.
 - The missed windows are those not yet written when the last leader stopped (before the cursor
   is dealt with below) and those written ahead whose start came after the last pass before the
   gap and which no worker picked up within the pickup tolerance. A gap is two passes further
-  apart than the interval plus that tolerance with an election between them
+  apart than the interval plus that tolerance, by leaders of two terms
   (:func:`is_leaderless_gap`). Each pass stamps its time in ``scheduler_periodic_pass``; until a
   pass after the gap has ruled on such a row, claims leave it alone, so the policy holds whether
   a worker or the new leader comes first.
-- Definitions whose task no live worker registered are skipped (their rows would wait forever):
-  ``scheduler_workers.tasks`` shows who can run what.
+- Definitions whose task no registered process can run, or whose queue none of those claims,
+  are skipped (their rows would wait, then run all at once): ``scheduler_workers`` shows who
+  can run what. Their cursor stays, so the windows missed meanwhile follow the misfire policy
+  once a process that can run them appears.
 """
 
 from __future__ import annotations
@@ -61,16 +63,20 @@ COUNT_CAP = 10_000
 
 
 def is_leaderless_gap(
-    previous: datetime | None, elected_at: datetime | None, now: datetime, interval_seconds: float
+    previous: datetime | None,
+    previous_epoch: int | None,
+    epoch: int | None,
+    now: datetime,
+    interval_seconds: float,
 ) -> bool:
-    """Whether the pass at ``now`` ends a leaderless gap since the pass at ``previous``: passes
-    further apart than the interval plus the pickup tolerance, with an election in between (the
-    leader in office was elected after ``previous``). The same leader passing late never
-    stopped: the windows it left waiting are late, not missed. With no recorded election (a pass
-    run outside leadership, as tests do) the spacing alone decides."""
+    """Whether the pass at ``now`` (of the term ``epoch``) ends a leaderless gap since the pass
+    at ``previous`` (of ``previous_epoch``): passes further apart than the interval plus the
+    pickup tolerance, of two terms. The same leader passing late never stopped: the windows it
+    left waiting are late, not missed. When a term is unknown (a pass run outside leadership, as
+    tests do, or stamped before migration 6) the spacing alone decides."""
     if previous is None or now - previous <= timedelta(seconds=interval_seconds + MISSED_AFTER_SECONDS):
         return False
-    return elected_at is None or elected_at > previous
+    return previous_epoch is None or epoch is None or previous_epoch != epoch
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,9 @@ class PeriodicRegistrar(PeriodicService):
             assert stamp is not None
             previous = stamp["previous_pass_at"]
             missed_before = now - timedelta(seconds=MISSED_AFTER_SECONDS)
-            if is_leaderless_gap(previous, stamp["elected_at"], now, self.interval_seconds):
+            if is_leaderless_gap(
+                previous, stamp["previous_epoch"], stamp["epoch"], now, self.interval_seconds
+            ):
                 assert previous is not None
                 if await self._rule_written_ahead(conn, previous, missed_before, now):
                     await conn.execute(queries.JOB_NOTIFY)  # the windows kept are due now
