@@ -19,7 +19,7 @@ from pathlib import Path
 from tests.pgserver import TestPostgres
 
 from .network import Lab
-from .workload import EFFECTS_DIR_ENV
+from .workload import EFFECTS_DIR_ENV, QUEUES_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,6 +89,8 @@ class Pod:
     proc: subprocess.Popen[bytes] | None = None
     generation: int = 0
     pids_seen: set[int] = field(default_factory=set)
+    queues: str | None = None
+    """``PG_SCHEDULER_QUEUES`` of the pod (None: it claims every queue)."""
 
     @property
     def pid(self) -> int | None:
@@ -104,6 +106,8 @@ class Pod:
             EFFECTS_DIR_ENV: str(self.run_dir / "effects"),
             "PYTHONUNBUFFERED": "1",
         }
+        if self.queues is not None:
+            env[QUEUES_ENV] = self.queues
         with log.open("wb") as out:
             # `ip netns exec` execs the program, so proc.pid is the supervisor itself. Started
             # from the main thread only: the pod dies with the thread that started it (PDEATHSIG).

@@ -115,7 +115,7 @@ SELECT extract(epoch FROM pass_at)::float8 AS pass_at, epoch FROM chaos_pass_his
 """
 SELECT_JOBS = """
 SELECT job_id, job_name, status, attempt, retry_count, max_retries, dedup_key,
-       extract(epoch FROM window_start)::float8 AS window_start, error_message
+       extract(epoch FROM window_start)::float8 AS window_start, error_message, queue
   FROM scheduled_jobs
 """
 
@@ -155,6 +155,7 @@ class FinalRow:
     dedup_key: str | None
     window_start: float | None
     error_message: str | None
+    queue: str = "default"
 
 
 async def install(conn: asyncpg.Connection) -> None:

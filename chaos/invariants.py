@@ -50,6 +50,8 @@ class Effect:
     pid: int
     t: float
     ok: bool | None = None
+    claims: str | None = None
+    """The queues the recording process claimed (comma-separated); None: every queue."""
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Execution:
     start: float
     end: float | None = None
     ok: bool | None = None
+    claims: str | None = None
 
     def finish(self, deaths: Deaths) -> float:
         """When the run stopped: its end event, else its process's death, else never."""
@@ -147,7 +150,7 @@ def executions(effects: Iterable[Effect]) -> dict[str, list[Execution]]:
     for e in sorted(effects, key=lambda e: e.t):
         key = (e.job, e.attempt, e.worker, e.pid)
         if e.ev == "start":
-            runs[key] = Execution(e.job, e.attempt, e.worker, e.pid, e.t)
+            runs[key] = Execution(e.job, e.attempt, e.worker, e.pid, e.t, claims=e.claims)
         elif key in runs:
             runs[key].end, runs[key].ok = e.t, e.ok
     by_job: dict[str, list[Execution]] = defaultdict(list)
@@ -244,6 +247,7 @@ class Check:
         inv["duplicate_windows"], inv["missed_windows"], windows = self._windows(history, rows)
         inv["misfire_policy_broken_after_a_gap"], gaps = self._misfire(history, rows)
         inv["overlapping_leader_epochs"] = self._epochs()
+        inv["runs_outside_their_queues"], narrow = self._outside_queues(by_job, rows)
         result["counts"] = {
             "one_off_jobs": len(self.expected_jobs),
             "executions": recorded,
@@ -252,10 +256,35 @@ class Check:
             "unexpected_failures": self._unexpected_failures(rows),
             **windows,
             **gaps,
+            **narrow,
             **self._fault_counts(),
         }
         result["times"] = self._times(by_job, died_at, history)
         return result
+
+    # ------------------------------------------------------------------ queues
+    @staticmethod
+    def _outside_queues(
+        by_job: dict[str, list[Execution]], rows: dict[str, FinalRow]
+    ) -> tuple[Violations, dict[str, int]]:
+        """Every run is in a process that claims its job's queue: a process given queues
+        (``PG_SCHEDULER_QUEUES``) never runs a job of another queue."""
+        bad = Violations()
+        on_narrow = 0
+        for job_id, runs in by_job.items():
+            row = rows.get(job_id)
+            if row is None:
+                continue
+            for run in runs:
+                if run.claims is None:
+                    continue
+                on_narrow += 1
+                if row.queue not in run.claims.split(","):
+                    bad.add(
+                        f"{job_id} (queue {row.queue}) attempt {run.attempt} ran in {run.worker}, "
+                        f"which claims only {run.claims}"
+                    )
+        return bad, {"runs_on_pods_given_queues": on_narrow}
 
     # ------------------------------------------------------------------ jobs
     def _lost(self, rows: dict[str, FinalRow]) -> Violations:

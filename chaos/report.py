@@ -17,6 +17,7 @@ GATES = (
     "missed_windows",
     "misfire_policy_broken_after_a_gap",
     "overlapping_leader_epochs",
+    "runs_outside_their_queues",
 )
 """Invariants that must be zero."""
 

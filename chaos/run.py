@@ -221,7 +221,20 @@ class Run:
                 await migrate(conn)
                 await history.install(conn)
             lab_dsn = f"postgresql://postgres@{self.lab.db_address}:{pg.port}/chaos"
-            self.pods = [Pod(name, self.lab, lab_dsn, self.profile.settings, self.out) for name in names]
+            # The last pod claims only the queue "default": jobs of PINNED_QUEUE must never run
+            # there (runs_outside_their_queues), and the other pods must run them all.
+            narrow = names[-1] if len(names) > 1 else None
+            self.pods = [
+                Pod(
+                    name,
+                    self.lab,
+                    lab_dsn,
+                    self.profile.settings,
+                    self.out,
+                    queues="default" if name == narrow else None,
+                )
+                for name in names
+            ]
             for pod in self.pods:
                 pod.start()
             await self._wait_pods_ready()
@@ -278,7 +291,8 @@ class Run:
             max_retries = 1 if spec["fail_attempts"] == 99 else 8
             job_id = f"chaos-{n}"
             when = datetime.now(UTC) + timedelta(seconds=self.rng.choice((0, 0, 0, 1, 2)))
-            if await self._enqueue(producer, job_id, when, spec, max_retries, stop):
+            queue = workload.PINNED_QUEUE if self.rng.random() < 0.2 else None
+            if await self._enqueue(producer, job_id, when, spec, max_retries, stop, queue=queue):
                 self.expected[job_id] = {**spec, "max_retries": max_retries}
             next_at += period
             await _sleep_until(next_at, stop)
@@ -291,6 +305,7 @@ class Run:
         spec: dict[str, Any],
         max_retries: int,
         stop: asyncio.Event,
+        queue: str | None = None,
     ) -> bool:
         """Retried through outages with the same id (IGNORE makes a retry of a commit whose
         answer was lost harmless); True once the row is known to be in."""
@@ -304,6 +319,7 @@ class Run:
                     job_id=job_id,
                     max_retries=max_retries,
                     conflict_resolution=ConflictResolution.IGNORE,
+                    queue=queue,
                 )
                 return True
             except DB_ERRORS:

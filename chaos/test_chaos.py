@@ -49,4 +49,6 @@ def test_short_profile_keeps_every_guarantee(tmp_path: Path) -> None:
     assert counts["late_outcomes_refused"] >= 1, text
     # The cluster crash left windows that passed while no leader ran: the misfire check saw some.
     assert counts["leaderless_gaps"] >= 1 and counts["late_runs_in_gaps"][workload.TICK_EVERY] >= 1, text
+    # The pod given queues ran jobs, so runs_outside_their_queues had runs to check.
+    assert counts["runs_on_pods_given_queues"] >= 50, text
     assert not result["notes"], text

@@ -459,3 +459,31 @@ def test_every_run_of_a_legitimate_history_was_assigned() -> None:
     )
     assert result["counts"]["executions"] == 8
     assert result["counts"]["overlaps_with_lease_lost_and_completion_refused"] == 1
+
+
+@pytest.mark.parametrize(
+    ("queue", "claims", "breached"),
+    [
+        # A pod given queues ran a job of another queue.
+        ("pinned", "default", True),
+        # ... of its own queue, or a pod that claims every queue: fine.
+        ("default", "default", False),
+        ("pinned", "default,pinned", False),
+        ("pinned", None, False),
+    ],
+)
+def test_a_run_outside_the_queues_its_pod_claims_is_a_violation(
+    queue: str, claims: str | None, breached: bool
+) -> None:
+    effects = [
+        Effect("start", "a", 1, WORKER, PID, 10.0, claims=claims),
+        Effect("end", "a", 1, WORKER, PID, 10.1, ok=True, claims=claims),
+    ]
+    transitions = [
+        _transition("a", "pending", "running", 1, 9.99),
+        _transition("a", "running", "completed", 1, 10.11),
+    ]
+    row = replace(_row("a", attempt=1), queue=queue)
+    result = _check(effects, transitions, [], rows=[row])
+    assert (result["invariants"]["runs_outside_their_queues"].count > 0) is breached
+    assert result["counts"]["runs_on_pods_given_queues"] == (0 if claims is None else 1)

@@ -19,6 +19,10 @@ from typing import Any
 from pg_scheduler import current_job, job, periodic
 
 EFFECTS_DIR_ENV = "CHAOS_EFFECTS_DIR"
+QUEUES_ENV = "PG_SCHEDULER_QUEUES"
+"""The queues the pod claims (``pg-scheduler run`` reads it); unset: every queue."""
+PINNED_QUEUE = "pinned"
+"""A queue that one pod does not claim: none of its jobs may run there."""
 
 TICK_EVERY = "chaos.tick_every"
 """Every second, ``misfire="all"``: every window of the run must complete exactly once."""
@@ -58,6 +62,7 @@ def _record(event: str, **fields: Any) -> None:
             "worker": context.worker_id,
             "pid": os.getpid(),
             "t": time.time(),
+            "claims": os.environ.get(QUEUES_ENV),
             **fields,
         }
     )
