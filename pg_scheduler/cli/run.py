@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 
@@ -79,8 +80,8 @@ def _seconds(knob: str, text: str) -> click.Option:
     default=None,
     envvar="PG_SCHEDULER_QUEUES",
     show_envvar=True,
-    help="Claim only jobs of these queues (comma-separated, e.g. emails,reports); the "
-    "periodic windows are still written for every queue by whichever pod leads.  "
+    help="Claim only jobs of these queues (comma-separated, e.g. emails,reports). The pod "
+    "that leads writes the periodic windows of every queue that some pod claims.  "
     "[default: every queue]",
 )
 @click.option(
@@ -209,6 +210,8 @@ def run_command(
     SIGTERM or SIGINT: stop claiming, let jobs finish for --shutdown-timeout, hand the rest
     back, resign leadership, exit 0. A second signal hands jobs back at once.
     """
+    if queues is None and "PG_SCHEDULER_QUEUES" in os.environ:
+        queues = os.environ["PG_SCHEDULER_QUEUES"]  # click takes an empty variable for unset
     if queues is not None and not queues.strip():
         fail(
             "--queues (PG_SCHEDULER_QUEUES) is empty: name at least one queue, "

@@ -401,3 +401,11 @@ async def test_a_periodic_jobs_new_queue_moves_its_pending_windows(pool: asyncpg
     queues = await pool.fetch("SELECT DISTINCT queue FROM scheduled_jobs WHERE status = 'pending'")
     assert [r["queue"] for r in queues] == ["new"]
     assert await pool.fetchval("SELECT queue FROM scheduler_periodic") == "new"
+    # A new schedule and a new queue at once: the windows of the old schedule are cancelled (not
+    # moved to run off the new grid).
+    async with pool.acquire() as conn:
+        await publish(conn, [dataclasses.replace(definition, queue="newer", interval=timedelta(seconds=2))])
+    rows = await pool.fetch("SELECT status, queue, error_message FROM scheduled_jobs")
+    assert {(r["status"], r["queue"], r["error_message"]) for r in rows} == {
+        ("cancelled", "new", "periodic schedule changed")
+    }

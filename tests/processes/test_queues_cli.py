@@ -29,8 +29,10 @@ def test_bad_queue_lists_stop_run_with_one_line_and_start_nothing() -> None:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "invalid queue name" in lines[0], result.stderr
         assert "embedded" not in result.stderr  # refused before any database is started
-    empty = run_cli("run", "tests.apps.tasks", "--queues", " ")
-    assert empty.returncode == 1 and "is empty" in empty.stderr and len(empty.stderr.splitlines()) == 1
+    for args, env in ((["--queues", " "], {}), ([], {"PG_SCHEDULER_QUEUES": ""})):
+        empty = run_cli("run", "tests.apps.tasks", *args, env=env)
+        assert empty.returncode == 1 and "is empty" in empty.stderr, (args, env, empty.stderr)
+        assert len(empty.stderr.splitlines()) == 1
     assert "PG_SCHEDULER_QUEUES" in run_cli("run", "--help").stdout
 
 

@@ -29,9 +29,11 @@ WITH old AS (
                     WHERE old.overridden_at IS NULL
                       AND (old.every_seconds, old.cron, old.timezone)
                           IS DISTINCT FROM ($4::double precision, $5::text, $6::text))
+    RETURNING job_id
 ), requeued AS (
     UPDATE scheduled_jobs SET queue = $16
      WHERE dedup_key = $1 AND status = 'pending' AND queue <> $16
+       AND job_id NOT IN (SELECT job_id FROM dropped)
 )
 INSERT INTO scheduler_periodic AS p
     (dedup_key, task_name, job_name, every_seconds, cron, timezone, priority, max_retries,
