@@ -352,6 +352,20 @@ async def test_the_claim_of_every_queue_is_the_statement_without_queues(pool: as
 NOON = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
 
 
+async def published(pool: asyncpg.Pool, key: str, claims: list[str] | None) -> PeriodicRegistrar:
+    """Publish the periodic definition ``key``, register a worker that can run its task and
+    claims ``claims`` (None: every queue), and return a registrar to drive by hand."""
+    definition = periodic_registry.get(key)
+    assert definition is not None
+    async with pool.acquire() as conn:
+        await ensure_schema(conn)
+        await publish(conn, [definition])
+        await conn.execute(
+            queries.WORKER_REGISTER, f"w-{claims}", "worker", "h", 1, [definition.task_name], None, claims
+        )
+    return PeriodicRegistrar(Unfenced(pool), interval_seconds=1, misfire_grace_time=300)
+
+
 async def test_windows_wait_unwritten_until_a_process_claims_their_queue(pool: asyncpg.Pool) -> None:
     """Windows written for a queue nobody claims would pile up and then run in a burst; they are
     not written, and the ones missed meanwhile follow the misfire policy once a claimer comes."""
@@ -359,22 +373,15 @@ async def test_windows_wait_unwritten_until_a_process_claims_their_queue(pool: a
     @periodic(every=timedelta(hours=1), dedup_key="q-report", queue="reports")
     async def report() -> None: ...
 
-    definition = periodic_registry.get("q-report")
-    assert definition is not None
-    async with pool.acquire() as conn:
-        await ensure_schema(conn)
-        await publish(conn, [definition])
-        await conn.execute(
-            queries.WORKER_REGISTER, "w-emails", "worker", "h", 1, [definition.task_name], None, ["emails"]
-        )
-        await conn.execute("UPDATE scheduler_periodic SET next_run_at = $1", NOON)
-    registrar = PeriodicRegistrar(Unfenced(pool), interval_seconds=1, misfire_grace_time=300)
+    report_task = registry.name_of(report)
+    registrar = await published(pool, "q-report", ["emails"])
+    await pool.execute("UPDATE scheduler_periodic SET next_run_at = $1", NOON)
     await registrar.run_once(now=NOON + timedelta(seconds=0.5))
     await registrar.run_once(now=NOON + timedelta(hours=1, seconds=0.5))
     assert await pool.fetchval("SELECT count(*) FROM scheduled_jobs") == 0
 
     await pool.execute(
-        queries.WORKER_REGISTER, "w-reports", "worker", "h", 2, [definition.task_name], None, ["reports"]
+        queries.WORKER_REGISTER, "w-reports", "worker", "h", 2, [report_task], None, ["reports"]
     )
     await registrar.run_once(now=NOON + timedelta(hours=2, seconds=30))
     rows = await pool.fetch("SELECT window_start, queue FROM scheduled_jobs ORDER BY window_start")
@@ -386,13 +393,9 @@ async def test_a_periodic_jobs_new_queue_moves_its_pending_windows(pool: asyncpg
     @periodic(every=timedelta(seconds=1), dedup_key="q-move", queue="old")
     async def moving() -> None: ...
 
+    registrar = await published(pool, "q-move", None)
     definition = periodic_registry.get("q-move")
     assert definition is not None
-    async with pool.acquire() as conn:
-        await ensure_schema(conn)
-        await publish(conn, [definition])
-        await conn.execute(queries.WORKER_REGISTER, "w", "worker", "h", 1, [definition.task_name], None, None)
-    registrar = PeriodicRegistrar(Unfenced(pool), interval_seconds=1, misfire_grace_time=300)
     await registrar.run_once()
     written = await pool.fetchval("SELECT count(*) FROM scheduled_jobs WHERE queue = 'old'")
     assert written >= 2
