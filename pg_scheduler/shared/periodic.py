@@ -21,7 +21,7 @@ import asyncpg
 from . import queries
 from .errors import InvalidScheduleError, TaskNameConflictError
 from .models import JobPriority
-from .queues import DEFAULT_QUEUE, bad_queue_message, is_queue_name
+from .queues import DEFAULT_QUEUE, check_queue
 from .tasks import (
     TaskFunc,
     default_task_name,
@@ -214,8 +214,8 @@ def periodic(
     prio = JobPriority.coerce(priority)
     if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
         raise InvalidScheduleError(f"max_retries must be an int >= 0, got {max_retries!r}")
-    if queue is not None and not is_queue_name(queue):
-        raise InvalidScheduleError(bad_queue_message(queue))
+    if queue is not None:
+        check_queue(queue, InvalidScheduleError)
 
     def decorate(func: F) -> F:
         ensure_coroutine_function(func)

@@ -23,24 +23,15 @@ _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 CONCURRENCY_KEY_MAX_LENGTH = 200
 
 
-def is_queue_name(name: object) -> bool:
-    """Whether ``name`` is a valid queue name."""
-    return isinstance(name, str) and _QUEUE_NAME.fullmatch(name) is not None
-
-
-def bad_queue_message(name: object) -> str:
-    """The one-line error for an invalid queue name."""
-    return (
-        f"invalid queue name {name!r}: use a letter or digit, then letters, digits, '_', '-' or "
-        f"'.', at most {QUEUE_NAME_MAX_LENGTH} characters (e.g. 'emails')"
-    )
-
-
-def check_queue(name: object) -> str:
-    """``name`` if it is a valid queue name, else ``InvalidJobError`` in one line."""
-    if not is_queue_name(name):
-        raise InvalidJobError(bad_queue_message(name))
-    assert isinstance(name, str)
+def check_queue(name: object, error: type[Exception] = InvalidJobError) -> str:
+    """``name`` if it is a valid queue name, else ``error`` (``InvalidJobError`` from a job,
+    ``InvalidScheduleError`` from ``@periodic``, ``ConfigurationError`` from a list of queues to
+    claim) in one line."""
+    if not isinstance(name, str) or _QUEUE_NAME.fullmatch(name) is None:
+        raise error(
+            f"invalid queue name {name!r}: use a letter or digit, then letters, digits, '_', '-' "
+            f"or '.', at most {QUEUE_NAME_MAX_LENGTH} characters (e.g. 'emails')"
+        )
     return name
 
 
@@ -72,7 +63,4 @@ def parse_queues(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
         names = list(value)
         if not names:
             raise ConfigurationError("queues must name at least one queue, or be None for every queue")
-    for name in names:
-        if not is_queue_name(name):
-            raise ConfigurationError(bad_queue_message(name))
-    return tuple(dict.fromkeys(names))
+    return tuple(dict.fromkeys(check_queue(name, ConfigurationError) for name in names))
