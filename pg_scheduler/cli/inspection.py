@@ -56,6 +56,19 @@ class ProcessInfo:
         """Whether this process claims jobs of ``queue``."""
         return self.queues is None or queue in self.queues
 
+    def to_dict(self) -> dict[str, Any]:
+        """The ``status --json`` entry of a worker process or an in-process Scheduler."""
+        return {
+            "id": self.id,
+            "pid": self.pid,
+            "host": self.host,
+            "supervisor_id": self.supervisor_id,
+            "tasks": self.tasks,
+            "queues": self.queues,
+            "started_at": self.started_at,
+            "heartbeat_age_seconds": self.heartbeat_age_seconds,
+        }
+
 
 @dataclass(frozen=True)
 class UnrunnableTask:
@@ -126,33 +139,8 @@ class ClusterStatus:
                 }
                 for p in self.supervisors
             ],
-            "workers": [
-                {
-                    "id": p.id,
-                    "pid": p.pid,
-                    "host": p.host,
-                    "supervisor_id": p.supervisor_id,
-                    "tasks": p.tasks,
-                    "queues": p.queues,
-                    "started_at": p.started_at,
-                    "heartbeat_age_seconds": p.heartbeat_age_seconds,
-                }
-                for p in self.workers
-            ],
-            "schedulers": [
-                {
-                    "id": p.id,
-                    "pid": p.pid,
-                    "host": p.host,
-                    "supervisor_id": p.supervisor_id,
-                    "tasks": p.tasks,
-                    "queues": p.queues,
-                    "started_at": p.started_at,
-                    "heartbeat_age_seconds": p.heartbeat_age_seconds,
-                    "is_leader": p.is_leader,
-                }
-                for p in self.schedulers
-            ],
+            "workers": [p.to_dict() for p in self.workers],
+            "schedulers": [{**p.to_dict(), "is_leader": p.is_leader} for p in self.schedulers],
             "stale_processes": self.stale_processes,
             "jobs": dict(self.jobs),
             "oldest_due_lag_seconds": self.oldest_due_lag_seconds,
