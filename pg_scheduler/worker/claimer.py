@@ -21,7 +21,7 @@ import asyncpg
 from ..shared import queries
 from ..shared.serialization import decode_task_data
 from .busy_connection import BusyConnection
-from .plans import fresh, generation
+from .plans import generation
 
 
 @dataclass(slots=True, eq=False)
@@ -89,33 +89,28 @@ class Claimer:
         """Seconds until the next pending job of these names is due (<= 0: due now), or None."""
         if not names:
             return None
-        if self.queues is None:
-            value = await self._pool.fetchval(
-                fresh(queries.JOB_GET_NEXT_DUE), list(names), timeout=self.timeout
-            )
-        else:
-            value = await self._pool.fetchval(
-                fresh(queries.JOB_GET_NEXT_DUE_IN_QUEUES), list(names), self.queues, timeout=self.timeout
-            )
-        return None if value is None else float(value)
+        return await queries.job_get_next_due(
+            self._pool,
+            names=list(names),
+            queues=self.queues,
+            plan_generation=generation(),
+            timeout=self.timeout,
+        )
 
     async def claim(self, names: Sequence[str], limit: int) -> list[ClaimedJob]:
         """Claim up to ``limit`` due jobs of ``names`` in one statement, in priority order."""
         if not names or limit <= 0:
             return []
         sent = time.monotonic()
-        args: tuple[Any, ...] = (
-            list(names),
-            limit,
-            self.worker_id,
-            self.lease_seconds,
-            self.misfire_tolerance_seconds,
-        )
-        if self.queues is not None:
-            args = (*args, self.queues)
-        rows = await self._pool.fetch(
-            fresh(queries.job_claim_sql(limit, in_queues=self.queues is not None)),
-            *args,
+        rows = await queries.job_claim(
+            self._pool,
+            names=list(names),
+            limit=limit,
+            worker_id=self.worker_id,
+            lease_seconds=self.lease_seconds,
+            misfire_tolerance_seconds=self.misfire_tolerance_seconds,
+            queues=self.queues,
+            plan_generation=generation(),
             timeout=self.timeout,
         )
         return _in_priority_order(rows, sent)

@@ -56,10 +56,12 @@ from .claim import (
     JOB_UNLOCK_EXCLUSIVE,
     MISSED_AFTER_SECONDS,
     claim_bound,
+    job_claim,
     job_claim_sql,
     job_complete_and_claim,
     job_complete_and_claim_sql,
     job_fail,
+    job_get_next_due,
     replanned,
 )
 from .jobs import (
@@ -145,6 +147,8 @@ __all__ = [
     "claim_bound",
     "replanned",
     "job_claim_sql",
+    "job_claim",
+    "job_get_next_due",
     "JOB_RENEW_LEASES",
     "JOB_COMPLETE_MANY",
     "job_complete_and_claim_sql",

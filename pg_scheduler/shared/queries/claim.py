@@ -151,6 +151,50 @@ def _job_claim(bound: int, in_queues: bool) -> str:
     return _claim("$1", "$2", bound, "$3", "$4", "$5", "$6" if in_queues else None)
 
 
+def _and_queues(args: tuple[Any, ...], queues: list[str] | None) -> tuple[Any, ...]:
+    """A statement's arguments, with the queues as the last one when they are given (the
+    statement ``in_queues`` of the same text then has one placeholder more)."""
+    return args if queues is None else (*args, queues)
+
+
+async def job_get_next_due(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    names: list[str],
+    queues: list[str] | None,
+    plan_generation: int,
+    timeout: float,
+) -> float | None:
+    """JOB_GET_NEXT_DUE (JOB_GET_NEXT_DUE_IN_QUEUES when ``queues`` are given) as the statement
+    of ``plan_generation``: seconds until the next due job of ``names``, or None."""
+    sql = JOB_GET_NEXT_DUE if queues is None else JOB_GET_NEXT_DUE_IN_QUEUES
+    value = await conn.fetchval(
+        replanned(sql, plan_generation), *_and_queues((names,), queues), timeout=timeout
+    )
+    return None if value is None else float(value)
+
+
+async def job_claim(
+    conn: _Fetches,
+    *,
+    names: list[str],
+    limit: int,
+    worker_id: str,
+    lease_seconds: float,
+    misfire_tolerance_seconds: float,
+    queues: list[str] | None,
+    plan_generation: int,
+    timeout: float,
+) -> list[asyncpg.Record]:
+    """Run job_claim_sql(limit) (of ``queues`` only, unless None) as the statement of
+    ``plan_generation``: the jobs claimed."""
+    return await conn.fetch(
+        replanned(job_claim_sql(limit, in_queues=queues is not None), plan_generation),
+        *_and_queues((names, limit, worker_id, lease_seconds, misfire_tolerance_seconds), queues),
+        timeout=timeout,
+    )
+
+
 # Renew the leases of the jobs this worker runs, fenced by (job, worker, attempt). A job missing
 # from the result lost its lease (rescued, cancelled, replaced): the worker stops running it.
 # Rows are locked in job_id order here and in JOB_COMPLETE_MANY: the heartbeat and the batched
@@ -261,20 +305,10 @@ async def job_complete_and_claim(
     """Run job_complete_and_claim_sql(limit) as the statement of ``plan_generation``
     (``replanned``): the completions the fence refused (``claimed`` false) and the jobs
     claimed (of ``queues`` only, unless None)."""
-    args: tuple[Any, ...] = (
-        worker_id,
-        job_ids,
-        attempts,
-        names,
-        limit,
-        lease_seconds,
-        misfire_tolerance_seconds,
-    )
-    if queues is not None:
-        args = (*args, queues)
+    args = (worker_id, job_ids, attempts, names, limit, lease_seconds, misfire_tolerance_seconds)
     return await conn.fetch(
         replanned(job_complete_and_claim_sql(limit, in_queues=queues is not None), plan_generation),
-        *args,
+        *_and_queues(args, queues),
         timeout=timeout,
     )
 
