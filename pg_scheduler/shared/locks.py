@@ -16,6 +16,10 @@ LEADER_LOCK = (0x5053_4302, 1)
 EXCLUSIVE_JOB_LOCK_CLASS = 0x5053_4303
 """Class of the per-periodic-job locks of ``@periodic(use_advisory_lock=True)``."""
 
+QUEUE_LOCK_CLASS = 0x5053_4304
+"""Class of the per-queue transaction locks that serialise the claims of a limited queue
+(``(QUEUE_LOCK_CLASS, hashtext(name))``, taken in SQL by ``pg_scheduler_claim_limited``)."""
+
 
 def exclusive_job_lock(dedup_key: str) -> tuple[int, int]:
     """The lock key of a periodic job's exclusive runs: our class and a hash of ``dedup_key``."""

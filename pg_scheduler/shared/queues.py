@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from .errors import ConfigurationError, InvalidJobError
 
@@ -64,3 +65,140 @@ def parse_queues(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
         if not names:
             raise ConfigurationError("queues must name at least one queue, or be None for every queue")
     return tuple(dict.fromkeys(check_queue(name, ConfigurationError) for name in names))
+
+
+# ---------------------------------------------------------------- limits
+
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|h|d)\s*")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """At most ``limit`` starts in any window of ``period_seconds``, across the cluster."""
+
+    limit: int
+    period_seconds: float
+
+    def __str__(self) -> str:
+        period = self.period_seconds
+        for unit in ("d", "h", "m", "s"):
+            size = _UNIT_SECONDS[unit]
+            if period >= size and (period / size).is_integer():
+                return f"{self.limit}/{int(period / size)}{unit}"
+        return f"{self.limit}/{period:g}s"
+
+
+def parse_rate(value: object, error: type[Exception] = ConfigurationError) -> Rate:
+    """A rate written ``N/PERIOD``: ``100/1m``, ``10/s``, ``5/30s``, ``1000/1h``, ``50/500ms``
+    (units ms, s, m, h, d), or a :class:`Rate`. Anything else, a zero count or a zero period
+    raises ``error`` in one line."""
+    if isinstance(value, Rate):
+        return check_rate(value.limit, value.period_seconds, error)
+    match = _RATE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise error(
+            f"invalid rate {value!r}: write N/PERIOD, e.g. '100/1m', '10/1s' or '5/30s' "
+            f"(units ms, s, m, h, d)"
+        )
+    count, size, unit = match.groups()
+    return check_rate(int(count), float(size or 1) * _UNIT_SECONDS[unit], error)
+
+
+def check_rate(limit: int, period_seconds: float, error: type[Exception] = ConfigurationError) -> Rate:
+    """The rate, if both parts are positive."""
+    if limit < 1:
+        raise error(f"invalid rate: the number of starts must be at least 1, got {limit}")
+    if not period_seconds > 0 or period_seconds != period_seconds or period_seconds == float("inf"):
+        raise error(f"invalid rate: the period must be longer than 0 s, got {period_seconds:g} s")
+    return Rate(limit, float(period_seconds))
+
+
+def check_limit(name: str, value: object, error: type[Exception] = ConfigurationError) -> int | None:
+    """``value`` if it is None (no such limit) or an int of at least 1, else ``error``."""
+    if value is None:
+        return None
+    if type(value) is not int or value < 1:
+        raise error(
+            f"invalid {name} {value!r}: give a whole number of at least 1, or none for no limit "
+            f"(to stop a queue, pause it)"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """A queue's limits, for the whole cluster; None: no such limit.
+
+    - ``concurrency``: at most this many jobs of the queue running at once;
+    - ``key_concurrency``: at most this many running jobs per ``concurrency_key``;
+    - ``rate``: at most ``rate.limit`` starts in any window of ``rate.period_seconds``.
+    """
+
+    concurrency: int | None = None
+    key_concurrency: int | None = None
+    rate: Rate | None = None
+
+    @property
+    def limited(self) -> bool:
+        """Whether any limit is set."""
+        return self.concurrency is not None or self.key_concurrency is not None or self.rate is not None
+
+    def describe(self) -> str:
+        """``concurrency=5 key_concurrency=1 rate=100/m``, or ``no limits``."""
+        parts = [
+            f"{label}={value}"
+            for label, value in (
+                ("concurrency", self.concurrency),
+                ("key_concurrency", self.key_concurrency),
+                ("rate", self.rate),
+            )
+            if value is not None
+        ]
+        return " ".join(parts) or "no limits"
+
+
+def queue_limits(
+    concurrency: int | None = None,
+    key_concurrency: int | None = None,
+    rate: str | Rate | None = None,
+    error: type[Exception] = ConfigurationError,
+) -> QueueLimits:
+    """Checked limits (each None for none); a bad value raises ``error`` in one line."""
+    return QueueLimits(
+        concurrency=check_limit("concurrency", concurrency, error),
+        key_concurrency=check_limit("key_concurrency", key_concurrency, error),
+        rate=None if rate is None else parse_rate(rate, error),
+    )
+
+
+_declared: dict[str, QueueLimits] = {}
+
+
+def declare_queue(
+    name: str,
+    *,
+    concurrency: int | None = None,
+    key_concurrency: int | None = None,
+    rate: str | Rate | None = None,
+) -> QueueLimits:
+    """Declare a queue's limits in code, for the whole cluster.
+
+    Every process that imports the declaration writes it to the queue's row when it starts
+    (``pg-scheduler run`` and ``Scheduler.start``); the limits in force follow it unless an
+    operator set others (``pg-scheduler queues set``, ``Scheduler.set_queue_limits``), until
+    ``reset``. ``rate`` is ``N/PERIOD``: ``"100/1m"``, ``"10/1s"``. Declaring a name again
+    replaces its limits. Raises ``ConfigurationError`` on a bad name or value::
+
+        declare_queue("partner_api", concurrency=5)
+        declare_queue("imports", key_concurrency=1)
+        declare_queue("sms", rate="100/1m")
+    """
+    limits = queue_limits(concurrency, key_concurrency, rate)
+    _declared[check_queue(name, ConfigurationError)] = limits
+    return limits
+
+
+def declared_queues() -> dict[str, QueueLimits]:
+    """The queues declared in this process, by name."""
+    return dict(_declared)

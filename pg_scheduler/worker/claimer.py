@@ -4,6 +4,9 @@
   it for one that can (0.2.3's replicas took such jobs and failed them); a worker given queues
   claims only jobs of those queues.
 - ``FOR UPDATE SKIP LOCKED``, priority then due time, never more rows than free slots.
+- Queues with a limit or paused are claimed by a second statement (``claim_limited``) that
+  counts under each queue's lock; the plain claim leaves them alone. It is sent only while some
+  queue is limited, as the replies of both statements tell.
 - Idle waiting costs reads only: the next due time per task name is one index probe each, and the
   worker sleeps until then (or a notification). It writes nothing while nothing is due.
 """
@@ -85,10 +88,11 @@ class Claimer:
         """Give back the connection that back-to-back statements keep."""
         await self._busy.close()
 
-    async def seconds_until_due(self, names: Sequence[str]) -> float | None:
-        """Seconds until the next pending job of these names is due (<= 0: due now), or None."""
+    async def seconds_until_due(self, names: Sequence[str]) -> tuple[float | None, bool]:
+        """Seconds until the next pending job of these names outside limited queues is due
+        (<= 0: due now; None: none), and whether any queue is limited."""
         if not names:
-            return None
+            return None, False
         return await queries.job_get_next_due(
             self._pool,
             names=list(names),
@@ -114,6 +118,34 @@ class Claimer:
             timeout=self.timeout,
         )
         return _in_priority_order(rows, sent)
+
+    async def claim_limited(self, names: Sequence[str], limit: int) -> tuple[list[ClaimedJob], bool]:
+        """Claim up to ``limit`` due jobs of ``names`` from limited queues, within their limits;
+        also whether any queue is limited."""
+        if not names or limit <= 0:
+            return [], True
+        sent = time.monotonic()
+        rows, limited = await queries.job_claim_limited(
+            self._pool,
+            names=list(names),
+            limit=limit,
+            worker_id=self.worker_id,
+            lease_seconds=self.lease_seconds,
+            misfire_tolerance_seconds=self.misfire_tolerance_seconds,
+            queues=self.queues,
+            timeout=self.timeout,
+        )
+        return _in_priority_order(rows, sent), limited
+
+    async def seconds_until_limited(self, names: Sequence[str]) -> float | None:
+        """Seconds until a claim of the limited queues could next find a job of ``names`` (<= 0:
+        it may now), or None if they hold none."""
+        if not names:
+            return None
+        value = await self._pool.fetchval(
+            queries.JOB_GET_NEXT_LIMITED, list(names), self.queues, timeout=self.timeout
+        )
+        return None if value is None else float(value)
 
     async def complete_and_claim(
         self,

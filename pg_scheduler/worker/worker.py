@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,12 @@ OutcomeHook = Callable[[ClaimedJob, Outcome], None]
 
 QUERY_TIMEOUT_SECONDS = 10.0
 """No claim-loop or shutdown query waits longer than this on a database that stopped answering."""
+
+LIMITED_RECHECK_SECONDS = 1.0
+"""A worker that heard no queue is limited still sends the claim of limited queues this often,
+so that a queue limited (or paused) since is served within about this long even while other
+queues keep the worker's slots full. Limits bind at once regardless: the plain claim itself
+leaves limited queues alone."""
 CANCEL_GRACE_SECONDS = 5.0
 RAN = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.RETRIED, Outcome.CANCELLED, Outcome.LEASE_LOST})
 """Outcomes of a run that executed the task: their duration is observed."""
@@ -122,6 +128,13 @@ class Worker:
         self._promised = 0
         """Slots that claims in flight (the loop's and a refill's) may fill: no two claims count
         the same free slot."""
+        self._limited = True
+        """Whether some queue is limited, as the last claim or probe told: the claim of limited
+        queues is sent only then, or after LIMITED_RECHECK_SECONDS without news of them."""
+        self._limited_heard = -LIMITED_RECHECK_SECONDS
+        self._limited_first = False
+        """A busy worker's refills alternate: one claims limited queues first (so that a
+        backlog elsewhere cannot starve them), the next writes and claims in one statement."""
         self._no_refill = asyncio.Event()
         self._no_refill.set()  # cleared while a refill claim is in flight
         self._hurry = asyncio.Event()
@@ -316,16 +329,24 @@ class Worker:
                     # finds nothing costs what the due-time probe would have. Only a short
                     # claim needs the probe, to know how long to sleep.
                     names = self._registry.names()
-                    jobs = await self._claimer.claim(names, wanted)
-                    for job in jobs:
-                        self._launch(job)
-                    if len(jobs) == wanted:
+                    claimed = 0
+                    if self._ask_limited():
+                        claimed += await self._claim_limited(names, wanted)
+                    if claimed < wanted:
+                        claimed += await self._claim_plain(names, wanted - claimed)
+                    if claimed == wanted:
                         continue
-                    until = await self._claimer.seconds_until_due(names)
+                    until, limited = await self._claimer.seconds_until_due(names)
+                    self._heard(limited)
+                    if limited:
+                        later = await self._claimer.seconds_until_limited(names)
+                        if later is not None:
+                            until = later if until is None else min(until, later)
                     if until is not None and until <= 0:
-                        if jobs:
+                        if claimed:
                             continue
-                        # Due rows exist but others hold them: look again shortly.
+                        # Due rows exist but others hold them (or their queue's limits do):
+                        # look again shortly.
                         delay = min(delay, 0.25)
                     elif until is not None:
                         delay = min(delay, until + 0.001)
@@ -358,14 +379,67 @@ class Worker:
         wanted = min(free, self.config.batch_claim_limit)
         self._promised += wanted
         self._no_refill.clear()
+        jobs: list[ClaimedJob] = []
         try:
-            done, jobs = await self._claimer.complete_and_claim(job_ids, attempts, names, wanted)
+            limited_first = self._limited and self._limited_first
+            self._limited_first = not self._limited_first
+            if limited_first:
+                done = await self._completer.write_alone(job_ids, attempts)
+                claimed = await self._refill_after_write(self._claim_limited, names, wanted)
+                if claimed < wanted:
+                    await self._refill_after_write(self._claim_plain, names, wanted - claimed)
+            else:
+                done, jobs = await self._claimer.complete_and_claim(job_ids, attempts, names, wanted)
+                claimed = len(jobs)
+                if claimed < wanted and self._ask_limited():
+                    for job in jobs:
+                        self._launch(job)
+                    jobs = []
+                    await self._refill_after_write(self._claim_limited, names, wanted - claimed)
         finally:
             self._promised -= wanted
             self._no_refill.set()
         for job in jobs:
             self._launch(job)
         return done
+
+    async def _refill_after_write(
+        self, claim: Callable[[list[str], int], Awaitable[int]], names: list[str], wanted: int
+    ) -> int:
+        """``claim`` after the completions landed: a failure must not fail the write (it would be
+        retried, and refused), so it is logged and left to the loop, which is woken."""
+        try:
+            return await claim(names, wanted)
+        except Exception as exc:
+            metrics().db_errors.inc()
+            log.warning("worker: %s: refill claim failed (%r)", self.worker_id, exc)
+            self._news = True
+            self._wake.set()
+            return 0
+
+    def _ask_limited(self) -> bool:
+        """Whether to send the claim of limited queues: some queue is limited, or nothing was
+        heard of them for LIMITED_RECHECK_SECONDS (a queue may have become limited since)."""
+        return self._limited or time.monotonic() - self._limited_heard >= LIMITED_RECHECK_SECONDS
+
+    def _heard(self, limited: bool) -> None:
+        self._limited = limited
+        self._limited_heard = time.monotonic()
+
+    async def _claim_plain(self, names: list[str], wanted: int) -> int:
+        """Claim and launch up to ``wanted`` jobs of queues without limits; how many."""
+        jobs = await self._claimer.claim(names, wanted)
+        for job in jobs:
+            self._launch(job)
+        return len(jobs)
+
+    async def _claim_limited(self, names: list[str], wanted: int) -> int:
+        """Claim and launch up to ``wanted`` jobs of limited queues; how many were claimed."""
+        jobs, limited = await self._claimer.claim_limited(names, wanted)
+        self._heard(limited)
+        for job in jobs:
+            self._launch(job)
+        return len(jobs)
 
     def _launch(self, job: ClaimedJob) -> None:
         if job.expired:

@@ -14,7 +14,7 @@ from types import ModuleType
 
 from pg_scheduler.shared import queries
 
-ENTITIES = ("MIGRATION", "JOB", "WORKER", "LEADER", "PERIODIC", "VACUUM", "CLUSTER", "DB")
+ENTITIES = ("MIGRATION", "JOB", "WORKER", "LEADER", "PERIODIC", "QUEUE", "VACUUM", "CLUSTER", "DB")
 VERBS = {
     "ADVANCE",
     "ANALYZE",
@@ -25,6 +25,7 @@ VERBS = {
     "COMPLETE",
     "COUNT",
     "CREATE",
+    "DECLARE",
     "DELETE",
     "DEREGISTER",
     "DISABLE",
@@ -43,6 +44,7 @@ VERBS = {
     "RELEASE",
     "RENEW",
     "RESCUE",
+    "RESET",
     "RESIGN",
     "RETRY",
     "RULE",

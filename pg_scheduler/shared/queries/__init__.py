@@ -4,13 +4,16 @@ No SQL lives anywhere else; every name is re-exported here, so ``queries.JOB_GET
 whichever module holds it.
 
 All values are bind parameters; the literals are a claim's LIMIT bound, an int the code derives
-from its free slots (``claim_bound``), and the fixed :data:`MISSED_AFTER_SECONDS`, never input.
+from its free slots (``claim_bound``), and the fixed :data:`MISSED_AFTER_SECONDS` and
+:data:`LIMITED_CLAIM_SCAN`, never input; JOB_CLAIM_LIMITED passes the constant text of
+JOB_CLAIM_IN_LIMITED_QUEUE to the function that runs it.
 Times come from the database clock (``now()``), never from the application host, so clock skew
 between pods cannot shift a lease, a misfire or a window.
 Statements are named ``<ENTITY>_<VERB>[_<WHAT>]``: the entity in the singular (``MIGRATION``,
-``JOB``, ``WORKER``, ``LEADER``, ``PERIODIC``, ``VACUUM``, ``CLUSTER``; ``DB`` for the server and
+``JOB``, ``WORKER``, ``LEADER``, ``PERIODIC``, ``QUEUE``, ``VACUUM``, ``CLUSTER``; ``DB`` for the server and
 session settings), then what the statement does: ``JOB_GET_STATUS``, ``PERIODIC_STAMP_PASS``.
-``JOBS_TABLE``, ``JOB_COPY_COLUMNS`` and ``MISSED_AFTER_SECONDS`` are values, not statements.
+``JOBS_TABLE``, ``JOB_COPY_COLUMNS``, ``LIMITED_CLAIM_SCAN`` and ``MISSED_AFTER_SECONDS`` are
+values, not statements.
 A statement of more than two parameters has a legend on the line directly above it, in one form:
 ``# $1 job_id, $2 worker_id, $3 attempt`` (tests/unit/test_queries.py checks names and legends).
 A statement whose text depends on the claim limit is built by ``<entity>_<verb>_sql(limit)``. The
@@ -41,22 +44,28 @@ from .admin import (
     WORKER_LIST,
 )
 
-# Fragments bench/sqlcost.py removes from the claim statements to price them.
+# Fragments bench/sqlcost.py removes from the claim statements to price them (and tests find).
 from .claim import _NOT_AWAITING_MISFIRE as _NOT_AWAITING_MISFIRE
 from .claim import _NOT_BLOCKED as _NOT_BLOCKED
+from .claim import _NOT_LIMITED as _NOT_LIMITED
 from .claim import (
+    JOB_CLAIM_IN_LIMITED_QUEUE,
+    JOB_CLAIM_LIMITED,
     JOB_COMPLETE_MANY,
     JOB_FAIL,
     JOB_GET_NEXT_DUE,
     JOB_GET_NEXT_DUE_IN_QUEUES,
+    JOB_GET_NEXT_LIMITED,
     JOB_RELEASE,
     JOB_RENEW_LEASES,
     JOB_SKIP,
     JOB_TRY_LOCK_EXCLUSIVE,
     JOB_UNLOCK_EXCLUSIVE,
+    LIMITED_CLAIM_SCAN,
     MISSED_AFTER_SECONDS,
     claim_bound,
     job_claim,
+    job_claim_limited,
     job_claim_sql,
     job_complete_and_claim,
     job_complete_and_claim_sql,
@@ -105,6 +114,15 @@ from .periodic import (
     periodic_enqueue,
     periodic_upsert,
 )
+from .queues import (
+    QUEUE_DECLARE,
+    QUEUE_LIST,
+    QUEUE_LIST_UNAWARE_WORKERS,
+    QUEUE_LOCK,
+    QUEUE_RESET,
+    QUEUE_SET_LIMITS,
+    QUEUE_SET_PAUSED,
+)
 from .registry import (
     WORKER_COUNT_LIVE,
     WORKER_DEREGISTER,
@@ -149,6 +167,11 @@ __all__ = [
     "job_claim_sql",
     "job_claim",
     "job_get_next_due",
+    "LIMITED_CLAIM_SCAN",
+    "JOB_CLAIM_IN_LIMITED_QUEUE",
+    "JOB_CLAIM_LIMITED",
+    "job_claim_limited",
+    "JOB_GET_NEXT_LIMITED",
     "JOB_RENEW_LEASES",
     "JOB_COMPLETE_MANY",
     "job_complete_and_claim_sql",
@@ -159,6 +182,13 @@ __all__ = [
     "JOB_SKIP",
     "JOB_TRY_LOCK_EXCLUSIVE",
     "JOB_UNLOCK_EXCLUSIVE",
+    "QUEUE_DECLARE",
+    "QUEUE_LOCK",
+    "QUEUE_SET_LIMITS",
+    "QUEUE_RESET",
+    "QUEUE_SET_PAUSED",
+    "QUEUE_LIST",
+    "QUEUE_LIST_UNAWARE_WORKERS",
     "WORKER_REGISTER",
     "WORKER_HEARTBEAT",
     "WORKER_DEREGISTER",

@@ -18,6 +18,10 @@ _NOT_BLOCKED = """
                  WHERE r.dedup_key = j.dedup_key AND r.status = 'running'))
 """
 
+LIMITED_CLAIM_SCAN = 256
+"""How many due rows of a limited queue one claim reads (past keys at their limit) to pick the
+ones with room: a claim takes at most this many rows of one queue."""
+
 MISSED_AFTER_SECONDS = 1.0
 """A periodic window picked up (or written) later than this after its start is a missed window
 when no leader ran at its time; earlier, it was only picked up late and runs as usual."""
@@ -34,6 +38,17 @@ _NOT_AWAITING_MISFIRE = f"""
 """
 
 
+# A queue with a limit or paused is claimed only through JOB_CLAIM_LIMITED; every other claim
+# leaves its rows alone. The list is read by the statement itself (a hashed SubPlan, one scan
+# of a table of a few rows), never cached by a process: a limit or a pause binds every claim
+# that begins after it committed. Written as NOT IN, not ``<> ALL (ARRAY(...))``: the planner
+# guesses that the latter keeps almost no row, and would then sort every pending row of a name
+# instead of reading its index in order.
+_NOT_LIMITED = """
+j.queue NOT IN (SELECT name FROM scheduler_queues WHERE limited)
+"""
+
+
 def _in_queues(queues: str | None) -> str:
     """The claim's queue test over the placeholder ``queues`` (a text array); none when the
     worker claims every queue, so that statement stays exactly the one without queues."""
@@ -42,19 +57,21 @@ def _in_queues(queues: str | None) -> str:
 
 def _next_due(queues: str | None) -> str:
     return f"""
-SELECT extract(epoch FROM min(due.execution_time) - now())::float8
+SELECT extract(epoch FROM min(due.execution_time) - now())::float8 AS due,
+       EXISTS (SELECT FROM scheduler_queues WHERE limited) AS limited
 FROM unnest($1::text[]) AS t(name)
 CROSS JOIN LATERAL (
     SELECT execution_time FROM scheduled_jobs AS j
      WHERE status = 'pending' AND job_name = t.name AND {_NOT_BLOCKED}
-       AND {_NOT_AWAITING_MISFIRE}{_in_queues(queues)}
+       AND {_NOT_AWAITING_MISFIRE} AND {_NOT_LIMITED}{_in_queues(queues)}
      ORDER BY execution_time
      LIMIT 1
 ) AS due
 """
 
 
-# Next due time per task name this worker can run: one index probe per name, never a scan.
+# Next due time per task name this worker can run, outside limited queues (JOB_GET_NEXT_LIMITED
+# covers those): one index probe per name, never a scan; and whether any queue is limited.
 # $1 names
 JOB_GET_NEXT_DUE = _next_due(None)
 # The same for a worker that claims only some queues. No index holds the queue: the probe reads
@@ -91,8 +108,30 @@ def _claim(
     names: str, limit: str, bound: int, worker: str, lease: str, tolerance: str, queues: str | None
 ) -> str:
     """The claim UPDATE, over the given parameter placeholders (it is also a CTE of
-    job_complete_and_claim_sql's statement); ``queues`` None claims every queue. job_id and
-    attempt come first in RETURNING: that statement's UNION pads the rest."""
+    job_complete_and_claim_sql's statement); ``queues`` None claims every queue. Limited queues
+    are left to JOB_CLAIM_LIMITED."""
+    return _update_claimed(
+        f"""
+           SELECT ctid FROM (
+               SELECT ctid FROM scheduled_jobs AS j
+                WHERE status = 'pending' AND execution_time <= now()
+                  AND job_name = ANY({names}::text[]) AND {_NOT_BLOCKED}
+                  AND {_NOT_AWAITING_MISFIRE} AND {_NOT_LIMITED}{_in_queues(queues)}
+                ORDER BY priority, execution_time
+                LIMIT {bound:d}
+                  FOR UPDATE SKIP LOCKED) AS due
+            LIMIT {limit}""",
+        worker,
+        lease,
+        tolerance,
+    )
+
+
+def _update_claimed(tids: str, worker: str, lease: str, tolerance: str) -> str:
+    """The UPDATE that claims the rows whose ctids the sub-select ``tids`` yields (each still
+    pending), with a ``worker`` lease of ``lease`` seconds; a row later than its misfire grace
+    plus ``tolerance`` expires instead. job_id and attempt come first in RETURNING:
+    job_complete_and_claim_sql's UNION pads the rest."""
     # Inline in each CASE, not computed once in a sub-SELECT: a sub-SELECT is a SubPlan run per
     # row, dearer than the test, which is one null check for the many rows without a misfire
     # grace.
@@ -113,16 +152,7 @@ UPDATE scheduled_jobs AS j SET
                          round(extract(epoch FROM now() - j.execution_time)::numeric, 3),
                          j.misfire_grace_time)
              ELSE j.error_message END)
- WHERE j.ctid = ANY (ARRAY(
-           SELECT ctid FROM (
-               SELECT ctid FROM scheduled_jobs AS j
-                WHERE status = 'pending' AND execution_time <= now()
-                  AND job_name = ANY({names}::text[]) AND {_NOT_BLOCKED}
-                  AND {_NOT_AWAITING_MISFIRE}{_in_queues(queues)}
-                ORDER BY priority, execution_time
-                LIMIT {bound:d}
-                  FOR UPDATE SKIP LOCKED) AS due
-            LIMIT {limit}))
+ WHERE j.ctid = ANY (ARRAY({tids})) AND j.status = 'pending'
 RETURNING j.job_id, j.attempt, j.job_name, j.task_data, j.status, j.execution_time, j.started_at,
           j.timeout_seconds, j.retry_count, j.max_retries, j.use_advisory_lock, j.dedup_key,
           j.window_start, j.priority, j.overlap,
@@ -164,14 +194,17 @@ async def job_get_next_due(
     queues: list[str] | None,
     plan_generation: int,
     timeout: float,
-) -> float | None:
+) -> tuple[float | None, bool]:
     """JOB_GET_NEXT_DUE (JOB_GET_NEXT_DUE_IN_QUEUES when ``queues`` are given) as the statement
-    of ``plan_generation``: seconds until the next due job of ``names``, or None."""
+    of ``plan_generation``: seconds until the next due job of ``names`` outside limited queues
+    (or None), and whether any queue is limited."""
     sql = JOB_GET_NEXT_DUE if queues is None else JOB_GET_NEXT_DUE_IN_QUEUES
-    value = await conn.fetchval(
+    row = await conn.fetchrow(
         replanned(sql, plan_generation), *_and_queues((names,), queues), timeout=timeout
     )
-    return None if value is None else float(value)
+    assert row is not None  # an aggregate always returns its row
+    due = row["due"]
+    return (None if due is None else float(due)), bool(row["limited"])
 
 
 async def job_claim(
@@ -193,6 +226,142 @@ async def job_claim(
         *_and_queues((names, limit, worker_id, lease_seconds, misfire_tolerance_seconds), queues),
         timeout=timeout,
     )
+
+
+# The claim of one limited queue $1, run by pg_scheduler_claim_limited (migration 7) under the
+# queue's transaction lock, in a snapshot taken after the lock was granted: every claim of the
+# queue committed before is in its counts. Room is the least of the free slots $3, the
+# concurrency minus the queue's running rows whose lease is live, and the rate minus the starts
+# logged within the period. A running row whose lease ended holds no slot: a killed worker's jobs
+# stop counting when its supervisor hands them back or at worst when their lease ends (its
+# worker, unable to renew, has stopped them by then). Jobs whose key is at key_concurrency are
+# passed over, not waited for: the due rows behind them are claimed (no head-of-line blocking);
+# of the other keys, each takes no more rows than it has room for. Every row that starts (not
+# one that expires instead) is logged as a start when the queue has a rate.
+# $1 queue, $2 names, $3 limit, $4 worker_id, $5 lease_seconds, $6 misfire_tolerance_seconds
+JOB_CLAIM_IN_LIMITED_QUEUE = f"""
+WITH q AS (
+    SELECT concurrency, key_concurrency, rate_limit, rate_period_seconds
+      FROM scheduler_queues WHERE name = $1 AND NOT paused
+), live AS (
+    SELECT concurrency_key AS k FROM scheduled_jobs
+     WHERE status = 'running' AND queue = $1 AND lease_until > now()
+), keys AS (
+    SELECT k, count(*) AS n FROM live WHERE k IS NOT NULL GROUP BY k
+), started AS (
+    SELECT count(*) AS n FROM scheduler_queue_starts AS s, q
+     WHERE s.queue = $1 AND s.started_at > now() - make_interval(secs => q.rate_period_seconds)
+), room AS (
+    SELECT greatest(0, least($3, coalesce(q.concurrency - (SELECT count(*) FROM live), $3),
+                                 coalesce(q.rate_limit - (SELECT n FROM started), $3)))::int AS n,
+           q.key_concurrency AS per_key
+      FROM q
+), due AS (
+    SELECT j.ctid AS tid, j.concurrency_key AS k, j.priority, j.execution_time
+      FROM scheduled_jobs AS j
+     WHERE j.status = 'pending' AND j.execution_time <= now() AND j.queue = $1
+       AND j.job_name = ANY ($2::text[]) AND {_NOT_BLOCKED} AND {_NOT_AWAITING_MISFIRE}
+       AND (j.concurrency_key IS NULL
+            OR j.concurrency_key NOT IN (SELECT keys.k FROM keys, room WHERE keys.n >= room.per_key))
+       AND EXISTS (SELECT FROM room WHERE room.n > 0)
+     ORDER BY j.priority, j.execution_time
+     LIMIT {LIMITED_CLAIM_SCAN:d}
+), picked AS (
+    SELECT d.tid FROM (
+        SELECT due.*, row_number() OVER (PARTITION BY due.k
+                                         ORDER BY due.priority, due.execution_time) AS rn
+          FROM due) AS d, room
+     WHERE d.k IS NULL OR room.per_key IS NULL
+        OR d.rn <= room.per_key - coalesce((SELECT keys.n FROM keys WHERE keys.k = d.k), 0)
+     ORDER BY d.priority, d.execution_time
+     LIMIT (SELECT n FROM room)
+), claimed AS ({_update_claimed("SELECT tid FROM picked", "$4", "$5", "$6")}
+), logged AS (
+    INSERT INTO scheduler_queue_starts (queue, started_at)
+    SELECT $1, now() FROM claimed, q WHERE claimed.status = 'running' AND q.rate_limit IS NOT NULL
+), pruned AS (
+    DELETE FROM scheduler_queue_starts AS s USING q
+     WHERE s.queue = $1 AND s.started_at <= now() - make_interval(secs => q.rate_period_seconds)
+)
+SELECT * FROM claimed
+"""
+
+# Claim up to $3 due jobs of the names $2 from the limited queues (of $7 only, unless NULL), one
+# queue after another under its lock (see pg_scheduler_claim_limited). The last row, ``claimed``
+# false, is there only when some queue is limited: a worker whose claims never see it stops
+# asking, and looks again now and then.
+# $1 names, $2 limit, $3 worker_id, $4 lease_seconds, $5 misfire_tolerance_seconds, $6 queues, $7 claim_sql
+JOB_CLAIM_LIMITED = """
+SELECT true AS claimed, c.*
+  FROM pg_scheduler_claim_limited($7, $1, $2, $3, $4, $5, $6) AS c
+UNION ALL
+(SELECT false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+        NULL, NULL, NULL, NULL
+   FROM scheduler_queues WHERE limited LIMIT 1)
+"""
+
+
+async def job_claim_limited(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    names: list[str],
+    limit: int,
+    worker_id: str,
+    lease_seconds: float,
+    misfire_tolerance_seconds: float,
+    queues: list[str] | None,
+    timeout: float,
+) -> tuple[list[asyncpg.Record], bool]:
+    """JOB_CLAIM_LIMITED: the jobs claimed from limited queues, and whether any queue is
+    limited."""
+    rows = await conn.fetch(
+        JOB_CLAIM_LIMITED,
+        names,
+        limit,
+        worker_id,
+        lease_seconds,
+        misfire_tolerance_seconds,
+        queues,
+        JOB_CLAIM_IN_LIMITED_QUEUE,
+        timeout=timeout,
+    )
+    claimed = [row for row in rows if row["claimed"]]
+    return claimed, len(claimed) < len(rows)
+
+
+# When a claim of the limited queues (of $2 only, unless NULL) could next find something for the
+# names $1, in seconds from now: per queue, the latest of its next due job, the moment its oldest
+# logged start leaves the rate period (when the rate is used up) and the first end of a live lease
+# (when the concurrency is used up); the soonest over the queues. NULL: none has due jobs of
+# these names. A queue held back only by its keys answers 0: its keys free up as their runs end.
+# $1 names, $2 queues
+JOB_GET_NEXT_LIMITED = """
+SELECT min(CASE WHEN due.at IS NOT NULL THEN greatest(due.at, rate.at, slots.at) END)
+  FROM scheduler_queues AS q
+ CROSS JOIN LATERAL (
+       SELECT extract(epoch FROM min(d.execution_time) - now())::float8 AS at
+         FROM unnest($1::text[]) AS t(name)
+        CROSS JOIN LATERAL (
+              SELECT execution_time FROM scheduled_jobs AS j
+               WHERE j.status = 'pending' AND j.job_name = t.name AND j.queue = q.name
+               ORDER BY execution_time
+               LIMIT 1) AS d) AS due
+ CROSS JOIN LATERAL (
+       SELECT CASE WHEN count(*) >= q.rate_limit
+                   THEN extract(epoch FROM min(s.started_at)
+                                + make_interval(secs => q.rate_period_seconds) - now())
+              END::float8 AS at
+         FROM scheduler_queue_starts AS s
+        WHERE s.queue = q.name
+          AND s.started_at > now() - make_interval(secs => q.rate_period_seconds)) AS rate
+ CROSS JOIN LATERAL (
+       SELECT CASE WHEN count(*) >= q.concurrency
+                   THEN extract(epoch FROM min(r.lease_until) - now())
+              END::float8 AS at
+         FROM scheduled_jobs AS r
+        WHERE r.status = 'running' AND r.queue = q.name AND r.lease_until > now()) AS slots
+ WHERE q.limited AND NOT q.paused AND ($2::text[] IS NULL OR q.name = ANY ($2::text[]))
+"""
 
 
 # Renew the leases of the jobs this worker runs, fenced by (job, worker, attempt). A job missing
