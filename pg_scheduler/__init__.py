@@ -37,6 +37,8 @@ from .shared.models import (
     VacuumPolicy,
     VacuumTrigger,
 )
+from .shared.queue_limits import QueueInfo, QueueLimitChanges
+from .shared.queues import QueueLimits, Rate, declare_queue
 from .shared.tasks import deterministic_job_id, job
 
 __version__ = "1.0.0.dev0"
@@ -57,6 +59,10 @@ __all__ = [
     "PeriodicJobInfo",
     "PgSchedulerError",
     "PollingConfig",
+    "QueueInfo",
+    "QueueLimitChanges",
+    "QueueLimits",
+    "Rate",
     "Scheduler",
     "SchedulerStateError",
     "SerializationError",
@@ -66,6 +72,7 @@ __all__ = [
     "VacuumPolicy",
     "VacuumTrigger",
     "current_job",
+    "declare_queue",
     "deterministic_job_id",
     "job",
     "periodic",

@@ -1,4 +1,4 @@
-"""Prepares the database once for a Scheduler: the schema, then this process's periodic definitions.
+"""Prepares the database once for a Scheduler: the schema, then what its code declares.
 
 Every call that touches the database goes through :meth:`DatabaseGate.ready` first, so a
 Scheduler that is never started (a producer) creates the schema on first use.
@@ -17,7 +17,8 @@ from .shared.schema import ensure_schema
 
 
 class DatabaseGate:
-    """Creates or upgrades the schema and publishes the periodic definitions, once."""
+    """Creates or upgrades the schema and publishes what the code declares (queue limits,
+    periodic definitions), once."""
 
     def __init__(
         self,
@@ -26,7 +27,7 @@ class DatabaseGate:
         publish: Callable[[asyncpg.Connection], Awaitable[None]],
     ) -> None:
         """``dsn``: where dedicated sessions connect (default: the pool's own parameters);
-        ``publish`` upserts the periodic definitions on the connection it is given."""
+        ``publish`` writes the declarations on the connection it is given."""
         self.db_pool = db_pool
         self._dsn = dsn
         self._publish = publish
@@ -40,7 +41,7 @@ class DatabaseGate:
         return connect_params_from_pool(self.db_pool)
 
     async def ready(self, *, dedicated: bool = False) -> None:
-        """Create or upgrade the schema and publish periodic definitions, once.
+        """Create or upgrade the schema and publish the declarations, once.
 
         ``dedicated``: do it on a connection of its own, not the pool's. ``schedule(...,
         connection=conn)`` uses that: the caller may hold the pool's last connection, and the

@@ -37,6 +37,16 @@ from .shared.models import (
     _Unset,
 )
 from .shared.periodic import PeriodicJobInfo
+from .shared.queue_limits import (
+    QueueInfo,
+    QueueLimitChanges,
+    list_queues,
+    publish_declared,
+    reset_limits,
+    set_limits,
+    set_paused,
+)
+from .shared.queues import QueueLimits
 from .shared.tasks import TaskRegistry, registry
 from .worker.worker import OutcomeHook
 
@@ -92,7 +102,7 @@ class Scheduler(Lifecycle):
         )
         self.registry: TaskRegistry = registry
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._gate = DatabaseGate(db_pool, dsn, lambda conn: self._periodic.publish(conn))
+        self._gate = DatabaseGate(db_pool, dsn, self._publish)
         self._ready = self._gate.ready
         self._periodic = PeriodicAdmin(
             db_pool,
@@ -111,6 +121,11 @@ class Scheduler(Lifecycle):
         )
         self._writer = JobWriter(db_pool, self.registry, self.config, self._ready)
         self._jobs = JobAdmin(db_pool, self.config, ready=self._ready, worker=lambda: self.worker)
+
+    async def _publish(self, conn: asyncpg.Connection) -> None:
+        """What this process's code declares: periodic definitions and queue limits."""
+        await publish_declared(conn)
+        await self._periodic.publish(conn)
 
     def register(self, func: Callable[..., Any], name: str | None = None) -> str:
         """Register a task without decorating it (same as ``@job``); returns its name. A started
@@ -302,3 +317,41 @@ class Scheduler(Lifecycle):
     ) -> AwaitableList[datetime]:
         """The next ``count`` window starts (UTC) after ``after`` (default now)."""
         return self._periodic.get_periodic_next_runs(dedup_key, count, after)
+
+    # ------------------------------------------------------------------ queues
+
+    async def get_queues(self) -> list[QueueInfo]:
+        """Every queue with a row or with unfinished jobs: its limits in force, the code's,
+        whether it is paused, and its running (live leases), pending and due jobs."""
+        await self._ready()
+        return await list_queues(self.db_pool)
+
+    async def set_queue_limits(self, name: str, **changes: Unpack[QueueLimitChanges]) -> QueueLimits:
+        """Change a queue's limits for the whole cluster; they win over the code's declaration,
+        across restarts, until :meth:`reset_queue`. A limit not given is kept; ``None`` clears
+        it. Creates the queue's row if there is none. Binds every claim that begins after it
+        returns. Raises ``ConfigurationError`` on a bad value, before writing anything::
+
+            await scheduler.set_queue_limits("partner_api", concurrency=5, rate="100/1m")
+            await scheduler.set_queue_limits("partner_api", rate=None)  # no rate limit
+        """
+        await self._ready()
+        return await set_limits(self.db_pool, name, changes)
+
+    async def reset_queue(self, name: str) -> bool:
+        """Go back to the limits the code declares (none if no code declares the queue); a pause
+        stays. False if the queue has no row."""
+        await self._ready()
+        return await reset_limits(self.db_pool, name)
+
+    async def pause_queue(self, name: str) -> bool:
+        """Start nothing more from the queue, on any pod, until :meth:`resume_queue`; running
+        jobs finish. Windows of its periodic jobs wait like other jobs (their misfire grace
+        still applies). False if the queue has no row (declare it or set a limit first)."""
+        await self._ready()
+        return await set_paused(self.db_pool, name, True)
+
+    async def resume_queue(self, name: str) -> bool:
+        """Let the queue's jobs start again. False if the queue has no row."""
+        await self._ready()
+        return await set_paused(self.db_pool, name, False)

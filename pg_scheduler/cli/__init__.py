@@ -12,6 +12,7 @@ import click
 from .jobs import jobs_group
 from .migrate import migrate_command
 from .periodic import periodic_group
+from .queues import queues_group
 from .run import run_command
 from .status import status_command
 
@@ -39,5 +40,6 @@ main.add_command(migrate_command)
 main.add_command(status_command)
 main.add_command(jobs_group)
 main.add_command(periodic_group)
+main.add_command(queues_group)
 
 __all__ = ["main"]

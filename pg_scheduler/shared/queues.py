@@ -82,10 +82,11 @@ class Rate:
 
     def __str__(self) -> str:
         period = self.period_seconds
-        for unit in ("d", "h", "m", "s"):
+        for unit in ("d", "h", "m", "s", "ms"):
             size = _UNIT_SECONDS[unit]
-            if period >= size and (period / size).is_integer():
-                return f"{self.limit}/{int(period / size)}{unit}"
+            count = round(period / size, 6)
+            if period >= size and count.is_integer():
+                return f"{self.limit}/{int(count)}{unit}"
         return f"{self.limit}/{period:g}s"
 
 

@@ -35,6 +35,7 @@ from ..shared.db import create_pool_waiting
 from ..shared.metrics import MULTIPROC_ENV, default_registry, metrics, multiprocess_registry
 from ..shared.periodic import periodic_registry
 from ..shared.periodic import publish as publish_periodic
+from ..shared.queue_limits import publish_declared
 from ..shared.schema import ensure_schema
 from .elector import Elector
 from .endpoints import DatabaseProbe, Endpoints, exposition
@@ -160,6 +161,7 @@ class Supervisor:
         metrics().is_leader.set(0)  # followers export 0, not nothing
         async with self._db.acquire() as conn:
             await ensure_schema(conn)
+            await publish_declared(conn)
             definitions = list(periodic_registry.all().values())
             await publish_periodic(conn, definitions)
         if self.session_dsn != self.dsn:

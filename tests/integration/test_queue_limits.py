@@ -1,0 +1,331 @@
+"""Queue limits against a real PostgreSQL: what the claim admits, and how limits are stored.
+
+- racing claimers never admit more than ``concurrency`` running jobs of a queue, nor more than
+  ``key_concurrency`` per key, nor more than ``rate`` starts per period (retries included);
+- only live leases count: a running row whose lease ended frees its slot;
+- a key at its limit, a paused queue or a spent rate holds back only its own jobs: the rows
+  behind them are claimed (no head-of-line blocking), and the plain claim never takes a limited
+  queue's rows;
+- the code's declaration, an operator's ``set`` (which wins until ``reset``), pause and resume,
+  and bad values refused in one line before anything is written;
+- in-process Schedulers keep a limit while they run real jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from pg_scheduler import ConfigurationError, JobState, Scheduler, declare_queue, job
+from pg_scheduler.shared import queries
+from pg_scheduler.shared import queues as queues_module
+from pg_scheduler.shared.locks import QUEUE_LOCK_CLASS
+from pg_scheduler.shared.queue_limits import publish_declared
+from tests.rows import Sql, insert_job, wait_for_status
+from tests.support import FAST
+
+TASK = "limits.task"
+
+
+@pytest.fixture(autouse=True)
+def no_declarations() -> Iterator[None]:
+    saved = dict(queues_module._declared)
+    queues_module._declared.clear()
+    yield
+    queues_module._declared.clear()
+    queues_module._declared.update(saved)
+
+
+async def ready(pool: asyncpg.Pool) -> Scheduler:
+    scheduler = Scheduler(pool)
+    await scheduler.initialize_db()
+    return scheduler
+
+
+async def claim(pool: asyncpg.Pool, worker: str, limit: int = 10) -> list[asyncpg.Record]:
+    rows, _ = await queries.job_claim_limited(
+        pool,
+        names=[TASK],
+        limit=limit,
+        worker_id=worker,
+        lease_seconds=30.0,
+        misfire_tolerance_seconds=1.0,
+        queues=None,
+        timeout=10.0,
+    )
+    return rows
+
+
+async def claim_plain(pool: asyncpg.Pool, limit: int = 100) -> list[asyncpg.Record]:
+    return await queries.job_claim(
+        pool,
+        names=[TASK],
+        limit=limit,
+        worker_id="plain",
+        lease_seconds=30.0,
+        misfire_tolerance_seconds=1.0,
+        queues=None,
+        plan_generation=0,
+        timeout=10.0,
+    )
+
+
+async def add_jobs(pool: asyncpg.Pool, queue: str, count: int, key: str | None = None) -> None:
+    await pool.execute(
+        """
+        INSERT INTO scheduled_jobs (job_id, job_name, execution_time, queue, concurrency_key)
+        SELECT $5 || '-' || i, $2, now() - interval '1 second' + i * interval '1 microsecond', $1, $3
+          FROM generate_series(1, $4) AS i
+        """,
+        queue,
+        TASK,
+        key,
+        count,
+        f"{queue}-{key}",
+    )
+
+
+async def running(pool: asyncpg.Pool, queue: str) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT job_id, concurrency_key FROM scheduled_jobs WHERE queue = $1 AND status = 'running'",
+        queue,
+    )
+
+
+async def race(pool: asyncpg.Pool, claimers: int, limit: int = 10) -> list[asyncpg.Record]:
+    batches = await asyncio.gather(*(claim(pool, f"w{i}", limit) for i in range(claimers)))
+    return [row for batch in batches for row in batch]
+
+
+async def test_racing_claimers_never_admit_more_than_the_concurrency(pool: asyncpg.Pool) -> None:
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=3)
+    await add_jobs(pool, "capped", 100)
+    for round_ in range(5):
+        claimed = await race(pool, claimers=12)
+        assert len(await running(pool, "capped")) == 3, round_
+        assert len(claimed) == (3 if round_ == 0 else 2)
+        # Two end: two slots free, and the next race fills exactly those.
+        await pool.execute(
+            """UPDATE scheduled_jobs SET status = 'completed', finished_at = now()
+                WHERE job_id IN (SELECT job_id FROM scheduled_jobs
+                                  WHERE queue = 'capped' AND status = 'running' LIMIT 2)"""
+        )
+
+
+async def test_only_live_leases_hold_slots(pool: asyncpg.Pool) -> None:
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=2)
+    await insert_job(pool, "dead", job_name=TASK, queue="capped", status="running",
+                     lease_until=Sql("now() - interval '1 second'"))  # fmt: skip
+    await insert_job(pool, "live", job_name=TASK, queue="capped", status="running")
+    await add_jobs(pool, "capped", 5)
+    assert len(await race(pool, claimers=4)) == 1  # the dead lease frees its slot
+    assert len(await race(pool, claimers=4)) == 0
+
+
+async def test_key_concurrency_admits_k_per_key_and_passes_over_saturated_keys(pool: asyncpg.Pool) -> None:
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("imports", key_concurrency=1)
+    # 50 rows of a hot key come first in due order; one row each of 5 other keys behind them;
+    # rows without a key are not limited by key.
+    await add_jobs(pool, "imports", 50, key="hot")
+    for i in range(5):
+        await add_jobs(pool, "imports", 1, key=f"k{i}")
+    await add_jobs(pool, "imports", 3)
+    claimed = await race(pool, claimers=8, limit=20)
+    rows = await running(pool, "imports")
+    assert len(claimed) == len(rows) == 1 + 5 + 3
+    keys = [r["concurrency_key"] for r in rows if r["concurrency_key"] is not None]
+    assert sorted(keys) == ["hot", "k0", "k1", "k2", "k3", "k4"]
+    assert await race(pool, claimers=4) == []  # every key is at its limit; no keyless row is left
+
+    await scheduler.set_queue_limits("imports", key_concurrency=3)
+    await race(pool, claimers=4, limit=20)
+    assert [r["concurrency_key"] for r in await running(pool, "imports")].count("hot") == 3
+
+
+async def test_rate_counts_every_start_within_the_period(pool: asyncpg.Pool) -> None:
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("sms", rate="5/2s")
+    await add_jobs(pool, "sms", 20)
+    claimed = await race(pool, claimers=6)
+    assert len(claimed) == 5
+    # A retry is a start: failing one back to pending does not give its start back.
+    await pool.execute(
+        """UPDATE scheduled_jobs SET status = 'pending', worker_id = NULL, lease_until = NULL
+            WHERE job_id = $1""",
+        claimed[0]["job_id"],
+    )
+    assert await race(pool, claimers=6) == []
+    starts = await pool.fetchval("SELECT count(*) FROM scheduler_queue_starts WHERE queue = 'sms'")
+    assert starts == 5
+    # Once the period has passed since those starts, 5 more start, and the old log is pruned.
+    await pool.execute("UPDATE scheduler_queue_starts SET started_at = started_at - interval '3 seconds'")
+    assert len(await race(pool, claimers=6)) == 5
+    assert await pool.fetchval("SELECT count(*) FROM scheduler_queue_starts") == 5
+
+
+async def test_a_paused_queue_starts_nothing_and_other_queues_flow(pool: asyncpg.Pool) -> None:
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("held", concurrency=10)
+    await add_jobs(pool, "held", 3)
+    await add_jobs(pool, "open", 3)
+    assert await scheduler.pause_queue("held")
+    assert await race(pool, claimers=3) == []
+    plain = await claim_plain(pool)
+    assert sorted(r["job_id"] for r in plain) == ["open-None-1", "open-None-2", "open-None-3"]
+    assert await scheduler.resume_queue("held")
+    assert len(await race(pool, claimers=3)) == 3
+
+
+async def test_the_plain_claim_and_probe_leave_limited_queues_alone(pool: asyncpg.Pool) -> None:
+    scheduler = await ready(pool)
+    await add_jobs(pool, "capped", 2)
+    due, limited = await queries.job_get_next_due(
+        pool, names=[TASK], queues=None, plan_generation=0, timeout=5
+    )
+    assert due is not None and due <= 0 and not limited
+    await scheduler.set_queue_limits("capped", concurrency=1)
+    assert await claim_plain(pool) == []
+    due, limited = await queries.job_get_next_due(
+        pool, names=[TASK], queues=None, plan_generation=0, timeout=5
+    )
+    assert due is None and limited
+    # The limited probe says: due now; once the one slot is taken, when its lease ends.
+    assert (await pool.fetchval(queries.JOB_GET_NEXT_LIMITED, [TASK], None)) <= 0
+    assert len(await claim(pool, "w")) == 1
+    later = await pool.fetchval(queries.JOB_GET_NEXT_LIMITED, [TASK], None)
+    assert 25 < later <= 30  # the 30 s lease
+    # With no limit left, the plain claim takes the rest again.
+    await scheduler.set_queue_limits("capped", concurrency=None)
+    assert len(await claim_plain(pool)) == 1
+
+
+async def test_the_lock_class_in_the_migration_is_the_one_in_locks(pool: asyncpg.Pool) -> None:
+    await ready(pool)
+    source = await pool.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'pg_scheduler_claim_limited'")
+    assert f"pg_advisory_xact_lock({QUEUE_LOCK_CLASS}," in source
+
+
+async def test_declaration_set_reset_and_pause_round_trip(pool: asyncpg.Pool) -> None:
+    scheduler = await ready(pool)
+    declare_queue("partner", concurrency=5, rate="100/1m")
+    async with pool.acquire() as conn:
+        assert await publish_declared(conn) == ["partner"]
+        assert await publish_declared(conn) == []  # unchanged: nothing written
+
+    def info(name: str) -> dict[str, object]:
+        return next(q.to_dict() for q in found if q.name == name)
+
+    found = await scheduler.get_queues()
+    partner = info("partner")
+    assert (partner["concurrency"], partner["rate"], partner["overridden"]) == (5, "100/1m", False)
+
+    await scheduler.set_queue_limits("partner", concurrency=2)
+    found = await scheduler.get_queues()
+    partner = info("partner")
+    assert (partner["concurrency"], partner["rate"], partner["overridden"]) == (2, "100/1m", True)
+    # A process that publishes the code's declaration again does not undo the operator's set.
+    declare_queue("partner", concurrency=6, rate="100/1m")
+    async with pool.acquire() as conn:
+        await publish_declared(conn)
+    found = await scheduler.get_queues()
+    assert info("partner")["concurrency"] == 2
+    assert info("partner")["declared"] == {"concurrency": 6, "key_concurrency": None, "rate": "100/1m"}
+
+    assert await scheduler.pause_queue("partner")
+    assert await scheduler.reset_queue("partner")
+    found = await scheduler.get_queues()
+    partner = info("partner")
+    assert (partner["concurrency"], partner["overridden"], partner["state"]) == (6, False, "paused")
+    assert await scheduler.resume_queue("partner")
+
+    # `set` creates a row; `reset` of a queue no code declares clears its limits.
+    await scheduler.set_queue_limits("adhoc", key_concurrency=1)
+    assert await scheduler.reset_queue("adhoc")
+    found = await scheduler.get_queues()
+    assert info("adhoc")["state"] == "open"
+    assert not await scheduler.pause_queue("nosuch")
+    assert not await scheduler.reset_queue("nosuch")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"concurrency": 0}, "invalid concurrency 0"),
+        ({"concurrency": -1}, "invalid concurrency -1"),
+        ({"key_concurrency": 1.5}, "invalid key_concurrency 1.5"),
+        ({"rate": "10/0s"}, "the period must be longer than 0 s"),
+        ({"rate": "0/1s"}, "at least 1"),
+        ({"rate": "ten a minute"}, "invalid rate"),
+        ({"burst": 3}, "unknown queue limit 'burst'"),
+        ({}, "nothing to set"),
+    ],
+)
+async def test_bad_limits_are_refused_in_one_line_and_write_nothing(
+    pool: asyncpg.Pool, changes: dict[str, object], message: str
+) -> None:
+    scheduler = await ready(pool)
+    with pytest.raises(ConfigurationError, match=message) as raised:
+        await scheduler.set_queue_limits("q", **changes)  # type: ignore[arg-type]
+    assert "\n" not in str(raised.value)
+    assert await pool.fetchval("SELECT count(*) FROM scheduler_queues") == 0
+    with pytest.raises(ConfigurationError, match="invalid queue name"):
+        await scheduler.set_queue_limits("bad name", concurrency=1)
+
+
+def test_declare_queue_checks_its_values() -> None:
+    with pytest.raises(ConfigurationError, match="invalid concurrency 0"):
+        declare_queue("q", concurrency=0)
+    with pytest.raises(ConfigurationError, match="invalid rate"):
+        declare_queue("q", rate="100 per minute")
+    limits = declare_queue("q", key_concurrency=1, rate="50/500ms")
+    assert limits.describe() == "key_concurrency=1 rate=50/500ms"
+    assert str(declare_queue("q", rate="10/s").rate) == "10/1s"
+    assert str(declare_queue("q", rate="100/1m").rate) == "100/1m"
+
+
+async def test_schedulers_keep_a_concurrency_limit_while_running_jobs(pool: asyncpg.Pool) -> None:
+    """Three in-process Schedulers, eight slots each, one queue limited to 2: the jobs' own
+    start and end times never overlap more than twice, and all of them run."""
+    spans: list[tuple[float, float]] = []
+
+    @job(name="limits.slow", queue="two_at_a_time")
+    async def slow() -> None:
+        start = asyncio.get_running_loop().time()
+        await asyncio.sleep(0.05)
+        spans.append((start, asyncio.get_running_loop().time()))
+
+    producer = await ready(pool)
+    await producer.set_queue_limits("two_at_a_time", concurrency=2)
+    ids = [await producer.schedule(slow, execution_time=datetime.now(UTC)) for _ in range(30)]
+    schedulers = [Scheduler(pool, max_concurrent_jobs=8, **FAST) for _ in range(3)]
+    for s in schedulers:
+        await s.start()
+    try:
+        for job_id in ids:
+            await wait_for_status(pool, job_id, JobState.COMPLETED, timeout=30)
+    finally:
+        for s in schedulers:
+            await s.shutdown()
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    at_once = peak = 0
+    for _, step in edges:
+        at_once += step
+        peak = max(peak, at_once)
+    assert len(spans) == 30
+    assert peak == 2
+
+
+async def test_a_job_of_a_queue_limited_after_it_was_scheduled_waits_its_turn(pool: asyncpg.Pool) -> None:
+    scheduler = await ready(pool)
+    when = datetime.now(UTC) - timedelta(seconds=1)
+    await insert_job(pool, "a", job_name=TASK, queue="q", execution_time=when)
+    await insert_job(pool, "b", job_name=TASK, queue="q", execution_time=when)
+    await scheduler.set_queue_limits("q", concurrency=1)
+    assert len(await race(pool, claimers=2)) == 1
