@@ -17,6 +17,8 @@ import asyncpg
 from ..shared import queries
 from ..shared.locks import LEADER_LOCK
 from ..shared.models import JobState
+from ..shared.queue_limits import list_queues
+from ..shared.queues import QueueLimits
 
 SUPERVISOR = "supervisor"
 WORKER = "worker"
@@ -83,14 +85,19 @@ class UnrunnableTask:
 
 @dataclass(frozen=True)
 class QueueCounts:
-    """One queue's unfinished jobs, and how many live processes claim from it."""
+    """One queue's state, limits and unfinished jobs, and how many live processes claim from
+    it."""
 
     queue: str
     pending: int
     due: int
     running: int
+    """Running with a live lease: what counts against the queue's limits."""
     claimed_by: int
     """Live worker processes and in-process Schedulers that claim jobs of this queue."""
+    state: str = "open"
+    """``open``, ``limited`` or ``paused``."""
+    limits: QueueLimits = field(default_factory=QueueLimits)
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,10 @@ class ClusterStatus:
     oldest_due_lag_seconds: float | None
     unrunnable_tasks: list[UnrunnableTask]
     queues: list[QueueCounts] = field(default_factory=list)
-    """Every queue with unfinished jobs."""
+    """Every queue with a row (limits, a pause) or with unfinished jobs."""
+    unaware_of_limits: list[str] = field(default_factory=list)
+    """Live claiming processes of a version before queue limits, while a queue is limited: they
+    would claim it past its limits."""
 
     def to_dict(self) -> dict[str, Any]:
         """The ``status --json`` object (datetimes left as they are for the caller to encode)."""
@@ -156,6 +166,10 @@ class ClusterStatus:
             "queues": [
                 {
                     "queue": q.queue,
+                    "state": q.state,
+                    "concurrency": q.limits.concurrency,
+                    "key_concurrency": q.limits.key_concurrency,
+                    "rate": None if q.limits.rate is None else str(q.limits.rate),
                     "pending": q.pending,
                     "due": q.due,
                     "running": q.running,
@@ -163,6 +177,7 @@ class ClusterStatus:
                 }
                 for q in self.queues
             ],
+            "unaware_of_limits": list(self.unaware_of_limits),
         }
 
 
@@ -176,7 +191,8 @@ async def cluster_status(conn: asyncpg.Connection, *, stale_seconds: float) -> C
         count_rows = await conn.fetch(queries.JOB_COUNT_BY_STATUS)
         lag = await conn.fetchval(queries.JOB_GET_OLDEST_DUE_LAG)
         unrunnable_rows = await conn.fetch(queries.JOB_COUNT_UNRUNNABLE, float(stale_seconds))
-        queue_rows = await conn.fetch(queries.JOB_COUNT_BY_QUEUE)
+        queue_infos = await list_queues(conn)
+        unaware = await conn.fetch(queries.QUEUE_LIST_UNAWARE_WORKERS, float(stale_seconds))
 
     live = [r for r in process_rows if r["heartbeat_age_seconds"] <= stale_seconds]
     leader: LeaderInfo | None = None
@@ -225,14 +241,17 @@ async def cluster_status(conn: asyncpg.Connection, *, stale_seconds: float) -> C
         ],
         queues=[
             QueueCounts(
-                queue=r["queue"],
-                pending=r["pending"],
-                due=r["due"],
-                running=r["running"],
-                claimed_by=sum(1 for p in claimers if p.claims(r["queue"])),
+                queue=q.name,
+                pending=q.pending,
+                due=q.due,
+                running=q.running,
+                claimed_by=sum(1 for p in claimers if p.claims(q.name)),
+                state=q.state,
+                limits=q.limits,
             )
-            for r in queue_rows
+            for q in queue_infos
         ],
+        unaware_of_limits=[r["worker_id"] for r in unaware],
     )
 
 

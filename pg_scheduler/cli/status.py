@@ -107,9 +107,17 @@ def render(status: ClusterStatus) -> str:
         out.append("queues:")
         out.append(
             table(
-                ["QUEUE", "PENDING", "DUE", "RUNNING", "CLAIMED BY"],
+                ["QUEUE", "STATE", "LIMITS", "PENDING", "DUE", "RUNNING", "CLAIMED BY"],
                 [
-                    [q.queue, q.pending, q.due, q.running, f"{q.claimed_by} process(es)"]
+                    [
+                        q.queue,
+                        q.state,
+                        q.limits.describe() if q.limits.limited else "-",
+                        q.pending,
+                        q.due,
+                        q.running,
+                        f"{q.claimed_by} process(es)",
+                    ]
                     for q in status.queues
                 ],
                 indent="  ",
@@ -117,6 +125,12 @@ def render(status: ClusterStatus) -> str:
         )
     else:
         out.append("queues: no unfinished jobs")
+    if status.unaware_of_limits:
+        out.append(
+            f"warning: {len(status.unaware_of_limits)} live process(es) of an earlier version do not "
+            f"enforce queue limits and may claim limited queues past them: "
+            f"{', '.join(status.unaware_of_limits)} (upgrade them; docs/queues.md)"
+        )
     out.append("")
 
     if status.unrunnable_tasks:

@@ -296,6 +296,54 @@ class ClusterCollector:
             "Heartbeat age of the live worker that beat longest ago (leader only).",
             value=sample["oldest_heartbeat_age"],
         )
+        yield from _queue_families(sample.get("queues", []))
+
+
+def _queue_families(queues: list[Mapping[str, Any]]) -> Iterator[Any]:
+    """The per-queue gauges of the leader's sample (docs/metrics.md)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    def family(name: str, doc: str, labels: tuple[str, ...] = ("queue",)) -> Any:
+        return GaugeMetricFamily(name, doc + " (leader only).", labels=list(labels))
+
+    running = family("pg_scheduler_queue_running", "Jobs of the queue running with a live lease")
+    pending = family("pg_scheduler_queue_pending", "Pending jobs of the queue, due or not")
+    oldest = family(
+        "pg_scheduler_queue_oldest_due_age_seconds",
+        "How long the queue's oldest due job has waited (0: none due)",
+    )
+    limit = family(
+        "pg_scheduler_queue_limit",
+        "A limit of the queue in force: concurrency, key_concurrency, or rate (starts per "
+        "rate period); absent when not set",
+        ("queue", "limit"),
+    )
+    period = family("pg_scheduler_queue_rate_period_seconds", "The period of the queue's rate limit")
+    paused = family("pg_scheduler_queue_paused", "1 while the queue is paused")
+    held = family(
+        "pg_scheduler_queue_held_jobs",
+        "Due jobs of the queue held back, by the first reason that holds them: paused, "
+        "concurrency, rate or key",
+        ("queue", "reason"),
+    )
+    for q in queues:
+        name = q["queue"]
+        running.add_metric([name], q["running"])
+        pending.add_metric([name], q["pending"])
+        oldest.add_metric([name], q["oldest_due_age"])
+        for kind, value in (
+            ("concurrency", q["concurrency"]),
+            ("key_concurrency", q["key_concurrency"]),
+            ("rate", q["rate_limit"]),
+        ):
+            if value is not None:
+                limit.add_metric([name, kind], value)
+        if q["rate_period_seconds"] is not None:
+            period.add_metric([name], q["rate_period_seconds"])
+        paused.add_metric([name], 1 if q["paused"] else 0)
+        for reason in ("paused", "concurrency", "rate", "key"):
+            held.add_metric([name, reason], q[f"held_{reason}"])
+    yield from (running, pending, oldest, limit, period, paused, held)
 
 
 cluster_collector = ClusterCollector()

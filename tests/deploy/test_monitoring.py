@@ -48,6 +48,15 @@ COUNTERS = {
     "pg_scheduler_vacuumed_jobs_total",
     "pg_scheduler_db_errors_total",
 }
+QUEUE_GAUGES = {
+    "pg_scheduler_queue_running",
+    "pg_scheduler_queue_pending",
+    "pg_scheduler_queue_oldest_due_age_seconds",
+    "pg_scheduler_queue_limit",
+    "pg_scheduler_queue_rate_period_seconds",
+    "pg_scheduler_queue_paused",
+    "pg_scheduler_queue_held_jobs",
+}
 GAUGES = {
     "pg_scheduler_is_leader",
     "pg_scheduler_leader_epoch",
@@ -55,6 +64,7 @@ GAUGES = {
     "pg_scheduler_jobs",
     "pg_scheduler_oldest_due_job_age_seconds",
     "pg_scheduler_oldest_worker_heartbeat_age_seconds",
+    *QUEUE_GAUGES,
 }
 HISTOGRAMS = {
     "pg_scheduler_job_duration_seconds",
@@ -67,6 +77,7 @@ LEADER_GAUGES = {
     "pg_scheduler_jobs",
     "pg_scheduler_oldest_due_job_age_seconds",
     "pg_scheduler_oldest_worker_heartbeat_age_seconds",
+    *QUEUE_GAUGES,
 }
 JOB_STATES = {"pending", "running", "completed", "failed", "cancelled", "expired"}
 
@@ -180,6 +191,8 @@ def test_every_alert_has_severity_runbook_and_tests_that_fire_and_stay_silent() 
         "PgSchedulerJobsOverdue",
         "PgSchedulerWorkerRestarts",
         "PgSchedulerJobFailureRatioHigh",
+        "PgSchedulerQueuePaused",
+        "PgSchedulerQueueHeldBack",
     }
     fired: set[str] = set()
     silent: set[str] = set()

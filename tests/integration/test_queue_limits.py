@@ -329,3 +329,52 @@ async def test_a_job_of_a_queue_limited_after_it_was_scheduled_waits_its_turn(po
     await insert_job(pool, "b", job_name=TASK, queue="q", execution_time=when)
     await scheduler.set_queue_limits("q", concurrency=1)
     assert len(await race(pool, claimers=2)) == 1
+
+
+async def test_the_leaders_sample_says_what_holds_each_queue_back(pool: asyncpg.Pool) -> None:
+    from prometheus_client.core import Metric
+
+    from pg_scheduler.shared.metrics import _queue_families
+    from pg_scheduler.supervisor.fence import Unfenced
+    from pg_scheduler.supervisor.maintenance.queue_sampler import QueueSampler
+
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("full", concurrency=1)
+    await scheduler.set_queue_limits("keyed", key_concurrency=1)
+    await scheduler.set_queue_limits("metered", rate="1/1h")
+    await scheduler.set_queue_limits("held", concurrency=5)
+    await scheduler.pause_queue("held")
+    for queue in ("full", "metered", "held", "open"):
+        await add_jobs(pool, queue, 3)
+    await add_jobs(pool, "keyed", 3, key="a")
+    await add_jobs(pool, "keyed", 1, key="b")
+    await race(pool, claimers=2, limit=1)  # one of full, of metered, of keyed (key a or b)
+    await race(pool, claimers=2, limit=1)
+    await race(pool, claimers=2, limit=1)
+    await race(pool, claimers=2, limit=1)
+    sampler = QueueSampler(Unfenced(pool), interval_seconds=5, worker_stale_seconds=30)
+    sample = await sampler.run_once()
+    await sampler.stop()
+    by_queue = {q["queue"]: q for q in sample["queues"]}
+    held = {
+        name: {r: q[f"held_{r}"] for r in ("paused", "concurrency", "rate", "key") if q[f"held_{r}"]}
+        for name, q in by_queue.items()
+    }
+    assert held == {
+        "full": {"concurrency": 2},
+        "held": {"paused": 3},
+        "keyed": {"key": 2},
+        "metered": {"rate": 2},
+        "open": {},
+    }
+    assert (by_queue["keyed"]["running"], by_queue["keyed"]["pending"]) == (2, 2)
+    assert by_queue["held"]["paused"] and by_queue["metered"]["rate_period_seconds"] == 3600
+    families: dict[str, Metric] = {f.name: f for f in _queue_families(sample["queues"])}
+    limit_samples = families["pg_scheduler_queue_limit"].samples
+    limits = {(s.labels["queue"], s.labels["limit"]): s.value for s in limit_samples}
+    assert limits == {
+        ("full", "concurrency"): 1,
+        ("keyed", "key_concurrency"): 1,
+        ("metered", "rate"): 1,
+        ("held", "concurrency"): 5,
+    }

@@ -59,7 +59,20 @@ async def test_a_pod_claims_only_its_queues_and_status_shows_the_unclaimed_one(
     status = await ok_json("status", "--database-url", dsn)
     [worker] = status["workers"]
     assert worker["queues"] == ["emails"]
-    assert status["queues"] == [{"queue": "default", "pending": 1, "due": 1, "running": 0, "claimed_by": 0}]
+    assert status["queues"] == [
+        {
+            "queue": "default",
+            "state": "open",
+            "concurrency": None,
+            "key_concurrency": None,
+            "rate": None,
+            "pending": 1,
+            "due": 1,
+            "running": 0,
+            "claimed_by": 0,
+        }
+    ]
+    assert status["unaware_of_limits"] == []
     assert [(t["task"], t["queue"], t["pending"]) for t in status["unrunnable_tasks"]] == [
         ("apps.send_invoice", "default", 1)
     ]
@@ -74,3 +87,35 @@ async def test_a_pod_claims_only_its_queues_and_status_shows_the_unclaimed_one(
     status = await ok_json("status", "--database-url", dsn)
     assert status["queues"] == [] and status["unrunnable_tasks"] == []
     assert sorted(str(w["queues"]) for w in status["workers"]) == ["None", "['emails']"]
+
+
+async def test_status_shows_limits_and_warns_of_processes_that_predate_them(
+    dsn: str, pool: asyncpg.Pool, pods: list[Pod], tmp_path: Path
+) -> None:
+    """A process of an earlier version registers without ``enforces_limits``: while a queue is
+    limited, status names it."""
+    scheduler = Scheduler(pool)
+    await scheduler.initialize_db()
+    await scheduler.set_queue_limits("partner", concurrency=5, rate="100/1m")
+    await pool.execute(
+        """INSERT INTO scheduler_workers (worker_id, kind, host, pid, tasks)
+           VALUES ('old-pod:1:w1', 'worker', 'old-pod', 1, ARRAY['apps.send_invoice'])"""
+    )
+    status = await ok_json("status", "--database-url", dsn)
+    [partner] = status["queues"]
+    assert (partner["queue"], partner["state"], partner["concurrency"], partner["rate"]) == (
+        "partner",
+        "limited",
+        5,
+        "100/1m",
+    )
+    assert status["unaware_of_limits"] == ["old-pod:1:w1"]
+    text = await ok("status", "--database-url", dsn)
+    assert "concurrency=5 rate=100/1m" in text
+    assert "warning: 1 live process(es) of an earlier version do not enforce queue limits" in text
+    # A pod of this version registers as enforcing them; with no queue limited, no warning.
+    pod = await start_pod(dsn, tmp_path, workers=1)
+    pods.append(pod)
+    await pod.wait_ready(pool, workers=1)
+    await scheduler.set_queue_limits("partner", concurrency=None, rate=None)
+    assert (await ok_json("status", "--database-url", dsn))["unaware_of_limits"] == []

@@ -124,18 +124,6 @@ SELECT j.job_name AS task, j.queue, count(*)::int AS pending,
  ORDER BY count(*) DESC, j.job_name, j.queue
 """
 
-# Unfinished jobs per queue: pending, of those due now, running.
-JOB_COUNT_BY_QUEUE = """
-SELECT queue,
-       count(*) FILTER (WHERE status = 'pending')::int AS pending,
-       count(*) FILTER (WHERE status = 'pending' AND execution_time <= now())::int AS due,
-       count(*) FILTER (WHERE status = 'running')::int AS running
-  FROM scheduled_jobs
- WHERE status IN ('pending', 'running')
- GROUP BY queue
- ORDER BY queue
-"""
-
 # Newest due time first. $1: states (NULL: all); $2: a task's full name or the part after the
 # module (NULL: all); $3: most rows.
 # $1 states, $2 task, $3 limit

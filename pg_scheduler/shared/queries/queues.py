@@ -121,3 +121,62 @@ SELECT worker_id, host, pid
    AND EXISTS (SELECT FROM scheduler_queues WHERE limited)
  ORDER BY worker_id
 """
+
+# The leader's per-queue sample for the metrics: every queue with a row or unfinished jobs, its
+# running jobs (live leases), pending and due jobs, the age of its oldest due job, its limits and
+# pause, and the due jobs held back, by the first reason that holds them: the pause, the
+# concurrency, the rate, or (for the rest) their key being at key_concurrency.
+QUEUE_SAMPLE = """
+WITH live AS (
+    SELECT queue, concurrency_key AS k FROM scheduled_jobs
+     WHERE status = 'running' AND lease_until > now()
+), running AS (
+    SELECT queue, count(*) AS n FROM live GROUP BY queue
+), saturated AS (
+    SELECT l.queue, l.k
+      FROM live AS l JOIN scheduler_queues AS q ON q.name = l.queue
+     WHERE l.k IS NOT NULL
+     GROUP BY l.queue, l.k, q.key_concurrency
+    HAVING count(*) >= q.key_concurrency
+), pending AS (
+    SELECT j.queue, count(*) AS n,
+           count(*) FILTER (WHERE j.execution_time <= now()) AS due,
+           count(*) FILTER (WHERE j.execution_time <= now() AND EXISTS (
+               SELECT FROM saturated AS s WHERE s.queue = j.queue AND s.k = j.concurrency_key)) AS key_held,
+           extract(epoch FROM now() - min(j.execution_time)
+                   FILTER (WHERE j.execution_time <= now()))::float8 AS oldest
+      FROM scheduled_jobs AS j
+     WHERE j.status = 'pending'
+     GROUP BY j.queue
+), starts AS (
+    SELECT s.queue, count(*) AS n
+      FROM scheduler_queue_starts AS s JOIN scheduler_queues AS q ON q.name = s.queue
+     WHERE s.started_at > now() - make_interval(secs => q.rate_period_seconds)
+     GROUP BY s.queue
+), names AS (
+    SELECT name FROM scheduler_queues UNION SELECT queue FROM pending UNION SELECT queue FROM running
+), sample AS (
+    SELECT n.name AS queue, coalesce(r.n, 0) AS running, coalesce(p.n, 0) AS pending,
+           coalesce(p.due, 0) AS due, coalesce(p.key_held, 0) AS key_held,
+           coalesce(p.oldest, 0) AS oldest_due_age, q.concurrency, q.key_concurrency,
+           q.rate_limit, q.rate_period_seconds, coalesce(q.paused, false) AS paused,
+           coalesce(q.paused, false) AS held_by_pause,
+           coalesce(r.n, 0) >= coalesce(q.concurrency, 2147483647) AS held_by_concurrency,
+           coalesce(s.n, 0) >= coalesce(q.rate_limit, 2147483647) AS held_by_rate
+      FROM names AS n
+      LEFT JOIN scheduler_queues AS q ON q.name = n.name
+      LEFT JOIN pending AS p ON p.queue = n.name
+      LEFT JOIN running AS r ON r.queue = n.name
+      LEFT JOIN starts AS s ON s.queue = n.name
+)
+SELECT queue, running, pending, due, oldest_due_age, concurrency, key_concurrency, rate_limit,
+       rate_period_seconds, paused,
+       CASE WHEN held_by_pause THEN due ELSE 0 END AS held_paused,
+       CASE WHEN NOT held_by_pause AND held_by_concurrency THEN due ELSE 0 END AS held_concurrency,
+       CASE WHEN NOT held_by_pause AND NOT held_by_concurrency AND held_by_rate THEN due ELSE 0 END
+           AS held_rate,
+       CASE WHEN held_by_pause OR held_by_concurrency OR held_by_rate THEN 0 ELSE key_held END
+           AS held_key
+  FROM sample
+ ORDER BY queue
+"""
