@@ -117,6 +117,20 @@ async def test_rescuer_requeues_leaseless_jobs_of_a_worker_gone_from_the_registr
         assert row["attempt"] == 2 and row["retry_count"] == 1
 
 
+async def test_a_lease_that_ended_is_not_renewed_before_the_rescuer_takes_it_back(
+    pool: asyncpg.Pool,
+) -> None:
+    """Once a lease has ended its slot counts as free to a limited queue's claims; a late
+    renewal must not revive it (the worker learns the job is lost, and stops it)."""
+    await Scheduler(pool).initialize_db()
+    await insert_job(pool, "ended", status="running", worker_id="w1", attempt=1,
+                     lease_until=Sql("now() - interval '1 second'"))  # fmt: skip
+    await insert_job(pool, "live", status="running", worker_id="w1", attempt=1)
+    renewed = await pool.fetch(queries.JOB_RENEW_LEASES, "w1", 30.0, ["ended", "live"], [1, 1])
+    assert [r["job_id"] for r in renewed] == ["live"]
+    assert (await job_row(pool, "ended"))["lease_until"] < datetime.now(UTC)
+
+
 async def test_rescuer_honours_a_lease_to_its_end_even_when_its_worker_left_the_registry(
     pool: asyncpg.Pool,
 ) -> None:

@@ -393,6 +393,10 @@ WITH mine AS (
 )"""
 
 
+# A lease that has ended is not renewed, even before the rescuer takes the row back: once it
+# ended, its slot counted as free to the claims of a limited queue, which may have given it to
+# another job; reviving it would put one job more than the limit in the queue. The worker stops
+# the job, as for any lease lost.
 # $1 worker_id, $2 lease_seconds, $3 job_ids, $4 attempts
 JOB_RENEW_LEASES = (
     _lock_my_runs("$3", "$4")
@@ -400,7 +404,7 @@ JOB_RENEW_LEASES = (
 UPDATE scheduled_jobs AS j
    SET lease_until = now() + make_interval(secs => $2), last_heartbeat = now()
   FROM mine
- WHERE j.job_id = mine.job_id
+ WHERE j.job_id = mine.job_id AND j.lease_until > now()
 RETURNING j.job_id
 """
 )
