@@ -28,12 +28,33 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
-{{/* The Deployment's pods; the migration Job's pods have another component, so no selector
-     of the Deployment, Service or PodDisruptionBudget picks them up. */}}
+{{/* The main Deployment's pods; the migration Job's pods have another component, so no selector
+     of a Deployment or PodDisruptionBudget picks them up, nor the Service's while there is no
+     pool (see service.yaml for the Service with pools). */}}
 {{- define "pg-scheduler.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "pg-scheduler.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/component: scheduler
+{{- include "pg-scheduler.workloadSelectorLabels" (dict "root" . "pool" dict) -}}
+{{- end -}}
+
+{{/* One Deployment of `pg-scheduler run`, as a dict passed to the templates below: .root, the
+     chart's context; .pool, an entry of pools, or an empty dict for the main Deployment. */}}
+{{- define "pg-scheduler.workloadName" -}}
+{{- if .pool.name -}}
+{{- printf "%s-%s" (include "pg-scheduler.fullname" .root) .pool.name -}}
+{{- else -}}
+{{- include "pg-scheduler.fullname" .root -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Each Deployment's pods have their own component (scheduler, or pool-<name> for a pool), so
+     that no Deployment, PodDisruptionBudget or HorizontalPodAutoscaler counts another's pods. */}}
+{{- define "pg-scheduler.component" -}}
+{{- if .pool.name -}}pool-{{ .pool.name }}{{- else -}}scheduler{{- end -}}
+{{- end -}}
+
+{{- define "pg-scheduler.workloadSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "pg-scheduler.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ include "pg-scheduler.component" . }}
 {{- end -}}
 
 {{- define "pg-scheduler.serviceAccountName" -}}
@@ -109,4 +130,167 @@ app.kubernetes.io/component: scheduler
 {{- if and $v.keda.enabled (not $v.keda.prometheus.serverAddress) -}}
 {{- fail "pg-scheduler: keda.enabled needs keda.prometheus.serverAddress (the Prometheus KEDA queries)" -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The pod template of every Deployment of `pg-scheduler run`, called with a workload dict
+     (see workloadName). A pool's pods differ from the main Deployment's only in their component
+     label and in queues, workers, maxConcurrentJobs and resources, the pool's when it sets them. */}}
+{{- define "pg-scheduler.podTemplate" -}}
+{{- $root := .root -}}
+{{- $v := $root.Values -}}
+{{- $pool := .pool -}}
+metadata:
+  labels:
+    {{- include "pg-scheduler.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ include "pg-scheduler.component" . }}
+    {{- with $v.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  annotations:
+    {{- if or $v.database.url $v.database.leaderUrl }}
+    # A changed DSN restarts the pods.
+    checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
+    {{- end }}
+    {{- with $v.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "pg-scheduler.serviceAccountName" $root }}
+  automountServiceAccountToken: {{ $v.serviceAccount.automountServiceAccountToken }}
+  {{- with $v.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  # Longer than the drain (preStop sleep + shutdown timeout + 10 s), checked at render time:
+  # the kubelet's SIGKILL must not cut the hand-back of running jobs short.
+  terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
+  securityContext:
+    {{- toYaml $v.podSecurityContext | nindent 4 }}
+  containers:
+    - name: pg-scheduler
+      image: {{ include "pg-scheduler.image" $root | quote }}
+      imagePullPolicy: {{ $v.image.pullPolicy }}
+      command: ["pg-scheduler"]
+      args: ["run"]
+      env:
+        {{- if $v.app }}
+        - name: PG_SCHEDULER_APP
+          value: {{ $v.app | quote }}
+        {{- end }}
+        - name: DATABASE_URL
+          valueFrom:
+            secretKeyRef:
+              name: {{ include "pg-scheduler.databaseSecretName" $root }}
+              key: {{ include "pg-scheduler.databaseSecretKey" $root }}
+        {{- if include "pg-scheduler.leaderDatabaseGiven" $root }}
+        - name: PG_SCHEDULER_LEADER_DATABASE_URL
+          valueFrom:
+            secretKeyRef:
+              name: {{ include "pg-scheduler.leaderSecretName" $root }}
+              key: {{ include "pg-scheduler.leaderSecretKey" $root }}
+        {{- end }}
+        - name: PG_SCHEDULER_WORKERS
+          value: {{ dig "workers" $v.workers $pool | quote }}
+        - name: MAX_CONCURRENT_JOBS
+          value: {{ dig "maxConcurrentJobs" $v.maxConcurrentJobs $pool | quote }}
+        {{- with dig "queues" $v.queues $pool }}
+        - name: PG_SCHEDULER_QUEUES
+          value: {{ join "," . | quote }}
+        {{- end }}
+        - name: PG_SCHEDULER_SHUTDOWN_TIMEOUT
+          value: {{ $v.shutdownTimeoutSeconds | quote }}
+        - name: PG_SCHEDULER_METRICS_PORT
+          value: {{ $v.metrics.port | quote }}
+        - name: PG_SCHEDULER_METRICS_DIR
+          value: {{ include "pg-scheduler.metricsDir" $root }}
+        - name: PG_SCHEDULER_LOG_LEVEL
+          value: {{ $v.logLevel | quote }}
+        {{- with $v.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      ports:
+        - name: metrics
+          containerPort: {{ $v.metrics.port }}
+          protocol: TCP
+      {{- if $v.startupProbe.enabled }}
+      startupProbe:
+        httpGet:
+          path: /healthz
+          port: metrics
+        periodSeconds: {{ $v.startupProbe.periodSeconds }}
+        timeoutSeconds: {{ $v.startupProbe.timeoutSeconds }}
+        failureThreshold: {{ $v.startupProbe.failureThreshold }}
+      {{- end }}
+      # Liveness looks at the supervisor's event loop only: a database outage restarts nothing.
+      livenessProbe:
+        httpGet:
+          path: /healthz
+          port: metrics
+        periodSeconds: {{ $v.livenessProbe.periodSeconds }}
+        timeoutSeconds: {{ $v.livenessProbe.timeoutSeconds }}
+        failureThreshold: {{ $v.livenessProbe.failureThreshold }}
+      readinessProbe:
+        httpGet:
+          path: /readyz
+          port: metrics
+        periodSeconds: {{ $v.readinessProbe.periodSeconds }}
+        timeoutSeconds: {{ $v.readinessProbe.timeoutSeconds }}
+        failureThreshold: {{ $v.readinessProbe.failureThreshold }}
+      {{- if gt (float64 $v.preStopSleepSeconds) 0.0 }}
+      # SIGTERM, sent by the kubelet once this hook returns, starts the drain. The hook only
+      # waits, so the pod leaves the endpoints first; it never signals the supervisor itself
+      # (a second SIGTERM would hand running jobs back at once).
+      lifecycle:
+        preStop:
+          exec:
+            command: ["sleep", {{ $v.preStopSleepSeconds | quote }}]
+      {{- end }}
+      resources:
+        {{- toYaml (dig "resources" $v.resources $pool) | nindent 8 }}
+      securityContext:
+        {{- toYaml $v.securityContext | nindent 8 }}
+      volumeMounts:
+        # readOnlyRootFilesystem: the only writable places are these emptyDirs.
+        - name: tmp
+          mountPath: /tmp
+        - name: metrics
+          mountPath: {{ include "pg-scheduler.metricsDir" $root }}
+        {{- with $v.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+  volumes:
+    - name: tmp
+      emptyDir: {}
+    - name: metrics
+      emptyDir: {}
+    {{- with $v.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with $v.topologySpreadConstraints }}
+  {{- $constraints := list }}
+  {{- range . }}
+  {{- $c := deepCopy . }}
+  {{- if not $c.labelSelector }}
+  {{- $_ := set $c "labelSelector" (dict "matchLabels" (include "pg-scheduler.workloadSelectorLabels" $ | fromYaml)) }}
+  {{- end }}
+  {{- $constraints = append $constraints $c }}
+  {{- end }}
+  topologySpreadConstraints:
+    {{- toYaml $constraints | nindent 4 }}
+  {{- end }}
+  {{- with $v.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end -}}
