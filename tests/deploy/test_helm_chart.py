@@ -11,6 +11,7 @@ tests are skipped, with the reason, except under CI (``CI`` set), where they fai
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import json
 import os
@@ -38,11 +39,12 @@ KUBERNETES_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33")
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
 
 # The renders every check runs on: the defaults (plus the DSN they require), every feature with
-# the HPA, and KEDA with existing Secrets.
+# the HPA, KEDA with existing Secrets, and a main Deployment with two pools.
 RENDERS: dict[str, tuple[str, ...]] = {
     "defaults": ("--set", f"database.url={DSN}"),
     "all-features": ("-f", str(CI_VALUES / "all-features-values.yaml")),
     "keda": ("-f", str(CI_VALUES / "keda-values.yaml")),
+    "pools": ("-f", str(CI_VALUES / "pools-values.yaml")),
 }
 
 Doc = dict[str, Any]
@@ -112,6 +114,11 @@ def deployment(docs: list[Doc]) -> Doc:
     return one(docs, "Deployment", FULLNAME)
 
 
+def deployments(docs: list[Doc]) -> list[Doc]:
+    """The main Deployment and the pools' (each runs the same pod template)."""
+    return find(docs, "Deployment")
+
+
 def migration_job(docs: list[Doc]) -> Doc:
     return one(docs, "Job", f"{FULLNAME}-migrations")
 
@@ -142,6 +149,19 @@ def secret_data(secret: Doc) -> dict[str, str]:
 def values_file(name: str) -> Doc:
     loaded: Doc = yaml.safe_load((CI_VALUES / f"{name}-values.yaml").read_text())
     return loaded
+
+
+def pod_labels(workload: Doc) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def selects(owner: Doc, labels: dict[str, str]) -> bool:
+    """Whether the selector of ``owner`` (a Deployment, PDB or Service) picks pods so labelled."""
+    selector: dict[str, str] = owner["spec"]["selector"]
+    if owner["kind"] != "Service":  # a Service's selector is the labels themselves
+        selector = owner["spec"]["selector"]["matchLabels"]
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def every_container(docs: list[Doc]) -> list[Doc]:
@@ -207,14 +227,14 @@ def test_all_features_render_has_every_kind() -> None:
 # ----------------------------------------------------------------------- shutdown timing
 @pytest.mark.parametrize("render_name", RENDERS)
 def test_grace_period_is_longer_than_the_drain(render_name: str) -> None:
-    workload = deployment(render(*RENDERS[render_name]))
-    pod, c = pod_spec(workload), container(workload)
-    shutdown = float(env(c)["PG_SCHEDULER_SHUTDOWN_TIMEOUT"]["value"])
-    pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", ["sleep", "0"])
-    assert pre_stop[0] == "sleep"
-    # The preStop hook runs inside the grace period, then SIGTERM starts the drain, which takes
-    # up to the shutdown timeout plus the supervisor's 10 s margin.
-    assert pod["terminationGracePeriodSeconds"] > float(pre_stop[1]) + shutdown + 10
+    for workload in deployments(render(*RENDERS[render_name])):
+        pod, c = pod_spec(workload), container(workload)
+        shutdown = float(env(c)["PG_SCHEDULER_SHUTDOWN_TIMEOUT"]["value"])
+        pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", ["sleep", "0"])
+        assert pre_stop[0] == "sleep"
+        # The preStop hook runs inside the grace period, then SIGTERM starts the drain, which
+        # takes up to the shutdown timeout plus the supervisor's 10 s margin.
+        assert pod["terminationGracePeriodSeconds"] > float(pre_stop[1]) + shutdown + 10
 
 
 def test_shutdown_values_reach_the_pod() -> None:
@@ -230,12 +250,13 @@ def test_shutdown_values_reach_the_pod() -> None:
 # --------------------------------------------------------------------------------- probes
 @pytest.mark.parametrize("render_name", RENDERS)
 def test_probes_hit_the_health_endpoints_on_the_metrics_port(render_name: str) -> None:
-    c = container(deployment(render(*RENDERS[render_name])))
-    port = int(env(c)["PG_SCHEDULER_METRICS_PORT"]["value"])
-    assert c["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    for workload in deployments(render(*RENDERS[render_name])):
+        c = container(workload)
+        port = int(env(c)["PG_SCHEDULER_METRICS_PORT"]["value"])
+        assert c["ports"] == [{"name": "metrics", "containerPort": port, "protocol": "TCP"}]
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
 
 
 def test_metrics_port_value_moves_port_env_service_and_probes_together() -> None:
@@ -259,7 +280,7 @@ def test_startup_probe_can_be_turned_off() -> None:
 @pytest.mark.parametrize("render_name", RENDERS)
 def test_every_pod_runs_locked_down(render_name: str) -> None:
     docs = render(*RENDERS[render_name])
-    for workload in (deployment(docs), migration_job(docs)):
+    for workload in [*deployments(docs), migration_job(docs)]:
         spec = pod_spec(workload)
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -276,14 +297,14 @@ def test_every_pod_runs_locked_down(render_name: str) -> None:
 def test_writable_folders_are_empty_dirs(render_name: str) -> None:
     """With a read-only root filesystem, /tmp and the metrics folder must be emptyDirs."""
     docs = render(*RENDERS[render_name])
-    spec = pod_spec(deployment(docs))
-    c = container(deployment(docs))
-    volumes = {v["name"]: v for v in spec["volumes"]}
-    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-    metrics_dir = env(c)["PG_SCHEDULER_METRICS_DIR"]["value"]
-    for path in ("/tmp", metrics_dir):
-        assert path in mounts, f"{path} is not mounted"
-        assert volumes[mounts[path]] == {"name": mounts[path], "emptyDir": {}}
+    for workload in deployments(docs):
+        c = container(workload)
+        volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        metrics_dir = env(c)["PG_SCHEDULER_METRICS_DIR"]["value"]
+        for path in ("/tmp", metrics_dir):
+            assert path in mounts, f"{path} is not mounted"
+            assert volumes[mounts[path]] == {"name": mounts[path], "emptyDir": {}}
     job_mounts = {m["mountPath"] for m in container(migration_job(docs))["volumeMounts"]}
     assert "/tmp" in job_mounts
 
@@ -478,6 +499,113 @@ def test_pod_disruption_budget() -> None:
     assert given["selector"]["matchLabels"] == deployment(docs)["spec"]["selector"]["matchLabels"]
 
 
+# --------------------------------------------------------------------------------- pools
+POOLS = {"": FULLNAME, "emails": f"{FULLNAME}-emails", "reports": f"{FULLNAME}-reports"}
+
+
+def test_each_pool_is_a_deployment_claiming_its_queues() -> None:
+    docs = render(*RENDERS["pools"])
+    assert sorted(d["metadata"]["name"] for d in deployments(docs)) == sorted(POOLS.values())
+    claimed = {}
+    for workload in deployments(docs):
+        values = {name: e.get("value") for name, e in env(container(workload)).items()}
+        claimed[workload["metadata"]["name"]] = (
+            values["PG_SCHEDULER_QUEUES"],
+            workload["spec"]["replicas"],
+            values["PG_SCHEDULER_WORKERS"],
+            values["MAX_CONCURRENT_JOBS"],
+        )
+    # A pool's own replicaCount, workers and maxConcurrentJobs, else the top-level ones.
+    assert claimed == {
+        POOLS[""]: ("default", 2, "2", "25"),
+        POOLS["emails"]: ("emails", 2, "1", "50"),
+        POOLS["reports"]: ("reports", 1, "2", "25"),
+    }
+    resources = {d["metadata"]["name"]: container(d)["resources"] for d in deployments(docs)}
+    assert resources[POOLS["reports"]] == values_file("pools")["pools"][1]["resources"]
+    assert resources[POOLS["emails"]] == resources[POOLS[""]]
+    assert resources[POOLS[""]]["requests"] == {"cpu": "500m", "memory": "256Mi"}
+
+
+def test_pools_run_the_main_pod_template() -> None:
+    """Only the component label, the pool's settings and the spread's selector differ."""
+    pool_env = {"PG_SCHEDULER_QUEUES", "PG_SCHEDULER_WORKERS", "MAX_CONCURRENT_JOBS"}
+
+    def comparable(workload: Doc) -> Doc:
+        template: Doc = copy.deepcopy(workload["spec"]["template"])
+        del template["metadata"]["labels"]["app.kubernetes.io/component"]
+        c = template["spec"]["containers"][0]
+        c["env"] = [e for e in c["env"] if e["name"] not in pool_env]
+        del c["resources"]
+        for constraint in template["spec"]["topologySpreadConstraints"]:
+            assert constraint.pop("labelSelector") == {
+                "matchLabels": workload["spec"]["selector"]["matchLabels"]
+            }
+        return template
+
+    docs = render(*RENDERS["pools"])
+    main = comparable(deployment(docs))
+    for name in ("emails", "reports"):
+        assert comparable(one(docs, "Deployment", POOLS[name])) == main
+        # The Deployment around the pod template too, bar the replicas.
+        spec = one(docs, "Deployment", POOLS[name])["spec"]
+        assert spec["strategy"] == deployment(docs)["spec"]["strategy"]
+
+
+def test_each_deployment_selects_only_its_own_pods_and_the_service_all() -> None:
+    docs = render(*RENDERS["pools"])
+    workloads = deployments(docs)
+    components = {pod_labels(w)["app.kubernetes.io/component"] for w in workloads}
+    assert components == {"scheduler", "pool-emails", "pool-reports"}
+    budgets = {b["metadata"]["name"]: b for b in find(docs, "PodDisruptionBudget")}
+    assert set(budgets) == set(POOLS.values())  # one budget per Deployment
+    service = one(docs, "Service", FULLNAME)
+    for owner in workloads:
+        name = owner["metadata"]["name"]
+        for other in workloads:
+            # Overlapping selectors would let one Deployment, its HPA or its budget count the
+            # pods of another.
+            assert selects(owner, pod_labels(other)) == (other is owner), (name, other["metadata"]["name"])
+            assert selects(budgets[name], pod_labels(other)) == (other is owner)
+        # One Service, one Prometheus job: the alerts see the pods of every pool.
+        assert selects(service, pod_labels(owner)), name
+    monitor_selector = one(
+        render(*RENDERS["pools"], "--set", "serviceMonitor.enabled=true"), "ServiceMonitor"
+    )["spec"]["selector"]["matchLabels"]
+    assert monitor_selector.items() <= service["metadata"]["labels"].items()
+
+
+def test_without_pools_one_deployment_and_the_service_selects_it() -> None:
+    for name in ("defaults", "all-features", "keda"):
+        docs = render(*RENDERS[name])
+        assert [d["metadata"]["name"] for d in deployments(docs)] == [FULLNAME]
+        assert [b["metadata"]["name"] for b in find(docs, "PodDisruptionBudget")] == [FULLNAME]
+        assert one(docs, "Service")["spec"]["selector"] == deployment(docs)["spec"]["selector"]["matchLabels"]
+
+
+def test_a_release_of_pools_only() -> None:
+    docs = render(*RENDERS["pools"], "--set", "mainDeployment.enabled=false")
+    names = [POOLS["emails"], POOLS["reports"]]
+    assert sorted(d["metadata"]["name"] for d in deployments(docs)) == names
+    assert sorted(b["metadata"]["name"] for b in find(docs, "PodDisruptionBudget")) == names
+    service = one(docs, "Service", FULLNAME)
+    assert all(selects(service, pod_labels(w)) for w in deployments(docs))
+
+
+def test_autoscaling_leaves_the_pools_replicas_alone() -> None:
+    docs = render(*RENDERS["all-features"], "-f", str(CI_VALUES / "pools-values.yaml"))
+    assert "replicas" not in deployment(docs)["spec"]
+    assert one(docs, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == FULLNAME
+    assert one(docs, "Deployment", POOLS["emails"])["spec"]["replicas"] == 2
+
+
+def test_a_pool_needs_a_queue(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"pools": [{"name": "emails", "queues": []}]}))
+    error = render_error(*RENDERS["defaults"], "-f", str(values))
+    assert "at '/pools/0/queues'" in error and "minItems" in error, error
+
+
 # ---------------------------------------------------------------------------- migrations
 @pytest.mark.parametrize("render_name", RENDERS)
 def test_migrations_run_as_a_pre_install_pre_upgrade_hook(render_name: str) -> None:
@@ -488,10 +616,12 @@ def test_migrations_run_as_a_pre_install_pre_upgrade_hook(render_name: str) -> N
     c = container(job)
     assert c["command"] == ["pg-scheduler"] and c["args"] == ["migrate"]
     assert pod_spec(job)["restartPolicy"] == "Never"
-    # The Job's pods must not count as scheduler pods (Service, PDB, Deployment selector).
-    selector = deployment(docs)["spec"]["selector"]["matchLabels"]
+    # The Job's pods must not count as scheduler pods (Deployment and PDB selectors). With pools,
+    # the Service selects them too, but they have no port to scrape.
     labels = job["spec"]["template"]["metadata"]["labels"]
-    assert not all(labels.get(k) == v for k, v in selector.items())
+    for owner in [*deployments(docs), *find(docs, "PodDisruptionBudget")]:
+        assert not selects(owner, labels), owner["metadata"]["name"]
+    assert "ports" not in c
     # Hooks run before the release's objects exist: the DSN's Secret must be a hook too (created
     # first), or one that exists already.
     ref = env(c)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
@@ -522,6 +652,23 @@ def test_migrations_can_be_turned_off() -> None:
         ("keda.prometheus.metric=queueLength", "/keda/prometheus/metric", "must be one of"),
         ("workerz=3", "", "additional properties 'workerz' not allowed"),
         ("queues={has space}", "/queues/0", "does not match pattern"),
+        ("pools[0].name=Emails,pools[0].queues={emails}", "/pools/0/name", "does not match pattern"),
+        ("pools[0].name=emails-,pools[0].queues={emails}", "/pools/0/name", "does not match pattern"),
+        ("pools[0].name=a-pool-name-of-thirty-one-chars,pools[0].queues={x}", "/pools/0/name", "pattern"),
+        ("pools[0].name=emails,pools[0].queues={has space}", "/pools/0/queues/0", "does not match pattern"),
+        ("pools[0].name=emails", "/pools/0", "missing property 'queues'"),
+        ("pools[0].name=emails,pools[0].queues={a,a}", "/pools/0/queues", "items at 0 and 1 are equal"),
+        (
+            "pools[0].name=emails,pools[0].queues={x},pools[0].replicaCount=-1",
+            "/pools/0/replicaCount",
+            "minimum",
+        ),
+        ("pools[0].name=emails,pools[0].queues={x},pools[0].workers=0", "/pools/0/workers", "minimum"),
+        (
+            "pools[0].name=emails,pools[0].queues={x},pools[0].autoscaling=true",
+            "/pools/0",
+            "'autoscaling' not allowed",
+        ),
     ],
 )
 def test_a_wrong_value_fails_the_schema_naming_it(setting: str, path: str, want: str) -> None:
@@ -580,6 +727,26 @@ def test_a_wrong_value_fails_the_schema_naming_it(setting: str, path: str, want:
         (
             ("database.url=postgresql://a/b", "autoscaling.enabled=true", "autoscaling.maxReplicas=1"),
             "autoscaling.maxReplicas (1) is below autoscaling.minReplicas (2)",
+        ),
+        (
+            (
+                "database.url=postgresql://a/b",
+                "pools[0].name=a,pools[0].queues={x},pools[1].name=a,pools[1].queues={y}",
+            ),
+            'two pools are named "a"; each pool\'s name must be unique (it names its Deployment)',
+        ),
+        (
+            ("database.url=postgresql://a/b", "mainDeployment.enabled=false"),
+            "mainDeployment.enabled is false and pools is empty: the release would run no pod",
+        ),
+        (
+            (
+                "database.url=postgresql://a/b",
+                "mainDeployment.enabled=false",
+                "pools[0].name=a,pools[0].queues={x}",
+                "autoscaling.enabled=true",
+            ),
+            "autoscaling and keda scale the main Deployment, and mainDeployment.enabled is false",
         ),
     ],
 )

@@ -97,9 +97,9 @@ app.kubernetes.io/component: {{ include "pg-scheduler.component" . }}
 {{- if .Values.database.leaderExistingSecret -}}{{ .Values.database.leaderExistingSecretKey }}{{- else -}}leader-database-url{{- end -}}
 {{- end -}}
 
-{{/* Checks a JSON schema cannot express (two values compared, one of two required).
-     Included by every template that needs a valid configuration, so `helm template` and
-     `helm install` stop with the message before anything is applied. */}}
+{{/* Checks a JSON schema cannot express (two values compared, one of two required, unique
+     pool names). Included by every template that needs a valid configuration, so
+     `helm template` and `helm install` stop with the message before anything is applied. */}}
 {{- define "pg-scheduler.validate" -}}
 {{- $v := .Values -}}
 {{- if and (not $v.database.url) (not $v.database.existingSecret) -}}
@@ -129,6 +129,19 @@ app.kubernetes.io/component: {{ include "pg-scheduler.component" . }}
 {{- end -}}
 {{- if and $v.keda.enabled (not $v.keda.prometheus.serverAddress) -}}
 {{- fail "pg-scheduler: keda.enabled needs keda.prometheus.serverAddress (the Prometheus KEDA queries)" -}}
+{{- end -}}
+{{- if not (or $v.mainDeployment.enabled $v.pools) -}}
+{{- fail "pg-scheduler: mainDeployment.enabled is false and pools is empty: the release would run no pod" -}}
+{{- end -}}
+{{- if and (not $v.mainDeployment.enabled) (or $v.autoscaling.enabled $v.keda.enabled) -}}
+{{- fail "pg-scheduler: autoscaling and keda scale the main Deployment, and mainDeployment.enabled is false" -}}
+{{- end -}}
+{{- $names := list -}}
+{{- range $v.pools -}}
+{{- if has .name $names -}}
+{{- fail (printf "pg-scheduler: two pools are named %q; each pool's name must be unique (it names its Deployment)" .name) -}}
+{{- end -}}
+{{- $names = append $names .name -}}
 {{- end -}}
 {{- end -}}
 
