@@ -115,7 +115,8 @@ SELECT extract(epoch FROM pass_at)::float8 AS pass_at, epoch FROM chaos_pass_his
 """
 SELECT_JOBS = """
 SELECT job_id, job_name, status, attempt, retry_count, max_retries, dedup_key,
-       extract(epoch FROM window_start)::float8 AS window_start, error_message, queue
+       extract(epoch FROM window_start)::float8 AS window_start, error_message, queue,
+       concurrency_key
   FROM scheduled_jobs
 """
 
@@ -156,6 +157,7 @@ class FinalRow:
     window_start: float | None
     error_message: str | None
     queue: str = "default"
+    concurrency_key: str | None = None
 
 
 async def install(conn: asyncpg.Connection) -> None:

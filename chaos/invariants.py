@@ -19,7 +19,7 @@ from typing import Any
 from pg_scheduler.shared.queries import MISSED_AFTER_SECONDS
 
 from .history import FinalRow, Term, Transition
-from .workload import MISFIRE, TICK_CRON, TICK_EVERY, TICK_LONG, TICK_SKIP
+from .workload import LIMITS, MISFIRE, TICK_CRON, TICK_EVERY, TICK_LONG, TICK_SKIP
 
 FINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 EXAMPLES = 5  # per invariant, in the report
@@ -248,6 +248,9 @@ class Check:
         inv["misfire_policy_broken_after_a_gap"], gaps = self._misfire(history, rows)
         inv["overlapping_leader_epochs"] = self._epochs()
         inv["runs_outside_their_queues"], narrow = self._outside_queues(by_job, rows)
+        inv["queue_concurrency_exceeded"], inv["key_limit_exceeded"], limited = self._limits(
+            by_job, rows, history, died_at
+        )
         result["counts"] = {
             "one_off_jobs": len(self.expected_jobs),
             "executions": recorded,
@@ -257,9 +260,10 @@ class Check:
             **windows,
             **gaps,
             **narrow,
+            **limited,
             **self._fault_counts(),
         }
-        result["times"] = self._times(by_job, died_at, history)
+        result["times"] = self._times(by_job, died_at, history, rows)
         return result
 
     # ------------------------------------------------------------------ queues
@@ -285,6 +289,69 @@ class Check:
                         f"which claims only {run.claims}"
                     )
         return bad, {"runs_on_pods_given_queues": on_narrow}
+
+    # ------------------------------------------------------------------ queue limits
+    @staticmethod
+    def _limits(
+        by_job: dict[str, list[Execution]],
+        rows: dict[str, FinalRow],
+        history: dict[str, list[Transition]],
+        died_at: Deaths,
+    ) -> tuple[Violations, Violations, dict[str, int]]:
+        """Runs of a limited queue hold a slot while their lease is live: from their start to
+        their end (or their process's death), and no later than the end of the lease they had
+        when their attempt was taken back (a run past it is the lost-lease case that
+        ``unproven_overlaps`` judges; its slot was free to the claims). At no moment may more
+        runs hold a slot of a queue than its ``concurrency``, nor more of one key than its
+        ``key_concurrency``."""
+        spans: dict[str, list[tuple[float, float, str, str | None]]] = defaultdict(list)
+        for job_id, runs in by_job.items():
+            row = rows.get(job_id)
+            if row is None or row.queue not in LIMITS:
+                continue
+            for run in runs:
+                end = run.finish(died_at)
+                taken = next(
+                    (
+                        tr
+                        for tr in history.get(job_id, [])
+                        if tr.old_status == "running"
+                        and tr.attempt == run.attempt
+                        and tr.new_status != "running"
+                        and tr.old_lease_until is not None
+                    ),
+                    None,
+                )
+                if taken is not None and taken.old_lease_until is not None:
+                    end = min(end, taken.old_lease_until)
+                spans[row.queue].append(
+                    (run.start, end, f"{job_id} attempt {run.attempt}", row.concurrency_key)
+                )
+        over_queue, over_key = Violations(), Violations()
+        for queue, queue_spans in spans.items():
+            limits = LIMITS[queue]
+            groups: list[tuple[int, str, list[tuple[float, float, str, str | None]]]] = []
+            if "concurrency" in limits:
+                groups.append((limits["concurrency"], queue, queue_spans))
+            if "key_concurrency" in limits:
+                by_key: dict[str, list[tuple[float, float, str, str | None]]] = defaultdict(list)
+                for span in queue_spans:
+                    if span[3] is not None:
+                        by_key[span[3]].append(span)
+                groups += [(limits["key_concurrency"], f"{queue} key {k}", v) for k, v in by_key.items()]
+            for limit, what, group in groups:
+                bad = over_queue if what == queue else over_key
+                holding: list[tuple[float, str]] = []
+                for start, end, name, _ in sorted(group):
+                    holding = [(e, n) for e, n in holding if e > start]
+                    holding.append((end, name))
+                    if len(holding) > limit:
+                        bad.add(
+                            f"{what}: {len(holding)} runs hold a slot at {start:.3f} (limit {limit}): "
+                            + ", ".join(n for _, n in holding)
+                        )
+        counts = {f"runs_in_queue_{queue}": len(v) for queue, v in sorted(spans.items())}
+        return over_queue, over_key, counts
 
     # ------------------------------------------------------------------ jobs
     def _lost(self, rows: dict[str, FinalRow]) -> Violations:
@@ -627,7 +694,11 @@ class Check:
         return False
 
     def _times(
-        self, by_job: dict[str, list[Execution]], died_at: Deaths, history: dict[str, list[Transition]]
+        self,
+        by_job: dict[str, list[Execution]],
+        died_at: Deaths,
+        history: dict[str, list[Transition]],
+        rows: dict[str, FinalRow],
     ) -> dict[str, Any]:
         failover: dict[str, list[float]] = defaultdict(list)
         for f in self.faults:
@@ -678,7 +749,22 @@ class Check:
                     compound = self._rescuer_disturbed(f, again.start) or self._claimed_by_a_stricken_pod(
                         f, history[job], again
                     )
-                    rescue[f"{kind}_after_a_second_fault" if compound else kind].append(again.start - f.t)
+                    # A job of a limited queue runs again once its queue has room, which is no
+                    # part of the rescue: it is rescued when its attempt is taken back.
+                    back = again.start
+                    row = rows.get(job)
+                    if row is not None and row.queue in LIMITS:
+                        back = next(
+                            (
+                                tr.t
+                                for tr in history.get(job, [])
+                                if tr.old_status == "running"
+                                and tr.attempt == run.attempt
+                                and tr.new_status != "running"
+                            ),
+                            again.start,
+                        )
+                    rescue[f"{kind}_after_a_second_fault" if compound else kind].append(back - f.t)
         bounds = {
             "graceful": self.targets.graceful_failover,
             "crash": self.targets.crash_failover,

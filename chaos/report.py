@@ -18,6 +18,8 @@ GATES = (
     "misfire_policy_broken_after_a_gap",
     "overlapping_leader_epochs",
     "runs_outside_their_queues",
+    "queue_concurrency_exceeded",
+    "key_limit_exceeded",
 )
 """Invariants that must be zero."""
 

@@ -291,8 +291,17 @@ class Run:
             max_retries = 1 if spec["fail_attempts"] == 99 else 8
             job_id = f"chaos-{n}"
             when = datetime.now(UTC) + timedelta(seconds=self.rng.choice((0, 0, 0, 1, 2)))
-            queue = workload.PINNED_QUEUE if self.rng.random() < 0.2 else None
-            if await self._enqueue(producer, job_id, when, spec, max_retries, stop, queue=queue):
+            # A fifth to the queue one pod does not claim; a tenth each to the queues with a
+            # concurrency limit and with a key limit.
+            queue, key = None, None
+            pick = self.rng.random()
+            if pick < 0.2:
+                queue = workload.PINNED_QUEUE
+            elif pick < 0.3:
+                queue = workload.CAPPED_QUEUE
+            elif pick < 0.4:
+                queue, key = workload.KEYED_QUEUE, self.rng.choice(workload.KEYS)
+            if await self._enqueue(producer, job_id, when, spec, max_retries, stop, queue=queue, key=key):
                 self.expected[job_id] = {**spec, "max_retries": max_retries}
             next_at += period
             await _sleep_until(next_at, stop)
@@ -306,6 +315,7 @@ class Run:
         max_retries: int,
         stop: asyncio.Event,
         queue: str | None = None,
+        key: str | None = None,
     ) -> bool:
         """Retried through outages with the same id (IGNORE makes a retry of a commit whose
         answer was lost harmless); True once the row is known to be in."""
@@ -320,6 +330,7 @@ class Run:
                     max_retries=max_retries,
                     conflict_resolution=ConflictResolution.IGNORE,
                     queue=queue,
+                    concurrency_key=key,
                 )
                 return True
             except DB_ERRORS:

@@ -51,4 +51,6 @@ def test_short_profile_keeps_every_guarantee(tmp_path: Path) -> None:
     assert counts["leaderless_gaps"] >= 1 and counts["late_runs_in_gaps"][workload.TICK_EVERY] >= 1, text
     # The pod given queues ran jobs, so runs_outside_their_queues had runs to check.
     assert counts["runs_on_pods_given_queues"] >= 50, text
+    # The limited queues ran jobs under the faults, so their limits had runs to check.
+    assert counts["runs_in_queue_capped"] >= 30 and counts["runs_in_queue_keyed"] >= 30, text
     assert not result["notes"], text

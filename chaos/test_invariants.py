@@ -112,6 +112,16 @@ def test_a_slow_rescue_of_a_worker_killed_alone_misses_its_target() -> None:
     assert times["rescue_dead_worker"]["met"] is False
 
 
+def test_a_job_of_a_limited_queue_is_rescued_when_handed_back_not_when_it_runs_again() -> None:
+    """Its next run waits for room in its queue, which is no part of the rescue."""
+    effects, transitions = _killed_then_rerun(kill_at=12.0, rerun_at=17.1)
+    transitions[1] = replace(transitions[1], t=12.05)  # handed back at once; room 5 s later
+    for queue, expected in (("capped", 0.05), ("default", 5.1)):
+        rows = [replace(_row("a"), queue=queue)]
+        times = _check(effects, transitions, [_kill(12.0)], rows=rows)["times"]
+        assert times["rescue_dead_worker"]["max"] == pytest.approx(expected)
+
+
 @pytest.mark.parametrize("cut_at", [11.0, 12.004, 13.5], ids=["before", "just-after", "within-deadline"])
 def test_a_kill_whose_pod_is_cut_off_before_the_requeue_deadline_counts_as_a_lost_lease(
     cut_at: float,
@@ -487,3 +497,63 @@ def test_a_run_outside_the_queues_its_pod_claims_is_a_violation(
     result = _check(effects, transitions, [], rows=[row])
     assert (result["invariants"]["runs_outside_their_queues"].count > 0) is breached
     assert result["counts"]["runs_on_pods_given_queues"] == (0 if claims is None else 1)
+
+
+def _limited_runs(
+    runs: list[tuple[str, float, float | None]], queue: str, keys: dict[str, str] | None = None
+) -> tuple[list[Effect], list[Transition], list[FinalRow]]:
+    """Attempt 1 of each job (id, start, end) in ``queue``, claimed just before its start and
+    completed just after its end; a run without an end was taken back at start + 1 s, its lease
+    having ended at start + 0.5 s."""
+    effects, transitions, rows = [], [], []
+    for i, (job, start, end) in enumerate(runs):
+        worker, pid = f"pod-a-w{i}", 100 + i
+        effects.append(Effect("start", job, 1, worker, pid, start))
+        transitions.append(_transition(job, "pending", "running", 1, start - 0.01, worker=worker))
+        if end is None:
+            taken = _transition(job, "running", "pending", 1, start + 1.0, worker=worker)
+            transitions.append(replace(taken, old_lease_until=start + 0.5))
+        else:
+            effects.append(Effect("end", job, 1, worker, pid, end, ok=True))
+            done = _transition(job, "running", "completed", 1, end + 0.01, worker=worker)
+            transitions.append(replace(done, old_lease_until=end + 30.0))
+        rows.append(replace(_row(job, attempt=1), queue=queue, concurrency_key=(keys or {}).get(job)))
+    return effects, transitions, rows
+
+
+@pytest.mark.parametrize(
+    ("runs", "breached"),
+    [
+        # Four runs of the capped queue (limit 3) at once.
+        ([("a", 10.0, 12.0), ("b", 10.1, 12.0), ("c", 10.2, 12.0), ("d", 11.0, 11.5)], True),
+        # Three at once, and a fourth once one ended.
+        ([("a", 10.0, 12.0), ("b", 10.1, 12.0), ("c", 10.2, 10.9), ("d", 11.0, 11.5)], False),
+        # A run that never ended (a frozen worker) holds its slot only until its lease ended.
+        ([("a", 10.0, 12.0), ("b", 10.1, 12.0), ("c", 10.2, None), ("d", 11.0, 11.5)], False),
+    ],
+)
+def test_more_runs_of_a_capped_queue_than_its_limit_is_a_violation(
+    runs: list[tuple[str, float, float | None]], breached: bool
+) -> None:
+    effects, transitions, rows = _limited_runs(runs, "capped")
+    result = _check(effects, transitions, [], rows=rows)
+    assert (result["invariants"]["queue_concurrency_exceeded"].count > 0) is breached
+    assert result["invariants"]["key_limit_exceeded"].count == 0
+    assert result["counts"]["runs_in_queue_capped"] == 4
+
+
+@pytest.mark.parametrize(
+    ("keys", "second_ends", "breached"),
+    [
+        ({"a": "k0", "b": "k0"}, 12.0, True),  # two runs of one key at once
+        ({"a": "k0", "b": "k1"}, 12.0, False),  # two keys
+        ({"a": "k0", "b": "k0"}, None, False),  # the first's lease ended before the second began
+    ],
+)
+def test_two_runs_of_a_key_limited_to_one_at_once_are_a_violation(
+    keys: dict[str, str], second_ends: float | None, breached: bool
+) -> None:
+    effects, transitions, rows = _limited_runs([("a", 10.0, second_ends), ("b", 10.8, 11.5)], "keyed", keys)
+    result = _check(effects, transitions, [], rows=rows)
+    assert (result["invariants"]["key_limit_exceeded"].count > 0) is breached
+    assert result["invariants"]["queue_concurrency_exceeded"].count == 0

@@ -16,13 +16,28 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from pg_scheduler import current_job, job, periodic
+from pg_scheduler import current_job, declare_queue, job, periodic
 
 EFFECTS_DIR_ENV = "CHAOS_EFFECTS_DIR"
 QUEUES_ENV = "PG_SCHEDULER_QUEUES"
 """The queues the pod claims (``pg-scheduler run`` reads it); unset: every queue."""
 PINNED_QUEUE = "pinned"
 """A queue that one pod does not claim: none of its jobs may run there."""
+CAPPED_QUEUE = "capped"
+"""At most CAPPED_CONCURRENCY of its jobs run at once in the whole cluster."""
+CAPPED_CONCURRENCY = 3
+KEYED_QUEUE = "keyed"
+"""At most one running job per concurrency key (``KEYS`` of them)."""
+KEYS = ("k0", "k1", "k2", "k3")
+LIMITS: dict[str, dict[str, int]] = {
+    CAPPED_QUEUE: {"concurrency": CAPPED_CONCURRENCY},
+    KEYED_QUEUE: {"key_concurrency": 1},
+}
+"""The limits every pod declares (below), by queue; the checker holds the runs to them."""
+for _name, _limits in LIMITS.items():
+    declare_queue(
+        _name, concurrency=_limits.get("concurrency"), key_concurrency=_limits.get("key_concurrency")
+    )
 
 TICK_EVERY = "chaos.tick_every"
 """Every second, ``misfire="all"``: every window of the run must complete exactly once."""
