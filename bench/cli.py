@@ -25,13 +25,14 @@ from .scenarios.drain import drain
 from .scenarios.enqueue import enqueue
 from .scenarios.idle import finished_rows, idle
 from .scenarios.latency import latency
+from .scenarios.limits import KINDS, limited
 from .scenarios.memory import memory
 from .scenarios.scale import PODS, scale
 from .systems import ALL, BY_KEY, OURS, System
 from .trial import Context, Options
 
-SCENARIOS = ("enqueue", "drain", "latency", "scale", "memory", "idle")
-PER_ROUND = ("enqueue", "drain", "latency", "scale", "idle")
+SCENARIOS = ("enqueue", "drain", "latency", "scale", "limits", "memory", "idle")
+PER_ROUND = ("enqueue", "drain", "latency", "scale", "limits", "idle")
 """Throughput and latency are interleaved over rounds (for "idle": the drain with and without a
 million finished rows); memory and the idle window's counters are measured once."""
 
@@ -137,6 +138,10 @@ def steps_for_round(plan: Plan, ctx: Context, rnd: int) -> list[Step]:
             if OURS in plan.systems:
                 pods = _rotate(list(PODS), rnd)
                 steps += [("scale", f"ours x{n}", _bind(scale, ctx, n)) for n in pods]
+            continue
+        if scenario == "limits":
+            if OURS in plan.systems:
+                steps += [("limits", f"ours {k}", _bind(limited, ctx, k)) for k in _rotate(list(KINDS), rnd)]
             continue
         systems = _rotate([s for s in plan.systems if scenario in s.scenarios], rnd)
         for system in systems:

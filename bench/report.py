@@ -143,6 +143,22 @@ def scale_table(outcomes: list[Outcome]) -> list[str]:
     return _table(["pods", "worker processes", "drain, jobs/s"], rows) if rows else []
 
 
+def limits_table(outcomes: list[Outcome]) -> list[str]:
+    plain = spread(outcomes, "drain", "ours", "jobs_per_s")
+    rows = []
+    kinds = (("capped", "concurrency = the cluster's slots"), ("keyed", "key_concurrency=1, 1,000 keys"))
+    for kind, what in kinds:
+        s = spread(outcomes, "limits", f"ours {kind}", "jobs_per_s")
+        failed = _failed(outcomes, "limits", f"ours {kind}")
+        if s is None and not failed:
+            continue
+        ratio = "—" if s is None or plain is None else f"{s.median / plain.median:.2f}×"
+        rows.append([what, _cell(s) + (f" **{failed} FAILED**" if failed else ""), ratio])
+    if not rows:
+        return []
+    return _table(["queue default limited by", "drain, jobs/s", "of the unlimited drain"], rows)
+
+
 def idle_table(outcomes: list[Outcome]) -> list[str]:
     rows = []
     for o in outcomes:
@@ -226,6 +242,18 @@ def targets(outcomes: list[Outcome]) -> list[Target]:
             s("drain", "ours", "jobs_per_s"),
             s("drain", "raw-slots", "jobs_per_s"),
         ),
+        _ratio_target(
+            "drain: concurrency limit that never binds / unlimited",
+            0.85,
+            s("limits", "ours capped", "jobs_per_s"),
+            s("drain", "ours", "jobs_per_s"),
+        ),
+        _ratio_target(
+            "drain: key_concurrency=1 over 1,000 keys / unlimited",
+            0.5,
+            s("limits", "ours keyed", "jobs_per_s"),
+            s("drain", "ours", "jobs_per_s"),
+        ),
         _limit_target(
             "start latency p50 (light load)", s("latency", "ours", "p50_ms"), 4, " ms", lambda v, g: v <= g
         ),
@@ -298,6 +326,7 @@ def render(outcomes: list[Outcome], header: str) -> str:
     for title, table in (
         ("Scaling out (pg-scheduler pods of 2 worker processes)", scale_table(outcomes)),
         ("Idle cost and table size", idle_table(outcomes)),
+        ("Queue limits (the drain, in a limited queue)", limits_table(outcomes)),
     ):
         if table:
             parts += ["", title, "", *table]

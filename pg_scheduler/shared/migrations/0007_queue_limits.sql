@@ -69,9 +69,15 @@ BEGIN
         SELECT q.name FROM scheduler_queues AS q
          WHERE q.limited AND NOT q.paused
            AND (only_queues IS NULL OR q.name = ANY (only_queues))
-           AND EXISTS (SELECT 1 FROM scheduled_jobs AS j
-                        WHERE j.status = 'pending' AND j.job_name = ANY (names)
-                          AND j.execution_time <= now() AND j.queue = q.name)
+           -- One probe of the next-due index per task name (a bare EXISTS over the names was
+           -- planned as a scan of every pending row).
+           AND EXISTS (SELECT 1 FROM unnest(names) AS t(name)
+                        CROSS JOIN LATERAL (
+                              SELECT 1 FROM scheduled_jobs AS j
+                               WHERE j.status = 'pending' AND j.job_name = t.name
+                                 AND j.queue = q.name AND j.execution_time <= now()
+                               ORDER BY j.execution_time
+                               LIMIT 1) AS due)
          ORDER BY random()
     LOOP
         EXIT WHEN max_jobs <= 0;
