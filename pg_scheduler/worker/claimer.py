@@ -124,18 +124,31 @@ class Claimer:
         also whether any queue is limited."""
         if not names or limit <= 0:
             return [], True
+        _, claimed, limited = await self.complete_and_claim_limited([], [], names, limit)
+        return claimed, limited
+
+    async def complete_and_claim_limited(
+        self, job_ids: list[str], attempts: list[int], names: Sequence[str], limit: int
+    ) -> tuple[set[tuple[str, int]], list[ClaimedJob], bool]:
+        """Write completions (fenced as JOB_COMPLETE_MANY) and claim up to ``limit`` jobs of
+        limited queues in one round trip: the completions that landed, the jobs claimed in
+        priority order, and whether any queue is limited."""
         sent = time.monotonic()
-        rows, limited = await queries.job_claim_limited(
-            self._pool,
+        rows, refused, limited = await queries.job_claim_limited(
+            self._busy,
+            worker_id=self.worker_id,
+            job_ids=job_ids,
+            attempts=attempts,
             names=list(names),
             limit=limit,
-            worker_id=self.worker_id,
             lease_seconds=self.lease_seconds,
             misfire_tolerance_seconds=self.misfire_tolerance_seconds,
             queues=self.queues,
             timeout=self.timeout,
         )
-        return _in_priority_order(rows, sent), limited
+        done = set(zip(job_ids, attempts, strict=True))
+        done -= {(row["job_id"], row["attempt"]) for row in refused}
+        return done, _in_priority_order(rows, sent), limited
 
     async def seconds_until_limited(self, names: Sequence[str]) -> float | None:
         """Seconds until a claim of the limited queues could next find a job of ``names`` (<= 0:

@@ -41,6 +41,11 @@ OutcomeHook = Callable[[ClaimedJob, Outcome], None]
 QUERY_TIMEOUT_SECONDS = 10.0
 """No claim-loop or shutdown query waits longer than this on a database that stopped answering."""
 
+PLAIN_RECHECK_SECONDS = 0.25
+"""A busy worker whose last claim of queues without limits found nothing skips that claim in
+its refills for this long, unless jobs are announced: a cluster whose work is all in limited
+queues then refills in one round trip, and a job due meanwhile elsewhere waits at most this."""
+
 LIMITED_RECHECK_SECONDS = 1.0
 """A worker that heard no queue is limited still sends the claim of limited queues this often,
 so that a queue limited (or paused) since is served within about this long even while other
@@ -134,7 +139,9 @@ class Worker:
         self._limited_heard = -LIMITED_RECHECK_SECONDS
         self._limited_first = False
         """A busy worker's refills alternate: one claims limited queues first (so that a
-        backlog elsewhere cannot starve them), the next writes and claims in one statement."""
+        backlog elsewhere cannot starve them), the next claims other queues first."""
+        self._plain_empty_at: float | None = None
+        """When the last claim of queues without limits found nothing (None: it found jobs)."""
         self._no_refill = asyncio.Event()
         self._no_refill.set()  # cleared while a refill claim is in flight
         self._hurry = asyncio.Event()
@@ -276,6 +283,7 @@ class Worker:
     def wake(self) -> None:
         """Look for due jobs now (on a new-jobs notification)."""
         self._news = True
+        self._plain_empty_at = None
         self._wake.set()
 
     def cancel_local(self, job_id: str) -> None:
@@ -381,27 +389,43 @@ class Worker:
         self._no_refill.clear()
         jobs: list[ClaimedJob] = []
         try:
-            limited_first = self._limited and self._limited_first
-            self._limited_first = not self._limited_first
-            if limited_first:
-                done = await self._completer.write_alone(job_ids, attempts)
-                claimed = await self._refill_after_write(self._claim_limited, names, wanted)
-                if claimed < wanted:
+            # While some queue is limited, refills alternate which claim goes first, so that
+            # neither kind of queue starves the other; the limited claim carries the completions
+            # itself. A kind found empty is skipped until news of jobs (or a short while).
+            if self._limited and (self._limited_first or self._plain_known_empty()):
+                done, limited_jobs, limited = await self._claimer.complete_and_claim_limited(
+                    job_ids, attempts, names, wanted
+                )
+                self._heard(limited)
+                for job in limited_jobs:
+                    self._launch(job)
+                claimed = len(limited_jobs)
+                if claimed < wanted and not self._plain_known_empty():
                     await self._refill_after_write(self._claim_plain, names, wanted - claimed)
             else:
                 done, jobs = await self._claimer.complete_and_claim(job_ids, attempts, names, wanted)
+                self._plain_found(bool(jobs))
                 claimed = len(jobs)
                 if claimed < wanted and self._ask_limited():
                     for job in jobs:
                         self._launch(job)
                     jobs = []
                     await self._refill_after_write(self._claim_limited, names, wanted - claimed)
+            self._limited_first = not self._limited_first
         finally:
             self._promised -= wanted
             self._no_refill.set()
         for job in jobs:
             self._launch(job)
         return done
+
+    def _plain_found(self, found: bool) -> None:
+        self._plain_empty_at = None if found else time.monotonic()
+
+    def _plain_known_empty(self) -> bool:
+        """The last plain claim found nothing, lately and with no news of jobs since."""
+        at = self._plain_empty_at
+        return at is not None and time.monotonic() - at < PLAIN_RECHECK_SECONDS
 
     async def _refill_after_write(
         self, claim: Callable[[list[str], int], Awaitable[int]], names: list[str], wanted: int
@@ -429,6 +453,7 @@ class Worker:
     async def _claim_plain(self, names: list[str], wanted: int) -> int:
         """Claim and launch up to ``wanted`` jobs of queues without limits; how many."""
         jobs = await self._claimer.claim(names, wanted)
+        self._plain_found(bool(jobs))
         for job in jobs:
             self._launch(job)
         return len(jobs)

@@ -47,11 +47,13 @@ async def ready(pool: asyncpg.Pool) -> Scheduler:
 
 
 async def claim(pool: asyncpg.Pool, worker: str, limit: int = 10) -> list[asyncpg.Record]:
-    rows, _ = await queries.job_claim_limited(
+    rows, _, _ = await queries.job_claim_limited(
         pool,
+        worker_id=worker,
+        job_ids=[],
+        attempts=[],
         names=[TASK],
         limit=limit,
-        worker_id=worker,
         lease_seconds=30.0,
         misfire_tolerance_seconds=1.0,
         queues=None,

@@ -40,37 +40,60 @@ CREATE INDEX IF NOT EXISTS scheduler_queue_starts_idx ON scheduler_queue_starts 
 ALTER TABLE scheduler_workers
     ADD COLUMN IF NOT EXISTS enforces_limits BOOLEAN NOT NULL DEFAULT false;
 
--- The claim of limited queues. For each limited, unpaused queue (in random order, so that no
--- queue starves another) with due jobs of the given names, take the queue's transaction lock,
--- then run ``claim_sql`` for it: a statement of the caller's that counts the queue's live leases
--- and recent starts and claims only what fits. The lock serialises the claims of one queue, and
--- the statement, run after the lock is granted, takes a snapshot that sees every claim committed
--- before: the count can never miss a claim, so the limits are never exceeded. The lock is held
--- until the claim commits. Only the first lock is waited for; later ones are tried, and a queue
--- whose lock is busy is left to the next claim: a waiting claimer holds no lock, so claimers
--- never deadlock. Class 1347633924 is pg_scheduler.shared.locks.QUEUE_LOCK_CLASS.
+-- The claim of limited queues: pg_scheduler.shared.queries.claim.LIMITED_CLAIM_FUNCTION, whose
+-- docstring says how it works (tests/unit/test_migrations.py checks this copy is that text; a
+-- change of the claim's fragments needs a migration that replaces the function). Class
+-- 1347633924 is pg_scheduler.shared.locks.QUEUE_LOCK_CLASS.
 CREATE OR REPLACE FUNCTION pg_scheduler_claim_limited(
-    claim_sql TEXT, names TEXT[], max_jobs INTEGER, worker TEXT, lease DOUBLE PRECISION,
-    tolerance DOUBLE PRECISION, only_queues TEXT[])
-RETURNS TABLE (job_id TEXT, attempt INTEGER, job_name TEXT, task_data JSONB, status TEXT,
-               execution_time TIMESTAMPTZ, started_at TIMESTAMPTZ,
+    worker TEXT, done_ids TEXT[], done_attempts INTEGER[], names TEXT[], max_jobs INTEGER,
+    lease DOUBLE PRECISION, tolerance DOUBLE PRECISION, only_queues TEXT[])
+RETURNS TABLE (claim BOOLEAN, job_id TEXT, attempt INTEGER, job_name TEXT, task_data JSONB,
+               status TEXT, execution_time TIMESTAMPTZ, started_at TIMESTAMPTZ,
                timeout_seconds DOUBLE PRECISION, retry_count INTEGER, max_retries INTEGER,
                use_advisory_lock BOOLEAN, dedup_key TEXT, window_start TIMESTAMPTZ,
                priority INTEGER, overlap TEXT, lag_seconds DOUBLE PRECISION,
                window_lag_seconds DOUBLE PRECISION)
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE AS $fn$
 #variable_conflict use_column
 DECLARE
     queue_name TEXT;
     waited BOOLEAN := false;
-    claimed INTEGER;
+    got INTEGER;
 BEGIN
+    -- The worker's completions first (fenced as JOB_COMPLETE_MANY): the slots they free count
+    -- as free to the claims below, which run in later snapshots of this transaction. Rows with
+    -- claim false are the completions the fence refused.
+    IF cardinality(done_ids) > 0 THEN
+        RETURN QUERY
+WITH mine AS (
+    SELECT j.job_id
+      FROM (SELECT * FROM unnest(done_ids::text[], done_attempts::int[]) AS r(job_id, attempt)
+             ORDER BY job_id) AS r
+     CROSS JOIN LATERAL (
+           SELECT j.job_id, j.worker_id, j.status FROM scheduled_jobs AS j
+            WHERE j.job_id = r.job_id AND j.attempt = r.attempt
+           OFFSET 0
+              FOR UPDATE) AS j
+     WHERE j.worker_id = worker AND j.status = 'running'
+),
+        done AS (
+UPDATE scheduled_jobs AS j
+   SET status = 'completed', finished_at = now(), lease_until = NULL, error_message = NULL
+  FROM mine
+ WHERE j.job_id = mine.job_id
+RETURNING j.job_id, j.attempt
+)
+        SELECT false, r.job_id, r.attempt, NULL::text, NULL::jsonb, NULL::text, NULL::timestamptz, NULL::timestamptz, NULL::float8,
+               NULL::int, NULL::int, NULL::boolean, NULL::text, NULL::timestamptz, NULL::int,
+               NULL::text, NULL::float8, NULL::float8
+          FROM unnest(done_ids, done_attempts) AS r(job_id, attempt)
+         WHERE NOT EXISTS (SELECT FROM done WHERE done.job_id = r.job_id AND done.attempt = r.attempt);
+    END IF;
     FOR queue_name IN
         SELECT q.name FROM scheduler_queues AS q
          WHERE q.limited AND NOT q.paused
            AND (only_queues IS NULL OR q.name = ANY (only_queues))
-           -- One probe of the next-due index per task name (a bare EXISTS over the names was
-           -- planned as a scan of every pending row).
+           -- One probe of the next-due index per task name.
            AND EXISTS (SELECT 1 FROM unnest(names) AS t(name)
                         CROSS JOIN LATERAL (
                               SELECT 1 FROM scheduled_jobs AS j
@@ -87,9 +110,90 @@ BEGIN
         ELSIF NOT pg_try_advisory_xact_lock(1347633924, hashtext(queue_name)) THEN
             CONTINUE;
         END IF;
-        RETURN QUERY EXECUTE claim_sql USING queue_name, names, max_jobs, worker, lease, tolerance;
-        GET DIAGNOSTICS claimed = ROW_COUNT;
-        max_jobs := max_jobs - claimed;
+        RETURN QUERY
+WITH q AS (
+    SELECT concurrency, key_concurrency, rate_limit, rate_period_seconds
+      FROM scheduler_queues WHERE name = queue_name AND NOT paused
+), live AS (
+    SELECT concurrency_key AS k FROM scheduled_jobs
+     WHERE status = 'running' AND queue = queue_name AND lease_until > now()
+), keys AS (
+    SELECT k, count(*) AS n FROM live WHERE k IS NOT NULL GROUP BY k
+), started AS (
+    SELECT count(*) AS n FROM scheduler_queue_starts AS s, q
+     WHERE s.queue = queue_name AND s.started_at > now() - make_interval(secs => q.rate_period_seconds)
+), room AS (
+    SELECT greatest(0, least(max_jobs, coalesce(q.concurrency - (SELECT count(*) FROM live), max_jobs),
+                                 coalesce(q.rate_limit - (SELECT n FROM started), max_jobs)))::int AS n,
+           q.key_concurrency AS per_key
+      FROM q
+), due AS (
+    SELECT j.ctid AS tid, j.concurrency_key AS k, j.priority, j.execution_time
+      FROM scheduled_jobs AS j
+     WHERE j.status = 'pending' AND j.execution_time <= now() AND j.queue = queue_name
+       AND j.job_name = ANY (names::text[]) AND 
+(j.overlap IS NULL OR j.overlap = 'allow'
+ OR NOT EXISTS (SELECT 1 FROM scheduled_jobs AS r
+                 WHERE r.dedup_key = j.dedup_key AND r.status = 'running'))
+ AND 
+(j.window_start IS NULL OR j.execution_time <> j.window_start
+ OR j.window_start >= now() - interval '1 seconds'
+ OR j.window_start <= coalesce((SELECT pass_at FROM scheduler_periodic_pass), 'infinity'))
+
+       AND (j.concurrency_key IS NULL
+            OR j.concurrency_key NOT IN (SELECT keys.k FROM keys, room WHERE keys.n >= room.per_key))
+       AND EXISTS (SELECT FROM room WHERE room.n > 0)
+     ORDER BY j.priority, j.execution_time
+     LIMIT 256
+), picked AS (
+    SELECT d.tid FROM (
+        SELECT due.*, row_number() OVER (PARTITION BY due.k
+                                         ORDER BY due.priority, due.execution_time) AS rn
+          FROM due) AS d, room
+     WHERE d.k IS NULL OR room.per_key IS NULL
+        OR d.rn <= room.per_key - coalesce((SELECT keys.n FROM keys WHERE keys.k = d.k), 0)
+     ORDER BY d.priority, d.execution_time
+     LIMIT (SELECT n FROM room)
+), claimed AS (
+UPDATE scheduled_jobs AS j SET
+    (status, attempt, worker_id, lease_until, last_heartbeat, started_at, finished_at, error_message) =
+    ROW(CASE WHEN (j.misfire_grace_time IS NOT NULL
+             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN 'expired' ELSE 'running' END,
+        CASE WHEN (j.misfire_grace_time IS NOT NULL
+             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN j.attempt ELSE j.attempt + 1 END,
+        CASE WHEN (j.misfire_grace_time IS NOT NULL
+             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN NULL ELSE worker END,
+        CASE WHEN (j.misfire_grace_time IS NOT NULL
+             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN NULL ELSE now() + make_interval(secs => lease) END,
+        CASE WHEN (j.misfire_grace_time IS NOT NULL
+             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN j.last_heartbeat ELSE now() END,
+        CASE WHEN (j.misfire_grace_time IS NOT NULL
+             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN j.started_at ELSE now() END,
+        CASE WHEN (j.misfire_grace_time IS NOT NULL
+             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN now() ELSE NULL END,
+        CASE WHEN (j.misfire_grace_time IS NOT NULL
+             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance))
+             THEN format('misfired: %s s late, misfire grace is %s s',
+                         round(extract(epoch FROM now() - j.execution_time)::numeric, 3),
+                         j.misfire_grace_time)
+             ELSE j.error_message END)
+ WHERE j.ctid = ANY (ARRAY(SELECT tid FROM picked)) AND j.status = 'pending'
+RETURNING j.job_id, j.attempt, j.job_name, j.task_data, j.status, j.execution_time, j.started_at,
+          j.timeout_seconds, j.retry_count, j.max_retries, j.use_advisory_lock, j.dedup_key,
+          j.window_start, j.priority, j.overlap,
+          extract(epoch FROM now() - j.execution_time)::float8 AS lag_seconds,
+          extract(epoch FROM now() - j.window_start)::float8 AS window_lag_seconds
+
+), logged AS (
+    INSERT INTO scheduler_queue_starts (queue, started_at)
+    SELECT queue_name, now() FROM claimed, q WHERE claimed.status = 'running' AND q.rate_limit IS NOT NULL
+), pruned AS (
+    DELETE FROM scheduler_queue_starts AS s USING q
+     WHERE s.queue = queue_name AND s.started_at <= now() - make_interval(secs => q.rate_period_seconds)
+)
+SELECT true, claimed.* FROM claimed;
+        GET DIAGNOSTICS got = ROW_COUNT;
+        max_jobs := max_jobs - got;
     END LOOP;
 END
-$$;
+$fn$;

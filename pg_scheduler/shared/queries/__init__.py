@@ -5,15 +5,15 @@ whichever module holds it.
 
 All values are bind parameters; the literals are a claim's LIMIT bound, an int the code derives
 from its free slots (``claim_bound``), and the fixed :data:`MISSED_AFTER_SECONDS` and
-:data:`LIMITED_CLAIM_SCAN`, never input; JOB_CLAIM_LIMITED passes the constant text of
-JOB_CLAIM_IN_LIMITED_QUEUE to the function that runs it.
+:data:`LIMITED_CLAIM_SCAN`, never input. ``LIMITED_CLAIM_FUNCTION`` is the function that
+migration 7 creates (a test checks the migration holds that text).
 Times come from the database clock (``now()``), never from the application host, so clock skew
 between pods cannot shift a lease, a misfire or a window.
 Statements are named ``<ENTITY>_<VERB>[_<WHAT>]``: the entity in the singular (``MIGRATION``,
 ``JOB``, ``WORKER``, ``LEADER``, ``PERIODIC``, ``QUEUE``, ``VACUUM``, ``CLUSTER``; ``DB`` for the server and
 session settings), then what the statement does: ``JOB_GET_STATUS``, ``PERIODIC_STAMP_PASS``.
-``JOBS_TABLE``, ``JOB_COPY_COLUMNS``, ``LIMITED_CLAIM_SCAN`` and ``MISSED_AFTER_SECONDS`` are
-values, not statements.
+``JOBS_TABLE``, ``JOB_COPY_COLUMNS``, ``LIMITED_CLAIM_SCAN``, ``LIMITED_CLAIM_FUNCTION`` and
+``MISSED_AFTER_SECONDS`` are values, not statements.
 A statement of more than two parameters has a legend on the line directly above it, in one form:
 ``# $1 job_id, $2 worker_id, $3 attempt`` (tests/unit/test_queries.py checks names and legends).
 A statement whose text depends on the claim limit is built by ``<entity>_<verb>_sql(limit)``. The
@@ -48,7 +48,6 @@ from .claim import _NOT_AWAITING_MISFIRE as _NOT_AWAITING_MISFIRE
 from .claim import _NOT_BLOCKED as _NOT_BLOCKED
 from .claim import _NOT_LIMITED as _NOT_LIMITED
 from .claim import (
-    JOB_CLAIM_IN_LIMITED_QUEUE,
     JOB_CLAIM_LIMITED,
     JOB_COMPLETE_MANY,
     JOB_FAIL,
@@ -60,6 +59,7 @@ from .claim import (
     JOB_SKIP,
     JOB_TRY_LOCK_EXCLUSIVE,
     JOB_UNLOCK_EXCLUSIVE,
+    LIMITED_CLAIM_FUNCTION,
     LIMITED_CLAIM_SCAN,
     MISSED_AFTER_SECONDS,
     claim_bound,
@@ -168,7 +168,7 @@ __all__ = [
     "job_claim",
     "job_get_next_due",
     "LIMITED_CLAIM_SCAN",
-    "JOB_CLAIM_IN_LIMITED_QUEUE",
+    "LIMITED_CLAIM_FUNCTION",
     "JOB_CLAIM_LIMITED",
     "job_claim_limited",
     "JOB_GET_NEXT_LIMITED",

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from ..locks import QUEUE_LOCK_CLASS as _QUEUE_LOCK_CLASS
+
 # A window of a periodic job with overlap 'skip' or 'queue' waits while a run of that job runs
 # (see PERIODIC_SETTLE_OVERLAP for what happens to it then); anything else is claimable.
 _NOT_BLOCKED = """
@@ -228,107 +230,6 @@ async def job_claim(
     )
 
 
-# The claim of one limited queue $1, run by pg_scheduler_claim_limited (migration 7) under the
-# queue's transaction lock, in a snapshot taken after the lock was granted: every claim of the
-# queue committed before is in its counts. Room is the least of the free slots $3, the
-# concurrency minus the queue's running rows whose lease is live, and the rate minus the starts
-# logged within the period. A running row whose lease ended holds no slot: a killed worker's jobs
-# stop counting when its supervisor hands them back or at worst when their lease ends (its
-# worker, unable to renew, has stopped them by then). Jobs whose key is at key_concurrency are
-# passed over, not waited for: the due rows behind them are claimed (no head-of-line blocking);
-# of the other keys, each takes no more rows than it has room for. Every row that starts (not
-# one that expires instead) is logged as a start when the queue has a rate.
-# $1 queue, $2 names, $3 limit, $4 worker_id, $5 lease_seconds, $6 misfire_tolerance_seconds
-JOB_CLAIM_IN_LIMITED_QUEUE = f"""
-WITH q AS (
-    SELECT concurrency, key_concurrency, rate_limit, rate_period_seconds
-      FROM scheduler_queues WHERE name = $1 AND NOT paused
-), live AS (
-    SELECT concurrency_key AS k FROM scheduled_jobs
-     WHERE status = 'running' AND queue = $1 AND lease_until > now()
-), keys AS (
-    SELECT k, count(*) AS n FROM live WHERE k IS NOT NULL GROUP BY k
-), started AS (
-    SELECT count(*) AS n FROM scheduler_queue_starts AS s, q
-     WHERE s.queue = $1 AND s.started_at > now() - make_interval(secs => q.rate_period_seconds)
-), room AS (
-    SELECT greatest(0, least($3, coalesce(q.concurrency - (SELECT count(*) FROM live), $3),
-                                 coalesce(q.rate_limit - (SELECT n FROM started), $3)))::int AS n,
-           q.key_concurrency AS per_key
-      FROM q
-), due AS (
-    SELECT j.ctid AS tid, j.concurrency_key AS k, j.priority, j.execution_time
-      FROM scheduled_jobs AS j
-     WHERE j.status = 'pending' AND j.execution_time <= now() AND j.queue = $1
-       AND j.job_name = ANY ($2::text[]) AND {_NOT_BLOCKED} AND {_NOT_AWAITING_MISFIRE}
-       AND (j.concurrency_key IS NULL
-            OR j.concurrency_key NOT IN (SELECT keys.k FROM keys, room WHERE keys.n >= room.per_key))
-       AND EXISTS (SELECT FROM room WHERE room.n > 0)
-     ORDER BY j.priority, j.execution_time
-     LIMIT {LIMITED_CLAIM_SCAN:d}
-), picked AS (
-    SELECT d.tid FROM (
-        SELECT due.*, row_number() OVER (PARTITION BY due.k
-                                         ORDER BY due.priority, due.execution_time) AS rn
-          FROM due) AS d, room
-     WHERE d.k IS NULL OR room.per_key IS NULL
-        OR d.rn <= room.per_key - coalesce((SELECT keys.n FROM keys WHERE keys.k = d.k), 0)
-     ORDER BY d.priority, d.execution_time
-     LIMIT (SELECT n FROM room)
-), claimed AS ({_update_claimed("SELECT tid FROM picked", "$4", "$5", "$6")}
-), logged AS (
-    INSERT INTO scheduler_queue_starts (queue, started_at)
-    SELECT $1, now() FROM claimed, q WHERE claimed.status = 'running' AND q.rate_limit IS NOT NULL
-), pruned AS (
-    DELETE FROM scheduler_queue_starts AS s USING q
-     WHERE s.queue = $1 AND s.started_at <= now() - make_interval(secs => q.rate_period_seconds)
-)
-SELECT * FROM claimed
-"""
-
-# Claim up to $3 due jobs of the names $2 from the limited queues (of $7 only, unless NULL), one
-# queue after another under its lock (see pg_scheduler_claim_limited). The last row, ``claimed``
-# false, is there only when some queue is limited: a worker whose claims never see it stops
-# asking, and looks again now and then.
-# $1 names, $2 limit, $3 worker_id, $4 lease_seconds, $5 misfire_tolerance_seconds, $6 queues, $7 claim_sql
-JOB_CLAIM_LIMITED = """
-SELECT true AS claimed, c.*
-  FROM pg_scheduler_claim_limited($7, $1, $2, $3, $4, $5, $6) AS c
-UNION ALL
-(SELECT false, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-        NULL, NULL, NULL, NULL
-   FROM scheduler_queues WHERE limited LIMIT 1)
-"""
-
-
-async def job_claim_limited(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    *,
-    names: list[str],
-    limit: int,
-    worker_id: str,
-    lease_seconds: float,
-    misfire_tolerance_seconds: float,
-    queues: list[str] | None,
-    timeout: float,
-) -> tuple[list[asyncpg.Record], bool]:
-    """JOB_CLAIM_LIMITED: the jobs claimed from limited queues, and whether any queue is
-    limited."""
-    rows = await conn.fetch(
-        JOB_CLAIM_LIMITED,
-        names,
-        limit,
-        worker_id,
-        lease_seconds,
-        misfire_tolerance_seconds,
-        queues,
-        JOB_CLAIM_IN_LIMITED_QUEUE,
-        timeout=timeout,
-    )
-    claimed = [row for row in rows if row["claimed"]]
-    return claimed, len(claimed) < len(rows)
-
-
 # When a claim of the limited queues (of $2 only, unless NULL) could next find something for the
 # names $1, in seconds from now: per queue, the latest of its next due job, the moment its oldest
 # logged start leaves the rate period (when the rate is used up) and the first end of a live lease
@@ -376,9 +277,9 @@ SELECT min(CASE WHEN due.at IS NOT NULL THEN greatest(due.at, rate.at, slots.at)
 # running row per worker) would scan the worker's running rows and, for each, every array element:
 # n x n comparisons. Neither the worker nor the status is in the locking sub-select, so no index
 # but the primary key can serve it.
-def _lock_my_runs(ids: str, attempts: str) -> str:
-    """Lock this worker's ($1) running rows named by the (job_id, attempt) arrays, in job_id
-    order."""
+def _lock_my_runs(ids: str, attempts: str, worker: str = "$1") -> str:
+    """Lock this worker's (``worker``, $1 by default) running rows named by the (job_id,
+    attempt) arrays, in job_id order."""
     return f"""
 WITH mine AS (
     SELECT j.job_id
@@ -389,7 +290,7 @@ WITH mine AS (
             WHERE j.job_id = r.job_id AND j.attempt = r.attempt
            OFFSET 0
               FOR UPDATE) AS j
-     WHERE j.worker_id = $1 AND j.status = 'running'
+     WHERE j.worker_id = {worker} AND j.status = 'running'
 )"""
 
 
@@ -566,3 +467,194 @@ UPDATE scheduled_jobs
 # use_advisory_lock jobs hold this on a connection kept for the whole run.
 JOB_TRY_LOCK_EXCLUSIVE = "SELECT pg_try_advisory_lock($1, $2)"
 JOB_UNLOCK_EXCLUSIVE = "SELECT pg_advisory_unlock($1, $2)"
+
+
+# ------------------------------------------------------------------ limited queues
+
+
+def _claim_in_limited_queue(
+    queue: str, names: str, limit: str, worker: str, lease: str, tolerance: str
+) -> str:
+    """The claim of up to ``limit`` jobs of ``names`` in one limited ``queue``, over the given
+    placeholders (the variables of pg_scheduler_claim_limited, which runs it under the queue's
+    lock, in a snapshot taken after the lock was granted: every claim of the queue committed
+    before is in its counts).
+
+    Room is the least of the free slots, the concurrency minus the queue's running rows whose
+    lease is live, and the rate minus the starts logged within the period. A running row whose
+    lease ended holds no slot: a killed worker's jobs stop counting when its supervisor hands
+    them back or at worst when their lease ends (its worker, unable to renew, has stopped them
+    by then). Jobs whose key is at key_concurrency are passed over, not waited for: the due rows
+    behind them are claimed (no head-of-line blocking); of the other keys, each takes no more
+    rows than it has room for. Every row that starts (not one that expires instead) is logged as
+    a start when the queue has a rate."""
+    return f"""
+WITH q AS (
+    SELECT concurrency, key_concurrency, rate_limit, rate_period_seconds
+      FROM scheduler_queues WHERE name = {queue} AND NOT paused
+), live AS (
+    SELECT concurrency_key AS k FROM scheduled_jobs
+     WHERE status = 'running' AND queue = {queue} AND lease_until > now()
+), keys AS (
+    SELECT k, count(*) AS n FROM live WHERE k IS NOT NULL GROUP BY k
+), started AS (
+    SELECT count(*) AS n FROM scheduler_queue_starts AS s, q
+     WHERE s.queue = {queue} AND s.started_at > now() - make_interval(secs => q.rate_period_seconds)
+), room AS (
+    SELECT greatest(0, least({limit}, coalesce(q.concurrency - (SELECT count(*) FROM live), {limit}),
+                                 coalesce(q.rate_limit - (SELECT n FROM started), {limit})))::int AS n,
+           q.key_concurrency AS per_key
+      FROM q
+), due AS (
+    SELECT j.ctid AS tid, j.concurrency_key AS k, j.priority, j.execution_time
+      FROM scheduled_jobs AS j
+     WHERE j.status = 'pending' AND j.execution_time <= now() AND j.queue = {queue}
+       AND j.job_name = ANY ({names}::text[]) AND {_NOT_BLOCKED} AND {_NOT_AWAITING_MISFIRE}
+       AND (j.concurrency_key IS NULL
+            OR j.concurrency_key NOT IN (SELECT keys.k FROM keys, room WHERE keys.n >= room.per_key))
+       AND EXISTS (SELECT FROM room WHERE room.n > 0)
+     ORDER BY j.priority, j.execution_time
+     LIMIT {LIMITED_CLAIM_SCAN:d}
+), picked AS (
+    SELECT d.tid FROM (
+        SELECT due.*, row_number() OVER (PARTITION BY due.k
+                                         ORDER BY due.priority, due.execution_time) AS rn
+          FROM due) AS d, room
+     WHERE d.k IS NULL OR room.per_key IS NULL
+        OR d.rn <= room.per_key - coalesce((SELECT keys.n FROM keys WHERE keys.k = d.k), 0)
+     ORDER BY d.priority, d.execution_time
+     LIMIT (SELECT n FROM room)
+), claimed AS ({_update_claimed("SELECT tid FROM picked", worker, lease, tolerance)}
+), logged AS (
+    INSERT INTO scheduler_queue_starts (queue, started_at)
+    SELECT {queue}, now() FROM claimed, q WHERE claimed.status = 'running' AND q.rate_limit IS NOT NULL
+), pruned AS (
+    DELETE FROM scheduler_queue_starts AS s USING q
+     WHERE s.queue = {queue} AND s.started_at <= now() - make_interval(secs => q.rate_period_seconds)
+)
+SELECT true, claimed.* FROM claimed"""
+
+
+_PADDING = ", ".join(["NULL"] * 15)
+"""The columns of a claimed job after job_id and attempt, as NULLs (rows that are not claims)."""
+_TYPED_PADDING = (
+    "NULL::text, NULL::jsonb, NULL::text, NULL::timestamptz, NULL::timestamptz, NULL::float8,\n"
+    "               NULL::int, NULL::int, NULL::boolean, NULL::text, NULL::timestamptz, NULL::int,\n"
+    "               NULL::text, NULL::float8, NULL::float8"
+)
+"""The same, typed as the function's result (RETURN QUERY matches types exactly)."""
+
+_CLAIM_IN_QUEUE = _claim_in_limited_queue("queue_name", "names", "max_jobs", "worker", "lease", "tolerance")
+
+LIMITED_CLAIM_FUNCTION = f"""CREATE OR REPLACE FUNCTION pg_scheduler_claim_limited(
+    worker TEXT, done_ids TEXT[], done_attempts INTEGER[], names TEXT[], max_jobs INTEGER,
+    lease DOUBLE PRECISION, tolerance DOUBLE PRECISION, only_queues TEXT[])
+RETURNS TABLE (claim BOOLEAN, job_id TEXT, attempt INTEGER, job_name TEXT, task_data JSONB,
+               status TEXT, execution_time TIMESTAMPTZ, started_at TIMESTAMPTZ,
+               timeout_seconds DOUBLE PRECISION, retry_count INTEGER, max_retries INTEGER,
+               use_advisory_lock BOOLEAN, dedup_key TEXT, window_start TIMESTAMPTZ,
+               priority INTEGER, overlap TEXT, lag_seconds DOUBLE PRECISION,
+               window_lag_seconds DOUBLE PRECISION)
+LANGUAGE plpgsql VOLATILE AS $fn$
+#variable_conflict use_column
+DECLARE
+    queue_name TEXT;
+    waited BOOLEAN := false;
+    got INTEGER;
+BEGIN
+    -- The worker's completions first (fenced as JOB_COMPLETE_MANY): the slots they free count
+    -- as free to the claims below, which run in later snapshots of this transaction. Rows with
+    -- claim false are the completions the fence refused.
+    IF cardinality(done_ids) > 0 THEN
+        RETURN QUERY{_lock_my_runs("done_ids", "done_attempts", "worker")},
+        done AS ({_COMPLETE_MINE})
+        SELECT false, r.job_id, r.attempt, {_TYPED_PADDING}
+          FROM unnest(done_ids, done_attempts) AS r(job_id, attempt)
+         WHERE NOT EXISTS (SELECT FROM done WHERE done.job_id = r.job_id AND done.attempt = r.attempt);
+    END IF;
+    FOR queue_name IN
+        SELECT q.name FROM scheduler_queues AS q
+         WHERE q.limited AND NOT q.paused
+           AND (only_queues IS NULL OR q.name = ANY (only_queues))
+           -- One probe of the next-due index per task name.
+           AND EXISTS (SELECT 1 FROM unnest(names) AS t(name)
+                        CROSS JOIN LATERAL (
+                              SELECT 1 FROM scheduled_jobs AS j
+                               WHERE j.status = 'pending' AND j.job_name = t.name
+                                 AND j.queue = q.name AND j.execution_time <= now()
+                               ORDER BY j.execution_time
+                               LIMIT 1) AS due)
+         ORDER BY random()
+    LOOP
+        EXIT WHEN max_jobs <= 0;
+        IF NOT waited THEN
+            PERFORM pg_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(queue_name));
+            waited := true;
+        ELSIF NOT pg_try_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(queue_name)) THEN
+            CONTINUE;
+        END IF;
+        RETURN QUERY{_CLAIM_IN_QUEUE};
+        GET DIAGNOSTICS got = ROW_COUNT;
+        max_jobs := max_jobs - got;
+    END LOOP;
+END
+$fn$;
+"""
+"""The function that claims from limited queues, as migration 7 creates it (a test checks that
+the migration holds exactly this text): built from the claim's own fragments, and run as static
+SQL so that PostgreSQL keeps its plans.
+
+For each limited, unpaused queue with due jobs of the names (in random order, so that no queue
+starves another), it takes the queue's transaction lock, then claims: the statement, run after
+the lock was granted, takes a snapshot that sees every claim committed before, so the count can
+never miss a claim and the limits are never exceeded. The lock is held until the claim commits.
+Only the first lock is waited for; later ones are tried, and a queue whose lock is busy is left
+to the next claim: a waiting claimer holds no lock, so claimers never deadlock."""
+
+# A worker's completions ($2/$3, possibly none) and the claim of up to $5 due jobs of the names
+# $4 from the limited queues (of $8 only, unless NULL), in one round trip: pg_scheduler_claim_limited.
+# Rows with ``claimed`` true are claimed jobs, false the completions the fence refused; the last
+# row, ``claimed`` NULL, is there only when some queue is limited: a worker whose claims never
+# see it stops asking, and looks again now and then.
+# $1 worker_id, $2 job_ids, $3 attempts, $4 names, $5 limit, $6 lease_seconds, $7 misfire_tolerance_seconds, $8 queues  # noqa: E501
+JOB_CLAIM_LIMITED = f"""
+SELECT c.claim AS claimed, c.job_id, c.attempt, c.job_name, c.task_data, c.status,
+       c.execution_time, c.started_at, c.timeout_seconds, c.retry_count, c.max_retries,
+       c.use_advisory_lock, c.dedup_key, c.window_start, c.priority, c.overlap, c.lag_seconds,
+       c.window_lag_seconds
+  FROM pg_scheduler_claim_limited($1, $2, $3, $4, $5, $6, $7, $8) AS c
+UNION ALL
+(SELECT NULL, NULL, NULL, {_PADDING} FROM scheduler_queues WHERE limited LIMIT 1)
+"""
+
+
+async def job_claim_limited(
+    conn: _Fetches,
+    *,
+    worker_id: str,
+    job_ids: list[str],
+    attempts: list[int],
+    names: list[str],
+    limit: int,
+    lease_seconds: float,
+    misfire_tolerance_seconds: float,
+    queues: list[str] | None,
+    timeout: float,
+) -> tuple[list[asyncpg.Record], list[asyncpg.Record], bool]:
+    """JOB_CLAIM_LIMITED: the jobs claimed from limited queues, the completions the fence
+    refused, and whether any queue is limited."""
+    rows = await conn.fetch(
+        JOB_CLAIM_LIMITED,
+        worker_id,
+        job_ids,
+        attempts,
+        names,
+        limit,
+        lease_seconds,
+        misfire_tolerance_seconds,
+        queues,
+        timeout=timeout,
+    )
+    claimed = [row for row in rows if row["claimed"]]
+    refused = [row for row in rows if row["claimed"] is False]
+    return claimed, refused, len(claimed) + len(refused) < len(rows)

@@ -1,0 +1,18 @@
+"""Migrations that copy SQL the code builds hold exactly the code's text (no database)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pg_scheduler.shared import queries
+from pg_scheduler.shared.locks import QUEUE_LOCK_CLASS
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "pg_scheduler" / "shared" / "migrations"
+
+
+def test_migration_7_creates_the_limited_claim_the_code_builds() -> None:
+    """The function is static SQL (so that PostgreSQL keeps its plans) built from the claim's
+    fragments: when a fragment changes, this fails until a new migration replaces it."""
+    text = (MIGRATIONS / "0007_queue_limits.sql").read_text()
+    assert queries.LIMITED_CLAIM_FUNCTION in text
+    assert f"pg_advisory_xact_lock({QUEUE_LOCK_CLASS}, hashtext(queue_name))" in text
