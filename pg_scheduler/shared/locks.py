@@ -20,6 +20,11 @@ QUEUE_LOCK_CLASS = 0x5053_4304
 """Class of the per-queue transaction locks that serialise the claims of a limited queue
 (``(QUEUE_LOCK_CLASS, hashtext(name))``, taken in SQL by ``pg_scheduler_claim_limited``)."""
 
+QUEUE_KEY_LOCK_CLASS = 0x5053_4305
+"""Class of the per-key transaction locks of a queue limited by key only
+(``(QUEUE_KEY_LOCK_CLASS, hashtext(queue || ':' || key))``): its claims hold the locks of the
+keys they claim, not the queue's, so claimers of different keys do not wait for each other."""
+
 
 def exclusive_job_lock(dedup_key: str) -> tuple[int, int]:
     """The lock key of a periodic job's exclusive runs: our class and a hash of ``dedup_key``."""

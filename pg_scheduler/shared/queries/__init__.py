@@ -4,16 +4,17 @@ No SQL lives anywhere else; every name is re-exported here, so ``queries.JOB_GET
 whichever module holds it.
 
 All values are bind parameters; the literals are a claim's LIMIT bound, an int the code derives
-from its free slots (``claim_bound``), and the fixed :data:`MISSED_AFTER_SECONDS` and
-:data:`LIMITED_CLAIM_SCAN`, never input. ``LIMITED_CLAIM_FUNCTION`` is the function that
-migration 7 creates (a test checks the migration holds that text).
+from its free slots (``claim_bound``), and the fixed :data:`MISSED_AFTER_SECONDS`,
+:data:`LIMITED_CLAIM_SCAN` and :data:`LIMITED_CLAIM_BOUND`, never input.
+``LIMITED_CLAIM_FUNCTION`` is the function that migration 7 creates (a test checks the migration
+holds that text).
 Times come from the database clock (``now()``), never from the application host, so clock skew
 between pods cannot shift a lease, a misfire or a window.
 Statements are named ``<ENTITY>_<VERB>[_<WHAT>]``: the entity in the singular (``MIGRATION``,
 ``JOB``, ``WORKER``, ``LEADER``, ``PERIODIC``, ``QUEUE``, ``VACUUM``, ``CLUSTER``; ``DB`` for the server and
 session settings), then what the statement does: ``JOB_GET_STATUS``, ``PERIODIC_STAMP_PASS``.
-``JOBS_TABLE``, ``JOB_COPY_COLUMNS``, ``LIMITED_CLAIM_SCAN``, ``LIMITED_CLAIM_FUNCTION`` and
-``MISSED_AFTER_SECONDS`` are values, not statements.
+``JOBS_TABLE``, ``JOB_COPY_COLUMNS``, ``LIMITED_CLAIM_SCAN``, ``LIMITED_CLAIM_BOUND``,
+``LIMITED_CLAIM_FUNCTION`` and ``MISSED_AFTER_SECONDS`` are values, not statements.
 A statement of more than two parameters has a legend on the line directly above it, in one form:
 ``# $1 job_id, $2 worker_id, $3 attempt`` (tests/unit/test_queries.py checks names and legends).
 A statement whose text depends on the claim limit is built by ``<entity>_<verb>_sql(limit)``. The
@@ -59,6 +60,7 @@ from .claim import (
     JOB_SKIP,
     JOB_TRY_LOCK_EXCLUSIVE,
     JOB_UNLOCK_EXCLUSIVE,
+    LIMITED_CLAIM_BOUND,
     LIMITED_CLAIM_FUNCTION,
     LIMITED_CLAIM_SCAN,
     MISSED_AFTER_SECONDS,
@@ -169,6 +171,7 @@ __all__ = [
     "job_get_next_due",
     "LIMITED_CLAIM_SCAN",
     "LIMITED_CLAIM_FUNCTION",
+    "LIMITED_CLAIM_BOUND",
     "JOB_CLAIM_LIMITED",
     "job_claim_limited",
     "JOB_GET_NEXT_LIMITED",

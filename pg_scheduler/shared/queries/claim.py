@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from ..locks import QUEUE_KEY_LOCK_CLASS as _KEY_LOCK_CLASS
 from ..locks import QUEUE_LOCK_CLASS as _QUEUE_LOCK_CLASS
 
 # A window of a periodic job with overlap 'skip' or 'queue' waits while a run of that job runs
@@ -19,6 +20,10 @@ _NOT_BLOCKED = """
  OR NOT EXISTS (SELECT 1 FROM scheduled_jobs AS r
                  WHERE r.dedup_key = j.dedup_key AND r.status = 'running'))
 """
+
+LIMITED_CLAIM_BOUND = 128
+"""The most jobs one claim takes from one limited queue without a key limit (a literal, as the
+plain claim's bound, so that the plan reads no more rows than that)."""
 
 LIMITED_CLAIM_SCAN = 256
 """How many due rows of a limited queue one claim reads (past keys at their limit) to pick the
@@ -472,13 +477,23 @@ JOB_UNLOCK_EXCLUSIVE = "SELECT pg_advisory_unlock($1, $2)"
 # ------------------------------------------------------------------ limited queues
 
 
-def _claim_in_limited_queue(
-    queue: str, names: str, limit: str, worker: str, lease: str, tolerance: str
-) -> str:
-    """The claim of up to ``limit`` jobs of ``names`` in one limited ``queue``, over the given
-    placeholders (the variables of pg_scheduler_claim_limited, which runs it under the queue's
-    lock, in a snapshot taken after the lock was granted: every claim of the queue committed
-    before is in its counts).
+def _due_in(queue: str, names: str) -> str:
+    """The test of a claimable row of ``queue`` for ``names`` (alias ``j``)."""
+    return f"""j.status = 'pending' AND j.execution_time <= now() AND j.queue = {queue}
+       AND j.job_name = ANY ({names}::text[]) AND {_NOT_BLOCKED} AND {_NOT_AWAITING_MISFIRE}"""
+
+
+def _claimed_rows(picked: str, worker: str, lease: str, tolerance: str) -> str:
+    """The claim of the rows whose ctids the CTE ``picked`` holds, as rows of the function."""
+    return f"""claimed AS ({_update_claimed(f"SELECT tid FROM {picked}", worker, lease, tolerance)}
+)"""
+
+
+def _claim_counted(queue: str, names: str, limit: str, worker: str, lease: str, tolerance: str) -> str:
+    """The claim of up to ``limit`` jobs of ``names`` in ``queue``, a queue with a concurrency
+    or a rate (and maybe a key limit), over the given placeholders (the variables of
+    pg_scheduler_claim_limited, which runs it under the queue's lock, in a snapshot taken after
+    the lock was granted: every claim of the queue committed before is in its counts).
 
     Room is the least of the free slots, the concurrency minus the queue's running rows whose
     lease is live, and the rate minus the starts logged within the period. A running row whose
@@ -508,8 +523,7 @@ WITH q AS (
 ), due AS (
     SELECT j.ctid AS tid, j.concurrency_key AS k, j.priority, j.execution_time
       FROM scheduled_jobs AS j
-     WHERE j.status = 'pending' AND j.execution_time <= now() AND j.queue = {queue}
-       AND j.job_name = ANY ({names}::text[]) AND {_NOT_BLOCKED} AND {_NOT_AWAITING_MISFIRE}
+     WHERE {_due_in(queue, names)}
        AND (j.concurrency_key IS NULL
             OR j.concurrency_key NOT IN (SELECT keys.k FROM keys, room WHERE keys.n >= room.per_key))
        AND EXISTS (SELECT FROM room WHERE room.n > 0)
@@ -524,14 +538,130 @@ WITH q AS (
         OR d.rn <= room.per_key - coalesce((SELECT keys.n FROM keys WHERE keys.k = d.k), 0)
      ORDER BY d.priority, d.execution_time
      LIMIT (SELECT n FROM room)
-), claimed AS ({_update_claimed("SELECT tid FROM picked", worker, lease, tolerance)}
-), logged AS (
+), {_claimed_rows("picked", worker, lease, tolerance)}, logged AS (
     INSERT INTO scheduler_queue_starts (queue, started_at)
     SELECT {queue}, now() FROM claimed, q WHERE claimed.status = 'running' AND q.rate_limit IS NOT NULL
 ), pruned AS (
     DELETE FROM scheduler_queue_starts AS s USING q
      WHERE s.queue = {queue} AND s.started_at <= now() - make_interval(secs => q.rate_period_seconds)
 )
+SELECT true, claimed.* FROM claimed"""
+
+
+def _claim_counted_keyless(
+    queue: str, names: str, limit: str, worker: str, lease: str, tolerance: str
+) -> str:
+    """``_claim_counted`` for a queue without a key limit: the room counted the same way, the
+    rows picked as the plain claim picks them (its literal bound, then the room)."""
+    return f"""
+WITH q AS (
+    SELECT concurrency, rate_limit, rate_period_seconds
+      FROM scheduler_queues WHERE name = {queue} AND NOT paused
+), started AS (
+    SELECT count(*) AS n FROM scheduler_queue_starts AS s, q
+     WHERE s.queue = {queue} AND s.started_at > now() - make_interval(secs => q.rate_period_seconds)
+), room AS (
+    SELECT greatest(0, least({limit},
+                             coalesce(q.concurrency - (SELECT count(*) FROM scheduled_jobs AS r
+                                                        WHERE r.status = 'running' AND r.queue = {queue}
+                                                          AND r.lease_until > now()), {limit}),
+                             coalesce(q.rate_limit - (SELECT n FROM started), {limit})))::int AS n
+      FROM q
+), picked AS (
+    SELECT d.tid FROM (
+        SELECT j.ctid AS tid FROM scheduled_jobs AS j
+         WHERE {_due_in(queue, names)}
+         ORDER BY j.priority, j.execution_time
+         LIMIT {LIMITED_CLAIM_BOUND:d}
+           FOR UPDATE SKIP LOCKED) AS d
+     LIMIT coalesce((SELECT n FROM room), 0)
+), {_claimed_rows("picked", worker, lease, tolerance)}, logged AS (
+    INSERT INTO scheduler_queue_starts (queue, started_at)
+    SELECT {queue}, now() FROM claimed, q WHERE claimed.status = 'running' AND q.rate_limit IS NOT NULL
+), pruned AS (
+    DELETE FROM scheduler_queue_starts AS s USING q
+     WHERE s.queue = {queue} AND s.started_at <= now() - make_interval(secs => q.rate_period_seconds)
+)
+SELECT true, claimed.* FROM claimed"""
+
+
+def _lock_keys(queue: str, names: str, limit: str, per_key: str) -> str:
+    """For a queue limited by key only: try the key lock of each key among its first due rows (in
+    their priority order), passing over keys at their limit as this snapshot sees them, until
+    ``limit`` keys are held; into ``held`` the keys held, into ``keyless`` whether rows without
+    a key were among those rows, into ``tids`` the row versions of the held keys among them (the
+    claim reads no other: a key needs no more rows than its first few). A key whose lock another
+    claimer holds is passed over: claimers of one queue wait for no one, and meet only on the
+    keys they both want."""
+    return f"""
+WITH r AS (
+    SELECT j.ctid AS tid, j.concurrency_key AS k, j.priority, j.execution_time
+      FROM scheduled_jobs AS j
+     WHERE {_due_in(queue, names)}
+       AND (j.concurrency_key IS NULL OR j.concurrency_key NOT IN (
+               SELECT b.concurrency_key FROM scheduled_jobs AS b
+                WHERE b.status = 'running' AND b.queue = {queue} AND b.lease_until > now()
+                  AND b.concurrency_key IS NOT NULL
+                GROUP BY b.concurrency_key HAVING count(*) >= {per_key}))
+     ORDER BY j.priority, j.execution_time
+     LIMIT {LIMITED_CLAIM_SCAN:d}
+), locked AS (
+    SELECT c.k
+      FROM (SELECT r.k FROM r GROUP BY r.k ORDER BY min(r.priority), min(r.execution_time)) AS c
+     WHERE c.k IS NULL OR pg_try_advisory_xact_lock({_KEY_LOCK_CLASS}, hashtext({queue} || ':' || c.k))
+     LIMIT {limit} + 1
+)
+SELECT coalesce(array_agg(locked.k) FILTER (WHERE locked.k IS NOT NULL), '{{}}'),
+       coalesce(bool_or(locked.k IS NULL), false),
+       ARRAY(SELECT r.tid FROM r WHERE r.k IN (SELECT locked.k FROM locked))
+  INTO held, keyless, tids
+  FROM locked"""
+
+
+def _claim_held_keys(queue: str, names: str, limit: str, worker: str, lease: str, tolerance: str) -> str:
+    """The claim of up to ``limit`` jobs of the keys ``held`` (their locks held) among the row
+    versions ``tids``, in a snapshot taken after the locks were granted: a version claimed
+    meanwhile is no longer visible, and each key takes no more rows than key_concurrency minus
+    its running rows whose lease is live."""
+    return f"""
+WITH q AS (
+    SELECT key_concurrency FROM scheduler_queues WHERE name = {queue} AND NOT paused
+), keys AS (
+    SELECT concurrency_key AS k, count(*) AS n FROM scheduled_jobs
+     WHERE status = 'running' AND queue = {queue} AND lease_until > now()
+       AND concurrency_key = ANY (held)
+     GROUP BY concurrency_key
+), due AS (
+    SELECT j.ctid AS tid, j.concurrency_key AS k, j.priority, j.execution_time
+      FROM scheduled_jobs AS j
+     WHERE j.ctid = ANY (tids) AND {_due_in(queue, names)} AND j.concurrency_key = ANY (held)
+), picked AS (
+    SELECT d.tid FROM (
+        SELECT due.*, row_number() OVER (PARTITION BY due.k
+                                         ORDER BY due.priority, due.execution_time) AS rn
+          FROM due) AS d, q
+     WHERE d.rn <= q.key_concurrency - coalesce((SELECT keys.n FROM keys WHERE keys.k = d.k), 0)
+     ORDER BY d.priority, d.execution_time
+     LIMIT {limit}
+), {_claimed_rows("picked", worker, lease, tolerance)}
+SELECT true, claimed.* FROM claimed"""
+
+
+def _claim_keyless(queue: str, names: str, limit: str, worker: str, lease: str, tolerance: str) -> str:
+    """The claim of up to ``limit`` jobs without a key of a queue limited by key only (nothing
+    limits them): as the plain claim, under SKIP LOCKED."""
+    return f"""
+WITH q AS (
+    SELECT 1 FROM scheduler_queues WHERE name = {queue} AND NOT paused
+), picked AS (
+    SELECT d.tid FROM (
+        SELECT j.ctid AS tid FROM scheduled_jobs AS j
+         WHERE {_due_in(queue, names)} AND j.concurrency_key IS NULL AND EXISTS (SELECT FROM q)
+         ORDER BY j.priority, j.execution_time
+         LIMIT {LIMITED_CLAIM_SCAN:d}
+           FOR UPDATE SKIP LOCKED) AS d
+     LIMIT {limit}
+), {_claimed_rows("picked", worker, lease, tolerance)}
 SELECT true, claimed.* FROM claimed"""
 
 
@@ -544,7 +674,12 @@ _TYPED_PADDING = (
 )
 """The same, typed as the function's result (RETURN QUERY matches types exactly)."""
 
-_CLAIM_IN_QUEUE = _claim_in_limited_queue("queue_name", "names", "max_jobs", "worker", "lease", "tolerance")
+_VARIABLES = ("queue_name", "names", "max_jobs", "worker", "lease", "tolerance")
+_CLAIM_COUNTED = _claim_counted(*_VARIABLES)
+_CLAIM_COUNTED_KEYLESS = _claim_counted_keyless(*_VARIABLES)
+_LOCK_KEYS = _lock_keys("queue_name", "names", "max_jobs", "lq.key_concurrency")
+_CLAIM_HELD_KEYS = _claim_held_keys(*_VARIABLES)
+_CLAIM_KEYLESS = _claim_keyless(*_VARIABLES)
 
 LIMITED_CLAIM_FUNCTION = f"""CREATE OR REPLACE FUNCTION pg_scheduler_claim_limited(
     worker TEXT, done_ids TEXT[], done_attempts INTEGER[], names TEXT[], max_jobs INTEGER,
@@ -558,7 +693,11 @@ RETURNS TABLE (claim BOOLEAN, job_id TEXT, attempt INTEGER, job_name TEXT, task_
 LANGUAGE plpgsql VOLATILE AS $fn$
 #variable_conflict use_column
 DECLARE
+    lq RECORD;
     queue_name TEXT;
+    held TEXT[];
+    keyless BOOLEAN;
+    tids TID[];
     waited BOOLEAN := false;
     got INTEGER;
 BEGIN
@@ -572,8 +711,9 @@ BEGIN
           FROM unnest(done_ids, done_attempts) AS r(job_id, attempt)
          WHERE NOT EXISTS (SELECT FROM done WHERE done.job_id = r.job_id AND done.attempt = r.attempt);
     END IF;
-    FOR queue_name IN
-        SELECT q.name FROM scheduler_queues AS q
+    FOR lq IN
+        SELECT q.name, q.key_concurrency, q.concurrency IS NULL AND q.rate_limit IS NULL AS by_key
+          FROM scheduler_queues AS q
          WHERE q.limited AND NOT q.paused
            AND (only_queues IS NULL OR q.name = ANY (only_queues))
            -- One probe of the next-due index per task name.
@@ -587,13 +727,31 @@ BEGIN
          ORDER BY random()
     LOOP
         EXIT WHEN max_jobs <= 0;
+        queue_name := lq.name;
+        IF lq.by_key THEN
+            -- Limited by key only: the locks of the keys it claims, not the queue's.
+            {_LOCK_KEYS};
+            RETURN QUERY{_CLAIM_HELD_KEYS};
+            GET DIAGNOSTICS got = ROW_COUNT;
+            max_jobs := max_jobs - got;
+            IF keyless AND max_jobs > 0 THEN
+                RETURN QUERY{_CLAIM_KEYLESS};
+                GET DIAGNOSTICS got = ROW_COUNT;
+                max_jobs := max_jobs - got;
+            END IF;
+            CONTINUE;
+        END IF;
         IF NOT waited THEN
             PERFORM pg_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(queue_name));
             waited := true;
         ELSIF NOT pg_try_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(queue_name)) THEN
             CONTINUE;
         END IF;
-        RETURN QUERY{_CLAIM_IN_QUEUE};
+        IF lq.key_concurrency IS NULL THEN
+            RETURN QUERY{_CLAIM_COUNTED_KEYLESS};
+        ELSE
+            RETURN QUERY{_CLAIM_COUNTED};
+        END IF;
         GET DIAGNOSTICS got = ROW_COUNT;
         max_jobs := max_jobs - got;
     END LOOP;
