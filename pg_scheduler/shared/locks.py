@@ -17,8 +17,10 @@ EXCLUSIVE_JOB_LOCK_CLASS = 0x5053_4303
 """Class of the per-periodic-job locks of ``@periodic(use_advisory_lock=True)``."""
 
 QUEUE_LOCK_CLASS = 0x5053_4304
-"""Class of the per-queue transaction locks that serialise the claims of a limited queue
-(``(QUEUE_LOCK_CLASS, hashtext(name))``, taken in SQL by ``pg_scheduler_claim_limited``)."""
+"""Class of the per-queue transaction locks of limited queues (``(QUEUE_LOCK_CLASS,
+hashtext(name))``, taken in SQL by ``pg_scheduler_claim_limited``): alone, it serialises the
+claims of a queue with a concurrency or a rate; shared, it is held by the claims of a queue
+limited by key only."""
 
 QUEUE_KEY_LOCK_CLASS = 0x5053_4305
 """Class of the per-key transaction locks of a queue limited by key only

@@ -106,12 +106,20 @@ def parse_rate(value: object, error: type[Exception] = ConfigurationError) -> Ra
     return check_rate(int(count), float(size or 1) * _UNIT_SECONDS[unit], error)
 
 
+LIMIT_MAX = 2**31 - 1
+"""The largest limit (the database stores limits as 32-bit integers)."""
+RATE_PERIOD_MIN_SECONDS = 0.001
+RATE_PERIOD_MAX_SECONDS = 366 * 86400.0
+
+
 def check_rate(limit: int, period_seconds: float, error: type[Exception] = ConfigurationError) -> Rate:
-    """The rate, if both parts are positive."""
-    if limit < 1:
-        raise error(f"invalid rate: the number of starts must be at least 1, got {limit}")
-    if not period_seconds > 0 or period_seconds != period_seconds or period_seconds == float("inf"):
+    """The rate, if its count is from 1 to LIMIT_MAX and its period from 1 ms to 366 days."""
+    if not 1 <= limit <= LIMIT_MAX:
+        raise error(f"invalid rate: the number of starts must be from 1 to {LIMIT_MAX}, got {limit}")
+    if not period_seconds > 0:
         raise error(f"invalid rate: the period must be longer than 0 s, got {period_seconds:g} s")
+    if not RATE_PERIOD_MIN_SECONDS <= period_seconds <= RATE_PERIOD_MAX_SECONDS:
+        raise error(f"invalid rate: the period must be from 1 ms to 366 days, got {period_seconds:g} s")
     return Rate(limit, float(period_seconds))
 
 
@@ -119,10 +127,10 @@ def check_limit(name: str, value: object, error: type[Exception] = Configuration
     """``value`` if it is None (no such limit) or an int of at least 1, else ``error``."""
     if value is None:
         return None
-    if type(value) is not int or value < 1:
+    if type(value) is not int or not 1 <= value <= LIMIT_MAX:
         raise error(
-            f"invalid {name} {value!r}: give a whole number of at least 1, or none for no limit "
-            f"(to stop a queue, pause it)"
+            f"invalid {name} {value!r}: give a whole number from 1 to {LIMIT_MAX}, or none for no "
+            f"limit (to stop a queue, pause it)"
         )
     return value
 

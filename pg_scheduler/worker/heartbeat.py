@@ -9,9 +9,14 @@ Each beat:
 
 1. touches the worker's row in ``scheduler_workers`` (re-inserting it if the leader pruned it);
 2. renews the lease of every tracked job, fenced by ``(job, worker, attempt)``. A job the update
-   does not return has lost its lease (cancelled, replaced, rescued after a freeze): the worker is
-   told and stops it. If beats keep failing for a whole lease, every tracked job is reported lost:
-   by then the leader may have handed it to someone else.
+   does not return has lost its lease (cancelled, replaced, rescued after a freeze, or its lease
+   ended before the renewal): the worker is told and stops it.
+
+Between beats, a watch on the same thread stops every job whose lease was last known good more
+than ``lease - stop margin`` ago, by this process's clock (which started before the claim or the
+renewal was sent, so it runs ahead of the database's): a worker that cannot renew stops its jobs
+before their leases end, and a partitioned worker does not run a job beside its replacement, nor
+beside a job its slot of a limited queue went to.
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ class Heartbeat:
         self._queues = None if queues is None else list(queues)
         self._on_lost = on_lost
         self._tracked: dict[str, tuple[int, float]] = {}  # job_id -> (attempt, last renewed)
+        self._reported: set[tuple[str, int]] = set()  # told the worker they are lost
+        self.stop_margin = min(0.5, lease_seconds / 8)
+        """How long before its lease ends (by this process's clock) a job not renewed is stopped."""
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,6 +83,7 @@ class Heartbeat:
         lease began at the earliest: when the claim was sent."""
         with self._lock:
             self._tracked[job_id] = (attempt, time.monotonic() if since is None else since)
+            self._reported.discard((job_id, attempt))
 
     def lease_may_have_lapsed(self, job_id: str, attempt: int) -> bool:
         """Whether more than a lease has passed since this attempt's lease was last known good
@@ -90,7 +99,9 @@ class Heartbeat:
         one (a replaced job's old run must not drop the lease of its new run)."""
         with self._lock:
             if attempt is None or self._tracked.get(job_id, (None,))[0] == attempt:
-                self._tracked.pop(job_id, None)
+                dropped = self._tracked.pop(job_id, None)
+                if dropped is not None:
+                    self._reported.discard((job_id, dropped[0]))
 
     def start(self) -> None:
         """Start the thread; waits up to 5 s for its event loop to run."""
@@ -118,6 +129,7 @@ class Heartbeat:
         self._stop = asyncio.Event()
         self._started.set()
         conn: asyncpg.Connection | None = None
+        watch = asyncio.create_task(self._watch_leases())
         try:
             while not self._stop.is_set():
                 try:
@@ -140,8 +152,25 @@ class Heartbeat:
                     async with asyncio.timeout(self.interval_seconds):
                         await self._stop.wait()
         finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
             if conn is not None and not conn.is_closed():
                 conn.terminate()
+
+    async def _watch_leases(self) -> None:
+        """Stop the jobs whose lease may end before a renewal lands (see the module's doc)."""
+        assert self._stop is not None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            ending = self.lease_seconds - self.stop_margin
+            with self._lock:
+                deadlines = [renewed + ending for _, renewed in self._tracked.values()]
+            self._report_older_than(ending)
+            wait = min([self.interval_seconds, *(d - now for d in deadlines if d > now)])
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(wait, 0.01)):
+                    await self._stop.wait()
 
     async def _beat(self, conn: asyncpg.Connection) -> None:
         timeout = max(self.interval_seconds, 2.0)
@@ -184,18 +213,24 @@ class Heartbeat:
                         continue  # finished meanwhile
                     if job_id in renewed:
                         self._tracked[job_id] = (attempt, sent)
-                    else:
+                    elif (job_id, attempt) not in self._reported:
                         lost.append((job_id, attempt))
+                self._reported.update(lost)
             if lost:
                 self._on_lost(lost)
 
     def _report_stale(self) -> None:
+        self._report_older_than(self.lease_seconds)
+
+    def _report_older_than(self, seconds: float) -> None:
+        """Tell the worker (once) of the tracked jobs last known good more than ``seconds`` ago."""
         now = time.monotonic()
         with self._lock:
             stale = [
                 (job_id, attempt)
                 for job_id, (attempt, renewed) in self._tracked.items()
-                if now - renewed > self.lease_seconds
+                if now - renewed > seconds and (job_id, attempt) not in self._reported
             ]
+            self._reported.update(stale)
         if stale:
             self._on_lost(stale)

@@ -339,7 +339,8 @@ class Worker:
                     names = self._registry.names()
                     claimed = 0
                     if self._ask_limited():
-                        claimed += await self._claim_limited(names, wanted)
+                        # A failure here must not keep the other queues from being claimed.
+                        claimed += await self._refill_after_write(self._claim_limited, names, wanted)
                     if claimed < wanted:
                         claimed += await self._claim_plain(names, wanted - claimed)
                     if claimed == wanted:
@@ -392,10 +393,17 @@ class Worker:
             # While some queue is limited, refills alternate which claim goes first, so that
             # neither kind of queue starves the other; the limited claim carries the completions
             # itself. A kind found empty is skipped until news of jobs (or a short while).
-            if self._limited and (self._limited_first or self._plain_known_empty()):
-                done, limited_jobs, limited = await self._claimer.complete_and_claim_limited(
-                    job_ids, attempts, names, wanted
-                )
+            limited_first = self._limited and (self._limited_first or self._plain_known_empty())
+            self._limited_first = not self._limited_first
+            written = None
+            if limited_first:
+                try:
+                    written = await self._claimer.complete_and_claim_limited(job_ids, attempts, names, wanted)
+                except Exception as exc:  # the statement rolled back: write as other queues do
+                    metrics().db_errors.inc()
+                    log.warning("worker: %s: claim of limited queues failed (%r)", self.worker_id, exc)
+            if written is not None:
+                done, limited_jobs, limited = written
                 self._heard(limited)
                 for job in limited_jobs:
                     self._launch(job)
@@ -411,7 +419,6 @@ class Worker:
                         self._launch(job)
                     jobs = []
                     await self._refill_after_write(self._claim_limited, names, wanted - claimed)
-            self._limited_first = not self._limited_first
         finally:
             self._promised -= wanted
             self._no_refill.set()
@@ -430,8 +437,10 @@ class Worker:
     async def _refill_after_write(
         self, claim: Callable[[list[str], int], Awaitable[int]], names: list[str], wanted: int
     ) -> int:
-        """``claim`` after the completions landed: a failure must not fail the write (it would be
-        retried, and refused), so it is logged and left to the loop, which is woken."""
+        """``claim``, whose failure is logged and left to the loop (which is woken): after the
+        completions landed, a failure must not fail the write (it would be retried, and
+        refused); in the loop, a failed claim of limited queues must not keep the others from
+        being claimed."""
         try:
             return await claim(names, wanted)
         except Exception as exc:

@@ -26,7 +26,7 @@ from pg_scheduler.shared import queues as queues_module
 from pg_scheduler.shared.locks import QUEUE_LOCK_CLASS
 from pg_scheduler.shared.queue_limits import publish_declared
 from tests.rows import Sql, insert_job, wait_for_status
-from tests.support import FAST
+from tests.support import FAST, wait_for
 
 TASK = "limits.task"
 
@@ -263,7 +263,10 @@ async def test_declaration_set_reset_and_pause_round_trip(pool: asyncpg.Pool) ->
         ({"concurrency": -1}, "invalid concurrency -1"),
         ({"key_concurrency": 1.5}, "invalid key_concurrency 1.5"),
         ({"rate": "10/0s"}, "the period must be longer than 0 s"),
-        ({"rate": "0/1s"}, "at least 1"),
+        ({"rate": "0/1s"}, "must be from 1 to 2147483647, got 0"),
+        ({"rate": "5/400d"}, "from 1 ms to 366 days"),
+        ({"rate": "5/0.0001s"}, "from 1 ms to 366 days"),
+        ({"concurrency": 2**31}, "invalid concurrency 2147483648"),
         ({"rate": "ten a minute"}, "invalid rate"),
         ({"burst": 3}, "unknown queue limit 'burst'"),
         ({}, "nothing to set"),
@@ -380,3 +383,72 @@ async def test_the_leaders_sample_says_what_holds_each_queue_back(pool: asyncpg.
         ("metered", "rate"): 1,
         ("held", "concurrency"): 5,
     }
+
+
+async def test_a_renewal_in_flight_is_counted_before_its_slot_is_given_away(pool: asyncpg.Pool) -> None:
+    """A running row whose lease looks ended may be being renewed: the claim waits for that
+    renewal and counts it, rather than give its slot to another job."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=1)
+    await insert_job(pool, "renewing", job_name=TASK, queue="capped", status="running",
+                     lease_until=Sql("now() - interval '0.1 seconds'"))  # fmt: skip
+    await add_jobs(pool, "capped", 2)
+    async with pool.acquire() as renewal:
+        tx = renewal.transaction()
+        await tx.start()
+        await renewal.execute("SELECT FROM scheduled_jobs WHERE job_id = 'renewing' FOR UPDATE")
+        claim_task = asyncio.create_task(claim(pool, "w2"))
+        await wait_for(
+            lambda: pool.fetchval("SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"),
+            message="the claim waiting on the renewal's row lock",
+        )
+        assert not claim_task.done()
+        await renewal.execute(
+            "UPDATE scheduled_jobs SET lease_until = now() + interval '30 seconds' WHERE job_id = 'renewing'"
+        )
+        await tx.commit()
+    assert await claim_task == []  # the renewed lease holds the one slot
+    # Once it really ends, its slot is free, and a late renewal does not revive it.
+    await pool.execute("UPDATE scheduled_jobs SET lease_until = now() - interval '1 second'")
+    assert len(await claim(pool, "w2")) == 1
+    renewed = await pool.fetch(queries.JOB_RENEW_LEASES, "ghost-worker", 30.0, ["renewing"], [1])
+    assert renewed == []
+
+
+def test_a_job_not_renewed_is_stopped_before_its_lease_ends() -> None:
+    """The heartbeat thread's watch: with no database at all (every beat fails), a job is
+    reported lost once, at lease - margin after its claim was sent, before its lease ends."""
+    import threading
+    import time
+
+    from pg_scheduler.worker.heartbeat import Heartbeat
+
+    reported: list[tuple[list[tuple[str, int]], float]] = []
+    seen = threading.Event()
+
+    def lost(jobs: list[tuple[str, int]]) -> None:
+        reported.append((jobs, time.monotonic()))
+        seen.set()
+
+    beat = Heartbeat(
+        ("postgresql://nobody@127.0.0.1:1/none",),
+        {},
+        worker_id="w",
+        kind="worker",
+        lease_seconds=2.0,
+        interval_seconds=0.2,
+        tasks=lambda: [],
+        on_lost=lost,
+    )
+    claimed_at = time.monotonic()
+    beat.track("j", 1, since=claimed_at)
+    beat.start()
+    try:
+        assert seen.wait(5)
+        seen.clear()
+        assert not seen.wait(2.0)  # past the lease, and beats failing: not reported again
+    finally:
+        beat.stop()
+    [(jobs, at)] = reported
+    assert jobs == [("j", 1)]
+    assert 2.0 - beat.stop_margin - 0.05 <= at - claimed_at < 2.0

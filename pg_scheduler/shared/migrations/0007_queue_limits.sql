@@ -11,7 +11,9 @@ CREATE TABLE IF NOT EXISTS scheduler_queues (
     concurrency                INTEGER CHECK (concurrency > 0),
     key_concurrency            INTEGER CHECK (key_concurrency > 0),
     rate_limit                 INTEGER CHECK (rate_limit > 0),
-    rate_period_seconds        DOUBLE PRECISION CHECK (rate_period_seconds > 0),
+    -- From a millisecond to 366 days: an interval outside that breaks the claim's arithmetic.
+    rate_period_seconds        DOUBLE PRECISION
+        CHECK (rate_period_seconds >= 0.001 AND rate_period_seconds <= 31622400),
     paused                     BOOLEAN NOT NULL DEFAULT false,
     paused_at                  TIMESTAMPTZ,
     code_concurrency           INTEGER,
@@ -61,7 +63,8 @@ DECLARE
     held TEXT[];
     keyless BOOLEAN;
     tids TID[];
-    waited BOOLEAN := false;
+    claim_at TIMESTAMPTZ;
+    may_wait BOOLEAN := true;
     got INTEGER;
 BEGIN
     -- The worker's completions first (fenced as JOB_COMPLETE_MANY): the slots they free count
@@ -111,7 +114,10 @@ RETURNING j.job_id, j.attempt
         EXIT WHEN max_jobs <= 0;
         queue_name := lq.name;
         IF lq.by_key THEN
-            -- Limited by key only: the locks of the keys it claims, not the queue's.
+            -- Limited by key only: the queue's lock shared (claims that count the whole queue
+            -- take it alone), and the locks of the keys it claims.
+            CONTINUE WHEN NOT pg_try_advisory_xact_lock_shared(1347633924, hashtext(queue_name));
+            may_wait := false;
             
 WITH r AS (
     SELECT j.ctid AS tid, j.concurrency_key AS k, j.priority, j.execution_time
@@ -137,13 +143,17 @@ WITH r AS (
     SELECT c.k
       FROM (SELECT r.k FROM r GROUP BY r.k ORDER BY min(r.priority), min(r.execution_time)) AS c
      WHERE c.k IS NULL OR pg_try_advisory_xact_lock(1347633925, hashtext(queue_name || ':' || c.k))
-     LIMIT max_jobs + 1
+     LIMIT max_jobs
 )
 SELECT coalesce(array_agg(locked.k) FILTER (WHERE locked.k IS NOT NULL), '{}'),
        coalesce(bool_or(locked.k IS NULL), false),
        ARRAY(SELECT r.tid FROM r WHERE r.k IN (SELECT locked.k FROM locked))
   INTO held, keyless, tids
   FROM locked;
+            PERFORM 1 FROM scheduled_jobs
+             WHERE status = 'running' AND queue = queue_name AND concurrency_key = ANY (held)
+               AND lease_until <= clock_timestamp()
+               FOR KEY SHARE;
             RETURN QUERY
 WITH q AS (
     SELECT key_concurrency FROM scheduler_queues WHERE name = queue_name AND NOT paused
@@ -265,26 +275,33 @@ SELECT true, claimed.* FROM claimed;
             END IF;
             CONTINUE;
         END IF;
-        IF NOT waited THEN
+        -- Only a claimer that holds no lock yet waits for one: claimers never deadlock.
+        IF may_wait THEN
             PERFORM pg_advisory_xact_lock(1347633924, hashtext(queue_name));
-            waited := true;
+            may_wait := false;
         ELSIF NOT pg_try_advisory_xact_lock(1347633924, hashtext(queue_name)) THEN
             CONTINUE;
         END IF;
+        PERFORM 1 FROM scheduled_jobs
+             WHERE status = 'running' AND queue = queue_name
+               AND lease_until <= clock_timestamp()
+               FOR KEY SHARE;
+        claim_at := clock_timestamp();
         IF lq.key_concurrency IS NULL THEN
             RETURN QUERY
 WITH q AS (
-    SELECT concurrency, rate_limit, rate_period_seconds
+    SELECT concurrency, key_concurrency, rate_limit, rate_period_seconds
       FROM scheduler_queues WHERE name = queue_name AND NOT paused
+), live AS (
+    SELECT concurrency_key AS k FROM scheduled_jobs
+     WHERE status = 'running' AND queue = queue_name AND lease_until > now()
 ), started AS (
     SELECT count(*) AS n FROM scheduler_queue_starts AS s, q
-     WHERE s.queue = queue_name AND s.started_at > now() - make_interval(secs => q.rate_period_seconds)
+     WHERE s.queue = queue_name AND s.started_at > claim_at - make_interval(secs => q.rate_period_seconds)
 ), room AS (
-    SELECT greatest(0, least(max_jobs,
-                             coalesce(q.concurrency - (SELECT count(*) FROM scheduled_jobs AS r
-                                                        WHERE r.status = 'running' AND r.queue = queue_name
-                                                          AND r.lease_until > now()), max_jobs),
-                             coalesce(q.rate_limit - (SELECT n FROM started), max_jobs)))::int AS n
+    SELECT greatest(0, least(max_jobs, coalesce(q.concurrency - (SELECT count(*) FROM live), max_jobs),
+                                 coalesce(q.rate_limit - (SELECT n FROM started), max_jobs)))::int AS n,
+           q.key_concurrency AS per_key
       FROM q
 ), picked AS (
     SELECT d.tid FROM (
@@ -317,7 +334,7 @@ UPDATE scheduled_jobs AS j SET
         CASE WHEN (j.misfire_grace_time IS NOT NULL
              AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN j.last_heartbeat ELSE now() END,
         CASE WHEN (j.misfire_grace_time IS NOT NULL
-             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN j.started_at ELSE now() END,
+             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN j.started_at ELSE claim_at END,
         CASE WHEN (j.misfire_grace_time IS NOT NULL
              AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN now() ELSE NULL END,
         CASE WHEN (j.misfire_grace_time IS NOT NULL
@@ -335,10 +352,10 @@ RETURNING j.job_id, j.attempt, j.job_name, j.task_data, j.status, j.execution_ti
 
 ), logged AS (
     INSERT INTO scheduler_queue_starts (queue, started_at)
-    SELECT queue_name, now() FROM claimed, q WHERE claimed.status = 'running' AND q.rate_limit IS NOT NULL
+    SELECT queue_name, claim_at FROM claimed, q WHERE claimed.status = 'running' AND q.rate_limit IS NOT NULL
 ), pruned AS (
     DELETE FROM scheduler_queue_starts AS s USING q
-     WHERE s.queue = queue_name AND s.started_at <= now() - make_interval(secs => q.rate_period_seconds)
+     WHERE s.queue = queue_name AND s.started_at <= claim_at - make_interval(secs => q.rate_period_seconds)
 )
 SELECT true, claimed.* FROM claimed;
         ELSE
@@ -349,16 +366,16 @@ WITH q AS (
 ), live AS (
     SELECT concurrency_key AS k FROM scheduled_jobs
      WHERE status = 'running' AND queue = queue_name AND lease_until > now()
-), keys AS (
-    SELECT k, count(*) AS n FROM live WHERE k IS NOT NULL GROUP BY k
 ), started AS (
     SELECT count(*) AS n FROM scheduler_queue_starts AS s, q
-     WHERE s.queue = queue_name AND s.started_at > now() - make_interval(secs => q.rate_period_seconds)
+     WHERE s.queue = queue_name AND s.started_at > claim_at - make_interval(secs => q.rate_period_seconds)
 ), room AS (
     SELECT greatest(0, least(max_jobs, coalesce(q.concurrency - (SELECT count(*) FROM live), max_jobs),
                                  coalesce(q.rate_limit - (SELECT n FROM started), max_jobs)))::int AS n,
            q.key_concurrency AS per_key
       FROM q
+), keys AS (
+    SELECT k, count(*) AS n FROM live WHERE k IS NOT NULL GROUP BY k
 ), due AS (
     SELECT j.ctid AS tid, j.concurrency_key AS k, j.priority, j.execution_time
       FROM scheduled_jobs AS j
@@ -400,7 +417,7 @@ UPDATE scheduled_jobs AS j SET
         CASE WHEN (j.misfire_grace_time IS NOT NULL
              AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN j.last_heartbeat ELSE now() END,
         CASE WHEN (j.misfire_grace_time IS NOT NULL
-             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN j.started_at ELSE now() END,
+             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN j.started_at ELSE claim_at END,
         CASE WHEN (j.misfire_grace_time IS NOT NULL
              AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN now() ELSE NULL END,
         CASE WHEN (j.misfire_grace_time IS NOT NULL
@@ -418,10 +435,10 @@ RETURNING j.job_id, j.attempt, j.job_name, j.task_data, j.status, j.execution_ti
 
 ), logged AS (
     INSERT INTO scheduler_queue_starts (queue, started_at)
-    SELECT queue_name, now() FROM claimed, q WHERE claimed.status = 'running' AND q.rate_limit IS NOT NULL
+    SELECT queue_name, claim_at FROM claimed, q WHERE claimed.status = 'running' AND q.rate_limit IS NOT NULL
 ), pruned AS (
     DELETE FROM scheduler_queue_starts AS s USING q
-     WHERE s.queue = queue_name AND s.started_at <= now() - make_interval(secs => q.rate_period_seconds)
+     WHERE s.queue = queue_name AND s.started_at <= claim_at - make_interval(secs => q.rate_period_seconds)
 )
 SELECT true, claimed.* FROM claimed;
         END IF;

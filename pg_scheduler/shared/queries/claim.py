@@ -26,8 +26,8 @@ LIMITED_CLAIM_BOUND = 128
 plain claim's bound, so that the plan reads no more rows than that)."""
 
 LIMITED_CLAIM_SCAN = 256
-"""How many due rows of a limited queue one claim reads (past keys at their limit) to pick the
-ones with room: a claim takes at most this many rows of one queue."""
+"""How many due rows of a key-limited queue one claim reads (past keys at their limit) to pick
+the ones with room."""
 
 MISSED_AFTER_SECONDS = 1.0
 """A periodic window picked up (or written) later than this after its start is a missed window
@@ -134,11 +134,11 @@ def _claim(
     )
 
 
-def _update_claimed(tids: str, worker: str, lease: str, tolerance: str) -> str:
+def _update_claimed(tids: str, worker: str, lease: str, tolerance: str, started: str = "now()") -> str:
     """The UPDATE that claims the rows whose ctids the sub-select ``tids`` yields (each still
-    pending), with a ``worker`` lease of ``lease`` seconds; a row later than its misfire grace
-    plus ``tolerance`` expires instead. job_id and attempt come first in RETURNING:
-    job_complete_and_claim_sql's UNION pads the rest."""
+    pending), with a ``worker`` lease of ``lease`` seconds, started at ``started``; a row later
+    than its misfire grace plus ``tolerance`` expires instead. job_id and attempt come first in
+    RETURNING: job_complete_and_claim_sql's UNION pads the rest."""
     # Inline in each CASE, not computed once in a sub-SELECT: a sub-SELECT is a SubPlan run per
     # row, dearer than the test, which is one null check for the many rows without a misfire
     # grace.
@@ -152,7 +152,7 @@ UPDATE scheduled_jobs AS j SET
         CASE WHEN {m} THEN NULL ELSE {worker} END,
         CASE WHEN {m} THEN NULL ELSE now() + make_interval(secs => {lease}) END,
         CASE WHEN {m} THEN j.last_heartbeat ELSE now() END,
-        CASE WHEN {m} THEN j.started_at ELSE now() END,
+        CASE WHEN {m} THEN j.started_at ELSE {started} END,
         CASE WHEN {m} THEN now() ELSE NULL END,
         CASE WHEN {m}
              THEN format('misfired: %s s late, misfire grace is %s s',
@@ -241,7 +241,7 @@ async def job_claim(
 # (when the concurrency is used up); the soonest over the queues. NULL: none has due jobs of
 # these names. A queue held back only by its keys answers 0: its keys free up as their runs end.
 # $1 names, $2 queues
-JOB_GET_NEXT_LIMITED = """
+JOB_GET_NEXT_LIMITED = f"""
 SELECT min(CASE WHEN due.at IS NOT NULL THEN greatest(due.at, rate.at, slots.at) END)
   FROM scheduler_queues AS q
  CROSS JOIN LATERAL (
@@ -250,6 +250,7 @@ SELECT min(CASE WHEN due.at IS NOT NULL THEN greatest(due.at, rate.at, slots.at)
         CROSS JOIN LATERAL (
               SELECT execution_time FROM scheduled_jobs AS j
                WHERE j.status = 'pending' AND j.job_name = t.name AND j.queue = q.name
+                 AND {_NOT_BLOCKED} AND {_NOT_AWAITING_MISFIRE}
                ORDER BY execution_time
                LIMIT 1) AS d) AS due
  CROSS JOIN LATERAL (
@@ -299,10 +300,13 @@ WITH mine AS (
 )"""
 
 
-# A lease that has ended is not renewed, even before the rescuer takes the row back: once it
-# ended, its slot counted as free to the claims of a limited queue, which may have given it to
-# another job; reviving it would put one job more than the limit in the queue. The worker stops
-# the job, as for any lease lost.
+# A lease that has ended (by the clock when the rows are locked, not the statement's start) is
+# not renewed, even before the rescuer takes the row back: once it ended, its slot counted as
+# free to the claims of a limited queue, which may have given it to another job; reviving it
+# would put one job more than the limit in the queue. The worker stops the job, as for any lease
+# lost. A claim of a limited queue locks the rows whose lease it counts as ended (FOR KEY SHARE)
+# before it counts: a renewal in flight finishes first and is counted, and one that comes later
+# waits for the claim and finds the lease ended.
 # $1 worker_id, $2 lease_seconds, $3 job_ids, $4 attempts
 JOB_RENEW_LEASES = (
     _lock_my_runs("$3", "$4")
@@ -310,7 +314,7 @@ JOB_RENEW_LEASES = (
 UPDATE scheduled_jobs AS j
    SET lease_until = now() + make_interval(secs => $2), last_heartbeat = now()
   FROM mine
- WHERE j.job_id = mine.job_id AND j.lease_until > now()
+ WHERE j.job_id = mine.job_id AND j.lease_until > clock_timestamp()
 RETURNING j.job_id
 """
 )
@@ -483,26 +487,29 @@ def _due_in(queue: str, names: str) -> str:
        AND j.job_name = ANY ({names}::text[]) AND {_NOT_BLOCKED} AND {_NOT_AWAITING_MISFIRE}"""
 
 
-def _claimed_rows(picked: str, worker: str, lease: str, tolerance: str) -> str:
+def _claimed_rows(picked: str, worker: str, lease: str, tolerance: str, started: str = "now()") -> str:
     """The claim of the rows whose ctids the CTE ``picked`` holds, as rows of the function."""
-    return f"""claimed AS ({_update_claimed(f"SELECT tid FROM {picked}", worker, lease, tolerance)}
+    return f"""claimed AS ({_update_claimed(f"SELECT tid FROM {picked}", worker, lease, tolerance, started)}
 )"""
 
 
-def _claim_counted(queue: str, names: str, limit: str, worker: str, lease: str, tolerance: str) -> str:
-    """The claim of up to ``limit`` jobs of ``names`` in ``queue``, a queue with a concurrency
-    or a rate (and maybe a key limit), over the given placeholders (the variables of
-    pg_scheduler_claim_limited, which runs it under the queue's lock, in a snapshot taken after
-    the lock was granted: every claim of the queue committed before is in its counts).
+def _hold_ended_leases(queue: str, keys: str | None = None) -> str:
+    """Lock (FOR KEY SHARE) the running rows of ``queue`` (of the ``keys`` only, if given) whose
+    lease has ended by the clock: a renewal of one of them in flight (it locks them FOR UPDATE)
+    commits first, so the count that follows sees it; a renewal that comes later waits for this
+    claim to commit and then finds the lease ended (JOB_RENEW_LEASES)."""
+    of_keys = "" if keys is None else f" AND concurrency_key = ANY ({keys})"
+    return f"""PERFORM 1 FROM scheduled_jobs
+             WHERE status = 'running' AND queue = {queue}{of_keys}
+               AND lease_until <= clock_timestamp()
+               FOR KEY SHARE"""
 
-    Room is the least of the free slots, the concurrency minus the queue's running rows whose
-    lease is live, and the rate minus the starts logged within the period. A running row whose
-    lease ended holds no slot: a killed worker's jobs stop counting when its supervisor hands
-    them back or at worst when their lease ends (its worker, unable to renew, has stopped them
-    by then). Jobs whose key is at key_concurrency are passed over, not waited for: the due rows
-    behind them are claimed (no head-of-line blocking); of the other keys, each takes no more
-    rows than it has room for. Every row that starts (not one that expires instead) is logged as
-    a start when the queue has a rate."""
+
+def _counted_room(queue: str, limit: str, at: str) -> str:
+    """The CTEs ``q`` (the queue's limits, none if paused), ``live`` (its running rows whose
+    lease is live, by key), ``started`` (its starts logged within the rate's period before
+    ``at``) and ``room`` (how many it may start: the least of ``limit``, the concurrency minus
+    the live rows and the rate minus the starts)."""
     return f"""
 WITH q AS (
     SELECT concurrency, key_concurrency, rate_limit, rate_period_seconds
@@ -510,16 +517,48 @@ WITH q AS (
 ), live AS (
     SELECT concurrency_key AS k FROM scheduled_jobs
      WHERE status = 'running' AND queue = {queue} AND lease_until > now()
-), keys AS (
-    SELECT k, count(*) AS n FROM live WHERE k IS NOT NULL GROUP BY k
 ), started AS (
     SELECT count(*) AS n FROM scheduler_queue_starts AS s, q
-     WHERE s.queue = {queue} AND s.started_at > now() - make_interval(secs => q.rate_period_seconds)
+     WHERE s.queue = {queue} AND s.started_at > {at} - make_interval(secs => q.rate_period_seconds)
 ), room AS (
     SELECT greatest(0, least({limit}, coalesce(q.concurrency - (SELECT count(*) FROM live), {limit}),
                                  coalesce(q.rate_limit - (SELECT n FROM started), {limit})))::int AS n,
            q.key_concurrency AS per_key
       FROM q
+)"""
+
+
+def _counted_tail(queue: str, worker: str, lease: str, tolerance: str, at: str) -> str:
+    """The claim of the rows ``picked``, started at ``at``, each start logged when the queue has
+    a rate, and the log pruned of starts older than the period."""
+    return f""", {_claimed_rows("picked", worker, lease, tolerance, at)}, logged AS (
+    INSERT INTO scheduler_queue_starts (queue, started_at)
+    SELECT {queue}, {at} FROM claimed, q WHERE claimed.status = 'running' AND q.rate_limit IS NOT NULL
+), pruned AS (
+    DELETE FROM scheduler_queue_starts AS s USING q
+     WHERE s.queue = {queue} AND s.started_at <= {at} - make_interval(secs => q.rate_period_seconds)
+)
+SELECT true, claimed.* FROM claimed"""
+
+
+def _claim_counted(
+    queue: str, names: str, limit: str, worker: str, lease: str, tolerance: str, at: str
+) -> str:
+    """The claim of up to ``limit`` jobs of ``names`` in ``queue``, a queue with a concurrency
+    or a rate and a key limit, over the given placeholders (the variables of
+    pg_scheduler_claim_limited, which runs it under the queue's lock, in a snapshot taken after
+    the lock was granted: every claim of the queue committed before is in its counts).
+
+    A running row whose lease ended holds no slot: a killed worker's jobs stop counting when its
+    supervisor hands them back or at worst when their lease ends (its worker, unable to renew,
+    has stopped them by then). Jobs whose key is at key_concurrency are passed over, not waited
+    for: the due rows behind them are claimed (no head-of-line blocking); of the other keys, each
+    takes no more rows than it has room for. ``at`` is the claim's time, read after the lock was
+    granted, so that the starts of successive claims are logged in the order they count them."""
+    return (
+        _counted_room(queue, limit, at)
+        + f""", keys AS (
+    SELECT k, count(*) AS n FROM live WHERE k IS NOT NULL GROUP BY k
 ), due AS (
     SELECT j.ctid AS tid, j.concurrency_key AS k, j.priority, j.execution_time
       FROM scheduled_jobs AS j
@@ -538,36 +577,19 @@ WITH q AS (
         OR d.rn <= room.per_key - coalesce((SELECT keys.n FROM keys WHERE keys.k = d.k), 0)
      ORDER BY d.priority, d.execution_time
      LIMIT (SELECT n FROM room)
-), {_claimed_rows("picked", worker, lease, tolerance)}, logged AS (
-    INSERT INTO scheduler_queue_starts (queue, started_at)
-    SELECT {queue}, now() FROM claimed, q WHERE claimed.status = 'running' AND q.rate_limit IS NOT NULL
-), pruned AS (
-    DELETE FROM scheduler_queue_starts AS s USING q
-     WHERE s.queue = {queue} AND s.started_at <= now() - make_interval(secs => q.rate_period_seconds)
-)
-SELECT true, claimed.* FROM claimed"""
+)"""
+        + _counted_tail(queue, worker, lease, tolerance, at)
+    )
 
 
 def _claim_counted_keyless(
-    queue: str, names: str, limit: str, worker: str, lease: str, tolerance: str
+    queue: str, names: str, limit: str, worker: str, lease: str, tolerance: str, at: str
 ) -> str:
     """``_claim_counted`` for a queue without a key limit: the room counted the same way, the
     rows picked as the plain claim picks them (its literal bound, then the room)."""
-    return f"""
-WITH q AS (
-    SELECT concurrency, rate_limit, rate_period_seconds
-      FROM scheduler_queues WHERE name = {queue} AND NOT paused
-), started AS (
-    SELECT count(*) AS n FROM scheduler_queue_starts AS s, q
-     WHERE s.queue = {queue} AND s.started_at > now() - make_interval(secs => q.rate_period_seconds)
-), room AS (
-    SELECT greatest(0, least({limit},
-                             coalesce(q.concurrency - (SELECT count(*) FROM scheduled_jobs AS r
-                                                        WHERE r.status = 'running' AND r.queue = {queue}
-                                                          AND r.lease_until > now()), {limit}),
-                             coalesce(q.rate_limit - (SELECT n FROM started), {limit})))::int AS n
-      FROM q
-), picked AS (
+    return (
+        _counted_room(queue, limit, at)
+        + f""", picked AS (
     SELECT d.tid FROM (
         SELECT j.ctid AS tid FROM scheduled_jobs AS j
          WHERE {_due_in(queue, names)}
@@ -575,14 +597,9 @@ WITH q AS (
          LIMIT {LIMITED_CLAIM_BOUND:d}
            FOR UPDATE SKIP LOCKED) AS d
      LIMIT coalesce((SELECT n FROM room), 0)
-), {_claimed_rows("picked", worker, lease, tolerance)}, logged AS (
-    INSERT INTO scheduler_queue_starts (queue, started_at)
-    SELECT {queue}, now() FROM claimed, q WHERE claimed.status = 'running' AND q.rate_limit IS NOT NULL
-), pruned AS (
-    DELETE FROM scheduler_queue_starts AS s USING q
-     WHERE s.queue = {queue} AND s.started_at <= now() - make_interval(secs => q.rate_period_seconds)
-)
-SELECT true, claimed.* FROM claimed"""
+)"""
+        + _counted_tail(queue, worker, lease, tolerance, at)
+    )
 
 
 def _lock_keys(queue: str, names: str, limit: str, per_key: str) -> str:
@@ -609,7 +626,7 @@ WITH r AS (
     SELECT c.k
       FROM (SELECT r.k FROM r GROUP BY r.k ORDER BY min(r.priority), min(r.execution_time)) AS c
      WHERE c.k IS NULL OR pg_try_advisory_xact_lock({_KEY_LOCK_CLASS}, hashtext({queue} || ':' || c.k))
-     LIMIT {limit} + 1
+     LIMIT {limit}
 )
 SELECT coalesce(array_agg(locked.k) FILTER (WHERE locked.k IS NOT NULL), '{{}}'),
        coalesce(bool_or(locked.k IS NULL), false),
@@ -675,8 +692,8 @@ _TYPED_PADDING = (
 """The same, typed as the function's result (RETURN QUERY matches types exactly)."""
 
 _VARIABLES = ("queue_name", "names", "max_jobs", "worker", "lease", "tolerance")
-_CLAIM_COUNTED = _claim_counted(*_VARIABLES)
-_CLAIM_COUNTED_KEYLESS = _claim_counted_keyless(*_VARIABLES)
+_CLAIM_COUNTED = _claim_counted(*_VARIABLES, "claim_at")
+_CLAIM_COUNTED_KEYLESS = _claim_counted_keyless(*_VARIABLES, "claim_at")
 _LOCK_KEYS = _lock_keys("queue_name", "names", "max_jobs", "lq.key_concurrency")
 _CLAIM_HELD_KEYS = _claim_held_keys(*_VARIABLES)
 _CLAIM_KEYLESS = _claim_keyless(*_VARIABLES)
@@ -698,7 +715,8 @@ DECLARE
     held TEXT[];
     keyless BOOLEAN;
     tids TID[];
-    waited BOOLEAN := false;
+    claim_at TIMESTAMPTZ;
+    may_wait BOOLEAN := true;
     got INTEGER;
 BEGIN
     -- The worker's completions first (fenced as JOB_COMPLETE_MANY): the slots they free count
@@ -729,8 +747,12 @@ BEGIN
         EXIT WHEN max_jobs <= 0;
         queue_name := lq.name;
         IF lq.by_key THEN
-            -- Limited by key only: the locks of the keys it claims, not the queue's.
+            -- Limited by key only: the queue's lock shared (claims that count the whole queue
+            -- take it alone), and the locks of the keys it claims.
+            CONTINUE WHEN NOT pg_try_advisory_xact_lock_shared({_QUEUE_LOCK_CLASS}, hashtext(queue_name));
+            may_wait := false;
             {_LOCK_KEYS};
+            {_hold_ended_leases("queue_name", "held")};
             RETURN QUERY{_CLAIM_HELD_KEYS};
             GET DIAGNOSTICS got = ROW_COUNT;
             max_jobs := max_jobs - got;
@@ -741,12 +763,15 @@ BEGIN
             END IF;
             CONTINUE;
         END IF;
-        IF NOT waited THEN
+        -- Only a claimer that holds no lock yet waits for one: claimers never deadlock.
+        IF may_wait THEN
             PERFORM pg_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(queue_name));
-            waited := true;
+            may_wait := false;
         ELSIF NOT pg_try_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(queue_name)) THEN
             CONTINUE;
         END IF;
+        {_hold_ended_leases("queue_name")};
+        claim_at := clock_timestamp();
         IF lq.key_concurrency IS NULL THEN
             RETURN QUERY{_CLAIM_COUNTED_KEYLESS};
         ELSE
@@ -763,11 +788,18 @@ the migration holds exactly this text): built from the claim's own fragments, an
 SQL so that PostgreSQL keeps its plans.
 
 For each limited, unpaused queue with due jobs of the names (in random order, so that no queue
-starves another), it takes the queue's transaction lock, then claims: the statement, run after
-the lock was granted, takes a snapshot that sees every claim committed before, so the count can
-never miss a claim and the limits are never exceeded. The lock is held until the claim commits.
-Only the first lock is waited for; later ones are tried, and a queue whose lock is busy is left
-to the next claim: a waiting claimer holds no lock, so claimers never deadlock."""
+starves another), it takes a lock, then counts and claims in a later statement, whose snapshot
+sees every claim committed by the lock's earlier holders: the count can never miss a claim, and
+the lock is held until this claim commits.
+
+- A queue with a concurrency or a rate: its lock, alone. Running rows whose lease has ended are
+  locked before the count, so that no renewal can revive one after it was counted as free.
+- A queue limited by key only: its lock shared (so that a claim counting the whole queue, after a
+  limit was added, waits for these), and the locks of the keys it claims; claimers of such a
+  queue meet only on the keys they both want.
+
+Only a claimer that holds no lock yet waits for a queue's lock; every other lock is tried, and a
+queue or key whose lock is busy is left to the next claim, so claimers never deadlock."""
 
 # A worker's completions ($2/$3, possibly none) and the claim of up to $5 due jobs of the names
 # $4 from the limited queues (of $8 only, unless NULL), in one round trip: pg_scheduler_claim_limited.

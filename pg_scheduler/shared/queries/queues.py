@@ -2,7 +2,8 @@
 
 The limits themselves are enforced by the claim (claim.py: JOB_CLAIM_LIMITED); a change here
 binds every claim that begins after it commits, since claims read the queue rows themselves.
-Every change that may let a job start (a limit raised or cleared, a resume) wakes idle workers."""
+Every change that may let a job start (limits set, declared or reset, a resume) wakes idle
+workers."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ ON CONFLICT (name) DO UPDATE SET
         q.code_rate_period_seconds, q.declared)
        IS DISTINCT FROM (EXCLUDED.code_concurrency, EXCLUDED.code_key_concurrency,
                          EXCLUDED.code_rate_limit, EXCLUDED.code_rate_period_seconds, true)
-RETURNING (xmax = 0) AS inserted
+RETURNING pg_notify('pg_scheduler_jobs', '')
 """
 
 # The queue's row, locked until the caller's transaction ends (a set reads, then writes).
