@@ -122,19 +122,23 @@ def _info(row: asyncpg.Record) -> QueueInfo:
     )
 
 
+def _limit_args(limits: QueueLimits) -> tuple[int | None, int | None, int | None, float | None]:
+    """A queue's limits as the statements take them: concurrency, key_concurrency, rate_limit,
+    rate_period_seconds."""
+    rate = limits.rate
+    return (
+        limits.concurrency,
+        limits.key_concurrency,
+        None if rate is None else rate.limit,
+        None if rate is None else rate.period_seconds,
+    )
+
+
 async def publish_declared(conn: asyncpg.Connection) -> list[str]:
     """Write this process's queue declarations; the names whose row changed."""
     changed = []
     for name, limits in sorted(declared_queues().items()):
-        rate = limits.rate
-        row = await conn.fetchrow(
-            queries.QUEUE_DECLARE,
-            name,
-            limits.concurrency,
-            limits.key_concurrency,
-            None if rate is None else rate.limit,
-            None if rate is None else rate.period_seconds,
-        )
+        row = await conn.fetchrow(queries.QUEUE_DECLARE, name, *_limit_args(limits))
         if row is not None:
             changed.append(name)
             log.info("queue %s: declared in code: %s", name, limits.describe())
@@ -185,14 +189,7 @@ async def set_limits(pool: asyncpg.Pool, name: str, changes: QueueLimitChanges) 
             ),
             rate=rate,
         )
-        await conn.execute(
-            queries.QUEUE_SET_LIMITS,
-            name,
-            limits.concurrency,
-            limits.key_concurrency,
-            None if rate is None else rate.limit,
-            None if rate is None else rate.period_seconds,
-        )
+        await conn.execute(queries.QUEUE_SET_LIMITS, name, *_limit_args(limits))
     log.info("queue %s: limits set for the cluster: %s", name, limits.describe())
     return limits
 

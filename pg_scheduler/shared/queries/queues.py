@@ -142,8 +142,9 @@ WITH live AS (
 ), pending AS (
     SELECT j.queue, count(*) AS n,
            count(*) FILTER (WHERE j.execution_time <= now()) AS due,
-           count(*) FILTER (WHERE j.execution_time <= now() AND EXISTS (
-               SELECT FROM saturated AS s WHERE s.queue = j.queue AND s.k = j.concurrency_key)) AS key_held,
+           count(*) FILTER (WHERE j.execution_time <= now()
+                              AND (j.queue, j.concurrency_key) IN (SELECT queue, k FROM saturated))
+               AS key_held,
            extract(epoch FROM now() - min(j.execution_time)
                    FILTER (WHERE j.execution_time <= now()))::float8 AS oldest
       FROM scheduled_jobs AS j
