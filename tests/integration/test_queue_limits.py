@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -22,22 +21,12 @@ import pytest
 
 from pg_scheduler import ConfigurationError, JobState, Scheduler, declare_queue, job
 from pg_scheduler.shared import queries
-from pg_scheduler.shared import queues as queues_module
 from pg_scheduler.shared.locks import QUEUE_LOCK_CLASS
 from pg_scheduler.shared.queue_limits import publish_declared
 from tests.rows import Sql, insert_job, wait_for_status
 from tests.support import FAST, wait_for
 
 TASK = "limits.task"
-
-
-@pytest.fixture(autouse=True)
-def no_declarations() -> Iterator[None]:
-    saved = dict(queues_module._declared)
-    queues_module._declared.clear()
-    yield
-    queues_module._declared.clear()
-    queues_module._declared.update(saved)
 
 
 async def ready(pool: asyncpg.Pool) -> Scheduler:
