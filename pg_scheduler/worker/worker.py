@@ -51,6 +51,7 @@ LIMITED_RECHECK_SECONDS = 1.0
 so that a queue limited (or paused) since is served within about this long even while other
 queues keep the worker's slots full. Limits bind at once regardless: the plain claim itself
 leaves limited queues alone."""
+
 CANCEL_GRACE_SECONDS = 5.0
 RAN = frozenset({Outcome.COMPLETED, Outcome.FAILED, Outcome.RETRIED, Outcome.CANCELLED, Outcome.LEASE_LOST})
 """Outcomes of a run that executed the task: their duration is observed."""
@@ -340,7 +341,7 @@ class Worker:
                     claimed = 0
                     if self._ask_limited():
                         # A failure here must not keep the other queues from being claimed.
-                        claimed += await self._refill_after_write(self._claim_limited, names, wanted)
+                        claimed += await self._claim_or_log(self._claim_limited, names, wanted, wake=False)
                     if claimed < wanted:
                         claimed += await self._claim_plain(names, wanted - claimed)
                     if claimed == wanted:
@@ -409,7 +410,7 @@ class Worker:
                     self._launch(job)
                 claimed = len(limited_jobs)
                 if claimed < wanted and not self._plain_known_empty():
-                    await self._refill_after_write(self._claim_plain, names, wanted - claimed)
+                    await self._claim_or_log(self._claim_plain, names, wanted - claimed)
             else:
                 done, jobs = await self._claimer.complete_and_claim(job_ids, attempts, names, wanted)
                 self._plain_found(bool(jobs))
@@ -418,7 +419,7 @@ class Worker:
                     for job in jobs:
                         self._launch(job)
                     jobs = []
-                    await self._refill_after_write(self._claim_limited, names, wanted - claimed)
+                    await self._claim_or_log(self._claim_limited, names, wanted - claimed)
         finally:
             self._promised -= wanted
             self._no_refill.set()
@@ -434,20 +435,26 @@ class Worker:
         at = self._plain_empty_at
         return at is not None and time.monotonic() - at < PLAIN_RECHECK_SECONDS
 
-    async def _refill_after_write(
-        self, claim: Callable[[list[str], int], Awaitable[int]], names: list[str], wanted: int
+    async def _claim_or_log(
+        self,
+        claim: Callable[[list[str], int], Awaitable[int]],
+        names: list[str],
+        wanted: int,
+        *,
+        wake: bool = True,
     ) -> int:
-        """``claim``, whose failure is logged and left to the loop (which is woken): after the
-        completions landed, a failure must not fail the write (it would be retried, and
-        refused); in the loop, a failed claim of limited queues must not keep the others from
-        being claimed."""
+        """``claim``, whose failure is logged and left to the loop, woken unless ``wake`` is
+        false (the loop's own call: it tries again at its next turn). After the completions
+        landed, a failure must not fail the write (it would be retried, and refused); in the
+        loop, a failed claim of limited queues must not keep the others from being claimed."""
         try:
             return await claim(names, wanted)
         except Exception as exc:
             metrics().db_errors.inc()
-            log.warning("worker: %s: refill claim failed (%r)", self.worker_id, exc)
-            self._news = True
-            self._wake.set()
+            log.warning("worker: %s: claim failed (%r)", self.worker_id, exc)
+            if wake:
+                self._news = True
+                self._wake.set()
             return 0
 
     def _ask_limited(self) -> bool:
