@@ -38,7 +38,7 @@ def _limits_text(limits: QueueLimits) -> list[str]:
 
 
 def queue_rows(queues: list[QueueInfo]) -> list[list[Any]]:
-    """The rows of ``queues list`` (and of the queues table of ``status``)."""
+    """The rows of ``queues list``, under QUEUE_HEADERS."""
     return [
         [
             q.name,
@@ -136,8 +136,8 @@ def set_command(
         changes["rate"] = None if rate.strip().lower() in NONE_WORDS else rate
     if not changes:
         fail("nothing to set: give --concurrency, --key-concurrency or --rate")
+    _valid_name(name)
     try:  # checked before connecting: a bad value writes nothing
-        check_queue(name, ConfigurationError)
         check_changes(changes)
     except ConfigurationError as exc:
         fail(str(exc))
@@ -156,7 +156,7 @@ def reset_command(name: str, database_url: str) -> None:
     """Put queue NAME back on the limits its code declares (none if no code declares it).
 
     A pause stays: `queues resume NAME` ends it."""
-    _known(name)
+    _valid_name(name)
 
     async def write(scheduler: Scheduler) -> QueueInfo | None:
         if not await scheduler.reset_queue(name):
@@ -187,7 +187,8 @@ def resume_command(name: str, database_url: str) -> None:
     _pause(name, database_url, paused=False)
 
 
-def _known(name: str) -> None:
+def _valid_name(name: str) -> None:
+    """Exit with one line if ``name`` is no valid queue name (before anything connects)."""
     try:
         check_queue(name, ConfigurationError)
     except ConfigurationError as exc:
@@ -195,7 +196,7 @@ def _known(name: str) -> None:
 
 
 def _pause(name: str, database_url: str, *, paused: bool) -> None:
-    _known(name)
+    _valid_name(name)
 
     async def write(scheduler: Scheduler) -> bool:
         call = scheduler.pause_queue if paused else scheduler.resume_queue
