@@ -21,7 +21,7 @@ import pytest
 
 from pg_scheduler import ConfigurationError, JobState, Scheduler, declare_queue, job
 from pg_scheduler.shared import queries
-from pg_scheduler.shared.locks import QUEUE_LOCK_CLASS
+from pg_scheduler.shared.locks import QUEUE_KEY_LOCK_CLASS, QUEUE_LOCK_CLASS
 from pg_scheduler.shared.queue_limits import publish_declared
 from tests.rows import Sql, insert_job, wait_for_status
 from tests.support import FAST, wait_for
@@ -35,7 +35,9 @@ async def ready(pool: asyncpg.Pool) -> Scheduler:
     return scheduler
 
 
-async def claim(pool: asyncpg.Pool, worker: str, limit: int = 10) -> list[asyncpg.Record]:
+async def claim(
+    pool: asyncpg.Pool | asyncpg.Connection, worker: str, limit: int = 10
+) -> list[asyncpg.Record]:
     rows, _, _ = await queries.job_claim_limited(
         pool,
         worker_id=worker,
@@ -441,3 +443,21 @@ def test_a_job_not_renewed_is_stopped_before_its_lease_ends() -> None:
     [(jobs, at)] = reported
     assert jobs == [("j", 1)]
     assert 2.0 - beat.stop_margin - 0.05 <= at - claimed_at < 2.0
+
+
+async def test_a_key_claim_locks_only_the_keys_it_claims(pool: asyncpg.Pool) -> None:
+    """A claim of a key-limited queue holds the locks of the keys it takes, not of every key it
+    read: a claimer beside it takes the others."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("imports", key_concurrency=1)
+    for key in range(30):
+        await add_jobs(pool, "imports", 1, key=f"customer:{key}")
+    async with pool.acquire() as conn, conn.transaction():
+        assert len(await claim(conn, "w1", 2)) == 2
+        held = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::oid"
+            " AND pid = pg_backend_pid()",
+            QUEUE_KEY_LOCK_CLASS,
+        )
+        assert held == 2
+        assert len(await claim(pool, "w2", 5)) == 5

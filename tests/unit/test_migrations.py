@@ -10,9 +10,21 @@ from pg_scheduler.shared.locks import QUEUE_LOCK_CLASS
 MIGRATIONS = Path(__file__).resolve().parents[2] / "pg_scheduler" / "shared" / "migrations"
 
 
-def test_migration_7_creates_the_limited_claim_the_code_builds() -> None:
+def test_migration_7_creates_the_first_limited_claim() -> None:
+    text = (MIGRATIONS / "0007_queue_limits.sql").read_text()
+    assert "CREATE OR REPLACE FUNCTION pg_scheduler_claim_limited(" in text
+    assert f"pg_advisory_xact_lock({QUEUE_LOCK_CLASS}, hashtext(queue_name))" in text
+
+
+def test_the_latest_migration_of_the_limited_claim_creates_what_the_code_builds() -> None:
     """The function is static SQL (so that PostgreSQL keeps its plans) built from the claim's
     fragments: when a fragment changes, this fails until a new migration replaces it."""
-    text = (MIGRATIONS / "0007_queue_limits.sql").read_text()
+    defining = sorted(
+        path
+        for path in MIGRATIONS.glob("*.sql")
+        if "CREATE OR REPLACE FUNCTION pg_scheduler_claim_limited(" in path.read_text()
+    )
+    assert defining[-1].name == "0008_claim_limited.sql"
+    text = defining[-1].read_text()
     assert queries.LIMITED_CLAIM_FUNCTION in text
     assert f"pg_advisory_xact_lock({QUEUE_LOCK_CLASS}, hashtext(queue_name))" in text

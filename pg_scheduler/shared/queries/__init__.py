@@ -6,7 +6,7 @@ whichever module holds it.
 All values are bind parameters; the literals are a claim's LIMIT bound, an int the code derives
 from its free slots (``claim_bound``), and the fixed :data:`MISSED_AFTER_SECONDS`,
 :data:`LIMITED_CLAIM_SCAN` and :data:`LIMITED_CLAIM_BOUND`, never input.
-``LIMITED_CLAIM_FUNCTION`` is the function that migration 7 creates (a test checks the migration
+``LIMITED_CLAIM_FUNCTION`` is the function that migration 8 creates (a test checks the migration
 holds that text).
 Times come from the database clock (``now()``), never from the application host, so clock skew
 between pods cannot shift a lease, a misfire or a window.

@@ -623,8 +623,12 @@ WITH r AS (
      ORDER BY j.priority, j.execution_time
      LIMIT {LIMITED_CLAIM_SCAN:d}
 ), locked AS (
+    -- OFFSET 0 keeps the try-lock out of the grouping (PostgreSQL would push it down as a
+    -- HAVING test and try the lock of every key read); above it, the try-locks run in the
+    -- keys' order, and the LIMIT stops them once ``limit`` keys are held.
     SELECT c.k
-      FROM (SELECT r.k FROM r GROUP BY r.k ORDER BY min(r.priority), min(r.execution_time)) AS c
+      FROM (SELECT r.k FROM r GROUP BY r.k ORDER BY min(r.priority), min(r.execution_time)
+            OFFSET 0) AS c
      WHERE c.k IS NULL OR pg_try_advisory_xact_lock({_KEY_LOCK_CLASS}, hashtext({queue} || ':' || c.k))
      LIMIT {limit}
 )
@@ -783,9 +787,9 @@ BEGIN
 END
 $fn$;
 """
-"""The function that claims from limited queues, as migration 7 creates it (a test checks that
-the migration holds exactly this text): built from the claim's own fragments, and run as static
-SQL so that PostgreSQL keeps its plans.
+"""The function that claims from limited queues, as migration 8 creates it (a test checks that
+the latest migration that creates it holds exactly this text): built from the claim's own
+fragments, and run as static SQL so that PostgreSQL keeps its plans.
 
 For each limited, unpaused queue with due jobs of the names (in random order, so that no queue
 starves another), it takes a lock, then counts and claims in a later statement, whose snapshot
