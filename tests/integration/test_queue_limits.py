@@ -445,6 +445,80 @@ def test_a_job_not_renewed_is_stopped_before_its_lease_ends() -> None:
     assert 2.0 - beat.stop_margin - 0.05 <= at - claimed_at < 2.0
 
 
+async def complete_and_claim(
+    conn: asyncpg.Pool | asyncpg.Connection, worker: str, done: list[asyncpg.Record], limit: int = 10
+) -> list[asyncpg.Record]:
+    claimed, refused, _ = await queries.job_claim_limited(
+        conn,
+        worker_id=worker,
+        job_ids=[row["job_id"] for row in done],
+        attempts=[row["attempt"] for row in done],
+        names=[TASK],
+        limit=limit,
+        lease_seconds=30.0,
+        misfire_tolerance_seconds=1.0,
+        queues=None,
+        timeout=10.0,
+    )
+    assert refused == []
+    return claimed
+
+
+async def hold_queue_lock(conn: asyncpg.Connection, queue: str) -> None:
+    """Take the queue's lock as a counted claim does, in the caller's open transaction."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", QUEUE_LOCK_CLASS, queue)
+
+
+async def test_completed_slots_pass_to_new_jobs_of_the_queue_without_its_lock(pool: asyncpg.Pool) -> None:
+    """A worker's completions free slots that the claim in the same transaction fills under no
+    lock (no claimer can have counted them as free); only more than those needs the lock, and a
+    claimer that has completed jobs does not wait for it."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=2)
+    await add_jobs(pool, "capped", 10)
+    first = await claim(pool, "w", 2)
+    assert len(first) == 2
+    async with pool.acquire() as other, other.transaction():
+        await hold_queue_lock(other, "capped")
+        handed = await asyncio.wait_for(complete_and_claim(pool, "w", first[:1], limit=2), 5.0)
+        assert len(handed) == 1
+        assert len(await running(pool, "capped")) == 2
+    # With the lock free, the counted claim finds no more room either.
+    assert await complete_and_claim(pool, "w", [], limit=2) == []
+
+
+async def test_a_lowered_concurrency_gets_no_slot_handed_over(pool: asyncpg.Pool) -> None:
+    """After the limit is lowered below what runs, completions free slots for nobody until the
+    queue is under its new limit."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=3)
+    await add_jobs(pool, "capped", 10)
+    runs = await claim(pool, "w", 3)
+    assert len(runs) == 3
+    await scheduler.set_queue_limits("capped", concurrency=1)
+    assert await complete_and_claim(pool, "w", runs[:1]) == []  # 2 run, limit 1
+    assert await complete_and_claim(pool, "w", runs[1:2]) == []  # 1 runs
+    assert len(await complete_and_claim(pool, "w", runs[2:])) == 1  # its slot goes on
+    assert len(await running(pool, "capped")) == 1
+
+
+async def test_a_job_completed_after_its_lease_ended_hands_no_slot_over(pool: asyncpg.Pool) -> None:
+    """Once a lease has ended, its slot may have been counted as free by another claim: its
+    late completion lands, but gives the slot to no one."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=1)
+    await add_jobs(pool, "capped", 5)
+    runs = await claim(pool, "w", 1)
+    await pool.execute(
+        "UPDATE scheduled_jobs SET lease_until = now() - interval '1 second' WHERE status = 'running'"
+    )
+    async with pool.acquire() as other, other.transaction():
+        await hold_queue_lock(other, "capped")
+        assert await asyncio.wait_for(complete_and_claim(pool, "w", runs), 5.0) == []
+    status = await pool.fetchval("SELECT status FROM scheduled_jobs WHERE job_id = $1", runs[0]["job_id"])
+    assert status == "completed"
+
+
 async def test_a_key_claim_locks_only_the_keys_it_claims(pool: asyncpg.Pool) -> None:
     """A claim of a key-limited queue holds the locks of the keys it takes, not of every key it
     read: a claimer beside it takes the others."""

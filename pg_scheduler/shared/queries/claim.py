@@ -283,16 +283,19 @@ SELECT min(CASE WHEN due.at IS NOT NULL THEN greatest(due.at, rate.at, slots.at)
 # running row per worker) would scan the worker's running rows and, for each, every array element:
 # n x n comparisons. Neither the worker nor the status is in the locking sub-select, so no index
 # but the primary key can serve it.
-def _lock_my_runs(ids: str, attempts: str, worker: str = "$1") -> str:
+def _lock_my_runs(ids: str, attempts: str, worker: str = "$1", *, lease: bool = False) -> str:
     """Lock this worker's (``worker``, $1 by default) running rows named by the (job_id,
-    attempt) arrays, in job_id order."""
+    attempt) arrays, in job_id order; with ``lease``, also whether each lease was live when
+    its row was locked (``live``, by the clock then)."""
+    live = ", j.lease_until > clock_timestamp() AS live" if lease else ""
+    lease_until = ", j.lease_until" if lease else ""
     return f"""
 WITH mine AS (
-    SELECT j.job_id
+    SELECT j.job_id{live}
       FROM (SELECT * FROM unnest({ids}::text[], {attempts}::int[]) AS r(job_id, attempt)
              ORDER BY job_id) AS r
      CROSS JOIN LATERAL (
-           SELECT j.job_id, j.worker_id, j.status FROM scheduled_jobs AS j
+           SELECT j.job_id, j.worker_id, j.status{lease_until} FROM scheduled_jobs AS j
             WHERE j.job_id = r.job_id AND j.attempt = r.attempt
            OFFSET 0
               FOR UPDATE) AS j
@@ -602,6 +605,43 @@ def _claim_counted_keyless(
     )
 
 
+def _claim_handed_over(
+    queue: str, names: str, limit: str, worker: str, lease: str, tolerance: str, at: str, handed: str
+) -> str:
+    """The claim, under no lock, of up to ``handed`` jobs of ``names`` in ``queue``, a queue
+    limited by a concurrency alone, for the ``handed`` jobs of the queue whose completions this
+    transaction has just written while their leases were live: each claimed job takes the slot of
+    one of them, and both land in the same commit.
+
+    The count is unchanged by the claim, and every other claimer counts as running the jobs
+    completed here until this commits, so the claim cannot put the queue past its concurrency.
+    It claims only while the queue is within its concurrency (its live leases and the ``handed``
+    jobs, in this statement's snapshot): when the limit has been lowered below what runs, the
+    slots go back to the counted claim, which starts nothing until the queue is under it. A
+    paused queue, or one that has gained a rate or a key limit since the loop read it, gets
+    nothing here."""
+    return f"""
+WITH q AS (
+    SELECT concurrency FROM scheduler_queues
+     WHERE name = {queue} AND NOT paused AND rate_limit IS NULL AND key_concurrency IS NULL
+), room AS (
+    SELECT CASE WHEN (SELECT count(*) FROM scheduled_jobs
+                       WHERE status = 'running' AND queue = {queue} AND lease_until > now())
+                     + {handed} <= q.concurrency
+                THEN least({handed}, {limit}) ELSE 0 END AS n
+      FROM q
+), picked AS (
+    SELECT d.tid FROM (
+        SELECT j.ctid AS tid FROM scheduled_jobs AS j
+         WHERE {_due_in(queue, names)}
+         ORDER BY j.priority, j.execution_time
+         LIMIT {LIMITED_CLAIM_BOUND:d}
+           FOR UPDATE SKIP LOCKED) AS d
+     LIMIT coalesce((SELECT n FROM room), 0)
+), {_claimed_rows("picked", worker, lease, tolerance, at)}
+SELECT true, claimed.* FROM claimed"""
+
+
 def _lock_keys(queue: str, names: str, limit: str, per_key: str) -> str:
     """For a queue limited by key only: try the key lock of each key among its first due rows (in
     their priority order), passing over keys at their limit as this snapshot sees them, until
@@ -698,6 +738,7 @@ _TYPED_PADDING = (
 _VARIABLES = ("queue_name", "names", "max_jobs", "worker", "lease", "tolerance")
 _CLAIM_COUNTED = _claim_counted(*_VARIABLES, "claim_at")
 _CLAIM_COUNTED_KEYLESS = _claim_counted_keyless(*_VARIABLES, "claim_at")
+_CLAIM_HANDED_OVER = _claim_handed_over(*_VARIABLES, "claim_at", "handed")
 _LOCK_KEYS = _lock_keys("queue_name", "names", "max_jobs", "lq.key_concurrency")
 _CLAIM_HELD_KEYS = _claim_held_keys(*_VARIABLES)
 _CLAIM_KEYLESS = _claim_keyless(*_VARIABLES)
@@ -711,7 +752,11 @@ RETURNS TABLE (claim BOOLEAN, job_id TEXT, attempt INTEGER, job_name TEXT, task_
                use_advisory_lock BOOLEAN, dedup_key TEXT, window_start TIMESTAMPTZ,
                priority INTEGER, overlap TEXT, lag_seconds DOUBLE PRECISION,
                window_lag_seconds DOUBLE PRECISION)
-LANGUAGE plpgsql VOLATILE AS $fn$
+LANGUAGE plpgsql VOLATILE
+-- A plan for all: the custom plans PostgreSQL would otherwise weigh cost more to make (the
+-- loop's query was planned afresh at every call, 0.14 ms) than they would save.
+SET plan_cache_mode = force_generic_plan
+AS $fn$
 #variable_conflict use_column
 DECLARE
     lq RECORD;
@@ -722,19 +767,35 @@ DECLARE
     claim_at TIMESTAMPTZ;
     may_wait BOOLEAN := true;
     got INTEGER;
+    landed_ids TEXT[];
+    landed_attempts INTEGER[];
+    freed TEXT[] := '{{}}';
+    handed INTEGER;
 BEGIN
     -- The worker's completions first (fenced as JOB_COMPLETE_MANY): the slots they free count
-    -- as free to the claims below, which run in later snapshots of this transaction. Rows with
-    -- claim false are the completions the fence refused.
+    -- as free to the claims below, which run in later snapshots of this transaction. ``freed``
+    -- holds the queue of each job completed while its lease was live (by the clock when its row
+    -- was locked): a slot that no other claimer can have counted as free. Rows with claim false
+    -- are the completions the fence refused. A claimer that has completed jobs holds their row
+    -- locks, so it waits for no queue lock: a claimer holding that lock may be waiting for one
+    -- of those rows (their lease may have ended).
     IF cardinality(done_ids) > 0 THEN
-        RETURN QUERY{_lock_my_runs("done_ids", "done_attempts", "worker")},
-        done AS ({_COMPLETE_MINE})
+        {_lock_my_runs("done_ids", "done_attempts", "worker", lease=True)},
+        done AS ({_COMPLETE_MINE.rstrip()}, j.queue, mine.live)
+        SELECT coalesce(array_agg(done.job_id), '{{}}'), coalesce(array_agg(done.attempt), '{{}}'),
+               coalesce(array_agg(done.queue) FILTER (WHERE done.live), '{{}}')
+          INTO landed_ids, landed_attempts, freed
+          FROM done;
+        may_wait := cardinality(landed_ids) = 0;
+        RETURN QUERY
         SELECT false, r.job_id, r.attempt, {_TYPED_PADDING}
           FROM unnest(done_ids, done_attempts) AS r(job_id, attempt)
-         WHERE NOT EXISTS (SELECT FROM done WHERE done.job_id = r.job_id AND done.attempt = r.attempt);
+         WHERE NOT EXISTS (SELECT FROM unnest(landed_ids, landed_attempts) AS d(job_id, attempt)
+                            WHERE d.job_id = r.job_id AND d.attempt = r.attempt);
     END IF;
     FOR lq IN
-        SELECT q.name, q.key_concurrency, q.concurrency IS NULL AND q.rate_limit IS NULL AS by_key
+        SELECT q.name, q.key_concurrency, q.concurrency IS NULL AND q.rate_limit IS NULL AS by_key,
+               q.key_concurrency IS NULL AND q.rate_limit IS NULL AS by_count
           FROM scheduler_queues AS q
          WHERE q.limited AND NOT q.paused
            AND (only_queues IS NULL OR q.name = ANY (only_queues))
@@ -750,6 +811,16 @@ BEGIN
     LOOP
         EXIT WHEN max_jobs <= 0;
         queue_name := lq.name;
+        handed := cardinality(array_positions(freed, queue_name));
+        IF lq.by_count AND handed > 0 THEN
+            -- Limited by a concurrency alone: the slots of the jobs completed above go to new
+            -- jobs of the queue under no lock; the queue's lock is needed only for more.
+            claim_at := clock_timestamp();
+            RETURN QUERY{_CLAIM_HANDED_OVER};
+            GET DIAGNOSTICS got = ROW_COUNT;
+            max_jobs := max_jobs - got;
+            CONTINUE WHEN got < handed OR max_jobs <= 0;
+        END IF;
         IF lq.by_key THEN
             -- Limited by key only: the queue's lock shared (claims that count the whole queue
             -- take it alone), and the locks of the keys it claims.
@@ -767,7 +838,8 @@ BEGIN
             END IF;
             CONTINUE;
         END IF;
-        -- Only a claimer that holds no lock yet waits for one: claimers never deadlock.
+        -- Only a claimer that holds no lock, nor rows it completed, waits for one: claimers
+        -- never deadlock.
         IF may_wait THEN
             PERFORM pg_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(queue_name));
             may_wait := false;
@@ -796,14 +868,19 @@ starves another), it takes a lock, then counts and claims in a later statement, 
 sees every claim committed by the lock's earlier holders: the count can never miss a claim, and
 the lock is held until this claim commits.
 
+- A queue with a concurrency alone, for the jobs of it completed here while their leases were
+  live: no lock. Each such job's slot goes to a new job in the same commit (_claim_handed_over
+  says why that cannot over-admit); only more than that takes the path below.
 - A queue with a concurrency or a rate: its lock, alone. Running rows whose lease has ended are
   locked before the count, so that no renewal can revive one after it was counted as free.
 - A queue limited by key only: its lock shared (so that a claim counting the whole queue, after a
   limit was added, waits for these), and the locks of the keys it claims; claimers of such a
   queue meet only on the keys they both want.
 
-Only a claimer that holds no lock yet waits for a queue's lock; every other lock is tried, and a
-queue or key whose lock is busy is left to the next claim, so claimers never deadlock."""
+Only a claimer that holds no lock yet, and has completed no job here (it holds those rows, which a
+claimer holding the lock may be waiting for), waits for a queue's lock; every other lock is
+tried, and a queue or key whose lock is busy is left to the next claim, so claimers never
+deadlock."""
 
 # A worker's completions ($2/$3, possibly none) and the claim of up to $5 due jobs of the names
 # $4 from the limited queues (of $8 only, unless NULL), in one round trip: pg_scheduler_claim_limited.
