@@ -166,7 +166,12 @@ SELECT true, claimed.* FROM claimed;
             -- take it alone), and the locks of the keys it claims.
             CONTINUE WHEN NOT pg_try_advisory_xact_lock_shared(1347633924, hashtext(queue_name));
             may_wait := false;
-            
+            -- A key whose jobs another claimer claimed and committed after this claim's
+            -- snapshot, but before it tried the key's lock, is held for nothing: the claim finds
+            -- the key full. Then it looks again, in a later snapshot that sees that key running,
+            -- so that racing claimers come back with what they asked for.
+            FOR tries IN 1..3 LOOP
+                
 WITH r AS (
     SELECT j.ctid AS tid, j.concurrency_key AS k, j.priority, j.execution_time
       FROM scheduled_jobs AS j
@@ -202,11 +207,11 @@ SELECT coalesce(array_agg(locked.k) FILTER (WHERE locked.k IS NOT NULL), '{}'),
        ARRAY(SELECT r.tid FROM r WHERE r.k IN (SELECT locked.k FROM locked))
   INTO held, keyless, tids
   FROM locked;
-            PERFORM 1 FROM scheduled_jobs
+                PERFORM 1 FROM scheduled_jobs
              WHERE status = 'running' AND queue = queue_name AND concurrency_key = ANY (held)
                AND lease_until <= clock_timestamp()
                FOR KEY SHARE;
-            RETURN QUERY
+                RETURN QUERY
 WITH q AS (
     SELECT key_concurrency FROM scheduler_queues WHERE name = queue_name AND NOT paused
 ), keys AS (
@@ -267,8 +272,10 @@ RETURNING j.job_id, j.attempt, j.job_name, j.task_data, j.status, j.execution_ti
 
 )
 SELECT true, claimed.* FROM claimed;
-            GET DIAGNOSTICS got = ROW_COUNT;
-            max_jobs := max_jobs - got;
+                GET DIAGNOSTICS got = ROW_COUNT;
+                max_jobs := max_jobs - got;
+                EXIT WHEN max_jobs <= 0 OR got >= cardinality(held);
+            END LOOP;
             IF keyless AND max_jobs > 0 THEN
                 RETURN QUERY
 WITH q AS (

@@ -29,6 +29,10 @@ LIMITED_CLAIM_SCAN = 256
 """How many due rows of a key-limited queue one claim reads (past keys at their limit) to pick
 the ones with room."""
 
+KEY_CLAIM_TRIES = 3
+"""How many times a claim of a key-limited queue looks for keys with room, when keys it locked
+turn out to have been filled by another claimer meanwhile."""
+
 MISSED_AFTER_SECONDS = 1.0
 """A periodic window picked up (or written) later than this after its start is a missed window
 when no leader ran at its time; earlier, it was only picked up late and runs as usual."""
@@ -826,11 +830,18 @@ BEGIN
             -- take it alone), and the locks of the keys it claims.
             CONTINUE WHEN NOT pg_try_advisory_xact_lock_shared({_QUEUE_LOCK_CLASS}, hashtext(queue_name));
             may_wait := false;
-            {_LOCK_KEYS};
-            {_hold_ended_leases("queue_name", "held")};
-            RETURN QUERY{_CLAIM_HELD_KEYS};
-            GET DIAGNOSTICS got = ROW_COUNT;
-            max_jobs := max_jobs - got;
+            -- A key whose jobs another claimer claimed and committed after this claim's
+            -- snapshot, but before it tried the key's lock, is held for nothing: the claim finds
+            -- the key full. Then it looks again, in a later snapshot that sees that key running,
+            -- so that racing claimers come back with what they asked for.
+            FOR tries IN 1..{KEY_CLAIM_TRIES:d} LOOP
+                {_LOCK_KEYS};
+                {_hold_ended_leases("queue_name", "held")};
+                RETURN QUERY{_CLAIM_HELD_KEYS};
+                GET DIAGNOSTICS got = ROW_COUNT;
+                max_jobs := max_jobs - got;
+                EXIT WHEN max_jobs <= 0 OR got >= cardinality(held);
+            END LOOP;
             IF keyless AND max_jobs > 0 THEN
                 RETURN QUERY{_CLAIM_KEYLESS};
                 GET DIAGNOSTICS got = ROW_COUNT;
