@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import postgres, report
-from .environment import ROOT
+from .environment import ROOT, baseline
 from .scenarios.drain import drain
 from .scenarios.enqueue import enqueue
 from .scenarios.idle import finished_rows, idle
@@ -29,6 +29,7 @@ from .scenarios.limits import KINDS, limited
 from .scenarios.memory import memory
 from .scenarios.scale import PODS, scale
 from .systems import ALL, BY_KEY, OURS, System
+from .systems.ours import baseline_system
 from .trial import Context, Options
 
 SCENARIOS = ("enqueue", "drain", "latency", "scale", "limits", "memory", "idle")
@@ -83,6 +84,13 @@ def parse(argv: list[str]) -> Plan:
     p.add_argument(
         "--quick", action="store_true", help="smoke run: 1 round, 2000 jobs, 100000 idle rows, short windows"
     )
+    p.add_argument(
+        "--baseline",
+        metavar="COMMIT",
+        default=None,
+        help="also drain with this repository at COMMIT (its own virtualenv), interleaved, and "
+        "report ours / it",
+    )
     p.add_argument("--rebuild-venvs", action="store_true", help="rebuild bench/.venv and .venv-seed")
     p.add_argument("--setup-only", action="store_true", help="build the virtualenvs and stop")
     a = p.parse_args(argv)
@@ -92,6 +100,12 @@ def parse(argv: list[str]) -> Plan:
         return value if value is not None else (quick_default if quick else default)
 
     systems = [BY_KEY[k] for k in _split(a.only, BY_KEY, p)]
+    if a.baseline is not None:
+        try:
+            venv = baseline(a.baseline)
+        except subprocess.CalledProcessError as exc:
+            p.error(f"--baseline {a.baseline}: {exc.stderr.strip() if exc.stderr else exc}")
+        systems.append(baseline_system(venv.commit, venv.python))
     scenarios = _split(a.scenarios, dict.fromkeys(SCENARIOS), p)
     return Plan(
         rounds=pick(a.rounds, 3, 1),

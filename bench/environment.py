@@ -4,12 +4,15 @@
   peers procrastinate and pgqueuer, and the harness itself runs here.
 - ``bench/.venv-seed``: pg-scheduler 0.2.3 from PyPI alone. It has the same import name
   (``pg_scheduler``) as this repository's package, so the two can never share an environment.
+- ``bench/.venv-base-<commit>``: this repository's package at an earlier commit (``--baseline``),
+  installed from ``git archive`` of that commit into ``bench/.base-<commit>``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -62,6 +65,38 @@ class Venv:
             [str(self.python), "-m", "pip", "install", "--quiet", *self.requirements], check=True, cwd=ROOT
         )
         self.stamp.write_text(self.wanted())
+
+
+@dataclass(frozen=True)
+class BaselineVenv(Venv):
+    """This repository's package as it was at ``commit``, installed (not editable) from a copy of
+    that commit's tree in ``src``."""
+
+    commit: str = ""
+    src: Path = ROOT
+
+    def build(self) -> None:
+        shutil.rmtree(self.src, ignore_errors=True)
+        self.src.mkdir(parents=True)
+        tree = subprocess.run(["git", "archive", self.commit], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(self.src)], input=tree.stdout, check=True)
+        super().build()
+
+
+def baseline(commit: str) -> BaselineVenv:
+    """The virtualenv of this repository at ``commit`` (any name git knows), built if missing."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{commit}^{{commit}}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    src = BENCH / f".base-{sha[:12]}"
+    venv = BaselineVenv(BENCH / f".venv-base-{sha[:12]}", (str(src),), commit=sha, src=src)
+    if not venv.up_to_date():
+        venv.build()
+    return venv
 
 
 MAIN = Venv(BENCH / ".venv", ("-e", f"{ROOT}[embedded]", *PEERS), (ROOT / "pyproject.toml",))

@@ -94,8 +94,9 @@ def main_table(outcomes: list[Outcome]) -> list[str]:
         "worker RSS at 50 jobs, MB",
     ]
     rows = []
-    for system in ALL:
-        k = system.key
+    # The systems of ALL, then a --baseline commit's (``ours@<commit>``, labelled by its key).
+    baselines = sorted({o.system for o in outcomes if o.system.startswith("ours@")})
+    for k, label in [(s.key, s.label) for s in ALL] + [(k, k) for k in baselines]:
         if not any(o.system == k for o in outcomes):
             continue
         one = spread(outcomes, "enqueue", k, "one_ms")
@@ -120,7 +121,7 @@ def main_table(outcomes: list[Outcome]) -> list[str]:
                 cells[scenario] += f" **{failed} FAILED**"
         rows.append(
             [
-                system.label,
+                label,
                 cells["drain"],
                 cells["enqueue"],
                 one_cell if one else "—",
@@ -224,7 +225,14 @@ def targets(outcomes: list[Outcome]) -> list[Target]:
     def s(scenario: str, system: str, metric: str) -> Spread | None:
         return spread(outcomes, scenario, system, metric)
 
+    base = next((o.system for o in outcomes if o.system.startswith("ours@")), None)
     found = [
+        _ratio_target(
+            f"drain: ours / {base or 'the previous commit (--baseline)'}",
+            0.97,
+            s("drain", "ours", "jobs_per_s"),
+            None if base is None else s("drain", base, "jobs_per_s"),
+        ),
         _ratio_target(
             "drain: ours / pgqueuer",
             2.0,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 from .base import DRIVERS, Launch, System
 
 PROCESSES_PER_POD = 2
@@ -59,3 +62,15 @@ OURS = Ours(
     """,
     scenarios=frozenset({"drain", "enqueue", "latency", "memory", "scale", "idle"}),
 )
+
+
+def baseline_system(commit: str, python: Path) -> System:
+    """pg-scheduler at an earlier ``commit``, run as OURS is, for the drain only: the key is
+    ``ours@<commit>``, which the report compares with ``ours``."""
+    return dataclasses.replace(
+        OURS,
+        key=f"ours@{commit[:7]}",
+        label=f"pg-scheduler at {commit[:7]}",
+        python=python,
+        scenarios=frozenset({"drain"}),
+    )
