@@ -3,10 +3,11 @@
 -- pg_scheduler.shared.queries.claim.LIMITED_CLAIM_FUNCTION, whose docstring says how it works
 -- (tests/unit/test_migrations.py checks this copy is that text). A queue limited by a
 -- concurrency alone no longer serialises every claim on its lock: each job a worker completes
--- while its lease is live hands its slot to a new job of the queue, claimed in the same
--- transaction under no lock. A claim of a key-limited queue holds the locks of the keys it
--- takes, not of every key it reads. Class 1347633924 is pg_scheduler.shared.locks.
--- QUEUE_LOCK_CLASS, 1347633925 QUEUE_KEY_LOCK_CLASS.
+-- while its lease is live hands its slot to a new job of the queue, claimed in the statement
+-- that writes the completions, under no lock. A claim of a key-limited queue holds the locks of
+-- the keys it takes, not of every key it reads, and looks again when keys it locked were
+-- filled meanwhile. Class 1347633924 is pg_scheduler.shared.locks.QUEUE_LOCK_CLASS, 1347633925
+-- QUEUE_KEY_LOCK_CLASS.
 CREATE OR REPLACE FUNCTION pg_scheduler_claim_limited(
     worker TEXT, done_ids TEXT[], done_attempts INTEGER[], names TEXT[], max_jobs INTEGER,
     lease DOUBLE PRECISION, tolerance DOUBLE PRECISION, only_queues TEXT[])
@@ -31,20 +32,16 @@ DECLARE
     claim_at TIMESTAMPTZ;
     may_wait BOOLEAN := true;
     got INTEGER;
-    landed_ids TEXT[];
-    landed_attempts INTEGER[];
-    freed TEXT[] := '{}';
-    handed INTEGER;
 BEGIN
-    -- The worker's completions first (fenced as JOB_COMPLETE_MANY): the slots they free count
-    -- as free to the claims below, which run in later snapshots of this transaction. ``freed``
-    -- holds the queue of each job completed while its lease was live (by the clock when its row
-    -- was locked): a slot that no other claimer can have counted as free. Rows with claim false
-    -- are the completions the fence refused. A claimer that has completed jobs holds their row
-    -- locks, so it waits for no queue lock: a claimer holding that lock may be waiting for one
-    -- of those rows (their lease may have ended).
+    -- The worker's completions first, and the jobs that take over their slots in queues limited
+    -- by a concurrency alone (_complete_and_hand_over): the other slots they free count as free
+    -- to the claims below, which run in later snapshots of this transaction. Refused completions
+    -- count against max_jobs too (the claim asks for no more than it may). A claimer that has
+    -- sent completions holds their rows' locks, so it waits for no queue lock: a claimer holding
+    -- that lock may be waiting for one of those rows (their lease may have ended).
     IF cardinality(done_ids) > 0 THEN
-        
+        may_wait := false;
+        RETURN QUERY
 WITH mine AS (
     SELECT j.job_id, j.lease_until > clock_timestamp() AS live
       FROM (SELECT * FROM unnest(done_ids::text[], done_attempts::int[]) AS r(job_id, attempt)
@@ -56,62 +53,26 @@ WITH mine AS (
               FOR UPDATE) AS j
      WHERE j.worker_id = worker AND j.status = 'running'
 ),
-        done AS (
+done AS (
 UPDATE scheduled_jobs AS j
    SET status = 'completed', finished_at = now(), lease_until = NULL, error_message = NULL
   FROM mine
  WHERE j.job_id = mine.job_id
-RETURNING j.job_id, j.attempt, j.queue, mine.live)
-        SELECT coalesce(array_agg(done.job_id), '{}'), coalesce(array_agg(done.attempt), '{}'),
-               coalesce(array_agg(done.queue) FILTER (WHERE done.live), '{}')
-          INTO landed_ids, landed_attempts, freed
-          FROM done;
-        may_wait := cardinality(landed_ids) = 0;
-        RETURN QUERY
-        SELECT false, r.job_id, r.attempt, NULL::text, NULL::jsonb, NULL::text, NULL::timestamptz, NULL::timestamptz, NULL::float8,
-               NULL::int, NULL::int, NULL::boolean, NULL::text, NULL::timestamptz, NULL::int,
-               NULL::text, NULL::float8, NULL::float8
-          FROM unnest(done_ids, done_attempts) AS r(job_id, attempt)
-         WHERE NOT EXISTS (SELECT FROM unnest(landed_ids, landed_attempts) AS d(job_id, attempt)
-                            WHERE d.job_id = r.job_id AND d.attempt = r.attempt);
-    END IF;
-    FOR lq IN
-        SELECT q.name, q.key_concurrency, q.concurrency IS NULL AND q.rate_limit IS NULL AS by_key,
-               q.key_concurrency IS NULL AND q.rate_limit IS NULL AS by_count
-          FROM scheduler_queues AS q
-         WHERE q.limited AND NOT q.paused
-           AND (only_queues IS NULL OR q.name = ANY (only_queues))
-           -- One probe of the next-due index per task name.
-           AND EXISTS (SELECT 1 FROM unnest(names) AS t(name)
-                        CROSS JOIN LATERAL (
-                              SELECT 1 FROM scheduled_jobs AS j
-                               WHERE j.status = 'pending' AND j.job_name = t.name
-                                 AND j.queue = q.name AND j.execution_time <= now()
-                               ORDER BY j.execution_time
-                               LIMIT 1) AS due)
-         ORDER BY random()
-    LOOP
-        EXIT WHEN max_jobs <= 0;
-        queue_name := lq.name;
-        handed := cardinality(array_positions(freed, queue_name));
-        IF lq.by_count AND handed > 0 THEN
-            -- Limited by a concurrency alone: the slots of the jobs completed above go to new
-            -- jobs of the queue under no lock; the queue's lock is needed only for more.
-            claim_at := clock_timestamp();
-            RETURN QUERY
-WITH q AS (
-    SELECT concurrency FROM scheduler_queues
-     WHERE name = queue_name AND NOT paused AND rate_limit IS NULL AND key_concurrency IS NULL
-), room AS (
-    SELECT CASE WHEN (SELECT count(*) FROM scheduled_jobs
-                       WHERE status = 'running' AND queue = queue_name AND lease_until > now())
-                     + handed <= q.concurrency
-                THEN least(handed, max_jobs) ELSE 0 END AS n
-      FROM q
+RETURNING j.job_id, j.attempt, j.queue, mine.live
+), handed AS (
+    SELECT q.name AS queue, count(*) AS n
+      FROM done JOIN scheduler_queues AS q ON q.name = done.queue
+     WHERE done.live AND q.concurrency IS NOT NULL AND q.rate_limit IS NULL
+       AND q.key_concurrency IS NULL AND NOT q.paused
+       AND (only_queues IS NULL OR q.name = ANY (only_queues))
+     GROUP BY q.name, q.concurrency
+    HAVING (SELECT count(*) FROM scheduled_jobs AS r
+             WHERE r.status = 'running' AND r.queue = q.name AND r.lease_until > now()) <= q.concurrency
 ), picked AS (
-    SELECT d.tid FROM (
-        SELECT j.ctid AS tid FROM scheduled_jobs AS j
-         WHERE j.status = 'pending' AND j.execution_time <= now() AND j.queue = queue_name
+    SELECT t.tid FROM handed
+     CROSS JOIN LATERAL (
+           SELECT j.ctid AS tid FROM scheduled_jobs AS j
+            WHERE j.status = 'pending' AND j.execution_time <= now() AND j.queue = handed.queue
        AND j.job_name = ANY (names::text[]) AND 
 (j.overlap IS NULL OR j.overlap = 'allow'
  OR NOT EXISTS (SELECT 1 FROM scheduled_jobs AS r
@@ -121,10 +82,10 @@ WITH q AS (
  OR j.window_start >= now() - interval '1 seconds'
  OR j.window_start <= coalesce((SELECT pass_at FROM scheduler_periodic_pass), 'infinity'))
 
-         ORDER BY j.priority, j.execution_time
-         LIMIT 128
-           FOR UPDATE SKIP LOCKED) AS d
-     LIMIT coalesce((SELECT n FROM room), 0)
+            ORDER BY j.priority, j.execution_time
+            LIMIT handed.n
+              FOR UPDATE SKIP LOCKED) AS t
+     LIMIT max_jobs
 ), claimed AS (
 UPDATE scheduled_jobs AS j SET
     (status, attempt, worker_id, lease_until, last_heartbeat, started_at, finished_at, error_message) =
@@ -139,7 +100,7 @@ UPDATE scheduled_jobs AS j SET
         CASE WHEN (j.misfire_grace_time IS NOT NULL
              AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN j.last_heartbeat ELSE now() END,
         CASE WHEN (j.misfire_grace_time IS NOT NULL
-             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN j.started_at ELSE claim_at END,
+             AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN j.started_at ELSE clock_timestamp() END,
         CASE WHEN (j.misfire_grace_time IS NOT NULL
              AND now() > j.execution_time + make_interval(secs => j.misfire_grace_time + tolerance)) THEN now() ELSE NULL END,
         CASE WHEN (j.misfire_grace_time IS NOT NULL
@@ -156,11 +117,36 @@ RETURNING j.job_id, j.attempt, j.job_name, j.task_data, j.status, j.execution_ti
           extract(epoch FROM now() - j.window_start)::float8 AS window_lag_seconds
 
 )
-SELECT true, claimed.* FROM claimed;
-            GET DIAGNOSTICS got = ROW_COUNT;
-            max_jobs := max_jobs - got;
-            CONTINUE WHEN got < handed OR max_jobs <= 0;
+SELECT true, claimed.* FROM claimed
+UNION ALL
+SELECT false, r.job_id, r.attempt, NULL::text, NULL::jsonb, NULL::text, NULL::timestamptz, NULL::timestamptz, NULL::float8,
+               NULL::int, NULL::int, NULL::boolean, NULL::text, NULL::timestamptz, NULL::int,
+               NULL::text, NULL::float8, NULL::float8
+  FROM unnest(done_ids, done_attempts) AS r(job_id, attempt)
+ WHERE NOT EXISTS (SELECT FROM done WHERE done.job_id = r.job_id AND done.attempt = r.attempt);
+        GET DIAGNOSTICS got = ROW_COUNT;
+        max_jobs := max_jobs - got;
+        IF max_jobs <= 0 THEN
+            RETURN;
         END IF;
+    END IF;
+    FOR lq IN
+        SELECT q.name, q.key_concurrency, q.concurrency IS NULL AND q.rate_limit IS NULL AS by_key
+          FROM scheduler_queues AS q
+         WHERE q.limited AND NOT q.paused
+           AND (only_queues IS NULL OR q.name = ANY (only_queues))
+           -- One probe of the next-due index per task name.
+           AND EXISTS (SELECT 1 FROM unnest(names) AS t(name)
+                        CROSS JOIN LATERAL (
+                              SELECT 1 FROM scheduled_jobs AS j
+                               WHERE j.status = 'pending' AND j.job_name = t.name
+                                 AND j.queue = q.name AND j.execution_time <= now()
+                               ORDER BY j.execution_time
+                               LIMIT 1) AS due)
+         ORDER BY random()
+    LOOP
+        EXIT WHEN max_jobs <= 0;
+        queue_name := lq.name;
         IF lq.by_key THEN
             -- Limited by key only: the queue's lock shared (claims that count the whole queue
             -- take it alone), and the locks of the keys it claims.

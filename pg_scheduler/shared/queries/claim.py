@@ -609,41 +609,53 @@ def _claim_counted_keyless(
     )
 
 
-def _claim_handed_over(
-    queue: str, names: str, limit: str, worker: str, lease: str, tolerance: str, at: str, handed: str
+def _complete_and_hand_over(
+    ids: str, attempts: str, names: str, limit: str, worker: str, lease: str, tolerance: str, queues: str
 ) -> str:
-    """The claim, under no lock, of up to ``handed`` jobs of ``names`` in ``queue``, a queue
-    limited by a concurrency alone, for the ``handed`` jobs of the queue whose completions this
-    transaction has just written while their leases were live: each claimed job takes the slot of
-    one of them, and both land in the same commit.
+    """The worker's completions (the ``ids``/``attempts`` arrays, fenced as JOB_COMPLETE_MANY) and,
+    in the same statement and under no lock, the claim of a new job of the same queue for each
+    job completed while its lease was live (by the clock when its row was locked), in every
+    queue limited by a concurrency alone (of ``queues`` only, unless NULL); up to ``limit`` in
+    all. Rows with claim false are the completions the fence refused.
 
-    The count is unchanged by the claim, and every other claimer counts as running the jobs
-    completed here until this commits, so the claim cannot put the queue past its concurrency.
-    It claims only while the queue is within its concurrency (its live leases and the ``handed``
-    jobs, in this statement's snapshot): when the limit has been lowered below what runs, the
-    slots go back to the counted claim, which starts nothing until the queue is under it. A
-    paused queue, or one that has gained a rate or a key limit since the loop read it, gets
-    nothing here."""
-    return f"""
-WITH q AS (
-    SELECT concurrency FROM scheduler_queues
-     WHERE name = {queue} AND NOT paused AND rate_limit IS NULL AND key_concurrency IS NULL
-), room AS (
-    SELECT CASE WHEN (SELECT count(*) FROM scheduled_jobs
-                       WHERE status = 'running' AND queue = {queue} AND lease_until > now())
-                     + {handed} <= q.concurrency
-                THEN least({handed}, {limit}) ELSE 0 END AS n
-      FROM q
+    Each claimed job takes the slot of a completed one, and both land in the same commit: the
+    queue's count is the same before and after it, and every other claimer counts the completed
+    jobs as running until it, so no claim can see those slots as free twice. A lease that ended
+    before its completion hands nothing over (a counted claim may have given its slot away). A
+    queue hands slots over only while it is within its concurrency, counted in this statement's
+    snapshot (where the completed jobs still run): after its limit was lowered below what runs,
+    completions free their slots for the counted claim, which starts nothing until the queue is
+    under the new limit. The jobs start at the clock after the completions (their ``finished_at``
+    is the transaction's start)."""
+    return (
+        _lock_my_runs(ids, attempts, worker, lease=True)
+        + f""",
+done AS ({_COMPLETE_MINE.rstrip()}, j.queue, mine.live
+), handed AS (
+    SELECT q.name AS queue, count(*) AS n
+      FROM done JOIN scheduler_queues AS q ON q.name = done.queue
+     WHERE done.live AND q.concurrency IS NOT NULL AND q.rate_limit IS NULL
+       AND q.key_concurrency IS NULL AND NOT q.paused
+       AND ({queues} IS NULL OR q.name = ANY ({queues}))
+     GROUP BY q.name, q.concurrency
+    HAVING (SELECT count(*) FROM scheduled_jobs AS r
+             WHERE r.status = 'running' AND r.queue = q.name AND r.lease_until > now()) <= q.concurrency
 ), picked AS (
-    SELECT d.tid FROM (
-        SELECT j.ctid AS tid FROM scheduled_jobs AS j
-         WHERE {_due_in(queue, names)}
-         ORDER BY j.priority, j.execution_time
-         LIMIT {LIMITED_CLAIM_BOUND:d}
-           FOR UPDATE SKIP LOCKED) AS d
-     LIMIT coalesce((SELECT n FROM room), 0)
-), {_claimed_rows("picked", worker, lease, tolerance, at)}
-SELECT true, claimed.* FROM claimed"""
+    SELECT t.tid FROM handed
+     CROSS JOIN LATERAL (
+           SELECT j.ctid AS tid FROM scheduled_jobs AS j
+            WHERE {_due_in("handed.queue", names)}
+            ORDER BY j.priority, j.execution_time
+            LIMIT handed.n
+              FOR UPDATE SKIP LOCKED) AS t
+     LIMIT {limit}
+), {_claimed_rows("picked", worker, lease, tolerance, "clock_timestamp()")}
+SELECT true, claimed.* FROM claimed
+UNION ALL
+SELECT false, r.job_id, r.attempt, {_TYPED_PADDING}
+  FROM unnest({ids}, {attempts}) AS r(job_id, attempt)
+ WHERE NOT EXISTS (SELECT FROM done WHERE done.job_id = r.job_id AND done.attempt = r.attempt)"""
+    )
 
 
 def _lock_keys(queue: str, names: str, limit: str, per_key: str) -> str:
@@ -740,9 +752,11 @@ _TYPED_PADDING = (
 """The same, typed as the function's result (RETURN QUERY matches types exactly)."""
 
 _VARIABLES = ("queue_name", "names", "max_jobs", "worker", "lease", "tolerance")
+_COMPLETE_AND_HAND_OVER = _complete_and_hand_over(
+    "done_ids", "done_attempts", "names", "max_jobs", "worker", "lease", "tolerance", "only_queues"
+)
 _CLAIM_COUNTED = _claim_counted(*_VARIABLES, "claim_at")
 _CLAIM_COUNTED_KEYLESS = _claim_counted_keyless(*_VARIABLES, "claim_at")
-_CLAIM_HANDED_OVER = _claim_handed_over(*_VARIABLES, "claim_at", "handed")
 _LOCK_KEYS = _lock_keys("queue_name", "names", "max_jobs", "lq.key_concurrency")
 _CLAIM_HELD_KEYS = _claim_held_keys(*_VARIABLES)
 _CLAIM_KEYLESS = _claim_keyless(*_VARIABLES)
@@ -771,35 +785,24 @@ DECLARE
     claim_at TIMESTAMPTZ;
     may_wait BOOLEAN := true;
     got INTEGER;
-    landed_ids TEXT[];
-    landed_attempts INTEGER[];
-    freed TEXT[] := '{{}}';
-    handed INTEGER;
 BEGIN
-    -- The worker's completions first (fenced as JOB_COMPLETE_MANY): the slots they free count
-    -- as free to the claims below, which run in later snapshots of this transaction. ``freed``
-    -- holds the queue of each job completed while its lease was live (by the clock when its row
-    -- was locked): a slot that no other claimer can have counted as free. Rows with claim false
-    -- are the completions the fence refused. A claimer that has completed jobs holds their row
-    -- locks, so it waits for no queue lock: a claimer holding that lock may be waiting for one
-    -- of those rows (their lease may have ended).
+    -- The worker's completions first, and the jobs that take over their slots in queues limited
+    -- by a concurrency alone (_complete_and_hand_over): the other slots they free count as free
+    -- to the claims below, which run in later snapshots of this transaction. Refused completions
+    -- count against max_jobs too (the claim asks for no more than it may). A claimer that has
+    -- sent completions holds their rows' locks, so it waits for no queue lock: a claimer holding
+    -- that lock may be waiting for one of those rows (their lease may have ended).
     IF cardinality(done_ids) > 0 THEN
-        {_lock_my_runs("done_ids", "done_attempts", "worker", lease=True)},
-        done AS ({_COMPLETE_MINE.rstrip()}, j.queue, mine.live)
-        SELECT coalesce(array_agg(done.job_id), '{{}}'), coalesce(array_agg(done.attempt), '{{}}'),
-               coalesce(array_agg(done.queue) FILTER (WHERE done.live), '{{}}')
-          INTO landed_ids, landed_attempts, freed
-          FROM done;
-        may_wait := cardinality(landed_ids) = 0;
-        RETURN QUERY
-        SELECT false, r.job_id, r.attempt, {_TYPED_PADDING}
-          FROM unnest(done_ids, done_attempts) AS r(job_id, attempt)
-         WHERE NOT EXISTS (SELECT FROM unnest(landed_ids, landed_attempts) AS d(job_id, attempt)
-                            WHERE d.job_id = r.job_id AND d.attempt = r.attempt);
+        may_wait := false;
+        RETURN QUERY{_COMPLETE_AND_HAND_OVER};
+        GET DIAGNOSTICS got = ROW_COUNT;
+        max_jobs := max_jobs - got;
+        IF max_jobs <= 0 THEN
+            RETURN;
+        END IF;
     END IF;
     FOR lq IN
-        SELECT q.name, q.key_concurrency, q.concurrency IS NULL AND q.rate_limit IS NULL AS by_key,
-               q.key_concurrency IS NULL AND q.rate_limit IS NULL AS by_count
+        SELECT q.name, q.key_concurrency, q.concurrency IS NULL AND q.rate_limit IS NULL AS by_key
           FROM scheduler_queues AS q
          WHERE q.limited AND NOT q.paused
            AND (only_queues IS NULL OR q.name = ANY (only_queues))
@@ -815,16 +818,6 @@ BEGIN
     LOOP
         EXIT WHEN max_jobs <= 0;
         queue_name := lq.name;
-        handed := cardinality(array_positions(freed, queue_name));
-        IF lq.by_count AND handed > 0 THEN
-            -- Limited by a concurrency alone: the slots of the jobs completed above go to new
-            -- jobs of the queue under no lock; the queue's lock is needed only for more.
-            claim_at := clock_timestamp();
-            RETURN QUERY{_CLAIM_HANDED_OVER};
-            GET DIAGNOSTICS got = ROW_COUNT;
-            max_jobs := max_jobs - got;
-            CONTINUE WHEN got < handed OR max_jobs <= 0;
-        END IF;
         IF lq.by_key THEN
             -- Limited by key only: the queue's lock shared (claims that count the whole queue
             -- take it alone), and the locks of the keys it claims.
@@ -880,8 +873,9 @@ sees every claim committed by the lock's earlier holders: the count can never mi
 the lock is held until this claim commits.
 
 - A queue with a concurrency alone, for the jobs of it completed here while their leases were
-  live: no lock. Each such job's slot goes to a new job in the same commit (_claim_handed_over
-  says why that cannot over-admit); only more than that takes the path below.
+  live: no lock. The statement that writes the completions gives each such job's slot to a new
+  job of its queue (_complete_and_hand_over says why that cannot over-admit); only more than
+  that takes the path below.
 - A queue with a concurrency or a rate: its lock, alone. Running rows whose lease has ended are
   locked before the count, so that no renewal can revive one after it was counted as free.
 - A queue limited by key only: its lock shared (so that a claim counting the whole queue, after a
