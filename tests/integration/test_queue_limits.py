@@ -464,22 +464,23 @@ async def complete_and_claim(
     return claimed
 
 
-async def hold_queue_lock(conn: asyncpg.Connection, queue: str) -> None:
-    """Take the queue's lock as a counted claim does, in the caller's open transaction."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", QUEUE_LOCK_CLASS, queue)
+async def hold_queue_lock_shared(conn: asyncpg.Connection, queue: str) -> None:
+    """Take the queue's lock shared, as a hand-over or a key claim does, in the caller's open
+    transaction: a counted claim cannot take it then, and a change of the queue waits."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1, hashtext($2))", QUEUE_LOCK_CLASS, queue)
 
 
 async def test_completed_slots_pass_to_new_jobs_of_the_queue_without_its_lock(pool: asyncpg.Pool) -> None:
-    """A worker's completions free slots that the claim in the same transaction fills under no
-    lock (no claimer can have counted them as free); only more than those needs the lock, and a
-    claimer that has completed jobs does not wait for it."""
+    """A worker's completions free slots that the claim in the same statement fills beside
+    other claims (no claimer can have counted them as free); only more than those needs the
+    queue's lock alone, and a claimer that has completed jobs does not wait for it."""
     scheduler = await ready(pool)
     await scheduler.set_queue_limits("capped", concurrency=2)
     await add_jobs(pool, "capped", 10)
     first = await claim(pool, "w", 2)
     assert len(first) == 2
     async with pool.acquire() as other, other.transaction():
-        await hold_queue_lock(other, "capped")
+        await hold_queue_lock_shared(other, "capped")
         handed = await asyncio.wait_for(complete_and_claim(pool, "w", first[:1], limit=2), 5.0)
         assert len(handed) == 1
         assert len(await running(pool, "capped")) == 2
@@ -496,9 +497,12 @@ async def test_a_lowered_concurrency_gets_no_slot_handed_over(pool: asyncpg.Pool
     runs = await claim(pool, "w", 3)
     assert len(runs) == 3
     await scheduler.set_queue_limits("capped", concurrency=1)
-    assert await complete_and_claim(pool, "w", runs[:1]) == []  # 2 run, limit 1
-    assert await complete_and_claim(pool, "w", runs[1:2]) == []  # 1 runs
-    assert len(await complete_and_claim(pool, "w", runs[2:])) == 1  # its slot goes on
+    async with pool.acquire() as other, other.transaction():
+        # Only a hand-over can claim while the lock is held shared.
+        await hold_queue_lock_shared(other, "capped")
+        assert await complete_and_claim(pool, "w", runs[:1]) == []  # 2 run, limit 1
+        assert await complete_and_claim(pool, "w", runs[1:2]) == []  # 1 runs
+        assert len(await complete_and_claim(pool, "w", runs[2:])) == 1  # its slot goes on
     assert len(await running(pool, "capped")) == 1
 
 
@@ -513,7 +517,7 @@ async def test_a_job_completed_after_its_lease_ended_hands_no_slot_over(pool: as
         "UPDATE scheduled_jobs SET lease_until = now() - interval '1 second' WHERE status = 'running'"
     )
     async with pool.acquire() as other, other.transaction():
-        await hold_queue_lock(other, "capped")
+        await hold_queue_lock_shared(other, "capped")
         assert await asyncio.wait_for(complete_and_claim(pool, "w", runs), 5.0) == []
     status = await pool.fetchval("SELECT status FROM scheduled_jobs WHERE job_id = $1", runs[0]["job_id"])
     assert status == "completed"
@@ -535,3 +539,29 @@ async def test_a_key_claim_locks_only_the_keys_it_claims(pool: asyncpg.Pool) -> 
         )
         assert held == 2
         assert len(await claim(pool, "w2", 5)) == 5
+
+
+async def test_a_change_of_a_queue_waits_for_its_claims_in_flight(pool: asyncpg.Pool) -> None:
+    """Claims of a limited queue hold its lock until they commit; a change of its limits or
+    its pause takes the lock alone first, so that no claim begun under the old limits commits
+    beside claims that count under the new ones."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=2)
+    async with pool.acquire() as claim_in_flight:
+        tx = claim_in_flight.transaction()
+        await tx.start()
+        await hold_queue_lock_shared(claim_in_flight, "capped")
+        change = asyncio.create_task(scheduler.set_queue_limits("capped", key_concurrency=1))
+        pause = asyncio.create_task(scheduler.pause_queue("capped"))
+        await wait_for(
+            lambda: pool.fetchval(
+                "SELECT count(*) = 2 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            ),
+            message="the change and the pause waiting for the claim in flight",
+        )
+        assert not change.done() and not pause.done()
+        await tx.commit()
+    await asyncio.wait_for(asyncio.gather(change, pause), 5.0)
+    (queue,) = [q for q in await scheduler.get_queues() if q.name == "capped"]
+    assert queue.paused and queue.limits.key_concurrency == 1

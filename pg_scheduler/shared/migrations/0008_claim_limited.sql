@@ -1,13 +1,13 @@
--- pg_scheduler schema, version 8: a new pg_scheduler_claim_limited; no table changes.
+-- pg_scheduler schema, version 8: a new pg_scheduler_claim_limited, and changes of a queue's
+-- row wait for the claims of that queue in flight.
 --
 -- pg_scheduler.shared.queries.claim.LIMITED_CLAIM_FUNCTION, whose docstring says how it works
--- (tests/unit/test_migrations.py checks this copy is that text). A queue limited by a
--- concurrency alone no longer serialises every claim on its lock: each job a worker completes
--- while its lease is live hands its slot to a new job of the queue, claimed in the statement
--- that writes the completions, under no lock. A claim of a key-limited queue holds the locks of
--- the keys it takes, not of every key it reads, and looks again when keys it locked were
--- filled meanwhile. Class 1347633924 is pg_scheduler.shared.locks.QUEUE_LOCK_CLASS, 1347633925
--- QUEUE_KEY_LOCK_CLASS.
+-- (tests/unit/test_migrations.py checks this copy is that text). In a queue limited by a
+-- concurrency alone, each job a worker completes while its lease is live hands its slot to a
+-- new job of the queue, claimed in the statement that writes the completions, under the
+-- queue's lock held shared. A claim of a key-limited queue holds the locks of the keys it takes,
+-- and looks again when keys it locked were filled meanwhile. Class 1347633924 is
+-- pg_scheduler.shared.locks.QUEUE_LOCK_CLASS, 1347633925 QUEUE_KEY_LOCK_CLASS.
 CREATE OR REPLACE FUNCTION pg_scheduler_claim_limited(
     worker TEXT, done_ids TEXT[], done_attempts INTEGER[], names TEXT[], max_jobs INTEGER,
     lease DOUBLE PRECISION, tolerance DOUBLE PRECISION, only_queues TEXT[])
@@ -18,8 +18,9 @@ RETURNS TABLE (claim BOOLEAN, job_id TEXT, attempt INTEGER, job_name TEXT, task_
                priority INTEGER, overlap TEXT, lag_seconds DOUBLE PRECISION,
                window_lag_seconds DOUBLE PRECISION)
 LANGUAGE plpgsql VOLATILE
--- A plan for all: the custom plans PostgreSQL would otherwise weigh cost more to make (the
--- loop's query was planned afresh at every call, 0.14 ms) than they would save.
+-- A generic plan for every statement: a custom plan of these statements costs more to make
+-- than it saves (their arrays' sizes are unknown to a generic plan, so PostgreSQL would
+-- otherwise plan some of them afresh at every call).
 SET plan_cache_mode = force_generic_plan
 AS $fn$
 #variable_conflict use_column
@@ -32,15 +33,26 @@ DECLARE
     claim_at TIMESTAMPTZ;
     may_wait BOOLEAN := true;
     got INTEGER;
+    any_keyless BOOLEAN;
+    handing TEXT[];
 BEGIN
     -- The worker's completions first, and the jobs that take over their slots in queues limited
     -- by a concurrency alone (_complete_and_hand_over): the other slots they free count as free
     -- to the claims below, which run in later snapshots of this transaction. Refused completions
-    -- count against max_jobs too (the claim asks for no more than it may). A claimer that has
-    -- sent completions holds their rows' locks, so it waits for no queue lock: a claimer holding
-    -- that lock may be waiting for one of those rows (their lease may have ended).
+    -- count against max_jobs too (they are rare: a lease lost; the worker's loop claims for
+    -- those slots). A claimer that has sent completions holds their rows' locks, so it waits for
+    -- no queue lock: a claimer holding that lock may be waiting for one of those rows.
     IF cardinality(done_ids) > 0 THEN
         may_wait := false;
+        -- Slots are handed over only under the queue's lock, held shared (hand-overs run side
+        -- by side) and taken before the hand-over's snapshot: a change of the queue's limits,
+        -- which takes the lock alone (migration 8's trigger), waits for this claim, or this
+        -- claim sees the change.
+        SELECT coalesce(array_agg(q.name), '{}') INTO handing
+          FROM scheduler_queues AS q
+         WHERE q.name IN (SELECT j.queue FROM scheduled_jobs AS j WHERE j.job_id = ANY (done_ids))
+           AND q.concurrency IS NOT NULL AND q.rate_limit IS NULL AND q.key_concurrency IS NULL
+           AND pg_try_advisory_xact_lock_shared(1347633924, hashtext(q.name));
         RETURN QUERY
 WITH mine AS (
     SELECT j.job_id, j.lease_until > clock_timestamp() AS live
@@ -64,7 +76,7 @@ RETURNING j.job_id, j.attempt, j.queue, mine.live
       FROM done JOIN scheduler_queues AS q ON q.name = done.queue
      WHERE done.live AND q.concurrency IS NOT NULL AND q.rate_limit IS NULL
        AND q.key_concurrency IS NULL AND NOT q.paused
-       AND (only_queues IS NULL OR q.name = ANY (only_queues))
+       AND (only_queues IS NULL OR q.name = ANY (only_queues)) AND q.name = ANY (handing)
      GROUP BY q.name, q.concurrency
     HAVING (SELECT count(*) FROM scheduled_jobs AS r
              WHERE r.status = 'running' AND r.queue = q.name AND r.lease_until > now()) <= q.concurrency
@@ -156,6 +168,7 @@ SELECT false, r.job_id, r.attempt, NULL::text, NULL::jsonb, NULL::text, NULL::ti
             -- snapshot, but before it tried the key's lock, is held for nothing: the claim finds
             -- the key full. Then it looks again, in a later snapshot that sees that key running,
             -- so that racing claimers come back with what they asked for.
+            any_keyless := false;
             FOR tries IN 1..3 LOOP
                 
 WITH r AS (
@@ -193,13 +206,16 @@ SELECT coalesce(array_agg(locked.k) FILTER (WHERE locked.k IS NOT NULL), '{}'),
        ARRAY(SELECT r.tid FROM r WHERE r.k IN (SELECT locked.k FROM locked))
   INTO held, keyless, tids
   FROM locked;
+                any_keyless := any_keyless OR keyless;
                 PERFORM 1 FROM scheduled_jobs
              WHERE status = 'running' AND queue = queue_name AND concurrency_key = ANY (held)
                AND lease_until <= clock_timestamp()
+             ORDER BY job_id
                FOR KEY SHARE;
                 RETURN QUERY
 WITH q AS (
-    SELECT key_concurrency FROM scheduler_queues WHERE name = queue_name AND NOT paused
+    SELECT key_concurrency FROM scheduler_queues
+     WHERE name = queue_name AND NOT paused AND concurrency IS NULL AND rate_limit IS NULL
 ), keys AS (
     SELECT concurrency_key AS k, count(*) AS n FROM scheduled_jobs
      WHERE status = 'running' AND queue = queue_name AND lease_until > now()
@@ -262,10 +278,11 @@ SELECT true, claimed.* FROM claimed;
                 max_jobs := max_jobs - got;
                 EXIT WHEN max_jobs <= 0 OR got >= cardinality(held);
             END LOOP;
-            IF keyless AND max_jobs > 0 THEN
+            IF any_keyless AND max_jobs > 0 THEN
                 RETURN QUERY
 WITH q AS (
-    SELECT 1 FROM scheduler_queues WHERE name = queue_name AND NOT paused
+    SELECT 1 FROM scheduler_queues
+     WHERE name = queue_name AND NOT paused AND concurrency IS NULL AND rate_limit IS NULL
 ), picked AS (
     SELECT d.tid FROM (
         SELECT j.ctid AS tid FROM scheduled_jobs AS j
@@ -331,6 +348,7 @@ SELECT true, claimed.* FROM claimed;
         PERFORM 1 FROM scheduled_jobs
              WHERE status = 'running' AND queue = queue_name
                AND lease_until <= clock_timestamp()
+             ORDER BY job_id
                FOR KEY SHARE;
         claim_at := clock_timestamp();
         IF lq.key_concurrency IS NULL THEN
@@ -493,3 +511,21 @@ SELECT true, claimed.* FROM claimed;
     END LOOP;
 END
 $fn$;
+
+-- Every claim of a limited queue holds the queue's lock (shared or alone) from before its
+-- snapshot to its commit. A change of the queue's row (limits set, declared or reset, pause,
+-- resume) takes that lock alone first: it waits for the claims in flight, and a claim that
+-- begins after it commits reads the new row. Without it, a claim begun under the old limits
+-- (a hand-over under a concurrency alone) could commit beside claims that count under the
+-- new ones (a key limit added) without either seeing the other's jobs.
+CREATE OR REPLACE FUNCTION pg_scheduler_queue_change_lock() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1347633924, hashtext(NEW.name));
+    RETURN NEW;
+END
+$fn$;
+
+DROP TRIGGER IF EXISTS scheduler_queues_change_lock ON scheduler_queues;
+CREATE TRIGGER scheduler_queues_change_lock BEFORE INSERT OR UPDATE ON scheduler_queues
+    FOR EACH ROW EXECUTE FUNCTION pg_scheduler_queue_change_lock();

@@ -504,11 +504,14 @@ def _hold_ended_leases(queue: str, keys: str | None = None) -> str:
     """Lock (FOR KEY SHARE) the running rows of ``queue`` (of the ``keys`` only, if given) whose
     lease has ended by the clock: a renewal of one of them in flight (it locks them FOR UPDATE)
     commits first, so the count that follows sees it; a renewal that comes later waits for this
-    claim to commit and then finds the lease ended (JOB_RENEW_LEASES)."""
+    claim to commit and then finds the lease ended (JOB_RENEW_LEASES). In job_id order, the order
+    in which renewals and completions lock a worker's rows, so that none of them can deadlock
+    with it."""
     of_keys = "" if keys is None else f" AND concurrency_key = ANY ({keys})"
     return f"""PERFORM 1 FROM scheduled_jobs
              WHERE status = 'running' AND queue = {queue}{of_keys}
                AND lease_until <= clock_timestamp()
+             ORDER BY job_id
                FOR KEY SHARE"""
 
 
@@ -610,13 +613,22 @@ def _claim_counted_keyless(
 
 
 def _complete_and_hand_over(
-    ids: str, attempts: str, names: str, limit: str, worker: str, lease: str, tolerance: str, queues: str
+    ids: str,
+    attempts: str,
+    names: str,
+    limit: str,
+    worker: str,
+    lease: str,
+    tolerance: str,
+    queues: str,
+    handing: str,
 ) -> str:
     """The worker's completions (the ``ids``/``attempts`` arrays, fenced as JOB_COMPLETE_MANY) and,
-    in the same statement and under no lock, the claim of a new job of the same queue for each
-    job completed while its lease was live (by the clock when its row was locked), in every
-    queue limited by a concurrency alone (of ``queues`` only, unless NULL); up to ``limit`` in
-    all. Rows with claim false are the completions the fence refused.
+    in the same statement, the claim of a new job of the same queue for each job completed while
+    its lease was live (by the clock when its row was locked), in every queue of ``handing``
+    (whose locks the caller holds shared) still limited by a concurrency alone (of ``queues``
+    only, unless NULL); up to ``limit`` in all. Rows with claim false are the completions the
+    fence refused.
 
     Each claimed job takes the slot of a completed one, and both land in the same commit: the
     queue's count is the same before and after it, and every other claimer counts the completed
@@ -636,7 +648,7 @@ done AS ({_COMPLETE_MINE.rstrip()}, j.queue, mine.live
       FROM done JOIN scheduler_queues AS q ON q.name = done.queue
      WHERE done.live AND q.concurrency IS NOT NULL AND q.rate_limit IS NULL
        AND q.key_concurrency IS NULL AND NOT q.paused
-       AND ({queues} IS NULL OR q.name = ANY ({queues}))
+       AND ({queues} IS NULL OR q.name = ANY ({queues})) AND q.name = ANY ({handing})
      GROUP BY q.name, q.concurrency
     HAVING (SELECT count(*) FROM scheduled_jobs AS r
              WHERE r.status = 'running' AND r.queue = q.name AND r.lease_until > now()) <= q.concurrency
@@ -699,10 +711,12 @@ def _claim_held_keys(queue: str, names: str, limit: str, worker: str, lease: str
     """The claim of up to ``limit`` jobs of the keys ``held`` (their locks held) among the row
     versions ``tids``, in a snapshot taken after the locks were granted: a version claimed
     meanwhile is no longer visible, and each key takes no more rows than key_concurrency minus
-    its running rows whose lease is live."""
+    its running rows whose lease is live. Nothing if the queue is no longer limited by key only
+    (a concurrency or a rate set since the loop read it: the counted claim's)."""
     return f"""
 WITH q AS (
-    SELECT key_concurrency FROM scheduler_queues WHERE name = {queue} AND NOT paused
+    SELECT key_concurrency FROM scheduler_queues
+     WHERE name = {queue} AND NOT paused AND concurrency IS NULL AND rate_limit IS NULL
 ), keys AS (
     SELECT concurrency_key AS k, count(*) AS n FROM scheduled_jobs
      WHERE status = 'running' AND queue = {queue} AND lease_until > now()
@@ -726,10 +740,12 @@ SELECT true, claimed.* FROM claimed"""
 
 def _claim_keyless(queue: str, names: str, limit: str, worker: str, lease: str, tolerance: str) -> str:
     """The claim of up to ``limit`` jobs without a key of a queue limited by key only (nothing
-    limits them): as the plain claim, under SKIP LOCKED."""
+    limits them; nothing if the queue has gained another limit): as the plain claim, under SKIP
+    LOCKED."""
     return f"""
 WITH q AS (
-    SELECT 1 FROM scheduler_queues WHERE name = {queue} AND NOT paused
+    SELECT 1 FROM scheduler_queues
+     WHERE name = {queue} AND NOT paused AND concurrency IS NULL AND rate_limit IS NULL
 ), picked AS (
     SELECT d.tid FROM (
         SELECT j.ctid AS tid FROM scheduled_jobs AS j
@@ -753,7 +769,15 @@ _TYPED_PADDING = (
 
 _VARIABLES = ("queue_name", "names", "max_jobs", "worker", "lease", "tolerance")
 _COMPLETE_AND_HAND_OVER = _complete_and_hand_over(
-    "done_ids", "done_attempts", "names", "max_jobs", "worker", "lease", "tolerance", "only_queues"
+    "done_ids",
+    "done_attempts",
+    "names",
+    "max_jobs",
+    "worker",
+    "lease",
+    "tolerance",
+    "only_queues",
+    "handing",
 )
 _CLAIM_COUNTED = _claim_counted(*_VARIABLES, "claim_at")
 _CLAIM_COUNTED_KEYLESS = _claim_counted_keyless(*_VARIABLES, "claim_at")
@@ -771,8 +795,9 @@ RETURNS TABLE (claim BOOLEAN, job_id TEXT, attempt INTEGER, job_name TEXT, task_
                priority INTEGER, overlap TEXT, lag_seconds DOUBLE PRECISION,
                window_lag_seconds DOUBLE PRECISION)
 LANGUAGE plpgsql VOLATILE
--- A plan for all: the custom plans PostgreSQL would otherwise weigh cost more to make (the
--- loop's query was planned afresh at every call, 0.14 ms) than they would save.
+-- A generic plan for every statement: a custom plan of these statements costs more to make
+-- than it saves (their arrays' sizes are unknown to a generic plan, so PostgreSQL would
+-- otherwise plan some of them afresh at every call).
 SET plan_cache_mode = force_generic_plan
 AS $fn$
 #variable_conflict use_column
@@ -785,15 +810,26 @@ DECLARE
     claim_at TIMESTAMPTZ;
     may_wait BOOLEAN := true;
     got INTEGER;
+    any_keyless BOOLEAN;
+    handing TEXT[];
 BEGIN
     -- The worker's completions first, and the jobs that take over their slots in queues limited
     -- by a concurrency alone (_complete_and_hand_over): the other slots they free count as free
     -- to the claims below, which run in later snapshots of this transaction. Refused completions
-    -- count against max_jobs too (the claim asks for no more than it may). A claimer that has
-    -- sent completions holds their rows' locks, so it waits for no queue lock: a claimer holding
-    -- that lock may be waiting for one of those rows (their lease may have ended).
+    -- count against max_jobs too (they are rare: a lease lost; the worker's loop claims for
+    -- those slots). A claimer that has sent completions holds their rows' locks, so it waits for
+    -- no queue lock: a claimer holding that lock may be waiting for one of those rows.
     IF cardinality(done_ids) > 0 THEN
         may_wait := false;
+        -- Slots are handed over only under the queue's lock, held shared (hand-overs run side
+        -- by side) and taken before the hand-over's snapshot: a change of the queue's limits,
+        -- which takes the lock alone (migration 8's trigger), waits for this claim, or this
+        -- claim sees the change.
+        SELECT coalesce(array_agg(q.name), '{{}}') INTO handing
+          FROM scheduler_queues AS q
+         WHERE q.name IN (SELECT j.queue FROM scheduled_jobs AS j WHERE j.job_id = ANY (done_ids))
+           AND q.concurrency IS NOT NULL AND q.rate_limit IS NULL AND q.key_concurrency IS NULL
+           AND pg_try_advisory_xact_lock_shared({_QUEUE_LOCK_CLASS}, hashtext(q.name));
         RETURN QUERY{_COMPLETE_AND_HAND_OVER};
         GET DIAGNOSTICS got = ROW_COUNT;
         max_jobs := max_jobs - got;
@@ -827,15 +863,17 @@ BEGIN
             -- snapshot, but before it tried the key's lock, is held for nothing: the claim finds
             -- the key full. Then it looks again, in a later snapshot that sees that key running,
             -- so that racing claimers come back with what they asked for.
+            any_keyless := false;
             FOR tries IN 1..{KEY_CLAIM_TRIES:d} LOOP
                 {_LOCK_KEYS};
+                any_keyless := any_keyless OR keyless;
                 {_hold_ended_leases("queue_name", "held")};
                 RETURN QUERY{_CLAIM_HELD_KEYS};
                 GET DIAGNOSTICS got = ROW_COUNT;
                 max_jobs := max_jobs - got;
                 EXIT WHEN max_jobs <= 0 OR got >= cardinality(held);
             END LOOP;
-            IF keyless AND max_jobs > 0 THEN
+            IF any_keyless AND max_jobs > 0 THEN
                 RETURN QUERY{_CLAIM_KEYLESS};
                 GET DIAGNOSTICS got = ROW_COUNT;
                 max_jobs := max_jobs - got;
