@@ -67,13 +67,13 @@ class Venv:
         self.stamp.write_text(self.wanted())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BaselineVenv(Venv):
     """This repository's package as it was at ``commit``, installed (not editable) from a copy of
-    that commit's tree in ``src``."""
+    that commit's tree in ``src`` (a folder of its own: the build empties it)."""
 
-    commit: str = ""
-    src: Path = ROOT
+    commit: str
+    src: Path
 
     def build(self) -> None:
         shutil.rmtree(self.src, ignore_errors=True)

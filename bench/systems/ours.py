@@ -70,7 +70,7 @@ def baseline_system(commit: str, python: Path) -> System:
     return dataclasses.replace(
         OURS,
         key=f"ours@{commit[:7]}",
-        label=f"pg-scheduler at {commit[:7]}",
+        label=f"ours@{commit[:7]}",  # the report labels it by its key, as here
         python=python,
         scenarios=frozenset({"drain"}),
     )
