@@ -35,14 +35,14 @@ async def ready(pool: asyncpg.Pool) -> Scheduler:
     return scheduler
 
 
-async def claim(
-    pool: asyncpg.Pool | asyncpg.Connection, worker: str, limit: int = 10
+async def complete_and_claim(
+    conn: asyncpg.Pool | asyncpg.Connection, worker: str, done: list[asyncpg.Record], limit: int = 10
 ) -> list[asyncpg.Record]:
-    rows, _, _ = await queries.job_claim_limited(
-        pool,
+    claimed, refused, _ = await queries.job_claim_limited(
+        conn,
         worker_id=worker,
-        job_ids=[],
-        attempts=[],
+        job_ids=[row["job_id"] for row in done],
+        attempts=[row["attempt"] for row in done],
         names=[TASK],
         limit=limit,
         lease_seconds=30.0,
@@ -50,7 +50,15 @@ async def claim(
         queues=None,
         timeout=10.0,
     )
-    return rows
+    assert refused == []
+    return claimed
+
+
+async def claim(
+    pool: asyncpg.Pool | asyncpg.Connection, worker: str, limit: int = 10
+) -> list[asyncpg.Record]:
+    """The claim of limited queues, as a worker's loop sends it (no completions)."""
+    return await complete_and_claim(pool, worker, [], limit)
 
 
 async def claim_plain(pool: asyncpg.Pool, limit: int = 100) -> list[asyncpg.Record]:
@@ -443,25 +451,6 @@ def test_a_job_not_renewed_is_stopped_before_its_lease_ends() -> None:
     [(jobs, at)] = reported
     assert jobs == [("j", 1)]
     assert 2.0 - beat.stop_margin - 0.05 <= at - claimed_at < 2.0
-
-
-async def complete_and_claim(
-    conn: asyncpg.Pool | asyncpg.Connection, worker: str, done: list[asyncpg.Record], limit: int = 10
-) -> list[asyncpg.Record]:
-    claimed, refused, _ = await queries.job_claim_limited(
-        conn,
-        worker_id=worker,
-        job_ids=[row["job_id"] for row in done],
-        attempts=[row["attempt"] for row in done],
-        names=[TASK],
-        limit=limit,
-        lease_seconds=30.0,
-        misfire_tolerance_seconds=1.0,
-        queues=None,
-        timeout=10.0,
-    )
-    assert refused == []
-    return claimed
 
 
 async def hold_queue_lock_shared(conn: asyncpg.Connection, queue: str) -> None:
