@@ -459,7 +459,7 @@ async def hold_queue_lock_shared(conn: asyncpg.Connection, queue: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock_shared($1, hashtext($2))", QUEUE_LOCK_CLASS, queue)
 
 
-async def test_completed_slots_pass_to_new_jobs_of_the_queue_without_its_lock(pool: asyncpg.Pool) -> None:
+async def test_completed_slots_pass_to_new_jobs_of_the_queue_beside_other_claims(pool: asyncpg.Pool) -> None:
     """A worker's completions free slots that the claim in the same statement fills beside
     other claims (no claimer can have counted them as free); only more than those needs the
     queue's lock alone, and a claimer that has completed jobs does not wait for it."""
@@ -531,26 +531,53 @@ async def test_a_key_claim_locks_only_the_keys_it_claims(pool: asyncpg.Pool) -> 
 
 
 async def test_a_change_of_a_queue_waits_for_its_claims_in_flight(pool: asyncpg.Pool) -> None:
-    """Claims of a limited queue hold its lock until they commit; a change of its limits or
-    its pause takes the lock alone first, so that no claim begun under the old limits commits
-    beside claims that count under the new ones."""
+    """Claims of a limited queue hold its lock until they commit; a change of its limits, its
+    declaration or its pause takes the lock alone first, so that no claim begun under the old
+    limits commits beside claims that count under the new ones. The writers wait for the claim
+    and then for each other, without deadlock."""
     scheduler = await ready(pool)
     await scheduler.set_queue_limits("capped", concurrency=2)
+    declare_queue("capped", concurrency=5)
     async with pool.acquire() as claim_in_flight:
         tx = claim_in_flight.transaction()
         await tx.start()
         await hold_queue_lock_shared(claim_in_flight, "capped")
-        change = asyncio.create_task(scheduler.set_queue_limits("capped", key_concurrency=1))
-        pause = asyncio.create_task(scheduler.pause_queue("capped"))
-        await wait_for(
-            lambda: pool.fetchval(
-                "SELECT count(*) = 2 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND datname = current_database()"
-            ),
-            message="the change and the pause waiting for the claim in flight",
-        )
-        assert not change.done() and not pause.done()
-        await tx.commit()
-    await asyncio.wait_for(asyncio.gather(change, pause), 5.0)
+        changes = [
+            asyncio.create_task(scheduler.set_queue_limits("capped", key_concurrency=1)),
+            asyncio.create_task(scheduler.pause_queue("capped")),
+            asyncio.create_task(declare_from(pool)),
+        ]
+        try:
+            await wait_for(
+                lambda: pool.fetchval(
+                    "SELECT count(*) = 3 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"
+                ),
+                message="the change, the pause and the declaration waiting for the claim",
+            )
+            assert not any(change.done() for change in changes)
+            await tx.commit()
+            await asyncio.wait_for(asyncio.gather(*changes), 5.0)
+        finally:
+            for change in changes:
+                change.cancel()
     (queue,) = [q for q in await scheduler.get_queues() if q.name == "capped"]
     assert queue.paused and queue.limits.key_concurrency == 1
+
+
+async def declare_from(pool: asyncpg.Pool) -> list[str]:
+    async with pool.acquire() as conn:
+        return await publish_declared(conn)
+
+
+async def test_a_hand_over_waits_for_no_change_of_its_queue(pool: asyncpg.Pool) -> None:
+    """While a change of the queue (or a counted claim) holds its lock alone, completions hand
+    no slot over: they land, and the slots go to the claims that follow the change."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=2)
+    await add_jobs(pool, "capped", 10)
+    runs = await claim(pool, "w", 2)
+    async with pool.acquire() as change, change.transaction():
+        await change.execute("SELECT pg_advisory_xact_lock($1, hashtext('capped'))", QUEUE_LOCK_CLASS)
+        assert await asyncio.wait_for(complete_and_claim(pool, "w", runs[:1]), 5.0) == []
+    assert len(await running(pool, "capped")) == 1

@@ -33,4 +33,4 @@ def test_the_latest_migration_of_the_limited_claim_creates_what_the_code_builds(
 def test_migration_8_makes_changes_of_a_queue_take_its_claims_lock() -> None:
     text = (MIGRATIONS / "0008_claim_limited.sql").read_text()
     assert f"pg_advisory_xact_lock({QUEUE_LOCK_CLASS}, hashtext(NEW.name))" in text
-    assert "BEFORE INSERT OR UPDATE ON scheduler_queues" in text
+    assert "BEFORE UPDATE ON scheduler_queues" in text

@@ -48,11 +48,14 @@ BEGIN
         -- by side) and taken before the hand-over's snapshot: a change of the queue's limits,
         -- which takes the lock alone (migration 8's trigger), waits for this claim, or this
         -- claim sees the change.
-        SELECT coalesce(array_agg(q.name), '{}') INTO handing
-          FROM scheduler_queues AS q
-         WHERE q.name IN (SELECT j.queue FROM scheduled_jobs AS j WHERE j.job_id = ANY (done_ids))
-           AND q.concurrency IS NOT NULL AND q.rate_limit IS NULL AND q.key_concurrency IS NULL
-           AND pg_try_advisory_xact_lock_shared(1347633924, hashtext(q.name));
+        -- (OFFSET 0: the try-lock only for those queues, never pushed below their test.)
+        SELECT coalesce(array_agg(c.name), '{}') INTO handing
+          FROM (SELECT q.name FROM scheduler_queues AS q
+                 WHERE q.name = ANY (ARRAY(SELECT j.queue FROM scheduled_jobs AS j
+                                            WHERE j.job_id = ANY (done_ids)))
+                   AND q.concurrency IS NOT NULL AND q.rate_limit IS NULL AND q.key_concurrency IS NULL
+                OFFSET 0) AS c
+         WHERE pg_try_advisory_xact_lock_shared(1347633924, hashtext(c.name));
         RETURN QUERY
 WITH mine AS (
     SELECT j.job_id, j.lease_until > clock_timestamp() AS live
@@ -383,7 +386,8 @@ WITH q AS (
          ORDER BY j.priority, j.execution_time
          LIMIT 128
            FOR UPDATE SKIP LOCKED) AS d
-     LIMIT coalesce((SELECT n FROM room), 0)
+     LIMIT CASE WHEN (SELECT per_key FROM room) IS NULL THEN coalesce((SELECT n FROM room), 0)
+                ELSE 0 END
 ), claimed AS (
 UPDATE scheduled_jobs AS j SET
     (status, attempt, worker_id, lease_until, last_heartbeat, started_at, finished_at, error_message) =
@@ -514,10 +518,13 @@ $fn$;
 
 -- Every claim of a limited queue holds the queue's lock (shared or alone) from before its
 -- snapshot to its commit. A change of the queue's row (limits set, declared or reset, pause,
--- resume) takes that lock alone first: it waits for the claims in flight, and a claim that
--- begins after it commits reads the new row. Without it, a claim begun under the old limits
--- (a hand-over under a concurrency alone) could commit beside claims that count under the
--- new ones (a key limit added) without either seeing the other's jobs.
+-- resume) takes that lock alone once it holds the row: it waits for the claims in flight, and
+-- a claim that begins after it commits reads the new row, so that a claim begun under the old
+-- limits (a hand-over under a concurrency alone) cannot commit beside claims that count under
+-- the new ones (a key limit added) without either seeing the other's jobs. On UPDATE only,
+-- after the row's lock, as every writer of the row takes them (an INSERT ... ON CONFLICT that
+-- updates fires it too, once it holds the row): a new row has no claims to wait for, and one
+-- order of the two locks means no deadlock between writers.
 CREATE OR REPLACE FUNCTION pg_scheduler_queue_change_lock() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -527,5 +534,5 @@ END
 $fn$;
 
 DROP TRIGGER IF EXISTS scheduler_queues_change_lock ON scheduler_queues;
-CREATE TRIGGER scheduler_queues_change_lock BEFORE INSERT OR UPDATE ON scheduler_queues
+CREATE TRIGGER scheduler_queues_change_lock BEFORE UPDATE ON scheduler_queues
     FOR EACH ROW EXECUTE FUNCTION pg_scheduler_queue_change_lock();

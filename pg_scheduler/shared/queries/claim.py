@@ -596,7 +596,8 @@ def _claim_counted_keyless(
     queue: str, names: str, limit: str, worker: str, lease: str, tolerance: str, at: str
 ) -> str:
     """``_claim_counted`` for a queue without a key limit: the room counted the same way, the
-    rows picked as the plain claim picks them (its literal bound, then the room)."""
+    rows picked as the plain claim picks them (its literal bound, then the room). Nothing if the
+    queue has a key limit in this statement's snapshot (set since the loop read it)."""
     return (
         _counted_room(queue, limit, at)
         + f""", picked AS (
@@ -606,7 +607,8 @@ def _claim_counted_keyless(
          ORDER BY j.priority, j.execution_time
          LIMIT {LIMITED_CLAIM_BOUND:d}
            FOR UPDATE SKIP LOCKED) AS d
-     LIMIT coalesce((SELECT n FROM room), 0)
+     LIMIT CASE WHEN (SELECT per_key FROM room) IS NULL THEN coalesce((SELECT n FROM room), 0)
+                ELSE 0 END
 )"""
         + _counted_tail(queue, worker, lease, tolerance, at)
     )
@@ -825,11 +827,14 @@ BEGIN
         -- by side) and taken before the hand-over's snapshot: a change of the queue's limits,
         -- which takes the lock alone (migration 8's trigger), waits for this claim, or this
         -- claim sees the change.
-        SELECT coalesce(array_agg(q.name), '{{}}') INTO handing
-          FROM scheduler_queues AS q
-         WHERE q.name IN (SELECT j.queue FROM scheduled_jobs AS j WHERE j.job_id = ANY (done_ids))
-           AND q.concurrency IS NOT NULL AND q.rate_limit IS NULL AND q.key_concurrency IS NULL
-           AND pg_try_advisory_xact_lock_shared({_QUEUE_LOCK_CLASS}, hashtext(q.name));
+        -- (OFFSET 0: the try-lock only for those queues, never pushed below their test.)
+        SELECT coalesce(array_agg(c.name), '{{}}') INTO handing
+          FROM (SELECT q.name FROM scheduler_queues AS q
+                 WHERE q.name = ANY (ARRAY(SELECT j.queue FROM scheduled_jobs AS j
+                                            WHERE j.job_id = ANY (done_ids)))
+                   AND q.concurrency IS NOT NULL AND q.rate_limit IS NULL AND q.key_concurrency IS NULL
+                OFFSET 0) AS c
+         WHERE pg_try_advisory_xact_lock_shared({_QUEUE_LOCK_CLASS}, hashtext(c.name));
         RETURN QUERY{_COMPLETE_AND_HAND_OVER};
         GET DIAGNOSTICS got = ROW_COUNT;
         max_jobs := max_jobs - got;
@@ -911,9 +916,9 @@ sees every claim committed by the lock's earlier holders: the count can never mi
 the lock is held until this claim commits.
 
 - A queue with a concurrency alone, for the jobs of it completed here while their leases were
-  live: no lock. The statement that writes the completions gives each such job's slot to a new
-  job of its queue (_complete_and_hand_over says why that cannot over-admit); only more than
-  that takes the path below.
+  live: its lock shared (hand-overs run side by side). The statement that writes the completions
+  gives each such job's slot to a new job of its queue (_complete_and_hand_over says why that
+  cannot over-admit); only more than that takes the path below.
 - A queue with a concurrency or a rate: its lock, alone. Running rows whose lease has ended are
   locked before the count, so that no renewal can revive one after it was counted as free.
 - A queue limited by key only: its lock shared (so that a claim counting the whole queue, after a
