@@ -5,7 +5,8 @@ whichever module holds it.
 
 All values are bind parameters; the literals are a claim's LIMIT bound, an int the code derives
 from its free slots (``claim_bound``), and the fixed :data:`MISSED_AFTER_SECONDS`,
-:data:`LIMITED_CLAIM_SCAN` and :data:`LIMITED_CLAIM_BOUND`, never input.
+:data:`LIMITED_CLAIM_SCAN`, :data:`LIMITED_CLAIM_BOUND` and :data:`LIMITED_CLAIM_KEY_TRIES`,
+never input.
 ``LIMITED_CLAIM_FUNCTION`` is the function that migration 8 creates (a test checks the migration
 holds that text).
 Times come from the database clock (``now()``), never from the application host, so clock skew
@@ -14,7 +15,8 @@ Statements are named ``<ENTITY>_<VERB>[_<WHAT>]``: the entity in the singular (`
 ``JOB``, ``WORKER``, ``LEADER``, ``PERIODIC``, ``QUEUE``, ``VACUUM``, ``CLUSTER``; ``DB`` for the server and
 session settings), then what the statement does: ``JOB_GET_STATUS``, ``PERIODIC_STAMP_PASS``.
 ``JOBS_TABLE``, ``JOB_COPY_COLUMNS``, ``LIMITED_CLAIM_SCAN``, ``LIMITED_CLAIM_BOUND``,
-``LIMITED_CLAIM_FUNCTION`` and ``MISSED_AFTER_SECONDS`` are values, not statements.
+``LIMITED_CLAIM_KEY_TRIES``, ``LIMITED_CLAIM_FUNCTION`` and ``MISSED_AFTER_SECONDS`` are values,
+not statements.
 A statement of more than two parameters has a legend on the line directly above it, in one form:
 ``# $1 job_id, $2 worker_id, $3 attempt`` (tests/unit/test_queries.py checks names and legends).
 A statement whose text depends on the claim limit is built by ``<entity>_<verb>_sql(limit)``. The
@@ -62,6 +64,7 @@ from .claim import (
     JOB_UNLOCK_EXCLUSIVE,
     LIMITED_CLAIM_BOUND,
     LIMITED_CLAIM_FUNCTION,
+    LIMITED_CLAIM_KEY_TRIES,
     LIMITED_CLAIM_SCAN,
     MISSED_AFTER_SECONDS,
     claim_bound,
@@ -170,6 +173,7 @@ __all__ = [
     "job_claim",
     "job_get_next_due",
     "LIMITED_CLAIM_SCAN",
+    "LIMITED_CLAIM_KEY_TRIES",
     "LIMITED_CLAIM_FUNCTION",
     "LIMITED_CLAIM_BOUND",
     "JOB_CLAIM_LIMITED",

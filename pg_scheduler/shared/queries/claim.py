@@ -29,7 +29,7 @@ LIMITED_CLAIM_SCAN = 256
 """How many due rows of a key-limited queue one claim reads (past keys at their limit) to pick
 the ones with room."""
 
-KEY_CLAIM_TRIES = 3
+LIMITED_CLAIM_KEY_TRIES = 3
 """How many times a claim of a key-limited queue looks for keys with room, when keys it locked
 turn out to have been filled by another claimer meanwhile."""
 
@@ -869,7 +869,7 @@ BEGIN
             -- the key full. Then it looks again, in a later snapshot that sees that key running,
             -- so that racing claimers come back with what they asked for.
             any_keyless := false;
-            FOR tries IN 1..{KEY_CLAIM_TRIES:d} LOOP
+            FOR tries IN 1..{LIMITED_CLAIM_KEY_TRIES:d} LOOP
                 {_LOCK_KEYS};
                 any_keyless := any_keyless OR keyless;
                 {_hold_ended_leases("queue_name", "held")};
