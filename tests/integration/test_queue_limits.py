@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -27,6 +28,9 @@ from tests.rows import Sql, insert_job, wait_for_status
 from tests.support import FAST, wait_for
 
 TASK = "limits.task"
+HandOver = Callable[
+    [asyncpg.Pool | asyncpg.Connection, str, list[asyncpg.Record], int], Awaitable[list[asyncpg.Record]]
+]
 
 
 async def ready(pool: asyncpg.Pool) -> Scheduler:
@@ -52,6 +56,32 @@ async def complete_and_claim(
     )
     assert refused == []
     return claimed
+
+
+async def hand_over_alone(
+    conn: asyncpg.Pool | asyncpg.Connection, worker: str, done: list[asyncpg.Record], limit: int = 10
+) -> list[asyncpg.Record]:
+    """The completions and their hand-over as a worker sends them alone, outside the function."""
+    claimed, refused, _ = await queries.job_complete_and_hand_over(
+        conn,
+        worker_id=worker,
+        job_ids=[row["job_id"] for row in done],
+        attempts=[row["attempt"] for row in done],
+        names=[TASK],
+        limit=limit,
+        lease_seconds=30.0,
+        misfire_tolerance_seconds=1.0,
+        queues=None,
+        timeout=10.0,
+    )
+    assert refused == []
+    return claimed
+
+
+HAND_OVERS = pytest.mark.parametrize(
+    "send", [complete_and_claim, hand_over_alone], ids=["in_function", "alone"]
+)
+"""The hand-over's tests, for both ways a worker sends it."""
 
 
 async def claim(
@@ -459,7 +489,10 @@ async def hold_queue_lock_shared(conn: asyncpg.Connection, queue: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock_shared($1, hashtext($2))", QUEUE_LOCK_CLASS, queue)
 
 
-async def test_completed_slots_pass_to_new_jobs_of_the_queue_beside_other_claims(pool: asyncpg.Pool) -> None:
+@HAND_OVERS
+async def test_completed_slots_pass_to_new_jobs_of_the_queue_beside_other_claims(
+    pool: asyncpg.Pool, send: HandOver
+) -> None:
     """A worker's completions free slots that the claim in the same statement fills beside
     other claims (no claimer can have counted them as free); only more than those needs the
     queue's lock alone, and a claimer that has completed jobs does not wait for it."""
@@ -470,14 +503,15 @@ async def test_completed_slots_pass_to_new_jobs_of_the_queue_beside_other_claims
     assert len(first) == 2
     async with pool.acquire() as other, other.transaction():
         await hold_queue_lock_shared(other, "capped")
-        handed = await asyncio.wait_for(complete_and_claim(pool, "w", first[:1], limit=2), 5.0)
+        handed = await asyncio.wait_for(send(pool, "w", first[:1], limit=2), 5.0)
         assert len(handed) == 1
         assert len(await running(pool, "capped")) == 2
     # With the lock free, the counted claim finds no more room either.
     assert await complete_and_claim(pool, "w", [], limit=2) == []
 
 
-async def test_a_lowered_concurrency_gets_no_slot_handed_over(pool: asyncpg.Pool) -> None:
+@HAND_OVERS
+async def test_a_lowered_concurrency_gets_no_slot_handed_over(pool: asyncpg.Pool, send: HandOver) -> None:
     """After the limit is lowered below what runs, completions free slots for nobody until the
     queue is under its new limit."""
     scheduler = await ready(pool)
@@ -489,13 +523,16 @@ async def test_a_lowered_concurrency_gets_no_slot_handed_over(pool: asyncpg.Pool
     async with pool.acquire() as other, other.transaction():
         # Only a hand-over can claim while the lock is held shared.
         await hold_queue_lock_shared(other, "capped")
-        assert await complete_and_claim(pool, "w", runs[:1]) == []  # 2 run, limit 1
-        assert await complete_and_claim(pool, "w", runs[1:2]) == []  # 1 runs
-        assert len(await complete_and_claim(pool, "w", runs[2:])) == 1  # its slot goes on
+        assert await send(pool, "w", runs[:1]) == []  # 2 run, limit 1
+        assert await send(pool, "w", runs[1:2]) == []  # 1 runs
+        assert len(await send(pool, "w", runs[2:])) == 1  # its slot goes on
     assert len(await running(pool, "capped")) == 1
 
 
-async def test_a_job_completed_after_its_lease_ended_hands_no_slot_over(pool: asyncpg.Pool) -> None:
+@HAND_OVERS
+async def test_a_job_completed_after_its_lease_ended_hands_no_slot_over(
+    pool: asyncpg.Pool, send: HandOver
+) -> None:
     """Once a lease has ended, its slot may have been counted as free by another claim: its
     late completion lands, but gives the slot to no one."""
     scheduler = await ready(pool)
@@ -507,7 +544,7 @@ async def test_a_job_completed_after_its_lease_ended_hands_no_slot_over(pool: as
     )
     async with pool.acquire() as other, other.transaction():
         await hold_queue_lock_shared(other, "capped")
-        assert await asyncio.wait_for(complete_and_claim(pool, "w", runs), 5.0) == []
+        assert await asyncio.wait_for(send(pool, "w", runs), 5.0) == []
     status = await pool.fetchval("SELECT status FROM scheduled_jobs WHERE job_id = $1", runs[0]["job_id"])
     assert status == "completed"
 
@@ -570,7 +607,8 @@ async def declare_from(pool: asyncpg.Pool) -> list[str]:
         return await publish_declared(conn)
 
 
-async def test_a_hand_over_waits_for_no_change_of_its_queue(pool: asyncpg.Pool) -> None:
+@HAND_OVERS
+async def test_a_hand_over_waits_for_no_change_of_its_queue(pool: asyncpg.Pool, send: HandOver) -> None:
     """While a change of the queue (or a counted claim) holds its lock alone, completions hand
     no slot over: they land, and the slots go to the claims that follow the change."""
     scheduler = await ready(pool)
@@ -579,5 +617,89 @@ async def test_a_hand_over_waits_for_no_change_of_its_queue(pool: asyncpg.Pool) 
     runs = await claim(pool, "w", 2)
     async with pool.acquire() as change, change.transaction():
         await change.execute("SELECT pg_advisory_xact_lock($1, hashtext('capped'))", QUEUE_LOCK_CLASS)
-        assert await asyncio.wait_for(complete_and_claim(pool, "w", runs[:1]), 5.0) == []
+        assert await asyncio.wait_for(send(pool, "w", runs[:1]), 5.0) == []
+    assert len(await running(pool, "capped")) == 1
+
+
+async def since(pool: asyncpg.Pool, queue: str) -> datetime:
+    value: datetime = await pool.fetchval(
+        "SELECT concurrency_since FROM scheduler_queues WHERE name = $1", queue
+    )
+    return value
+
+
+async def test_concurrency_since_moves_when_the_concurrency_goes_down_or_is_set(pool: asyncpg.Pool) -> None:
+    """The time from which a hand-over may skip its count: a new row, a concurrency set where
+    there was none or lowered moves it; a raise, a pause or another limit leaves it."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", key_concurrency=2)
+    created = await since(pool, "capped")
+    await scheduler.set_queue_limits("capped", concurrency=5)
+    first = await since(pool, "capped")
+    assert first > created
+    await scheduler.set_queue_limits("capped", concurrency=8)
+    await scheduler.pause_queue("capped")
+    await scheduler.resume_queue("capped")
+    await scheduler.set_queue_limits("capped", key_concurrency=None)
+    assert await since(pool, "capped") == first
+    await scheduler.set_queue_limits("capped", concurrency=4)
+    assert await since(pool, "capped") > first
+
+
+@HAND_OVERS
+async def test_a_hand_over_counts_the_queue_only_after_its_concurrency_went_down(
+    pool: asyncpg.Pool, send: HandOver
+) -> None:
+    """Completed jobs that all started HAND_OVER_RECOUNT_SECONDS after the concurrency last
+    went down hand their slots over without a count (the queue is within its limit: claims that
+    saw the limit started them). Jobs started before are counted: here, where more run than the
+    limit (rows written by hand, as only a lowered limit can leave them), they hand nothing
+    over."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=2)
+    await add_jobs(pool, "capped", 10)
+    runs = await claim(pool, "w", 2)
+    await insert_job(pool, "extra", job_name=TASK, queue="capped", status="running")  # 3 run, limit 2
+    await pool.execute(
+        "UPDATE scheduler_queues SET concurrency_since = now() - make_interval(secs => $1 + 1)"
+        " WHERE name = 'capped'",
+        float(queries.HAND_OVER_RECOUNT_SECONDS),
+    )
+    await pool.execute("UPDATE scheduled_jobs SET started_at = now() WHERE queue = 'capped'")
+    assert len(await send(pool, "w", runs[:1], 2)) == 1  # not counted
+    await scheduler.set_queue_limits("capped", concurrency=1)
+    assert len(await running(pool, "capped")) == 3
+    assert await send(pool, "w", runs[1:], 2) == []  # counted: 3 run, limit 1
+
+
+@HAND_OVERS
+async def test_a_hand_over_whose_snapshot_missed_a_change_hands_nothing_over(
+    pool: asyncpg.Pool, send: HandOver
+) -> None:
+    """A change that commits after the hand-over's snapshot was taken, but before it tries the
+    queue's lock, is not in that snapshot: the hand-over reads the queue's row again once it
+    holds the lock, finds a newer version, and hands nothing over. Here the hand-over waits for
+    a completed job's row, locked by the transaction that pauses the queue."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=2)
+    await add_jobs(pool, "capped", 10)
+    runs = await claim(pool, "w", 2)
+    async with pool.acquire() as change:
+        tx = change.transaction()
+        await tx.start()
+        await change.execute("SELECT 1 FROM scheduled_jobs WHERE job_id = $1 FOR UPDATE", runs[0]["job_id"])
+        await change.execute(queries.QUEUE_SET_PAUSED, "capped", True)
+        hand_over = asyncio.create_task(send(pool, "w", runs[:1], 2))
+        try:
+            await wait_for(
+                lambda: pool.fetchval(
+                    "SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"
+                ),
+                message="the hand-over waiting for the completed job's row",
+            )
+            await tx.commit()
+            assert await asyncio.wait_for(hand_over, 5.0) == []
+        finally:
+            hand_over.cancel()
     assert len(await running(pool, "capped")) == 1

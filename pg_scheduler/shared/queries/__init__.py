@@ -5,9 +5,9 @@ whichever module holds it.
 
 All values are bind parameters; the literals are a claim's LIMIT bound, an int the code derives
 from its free slots (``claim_bound``), and the fixed :data:`MISSED_AFTER_SECONDS`,
-:data:`LIMITED_CLAIM_SCAN`, :data:`LIMITED_CLAIM_BOUND` and :data:`LIMITED_CLAIM_KEY_TRIES`,
-never input.
-``LIMITED_CLAIM_FUNCTION`` is the function that migration 8 creates (a test checks the migration
+:data:`LIMITED_CLAIM_SCAN`, :data:`LIMITED_CLAIM_BOUND`, :data:`LIMITED_CLAIM_KEY_TRIES` and
+:data:`HAND_OVER_RECOUNT_SECONDS`, never input.
+``LIMITED_CLAIM_FUNCTION`` is the function that migration 9 creates (a test checks the migration
 holds that text).
 Times come from the database clock (``now()``), never from the application host, so clock skew
 between pods cannot shift a lease, a misfire or a window.
@@ -15,7 +15,8 @@ Statements are named ``<ENTITY>_<VERB>[_<WHAT>]``: the entity in the singular (`
 ``JOB``, ``WORKER``, ``LEADER``, ``PERIODIC``, ``QUEUE``, ``VACUUM``, ``CLUSTER``; ``DB`` for the server and
 session settings), then what the statement does: ``JOB_GET_STATUS``, ``PERIODIC_STAMP_PASS``.
 ``JOBS_TABLE``, ``JOB_COPY_COLUMNS``, ``LIMITED_CLAIM_SCAN``, ``LIMITED_CLAIM_BOUND``,
-``LIMITED_CLAIM_KEY_TRIES``, ``LIMITED_CLAIM_FUNCTION`` and ``MISSED_AFTER_SECONDS`` are values,
+``LIMITED_CLAIM_KEY_TRIES``, ``LIMITED_CLAIM_FUNCTION``, ``HAND_OVER_RECOUNT_SECONDS`` and
+``MISSED_AFTER_SECONDS`` are values,
 not statements.
 A statement of more than two parameters has a legend on the line directly above it, in one form:
 ``# $1 job_id, $2 worker_id, $3 attempt`` (tests/unit/test_queries.py checks names and legends).
@@ -51,7 +52,9 @@ from .claim import _NOT_AWAITING_MISFIRE as _NOT_AWAITING_MISFIRE
 from .claim import _NOT_BLOCKED as _NOT_BLOCKED
 from .claim import _NOT_LIMITED as _NOT_LIMITED
 from .claim import (
+    HAND_OVER_RECOUNT_SECONDS,
     JOB_CLAIM_LIMITED,
+    JOB_COMPLETE_AND_HAND_OVER,
     JOB_COMPLETE_MANY,
     JOB_FAIL,
     JOB_GET_NEXT_DUE,
@@ -73,6 +76,7 @@ from .claim import (
     job_claim_sql,
     job_complete_and_claim,
     job_complete_and_claim_sql,
+    job_complete_and_hand_over,
     job_fail,
     job_get_next_due,
     replanned,
@@ -178,6 +182,9 @@ __all__ = [
     "LIMITED_CLAIM_BOUND",
     "JOB_CLAIM_LIMITED",
     "job_claim_limited",
+    "JOB_COMPLETE_AND_HAND_OVER",
+    "job_complete_and_hand_over",
+    "HAND_OVER_RECOUNT_SECONDS",
     "JOB_GET_NEXT_LIMITED",
     "JOB_RENEW_LEASES",
     "JOB_COMPLETE_MANY",

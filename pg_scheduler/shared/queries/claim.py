@@ -33,6 +33,9 @@ LIMITED_CLAIM_KEY_TRIES = 3
 """How many times a claim of a key-limited queue looks for keys with room, when keys it locked
 turn out to have been filled by another claimer meanwhile."""
 
+HAND_OVER_RECOUNT_SECONDS = 5
+"""A hand-over counts its queue's live jobs unless every job it completes started this long after
+the queue's concurrency last went down (_complete_and_hand_over says why)."""
 MISSED_AFTER_SECONDS = 1.0
 """A periodic window picked up (or written) later than this after its start is a missed window
 when no leader ran at its time; earlier, it was only picked up late and runs as usual."""
@@ -623,37 +626,68 @@ def _complete_and_hand_over(
     lease: str,
     tolerance: str,
     queues: str,
-    handing: str,
+    *,
+    said_capped: bool = False,
 ) -> str:
     """The worker's completions (the ``ids``/``attempts`` arrays, fenced as JOB_COMPLETE_MANY) and,
     in the same statement, the claim of a new job of the same queue for each job completed while
-    its lease was live (by the clock when its row was locked), in every queue of ``handing``
-    (whose locks the caller holds shared) still limited by a concurrency alone (of ``queues``
-    only, unless NULL); up to ``limit`` in all. Rows with claim false are the completions the
-    fence refused.
+    its lease was live (by the clock when its row was locked), in every queue still limited by a
+    concurrency alone (of ``queues`` only, unless NULL); up to ``limit`` in all. Rows with claim
+    false are the completions the fence refused; with ``said_capped``, a last row with claim NULL
+    says that completions were of such queues (whether or not their slots could be handed over).
 
     Each claimed job takes the slot of a completed one, and both land in the same commit: the
     queue's count is the same before and after it, and every other claimer counts the completed
     jobs as running until it, so no claim can see those slots as free twice. A lease that ended
-    before its completion hands nothing over (a counted claim may have given its slot away). A
-    queue hands slots over only while it is within its concurrency, counted in this statement's
-    snapshot (where the completed jobs still run): after its limit was lowered below what runs,
+    before its completion hands nothing over (a counted claim may have given its slot away).
+
+    A queue hands slots over only under its lock, held shared (hand-overs run side by side; a
+    change of the queue takes it alone, migration 8's trigger), and only if its row as this
+    statement's snapshot reads it is still its row once the lock is held (read again in a new
+    snapshot by pg_scheduler_queue_version): a change committed in between would otherwise go
+    unseen, and a change that comes later waits for this claim.
+
+    A queue is within its concurrency unless the concurrency was lowered (or set) while more
+    jobs ran. So a queue whose completed jobs all started more than HAND_OVER_RECOUNT_SECONDS
+    after its concurrency last went down (``concurrency_since``, set under the queue's lock by
+    migration 9's trigger) hands over without counting: each of those jobs was started by a claim
+    that saw that concurrency and kept the queue within it, and nothing has raised the count
+    since (counted claims stop at the limit, hand-overs keep it). Otherwise the queue hands
+    over only while its live jobs, counted in this statement's snapshot (where the completed
+    jobs still run), are within its concurrency: after the limit was lowered below what runs,
     completions free their slots for the counted claim, which starts nothing until the queue is
-    under the new limit. The jobs start at the clock after the completions (their ``finished_at``
-    is the transaction's start)."""
+    under the new limit. (The margin covers plain claims in flight when a queue's row was
+    created or its first limit set: their jobs started unlimited, before the change committed.)
+    The jobs start at the clock after the completions (their ``finished_at`` is the
+    transaction's start)."""
     return (
         _lock_my_runs(ids, attempts, worker, lease=True)
         + f""",
-done AS ({_COMPLETE_MINE.rstrip()}, j.queue, mine.live
-), handed AS (
-    SELECT q.name AS queue, count(*) AS n
-      FROM done JOIN scheduler_queues AS q ON q.name = done.queue
-     WHERE done.live AND q.concurrency IS NOT NULL AND q.rate_limit IS NULL
+done AS ({_COMPLETE_MINE.rstrip()}, j.queue, j.started_at, mine.live
+), capped AS MATERIALIZED (
+    SELECT q.name, q.concurrency, q.concurrency_since, q.xmin AS version
+      FROM scheduler_queues AS q
+     WHERE q.name IN (SELECT done.queue FROM done WHERE done.live)
+       AND q.concurrency IS NOT NULL AND q.rate_limit IS NULL
        AND q.key_concurrency IS NULL AND NOT q.paused
-       AND ({queues} IS NULL OR q.name = ANY ({queues})) AND q.name = ANY ({handing})
-     GROUP BY q.name, q.concurrency
-    HAVING (SELECT count(*) FROM scheduled_jobs AS r
-             WHERE r.status = 'running' AND r.queue = q.name AND r.lease_until > now()) <= q.concurrency
+       AND ({queues} IS NULL OR q.name = ANY ({queues}))
+), handing AS (
+    -- The queues' locks are tried only for those queues (MATERIALIZED: never pushed below
+    -- their test).
+    SELECT c.name, c.concurrency, c.concurrency_since
+      FROM capped AS c
+     WHERE CASE WHEN pg_try_advisory_xact_lock_shared({_QUEUE_LOCK_CLASS}, hashtext(c.name))
+                THEN pg_scheduler_queue_version(c.name) = c.version
+                ELSE false END
+), handed AS (
+    SELECT h.name AS queue, count(*) AS n
+      FROM done JOIN handing AS h ON h.name = done.queue
+     WHERE done.live
+     GROUP BY h.name, h.concurrency, h.concurrency_since
+    HAVING bool_and(done.started_at > h.concurrency_since
+                                      + make_interval(secs => {HAND_OVER_RECOUNT_SECONDS:d}))
+        OR (SELECT count(*) FROM scheduled_jobs AS r
+             WHERE r.status = 'running' AND r.queue = h.name AND r.lease_until > now()) <= h.concurrency
 ), picked AS (
     SELECT t.tid FROM handed
      CROSS JOIN LATERAL (
@@ -669,6 +703,14 @@ UNION ALL
 SELECT false, r.job_id, r.attempt, {_TYPED_PADDING}
   FROM unnest({ids}, {attempts}) AS r(job_id, attempt)
  WHERE NOT EXISTS (SELECT FROM done WHERE done.job_id = r.job_id AND done.attempt = r.attempt)"""
+        + (
+            f"""
+UNION ALL
+SELECT NULL, NULL, NULL, {_TYPED_PADDING}
+ WHERE EXISTS (SELECT FROM capped)"""
+            if said_capped
+            else ""
+        )
     )
 
 
@@ -779,7 +821,6 @@ _COMPLETE_AND_HAND_OVER = _complete_and_hand_over(
     "lease",
     "tolerance",
     "only_queues",
-    "handing",
 )
 _CLAIM_COUNTED = _claim_counted(*_VARIABLES, "claim_at")
 _CLAIM_COUNTED_KEYLESS = _claim_counted_keyless(*_VARIABLES, "claim_at")
@@ -813,7 +854,6 @@ DECLARE
     may_wait BOOLEAN := true;
     got INTEGER;
     any_keyless BOOLEAN;
-    handing TEXT[];
 BEGIN
     -- The worker's completions first, and the jobs that take over their slots in queues limited
     -- by a concurrency alone (_complete_and_hand_over): the other slots they free count as free
@@ -823,18 +863,6 @@ BEGIN
     -- no queue lock: a claimer holding that lock may be waiting for one of those rows.
     IF cardinality(done_ids) > 0 THEN
         may_wait := false;
-        -- Slots are handed over only under the queue's lock, held shared (hand-overs run side
-        -- by side) and taken before the hand-over's snapshot: a change of the queue's limits,
-        -- which takes the lock alone (migration 8's trigger), waits for this claim, or this
-        -- claim sees the change.
-        -- (OFFSET 0: the try-lock only for those queues, never pushed below their test.)
-        SELECT coalesce(array_agg(c.name), '{{}}') INTO handing
-          FROM (SELECT q.name FROM scheduler_queues AS q
-                 WHERE q.name = ANY (ARRAY(SELECT j.queue FROM scheduled_jobs AS j
-                                            WHERE j.job_id = ANY (done_ids)))
-                   AND q.concurrency IS NOT NULL AND q.rate_limit IS NULL AND q.key_concurrency IS NULL
-                OFFSET 0) AS c
-         WHERE pg_try_advisory_xact_lock_shared({_QUEUE_LOCK_CLASS}, hashtext(c.name));
         RETURN QUERY{_COMPLETE_AND_HAND_OVER};
         GET DIAGNOSTICS got = ROW_COUNT;
         max_jobs := max_jobs - got;
@@ -906,7 +934,7 @@ BEGIN
 END
 $fn$;
 """
-"""The function that claims from limited queues, as migration 8 creates it (a test checks that
+"""The function that claims from limited queues, as migration 9 creates it (a test checks that
 the latest migration that creates it holds exactly this text): built from the claim's own
 fragments, and run as static SQL so that PostgreSQL keeps its plans.
 
@@ -918,7 +946,8 @@ the lock is held until this claim commits.
 - A queue with a concurrency alone, for the jobs of it completed here while their leases were
   live: its lock shared (hand-overs run side by side). The statement that writes the completions
   gives each such job's slot to a new job of its queue (_complete_and_hand_over says why that
-  cannot over-admit); only more than that takes the path below.
+  cannot over-admit); only more than that takes the path below. A worker also sends that
+  statement alone (JOB_COMPLETE_AND_HAND_OVER), which spares it this function's cost.
 - A queue with a concurrency or a rate: its lock, alone. Running rows whose lease has ended are
   locked before the count, so that no renewal can revive one after it was counted as free.
 - A queue limited by key only: its lock shared (so that a claim counting the whole queue, after a
@@ -929,6 +958,24 @@ Only a claimer that holds no lock yet, and has completed no job here (it holds t
 claimer holding the lock may be waiting for), waits for a queue's lock; every other lock is
 tried, and a queue or key whose lock is busy is left to the next claim, so claimers never
 deadlock."""
+
+# A worker's completions ($2/$3) and the jobs that take over their slots in queues limited by a
+# concurrency alone (_complete_and_hand_over), up to $5 of the names $4 (of the queues $8 only,
+# unless NULL): pg_scheduler_claim_limited's first statement, sent alone. Rows with ``claimed``
+# true are claimed jobs, false the completions the fence refused; a last row with ``claimed``
+# NULL says that some of the completions were of such queues.
+# $1 worker_id, $2 job_ids, $3 attempts, $4 names, $5 limit, $6 lease_seconds, $7 misfire_tolerance_seconds, $8 queues  # noqa: E501
+JOB_COMPLETE_AND_HAND_OVER = _complete_and_hand_over(
+    "$2::text[]",
+    "$3::int[]",
+    "$4",
+    "$5::int",
+    "$1::text",
+    "$6::float8",
+    "$7::float8",
+    "$8::text[]",
+    said_capped=True,
+).replace("SELECT true, claimed.*", "SELECT true AS claimed, claimed.*", 1)
 
 # A worker's completions ($2/$3, possibly none) and the claim of up to $5 due jobs of the names
 # $4 from the limited queues (of $8 only, unless NULL), in one round trip: pg_scheduler_claim_limited.
@@ -964,6 +1011,38 @@ async def job_claim_limited(
     refused, and whether any queue is limited."""
     rows = await conn.fetch(
         JOB_CLAIM_LIMITED,
+        worker_id,
+        job_ids,
+        attempts,
+        names,
+        limit,
+        lease_seconds,
+        misfire_tolerance_seconds,
+        queues,
+        timeout=timeout,
+    )
+    claimed = [row for row in rows if row["claimed"]]
+    refused = [row for row in rows if row["claimed"] is False]
+    return claimed, refused, len(claimed) + len(refused) < len(rows)
+
+
+async def job_complete_and_hand_over(
+    conn: _Fetches,
+    *,
+    worker_id: str,
+    job_ids: list[str],
+    attempts: list[int],
+    names: list[str],
+    limit: int,
+    lease_seconds: float,
+    misfire_tolerance_seconds: float,
+    queues: list[str] | None,
+    timeout: float,
+) -> tuple[list[asyncpg.Record], list[asyncpg.Record], bool]:
+    """JOB_COMPLETE_AND_HAND_OVER: the jobs claimed, the completions the fence refused, and
+    whether some completions were of queues limited by a concurrency alone."""
+    rows = await conn.fetch(
+        JOB_COMPLETE_AND_HAND_OVER,
         worker_id,
         job_ids,
         attempts,
