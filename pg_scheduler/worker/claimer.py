@@ -26,6 +26,11 @@ from ..shared.serialization import decode_task_data
 from .busy_connection import BusyConnection
 from .plans import generation
 
+HAND_OVER_RECHECK_SECONDS = 1.0
+"""A worker whose completions were of no queue limited by a concurrency alone sends them through
+the claim of limited queues (one round trip) for this long before it tries the hand-over alone
+again."""
+
 
 @dataclass(slots=True, eq=False)
 class ClaimedJob:
@@ -83,6 +88,8 @@ class Claimer:
         self.timeout = timeout
         self._busy = BusyConnection(pool)
         """For complete_and_claim: the completer sends one after another while busy."""
+        self._hand_over_alone_after = 0.0
+        """``time.monotonic()`` from which completions go first to the hand-over alone."""
 
     async def close(self) -> None:
         """Give back the connection that back-to-back statements keep."""
@@ -127,14 +134,46 @@ class Claimer:
         _, claimed, limited = await self.complete_and_claim_limited([], [], names, limit)
         return claimed, limited
 
+    def hands_over_alone(self) -> bool:
+        """Whether complete_and_claim_limited sends completions to the hand-over alone first."""
+        return time.monotonic() >= self._hand_over_alone_after
+
     async def complete_and_claim_limited(
         self, job_ids: list[str], attempts: list[int], names: Sequence[str], limit: int
     ) -> tuple[set[tuple[str, int]], list[ClaimedJob], bool]:
         """Write completions (fenced as JOB_COMPLETE_MANY) and claim up to ``limit`` jobs of
-        limited queues in one round trip: the completions that landed, the jobs claimed in
-        priority order, and whether any queue is limited."""
+        limited queues: the completions that landed, the jobs claimed in priority order, and
+        whether any queue is limited.
+
+        One round trip, through pg_scheduler_claim_limited, unless completions of this worker
+        are of queues limited by a concurrency alone: then they go to the hand-over alone
+        (JOB_COMPLETE_AND_HAND_OVER), which costs PostgreSQL less than the function around it,
+        and the function follows only for room beyond what it handed over. Completions of no
+        such queue send this worker back to the function for HAND_OVER_RECHECK_SECONDS."""
         sent = time.monotonic()
-        rows, refused, limited = await queries.job_claim_limited(
+        done: set[tuple[str, int]] = set()
+        rows: list[asyncpg.Record] = []
+        if job_ids and self.hands_over_alone():
+            rows, refused, capped = await queries.job_complete_and_hand_over(
+                self._busy,
+                worker_id=self.worker_id,
+                job_ids=job_ids,
+                attempts=attempts,
+                names=list(names),
+                limit=limit,
+                lease_seconds=self.lease_seconds,
+                misfire_tolerance_seconds=self.misfire_tolerance_seconds,
+                queues=self.queues,
+                timeout=self.timeout,
+            )
+            if not capped:
+                self._hand_over_alone_after = sent + HAND_OVER_RECHECK_SECONDS
+            done = set(zip(job_ids, attempts, strict=True))
+            done -= {(row["job_id"], row["attempt"]) for row in refused}
+            if len(rows) >= limit:
+                return done, _in_priority_order(rows, sent), True
+            job_ids, attempts, limit = [], [], limit - len(rows)
+        more, refused, limited = await queries.job_claim_limited(
             self._busy,
             worker_id=self.worker_id,
             job_ids=job_ids,
@@ -146,9 +185,10 @@ class Claimer:
             queues=self.queues,
             timeout=self.timeout,
         )
-        done = set(zip(job_ids, attempts, strict=True))
-        done -= {(row["job_id"], row["attempt"]) for row in refused}
-        return done, _in_priority_order(rows, sent), limited
+        if job_ids:
+            done = set(zip(job_ids, attempts, strict=True))
+            done -= {(row["job_id"], row["attempt"]) for row in refused}
+        return done, _in_priority_order(rows + more, sent), limited or bool(rows)
 
     async def seconds_until_limited(self, names: Sequence[str]) -> float | None:
         """Seconds until a claim of the limited queues could next find a job of ``names`` (<= 0:

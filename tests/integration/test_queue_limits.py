@@ -24,6 +24,7 @@ from pg_scheduler import ConfigurationError, JobState, Scheduler, declare_queue,
 from pg_scheduler.shared import queries
 from pg_scheduler.shared.locks import QUEUE_KEY_LOCK_CLASS, QUEUE_LOCK_CLASS
 from pg_scheduler.shared.queue_limits import publish_declared
+from pg_scheduler.worker.claimer import Claimer
 from tests.rows import Sql, insert_job, wait_for_status
 from tests.support import FAST, wait_for
 
@@ -670,6 +671,34 @@ async def test_a_hand_over_counts_the_queue_only_after_its_concurrency_went_down
     await scheduler.set_queue_limits("capped", concurrency=1)
     assert len(await running(pool, "capped")) == 3
     assert await send(pool, "w", runs[1:], 2) == []  # counted: 3 run, limit 1
+
+
+async def test_a_worker_sends_its_hand_over_alone_while_it_hands_slots_over(pool: asyncpg.Pool) -> None:
+    """The claimer sends completions of a capped queue to the hand-over alone and the function
+    only for room beyond it; completions that hand nothing over (a key-limited queue) go back
+    to the function, completions and claims in one round trip."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=4)
+    await scheduler.set_queue_limits("keyed", key_concurrency=1)
+    await add_jobs(pool, "capped", 10)
+    await add_jobs(pool, "keyed", 3, key="k")
+    claimer = Claimer(pool, worker_id="w", lease_seconds=30, misfire_tolerance_seconds=1, queues=["capped"])
+    try:
+        first, _ = await claimer.claim_limited([TASK], 2)
+        done, jobs, limited = await claimer.complete_and_claim_limited(
+            [j.job_id for j in first], [j.attempt for j in first], [TASK], 3
+        )
+        assert done == {(j.job_id, j.attempt) for j in first} and limited
+        assert len(jobs) == 3  # 2 handed over, 1 more from the counted claim
+        assert len(await running(pool, "capped")) == 3
+        assert claimer.hands_over_alone()
+        claimer.queues = ["keyed"]
+        [one], _ = await claimer.claim_limited([TASK], 1)
+        done, jobs, _ = await claimer.complete_and_claim_limited([one.job_id], [one.attempt], [TASK], 1)
+        assert done == {(one.job_id, one.attempt)} and len(jobs) == 1
+        assert not claimer.hands_over_alone()  # back to the function for a while
+    finally:
+        await claimer.close()
 
 
 @HAND_OVERS
