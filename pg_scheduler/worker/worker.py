@@ -44,7 +44,13 @@ QUERY_TIMEOUT_SECONDS = 10.0
 PLAIN_RECHECK_SECONDS = 0.25
 """A busy worker whose last claim of queues without limits found nothing skips that claim in
 its refills for this long, unless jobs are announced: a cluster whose work is all in limited
-queues then refills in one round trip, and a job due meanwhile elsewhere waits at most this."""
+queues then refills in one round trip. Each further claim that finds nothing, with no news
+between, doubles the wait up to PLAIN_RECHECK_MAX_SECONDS: an empty claim reads past every due
+row of the limited queues (no index holds the queue), so its cost grows with their backlog."""
+
+PLAIN_RECHECK_MAX_SECONDS = 1.0
+"""The longest a job due elsewhere waits, unannounced, while a busy worker's slots go to
+limited queues (an announced job is claimed at once; an idle worker's probe sees it when due)."""
 
 LIMITED_RECHECK_SECONDS = 1.0
 """A worker that heard no queue is limited still sends the claim of limited queues this often,
@@ -143,6 +149,8 @@ class Worker:
         backlog elsewhere cannot starve them), the next claims other queues first."""
         self._plain_empty_at: float | None = None
         """When the last claim of queues without limits found nothing (None: it found jobs)."""
+        self._plain_recheck = PLAIN_RECHECK_SECONDS
+        """How long that claim is skipped after it found nothing (_plain_found)."""
         self._no_refill = asyncio.Event()
         self._no_refill.set()  # cleared while a refill claim is in flight
         self._hurry = asyncio.Event()
@@ -284,7 +292,7 @@ class Worker:
     def wake(self) -> None:
         """Look for due jobs now (on a new-jobs notification)."""
         self._news = True
-        self._plain_empty_at = None
+        self._plain_found(True)
         self._wake.set()
 
     def cancel_local(self, job_id: str) -> None:
@@ -428,12 +436,20 @@ class Worker:
         return done
 
     def _plain_found(self, found: bool) -> None:
-        self._plain_empty_at = None if found else time.monotonic()
+        """Note what the claim of queues without limits found (``found`` also for news of
+        jobs): after nothing it is skipped for a while, twice as long after nothing again."""
+        if found:
+            self._plain_empty_at = None
+            self._plain_recheck = PLAIN_RECHECK_SECONDS
+            return
+        if self._plain_empty_at is not None:
+            self._plain_recheck = min(2 * self._plain_recheck, PLAIN_RECHECK_MAX_SECONDS)
+        self._plain_empty_at = time.monotonic()
 
     def _plain_known_empty(self) -> bool:
         """The last plain claim found nothing, lately and with no news of jobs since."""
         at = self._plain_empty_at
-        return at is not None and time.monotonic() - at < PLAIN_RECHECK_SECONDS
+        return at is not None and time.monotonic() - at < self._plain_recheck
 
     async def _claim_or_log(
         self,

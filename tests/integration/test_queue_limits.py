@@ -25,6 +25,7 @@ from pg_scheduler.shared import queries
 from pg_scheduler.shared.locks import QUEUE_KEY_LOCK_CLASS, QUEUE_LOCK_CLASS
 from pg_scheduler.shared.queue_limits import publish_declared
 from pg_scheduler.worker.claimer import Claimer
+from pg_scheduler.worker.worker import PLAIN_RECHECK_MAX_SECONDS
 from tests.rows import Sql, insert_job, wait_for_status
 from tests.support import FAST, wait_for
 
@@ -732,3 +733,45 @@ async def test_a_hand_over_whose_snapshot_missed_a_change_hands_nothing_over(
         finally:
             hand_over.cancel()
     assert len(await running(pool, "capped")) == 1
+
+
+async def test_a_busy_worker_claims_a_job_due_elsewhere_within_a_second(pool: asyncpg.Pool) -> None:
+    """A worker whose slots go to a capped queue's backlog (each completion hands its slot
+    over) still claims a job of another queue that becomes due unannounced: within
+    PLAIN_RECHECK_MAX_SECONDS of its due time, while the backlog still runs."""
+
+    @job(name="limits.brief", queue="capped")
+    async def brief() -> None:
+        await asyncio.sleep(0.01)
+
+    @job(name="limits.elsewhere")
+    async def elsewhere() -> None:
+        pass
+
+    producer = await ready(pool)
+    await producer.set_queue_limits("capped", concurrency=2)
+    await pool.execute(
+        """INSERT INTO scheduled_jobs (job_id, job_name, execution_time, queue, task_data)
+           SELECT 'brief-' || i, 'limits.brief', now(), 'capped', '{"args": [], "kwargs": {}}'
+             FROM generate_series(1, 1500) AS i"""
+    )
+    worker = Scheduler(pool, max_concurrent_jobs=2, **FAST)
+    await worker.start()
+    try:
+        await wait_for(
+            lambda: pool.fetchval("SELECT count(*) > 20 FROM scheduled_jobs WHERE status = 'completed'"),
+            message="the worker busy with the capped queue",
+        )
+        due = datetime.now(UTC) + timedelta(seconds=0.5)
+        job_id = await producer.schedule(elsewhere, execution_time=due)
+        await wait_for_status(pool, job_id, JobState.COMPLETED, timeout=10)
+        started, left = await pool.fetchrow(
+            """SELECT s.started_at, (SELECT count(*) FROM scheduled_jobs
+                                      WHERE queue = 'capped' AND status = 'pending')
+                 FROM scheduled_jobs AS s WHERE s.job_id = $1""",
+            job_id,
+        )
+    finally:
+        await worker.shutdown()
+    assert (started - due).total_seconds() < PLAIN_RECHECK_MAX_SECONDS + 0.5
+    assert left > 0
