@@ -142,7 +142,15 @@ async def publish_declared(conn: asyncpg.Connection) -> list[str]:
         if row is not None:
             changed.append(name)
             log.info("queue %s: declared in code: %s", name, limits.describe())
+    if changed and not conn.is_in_transaction():
+        await stamp_concurrency(conn)
     return changed
+
+
+async def stamp_concurrency(conn: asyncpg.Connection | asyncpg.Pool) -> None:
+    """QUEUE_STAMP_CONCURRENCY, after a change has committed: hand-overs of queues whose
+    concurrency was set while they were not limited may skip their count from now on."""
+    await conn.execute(queries.QUEUE_STAMP_CONCURRENCY)
 
 
 async def list_queues(conn: asyncpg.Connection | asyncpg.Pool) -> list[QueueInfo]:
@@ -190,6 +198,7 @@ async def set_limits(pool: asyncpg.Pool, name: str, changes: QueueLimitChanges) 
             rate=rate,
         )
         await conn.execute(queries.QUEUE_SET_LIMITS, name, *_limit_args(limits))
+    await stamp_concurrency(pool)
     log.info("queue %s: limits set for the cluster: %s", name, limits.describe())
     return limits
 
@@ -200,6 +209,7 @@ async def reset_limits(pool: asyncpg.Pool, name: str) -> bool:
     check_queue(name, ConfigurationError)
     done = await pool.fetchrow(queries.QUEUE_RESET, name) is not None
     if done:
+        await stamp_concurrency(pool)
         log.info("queue %s: limits reset to the code's declaration", name)
     return done
 

@@ -24,7 +24,6 @@ from pg_scheduler import ConfigurationError, JobState, Scheduler, declare_queue,
 from pg_scheduler.shared import queries
 from pg_scheduler.shared.locks import QUEUE_KEY_LOCK_CLASS, QUEUE_LOCK_CLASS
 from pg_scheduler.shared.queue_limits import publish_declared
-from pg_scheduler.worker.claimer import Claimer
 from pg_scheduler.worker.worker import PLAIN_RECHECK_MAX_SECONDS
 from tests.rows import Sql, insert_job, wait_for_status
 from tests.support import FAST, wait_for
@@ -623,83 +622,71 @@ async def test_a_hand_over_waits_for_no_change_of_its_queue(pool: asyncpg.Pool, 
     assert len(await running(pool, "capped")) == 1
 
 
-async def since(pool: asyncpg.Pool, queue: str) -> datetime:
-    value: datetime = await pool.fetchval(
-        "SELECT concurrency_since FROM scheduler_queues WHERE name = $1", queue
+async def since(pool: asyncpg.Pool | asyncpg.Connection, queue: str) -> datetime | None:
+    """The queue's concurrency_since; None for 'infinity'."""
+    value: datetime | None = await pool.fetchval(
+        "SELECT nullif(concurrency_since, 'infinity') FROM scheduler_queues WHERE name = $1", queue
     )
     return value
 
 
-async def test_concurrency_since_moves_when_the_concurrency_goes_down_or_is_set(pool: asyncpg.Pool) -> None:
-    """The time from which a hand-over may skip its count: a new row, a concurrency set where
-    there was none or lowered moves it; a raise, a pause or another limit leaves it."""
+async def test_concurrency_since_marks_when_the_queue_last_went_over_its_concurrency(
+    pool: asyncpg.Pool,
+) -> None:
+    """The time from which a hand-over may skip its count. A concurrency set on a queue that
+    was not limited (or on a new row) leaves plain claims in flight: 'infinity' (always count),
+    until a statement begun after the change stamps its time (the API does, after its commit;
+    the leader's sampler does for changes made by hand). A limited queue's concurrency lowered,
+    or set where there was none, is stamped by the change itself; a raise, a pause or another
+    limit leaves it."""
     scheduler = await ready(pool)
+    await pool.execute("INSERT INTO scheduler_queues (name, concurrency) VALUES ('by_hand', 3)")
+    assert await since(pool, "by_hand") is None
+    await pool.execute(queries.QUEUE_STAMP_CONCURRENCY)
+    assert await since(pool, "by_hand") is not None
     await scheduler.set_queue_limits("capped", key_concurrency=2)
-    created = await since(pool, "capped")
-    await scheduler.set_queue_limits("capped", concurrency=5)
+    assert await since(pool, "capped") is None  # no concurrency: nothing to stamp
+    await scheduler.set_queue_limits("capped", concurrency=5)  # limited already: exact
     first = await since(pool, "capped")
-    assert first > created
+    assert first is not None
     await scheduler.set_queue_limits("capped", concurrency=8)
     await scheduler.pause_queue("capped")
     await scheduler.resume_queue("capped")
     await scheduler.set_queue_limits("capped", key_concurrency=None)
     assert await since(pool, "capped") == first
     await scheduler.set_queue_limits("capped", concurrency=4)
-    assert await since(pool, "capped") > first
+    lowered = await since(pool, "capped")
+    assert lowered is not None and first < lowered
+    await scheduler.set_queue_limits("capped", concurrency=None)  # no longer limited
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(queries.QUEUE_SET_LIMITS, "capped", 2, None, None, None)
+        assert await since(conn, "capped") is None  # until after the commit
+    await pool.execute(queries.QUEUE_STAMP_CONCURRENCY)  # as set_queue_limits does after it
+    stamped = await since(pool, "capped")
+    assert stamped is not None and lowered < stamped
 
 
 @HAND_OVERS
-async def test_a_hand_over_counts_the_queue_only_after_its_concurrency_went_down(
+async def test_a_hand_over_counts_the_queue_unless_its_jobs_started_after_concurrency_since(
     pool: asyncpg.Pool, send: HandOver
 ) -> None:
-    """Completed jobs that all started HAND_OVER_RECOUNT_SECONDS after the concurrency last
-    went down hand their slots over without a count (the queue is within its limit: claims that
-    saw the limit started them). Jobs started before are counted: here, where more run than the
-    limit (rows written by hand, as only a lowered limit can leave them), they hand nothing
-    over."""
+    """Completed jobs that all started after concurrency_since hand their slots over without a
+    count (claims that saw the concurrency started them, and kept the queue within it). Others
+    are counted: here, where more run than the limit (rows written by hand, as only a lowered
+    limit can leave them), they hand nothing over."""
     scheduler = await ready(pool)
     await scheduler.set_queue_limits("capped", concurrency=2)
     await add_jobs(pool, "capped", 10)
-    runs = await claim(pool, "w", 2)
+    runs = await claim(pool, "w", 3)
     await insert_job(pool, "extra", job_name=TASK, queue="capped", status="running")  # 3 run, limit 2
     await pool.execute(
-        "UPDATE scheduler_queues SET concurrency_since = now() - make_interval(secs => $1 + 1)"
-        " WHERE name = 'capped'",
-        float(queries.HAND_OVER_RECOUNT_SECONDS),
+        "UPDATE scheduler_queues SET concurrency_since = now() - interval '1 second' WHERE name = 'capped'"
     )
     await pool.execute("UPDATE scheduled_jobs SET started_at = now() WHERE queue = 'capped'")
     assert len(await send(pool, "w", runs[:1], 2)) == 1  # not counted
-    await scheduler.set_queue_limits("capped", concurrency=1)
-    assert len(await running(pool, "capped")) == 3
-    assert await send(pool, "w", runs[1:], 2) == []  # counted: 3 run, limit 1
-
-
-async def test_a_worker_sends_its_hand_over_alone_while_it_hands_slots_over(pool: asyncpg.Pool) -> None:
-    """The claimer sends completions of a capped queue to the hand-over alone and the function
-    only for room beyond it; completions that hand nothing over (a key-limited queue) go back
-    to the function, completions and claims in one round trip."""
-    scheduler = await ready(pool)
-    await scheduler.set_queue_limits("capped", concurrency=4)
-    await scheduler.set_queue_limits("keyed", key_concurrency=1)
-    await add_jobs(pool, "capped", 10)
-    await add_jobs(pool, "keyed", 3, key="k")
-    claimer = Claimer(pool, worker_id="w", lease_seconds=30, misfire_tolerance_seconds=1, queues=["capped"])
-    try:
-        first, _ = await claimer.claim_limited([TASK], 2)
-        done, jobs, limited = await claimer.complete_and_claim_limited(
-            [j.job_id for j in first], [j.attempt for j in first], [TASK], 3
-        )
-        assert done == {(j.job_id, j.attempt) for j in first} and limited
-        assert len(jobs) == 3  # 2 handed over, 1 more from the counted claim
-        assert len(await running(pool, "capped")) == 3
-        assert claimer.hands_over_alone()
-        claimer.queues = ["keyed"]
-        [one], _ = await claimer.claim_limited([TASK], 1)
-        done, jobs, _ = await claimer.complete_and_claim_limited([one.job_id], [one.attempt], [TASK], 1)
-        assert done == {(one.job_id, one.attempt)} and len(jobs) == 1
-        assert not claimer.hands_over_alone()  # back to the function for a while
-    finally:
-        await claimer.close()
+    await pool.execute("UPDATE scheduler_queues SET concurrency_since = 'infinity' WHERE name = 'capped'")
+    assert await send(pool, "w", runs[1:], 2) == []  # counted: 3 run, limit 2
+    assert len(await running(pool, "capped")) == 2
 
 
 @HAND_OVERS

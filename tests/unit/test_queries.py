@@ -59,7 +59,7 @@ VERBS = {
     "UNLOCK",
     "UPSERT",
 }
-VALUES = {"JOBS_TABLE", "LIMITED_CLAIM_FUNCTION"}  # a table name; the DDL that migration 8 holds
+VALUES = {"JOBS_TABLE", "LIMITED_CLAIM_FUNCTION"}  # a table name; the DDL that migration 9 holds
 LEGEND = re.compile(r"# (\$1 [a-z_]+(?:, \$\d+ [a-z_]+)*)(?:  # noqa: E501)?")
 
 

@@ -1,30 +1,38 @@
--- pg_scheduler schema, version 9: hand-overs that need no count, and that a worker can send
--- as a statement of their own.
+-- pg_scheduler schema, version 9: hand-overs that count the queue only when it may be over its
+-- concurrency, and that a worker can send as a statement of its own.
 --
--- scheduler_queues.concurrency_since: when the queue's concurrency last went down or was set
--- (the row's creation counts). Only jobs started before it (or within HAND_OVER_RECOUNT_SECONDS, 5 s,
--- after it, for plain claims in flight then) can make the queue run more than its concurrency,
--- so a hand-over whose completed jobs all started later hands their slots over without counting
--- the queue's live jobs. The change's trigger sets it under the queue's lock, held alone.
+-- scheduler_queues.concurrency_since: a time after which every job of the queue was started by
+-- a claim that saw its concurrency. Only jobs started before it can make the queue run more
+-- than its concurrency, so a hand-over whose completed jobs all started later hands their
+-- slots over without counting the queue's live jobs.
+-- - When a limited queue's concurrency goes down, or is set where there was none, the trigger
+--   below sets it under the queue's lock, held alone: a claim that held the lock before started
+--   its jobs before then, and one that takes it after the change commits reads the new
+--   concurrency.
+-- - When the queue was not limited (or the row is new), plain claims in flight may start its
+--   jobs until the change commits: 'infinity' (count always), until a statement that begins
+--   after the commit stamps its own time (QUEUE_STAMP_CONCURRENCY: after set, reset and
+--   declarations, and at every pass of the leader's sampler, for changes made by hand).
+-- - Rows that exist now get the migration's time: their claims all went through the limits
+--   they read.
 -- pg_scheduler_queue_version: the version (xmin) of a queue's row in a new snapshot, which a
 -- hand-over reads once it holds the queue's lock, to learn whether its own snapshot missed a
--- change.
+-- change (NULL outside READ COMMITTED, where there is no new snapshot: nothing is handed over).
 -- pg_scheduler_claim_limited: pg_scheduler.shared.queries.claim.LIMITED_CLAIM_FUNCTION, whose
 -- docstring says how it works (tests/unit/test_migrations.py checks this copy is that text);
 -- its hand-over is the statement that workers also send alone (JOB_COMPLETE_AND_HAND_OVER).
 -- Class 1347633924 is pg_scheduler.shared.locks.QUEUE_LOCK_CLASS.
 ALTER TABLE scheduler_queues
     ADD COLUMN IF NOT EXISTS concurrency_since TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp();
+ALTER TABLE scheduler_queues ALTER COLUMN concurrency_since SET DEFAULT 'infinity';
 
 CREATE OR REPLACE FUNCTION pg_scheduler_queue_change_lock() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
     PERFORM pg_advisory_xact_lock(1347633924, hashtext(NEW.name));
-    -- Under the lock: a claim that held it before has started its jobs before this time, and
-    -- one that takes it after this change commits reads the new concurrency.
     IF NEW.concurrency IS NOT NULL
        AND (OLD.concurrency IS NULL OR NEW.concurrency < OLD.concurrency) THEN
-        NEW.concurrency_since := clock_timestamp();
+        NEW.concurrency_since := CASE WHEN OLD.limited THEN clock_timestamp() ELSE 'infinity' END;
     END IF;
     RETURN NEW;
 END
@@ -32,7 +40,8 @@ $fn$;
 
 CREATE OR REPLACE FUNCTION pg_scheduler_queue_version(queue TEXT) RETURNS xid
 LANGUAGE sql VOLATILE AS $fn$
-    SELECT xmin FROM scheduler_queues WHERE name = queue
+    SELECT xmin FROM scheduler_queues
+     WHERE name = queue AND current_setting('transaction_isolation') = 'read committed'
 $fn$;
 
 CREATE OR REPLACE FUNCTION pg_scheduler_claim_limited(
@@ -108,8 +117,7 @@ RETURNING j.job_id, j.attempt, j.queue, j.started_at, mine.live
       FROM done JOIN handing AS h ON h.name = done.queue
      WHERE done.live
      GROUP BY h.name, h.concurrency, h.concurrency_since
-    HAVING bool_and(done.started_at > h.concurrency_since
-                                      + make_interval(secs => 5))
+    HAVING bool_and(done.started_at > h.concurrency_since)
         OR (SELECT count(*) FROM scheduled_jobs AS r
              WHERE r.status = 'running' AND r.queue = h.name AND r.lease_until > now()) <= h.concurrency
 ), picked AS (

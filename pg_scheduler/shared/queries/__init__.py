@@ -5,8 +5,8 @@ whichever module holds it.
 
 All values are bind parameters; the literals are a claim's LIMIT bound, an int the code derives
 from its free slots (``claim_bound``), and the fixed :data:`MISSED_AFTER_SECONDS`,
-:data:`LIMITED_CLAIM_SCAN`, :data:`LIMITED_CLAIM_BOUND`, :data:`LIMITED_CLAIM_KEY_TRIES` and
-:data:`HAND_OVER_RECOUNT_SECONDS`, never input.
+:data:`LIMITED_CLAIM_SCAN`, :data:`LIMITED_CLAIM_BOUND` and :data:`LIMITED_CLAIM_KEY_TRIES`,
+never input.
 ``LIMITED_CLAIM_FUNCTION`` is the function that migration 9 creates (a test checks the migration
 holds that text).
 Times come from the database clock (``now()``), never from the application host, so clock skew
@@ -15,8 +15,7 @@ Statements are named ``<ENTITY>_<VERB>[_<WHAT>]``: the entity in the singular (`
 ``JOB``, ``WORKER``, ``LEADER``, ``PERIODIC``, ``QUEUE``, ``VACUUM``, ``CLUSTER``; ``DB`` for the server and
 session settings), then what the statement does: ``JOB_GET_STATUS``, ``PERIODIC_STAMP_PASS``.
 ``JOBS_TABLE``, ``JOB_COPY_COLUMNS``, ``LIMITED_CLAIM_SCAN``, ``LIMITED_CLAIM_BOUND``,
-``LIMITED_CLAIM_KEY_TRIES``, ``LIMITED_CLAIM_FUNCTION``, ``HAND_OVER_RECOUNT_SECONDS`` and
-``MISSED_AFTER_SECONDS`` are values,
+``LIMITED_CLAIM_KEY_TRIES``, ``LIMITED_CLAIM_FUNCTION`` and ``MISSED_AFTER_SECONDS`` are values,
 not statements.
 A statement of more than two parameters has a legend on the line directly above it, in one form:
 ``# $1 job_id, $2 worker_id, $3 attempt`` (tests/unit/test_queries.py checks names and legends).
@@ -52,7 +51,6 @@ from .claim import _NOT_AWAITING_MISFIRE as _NOT_AWAITING_MISFIRE
 from .claim import _NOT_BLOCKED as _NOT_BLOCKED
 from .claim import _NOT_LIMITED as _NOT_LIMITED
 from .claim import (
-    HAND_OVER_RECOUNT_SECONDS,
     JOB_CLAIM_LIMITED,
     JOB_COMPLETE_AND_HAND_OVER,
     JOB_COMPLETE_MANY,
@@ -131,6 +129,7 @@ from .queues import (
     QUEUE_SAMPLE,
     QUEUE_SET_LIMITS,
     QUEUE_SET_PAUSED,
+    QUEUE_STAMP_CONCURRENCY,
 )
 from .registry import (
     WORKER_COUNT_LIVE,
@@ -184,7 +183,6 @@ __all__ = [
     "job_claim_limited",
     "JOB_COMPLETE_AND_HAND_OVER",
     "job_complete_and_hand_over",
-    "HAND_OVER_RECOUNT_SECONDS",
     "JOB_GET_NEXT_LIMITED",
     "JOB_RENEW_LEASES",
     "JOB_COMPLETE_MANY",
@@ -199,6 +197,7 @@ __all__ = [
     "QUEUE_DECLARE",
     "QUEUE_LOCK",
     "QUEUE_SET_LIMITS",
+    "QUEUE_STAMP_CONCURRENCY",
     "QUEUE_RESET",
     "QUEUE_SET_PAUSED",
     "QUEUE_LIST",

@@ -33,9 +33,6 @@ LIMITED_CLAIM_KEY_TRIES = 3
 """How many times a claim of a key-limited queue looks for keys with room, when keys it locked
 turn out to have been filled by another claimer meanwhile."""
 
-HAND_OVER_RECOUNT_SECONDS = 5
-"""A hand-over counts its queue's live jobs unless every job it completes started this long after
-the queue's concurrency last went down (_complete_and_hand_over says why)."""
 MISSED_AFTER_SECONDS = 1.0
 """A periodic window picked up (or written) later than this after its start is a missed window
 when no leader ran at its time; earlier, it was only picked up late and runs as usual."""
@@ -634,7 +631,8 @@ def _complete_and_hand_over(
     its lease was live (by the clock when its row was locked), in every queue still limited by a
     concurrency alone (of ``queues`` only, unless NULL); up to ``limit`` in all. Rows with claim
     false are the completions the fence refused; with ``said_capped``, a last row with claim NULL
-    says that completions were of such queues (whether or not their slots could be handed over).
+    says that completions of live leases were of such queues (whether or not their slots could be
+    handed over).
 
     Each claimed job takes the slot of a completed one, and both land in the same commit: the
     queue's count is the same before and after it, and every other claimer counts the completed
@@ -647,18 +645,16 @@ def _complete_and_hand_over(
     snapshot by pg_scheduler_queue_version): a change committed in between would otherwise go
     unseen, and a change that comes later waits for this claim.
 
-    A queue is within its concurrency unless the concurrency was lowered (or set) while more
-    jobs ran. So a queue whose completed jobs all started more than HAND_OVER_RECOUNT_SECONDS
-    after its concurrency last went down (``concurrency_since``, set under the queue's lock by
-    migration 9's trigger) hands over without counting: each of those jobs was started by a claim
-    that saw that concurrency and kept the queue within it, and nothing has raised the count
-    since (counted claims stop at the limit, hand-overs keep it). Otherwise the queue hands
-    over only while its live jobs, counted in this statement's snapshot (where the completed
-    jobs still run), are within its concurrency: after the limit was lowered below what runs,
-    completions free their slots for the counted claim, which starts nothing until the queue is
-    under the new limit. (The margin covers plain claims in flight when a queue's row was
-    created or its first limit set: their jobs started unlimited, before the change committed.)
-    The jobs start at the clock after the completions (their ``finished_at`` is the
+    A queue is within its concurrency unless the concurrency was lowered, or set where there
+    was none, while more jobs ran. ``concurrency_since`` is a time after which every job of the
+    queue was started by a claim that saw its concurrency (migration 9 says how it is kept): a
+    queue whose completed jobs all started after it hands over without counting, since each of
+    those claims kept the queue within its concurrency and nothing has raised the count since
+    (counted claims stop at the limit, hand-overs keep it). Otherwise the queue hands over only
+    while its live jobs, counted in this statement's snapshot (where the completed jobs still
+    run), are within its concurrency: after the limit was lowered below what runs, completions
+    free their slots for the counted claim, which starts nothing until the queue is under the
+    new limit. The jobs start at the clock after the completions (their ``finished_at`` is the
     transaction's start)."""
     return (
         _lock_my_runs(ids, attempts, worker, lease=True)
@@ -684,8 +680,7 @@ done AS ({_COMPLETE_MINE.rstrip()}, j.queue, j.started_at, mine.live
       FROM done JOIN handing AS h ON h.name = done.queue
      WHERE done.live
      GROUP BY h.name, h.concurrency, h.concurrency_since
-    HAVING bool_and(done.started_at > h.concurrency_since
-                                      + make_interval(secs => {HAND_OVER_RECOUNT_SECONDS:d}))
+    HAVING bool_and(done.started_at > h.concurrency_since)
         OR (SELECT count(*) FROM scheduled_jobs AS r
              WHERE r.status = 'running' AND r.queue = h.name AND r.lease_until > now()) <= h.concurrency
 ), picked AS (
@@ -941,7 +936,8 @@ fragments, and run as static SQL so that PostgreSQL keeps its plans.
 For each limited, unpaused queue with due jobs of the names (in random order, so that no queue
 starves another), it takes a lock, then counts and claims in a later statement, whose snapshot
 sees every claim committed by the lock's earlier holders: the count can never miss a claim, and
-the lock is held until this claim commits.
+the lock is held until this claim commits. (The hand-over, first, is one statement that takes
+its lock itself and then checks that its snapshot missed no change: _complete_and_hand_over.)
 
 - A queue with a concurrency alone, for the jobs of it completed here while their leases were
   live: its lock shared (hand-overs run side by side). The statement that writes the completions
@@ -963,7 +959,8 @@ deadlock."""
 # concurrency alone (_complete_and_hand_over), up to $5 of the names $4 (of the queues $8 only,
 # unless NULL): pg_scheduler_claim_limited's first statement, sent alone. Rows with ``claimed``
 # true are claimed jobs, false the completions the fence refused; a last row with ``claimed``
-# NULL says that some of the completions were of such queues.
+# NULL says that some of the completions (of live leases) were of such queues, unpaused and
+# among $8.
 # $1 worker_id, $2 job_ids, $3 attempts, $4 names, $5 limit, $6 lease_seconds, $7 misfire_tolerance_seconds, $8 queues  # noqa: E501
 JOB_COMPLETE_AND_HAND_OVER = _complete_and_hand_over(
     "$2::text[]",

@@ -57,6 +57,14 @@ WITH written AS (
 SELECT name, pg_notify('pg_scheduler_jobs', '') FROM written
 """
 
+# The time from which a hand-over may skip its count, for queues whose concurrency was set
+# while they were not limited (the trigger of migration 9 wrote 'infinity'): this statement
+# begins after that change committed, so every plain claim that did not see it started before.
+QUEUE_STAMP_CONCURRENCY = """
+UPDATE scheduler_queues SET concurrency_since = clock_timestamp()
+ WHERE concurrency_since = 'infinity' AND concurrency IS NOT NULL
+"""
+
 # Back to the code's declaration (none, for a queue only an operator set). NULL: no such row.
 QUEUE_RESET = """
 WITH written AS (

@@ -19,6 +19,7 @@ from typing import Any
 from ...shared import queries
 from ...shared.metrics import cluster_collector
 from ...shared.models import JobState
+from ...shared.queue_limits import stamp_concurrency
 from ...shared.service import PeriodicService
 from . import Transactions
 
@@ -39,7 +40,10 @@ class QueueSampler(PeriodicService):
 
     async def run_once(self) -> dict[str, Any]:
         """Sample job counts, oldest due wait, oldest heartbeat age and the queues; publish and
-        return it."""
+        return it. First, stamp the queues whose concurrency was set by hand while they were
+        not limited (the API stamps its own changes): until then their hand-overs count."""
+        async with self._tx.transaction() as conn:
+            await stamp_concurrency(conn)
         async with self._tx.transaction() as conn:
             await conn.execute(queries.DB_DISABLE_SEQSCAN)
             row = await conn.fetchrow(queries.CLUSTER_SAMPLE, self.worker_stale_seconds)
