@@ -28,8 +28,8 @@ from .plans import generation
 
 HAND_OVER_RECHECK_SECONDS = 1.0
 """A worker whose completions were of no queue limited by a concurrency alone sends them through
-the claim of limited queues (one round trip) for this long before it tries the hand-over alone
-again."""
+the claim of limited queues (completions and claims in one round trip) for this long before it
+tries the hand-over alone again."""
 
 
 @dataclass(slots=True, eq=False)
@@ -134,46 +134,14 @@ class Claimer:
         _, claimed, limited = await self.complete_and_claim_limited([], [], names, limit)
         return claimed, limited
 
-    def hands_over_alone(self) -> bool:
-        """Whether complete_and_claim_limited sends completions to the hand-over alone first."""
-        return time.monotonic() >= self._hand_over_alone_after
-
     async def complete_and_claim_limited(
         self, job_ids: list[str], attempts: list[int], names: Sequence[str], limit: int
     ) -> tuple[set[tuple[str, int]], list[ClaimedJob], bool]:
         """Write completions (fenced as JOB_COMPLETE_MANY) and claim up to ``limit`` jobs of
-        limited queues: the completions that landed, the jobs claimed in priority order, and
-        whether any queue is limited.
-
-        One round trip, through pg_scheduler_claim_limited, unless completions of this worker
-        are of queues limited by a concurrency alone: then they go to the hand-over alone
-        (JOB_COMPLETE_AND_HAND_OVER), which costs PostgreSQL less than the function around it,
-        and the function follows only for room beyond what it handed over. Completions of no
-        such queue send this worker back to the function for HAND_OVER_RECHECK_SECONDS."""
+        limited queues in one round trip: the completions that landed, the jobs claimed in
+        priority order, and whether any queue is limited."""
         sent = time.monotonic()
-        done: set[tuple[str, int]] = set()
-        rows: list[asyncpg.Record] = []
-        if job_ids and self.hands_over_alone():
-            rows, refused, capped = await queries.job_complete_and_hand_over(
-                self._busy,
-                worker_id=self.worker_id,
-                job_ids=job_ids,
-                attempts=attempts,
-                names=list(names),
-                limit=limit,
-                lease_seconds=self.lease_seconds,
-                misfire_tolerance_seconds=self.misfire_tolerance_seconds,
-                queues=self.queues,
-                timeout=self.timeout,
-            )
-            if not capped:
-                self._hand_over_alone_after = sent + HAND_OVER_RECHECK_SECONDS
-            done = set(zip(job_ids, attempts, strict=True))
-            done -= {(row["job_id"], row["attempt"]) for row in refused}
-            if len(rows) >= limit:
-                return done, _in_priority_order(rows, sent), True
-            job_ids, attempts, limit = [], [], limit - len(rows)
-        more, refused, limited = await queries.job_claim_limited(
+        rows, refused, limited = await queries.job_claim_limited(
             self._busy,
             worker_id=self.worker_id,
             job_ids=job_ids,
@@ -185,10 +153,43 @@ class Claimer:
             queues=self.queues,
             timeout=self.timeout,
         )
-        if job_ids:
-            done = set(zip(job_ids, attempts, strict=True))
-            done -= {(row["job_id"], row["attempt"]) for row in refused}
-        return done, _in_priority_order(rows + more, sent), limited or bool(rows)
+        done = set(zip(job_ids, attempts, strict=True))
+        done -= {(row["job_id"], row["attempt"]) for row in refused}
+        return done, _in_priority_order(rows, sent), limited
+
+    async def complete_and_hand_over(
+        self, job_ids: list[str], attempts: list[int], names: Sequence[str], limit: int
+    ) -> tuple[set[tuple[str, int]], list[ClaimedJob]]:
+        """Write completions (fenced as JOB_COMPLETE_MANY) and, in the same statement, claim up
+        to ``limit`` jobs that take over their slots in queues limited by a concurrency alone
+        (JOB_COMPLETE_AND_HAND_OVER, which costs PostgreSQL less than the same statement inside
+        pg_scheduler_claim_limited): the completions that landed and the jobs claimed, in
+        priority order. When none of the completions were of such a queue, hands_over_alone()
+        is false for HAND_OVER_RECHECK_SECONDS."""
+        sent = time.monotonic()
+        rows, refused, capped = await queries.job_complete_and_hand_over(
+            self._busy,
+            worker_id=self.worker_id,
+            job_ids=job_ids,
+            attempts=attempts,
+            names=list(names),
+            limit=limit,
+            lease_seconds=self.lease_seconds,
+            misfire_tolerance_seconds=self.misfire_tolerance_seconds,
+            queues=self.queues,
+            timeout=self.timeout,
+        )
+        if not capped:
+            self._hand_over_alone_after = sent + HAND_OVER_RECHECK_SECONDS
+        done = set(zip(job_ids, attempts, strict=True))
+        done -= {(row["job_id"], row["attempt"]) for row in refused}
+        return done, _in_priority_order(rows, sent)
+
+    def hands_over_alone(self) -> bool:
+        """Whether completions for limited queues should go to complete_and_hand_over (the last
+        ones there were of a queue limited by a concurrency alone, or it is time to look again)
+        rather than to complete_and_claim_limited."""
+        return time.monotonic() >= self._hand_over_alone_after
 
     async def seconds_until_limited(self, names: Sequence[str]) -> float | None:
         """Seconds until a claim of the limited queues could next find a job of ``names`` (<= 0:

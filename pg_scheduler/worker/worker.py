@@ -401,13 +401,24 @@ class Worker:
         try:
             # While some queue is limited, refills alternate which claim goes first, so that
             # neither kind of queue starves the other; the limited claim carries the completions
-            # itself. A kind found empty is skipped until news of jobs (or a short while).
+            # itself (or the hand-over alone, while completions are of queues limited by a
+            # concurrency alone: a handed-over job proves a queue is limited). A kind found empty
+            # is skipped until news of jobs (or a short while).
             limited_first = self._limited and (self._limited_first or self._plain_known_empty())
             self._limited_first = not self._limited_first
             written = None
+            alone = limited_first and self._claimer.hands_over_alone()
             if limited_first:
                 try:
-                    written = await self._claimer.complete_and_claim_limited(job_ids, attempts, names, wanted)
+                    if alone:
+                        done, handed = await self._claimer.complete_and_hand_over(
+                            job_ids, attempts, names, wanted
+                        )
+                        written = done, handed, True
+                    else:
+                        written = await self._claimer.complete_and_claim_limited(
+                            job_ids, attempts, names, wanted
+                        )
                 except Exception as exc:  # the statement rolled back: write as other queues do
                     metrics().db_errors.inc()
                     log.warning("worker: %s: claim of limited queues failed (%r)", self.worker_id, exc)
@@ -417,6 +428,10 @@ class Worker:
                 for job in limited_jobs:
                     self._launch(job)
                 claimed = len(limited_jobs)
+                # The hand-over claims only for the completions' slots: more room goes to the
+                # claim of limited queues (on its own, as after a plain claim).
+                if alone and claimed < wanted:
+                    claimed += await self._claim_or_log(self._claim_limited, names, wanted - claimed)
                 if claimed < wanted and not self._plain_known_empty():
                     await self._claim_or_log(self._claim_plain, names, wanted - claimed)
             else:

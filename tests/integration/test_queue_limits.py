@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -24,6 +25,7 @@ from pg_scheduler import ConfigurationError, JobState, Scheduler, declare_queue,
 from pg_scheduler.shared import queries
 from pg_scheduler.shared.locks import QUEUE_KEY_LOCK_CLASS, QUEUE_LOCK_CLASS
 from pg_scheduler.shared.queue_limits import publish_declared
+from pg_scheduler.worker.claimer import Claimer
 from pg_scheduler.worker.worker import PLAIN_RECHECK_MAX_SECONDS
 from tests.rows import Sql, insert_job, wait_for_status
 from tests.support import FAST, wait_for
@@ -687,6 +689,78 @@ async def test_a_hand_over_counts_the_queue_unless_its_jobs_started_after_concur
     await pool.execute("UPDATE scheduler_queues SET concurrency_since = 'infinity' WHERE name = 'capped'")
     assert await send(pool, "w", runs[1:], 2) == []  # counted: 3 run, limit 2
     assert len(await running(pool, "capped")) == 2
+
+
+async def test_a_claimer_hands_over_alone_while_its_completions_are_of_a_capped_queue(
+    pool: asyncpg.Pool,
+) -> None:
+    """The hand-over alone claims exactly one job per completion of a live lease in a queue
+    limited by a concurrency alone, whatever room is asked; completions of no such queue (a
+    key-limited one) land and claim nothing, and send the claimer back to the function."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=4)
+    await scheduler.set_queue_limits("keyed", key_concurrency=1)
+    await add_jobs(pool, "capped", 10)
+    await add_jobs(pool, "keyed", 3, key="k")
+    claimer = Claimer(pool, worker_id="w", lease_seconds=30, misfire_tolerance_seconds=1, queues=["capped"])
+    try:
+        assert claimer.hands_over_alone()
+        first, _ = await claimer.claim_limited([TASK], 2)
+        done, jobs = await claimer.complete_and_hand_over(
+            [j.job_id for j in first], [j.attempt for j in first], [TASK], 3
+        )
+        assert done == {(j.job_id, j.attempt) for j in first}
+        assert len(jobs) == 2 and len(await running(pool, "capped")) == 2
+        assert claimer.hands_over_alone()
+        claimer.queues = ["keyed"]
+        [one], _ = await claimer.claim_limited([TASK], 1)
+        done, jobs = await claimer.complete_and_hand_over([one.job_id], [one.attempt], [TASK], 1)
+        assert done == {(one.job_id, one.attempt)} and jobs == []
+        assert not claimer.hands_over_alone()  # back to the function for a while
+    finally:
+        await claimer.close()
+
+
+async def test_a_worker_refills_a_capped_queue_through_the_hand_over_alone(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An in-process worker with 4 slots on a queue whose concurrency is 4 refills its slots
+    through the hand-over sent alone (and the claim of limited queues for more room), runs
+    every job once, and never more than 4 at once."""
+    calls: list[str] = []
+    for name in ("complete_and_hand_over", "complete_and_claim_limited"):
+        original = getattr(Claimer, name)
+
+        def spy(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(Claimer, name, spy)
+    spans: list[tuple[float, float]] = []
+
+    @job(name="limits.handed", queue="capped")
+    async def handed() -> None:
+        start = asyncio.get_running_loop().time()
+        await asyncio.sleep(0.005)
+        spans.append((start, asyncio.get_running_loop().time()))
+
+    producer = await ready(pool)
+    await producer.set_queue_limits("capped", concurrency=4)
+    ids = [await producer.schedule(handed, execution_time=datetime.now(UTC)) for _ in range(60)]
+    worker = Scheduler(pool, max_concurrent_jobs=4, **FAST)
+    await worker.start()
+    try:
+        for job_id in ids:
+            await wait_for_status(pool, job_id, JobState.COMPLETED, timeout=30)
+    finally:
+        await worker.shutdown()
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    at_once = peak = 0
+    for _, step in edges:
+        at_once += step
+        peak = max(peak, at_once)
+    assert len(spans) == 60 and peak <= 4
+    assert calls.count("complete_and_hand_over") > 0
 
 
 @HAND_OVERS
