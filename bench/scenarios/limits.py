@@ -17,13 +17,14 @@ from typing import Any
 
 import asyncpg
 
+from pg_scheduler.shared import queries
+
 from ..systems import OURS
 from ..trial import Context
 from .drain import drain
 
 KEYS = 1000
 """The number of keys the trigger below spreads the jobs over."""
-CAP = "INSERT INTO scheduler_queues (name, concurrency) VALUES ('default', $1)"
 KEYED = """
 INSERT INTO scheduler_queues (name, key_concurrency) VALUES ('default', 1);
 CREATE FUNCTION bench_concurrency_key() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -42,7 +43,10 @@ async def limited(ctx: Context, kind: str) -> dict[str, Any]:
 
     async def prefill(conn: asyncpg.Connection) -> None:
         if kind == "capped":
-            await conn.execute(CAP, slots)
+            # As `pg-scheduler queues set default --concurrency N` sets it: the limit, then,
+            # after its commit, the stamp from which hand-overs need not count the queue.
+            await conn.execute(queries.QUEUE_SET_LIMITS, "default", slots, None, None, None)
+            await conn.execute(queries.QUEUE_STAMP_CONCURRENCY)
         else:
             await conn.execute(KEYED)
 
