@@ -147,10 +147,17 @@ async def publish_declared(conn: asyncpg.Connection) -> list[str]:
     return changed
 
 
-async def stamp_concurrency(conn: asyncpg.Connection | asyncpg.Pool) -> None:
-    """QUEUE_STAMP_CONCURRENCY, after a change has committed: hand-overs of queues whose
-    concurrency was set while they were not limited may skip their count from now on."""
-    await conn.execute(queries.QUEUE_STAMP_CONCURRENCY)
+async def stamp_concurrency(conn: asyncpg.Connection | asyncpg.Pool, name: str | None = None) -> bool:
+    """QUEUE_STAMP_CONCURRENCY for the queue ``name`` (every queue: None), after its change has
+    committed: its hand-overs may skip their count from now on. Best effort: the change has
+    landed whatever happens here, and the leader stamps what is left at its next sample; a
+    failure is logged, and False."""
+    try:
+        await conn.execute(queries.QUEUE_STAMP_CONCURRENCY, name)
+    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        log.warning("queues: could not stamp the concurrency's time (%r); the leader will", exc)
+        return False
+    return True
 
 
 async def list_queues(conn: asyncpg.Connection | asyncpg.Pool) -> list[QueueInfo]:
@@ -198,7 +205,7 @@ async def set_limits(pool: asyncpg.Pool, name: str, changes: QueueLimitChanges) 
             rate=rate,
         )
         await conn.execute(queries.QUEUE_SET_LIMITS, name, *_limit_args(limits))
-    await stamp_concurrency(pool)
+    await stamp_concurrency(pool, name)
     log.info("queue %s: limits set for the cluster: %s", name, limits.describe())
     return limits
 
@@ -209,7 +216,7 @@ async def reset_limits(pool: asyncpg.Pool, name: str) -> bool:
     check_queue(name, ConfigurationError)
     done = await pool.fetchrow(queries.QUEUE_RESET, name) is not None
     if done:
-        await stamp_concurrency(pool)
+        await stamp_concurrency(pool, name)
         log.info("queue %s: limits reset to the code's declaration", name)
     return done
 

@@ -386,10 +386,10 @@ class Worker:
 
     async def _complete_and_refill(self, job_ids: list[str], attempts: list[int]) -> set[tuple[str, int]]:
         """The completer's write. A busy worker's completions free slots: the claim that fills
-        them rides in the same statement (job_complete_and_claim_sql) instead of following in a
-        second round trip and commit. The slots of this batch count as free, since its
-        completions land with the claim; runs whose completions wait for the next batch do
-        not."""
+        them rides in the same statement (job_complete_and_claim_sql, the claim of limited
+        queues, or the hand-over alone) instead of following in a second round trip and
+        commit. The slots of this batch count as free, since its completions land with the
+        claim; runs whose completions wait for the next batch do not."""
         free = self.config.max_concurrent_jobs - len(self._running) + len(job_ids) - self._promised
         names = self._registry.names()
         if self._stopping or not names or free <= 0:
@@ -402,8 +402,9 @@ class Worker:
             # While some queue is limited, refills alternate which claim goes first, so that
             # neither kind of queue starves the other; the limited claim carries the completions
             # itself (or the hand-over alone, while completions are of queues limited by a
-            # concurrency alone: a handed-over job proves a queue is limited). A kind found empty
-            # is skipped until news of jobs (or a short while).
+            # concurrency alone; a claim of limited queues follows it for more room, and tells
+            # whether some queue is limited). A kind found empty is skipped until news of jobs
+            # (or a short while).
             limited_first = self._limited and (self._limited_first or self._plain_known_empty())
             self._limited_first = not self._limited_first
             written = None

@@ -632,40 +632,38 @@ async def since(pool: asyncpg.Pool | asyncpg.Connection, queue: str) -> datetime
     return value
 
 
-async def test_concurrency_since_marks_when_the_queue_last_went_over_its_concurrency(
-    pool: asyncpg.Pool,
-) -> None:
-    """The time from which a hand-over may skip its count. A concurrency set on a queue that
-    was not limited (or on a new row) leaves plain claims in flight: 'infinity' (always count),
-    until a statement begun after the change stamps its time (the API does, after its commit;
-    the leader's sampler does for changes made by hand). A limited queue's concurrency lowered,
-    or set where there was none, is stamped by the change itself; a raise, a pause or another
-    limit leaves it."""
+async def test_concurrency_since_is_stamped_after_each_change_commits(pool: asyncpg.Pool) -> None:
+    """The time from which a hand-over may skip its count. A new row, and a concurrency set
+    or lowered: 'infinity' (always count), in the change's own transaction too (claims that
+    have not seen it may still start the queue's jobs), until a statement begun after the
+    commit stamps its time: the API after its own changes, the leader's sampler for changes
+    made by hand. A raise, a pause or another limit leaves it."""
+    from pg_scheduler.supervisor.fence import Unfenced
+    from pg_scheduler.supervisor.maintenance.queue_sampler import QueueSampler
+
     scheduler = await ready(pool)
     await pool.execute("INSERT INTO scheduler_queues (name, concurrency) VALUES ('by_hand', 3)")
     assert await since(pool, "by_hand") is None
-    await pool.execute(queries.QUEUE_STAMP_CONCURRENCY)
+    await QueueSampler(Unfenced(pool), interval_seconds=60, worker_stale_seconds=10).run_once()
     assert await since(pool, "by_hand") is not None
     await scheduler.set_queue_limits("capped", key_concurrency=2)
     assert await since(pool, "capped") is None  # no concurrency: nothing to stamp
-    await scheduler.set_queue_limits("capped", concurrency=5)  # limited already: exact
+    await scheduler.set_queue_limits("capped", concurrency=5)
     first = await since(pool, "capped")
-    assert first is not None
+    assert first is not None  # stamped by the API after its commit
     await scheduler.set_queue_limits("capped", concurrency=8)
     await scheduler.pause_queue("capped")
     await scheduler.resume_queue("capped")
     await scheduler.set_queue_limits("capped", key_concurrency=None)
     assert await since(pool, "capped") == first
-    await scheduler.set_queue_limits("capped", concurrency=4)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE scheduler_queues SET paused = true WHERE name = 'capped'")
+        await conn.execute("UPDATE scheduler_queues SET concurrency = 4 WHERE name = 'capped'")
+        assert await since(conn, "capped") is None  # limited by its own pause: still 'infinity'
+    assert await since(pool, "capped") is None  # made by hand: until the leader's stamp
+    await scheduler.set_queue_limits("capped", concurrency=3)
     lowered = await since(pool, "capped")
     assert lowered is not None and first < lowered
-    await scheduler.set_queue_limits("capped", concurrency=None)  # no longer limited
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(queries.QUEUE_SET_LIMITS, "capped", 2, None, None, None)
-        assert await since(conn, "capped") is None  # until after the commit
-    await pool.execute(queries.QUEUE_STAMP_CONCURRENCY)  # as set_queue_limits does after it
-    stamped = await since(pool, "capped")
-    assert stamped is not None and lowered < stamped
 
 
 @HAND_OVERS
@@ -679,10 +677,11 @@ async def test_a_hand_over_counts_the_queue_unless_its_jobs_started_after_concur
     scheduler = await ready(pool)
     await scheduler.set_queue_limits("capped", concurrency=2)
     await add_jobs(pool, "capped", 10)
-    runs = await claim(pool, "w", 3)
+    runs = await claim(pool, "w", 2)
+    assert len(runs) == 2
     await insert_job(pool, "extra", job_name=TASK, queue="capped", status="running")  # 3 run, limit 2
     await pool.execute(
-        "UPDATE scheduler_queues SET concurrency_since = now() - interval '1 second' WHERE name = 'capped'"
+        "UPDATE scheduler_queues SET concurrency_since = now() - interval '2 seconds' WHERE name = 'capped'"
     )
     await pool.execute("UPDATE scheduled_jobs SET started_at = now() WHERE queue = 'capped'")
     assert len(await send(pool, "w", runs[:1], 2)) == 1  # not counted
@@ -692,7 +691,7 @@ async def test_a_hand_over_counts_the_queue_unless_its_jobs_started_after_concur
 
 
 async def test_a_claimer_hands_over_alone_while_its_completions_are_of_a_capped_queue(
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The hand-over alone claims exactly one job per completion of a live lease in a queue
     limited by a concurrency alone, whatever room is asked; completions of no such queue (a
@@ -702,6 +701,7 @@ async def test_a_claimer_hands_over_alone_while_its_completions_are_of_a_capped_
     await scheduler.set_queue_limits("keyed", key_concurrency=1)
     await add_jobs(pool, "capped", 10)
     await add_jobs(pool, "keyed", 3, key="k")
+    monkeypatch.setattr("pg_scheduler.worker.claimer.HAND_OVER_RECHECK_SECONDS", 3600.0)
     claimer = Claimer(pool, worker_id="w", lease_seconds=30, misfire_tolerance_seconds=1, queues=["capped"])
     try:
         assert claimer.hands_over_alone()
@@ -724,18 +724,18 @@ async def test_a_claimer_hands_over_alone_while_its_completions_are_of_a_capped_
 async def test_a_worker_refills_a_capped_queue_through_the_hand_over_alone(
     pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An in-process worker with 4 slots on a queue whose concurrency is 4 refills its slots
-    through the hand-over sent alone (and the claim of limited queues for more room), runs
-    every job once, and never more than 4 at once."""
-    calls: list[str] = []
-    for name in ("complete_and_hand_over", "complete_and_claim_limited"):
-        original = getattr(Claimer, name)
+    """An in-process worker with 8 slots on a queue whose concurrency is 4 refills the queue's
+    slots through the hand-over sent alone (and the claim of limited queues for more room),
+    runs every job once, and never more than 4 at once."""
+    handed_over: list[int] = []
+    original = Claimer.complete_and_hand_over
 
-        def spy(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
-            calls.append(_name)
-            return _original(*args, **kwargs)
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        done, jobs = await original(*args, **kwargs)
+        handed_over.append(len(jobs))
+        return done, jobs
 
-        monkeypatch.setattr(Claimer, name, spy)
+    monkeypatch.setattr(Claimer, "complete_and_hand_over", spy)
     spans: list[tuple[float, float]] = []
 
     @job(name="limits.handed", queue="capped")
@@ -747,7 +747,7 @@ async def test_a_worker_refills_a_capped_queue_through_the_hand_over_alone(
     producer = await ready(pool)
     await producer.set_queue_limits("capped", concurrency=4)
     ids = [await producer.schedule(handed, execution_time=datetime.now(UTC)) for _ in range(60)]
-    worker = Scheduler(pool, max_concurrent_jobs=4, **FAST)
+    worker = Scheduler(pool, max_concurrent_jobs=8, **FAST)
     await worker.start()
     try:
         for job_id in ids:
@@ -760,7 +760,7 @@ async def test_a_worker_refills_a_capped_queue_through_the_hand_over_alone(
         at_once += step
         peak = max(peak, at_once)
     assert len(spans) == 60 and peak <= 4
-    assert calls.count("complete_and_hand_over") > 0
+    assert sum(handed_over) > 0  # jobs claimed and run through the hand-over alone
 
 
 @HAND_OVERS
@@ -836,3 +836,15 @@ async def test_a_busy_worker_claims_a_job_due_elsewhere_within_a_second(pool: as
         await worker.shutdown()
     assert (started - due).total_seconds() < PLAIN_RECHECK_MAX_SECONDS + 0.5
     assert left > 0
+
+
+async def test_a_hand_over_outside_read_committed_hands_nothing_over(pool: asyncpg.Pool) -> None:
+    """Under REPEATABLE READ a statement gets no new snapshot, so the hand-over cannot learn
+    whether its snapshot missed a change: it hands nothing over (the completions land)."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=2)
+    await add_jobs(pool, "capped", 10)
+    runs = await claim(pool, "w", 2)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        assert await hand_over_alone(conn, "w", runs[:1], 2) == []
+    assert len(await running(pool, "capped")) == 1

@@ -5,13 +5,11 @@
 -- a claim that saw its concurrency. Only jobs started before it can make the queue run more
 -- than its concurrency, so a hand-over whose completed jobs all started later hands their
 -- slots over without counting the queue's live jobs.
--- - When a limited queue's concurrency goes down, or is set where there was none, the trigger
---   below sets it under the queue's lock, held alone: a claim that held the lock before started
---   its jobs before then, and one that takes it after the change commits reads the new
---   concurrency.
--- - When the queue was not limited (or the row is new), plain claims in flight may start its
---   jobs until the change commits: 'infinity' (count always), until a statement that begins
---   after the commit stamps its own time (QUEUE_STAMP_CONCURRENCY: after set, reset and
+-- - A new row, and the trigger below when a concurrency goes down or is set where there was
+--   none: 'infinity' (count always). Claims that have not seen the change may start jobs of the
+--   queue until it commits (plain claims, while the queue was not limited in their snapshot).
+-- - Then QUEUE_STAMP_CONCURRENCY, a statement that begins after the change committed, writes
+--   its own time: every claim that did not see the change started before (after set, reset and
 --   declarations, and at every pass of the leader's sampler, for changes made by hand).
 -- - Rows that exist now get the migration's time: their claims all went through the limits
 --   they read.
@@ -32,7 +30,7 @@ BEGIN
     PERFORM pg_advisory_xact_lock(1347633924, hashtext(NEW.name));
     IF NEW.concurrency IS NOT NULL
        AND (OLD.concurrency IS NULL OR NEW.concurrency < OLD.concurrency) THEN
-        NEW.concurrency_since := CASE WHEN OLD.limited THEN clock_timestamp() ELSE 'infinity' END;
+        NEW.concurrency_since := 'infinity';
     END IF;
     RETURN NEW;
 END
@@ -117,7 +115,7 @@ RETURNING j.job_id, j.attempt, j.queue, j.started_at, mine.live
       FROM done JOIN handing AS h ON h.name = done.queue
      WHERE done.live
      GROUP BY h.name, h.concurrency, h.concurrency_since
-    HAVING bool_and(done.started_at > h.concurrency_since)
+    HAVING bool_and((done.started_at > h.concurrency_since + interval '1 second') IS TRUE)
         OR (SELECT count(*) FROM scheduled_jobs AS r
              WHERE r.status = 'running' AND r.queue = h.name AND r.lease_until > now()) <= h.concurrency
 ), picked AS (

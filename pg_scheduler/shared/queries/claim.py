@@ -142,7 +142,11 @@ def _update_claimed(tids: str, worker: str, lease: str, tolerance: str, started:
     """The UPDATE that claims the rows whose ctids the sub-select ``tids`` yields (each still
     pending), with a ``worker`` lease of ``lease`` seconds, started at ``started``; a row later
     than its misfire grace plus ``tolerance`` expires instead. job_id and attempt come first in
-    RETURNING: job_complete_and_claim_sql's UNION pads the rest."""
+    RETURNING: job_complete_and_claim_sql's UNION pads the rest.
+
+    ``now()``, the transaction's start, for the plain claim: no later than its snapshot, so a
+    job it starts without seeing a queue's new concurrency started before that change committed
+    (the hand-over's test against ``concurrency_since`` relies on it)."""
     # Inline in each CASE, not computed once in a sub-SELECT: a sub-SELECT is a SubPlan run per
     # row, dearer than the test, which is one null check for the many rows without a misfire
     # grace.
@@ -648,9 +652,10 @@ def _complete_and_hand_over(
     A queue is within its concurrency unless the concurrency was lowered, or set where there
     was none, while more jobs ran. ``concurrency_since`` is a time after which every job of the
     queue was started by a claim that saw its concurrency (migration 9 says how it is kept): a
-    queue whose completed jobs all started after it hands over without counting, since each of
-    those claims kept the queue within its concurrency and nothing has raised the count since
-    (counted claims stop at the limit, hand-overs keep it). Otherwise the queue hands over only
+    queue whose completed jobs all started after it (by more than a second, should the
+    database's clock step back) hands over without counting, since each of those claims kept
+    the queue within its concurrency and nothing has raised the count since (counted claims
+    stop at the limit, hand-overs keep it). Otherwise the queue hands over only
     while its live jobs, counted in this statement's snapshot (where the completed jobs still
     run), are within its concurrency: after the limit was lowered below what runs, completions
     free their slots for the counted claim, which starts nothing until the queue is under the
@@ -680,7 +685,7 @@ done AS ({_COMPLETE_MINE.rstrip()}, j.queue, j.started_at, mine.live
       FROM done JOIN handing AS h ON h.name = done.queue
      WHERE done.live
      GROUP BY h.name, h.concurrency, h.concurrency_since
-    HAVING bool_and(done.started_at > h.concurrency_since)
+    HAVING bool_and((done.started_at > h.concurrency_since + interval '1 second') IS TRUE)
         OR (SELECT count(*) FROM scheduled_jobs AS r
              WHERE r.status = 'running' AND r.queue = h.name AND r.lease_until > now()) <= h.concurrency
 ), picked AS (

@@ -57,12 +57,14 @@ WITH written AS (
 SELECT name, pg_notify('pg_scheduler_jobs', '') FROM written
 """
 
-# The time from which a hand-over may skip its count, for queues whose concurrency was set
-# while they were not limited (the trigger of migration 9 wrote 'infinity'): this statement
-# begins after that change committed, so every plain claim that did not see it started before.
+# The time from which a hand-over may skip its count, for queues whose concurrency was set or
+# lowered, or whose row is new ('infinity' until then: migration 9), of the queue $1 or of every
+# queue (NULL): this statement begins after that change committed, so every claim that did not
+# see the change started before it.
 QUEUE_STAMP_CONCURRENCY = """
 UPDATE scheduler_queues SET concurrency_since = clock_timestamp()
  WHERE concurrency_since = 'infinity' AND concurrency IS NOT NULL
+   AND ($1::text IS NULL OR name = $1)
 """
 
 # Back to the code's declaration (none, for a queue only an operator set). NULL: no such row.

@@ -14,16 +14,17 @@ for claiming.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ...shared import queries
 from ...shared.metrics import cluster_collector
 from ...shared.models import JobState
-from ...shared.queue_limits import stamp_concurrency
 from ...shared.service import PeriodicService
 from . import Transactions
 
 SAMPLE_INTERVAL_SECONDS = 5.0
+log = logging.getLogger(__name__)
 
 
 class QueueSampler(PeriodicService):
@@ -40,10 +41,13 @@ class QueueSampler(PeriodicService):
 
     async def run_once(self) -> dict[str, Any]:
         """Sample job counts, oldest due wait, oldest heartbeat age and the queues; publish and
-        return it. First, stamp the queues whose concurrency was set by hand while they were
-        not limited (the API stamps its own changes): until then their hand-overs count."""
-        async with self._tx.transaction() as conn:
-            await stamp_concurrency(conn)
+        return it. First, stamp the queues whose concurrency was set or lowered by hand (the API
+        stamps its own changes): until then their hand-overs count."""
+        try:
+            async with self._tx.transaction() as conn:
+                await conn.execute(queries.QUEUE_STAMP_CONCURRENCY, None)
+        except Exception as exc:  # the sample matters more; the next pass stamps
+            log.warning("queue_sampler: could not stamp the queues' concurrency time (%r)", exc)
         async with self._tx.transaction() as conn:
             await conn.execute(queries.DB_DISABLE_SEQSCAN)
             row = await conn.fetchrow(queries.CLUSTER_SAMPLE, self.worker_stale_seconds)
