@@ -46,7 +46,7 @@ async def limited(ctx: Context, kind: str) -> dict[str, Any]:
             # As `pg-scheduler queues set default --concurrency N` sets it: the limit, then,
             # after its commit, the stamp from which hand-overs need not count the queue.
             await conn.execute(queries.QUEUE_SET_LIMITS, "default", slots, None, None, None)
-            await conn.execute(queries.QUEUE_STAMP_CONCURRENCY)
+            await conn.execute(queries.QUEUE_STAMP_CONCURRENCY, "default")
         else:
             await conn.execute(KEYED)
 
