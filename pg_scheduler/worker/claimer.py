@@ -153,9 +153,7 @@ class Claimer:
             queues=self.queues,
             timeout=self.timeout,
         )
-        done = set(zip(job_ids, attempts, strict=True))
-        done -= {(row["job_id"], row["attempt"]) for row in refused}
-        return done, _in_priority_order(rows, sent), limited
+        return _landed(job_ids, attempts, refused), _in_priority_order(rows, sent), limited
 
     async def complete_and_hand_over(
         self, job_ids: list[str], attempts: list[int], names: Sequence[str], limit: int
@@ -181,9 +179,7 @@ class Claimer:
         )
         if not capped:
             self._hand_over_alone_after = sent + HAND_OVER_RECHECK_SECONDS
-        done = set(zip(job_ids, attempts, strict=True))
-        done -= {(row["job_id"], row["attempt"]) for row in refused}
-        return done, _in_priority_order(rows, sent)
+        return _landed(job_ids, attempts, refused), _in_priority_order(rows, sent)
 
     def hands_over_alone(self) -> bool:
         """Whether completions for limited queues should go to complete_and_hand_over (the last
@@ -225,14 +221,14 @@ class Claimer:
             plan_generation=generation(),
             timeout=self.timeout,
         )
-        done = set(zip(job_ids, attempts, strict=True))
-        claimed = []
-        for row in rows:
-            if row["claimed"]:
-                claimed.append(row)
-            else:  # refused by the fence: the lease moved on
-                done.discard((row["job_id"], row["attempt"]))
-        return done, _in_priority_order(claimed, sent)
+        claimed = [row for row in rows if row["claimed"]]
+        refused = [row for row in rows if not row["claimed"]]  # by the fence: the lease moved on
+        return _landed(job_ids, attempts, refused), _in_priority_order(claimed, sent)
+
+
+def _landed(job_ids: list[str], attempts: list[int], refused: list[asyncpg.Record]) -> set[tuple[str, int]]:
+    """The completions (job_id, attempt) sent, but those the fence refused."""
+    return set(zip(job_ids, attempts, strict=True)) - {(row["job_id"], row["attempt"]) for row in refused}
 
 
 def _in_priority_order(rows: list[asyncpg.Record], sent: float) -> list[ClaimedJob]:

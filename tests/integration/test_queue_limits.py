@@ -42,10 +42,16 @@ async def ready(pool: asyncpg.Pool) -> Scheduler:
     return scheduler
 
 
-async def complete_and_claim(
-    conn: asyncpg.Pool | asyncpg.Connection, worker: str, done: list[asyncpg.Record], limit: int = 10
+async def _send_completions(
+    wrapper: Callable[..., Awaitable[tuple[list[asyncpg.Record], list[asyncpg.Record], bool]]],
+    conn: asyncpg.Pool | asyncpg.Connection,
+    worker: str,
+    done: list[asyncpg.Record],
+    limit: int,
 ) -> list[asyncpg.Record]:
-    claimed, refused, _ = await queries.job_claim_limited(
+    """The jobs claimed by ``wrapper`` (a queries wrapper of a limited claim) with the
+    completions of ``done``, none of which may be refused."""
+    claimed, refused, _ = await wrapper(
         conn,
         worker_id=worker,
         job_ids=[row["job_id"] for row in done],
@@ -59,26 +65,20 @@ async def complete_and_claim(
     )
     assert refused == []
     return claimed
+
+
+async def complete_and_claim(
+    conn: asyncpg.Pool | asyncpg.Connection, worker: str, done: list[asyncpg.Record], limit: int = 10
+) -> list[asyncpg.Record]:
+    """The completions and the claim of limited queues, in pg_scheduler_claim_limited."""
+    return await _send_completions(queries.job_claim_limited, conn, worker, done, limit)
 
 
 async def hand_over_alone(
     conn: asyncpg.Pool | asyncpg.Connection, worker: str, done: list[asyncpg.Record], limit: int = 10
 ) -> list[asyncpg.Record]:
     """The completions and their hand-over as a worker sends them alone, outside the function."""
-    claimed, refused, _ = await queries.job_complete_and_hand_over(
-        conn,
-        worker_id=worker,
-        job_ids=[row["job_id"] for row in done],
-        attempts=[row["attempt"] for row in done],
-        names=[TASK],
-        limit=limit,
-        lease_seconds=30.0,
-        misfire_tolerance_seconds=1.0,
-        queues=None,
-        timeout=10.0,
-    )
-    assert refused == []
-    return claimed
+    return await _send_completions(queries.job_complete_and_hand_over, conn, worker, done, limit)
 
 
 HAND_OVERS = pytest.mark.parametrize(

@@ -1023,9 +1023,7 @@ async def job_claim_limited(
         queues,
         timeout=timeout,
     )
-    claimed = [row for row in rows if row["claimed"]]
-    refused = [row for row in rows if row["claimed"] is False]
-    return claimed, refused, len(claimed) + len(refused) < len(rows)
+    return _claims_refusals_and_marker(rows)
 
 
 async def job_complete_and_hand_over(
@@ -1055,6 +1053,15 @@ async def job_complete_and_hand_over(
         queues,
         timeout=timeout,
     )
+    return _claims_refusals_and_marker(rows)
+
+
+def _claims_refusals_and_marker(
+    rows: list[asyncpg.Record],
+) -> tuple[list[asyncpg.Record], list[asyncpg.Record], bool]:
+    """The rows of JOB_CLAIM_LIMITED or JOB_COMPLETE_AND_HAND_OVER, by ``claimed``: true the
+    jobs claimed, false the completions the fence refused; and whether the marker row (NULL)
+    came back."""
     claimed = [row for row in rows if row["claimed"]]
     refused = [row for row in rows if row["claimed"] is False]
     return claimed, refused, len(claimed) + len(refused) < len(rows)
