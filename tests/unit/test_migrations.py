@@ -24,7 +24,7 @@ def test_the_latest_migration_of_the_limited_claim_creates_what_the_code_builds(
         for path in MIGRATIONS.glob("*.sql")
         if "CREATE OR REPLACE FUNCTION pg_scheduler_claim_limited(" in path.read_text()
     )
-    assert defining[-1].name == "0009_hand_over.sql"
+    assert defining[-1].name == "0010_claim_without_bitmaps.sql"
     text = defining[-1].read_text()
     assert queries.LIMITED_CLAIM_FUNCTION in text
     assert f"pg_advisory_xact_lock({QUEUE_LOCK_CLASS}, hashtext(queue_name))" in text

@@ -7,7 +7,7 @@ All values are bind parameters; the literals are a claim's LIMIT bound, an int t
 from its free slots (``claim_bound``), and the fixed :data:`MISSED_AFTER_SECONDS`,
 :data:`LIMITED_CLAIM_SCAN`, :data:`LIMITED_CLAIM_BOUND` and :data:`LIMITED_CLAIM_KEY_TRIES`,
 never input.
-``LIMITED_CLAIM_FUNCTION`` is the function that migration 9 creates (a test checks the migration
+``LIMITED_CLAIM_FUNCTION`` is the function that migration 10 creates (a test checks the migration
 holds that text).
 Times come from the database clock (``now()``), never from the application host, so clock skew
 between pods cannot shift a lease, a misfire or a window.

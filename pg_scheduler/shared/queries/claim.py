@@ -571,7 +571,7 @@ def _claim_counted(
     granted, so that the starts of successive claims are logged in the order they count them."""
     return (
         _counted_room(queue, limit, at)
-        + f""", keys AS (
+        + f""", keys AS MATERIALIZED (
     SELECT k, count(*) AS n FROM live WHERE k IS NOT NULL GROUP BY k
 ), due AS (
     SELECT j.ctid AS tid, j.concurrency_key AS k, j.priority, j.execution_time
@@ -761,7 +761,8 @@ def _claim_held_keys(queue: str, names: str, limit: str, worker: str, lease: str
 WITH q AS (
     SELECT key_concurrency FROM scheduler_queues
      WHERE name = {queue} AND NOT paused AND concurrency IS NULL AND rate_limit IS NULL
-), keys AS (
+), keys AS MATERIALIZED (
+    -- Once per claim, not once per due row (inlined, it would be a subquery of each).
     SELECT concurrency_key AS k, count(*) AS n FROM scheduled_jobs
      WHERE status = 'running' AND queue = {queue} AND lease_until > now()
        AND concurrency_key = ANY (held)
@@ -842,6 +843,10 @@ LANGUAGE plpgsql VOLATILE
 -- than it saves (their arrays' sizes are unknown to a generic plan, so PostgreSQL would
 -- otherwise plan some of them afresh at every call).
 SET plan_cache_mode = force_generic_plan
+-- No bitmap scans: the running set is read by index scans, the only kind that marks the entries
+-- of finished runs dead in the index (until vacuum, every run leaves one in the running index),
+-- so that later claims skip them. A bitmap scan visits each of their rows at every claim.
+SET enable_bitmapscan = off
 AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -934,7 +939,7 @@ BEGIN
 END
 $fn$;
 """
-"""The function that claims from limited queues, as migration 9 creates it (a test checks that
+"""The function that claims from limited queues, as migration 10 creates it (a test checks that
 the latest migration that creates it holds exactly this text): built from the claim's own
 fragments, and run as static SQL so that PostgreSQL keeps its plans.
 
