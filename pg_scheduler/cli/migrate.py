@@ -9,7 +9,7 @@ from .common import connect, database_option, run
 
 
 @click.command("migrate")
-@database_option()
+@database_option(create=True)
 def migrate_command(database_url: str) -> None:
     """Create or upgrade the schema, then exit.
 

@@ -46,9 +46,9 @@ def _seconds(knob: str, text: str) -> click.Option:
 @click.command("run")
 @click.argument("app", envvar="PG_SCHEDULER_APP", metavar="APP")
 @database_option(
-    required=False,
-    help_suffix=" Unset: start the embedded PostgreSQL in "
-    "./.pg-scheduler/pgdata (needs the 'embedded' extra).",
+    embedded=False,
+    help_suffix=" Unset: the embedded PostgreSQL of ./.pg-scheduler/pgdata, started (or joined "
+    "if it runs) for the whole run (needs the 'embedded' extra).",
 )
 @click.option(
     "--leader-database-url",
@@ -217,6 +217,10 @@ def run_command(
             "--queues (PG_SCHEDULER_QUEUES) is empty: name at least one queue, "
             "or unset it to claim every queue"
         )
+    port_is_default = click.get_current_context().get_parameter_source("metrics_port") in (
+        click.core.ParameterSource.DEFAULT,
+        None,
+    )
     level = parse_level(log_level)
     if logging.getLogger("pg_scheduler").level == logging.DEBUG:  # pg-scheduler --debug run ...
         level = logging.DEBUG
@@ -274,6 +278,7 @@ def run_command(
             wait_for_database_seconds=wait_for_database,
             metrics_host=metrics_host,
             metrics_port=metrics_port or None,
+            metrics_port_is_default=port_is_default,
             session_dsn=leader_database_url,
         )
         return await supervisor.run()

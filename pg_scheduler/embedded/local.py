@@ -19,21 +19,28 @@ What :class:`LocalPostgres` does, and why:
   folder.
 - A server left running in the folder (by a run that was killed, or by another process using it
   right now) is reused when it listens where we want, and stopped cleanly (fast shutdown, by its
-  PID) otherwise. :meth:`LocalPostgres.stop` stops the server unless other sessions still use it:
-  the last process out turns the light off.
+  PID) otherwise. Where it listens is in the folder's ``postmaster.pid``, which the server
+  writes: any process (``pg-scheduler status`` beside ``pg-scheduler run``) finds it there.
+- Start and stop run under a lock (``flock`` on ``pgdata.lock`` next to the data folder): two
+  processes starting at the same moment start the server once, and a stop cannot race a join.
+- Every process that started or joined the server leaves its PID in ``pgdata.users/``.
+  :meth:`LocalPostgres.stop` stops the server only when no other live process is listed there
+  and no other session is connected: the last process out turns the light off. A process that
+  was killed is listed until its PID is gone, then ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import secrets
 import shlex
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -51,6 +58,7 @@ from .cluster import (
     free_port,
     log,
     make_traversable,
+    process_state,
     server_user,
     wheel_bindir,
 )
@@ -149,11 +157,22 @@ class LocalPostgres:
         except OSError:
             return "?"
 
+    @property
+    def exists(self) -> bool:
+        """True when the data folder holds a cluster (started or not)."""
+        return (self.data_dir / "PG_VERSION").exists()
+
     def start(self) -> Self:
         """Start the server (``initdb`` first if the folder has no cluster); returns once it
         accepts connections. Reuses a server already running there if it listens where asked."""
         if self.pid is not None:
             return self
+        with self._locked():
+            self._start()
+            self._user_file.write_text(f"{os.getpid()}\n")
+        return self
+
+    def _start(self) -> None:
         if os.geteuid() == 0:
             self._prepare_as_root()
         found = self._running_server()
@@ -169,7 +188,14 @@ class LocalPostgres:
                     found.port,
                     found.pid,
                 )
-                return self
+                return
+            users = self._other_users()
+            if users:
+                raise ConfigurationError(
+                    f"the embedded PostgreSQL in {_display(self.data_dir)} runs on "
+                    f"{found.host}:{found.port} for process(es) {', '.join(map(str, users))}; "
+                    f"ask for that port, or use another data folder"
+                )
             log.info(
                 "stopping the embedded PostgreSQL left running in %s on %s:%s (pid %s): this run wants %s:%s",
                 _display(self.data_dir),
@@ -187,16 +213,31 @@ class LocalPostgres:
         self.pid, self.port = self._cluster.start(
             self.host, self._announced_port, tries=1 if self.requested_port else 3, socket_dir=""
         )
-        return self
 
     def stop(self, *, force: bool = False) -> None:
         """Shut the server down (fast mode: sessions are closed, data is safe), unless other
-        sessions still use it and ``force`` is False: then it is left running for them."""
-        pid = self.pid
-        if pid is None:
+        processes that started or joined it still run, or other sessions still use it, and
+        ``force`` is False: then it is left running for them."""
+        if self.pid is None:
             return
+        with self._locked():
+            self._user_file.unlink(missing_ok=True)
+            self._stop(force)
+
+    def _stop(self, force: bool) -> None:
+        pid = self.pid
+        assert pid is not None
         self.stopped_server = False
         if not force:
+            joined = self._other_users()
+            if joined:
+                log.info(
+                    "leaving the embedded PostgreSQL in %s running: process(es) %s still use it",
+                    _display(self.data_dir),
+                    ", ".join(map(str, joined)),
+                )
+                self.pid = None
+                return
             others = self._other_sessions()
             if others:
                 log.info(
@@ -223,6 +264,43 @@ class LocalPostgres:
         self.stop()
 
     # ------------------------------------------------------------------ internals
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the folder's lock (blocking): one start or stop at a time, across processes."""
+        lock = self.data_dir.with_name(self.data_dir.name + ".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    @property
+    def _users_dir(self) -> Path:
+        return self.data_dir.with_name(self.data_dir.name + ".users")
+
+    @property
+    def _user_file(self) -> Path:
+        """This object's entry among the server's users (a process may hold several)."""
+        self._users_dir.mkdir(parents=True, exist_ok=True)
+        return self._users_dir / f"{os.getpid()}-{id(self):x}"
+
+    def _other_users(self) -> list[int]:
+        """The live processes, other than this object, that started or joined the server;
+        entries of processes that are gone are removed."""
+        live = []
+        for entry in sorted(self._users_dir.glob("*-*")):
+            try:
+                pid = int(entry.name.split("-", 1)[0])
+            except ValueError:
+                continue
+            if process_state(pid) in (None, "Z"):
+                entry.unlink(missing_ok=True)
+            else:
+                live.append(pid)
+        return sorted(set(live))
 
     @property
     def _cluster(self) -> Cluster:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -116,9 +117,22 @@ class Endpoints:
             return None
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self) -> None:
-        """Listen on ``host`` (None: every interface) and ``port``."""
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+    async def start(self, *, any_port_if_taken: bool = False) -> None:
+        """Listen on ``host`` (None: every interface) and ``port``; with ``any_port_if_taken``,
+        on a free port when that one is taken (the default port, which a second ``run`` on
+        one machine finds taken by the first)."""
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        except OSError as exc:
+            if not any_port_if_taken or exc.errno != errno.EADDRINUSE:
+                raise
+            self._server = await asyncio.start_server(self._handle, self.host, 0)
+            log.warning(
+                "supervisor: port %s is taken (another pg-scheduler run on this machine?): "
+                "serving /metrics on port %s instead; --metrics-port chooses it",
+                self.port,
+                self.bound_port,
+            )
         log.info(
             "supervisor: serving /metrics, /healthz and /readyz on %s:%s", self.host or "*", self.bound_port
         )

@@ -68,6 +68,7 @@ class Supervisor:
         wait_for_database_seconds: float = WAIT_FOR_DATABASE_SECONDS_DEFAULT,
         metrics_host: str | None = None,
         metrics_port: int | None = None,
+        metrics_port_is_default: bool = False,
         session_dsn: str | None = None,
     ) -> None:
         """``session_dsn``: where the leader's lock session connects (default ``dsn``); it must
@@ -90,6 +91,7 @@ class Supervisor:
         self.pool: WorkerPool | None = None
         self.metrics_host = metrics_host
         self.metrics_port = metrics_port
+        self.metrics_port_is_default = metrics_port_is_default
         self.endpoints: Endpoints | None = None
         self._probe: DatabaseProbe | None = None
 
@@ -148,7 +150,7 @@ class Supervisor:
                 metrics_text=lambda: exposition(self._registry),
                 readiness=self.readiness,
             )
-            await self.endpoints.start()
+            await self.endpoints.start(any_port_if_taken=self.metrics_port_is_default)
         self._db = await create_pool_waiting(
             self.dsn,
             max_size=POOL_SIZE,
