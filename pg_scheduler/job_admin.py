@@ -6,6 +6,7 @@ The :class:`~pg_scheduler.scheduler.Scheduler` delegates its ``cancel_job``, ``g
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +15,7 @@ import asyncpg
 
 from .shared import queries
 from .shared.config import SchedulerConfig
+from .shared.errors import JobNotFoundError
 from .shared.models import Job
 from .supervisor.fence import Unfenced
 from .supervisor.maintenance.orphan_rescuer import OrphanRescuer
@@ -54,10 +56,42 @@ class JobAdmin:
         row = await self.db_pool.fetchrow(queries.JOB_GET, job_id)
         if row is None:
             return None
-        data = dict(row)
-        if isinstance(data["task_data"], str):
-            data["task_data"] = json.loads(data["task_data"])
-        return Job.from_record(data)
+        return Job.from_record(_with_task_data(row))
+
+    async def wait_for(self, job_id: str, *, timeout: float | None) -> Job:
+        """``Scheduler.wait_for``: the job once it is in a final state.
+
+        Woken by the notification of the job's end (migration 11's trigger, for awaited jobs),
+        on a connection of its own that listens from before the job is marked awaited, so that
+        no end can fall between the two. Every wake-up reads the job again: a retry sets it
+        pending, not final, and the wait goes on.
+
+        :raises JobNotFoundError: if no job has this id, or it was deleted while awaited.
+        :raises TimeoutError: if it is not final after ``timeout`` seconds.
+        """
+        await self._ready()
+        woken = asyncio.Event()
+
+        def listener(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            if payload == job_id:
+                woken.set()
+
+        async with asyncio.timeout(timeout), self.db_pool.acquire() as conn:
+            await conn.add_listener(queries.JOB_FINISHED_CHANNEL, listener)
+            try:
+                if await conn.fetchval(queries.JOB_SET_AWAITED, job_id) is None:
+                    raise JobNotFoundError(f"no job {job_id!r}")
+                while True:
+                    woken.clear()
+                    row = await conn.fetchrow(queries.JOB_GET, job_id)
+                    if row is None:
+                        raise JobNotFoundError(f"job {job_id!r} was deleted while awaited")
+                    job = Job.from_record(_with_task_data(row))
+                    if job.finished:
+                        return job
+                    await woken.wait()
+            finally:
+                await conn.remove_listener(queries.JOB_FINISHED_CHANNEL, listener)
 
     async def run_vacuum(self) -> dict[str, int]:
         """``Scheduler.run_vacuum``."""
@@ -86,3 +120,10 @@ class JobAdmin:
         await self._ready()
         row = await self.db_pool.fetchrow(queries.VACUUM_GET_TOTALS)
         return dict(row) if row else {}
+
+
+def _with_task_data(row: asyncpg.Record) -> dict[str, Any]:
+    data = dict(row)
+    if isinstance(data["task_data"], str):
+        data["task_data"] = json.loads(data["task_data"])
+    return data

@@ -19,7 +19,7 @@ from .shared.errors import InvalidJobError, JobAlreadyExistsError
 from .shared.models import UNSET, ConflictResolution, JobPriority, JobSpec, _Unset
 from .shared.queues import check_concurrency_key, check_queue
 from .shared.serialization import encode_task_data
-from .shared.tasks import TaskRegistry, ensure_coroutine_function
+from .shared.tasks import TaskRegistry, ensure_task_function
 
 log = logging.getLogger("pg_scheduler")
 
@@ -382,7 +382,7 @@ class JobWriter:
             if not func.strip():
                 raise InvalidJobError("task name must not be empty")
             return func
-        ensure_coroutine_function(func)
+        ensure_task_function(func)
         name = self.registry.name_of(func)
         if name is not None:
             return name

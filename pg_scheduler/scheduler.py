@@ -255,6 +255,16 @@ class Scheduler(Lifecycle):
         """The job as stored now, or None if there is no such job (or it was vacuumed)."""
         return await self._jobs.get_job(job_id)
 
+    async def wait_for(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """The job once it has finished (completed, failed, cancelled or expired), with its
+        ``result``; through retries until a final state. Woken by a notification of the job's
+        end, not by polling; uses one pooled connection while it waits.
+
+        :raises JobNotFoundError: if no job has this id.
+        :raises TimeoutError: if it has not finished after ``timeout`` seconds.
+        """
+        return await self._jobs.wait_for(job_id, timeout=timeout)
+
     async def run_vacuum(self) -> dict[str, int]:
         """Run one vacuum pass now, with this scheduler's policies."""
         return await self._jobs.run_vacuum()

@@ -256,10 +256,13 @@ async def cluster_status(conn: asyncpg.Connection, *, stale_seconds: float) -> C
 
 
 def job_record(row: asyncpg.Record) -> dict[str, Any]:
-    """Every column of a ``scheduled_jobs`` row, ``task_data`` decoded from JSON."""
+    """Every column of a ``scheduled_jobs`` row, ``task_data`` and ``result`` decoded from
+    JSON (``awaited``, a flag of Scheduler.wait_for's, left out)."""
     data = dict(row)
-    if isinstance(data.get("task_data"), str):
-        data["task_data"] = json.loads(data["task_data"])
+    data.pop("awaited", None)
+    for key in ("task_data", "result"):
+        if isinstance(data.get(key), str):
+            data[key] = json.loads(data[key])
     return data
 
 

@@ -1,8 +1,9 @@
-"""``pg-scheduler jobs list / show / cancel / retry``."""
+"""``pg-scheduler jobs add / list / show / cancel / retry``."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -10,10 +11,13 @@ import click
 
 from ..scheduler import Scheduler
 from ..shared import queries
-from ..shared.models import JobPriority, JobState
+from ..shared.errors import JobAlreadyExistsError
+from ..shared.models import ConflictResolution, JobPriority, JobState
 from .common import connect, database_option, fail, require_schema, run, with_producer
 from .inspection import get_job_record, list_jobs
 from .output import NONE, cell, one_line, table, to_json
+from .periodic import parse_duration
+from .status import STALE_SECONDS_DEFAULT
 
 STATES = [state.value for state in JobState]
 RETRYABLE = ("failed", "cancelled", "expired")
@@ -41,12 +45,154 @@ SHOW_ORDER = [
     "window_start",
     "use_advisory_lock",
     "task_data",
+    "result",
 ]
 
 
 @click.group("jobs")
 def jobs_group() -> None:
     """Inspect and act on jobs (the rows of scheduled_jobs)."""
+
+
+@jobs_group.command("add")
+@click.argument("task")
+@database_option()
+@click.option(
+    "--args",
+    "args_json",
+    metavar="JSON",
+    default="[]",
+    help="Positional arguments, a JSON list: '[1, \"a\"]'.",
+)
+@click.option(
+    "--kwargs",
+    "kwargs_json",
+    metavar="JSON",
+    default="{}",
+    help='Keyword arguments, a JSON object: \'{"to": "a@b.c"}\'.',
+)
+@click.option(
+    "--at", "at", metavar="TIME", help="Due time, ISO 8601 (2026-12-24T18:00:00+01:00; no zone: UTC)."
+)
+@click.option("--in", "after", metavar="DURATION", help="Due after this long: 90, 30s, 5m, 2h, 1d, 1h30m.")
+@click.option(
+    "--priority",
+    type=click.Choice([p.value for p in JobPriority]),
+    default=JobPriority.NORMAL.value,
+    show_default=True,
+    help="Priority within the queue.",
+)
+@click.option("--queue", metavar="NAME", help="Queue.  [default: the task's, else default]")
+@click.option("--concurrency-key", metavar="KEY", help="Key for the queue's key_concurrency limit.")
+@click.option(
+    "--max-retries", type=click.IntRange(min=0), default=0, show_default=True, help="Retries after a failure."
+)
+@click.option(
+    "--timeout",
+    "timeout_seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Time limit of one attempt.",
+)
+@click.option("--job-id", metavar="ID", help="The job's id.  [default: a new UUIDv7]")
+@click.option(
+    "--on-conflict",
+    type=click.Choice([c.value for c in ConflictResolution]),
+    default=ConflictResolution.RAISE.value,
+    show_default=True,
+    help="When --job-id exists: raise (error), ignore (keep the existing job), replace.",
+)
+def add_command(
+    task: str,
+    database_url: str,
+    args_json: str,
+    kwargs_json: str,
+    at: str | None,
+    after: str | None,
+    priority: str,
+    queue: str | None,
+    concurrency_key: str | None,
+    max_retries: int,
+    timeout_seconds: float | None,
+    job_id: str | None,
+    on_conflict: str,
+) -> None:
+    """Enqueue a job of TASK and print its id.
+
+    TASK is the registered name, module:function as `jobs list` shows it. A task that no live
+    worker has registered is accepted with a warning (a worker that registers it later runs
+    it). Due now unless --at or --in says otherwise.
+
+    \b
+    pg-scheduler jobs add myapp.tasks:send_email --kwargs '{"to": "a@example.com"}'
+    pg-scheduler jobs add myapp.tasks:report --in 5m --priority high --queue reports
+    """
+    args = _json_arg("--args", args_json, list)
+    kwargs = _json_arg("--kwargs", kwargs_json, dict)
+    if at is not None and after is not None:
+        fail("give --at or --in, not both")
+    due = _due(at, after)
+    if job_id is None and on_conflict != ConflictResolution.RAISE.value:
+        fail("--on-conflict applies to a given --job-id")
+
+    async def add(scheduler: Scheduler) -> tuple[str, str | None, bool]:
+        pool = scheduler.db_pool
+        existing = None if job_id is None else await pool.fetchval(queries.JOB_GET_STATUS, job_id)
+        try:
+            new_id = await scheduler.schedule(
+                task,
+                execution_time=due,
+                args=args,
+                kwargs=kwargs,
+                priority=priority,
+                max_retries=max_retries,
+                job_id=job_id,
+                conflict_resolution=ConflictResolution(on_conflict),
+                timeout_seconds=timeout_seconds,
+                queue=queue,
+                concurrency_key=concurrency_key,
+            )
+        except JobAlreadyExistsError as exc:
+            fail(f"{exc}; --on-conflict ignore keeps it, replace overwrites it")
+        known = bool(await pool.fetchval(queries.WORKER_CHECK_TASK, task, STALE_SECONDS_DEFAULT))
+        return new_id, existing, known
+
+    new_id, existing, known = run("add the job", database_url, lambda: with_producer(database_url, add))
+    if not known:
+        click.echo(
+            f"pg-scheduler: warning: no live worker has registered {task!r}; the job waits "
+            "until one does (names are module:function, as `jobs list` shows them)",
+            err=True,
+        )
+    if existing is not None and on_conflict == ConflictResolution.IGNORE.value:
+        click.echo(f"pg-scheduler: job {new_id} exists ({existing}): kept as it is", err=True)
+    click.echo(new_id)
+
+
+def _json_arg(option: str, text: str, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        fail(f"{option} is not JSON: {exc}")
+    if not isinstance(value, kind):
+        fail(f"{option} must be a JSON {'list' if kind is list else 'object'}, got {text!r}")
+    return value
+
+
+def _due(at: str | None, after: str | None) -> datetime:
+    now = datetime.now(UTC)
+    if after is not None:
+        try:
+            return now + parse_duration(after)
+        except ValueError as exc:
+            fail(f"--in: {exc}")
+    if at is None:
+        return now
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        fail(f"--at {at!r} is not an ISO 8601 time like 2026-12-24T18:00:00+01:00")
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @jobs_group.command("list")
@@ -120,7 +266,8 @@ def list_command(
 @database_option()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every column.")
 def show_command(job_id: str, database_url: str, as_json: bool) -> None:
-    """Show every column of one job, its error message in full."""
+    """Show every column of one job: its result (what it returned, as JSON) and its error
+    message in full."""
 
     async def read() -> dict[str, Any]:
         conn = await connect(database_url)
@@ -152,7 +299,7 @@ def show_command(job_id: str, database_url: str, as_json: bool) -> None:
 def _show_value(key: str, value: Any) -> str:
     if key == "priority" and isinstance(value, int):
         return f"{value} ({JobPriority.from_db_value(value).value})"
-    if key == "task_data" and value is not None:
+    if key in ("task_data", "result") and value is not None:
         return json.dumps(value, sort_keys=True)
     return cell(value)
 

@@ -40,6 +40,11 @@ RESCUE_INTERVAL_SECONDS_MAX = 5.0
 """The orphan rescuer's period when not given: a third of the lease, at most this."""
 
 
+RESULT_MAX_BYTES_DEFAULT: Final = 1 << 20
+"""1 MiB: a job's stored result is for a summary or an id, not for bulk data (put that in a
+table or a bucket and return where it is)."""
+
+
 class SchedulerKnobs(TypedDict, total=False):
     """The ``Scheduler``'s keyword-only knobs (their defaults: :data:`KNOB_DEFAULTS`)."""
 
@@ -68,6 +73,8 @@ class SchedulerKnobs(TypedDict, total=False):
     queues: str | Iterable[str] | None
     """The queues this process claims jobs from (``["emails"]`` or ``"emails,reports"``); None,
     every queue."""
+    result_max_bytes: int
+    """The largest return value a job may store, as JSON bytes; a larger one fails the attempt."""
 
 
 class ConfigKnobs(SchedulerKnobs, total=False):
@@ -103,6 +110,7 @@ KNOB_DEFAULTS: Final[ConfigKnobs] = {
     "misfire_tolerance_seconds": MISFIRE_TOLERANCE_SECONDS_DEFAULT,
     # Every queue.
     "queues": None,
+    "result_max_bytes": RESULT_MAX_BYTES_DEFAULT,
     # Derived from other knobs by SchedulerConfig.build: heartbeat lease / 3; poll the polling
     # config's max_interval; elect min(ELECT_INTERVAL_SECONDS_MAX, leader TTL / 3); rescue
     # min(RESCUE_INTERVAL_SECONDS_MAX, lease / 3); a worker is stale after one lease.
@@ -178,6 +186,7 @@ class SchedulerConfig:
     misfire_tolerance_seconds: float
     queues: tuple[str, ...] | None = None
     """The queues claimed from, each once; None: every queue."""
+    result_max_bytes: int = RESULT_MAX_BYTES_DEFAULT
 
     def __post_init__(self) -> None:
         def positive(name: str) -> None:
@@ -196,6 +205,7 @@ class SchedulerConfig:
             "rescue_interval_seconds",
             "worker_stale_seconds",
             "periodic_interval_seconds",
+            "result_max_bytes",
         ):
             positive(name)
         for name in (
@@ -278,4 +288,5 @@ class SchedulerConfig:
             periodic_interval_seconds=k["periodic_interval_seconds"],
             misfire_tolerance_seconds=k["misfire_tolerance_seconds"],
             queues=parse_queues(k["queues"]),
+            result_max_bytes=k["result_max_bytes"],
         )

@@ -50,6 +50,10 @@ class UnknownTaskError(PgSchedulerError, LookupError):
     """A task name that no code in this process registered."""
 
 
+class JobNotFoundError(PgSchedulerError, LookupError):
+    """No job has this id (never written, or vacuumed away)."""
+
+
 class JobAlreadyExistsError(PgSchedulerError, ValueError):
     """``ConflictResolution.RAISE`` and a job with that id exists."""
 

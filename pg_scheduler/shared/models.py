@@ -5,6 +5,7 @@ The config dataclasses are kept field for field, so old programs construct them 
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -249,6 +250,14 @@ class Job:
     dedup_key: str | None
     queue: str = "default"
     concurrency_key: str | None = None
+    result: Any = None
+    """What the job's function returned (decoded JSON; None until it completed, or if it
+    returned None)."""
+
+    @property
+    def finished(self) -> bool:
+        """True in a final state: completed, failed, cancelled or expired."""
+        return self.status.is_final
 
     @classmethod
     def from_record(cls, row: Mapping[str, Any]) -> Job:
@@ -276,9 +285,15 @@ class Job:
             dedup_key=row["dedup_key"],
             queue=row["queue"],
             concurrency_key=row["concurrency_key"],
+            result=_decoded(row.get("result")),
         )
 
     def __getitem__(self, key: str) -> Any:
         # 0.2.3 users read rows dict-style; keep ``job["status"]`` working.
         value = getattr(self, key)
         return value.value if isinstance(value, enum.Enum) else value
+
+
+def _decoded(value: Any) -> Any:
+    """A jsonb column as asyncpg returns it without a codec (text), decoded."""
+    return json.loads(value) if isinstance(value, str) else value

@@ -25,7 +25,7 @@ from .queues import DEFAULT_QUEUE, check_queue
 from .tasks import (
     TaskFunc,
     default_task_name,
-    ensure_coroutine_function,
+    ensure_task_function,
     is_redefinition,
     registry,
 )
@@ -218,7 +218,7 @@ def periodic(
         check_queue(queue, InvalidScheduleError)
 
     def decorate(func: F) -> F:
-        ensure_coroutine_function(func)
+        ensure_task_function(func)
         task = registry.register(func)
         key = dedup_key or default_dedup_key(func, every, declared_cron, tz_name)
         periodic_registry.add(

@@ -64,3 +64,12 @@ def decode_task_data(raw: str | bytes | Mapping[str, Any] | None) -> tuple[list[
         return [], {}
     data = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
     return list(data.get("args", [])), dict(data.get("kwargs", {}))
+
+
+def encode_result(value: Any) -> str:
+    """A job's return value as JSON text (strict: no NaN, no infinities), or raise
+    :class:`SerializationError` saying why it is not JSON."""
+    try:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"the job's return value is not JSON: {exc}") from exc

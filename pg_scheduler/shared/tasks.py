@@ -1,4 +1,7 @@
-"""The task registry: which coroutine functions this process may run, under stable names.
+"""The task registry: which functions this process may run, under stable names.
+
+A task is an ``async def`` (run as a coroutine on the worker's event loop) or a plain ``def``
+(run in a thread of the worker, one per slot: worker/executor.py).
 
 A job row names its task; a worker runs a row only if the name is in this registry, so nothing
 named by the database is ever imported or called unless the running code registered it.
@@ -22,14 +25,14 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 from .errors import NotACoroutineFunctionError, TaskNameConflictError, UnknownTaskError
 from .queues import DEFAULT_QUEUE, check_queue
 from .serialization import encode_task_data
 
-TaskFunc = Callable[..., Coroutine[Any, Any, Any]]
+TaskFunc = Callable[..., Coroutine[Any, Any, Any]] | Callable[..., Any]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _TASK_ATTR = "__pg_scheduler_task__"
@@ -39,15 +42,27 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Task:
-    """A registered task: its name and the coroutine function that runs it."""
+    """A registered task: its name and the function that runs it."""
 
     name: str
     func: TaskFunc
     explicit: bool
     """True when registered by ``@job``/``@periodic``/``register`` (importable everywhere), False
-    when registered implicitly by ``schedule()`` of a plain function in this process only."""
+    when registered implicitly by ``schedule()`` of a function in this process only."""
     queue: str = DEFAULT_QUEUE
     """The queue of this task's jobs when ``schedule()`` names none."""
+    is_async: bool = field(init=False)
+    """True for an ``async def`` (awaited on the event loop), False for a plain function (run
+    in a thread)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", is_async_function(self.func))
+
+
+def is_async_function(func: Callable[..., Any]) -> bool:
+    """An ``async def``, or an object whose ``__call__`` is one."""
+    call = getattr(func, "__call__", None)  # noqa: B004 (the method itself, not whether there is one)
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)
 
 
 def default_task_name(func: Callable[..., Any]) -> str:
@@ -57,15 +72,23 @@ def default_task_name(func: Callable[..., Any]) -> str:
     return f"{module}:{qualname}"
 
 
-def ensure_coroutine_function(func: Callable[..., Any]) -> None:
-    """Raise ``NotACoroutineFunctionError`` unless ``func`` is an ``async def``."""
-    if not inspect.iscoroutinefunction(func):
+def ensure_task_function(func: Callable[..., Any]) -> None:
+    """Raise ``NotACoroutineFunctionError`` unless ``func`` can be a task: an ``async def``, or
+    a plain function (a generator, an async generator, a class or a non-callable cannot)."""
+    if is_async_function(func):
+        return
+    if (
+        not callable(func)
+        or inspect.isclass(func)
+        or inspect.isgeneratorfunction(func)
+        or inspect.isasyncgenfunction(func)
+    ):
         name = getattr(func, "__qualname__", repr(func))
-        # "Expected an async function" and "async functions": 0.2.3's words, which programs
-        # and tests match on.
+        # "Expected an async function": 0.2.3's words, which programs and tests match on.
         raise NotACoroutineFunctionError(
-            f"Expected an async function, got {name}: pg_scheduler runs tasks as coroutines, "
-            f"so it takes async functions only; define it with 'async def'"
+            f"Expected an async function or a plain function, got {name}: a task is an "
+            f"'async def' (run as a coroutine) or a 'def' (run in a worker thread), not a "
+            f"generator, a class or a value"
         )
 
 
@@ -88,7 +111,7 @@ class TaskRegistry:
 
         ``queue`` is the task's queue (default ``"default"``); registering the same function
         again with another queue moves the task there."""
-        ensure_coroutine_function(func)
+        ensure_task_function(func)
         task_queue = DEFAULT_QUEUE if queue is None else check_queue(queue)
         task_name = name or getattr(func, _TASK_ATTR, None) or default_task_name(func)
         if not isinstance(task_name, str) or not task_name.strip():

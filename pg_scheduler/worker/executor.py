@@ -6,12 +6,24 @@ matches nothing and the outcome is ``lease_lost``; the other run's result stands
 
 Writes run under ``asyncio.shield`` so that a shutdown arriving in the middle cannot leave a
 finished job looking unfinished.
+
+A plain (``def``) task runs in a thread of the executor's pool, one thread per slot, with the
+job's context (``current_job()``) copied in; the event loop keeps renewing its lease meanwhile.
+A thread cannot be stopped from outside: a cancel, a lease lost or the job's timeout ends the
+attempt as for a coroutine (its outcome is written, or fenced out), but the thread runs on until
+its function returns, and its slot stays taken until then, so that a worker never runs more
+functions at once than it has slots. What the thread returns after that is dropped.
+
+What a task returns is stored with its completion (``result``), as JSON of at most
+``result_max_bytes``; anything else fails the attempt with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import enum
 import functools
 import logging
@@ -23,8 +35,10 @@ import asyncpg
 
 from ..shared import queries
 from ..shared.context import JobContext, enter_job, leave_job
+from ..shared.errors import SerializationError
 from ..shared.locks import exclusive_job_lock
-from ..shared.tasks import TaskRegistry
+from ..shared.serialization import encode_result
+from ..shared.tasks import Task, TaskRegistry
 from .claimer import ClaimedJob
 from .completer import Completer
 
@@ -79,7 +93,10 @@ class Executor:
         retry_max_delay_seconds: float,
         retry_jitter: bool,
         completer: Completer,
+        threads: int = 1,
+        result_max_bytes: int = 1 << 20,
     ) -> None:
+        """``threads``: the worker's slots, the most plain functions that can run at once."""
         self._pool = pool
         self._registry = registry
         self._completer = completer
@@ -87,6 +104,15 @@ class Executor:
         self.retry_delay_seconds = retry_delay_seconds
         self.retry_max_delay_seconds = retry_max_delay_seconds
         self.retry_jitter = retry_jitter
+        self.result_max_bytes = result_max_bytes
+        self._thread_count = threads
+        self._thread_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._threads: dict[tuple[str, int], concurrent.futures.Future[Any]] = {}
+
+    def close(self) -> None:
+        """Let the pool's threads end once their functions return (no wait here)."""
+        if self._thread_pool is not None:
+            self._thread_pool.shutdown(wait=False, cancel_futures=True)
 
     async def run(
         self,
@@ -97,19 +123,41 @@ class Executor:
         """Run the job and record its outcome. ``finishing()`` is called once the task itself is
         over, before the outcome is written: from then on the caller must not cancel this run
         (a cancel landing after the write committed would lose the outcome it just wrote; the
-        write is fenced, so a lease lost meanwhile is caught there)."""
+        write is fenced, so a lease lost meanwhile is caught there). A plain function's thread
+        still running once the outcome is known is waited for before this returns."""
+        outcome = await self._run(job, stop_reason, finishing)
+        thread = self._threads.pop((job.job_id, job.attempt), None)
+        if thread is not None and not thread.done():
+            log.warning(
+                "executor: %s (%s) ended as %s but its function still runs in its thread; its "
+                "slot stays taken until it returns",
+                job.job_id,
+                job.job_name,
+                outcome.value,
+            )
+            with contextlib.suppress(BaseException):
+                await asyncio.wrap_future(thread)
+        return outcome
+
+    async def _run(
+        self,
+        job: ClaimedJob,
+        stop_reason: Callable[[], StopReason | None],
+        finishing: Callable[[], None],
+    ) -> Outcome:
         task = self._registry.find(job.job_name)
         if task is None:  # unregistered after the claim: give it back for another worker
             await self._release(job, "task no longer registered in this process", 0.0)
             return Outcome.DEFERRED
         acquired = True
+        value: Any = None
         try:
             if job.one_at_a_time:
                 async with self._exclusive(job) as acquired:
                     if acquired:
-                        await self._call(task.func, job)
+                        value = await self._call(task, job)
             else:
-                await self._call(task.func, job)
+                value = await self._call(task, job)
         except asyncio.CancelledError:
             reason = stop_reason()
             if reason is StopReason.CANCELLED:
@@ -139,27 +187,40 @@ class Executor:
             delay = min(EXCLUSIVE_RETRY_SECONDS * 2 ** min(job.attempt - 1, 6), EXCLUSIVE_RETRY_MAX_SECONDS)
             await self._release(job, "exclusive lock busy", delay)
             return Outcome.DEFERRED
-        return await self._complete(job)
+        return await self._complete(job, value)
 
-    async def _call(self, func: Callable[..., Awaitable[Any]], job: ClaimedJob) -> None:
+    async def _call(self, task: Task, job: ClaimedJob) -> Any:
         """Run the task body with ``current_job()`` set, under the job's timeout if it has one
-        (its expiry raises _TimedOut, told apart from a TimeoutError the body raised)."""
+        (its expiry raises _TimedOut, told apart from a TimeoutError the body raised); return
+        what it returned."""
         log.debug("executor: starting %s (%s) attempt %s", job.job_id, job.job_name, job.attempt)
         token = enter_job(functools.partial(self._context, job))
         try:
             if job.timeout_seconds is None:
-                await func(*job.args, **job.kwargs)
-                return
+                return await self._body(task, job)
             deadline = asyncio.timeout(job.timeout_seconds)
             try:
                 async with deadline:
-                    await func(*job.args, **job.kwargs)
+                    return await self._body(task, job)
             except TimeoutError:
                 if deadline.expired():
                     raise _TimedOut from None
                 raise
         finally:
             leave_job(token)
+
+    def _body(self, task: Task, job: ClaimedJob) -> Awaitable[Any]:
+        """The coroutine of an ``async def`` task, or the future of a plain one in a thread."""
+        if task.is_async:
+            return cast(Awaitable[Any], task.func(*job.args, **job.kwargs))
+        if self._thread_pool is None:
+            self._thread_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self._thread_count, thread_name_prefix=f"pg_scheduler-{self.worker_id}"
+            )
+        call = functools.partial(task.func, *job.args, **job.kwargs)
+        thread = self._thread_pool.submit(contextvars.copy_context().run, call)
+        self._threads[(job.job_id, job.attempt)] = thread
+        return asyncio.wrap_future(thread)
 
     def _context(self, job: ClaimedJob) -> JobContext:
         return JobContext(
@@ -194,11 +255,27 @@ class Executor:
                         if not isinstance(exc, Exception):
                             raise
 
-    async def _complete(self, job: ClaimedJob) -> Outcome:
+    async def _complete(self, job: ClaimedJob, value: Any) -> Outcome:
+        result = None
+        if value is not None:
+            try:
+                result = encode_result(value)
+            except SerializationError as exc:
+                return await self._fail(job, str(exc))
+            size = len(result.encode())
+            if size > self.result_max_bytes:
+                return await self._fail(
+                    job,
+                    f"the job's return value is {size} bytes of JSON, more than "
+                    f"result_max_bytes ({self.result_max_bytes})",
+                )
         held_back = job.overlap in ("skip", "queue")  # else both steps are no-ops: skip the calls
         if held_back:
             await self._settle_overlap(job)
-        landed = await self._write(lambda: self._completer.complete(job.job_id, job.attempt))
+        if result is None:
+            landed = await self._write(lambda: self._completer.complete(job.job_id, job.attempt))
+        else:
+            landed = await self._write(lambda: self._complete_with_result(job, result))
         if held_back:
             await self._wake_held_back(job)
         if not landed:
@@ -207,6 +284,12 @@ class Executor:
             )
             return Outcome.LEASE_LOST
         return Outcome.COMPLETED
+
+    async def _complete_with_result(self, job: ClaimedJob, result: str) -> bool:
+        rows = await self._pool.fetch(
+            queries.JOB_COMPLETE_WITH_RESULT, self.worker_id, [job.job_id], [job.attempt], result
+        )
+        return bool(rows)
 
     async def _fail(self, job: ClaimedJob, message: str) -> Outcome:
         await self._settle_overlap(job)

@@ -113,6 +113,8 @@ class Worker:
             retry_max_delay_seconds=config.retry_max_delay_seconds,
             retry_jitter=config.retry_jitter,
             completer=self._completer,
+            threads=config.max_concurrent_jobs,
+            result_max_bytes=config.result_max_bytes,
         )
         self._heartbeat = Heartbeat(
             connect_args,
@@ -210,6 +212,7 @@ class Worker:
                 metrics().workers.dec()
                 self._counted = False
             self._batched.flush()
+            self._executor.close()
             await self._claimer.close()
             await self._listener.stop()
             await asyncio.to_thread(self._heartbeat.stop)

@@ -84,7 +84,8 @@ async def test_bad_schedule_input_raises_library_errors_and_writes_nothing(
     async def task(*args: Any, **kwargs: Any) -> None:
         pass
 
-    def sync_func() -> None: ...
+    def generator_func() -> Iterator[None]:
+        yield None
 
     scheduler = Scheduler(pool)
     await scheduler.initialize_db()  # so that "nothing written" can be counted
@@ -111,7 +112,7 @@ async def test_bad_schedule_input_raises_library_errors_and_writes_nothing(
         assert str(caught.value), f"{label}: the error must say what is wrong"
 
     with pytest.raises(NotACoroutineFunctionError, match="async"):
-        await scheduler.schedule(sync_func, execution_time=now)
+        await scheduler.schedule(generator_func, execution_time=now)
 
     # A bulk call validates every spec before writing any: one bad spec, nothing written.
     specs = [JobSpec(task, now, args=(i,)) for i in range(3)]
@@ -119,7 +120,7 @@ async def test_bad_schedule_input_raises_library_errors_and_writes_nothing(
     with pytest.raises(InvalidJobError):
         await scheduler.schedule_bulk(specs)
     with pytest.raises(NotACoroutineFunctionError):
-        await scheduler.schedule_bulk([JobSpec(task, now), JobSpec(sync_func, now)])
+        await scheduler.schedule_bulk([JobSpec(task, now), JobSpec(generator_func, now)])
     # Options shared by specs are checked once per distinct value, and True == 1 in Python:
     # a spec with max_retries=True after one with max_retries=1 must still be refused.
     with pytest.raises(InvalidJobError, match="max_retries"):
@@ -136,16 +137,17 @@ async def test_bad_task_and_periodic_definitions_are_refused_at_decoration(
     tasks_before = registry.names()
     periodic_before = set(periodic_registry.all())
 
-    def not_async() -> None: ...
+    def not_a_task() -> Iterator[None]:  # a generator: neither a coroutine nor a plain result
+        yield None
 
     async def fine() -> None: ...
 
     with pytest.raises(NotACoroutineFunctionError):
-        job(not_async)
+        job(not_a_task)
     with pytest.raises(NotACoroutineFunctionError):
-        job(name="named.not_async")(not_async)
+        job(name="named.not_a_task")(not_a_task)
     with pytest.raises(NotACoroutineFunctionError):
-        periodic(every=timedelta(minutes=1))(not_async)
+        periodic(every=timedelta(minutes=1))(not_a_task)
 
     bad_schedules: list[tuple[str, dict[str, Any]]] = [
         ("both every and cron", {"every": timedelta(minutes=1), "cron": "* * * * *"}),
@@ -194,13 +196,14 @@ async def test_errors_0_2_3_raised_as_builtins_are_still_those_builtins(
     async def task(x: Any = None) -> None:
         pass
 
-    def sync_func() -> None: ...
+    def generator_func() -> Iterator[None]:
+        yield None
 
     # And an old program's except clauses really catch them.
     scheduler = Scheduler(pool)
     now = datetime.now(UTC)
     with pytest.raises(TypeError):
-        await scheduler.schedule(sync_func, execution_time=now)
+        await scheduler.schedule(generator_func, execution_time=now)
     with pytest.raises(TypeError):
         await scheduler.schedule(task, execution_time=now, args=(object(),))
     await scheduler.schedule(task, execution_time=later(), job_id="same")

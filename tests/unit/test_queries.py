@@ -59,7 +59,7 @@ VERBS = {
     "UNLOCK",
     "UPSERT",
 }
-VALUES = {"JOBS_TABLE", "LIMITED_CLAIM_FUNCTION"}  # a table name; the DDL that migration 9 holds
+VALUES = {"JOBS_TABLE", "LIMITED_CLAIM_FUNCTION", "JOB_FINISHED_CHANNEL"}  # a table, DDL, a channel
 LEGEND = re.compile(r"# (\$1 [a-z_]+(?:, \$\d+ [a-z_]+)*)(?:  # noqa: E501)?")
 
 

@@ -342,6 +342,21 @@ RETURNING j.job_id, j.attempt
 # $1 worker_id, $2 job_ids, $3 attempts
 JOB_COMPLETE_MANY = _lock_my_runs("$2", "$3") + _COMPLETE_MINE
 
+# One completion with the job's return value, fenced as JOB_COMPLETE_MANY: a job that returns
+# something other than None completes alone (the batched completions carry no values).
+# $1 worker_id, $2 job_ids, $3 attempts, $4 result
+JOB_COMPLETE_WITH_RESULT = (
+    _lock_my_runs("$2", "$3")
+    + """
+UPDATE scheduled_jobs AS j
+   SET status = 'completed', finished_at = now(), lease_until = NULL, error_message = NULL,
+       result = $4::jsonb
+  FROM mine
+ WHERE j.job_id = mine.job_id
+RETURNING j.job_id, j.attempt
+"""
+)
+
 
 # A busy worker's completions and the claim that refills the slots they free, in one statement:
 # one round trip and one commit instead of two (the commit, WAL flush included, is most of what a

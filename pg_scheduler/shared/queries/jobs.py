@@ -42,7 +42,7 @@ _JOB_REPLACE_SET = """
     timeout_seconds = EXCLUDED.timeout_seconds, queue = EXCLUDED.queue,
     concurrency_key = EXCLUDED.concurrency_key, status = 'pending', retry_count = 0,
     worker_id = NULL, lease_until = NULL, last_heartbeat = NULL, error_message = NULL,
-    started_at = NULL, finished_at = NULL"""
+    started_at = NULL, finished_at = NULL, result = NULL"""
 
 # REPLACE resets the row to a fresh pending job. ``attempt`` is kept: it only grows, so a run of
 # the replaced job still in flight is fenced out and its completion refused.
@@ -142,6 +142,12 @@ JOB_ANALYZE = """SET LOCAL default_statistics_target = 10;
 ANALYZE scheduled_jobs (status, job_name, priority, execution_time)"""
 
 JOB_GET = "SELECT * FROM scheduled_jobs WHERE job_id = $1"
+
+# Scheduler.wait_for: mark the job as awaited (its end then notifies JOB_FINISHED_CHANNEL, by
+# migration 11's trigger) and read its status, in one statement: an end committed before it is
+# in the status read, one committed after it notifies.
+JOB_SET_AWAITED = "UPDATE scheduled_jobs SET awaited = true WHERE job_id = $1 RETURNING status"
+JOB_FINISHED_CHANNEL = "pg_scheduler_job_finished"
 JOB_GET_STATUS = "SELECT status FROM scheduled_jobs WHERE job_id = $1"
 
 # Cancelling a running job also tells its worker, which cancels the coroutine at once.
