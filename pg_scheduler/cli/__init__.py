@@ -9,6 +9,7 @@ import logging
 
 import click
 
+from .doctor import doctor_command
 from .jobs import jobs_group
 from .migrate import migrate_command
 from .periodic import periodic_group
@@ -41,5 +42,6 @@ main.add_command(status_command)
 main.add_command(jobs_group)
 main.add_command(periodic_group)
 main.add_command(queues_group)
+main.add_command(doctor_command)
 
 __all__ = ["main"]
