@@ -162,7 +162,12 @@ def test_every_command_finds_the_embedded_server_of_the_folder(tmp_path: Path) -
         status = cli(tmp_path, "status")
         assert status.returncode == 0 and "myapp:nobody_runs_this" in status.stdout
 
-        # DOCTOR
+        doctor = cli(tmp_path, "doctor", "--json")
+        assert doctor.returncode == 2, doctor.stdout + doctor.stderr  # the task nobody runs
+        findings = {f["id"]: f["level"] for f in json.loads(doctor.stdout)["findings"]}
+        assert findings["tasks.no_live_worker"] == "problem"
+        assert findings["schema.pending_migrations"] == "ok"
+        assert findings["workers.stale_heartbeats"] == "ok"
 
         # The first run stops; the second still uses the server, which stays up.
         assert stop(first) == 0

@@ -11,13 +11,17 @@ ALTER TABLE scheduled_jobs ADD COLUMN IF NOT EXISTS awaited BOOLEAN NOT NULL DEF
 CREATE OR REPLACE FUNCTION pg_scheduler_notify_finished() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    PERFORM pg_notify('pg_scheduler_job_finished', NEW.job_id);
+    IF NEW.status IN ('completed', 'failed', 'cancelled', 'expired') THEN
+        PERFORM pg_notify('pg_scheduler_job_finished', NEW.job_id);
+    END IF;
     RETURN NULL;
 END
 $fn$;
 
+-- The state is tested in the function, not in WHEN or UPDATE OF: a trigger that names a column
+-- there stops ALTER COLUMN ... TYPE of it (e.g. to COLLATE "C", which doctor advises).
 CREATE OR REPLACE TRIGGER scheduled_jobs_notify_finished
-    AFTER UPDATE OF status ON scheduled_jobs
+    AFTER UPDATE ON scheduled_jobs
     FOR EACH ROW
-    WHEN (NEW.awaited AND NEW.status IN ('completed', 'failed', 'cancelled', 'expired'))
+    WHEN (NEW.awaited)
     EXECUTE FUNCTION pg_scheduler_notify_finished();
