@@ -41,6 +41,7 @@ from .shared.models import (
 from .shared.queue_limits import QueueInfo, QueueLimitChanges
 from .shared.queues import QueueLimits, Rate, declare_queue
 from .shared.tasks import deterministic_job_id, job
+from .sync import SyncScheduler
 
 __version__ = "1.0.0.dev0"
 
@@ -68,6 +69,7 @@ __all__ = [
     "Scheduler",
     "SchedulerStateError",
     "SerializationError",
+    "SyncScheduler",
     "TaskNameConflictError",
     "UnknownTaskError",
     "VacuumConfig",
