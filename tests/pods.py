@@ -94,8 +94,11 @@ async def start_pod(
     workers: int = 3,
     app: str = "tests.apps.tasks",
     env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
     **options: Any,
 ) -> Pod:
+    """``pg-scheduler run APP`` in ``cwd`` (a module APP is imported from there), logging to a
+    file in ``log_dir``; ``ROOT`` stays on ``PYTHONPATH`` for the pod's wrapper."""
     args = ["run", app, "--workers", str(workers)]
     for key, value in {**FAST_POD_OPTIONS, **options}.items():
         args += [key, str(value)]
@@ -109,7 +112,7 @@ async def start_pod(
             "-m",
             "tests.apps.pod",
             *args,
-            cwd=str(ROOT),
+            cwd=str(cwd),
             env=environ,
             stdout=log_fd,
             stderr=log_fd,
