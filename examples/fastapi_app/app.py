@@ -110,8 +110,8 @@ async def create_order(order: OrderIn, pool: PoolDep, scheduler: SchedulerDep) -
             order.item,
             order.quantity,
         )
-        # The order's own job id: a client that retries the request after a timeout finds
-        # (with ConflictResolution.IGNORE) the job rather than a second one.
+        # An id derived from the order: the order's job is found from the order alone, and a
+        # second job for the same order is refused (JobAlreadyExistsError).
         job_id = await scheduler.schedule(
             fulfil_order,
             execution_time=datetime.now(UTC),
