@@ -160,7 +160,7 @@ class Claimer:
     ) -> tuple[set[tuple[str, int]], list[ClaimedJob]]:
         """Write completions (fenced as JOB_COMPLETE_MANY) and, in the same statement, claim up
         to ``limit`` jobs that take over their slots in queues limited by a concurrency alone
-        (JOB_COMPLETE_AND_HAND_OVER, which costs PostgreSQL less than the same statement inside
+        (job_complete_and_hand_over_sql, which costs PostgreSQL less than the same statement inside
         pg_scheduler_claim_limited): the completions that landed and the jobs claimed, in
         priority order. When none of the completions were of such a queue, hands_over_alone()
         is false for HAND_OVER_RECHECK_SECONDS."""

@@ -644,6 +644,7 @@ def _complete_and_hand_over(
     queues: str,
     *,
     said_capped: bool = False,
+    bound: int | None = None,
 ) -> str:
     """The worker's completions (the ``ids``/``attempts`` arrays, fenced as JOB_COMPLETE_MANY) and,
     in the same statement, the claim of a new job of the same queue for each job completed while
@@ -675,7 +676,23 @@ def _complete_and_hand_over(
     run), are within its concurrency: after the limit was lowered below what runs, completions
     free their slots for the counted claim, which starts nothing until the queue is under the
     new limit. The jobs start at the clock after the completions (their ``finished_at`` is the
-    transaction's start)."""
+    transaction's start).
+
+    ``bound``, a literal at or above ``limit``, caps the rows before ``limit`` does: a generic
+    plan, which cannot see ``limit``'s value, then costs what a custom one does, and PostgreSQL
+    keeps it rather than planning the statement afresh at every call (pg_scheduler_claim_limited
+    forces generic plans instead)."""
+    handed_rows = f"""SELECT t.tid FROM handed
+     CROSS JOIN LATERAL (
+           SELECT j.ctid AS tid FROM scheduled_jobs AS j
+            WHERE {_due_in("handed.queue", names)}
+            ORDER BY j.priority, j.execution_time
+            LIMIT handed.n
+              FOR UPDATE SKIP LOCKED) AS t"""
+
+    def bounded(rows: str) -> str:
+        return rows if bound is None else f"SELECT b.tid FROM ({rows}\n     LIMIT {bound:d}) AS b"
+
     return (
         _lock_my_runs(ids, attempts, worker, lease=True)
         + f""",
@@ -704,13 +721,7 @@ done AS ({_COMPLETE_MINE.rstrip()}, j.queue, j.started_at, mine.live
         OR (SELECT count(*) FROM scheduled_jobs AS r
              WHERE r.status = 'running' AND r.queue = h.name AND r.lease_until > now()) <= h.concurrency
 ), picked AS (
-    SELECT t.tid FROM handed
-     CROSS JOIN LATERAL (
-           SELECT j.ctid AS tid FROM scheduled_jobs AS j
-            WHERE {_due_in("handed.queue", names)}
-            ORDER BY j.priority, j.execution_time
-            LIMIT handed.n
-              FOR UPDATE SKIP LOCKED) AS t
+    {bounded(handed_rows)}
      LIMIT {limit}
 ), {_claimed_rows("picked", worker, lease, tolerance, "clock_timestamp()")}
 SELECT true, claimed.* FROM claimed
@@ -968,7 +979,7 @@ its lock itself and then checks that its snapshot missed no change: _complete_an
   live: its lock shared (hand-overs run side by side). The statement that writes the completions
   gives each such job's slot to a new job of its queue (_complete_and_hand_over says why that
   cannot over-admit); only more than that takes the path below. A worker also sends that
-  statement alone (JOB_COMPLETE_AND_HAND_OVER), which spares it this function's cost.
+  statement alone (job_complete_and_hand_over_sql), which spares it this function's cost.
 - A queue with a concurrency or a rate: its lock, alone. Running rows whose lease has ended are
   locked before the count, so that no renewal can revive one after it was counted as free.
 - A queue limited by key only: its lock shared (so that a claim counting the whole queue, after a
@@ -980,6 +991,7 @@ claimer holding the lock may be waiting for), waits for a queue's lock; every ot
 tried, and a queue or key whose lock is busy is left to the next claim, so claimers never
 deadlock."""
 
+
 # A worker's completions ($2/$3) and the jobs that take over their slots in queues limited by a
 # concurrency alone (_complete_and_hand_over), up to $5 of the names $4 (of the queues $8 only,
 # unless NULL): pg_scheduler_claim_limited's first statement, sent alone. Rows with ``claimed``
@@ -987,17 +999,26 @@ deadlock."""
 # NULL says that some of the completions (of live leases) were of such queues, unpaused and
 # among $8.
 # $1 worker_id, $2 job_ids, $3 attempts, $4 names, $5 limit, $6 lease_seconds, $7 misfire_tolerance_seconds, $8 queues  # noqa: E501
-JOB_COMPLETE_AND_HAND_OVER = _complete_and_hand_over(
-    "$2::text[]",
-    "$3::int[]",
-    "$4",
-    "$5::int",
-    "$1::text",
-    "$6::float8",
-    "$7::float8",
-    "$8::text[]",
-    said_capped=True,
-).replace("SELECT true, claimed.*", "SELECT true AS claimed, claimed.*", 1)
+def job_complete_and_hand_over_sql(limit: int) -> str:
+    """The statement above, for a limit $5 of ``limit`` (one per claim_bound)."""
+    return _job_complete_and_hand_over(claim_bound(limit))
+
+
+@functools.cache
+def _job_complete_and_hand_over(bound: int) -> str:
+    return _complete_and_hand_over(
+        "$2::text[]",
+        "$3::int[]",
+        "$4",
+        "$5::int",
+        "$1::text",
+        "$6::float8",
+        "$7::float8",
+        "$8::text[]",
+        said_capped=True,
+        bound=bound,
+    ).replace("SELECT true, claimed.*", "SELECT true AS claimed, claimed.*", 1)
+
 
 # A worker's completions ($2/$3, possibly none) and the claim of up to $5 due jobs of the names
 # $4 from the limited queues (of $8 only, unless NULL), in one round trip: pg_scheduler_claim_limited.
@@ -1059,10 +1080,10 @@ async def job_complete_and_hand_over(
     queues: list[str] | None,
     timeout: float,
 ) -> tuple[list[asyncpg.Record], list[asyncpg.Record], bool]:
-    """JOB_COMPLETE_AND_HAND_OVER: the jobs claimed, the completions the fence refused, and
+    """job_complete_and_hand_over_sql(limit): the jobs claimed, the completions the fence refused, and
     whether some completions were of queues limited by a concurrency alone."""
     rows = await conn.fetch(
-        JOB_COMPLETE_AND_HAND_OVER,
+        job_complete_and_hand_over_sql(limit),
         worker_id,
         job_ids,
         attempts,
@@ -1079,7 +1100,7 @@ async def job_complete_and_hand_over(
 def _claims_refusals_and_marker(
     rows: list[asyncpg.Record],
 ) -> tuple[list[asyncpg.Record], list[asyncpg.Record], bool]:
-    """The rows of JOB_CLAIM_LIMITED or JOB_COMPLETE_AND_HAND_OVER, by ``claimed``: true the
+    """The rows of JOB_CLAIM_LIMITED or job_complete_and_hand_over_sql's, by ``claimed``: true the
     jobs claimed, false the completions the fence refused; and whether the marker row (NULL)
     came back."""
     claimed = [row for row in rows if row["claimed"]]
