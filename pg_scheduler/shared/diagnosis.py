@@ -280,6 +280,10 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else plural or word + 's'}"
 
 
+def _verb(n: int, singular: str, plural: str) -> str:
+    return singular if n == 1 else plural
+
+
 def _names(items: Sequence[str], most: int = 5) -> str:
     shown = ", ".join(items[:most])
     return shown + (f" and {len(items) - most} more" if len(items) > most else "")
@@ -565,7 +569,7 @@ async def _check_transactions(ctx: _Context) -> list[Finding]:
             fid,
             "warning",
             f"{_plural(len(held), 'transaction')} open longer than {seconds:g}s "
-            f"hold vacuum's horizon back: {_names(held)}",
+            f"{_verb(len(held), 'holds', 'hold')} vacuum's horizon back: {_names(held)}",
             "; ".join(fixes),
             details,
         )
@@ -579,13 +583,15 @@ async def _check_slots(ctx: _Context) -> list[Finding]:
     if not slots:
         return [Finding(fid, "ok", "no idle replication slot holds vacuum's horizon back", None, details)]
     names = [f"{r['slot_name']} ({r['slot_type']}, xmin {r['xmin_age']:,} transactions old)" for r in slots]
+    # Slot names are lower-case letters, digits and underscores: they need no quoting.
+    drops = "; ".join(f"SELECT pg_drop_replication_slot('{r['slot_name']}')" for r in slots)
     return [
         Finding(
             fid,
             "warning",
-            f"{_plural(len(slots), 'replication slot')} with no consumer hold vacuum's horizon back: "
-            + _names(names),
-            "reconnect their standby or consumer, or drop them: SELECT pg_drop_replication_slot('name')",
+            f"{_plural(len(slots), 'replication slot')} with no consumer "
+            f"{_verb(len(slots), 'holds', 'hold')} vacuum's horizon back: " + _names(names),
+            f"reconnect their standby or consumer, or drop them: {drops}",
             details,
         )
     ]

@@ -228,6 +228,7 @@ async def test_an_old_transaction_holding_a_snapshot_is_reported(migrated: async
         found = await wait_for(reported, timeout=10, message="the transaction to be older than 0.2 s")
         pid = holder.get_server_pid()
         assert f"pid {pid}" in found.message and "doctor-test-holder" in found.message, found
+        assert "1 transaction open longer than 0.2s holds vacuum's horizon back" in found.message
         assert found.fix is not None and "pg_terminate_backend" in found.fix
         await tx.rollback()
         assert_ok(await check(migrated, dsn, "transactions.long_running", thresholds=limits))
