@@ -6,14 +6,20 @@ database, due jobs of a task nobody runs)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from pg_scheduler.embedded import Cluster, free_port
 from pg_scheduler.shared import queries
 from pg_scheduler.shared.config import SchedulerConfig
 from pg_scheduler.shared.diagnosis import (
@@ -259,9 +265,81 @@ async def test_an_old_prepared_transaction_is_reported() -> None:
 
 
 async def test_no_idle_replication_slot_is_ok(migrated: asyncpg.Pool, dsn: str) -> None:
-    # A slot holds an xmin only while a standby with hot_standby_feedback feeds it one, which
-    # this suite does not run; the check's query is exercised on a server without such slots.
     assert_ok(await check(migrated, dsn, "transactions.replication_slots"))
+
+
+@contextlib.contextmanager
+def hot_standby(primary: TestPostgres, slot: str) -> Iterator[Cluster]:
+    """A hot standby of ``primary`` streaming through the physical ``slot``, with
+    ``hot_standby_feedback`` on: it reports its oldest snapshot to the primary, which keeps it as
+    the slot's ``xmin``. Made by ``pg_basebackup -R -S`` into a temp folder, run as the server
+    user like the primary; stopped by its PID and deleted on leaving."""
+    base = Path(tempfile.mkdtemp(prefix="pgsched-standby-"))
+    standby = Cluster(primary.bindir, base / "data", base / "postgres.log", timeout=primary.timeout)
+    pid: int | None = None
+    try:
+        if os.geteuid() == 0:
+            standby.hand_over(base)
+        backup = standby.run(
+            "pg_basebackup", "-h", primary.host, "-p", str(primary.port), "-U", "postgres",
+            "-D", str(standby.data_dir), "-R", "-S", slot, "-X", "stream", "--no-sync",
+        )  # fmt: skip
+        assert backup.returncode == 0, f"pg_basebackup failed:\n{backup.stdout}"
+        # A hot standby needs max_connections and the like at least as high as its primary's.
+        settings = {**primary.settings, "hot_standby_feedback": "on", "wal_receiver_status_interval": "1"}
+        pid, _ = standby.start(
+            primary.host, lambda: free_port(primary.host), tries=3, socket_dir=str(base), settings=settings
+        )
+        yield standby
+    finally:
+        try:
+            if pid is not None:
+                standby.stop(pid)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_an_idle_replication_slot_holding_an_xmin_is_reported() -> None:
+    with TestPostgres() as primary:
+        dsn = primary.dsn()
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("SELECT pg_create_physical_replication_slot('doctor_standby')")
+            slot = "SELECT xmin, active FROM pg_replication_slots WHERE slot_name = 'doctor_standby'"
+            # A slot nobody has streamed from holds no xmin: not reported.
+            assert_ok((await findings(conn, dsn))["transactions.replication_slots"])
+            with hot_standby(primary, "doctor_standby") as standby:
+
+                async def fed_back() -> bool:
+                    row = await conn.fetchrow(slot)
+                    return row["active"] and row["xmin"] is not None
+
+                await wait_for(fed_back, timeout=30, message="the standby's feedback to set the slot's xmin")
+                # Streaming: the slot is in use, so not reported (its consumer is there).
+                assert_ok((await findings(conn, dsn))["transactions.replication_slots"])
+                logfile = standby.logfile
+            assert not logfile.exists()  # the standby is stopped and gone
+
+            async def inactive() -> bool:
+                row = await conn.fetchrow(slot)
+                return not row["active"]
+
+            await wait_for(inactive, timeout=15, message="the walsender to release the slot")
+            for _ in range(5):  # transactions that the slot's xmin now lags behind
+                await conn.execute("SELECT pg_current_xact_id()")
+            found = (await findings(conn, dsn))["transactions.replication_slots"]
+            assert found.level == "warning", found
+            assert "1 replication slot with no consumer holds vacuum's horizon back" in found.message
+            assert "doctor_standby (physical, xmin" in found.message, found
+            [held] = found.details["slots"]
+            assert held["slot_name"] == "doctor_standby" and held["xmin_age"] >= 5, held
+            assert found.fix is not None, found
+            drop = found.fix.split("drop them: ", 1)[1]
+            assert drop == "SELECT pg_drop_replication_slot('doctor_standby')", found
+            await conn.execute(drop)
+            assert_ok((await findings(conn, dsn))["transactions.replication_slots"])
+        finally:
+            await conn.close()
 
 
 # --------------------------------------------------------------------------- 5. pooler
