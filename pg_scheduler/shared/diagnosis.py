@@ -737,6 +737,11 @@ async def _check_connections(ctx: _Context) -> list[Finding]:
         f"--leader-database-url past it; fewer --max-concurrent-jobs shrink each worker's pool "
         f"(min(M + 1, 20)); room needed for the registered processes alone: {peak + reserved}"
     )
+    if in_use >= available:
+        # The connection limit counts every client session; past it, only roles that may use the
+        # reserved slots get one (superusers, and pg_use_reserved_connections from 16).
+        full = "the server refuses new sessions to roles without a reserved slot"
+        return [Finding(fid, "problem", f"{figures}: {full}", raise_it, details)]
     if in_use >= available * CONNECTIONS_PROBLEM_SHARE:
         return [
             Finding(
