@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +26,9 @@ from pg_scheduler.shared.config import SchedulerConfig
 from pg_scheduler.shared.diagnosis import (
     CHECK_IDS,
     CONNECTIONS_PER_PROCESS,
+    CONNECTIONS_PROBLEM_SHARE,
+    CONNECTIONS_WARNING_SHARE,
+    LEVELS,
     Finding,
     Thresholds,
     diagnose,
@@ -36,7 +40,7 @@ from pg_scheduler.supervisor.supervisor import POOL_SIZE
 from pg_scheduler.worker.process import WorkerSpec
 from tests.conftest import quote_ident, run_isolated, with_dbname
 from tests.pgbouncer import PgBouncer
-from tests.pgserver import TestPostgres
+from tests.pgserver import TestPostgres, default_bindir
 from tests.support import wait_for
 
 HEALTHY_ADVICE = (
@@ -419,6 +423,68 @@ async def test_more_registered_workers_than_max_connections_allows_are_reported(
     assert found.level == "warning", found
     assert found.details["registered_peak"] == workers * CONNECTIONS_PER_PROCESS["worker"] > available
     assert found.fix is not None and "max_connections" in found.fix
+
+
+def _server_major(bindir: Path) -> int:
+    """The major version of the ``postgres`` in ``bindir`` (``postgres (PostgreSQL) 18.6``)."""
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1].split(".")[0])
+
+
+async def test_sessions_filling_the_server_are_a_problem_then_a_warning_then_ok() -> None:
+    # 20 connections less 3 for superusers and (16 and later) 2 for pg_use_reserved_connections.
+    settings = {"max_connections": "20", "superuser_reserved_connections": "3"}
+    reserved = 3
+    if _server_major(default_bindir()) >= 16:
+        settings["reserved_connections"] = "2"
+        reserved += 2
+    available = 20 - reserved
+    with TestPostgres(settings=settings) as server:
+        dsn = server.dsn()
+        admin = await asyncpg.connect(dsn)  # a superuser: the doctor's session, in use too
+        sessions: list[asyncpg.Connection] = []
+        try:
+            await migrate(admin)
+            await admin.execute("CREATE ROLE app LOGIN")
+            app_dsn = dsn.replace("postgres@", "app@", 1)
+            found = (await findings(admin, dsn))["connections.max_connections"]
+            assert_ok(found)
+            assert (found.details["available"], found.details["in_use"]) == (available, 1), found
+            # An application role opens sessions until the server refuses it one: what the
+            # scheduler's pools would meet.
+            with pytest.raises(asyncpg.TooManyConnectionsError, match="reserved"):
+                while len(sessions) < 20:
+                    sessions.append(await asyncpg.connect(app_dsn))
+            assert len(sessions) == available - 1
+            found = (await findings(admin, dsn))["connections.max_connections"]
+            assert found.level == "problem", found
+            assert found.details["in_use"] == available, found
+            assert f"leaves {available} after {reserved} reserved; {available} in use" in found.message
+            assert "the server refuses new sessions to roles without a reserved slot" in found.message
+            assert found.fix is not None and "raise max_connections" in found.fix, found
+            # Closing sessions one by one crosses the thresholds down: 95 %, then 80 % in use.
+            levels = []
+            while sessions:
+                await sessions.pop().close()
+                in_use = len(sessions) + 1
+                expected = (
+                    "problem"
+                    if in_use >= available * CONNECTIONS_PROBLEM_SHARE
+                    else "warning"
+                    if in_use >= available * CONNECTIONS_WARNING_SHARE
+                    else "ok"
+                )
+                found = (await findings(admin, dsn))["connections.max_connections"]
+                assert (found.level, found.details["in_use"]) == (expected, in_use), found
+                if expected == "warning":
+                    assert "few connections are left" in found.message, found
+                levels.append(found.level)
+            assert "warning" in levels and levels == sorted(levels, key=LEVELS.index, reverse=True)
+            assert_ok(found)
+        finally:
+            for session in sessions:
+                await session.close()
+            await admin.close()
 
 
 # --------------------------------------------------------------------------- 7. clock
