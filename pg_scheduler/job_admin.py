@@ -7,6 +7,7 @@ The :class:`~pg_scheduler.scheduler.Scheduler` delegates its ``cancel_job``, ``g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,12 +16,16 @@ import asyncpg
 
 from .shared import queries
 from .shared.config import SchedulerConfig
+from .shared.db import connect_params_from_pool
 from .shared.errors import JobNotFoundError
 from .shared.models import Job
 from .supervisor.fence import Unfenced
 from .supervisor.maintenance.orphan_rescuer import OrphanRescuer
 from .supervisor.maintenance.vacuum import Vacuum
 from .worker.worker import Worker
+
+WAIT_RECHECK_SECONDS = 5.0
+"""How often ``wait_for`` reads its job without a notification."""
 
 
 class JobAdmin:
@@ -33,13 +38,16 @@ class JobAdmin:
         *,
         ready: Callable[[], Awaitable[None]],
         worker: Callable[[], Worker | None],
+        connect_params: Callable[[], tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
     ) -> None:
         """``worker``: this process's worker while it runs, whose copy of a cancelled job
-        stops at once."""
+        stops at once. ``connect_params``: the arguments of ``asyncpg.connect`` for a session
+        of its own (``wait_for`` listens on one)."""
         self.db_pool = db_pool
         self.config = config
         self._ready = ready
         self._worker = worker
+        self._connect_params = connect_params or (lambda: connect_params_from_pool(db_pool))
 
     async def cancel_job(self, job_id: str, *, reason: str | None = None) -> bool:
         """``Scheduler.cancel_job``."""
@@ -62,13 +70,19 @@ class JobAdmin:
         """``Scheduler.wait_for``: the job once it is in a final state.
 
         Woken by the notification of the job's end (migration 11's trigger, for awaited jobs),
-        on a connection of its own that listens from before the job is marked awaited, so that
-        no end can fall between the two. Every wake-up reads the job again: a retry sets it
-        pending, not final, and the wait goes on.
+        on a session of its own, not a pooled connection: a LISTEN must stick to its session
+        (a transaction pooler would move it), and waiters must not take the connections the
+        jobs they wait for need to complete. It listens from before the job is marked awaited,
+        so that no end falls between the two; every wake-up, and every WAIT_RECHECK_SECONDS
+        without one (a notification lost with a connection), reads the job again: a retry
+        sets it pending, not final, and the wait goes on.
 
         :raises JobNotFoundError: if no job has this id, or it was deleted while awaited.
         :raises TimeoutError: if it is not final after ``timeout`` seconds.
+        :raises ValueError: if ``timeout`` is negative or not a number.
         """
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
         await self._ready()
         woken = asyncio.Event()
 
@@ -76,9 +90,11 @@ class JobAdmin:
             if payload == job_id:
                 woken.set()
 
-        async with asyncio.timeout(timeout), self.db_pool.acquire() as conn:
-            await conn.add_listener(queries.JOB_FINISHED_CHANNEL, listener)
+        args, kwargs = self._connect_params()
+        async with asyncio.timeout(timeout):
+            conn = await asyncpg.connect(*args, **kwargs)
             try:
+                await conn.add_listener(queries.JOB_FINISHED_CHANNEL, listener)
                 if await conn.fetchval(queries.JOB_SET_AWAITED, job_id) is None:
                     raise JobNotFoundError(f"no job {job_id!r}")
                 while True:
@@ -89,9 +105,10 @@ class JobAdmin:
                     job = Job.from_record(_with_task_data(row))
                     if job.finished:
                         return job
-                    await woken.wait()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(woken.wait(), WAIT_RECHECK_SECONDS)
             finally:
-                await conn.remove_listener(queries.JOB_FINISHED_CHANNEL, listener)
+                conn.terminate()  # never waits: a timed-out or cancelled wait ends at once
 
     async def run_vacuum(self) -> dict[str, int]:
         """``Scheduler.run_vacuum``."""

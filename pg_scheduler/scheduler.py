@@ -120,7 +120,13 @@ class Scheduler(Lifecycle):
             on_outcome=on_outcome,
         )
         self._writer = JobWriter(db_pool, self.registry, self.config, self._ready)
-        self._jobs = JobAdmin(db_pool, self.config, ready=self._ready, worker=lambda: self.worker)
+        self._jobs = JobAdmin(
+            db_pool,
+            self.config,
+            ready=self._ready,
+            worker=lambda: self.worker,
+            connect_params=self._gate.connect_params,
+        )
 
     async def _publish(self, conn: asyncpg.Connection) -> None:
         """What this process's code declares: periodic definitions and queue limits."""
@@ -258,10 +264,12 @@ class Scheduler(Lifecycle):
     async def wait_for(self, job_id: str, *, timeout: float | None = None) -> Job:
         """The job once it has finished (completed, failed, cancelled or expired), with its
         ``result``; through retries until a final state. Woken by a notification of the job's
-        end, not by polling; uses one pooled connection while it waits.
+        end, not by polling, on a database session of its own while it waits (not one of the
+        pool's).
 
         :raises JobNotFoundError: if no job has this id.
         :raises TimeoutError: if it has not finished after ``timeout`` seconds.
+        :raises ValueError: if ``timeout`` is negative or not a number.
         """
         return await self._jobs.wait_for(job_id, timeout=timeout)
 

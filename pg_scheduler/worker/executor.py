@@ -9,10 +9,14 @@ finished job looking unfinished.
 
 A plain (``def``) task runs in a thread of the executor's pool, one thread per slot, with the
 job's context (``current_job()``) copied in; the event loop keeps renewing its lease meanwhile.
-A thread cannot be stopped from outside: a cancel, a lease lost or the job's timeout ends the
-attempt as for a coroutine (its outcome is written, or fenced out), but the thread runs on until
-its function returns, and its slot stays taken until then, so that a worker never runs more
-functions at once than it has slots. What the thread returns after that is dropped.
+A thread cannot be stopped from outside, so the attempt ends when its function returns: a
+cancel or a lost lease marks the attempt (the row is cancelled, or its outcome fenced out) and
+the job's timeout fails it, but only once the function has returned, and until then the job
+keeps its slot, its lease and its exclusive lock (``use_advisory_lock``, overlap skip/queue):
+a worker never runs more functions than it has slots, and a retry or the next window never runs
+beside the function still running. At shutdown a running function is waited for and its own
+outcome written (the supervisor's kill is the bound: its lease then runs out as for any killed
+worker). What a function returns after its attempt was cancelled, or timed out, is dropped.
 
 What a task returns is stored with its completion (``result``), as JSON of at most
 ``result_max_bytes``; anything else fails the attempt with the reason.
@@ -123,21 +127,11 @@ class Executor:
         """Run the job and record its outcome. ``finishing()`` is called once the task itself is
         over, before the outcome is written: from then on the caller must not cancel this run
         (a cancel landing after the write committed would lose the outcome it just wrote; the
-        write is fenced, so a lease lost meanwhile is caught there). A plain function's thread
-        still running once the outcome is known is waited for before this returns."""
-        outcome = await self._run(job, stop_reason, finishing)
-        thread = self._threads.pop((job.job_id, job.attempt), None)
-        if thread is not None and not thread.done():
-            log.warning(
-                "executor: %s (%s) ended as %s but its function still runs in its thread; its "
-                "slot stays taken until it returns",
-                job.job_id,
-                job.job_name,
-                outcome.value,
-            )
-            with contextlib.suppress(BaseException):
-                await asyncio.wrap_future(thread)
-        return outcome
+        write is fenced, so a lease lost meanwhile is caught there)."""
+        try:
+            return await self._run(job, stop_reason, finishing)
+        finally:
+            self._threads.pop((job.job_id, job.attempt), None)
 
     async def _run(
         self,
@@ -155,9 +149,9 @@ class Executor:
             if job.one_at_a_time:
                 async with self._exclusive(job) as acquired:
                     if acquired:
-                        value = await self._call(task, job)
+                        value = await self._call(task, job, stop_reason, finishing)
             else:
-                value = await self._call(task, job)
+                value = await self._call(task, job, stop_reason, finishing)
         except asyncio.CancelledError:
             reason = stop_reason()
             if reason is StopReason.CANCELLED:
@@ -189,10 +183,17 @@ class Executor:
             return Outcome.DEFERRED
         return await self._complete(job, value)
 
-    async def _call(self, task: Task, job: ClaimedJob) -> Any:
+    async def _call(
+        self,
+        task: Task,
+        job: ClaimedJob,
+        stop_reason: Callable[[], StopReason | None],
+        finishing: Callable[[], None],
+    ) -> Any:
         """Run the task body with ``current_job()`` set, under the job's timeout if it has one
         (its expiry raises _TimedOut, told apart from a TimeoutError the body raised); return
-        what it returned."""
+        what it returned. A plain function's thread is waited for whatever ends the wait for
+        it (the module's docstring says why); at shutdown its own outcome stands."""
         log.debug("executor: starting %s (%s) attempt %s", job.job_id, job.job_name, job.attempt)
         token = enter_job(functools.partial(self._context, job))
         try:
@@ -206,6 +207,30 @@ class Executor:
                 if deadline.expired():
                     raise _TimedOut from None
                 raise
+        except (asyncio.CancelledError, _TimedOut):
+            thread = self._threads.get((job.job_id, job.attempt))
+            if thread is None or thread.done():
+                raise
+            shutdown = stop_reason() is StopReason.SHUTDOWN
+            if shutdown:
+                finishing()  # not handed back: its outcome is written once it returns
+            log.warning(
+                "executor: %s (%s) %s, but a plain function cannot be stopped: waiting for it "
+                "to return (its slot%s stays taken)",
+                job.job_id,
+                job.job_name,
+                "must stop for the shutdown" if shutdown else "was stopped",
+                ", lease and lock" if job.one_at_a_time else " and lease",
+            )
+            if not shutdown:
+                with contextlib.suppress(Exception):  # the attempt already ended: drop it
+                    await _outlive_cancels(thread)
+                raise
+            value = await _outlive_cancels(thread)
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            return value
         finally:
             leave_job(token)
 
@@ -275,7 +300,12 @@ class Executor:
         if result is None:
             landed = await self._write(lambda: self._completer.complete(job.job_id, job.attempt))
         else:
-            landed = await self._write(lambda: self._complete_with_result(job, result))
+            try:
+                landed = await self._write(lambda: self._complete_with_result(job, result))
+            except asyncpg.DataError as exc:  # JSON that jsonb refuses (e.g. \u0000 in a string)
+                if held_back:
+                    await self._wake_held_back(job)
+                return await self._fail(job, f"the job's return value cannot be stored: {exc}")
         if held_back:
             await self._wake_held_back(job)
         if not landed:
@@ -287,7 +317,12 @@ class Executor:
 
     async def _complete_with_result(self, job: ClaimedJob, result: str) -> bool:
         rows = await self._pool.fetch(
-            queries.JOB_COMPLETE_WITH_RESULT, self.worker_id, [job.job_id], [job.attempt], result
+            queries.JOB_COMPLETE_WITH_RESULT,
+            self.worker_id,
+            [job.job_id],
+            [job.attempt],
+            result,
+            timeout=self._completer.timeout,
         )
         return bool(rows)
 
@@ -419,3 +454,22 @@ class _TimedOut(Exception):
 def _describe(exc: BaseException) -> str:
     text = "".join(traceback.format_exception(exc, limit=-8))
     return f"{type(exc).__name__}: {exc}\n{text}"[:ERROR_MESSAGE_LIMIT]
+
+
+async def _outlive_cancels(thread: concurrent.futures.Future[Any]) -> Any:
+    """What ``thread`` returns (or raises), once it has; cancels of the caller meanwhile are
+    noted and raised afterwards (the thread cannot be stopped, and what holds its slot, lease
+    and lock must not let them go before it ends)."""
+    waiting = asyncio.wrap_future(thread)
+    cancelled = False
+    while not waiting.done():
+        try:
+            await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            if not waiting.done():
+                cancelled = True
+        except BaseException:
+            break
+    if cancelled:
+        raise asyncio.CancelledError
+    return waiting.result()

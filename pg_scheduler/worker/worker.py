@@ -260,9 +260,20 @@ class Worker:
         # back regardless, and a late completion from it is refused by the attempt fence.
         await asyncio.wait([r.task for r in leftovers if r.task], timeout=CANCEL_GRACE_SECONDS)
         # A run whose outcome is being written is not handed back: if its write were slower than
-        # the grace, the release could land first and a finished job would run again.
+        # the grace, the release could land first and a finished job would run again. Nor is a
+        # plain function still running (it cannot be stopped): it is waited for, its lease still
+        # renewed, and its own outcome written (the supervisor's kill bounds the wait).
+        finishing = [r.task for r in leftovers if r.finishing and r.task is not None and not r.task.done()]
         leftovers = [r for r in leftovers if not r.finishing]
+        if finishing:
+            log.warning(
+                "worker: %s waits for %d plain function(s) still running at shutdown",
+                self.worker_id,
+                len(finishing),
+            )
         if not leftovers:
+            if finishing:
+                await asyncio.wait(finishing)
             return
         try:
             released = await self._pool.fetch(
@@ -282,6 +293,8 @@ class Worker:
                 len(leftovers),
                 exc,
             )
+            if finishing:
+                await asyncio.wait(finishing)
             return
         log.warning(
             "worker: %s gave back %d job(s) still running at shutdown: %s",
@@ -289,6 +302,8 @@ class Worker:
             len(released),
             [r["job_id"] for r in released],
         )
+        if finishing:
+            await asyncio.wait(finishing)
 
     # ------------------------------------------------------------------ signals in
 

@@ -8,6 +8,7 @@ job's ``result``; ``wait_for`` is woken by the notification of the job's end.
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import threading
 import time
@@ -252,7 +253,7 @@ async def test_a_cancelled_plain_function_runs_on_but_its_outcome_is_refused(poo
     assert row["status"] == "cancelled" and row["result"] is None
 
 
-async def test_a_timed_out_plain_function_fails_and_holds_its_slot_until_it_returns(
+async def test_a_timed_out_plain_function_fails_once_it_returns_and_holds_its_slot_till_then(
     pool: asyncpg.Pool,
 ) -> None:
     finish = threading.Event()
@@ -270,15 +271,95 @@ async def test_a_timed_out_plain_function_fails_and_holds_its_slot_until_it_retu
 
     async with scheduler(pool, max_concurrent_jobs=1) as s:
         first = await s.schedule(overrun, execution_time=now(), timeout_seconds=0.3)
-        failed = await s.wait_for(first, timeout=10)
         second = await s.schedule(next_one, execution_time=now())
-        await asyncio.sleep(0.5)  # the only slot is still the overrunning thread's
-        assert order == ["overrun started"]
+        await wait_for(lambda: order == ["overrun started"], message="the plain function to start")
+        await asyncio.sleep(0.8)  # well past its 0.3-s timeout: nothing may have moved
+        assert order == ["overrun started"]  # the only slot is still the function's
+        assert (await job_row(pool, first))["status"] == "running"  # no retry beside it
         finish.set()
+        failed = await s.wait_for(first, timeout=10)
         await s.wait_for(second, timeout=10)
     assert failed.status == "failed" and failed.error_message is not None
     assert "timed out" in failed.error_message
     assert order == ["overrun started", "overrun returned", "next started"]
+
+
+async def test_shutdown_waits_for_a_running_plain_function_and_writes_its_outcome(
+    pool: asyncpg.Pool,
+) -> None:
+    running = threading.Event()
+    finish = threading.Event()
+
+    @job
+    def long_task() -> str:
+        running.set()
+        finish.wait(10)
+        return "finished anyway"
+
+    s = scheduler(pool, shutdown_timeout_seconds=0.2)
+    await s.start()
+    job_id = await s.schedule(long_task, execution_time=now())
+    assert await asyncio.to_thread(running.wait, 10)
+    stopping = asyncio.create_task(s.shutdown())
+    await asyncio.sleep(0.6)  # past the shutdown timeout: a coroutine would be handed back now
+    assert not stopping.done()
+    assert (await job_row(pool, job_id))["status"] == "running"  # not handed back to run twice
+    finish.set()
+    await asyncio.wait_for(stopping, 15)
+    row = await job_row(pool, job_id)
+    assert row["status"] == "completed" and row["attempt"] == 1
+    assert json.loads(row["result"]) == "finished anyway"
+
+
+async def test_waiters_never_starve_the_pool_the_jobs_complete_through(dsn: str) -> None:
+    release = asyncio.Event()
+
+    @job
+    async def gated(i: int) -> int:
+        await release.wait()
+        return i
+
+    small = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        async with scheduler(small) as s:
+            ids = [await s.schedule(gated, execution_time=now(), args=(i,)) for i in range(4)]
+            waiters = [asyncio.create_task(s.wait_for(job_id, timeout=20)) for job_id in ids]
+            await wait_for(
+                lambda: small.fetchval("SELECT count(*) FROM scheduled_jobs WHERE awaited"),
+                message="the waiters",
+            )
+            release.set()
+            done = await asyncio.gather(*waiters)
+    finally:
+        await small.close()
+    assert [j.result for j in done] == [0, 1, 2, 3]
+
+
+async def test_results_postgresql_cannot_store_fail_the_attempt_with_the_reason(pool: asyncpg.Pool) -> None:
+    @job
+    async def nul() -> str:
+        return "a\x00b"
+
+    @job
+    def deep() -> list[Any]:
+        value: list[Any] = []
+        for _ in range(5000):
+            value = [value]
+        return value
+
+    @job
+    async def fine() -> int:
+        return 1
+
+    async with scheduler(pool) as s:
+        nul_job = await s.wait_for(await s.schedule(nul, execution_time=now()), timeout=10)
+        deep_job = await s.wait_for(await s.schedule(deep, execution_time=now()), timeout=10)
+        after = await s.wait_for(await s.schedule(fine, execution_time=now()), timeout=10)
+    assert nul_job.status == "failed" and "NUL" in (nul_job.error_message or "")
+    assert deep_job.status == "failed" and "not JSON" in (deep_job.error_message or "")
+    assert after.status == "completed" and after.result == 1
+    with pytest.raises(ValueError, match="timeout"):
+        await s.wait_for(after.job_id, timeout=float("nan"))
 
 
 async def test_four_slots_never_run_more_than_four_jobs_sync_and_async_together(pool: asyncpg.Pool) -> None:
