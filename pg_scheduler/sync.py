@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
@@ -222,6 +223,11 @@ class SyncScheduler:
             # Only close() cancels what runs on the loop: it stops the calls still in flight
             # after close_timeout.
             raise SchedulerStateError("this SyncScheduler was closed while the call ran") from None
+        except BaseException:
+            # The caller was interrupted (KeyboardInterrupt in a wait_for, say): stop its call
+            # on the loop too, so that it gives its connection back now, not at close().
+            future.cancel()
+            raise
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -245,13 +251,20 @@ class SyncScheduler:
             self._pool.terminate()
 
     def _stop_loop(self) -> None:
-        """Stop the loop, wait for its thread, and close it (cancelling what is left on it)."""
+        """Cancel what is left on the loop and let it finish, on the loop's own thread (the
+        caller's thread may run a loop of its own), then stop the loop, wait for its thread,
+        and close it."""
+
+        async def wind_down() -> None:
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.get_running_loop().shutdown_asyncgens()
+
+        if self._loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(wind_down(), self._loop).result(self._close_timeout)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
-        pending = asyncio.all_tasks(self._loop)
-        for task in pending:
-            task.cancel()
-        if pending:
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
         self._loop.close()

@@ -153,5 +153,13 @@ async def read_job(
     if found is None:
         raise HTTPException(404, f"no job {job_id!r}")
     return JobOut(
-        job_id=found.job_id, status=found.status.value, result=found.result, error=found.error_message
+        job_id=found.job_id,
+        status=found.status.value,
+        result=found.result,
+        error=_first_line(found.error_message),
     )
+
+
+def _first_line(error: str | None) -> str | None:
+    """The error's first line: a traceback stays in the database, not in an HTTP reply."""
+    return error.splitlines()[0] if error else None

@@ -82,7 +82,13 @@ def jobs_group() -> None:
     show_default=True,
     help="Priority within the queue.",
 )
-@click.option("--queue", metavar="NAME", help="Queue.  [default: the task's, else default]")
+@click.option(
+    "--queue",
+    metavar="NAME",
+    default="default",
+    show_default=True,
+    help="Queue (the shell does not import your code: name a @job(queue=...) task's queue here).",
+)
 @click.option("--concurrency-key", metavar="KEY", help="Key for the queue's key_concurrency limit.")
 @click.option(
     "--max-retries", type=click.IntRange(min=0), default=0, show_default=True, help="Retries after a failure."
@@ -110,7 +116,7 @@ def add_command(
     at: str | None,
     after: str | None,
     priority: str,
-    queue: str | None,
+    queue: str,
     concurrency_key: str | None,
     max_retries: int,
     timeout_seconds: float | None,
@@ -154,14 +160,14 @@ def add_command(
             )
         except JobAlreadyExistsError as exc:
             fail(f"{exc}; --on-conflict ignore keeps it, replace overwrites it")
-        known = bool(await pool.fetchval(queries.WORKER_CHECK_TASK, task, STALE_SECONDS_DEFAULT))
+        known = bool(await pool.fetchval(queries.WORKER_CHECK_TASK, task, queue, STALE_SECONDS_DEFAULT))
         return new_id, existing, known
 
     new_id, existing, known = run("add the job", database_url, lambda: with_producer(database_url, add))
     if not known:
         click.echo(
-            f"pg-scheduler: warning: no live worker has registered {task!r}; the job waits "
-            "until one does (names are module:function, as `jobs list` shows them)",
+            f"pg-scheduler: warning: no live worker runs {task!r} in queue {queue!r}; the job "
+            "waits until one does (names are module:function, as `jobs list` shows them)",
             err=True,
         )
     if existing is not None and on_conflict == ConflictResolution.IGNORE.value:

@@ -11,7 +11,7 @@ import click
 
 from ..embedded import database_url_or_embedded
 from ..shared.app import load_app
-from ..shared.config import KNOB_DEFAULTS, SchedulerConfig
+from ..shared.config import KNOB_DEFAULTS, RESULT_MAX_BYTES_DEFAULT, SchedulerConfig
 from ..shared.errors import AppLoadError, ConfigurationError
 from ..shared.logs import configure as configure_logging
 from ..shared.logs import parse_level
@@ -123,6 +123,16 @@ def _seconds(knob: str, text: str) -> click.Option:
     "handed back. Keep terminationGracePeriodSeconds above it plus 10 s.",
 )
 @click.option(
+    "--result-max-bytes",
+    type=click.IntRange(min=1),
+    default=RESULT_MAX_BYTES_DEFAULT,
+    envvar="PG_SCHEDULER_RESULT_MAX_BYTES",
+    show_envvar=True,
+    show_default=True,
+    metavar="N",
+    help="Largest return value a job may store, as bytes of JSON; a larger one fails the attempt.",
+)
+@click.option(
     "--metrics-port",
     type=click.IntRange(min=0, max=65535),
     default=9464,
@@ -187,6 +197,7 @@ def run_command(
     misfire_grace_time: str | None,
     vacuum: bool | None,
     shutdown_timeout: float,
+    result_max_bytes: int,
     log_level: str,
     metrics_port: int,
     metrics_host: str | None,
@@ -238,6 +249,7 @@ def run_command(
             shutdown_timeout_seconds=shutdown_timeout,
             leader_ttl_seconds=leader_ttl_seconds,
             queues=queues,
+            result_max_bytes=result_max_bytes,
         )
     except ConfigurationError as exc:
         fail(str(exc))

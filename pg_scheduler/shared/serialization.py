@@ -15,6 +15,7 @@ such text apart first costs what orjson saves.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,10 +67,20 @@ def decode_task_data(raw: str | bytes | Mapping[str, Any] | None) -> tuple[list[
     return list(data.get("args", [])), dict(data.get("kwargs", {}))
 
 
+_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+"""An escaped NUL in JSON text: ``\\u0000`` after an even number of backslashes (an odd number
+escapes the backslash of a literal ``\\u0000`` in a string)."""
+
+
 def encode_result(value: Any) -> str:
     """A job's return value as JSON text (strict: no NaN, no infinities), or raise
     :class:`SerializationError` saying why it is not JSON."""
     try:
-        return _ENCODER.encode(value)
-    except (TypeError, ValueError) as exc:
-        raise SerializationError(f"the job's return value is not JSON: {exc}") from exc
+        text = _ENCODER.encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SerializationError(f"the job's return value is not JSON: {exc!s:.200}") from exc
+    if _NUL.search(text):  # PostgreSQL's jsonb refuses the NUL character
+        raise SerializationError(
+            "the job's return value holds a NUL character (\\u0000), which jsonb refuses"
+        )
+    return text

@@ -61,6 +61,8 @@ class Task:
 
 def is_async_function(func: Callable[..., Any]) -> bool:
     """An ``async def``, or an object whose ``__call__`` is one."""
+    if inspect.isclass(func):  # calling it makes an instance, whatever its __call__ is
+        return False
     call = getattr(func, "__call__", None)  # noqa: B004 (the method itself, not whether there is one)
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)
 

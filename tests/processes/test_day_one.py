@@ -142,7 +142,7 @@ def test_every_command_finds_the_embedded_server_of_the_folder(tmp_path: Path) -
         assert multiplied.returncode == 0, multiplied.stderr
         multiply_id = multiplied.stdout.strip()
         unknown = cli(tmp_path, "jobs", "add", "myapp:nobody_runs_this")
-        assert unknown.returncode == 0 and "warning: no live worker has registered" in unknown.stderr
+        assert unknown.returncode == 0 and "warning: no live worker runs" in unknown.stderr
 
         def shown(job_id: str) -> dict[str, Any] | None:
             done = cli(tmp_path, "jobs", "show", job_id, "--json")

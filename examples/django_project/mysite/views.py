@@ -54,6 +54,6 @@ def job_status(request: HttpRequest, job_id: str) -> JsonResponse:
             "job_id": found.job_id,
             "status": found.status.value,
             "result": found.result,
-            "error": found.error_message,
+            "error": (found.error_message or "").splitlines()[0] if found.error_message else None,
         }
     )

@@ -149,10 +149,12 @@ WITH retried AS (
 SELECT job_id, attempt, max_retries, pg_notify('pg_scheduler_jobs', '') AS notified FROM retried
 """
 
-# Whether a live process that runs jobs has registered the task $1 ($2: seconds after which a
-# heartbeat is stale): `jobs add` warns when none has.
+# Whether a live process that runs jobs has registered the task $1 and claims the queue $2 ($3:
+# seconds after which a heartbeat is stale): `jobs add` warns when none has.
+# $1 task, $2 queue, $3 stale_seconds
 WORKER_CHECK_TASK = """
 SELECT EXISTS (SELECT 1 FROM scheduler_workers
                 WHERE kind <> 'supervisor' AND $1 = ANY (tasks)
-                  AND last_heartbeat >= now() - make_interval(secs => $2))
+                  AND (queues IS NULL OR $2 = ANY (queues))
+                  AND last_heartbeat >= now() - make_interval(secs => $3))
 """
