@@ -49,6 +49,13 @@ HEALTHY_ADVICE = (
 )
 
 
+RESET_AUTOVACUUM = (
+    "ALTER TABLE scheduled_jobs RESET (autovacuum_vacuum_scale_factor, "
+    "autovacuum_vacuum_threshold, autovacuum_analyze_scale_factor)"
+)
+"""Back to the server's defaults (migration 12 sets the advised values)."""
+
+
 @pytest.fixture
 async def migrated(pool: asyncpg.Pool) -> asyncpg.Pool:
     """The test's database with the schema, and the jobs table's autovacuum set as advised."""
@@ -211,6 +218,8 @@ async def test_default_autovacuum_settings_are_a_warning_whose_fix_is_the_advice
 ) -> None:
     async with pool.acquire() as conn:
         await migrate(conn)
+    assert_ok(await check(pool, dsn, "vacuum.autovacuum_settings"))  # migration 12 set them
+    await pool.execute(RESET_AUTOVACUUM)
     found = await check(pool, dsn, "vacuum.autovacuum_settings")
     assert found.level == "warning" and "20%" in found.message and "server's default" in found.message, found
     assert found.fix == HEALTHY_ADVICE

@@ -18,10 +18,16 @@ async def _migrated(pool: asyncpg.Pool) -> None:
         await migrate(conn)
 
 
-async def test_a_fresh_schema_warns_of_autovacuum_then_applying_the_fix_makes_it_healthy(
+async def test_a_fresh_schema_is_healthy_and_default_autovacuum_is_a_warning_with_its_fix(
     dsn: str, pool: asyncpg.Pool
 ) -> None:
     await _migrated(pool)
+    fresh = run_cli("doctor", "--database-url", dsn)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    await pool.execute(
+        "ALTER TABLE scheduled_jobs RESET (autovacuum_vacuum_scale_factor, "
+        "autovacuum_vacuum_threshold, autovacuum_analyze_scale_factor)"
+    )
     first = run_cli("doctor", "--database-url", dsn)
     assert first.returncode == 1, first.stdout + first.stderr
     lines = first.stdout.splitlines()
@@ -66,7 +72,7 @@ async def test_due_jobs_nobody_runs_make_exit_status_2_and_json_says_why(
     assert result.returncode == 2, result.stderr
     report = json.loads(result.stdout)
     assert report["status"] == "problem" and report["exit_status"] == 2
-    assert report["counts"] == {"ok": len(CHECK_IDS) - 2, "warning": 1, "problem": 1}
+    assert report["counts"] == {"ok": len(CHECK_IDS) - 1, "warning": 0, "problem": 1}
     assert [f["id"] for f in report["findings"]] == list(CHECK_IDS)
     by_id = {f["id"]: f for f in report["findings"]}
     tasks = by_id["tasks.no_live_worker"]
@@ -82,9 +88,9 @@ async def test_due_jobs_nobody_runs_make_exit_status_2_and_json_says_why(
 
     # A live worker that runs the task clears the problem; --stale-seconds says what live is.
     await pool.execute(queries.WORKER_REGISTER, "w-1", "worker", "h", 1, ["app.orphan"], None, None)
-    assert run_cli("doctor", "--database-url", dsn).returncode == 1
+    assert run_cli("doctor", "--database-url", dsn).returncode == 0
     await pool.execute("UPDATE scheduler_workers SET last_heartbeat = now() - interval '10 minutes'")
-    assert run_cli("doctor", "--database-url", dsn, "--stale-seconds", "3600").returncode == 1
+    assert run_cli("doctor", "--database-url", dsn, "--stale-seconds", "3600").returncode == 0
     assert run_cli("doctor", "--database-url", dsn).returncode == 2
 
 

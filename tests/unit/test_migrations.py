@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pg_scheduler.shared import queries
+from pg_scheduler.shared.diagnosis import AUTOVACUUM_ADVICE
 from pg_scheduler.shared.locks import QUEUE_LOCK_CLASS
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "pg_scheduler" / "shared" / "migrations"
@@ -34,3 +35,9 @@ def test_migration_8_makes_changes_of_a_queue_take_its_claims_lock() -> None:
     text = (MIGRATIONS / "0008_claim_limited.sql").read_text()
     assert f"pg_advisory_xact_lock({QUEUE_LOCK_CLASS}, hashtext(NEW.name))" in text
     assert "BEFORE UPDATE ON scheduler_queues" in text
+
+
+def test_migration_12_sets_the_autovacuum_that_doctor_advises() -> None:
+    text = (MIGRATIONS / "0012_queue_table_autovacuum.sql").read_text()
+    for name, value in AUTOVACUUM_ADVICE.items():
+        assert f"{name} = {value}" in text, name
