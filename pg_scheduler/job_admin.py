@@ -108,7 +108,11 @@ class JobAdmin:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(woken.wait(), WAIT_RECHECK_SECONDS)
             finally:
-                conn.terminate()  # never waits: a timed-out or cancelled wait ends at once
+                # A timed-out or cancelled wait still says goodbye, for at most a second.
+                try:
+                    await asyncio.shield(conn.close(timeout=1.0))
+                except BaseException:
+                    conn.terminate()
 
     async def run_vacuum(self) -> dict[str, int]:
         """``Scheduler.run_vacuum``."""
