@@ -23,10 +23,11 @@ What :class:`LocalPostgres` does, and why:
   writes: any process (``pg-scheduler status`` beside ``pg-scheduler run``) finds it there.
 - Start and stop run under a lock (``flock`` on ``pgdata.lock`` next to the data folder): two
   processes starting at the same moment start the server once, and a stop cannot race a join.
-- Every process that started or joined the server leaves its PID in ``pgdata.users/``.
-  :meth:`LocalPostgres.stop` stops the server only when no other live process is listed there
-  and no other session is connected: the last process out turns the light off. A process that
-  was killed is listed until its PID is gone, then ignored.
+- Every process that started or joined the server leaves its PID (and its start time, so that
+  a reused PID does not pass for it) in ``pgdata.users/``. :meth:`LocalPostgres.stop` stops the
+  server only when no other live process is listed there and no other session is connected:
+  the last process out turns the light off. A process that was killed is listed until its PID
+  is gone, then ignored.
 """
 
 from __future__ import annotations
@@ -83,6 +84,16 @@ def _port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def _started_at(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field 22):
+    with the PID, it names one process even after the PID is reused. "" where there is no
+    /proc (then the PID alone names it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
 
 
 def _display(path: Path) -> str:
@@ -169,7 +180,7 @@ class LocalPostgres:
             return self
         with self._locked():
             self._start()
-            self._user_file.write_text(f"{os.getpid()}\n")
+            self._user_file.write_text(f"{_started_at(os.getpid())}\n")
         return self
 
     def _start(self) -> None:
@@ -296,7 +307,12 @@ class LocalPostgres:
                 pid = int(entry.name.split("-", 1)[0])
             except ValueError:
                 continue
-            if process_state(pid) in (None, "Z"):
+            try:
+                recorded = entry.read_text().strip()
+            except OSError:
+                continue
+            # The same PID with another start time is another process (PIDs are reused).
+            if process_state(pid) in (None, "Z") or recorded != _started_at(pid):
                 entry.unlink(missing_ok=True)
             else:
                 live.append(pid)
