@@ -149,7 +149,8 @@ class SyncScheduler:
     def wait_for(self, job_id: str, *, timeout: float | None = None) -> Job:
         """:meth:`Scheduler.wait_for`, blocking: the job once it has finished, with its result.
 
-        Holds one of the pool's connections while it waits (woken by the job's notification).
+        Opens a database session of its own while it waits (woken by the job's notification),
+        not one of the pool's.
 
         :raises JobNotFoundError: if no job has this id.
         :raises TimeoutError: if it has not finished after ``timeout`` seconds.
@@ -160,6 +161,8 @@ class SyncScheduler:
         """Close the pool and stop the loop's thread. Idempotent. The first call waits up to
         ``close_timeout`` seconds for calls in flight (a ``wait_for`` without a timeout, say),
         then terminates their connections: those calls raise ``SchedulerStateError``."""
+        if threading.current_thread() is self._thread:
+            raise SchedulerStateError("a SyncScheduler cannot be closed from its own event loop")
         with self._lock:
             if self._closed:
                 return
