@@ -108,21 +108,35 @@ SELECT extract(epoch FROM now() - min(execution_time))::float8
  WHERE status = 'pending' AND execution_time <= now()
 """
 
-# Pending jobs that no live process which runs jobs can claim: none registered the task, or
-# none that did claims the job's queue ($1: seconds after which a heartbeat is stale).
-# Supervisors never run jobs, so their task lists do not count.
-JOB_COUNT_UNRUNNABLE = """
-SELECT j.job_name AS task, j.queue, count(*)::int AS pending,
+
+def _live_runner(task: str, queue: str, stale_seconds: str) -> str:
+    """The test that a live process which runs jobs (supervisors never do) registered the task
+    ``task`` and claims the queue ``queue``; a heartbeat older than ``stale_seconds`` is not
+    live."""
+    return f"""EXISTS (SELECT 1 FROM scheduler_workers AS w
+                WHERE w.kind <> 'supervisor' AND {task} = ANY (w.tasks)
+                  AND (w.queues IS NULL OR {queue} = ANY (w.queues))
+                  AND w.last_heartbeat >= now() - make_interval(secs => {stale_seconds}))"""
+
+
+def _unrunnable_jobs(count_as: str, due_only: bool) -> str:
+    """Pending jobs (due ones only, with ``due_only``) that no live process can claim, counted
+    as ``count_as`` by task and queue ($1: seconds after which a heartbeat is stale)."""
+    due = " AND j.execution_time <= now()" if due_only else ""
+    return f"""
+SELECT j.job_name AS task, j.queue, count(*)::int AS {count_as},
        min(j.execution_time) AS oldest_execution_time
   FROM scheduled_jobs AS j
- WHERE j.status = 'pending'
-   AND NOT EXISTS (SELECT 1 FROM scheduler_workers AS w
-                    WHERE w.kind <> 'supervisor' AND j.job_name = ANY (w.tasks)
-                      AND (w.queues IS NULL OR j.queue = ANY (w.queues))
-                      AND w.last_heartbeat >= now() - make_interval(secs => $1))
+ WHERE j.status = 'pending'{due}
+   AND NOT {_live_runner("j.job_name", "j.queue", "$1")}
  GROUP BY j.job_name, j.queue
  ORDER BY count(*) DESC, j.job_name, j.queue
 """
+
+
+# Pending jobs that no live process which runs jobs can claim: none registered the task, or
+# none that did claims the job's queue.
+JOB_COUNT_UNRUNNABLE = _unrunnable_jobs("pending", due_only=False)
 
 # Newest due time first. $1: states (NULL: all); $2: a task's full name or the part after the
 # module (NULL: all); $3: most rows.
@@ -152,9 +166,4 @@ SELECT job_id, attempt, max_retries, pg_notify('pg_scheduler_jobs', '') AS notif
 # Whether a live process that runs jobs has registered the task $1 and claims the queue $2 ($3:
 # seconds after which a heartbeat is stale): `jobs add` warns when none has.
 # $1 task, $2 queue, $3 stale_seconds
-WORKER_CHECK_TASK = """
-SELECT EXISTS (SELECT 1 FROM scheduler_workers
-                WHERE kind <> 'supervisor' AND $1 = ANY (tasks)
-                  AND (queues IS NULL OR $2 = ANY (queues))
-                  AND last_heartbeat >= now() - make_interval(secs => $3))
-"""
+WORKER_CHECK_TASK = f"SELECT {_live_runner('$1', '$2', '$3')}"

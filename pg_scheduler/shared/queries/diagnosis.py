@@ -10,6 +10,8 @@ that one statement runs on every supported version (14 and later).
 
 from __future__ import annotations
 
+from .admin import _unrunnable_jobs
+
 # --------------------------------------------------------------------------- indexes
 
 # Each named index ($1) on its table ($2, same order), with its validity flags; NULL flags: no
@@ -139,17 +141,5 @@ SELECT worker_id, kind, host, pid,
 """
 
 # Due pending jobs that no live process which runs jobs can claim, by task and queue: none
-# registered the task, or none that did claims the queue ($1: seconds after which a heartbeat
-# is stale). Supervisors never run jobs, so their task lists do not count.
-JOB_COUNT_UNRUNNABLE_DUE = """
-SELECT j.job_name AS task, j.queue, count(*)::int AS due,
-       min(j.execution_time) AS oldest_execution_time
-  FROM scheduled_jobs AS j
- WHERE j.status = 'pending' AND j.execution_time <= now()
-   AND NOT EXISTS (SELECT 1 FROM scheduler_workers AS w
-                    WHERE w.kind <> 'supervisor' AND j.job_name = ANY (w.tasks)
-                      AND (w.queues IS NULL OR j.queue = ANY (w.queues))
-                      AND w.last_heartbeat >= now() - make_interval(secs => $1))
- GROUP BY j.job_name, j.queue
- ORDER BY count(*) DESC, j.job_name, j.queue
-"""
+# registered the task, or none that did claims the queue.
+JOB_COUNT_UNRUNNABLE_DUE = _unrunnable_jobs("due", due_only=True)
