@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +25,9 @@ from ..shared import queries
 from ..shared.serialization import decode_task_data
 from .busy_connection import BusyConnection
 from .plans import generation
+
+_LimitedStatement = Callable[..., Awaitable[tuple[list[asyncpg.Record], list[asyncpg.Record], bool]]]
+"""queries.job_claim_limited or queries.job_complete_and_hand_over: the same parameters."""
 
 HAND_OVER_RECHECK_SECONDS = 1.0
 """A worker whose completions were of no queue limited by a concurrency alone sends them through
@@ -140,20 +143,10 @@ class Claimer:
         """Write completions (fenced as JOB_COMPLETE_MANY) and claim up to ``limit`` jobs of
         limited queues in one round trip: the completions that landed, the jobs claimed in
         priority order, and whether any queue is limited."""
-        sent = time.monotonic()
-        rows, refused, limited = await queries.job_claim_limited(
-            self._busy,
-            worker_id=self.worker_id,
-            job_ids=job_ids,
-            attempts=attempts,
-            names=list(names),
-            limit=limit,
-            lease_seconds=self.lease_seconds,
-            misfire_tolerance_seconds=self.misfire_tolerance_seconds,
-            queues=self.queues,
-            timeout=self.timeout,
+        landed, claimed, limited, _ = await self._limited(
+            queries.job_claim_limited, job_ids, attempts, names, limit
         )
-        return _landed(job_ids, attempts, refused), _in_priority_order(rows, sent), limited
+        return landed, claimed, limited
 
     async def complete_and_hand_over(
         self, job_ids: list[str], attempts: list[int], names: Sequence[str], limit: int
@@ -164,8 +157,26 @@ class Claimer:
         pg_scheduler_claim_limited): the completions that landed and the jobs claimed, in
         priority order. When none of the completions were of such a queue, hands_over_alone()
         is false for HAND_OVER_RECHECK_SECONDS."""
+        landed, claimed, capped, sent = await self._limited(
+            queries.job_complete_and_hand_over, job_ids, attempts, names, limit
+        )
+        if not capped:
+            self._hand_over_alone_after = sent + HAND_OVER_RECHECK_SECONDS
+        return landed, claimed
+
+    async def _limited(
+        self,
+        statement: _LimitedStatement,
+        job_ids: list[str],
+        attempts: list[int],
+        names: Sequence[str],
+        limit: int,
+    ) -> tuple[set[tuple[str, int]], list[ClaimedJob], bool, float]:
+        """Send one of the two statements of limited queues (the same parameters): the
+        completions that landed, the jobs claimed in priority order, the statement's marker,
+        and when it was sent."""
         sent = time.monotonic()
-        rows, refused, capped = await queries.job_complete_and_hand_over(
+        rows, refused, marker = await statement(
             self._busy,
             worker_id=self.worker_id,
             job_ids=job_ids,
@@ -177,9 +188,7 @@ class Claimer:
             queues=self.queues,
             timeout=self.timeout,
         )
-        if not capped:
-            self._hand_over_alone_after = sent + HAND_OVER_RECHECK_SECONDS
-        return _landed(job_ids, attempts, refused), _in_priority_order(rows, sent)
+        return _landed(job_ids, attempts, refused), _in_priority_order(rows, sent), marker, sent
 
     def hands_over_alone(self) -> bool:
         """Whether completions for limited queues should go to complete_and_hand_over (the last
