@@ -19,6 +19,7 @@ import click
 
 from ..embedded import DEFAULT_DATA_DIR, NOT_INSTALLED, LocalPostgres
 from ..scheduler import Scheduler
+from ..shared.diagnosis import STALE_HEARTBEAT_SECONDS_DEFAULT
 from ..shared.errors import ConfigurationError, PgSchedulerError
 from ..shared.schema import current_version, latest_version
 
@@ -74,6 +75,21 @@ def database_option(
         help="PostgreSQL connection string, e.g. postgresql://user:pass@host:5432/db."
         + (EMBEDDED_HELP if embedded else "")
         + help_suffix,
+    )
+
+
+def stale_seconds_option(help_text: str) -> Callable[[F], F]:
+    """The ``--stale-seconds`` option of the commands that tell live processes from stale ones
+    (``status``, ``doctor``), with ``help_text``."""
+    return click.option(
+        "--stale-seconds",
+        type=click.FloatRange(min=0, min_open=True),
+        default=STALE_HEARTBEAT_SECONDS_DEFAULT,
+        show_default=True,
+        envvar="PG_SCHEDULER_STALE_SECONDS",
+        show_envvar=True,
+        metavar="S",
+        help=help_text,
     )
 
 

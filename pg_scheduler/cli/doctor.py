@@ -11,14 +11,20 @@ import click
 
 from ..shared.diagnosis import (
     OLD_TRANSACTION_SECONDS_DEFAULT,
-    STALE_HEARTBEAT_SECONDS_DEFAULT,
     Finding,
     Thresholds,
     diagnose,
     exit_status,
     worst,
 )
-from .common import CONNECT_TIMEOUT_SECONDS, DATABASE_ERRORS, database_option, describe, redact
+from .common import (
+    CONNECT_TIMEOUT_SECONDS,
+    DATABASE_ERRORS,
+    database_option,
+    describe,
+    redact,
+    stale_seconds_option,
+)
 from .output import to_json
 
 UNREACHABLE_ID = "database.reachable"
@@ -41,16 +47,7 @@ _MARKS = {"ok": "ok", "warning": "warning", "problem": "problem"}
     "reach PostgreSQL without a transaction pooler.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of lines.")
-@click.option(
-    "--stale-seconds",
-    type=click.FloatRange(min=0, min_open=True),
-    default=STALE_HEARTBEAT_SECONDS_DEFAULT,
-    show_default=True,
-    envvar="PG_SCHEDULER_STALE_SECONDS",
-    show_envvar=True,
-    metavar="S",
-    help="A process whose last heartbeat is older than this is stale, not live.",
-)
+@stale_seconds_option("A process whose last heartbeat is older than this is stale, not live.")
 @click.option(
     "--transaction-seconds",
     type=click.FloatRange(min=0),

@@ -11,13 +11,13 @@ import click
 
 from ..scheduler import Scheduler
 from ..shared import queries
+from ..shared.diagnosis import STALE_HEARTBEAT_SECONDS_DEFAULT
 from ..shared.errors import JobAlreadyExistsError
 from ..shared.models import ConflictResolution, JobPriority, JobState
 from .common import connect, database_option, fail, require_schema, run, with_producer
 from .inspection import get_job_record, list_jobs
 from .output import NONE, cell, one_line, table, to_json
 from .periodic import parse_duration
-from .status import STALE_SECONDS_DEFAULT
 
 STATES = [state.value for state in JobState]
 RETRYABLE = ("failed", "cancelled", "expired")
@@ -160,7 +160,9 @@ def add_command(
             )
         except JobAlreadyExistsError as exc:
             fail(f"{exc}; --on-conflict ignore keeps it, replace overwrites it")
-        known = bool(await pool.fetchval(queries.WORKER_CHECK_TASK, task, queue, STALE_SECONDS_DEFAULT))
+        known = bool(
+            await pool.fetchval(queries.WORKER_CHECK_TASK, task, queue, STALE_HEARTBEAT_SECONDS_DEFAULT)
+        )
         return new_id, existing, known
 
     new_id, existing, known = run("add the job", database_url, lambda: with_producer(database_url, add))

@@ -5,26 +5,15 @@ from __future__ import annotations
 import click
 
 from ..shared.models import JobState
-from .common import connect, database_option, require_schema, run
+from .common import connect, database_option, require_schema, run, stale_seconds_option
 from .inspection import ClusterStatus, ProcessInfo, cluster_status
 from .output import seconds, table, to_json, utc
-
-STALE_SECONDS_DEFAULT = 30.0
 
 
 @click.command("status")
 @database_option()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-@click.option(
-    "--stale-seconds",
-    type=click.FloatRange(min=0, min_open=True),
-    default=STALE_SECONDS_DEFAULT,
-    show_default=True,
-    envvar="PG_SCHEDULER_STALE_SECONDS",
-    show_envvar=True,
-    metavar="S",
-    help="A process whose last heartbeat is older than this is counted as stale, not live.",
-)
+@stale_seconds_option("A process whose last heartbeat is older than this is counted as stale, not live.")
 def status_command(database_url: str, as_json: bool, stale_seconds: float) -> None:
     """Show the cluster: leader, live processes, job counts, lag, queues, unrunnable tasks.
 

@@ -38,6 +38,7 @@ from typing import Any, TypeVar, cast
 import asyncpg
 
 from ..shared import queries
+from ..shared.config import RESULT_MAX_BYTES_DEFAULT
 from ..shared.context import JobContext, enter_job, leave_job
 from ..shared.errors import SerializationError
 from ..shared.locks import exclusive_job_lock
@@ -98,7 +99,7 @@ class Executor:
         retry_jitter: bool,
         completer: Completer,
         threads: int = 1,
-        result_max_bytes: int = 1 << 20,
+        result_max_bytes: int = RESULT_MAX_BYTES_DEFAULT,
     ) -> None:
         """``threads``: the worker's slots, the most plain functions that can run at once."""
         self._pool = pool
