@@ -95,6 +95,13 @@ from .claim import (
     job_get_next_due,
     replanned,
 )
+from .dashboard import (
+    DB_GET_CHART_START,
+    JOB_COUNT_CAPPED,
+    JOB_COUNT_DUE,
+    JOB_COUNT_ESTIMATED_BY_STATUS,
+    JOB_COUNT_FINISHED_BY_MINUTE,
+)
 from .diagnosis import (
     DB_GET_BACKEND_PID,
     DB_GET_CLOCK,
@@ -316,4 +323,9 @@ __all__ = [
     "VACUUM_GET_TABLE_STATS",
     "WORKER_COUNT_LIVE_BY_KIND",
     "WORKER_LIST_STALE",
+    "DB_GET_CHART_START",
+    "JOB_COUNT_CAPPED",
+    "JOB_COUNT_DUE",
+    "JOB_COUNT_ESTIMATED_BY_STATUS",
+    "JOB_COUNT_FINISHED_BY_MINUTE",
 ]
