@@ -18,7 +18,7 @@ import contextvars
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -29,7 +29,7 @@ from ..shared.cluster import Membership, read_membership
 from ..shared.diagnosis import STALE_HEARTBEAT_SECONDS_DEFAULT
 from ..shared.models import JobState
 from ..shared.periodic import PeriodicJobInfo, info_from_row, next_runs
-from ..shared.queue_limits import QueueInfo, list_queues
+from ..shared.queue_limits import QueueInfo, list_queue_rows, list_queues
 
 T = TypeVar("T")
 
@@ -86,6 +86,9 @@ class Counts:
     oldest_due_seconds: float | None
     minutes: list[MinuteBar]
     queues: list[QueueInfo]
+    queues_counted: bool = True
+    """False when counting the queues' jobs ran out of time: ``queues`` are their rows, with
+    zeros for counts."""
 
     @property
     def completed_last_hour(self) -> int:
@@ -163,6 +166,8 @@ class Reader:
                 return cache.value
             async with self.transaction() as conn:
                 value = await _read_counts(conn)
+            queues, counted = await self.queues()
+            value = replace(value, queues=queues, queues_counted=counted)
             cache.value, cache.expires = value, time.monotonic() + COUNTS_TTL_SECONDS
             return value
 
@@ -193,10 +198,17 @@ class Reader:
                 found.append(PeriodicRow(info=info, next_runs=upcoming, last_run=last))
         return found
 
-    async def queues(self) -> list[QueueInfo]:
-        """Every queue with a row or unfinished jobs (the API's ``get_queues``)."""
-        async with self.transaction() as conn:
-            return await list_queues(conn)
+    async def queues(self) -> tuple[list[QueueInfo], bool]:
+        """Every queue with a row or unfinished jobs, with their jobs counted (the API's
+        ``get_queues``), and True. Counting reads every unfinished job: on a backlog too large
+        for the statement timeout, the queues with a row instead, uncounted, and False, so that
+        the page still shows them and can pause them."""
+        try:
+            async with self.transaction() as conn:
+                return await list_queues(conn), True
+        except asyncpg.QueryCanceledError:
+            async with self.transaction() as conn:
+                return await list_queue_rows(conn), False
 
     async def now(self) -> datetime:
         """The database clock."""
@@ -232,7 +244,6 @@ async def _read_counts(conn: asyncpg.Connection) -> Counts:
         minute = start + timedelta(minutes=i)
         r = per_minute.get(minute)
         minutes.append(MinuteBar(minute, r["completed"] if r else 0, r["failed"] if r else 0))
-    queue_infos = await list_queues(conn)
     return Counts(
         read_at=read_at,
         states=states,
@@ -240,7 +251,7 @@ async def _read_counts(conn: asyncpg.Connection) -> Counts:
         due_capped=due["due"] >= COUNT_CAP,
         oldest_due_seconds=due["oldest_due_seconds"],
         minutes=minutes,
-        queues=queue_infos,
+        queues=[],
     )
 
 
