@@ -95,6 +95,8 @@ async def post(client: httpx.AsyncClient, path: str, data: dict[str, str] | None
 async def test_the_overview_shows_counts_the_last_hour_queues_leader_and_processes(
     pool: asyncpg.Pool, client: httpx.AsyncClient
 ) -> None:
+    async with client_for(create_app(pool)) as empty:  # an app of its own: counts are cached
+        assert "none due" in (await empty.get("/")).text
     for i in range(3):
         await insert_job(pool, f"done-{i}", status="completed", finished_at=ago(timedelta(minutes=i)))
     await insert_job(pool, "broken", status="failed", finished_at=ago(timedelta(minutes=5)))
@@ -112,6 +114,7 @@ async def test_the_overview_shows_counts_the_last_hour_queues_leader_and_process
     assert re.search(r"failed</span>\s*<span class=\"value\">1<", page)
     assert re.search(r"pending</span>\s*<span class=\"value\">2<", page)
     assert re.search(r"due, waiting</span>\s*<span class=\"value\">1<", page)
+    assert re.search(r"oldest 2m 0\ds late", page)
     assert "3 completed, 1 failed." in page
     assert page.count('<rect class="completed"') == 60
     assert "mail" in page and "pod-a:2" in page and "No leader" in page
