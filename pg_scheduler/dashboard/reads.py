@@ -140,7 +140,8 @@ class Reader:
         self._pool = pool
         self.statement_timeout = statement_timeout
         self._counts = _Cache()
-        self._queues_slow_until = 0.0
+        self._queues_slow: dict[float, float] = {}
+        """Timeouts a queue count ran out of, and until when counts under them are skipped."""
 
     @contextlib.asynccontextmanager
     async def transaction(self, timeout: float | None = None) -> AsyncIterator[asyncpg.Connection]:
@@ -217,12 +218,17 @@ class Reader:
         can pause them; and for :data:`SLOW_QUEUES_BACKOFF_SECONDS` after that, uncounted at
         once (such a backlog does not vanish in seconds, and every refresh would pay the whole
         timeout again)."""
-        if time.monotonic() >= self._queues_slow_until:
+        seconds = timeout if timeout is not None else self.statement_timeout
+        # Skipped only after a count ran out of a time at least as long as this one's.
+        skip = any(
+            limit >= seconds and until > time.monotonic() for limit, until in self._queues_slow.items()
+        )
+        if not skip:
             try:
-                async with self.transaction(timeout) as conn:
+                async with self.transaction(seconds) as conn:
                     return await list_queues(conn), True
             except asyncpg.QueryCanceledError:
-                self._queues_slow_until = time.monotonic() + SLOW_QUEUES_BACKOFF_SECONDS
+                self._queues_slow[seconds] = time.monotonic() + SLOW_QUEUES_BACKOFF_SECONDS
         async with self.transaction() as conn:
             return await list_queue_rows(conn), False
 
