@@ -19,6 +19,7 @@ Without ``/usr/bin/chromium`` or ``/usr/bin/chromedriver`` the tests are skipped
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import shutil
@@ -264,16 +265,20 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Any, str], Path
     _screenshot_dir = folder
 
     def save(browser: Any, name: str) -> Path:
-        """The whole page, not only the first 900 pixels; the window size is put back."""
-        height = browser.execute_script(
-            "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)"
+        """The whole page, not only the window: Chrome's own capture beyond the viewport (a
+        taller window would be clamped to the headless screen)."""
+        size = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        width, height = max(int(size["width"]), 1280), min(max(int(size["height"]), 900), 6000)
+        shot = browser.execute_cdp_cmd(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+            },
         )
-        browser.set_window_size(1280, max(900, min(int(height) + 20, 4000)))
-        try:
-            path = folder / f"{name}.png"
-            browser.save_screenshot(str(path))
-        finally:
-            browser.set_window_size(1280, 900)
+        path = folder / f"{name}.png"
+        path.write_bytes(base64.b64decode(shot["data"]))
         print(f"screenshot: {path}")
         return path
 
