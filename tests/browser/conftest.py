@@ -111,6 +111,7 @@ def site(pg_server_dsn: str) -> Iterator[Site]:
     _require_browser()
     try:
         import uvicorn
+
         from pg_scheduler.dashboard import create_app
     except ImportError as exc:
         _needed(f"the dashboard extra (pip install -e '.[dashboard]'): {exc}")
@@ -229,6 +230,7 @@ def driver(site: Site) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    offline = os.environ.get("SE_OFFLINE")
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never download a driver or browser
     profile = tempfile.mkdtemp(prefix="pg-scheduler-chromium-")
     options = webdriver.ChromeOptions()
@@ -246,14 +248,20 @@ def driver(site: Site) -> Iterator[Any]:
         f"--user-data-dir={profile}",
     ):
         options.add_argument(arg)
-    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
-        browser.set_window_size(1280, 900)
-        browser.set_page_load_timeout(20)
-        yield browser
+        browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        try:
+            browser.set_window_size(1280, 900)
+            browser.set_page_load_timeout(20)
+            yield browser
+        finally:
+            browser.quit()
     finally:
-        browser.quit()
         shutil.rmtree(profile, ignore_errors=True)
+        if offline is None:
+            os.environ.pop("SE_OFFLINE", None)
+        else:
+            os.environ["SE_OFFLINE"] = offline
 
 
 @pytest.fixture(scope="module")
