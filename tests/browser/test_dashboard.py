@@ -76,15 +76,32 @@ def press(driver: WebDriver, scope: Callable[[WebDriver], WebDriver | WebElement
     """Press the button of the POST form that does ``action`` (its URL ends with it), found
     in ``scope(driver)`` again if htmx replaced the part in between."""
 
-    def click(d: WebDriver) -> bool:
+    def clicked(d: WebDriver) -> bool:
         scope(d).find_element(By.CSS_SELECTOR, f"form[action$='/{action}'] button[type=submit]").click()
         return True
 
-    wait_until(driver, click, f"the {action} button")
+    wait_until(driver, clicked, f"the {action} button")
 
 
-def flash(driver: WebDriver) -> str:
-    return str(wait_until(driver, lambda d: d.find_element(By.CSS_SELECTOR, "p.flash"), "the flash").text)
+def click(driver: WebDriver, by: str, selector: str) -> None:
+    """Click the element, found again if htmx replaced it between finding and clicking."""
+
+    def clicked(d: WebDriver) -> bool:
+        d.find_element(by, selector).click()
+        return True
+
+    wait_until(driver, clicked, f"to click {selector}")
+
+
+def flash(driver: WebDriver, expected: str) -> str:
+    """The message an action left for the page it redirected to, once it says ``expected``
+    (the page before the action may show an earlier one)."""
+
+    def said(d: WebDriver) -> str | None:
+        found = d.find_elements(By.CSS_SELECTOR, "p.flash")
+        return str(found[0].text) if found and expected in found[0].text else None
+
+    return str(wait_until(driver, said, f"a message saying {expected!r}"))
 
 
 def job_link(job_id: str) -> str:
@@ -129,7 +146,7 @@ def test_jobs_are_filtered_to_failed_through_the_pages_own_filter(
 def test_a_failed_jobs_page_shows_its_traceback(site: Site, driver: WebDriver, shots: Shots) -> None:
     failed = site.jobs["failed"]
     open_page(driver, site.page("/jobs?state=failed"))
-    driver.find_element(By.CSS_SELECTOR, job_link(failed)).click()
+    click(driver, By.CSS_SELECTOR, job_link(failed))
     wait_until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "pre.error"), "the job's error")
     assert failed in driver.find_element(By.TAG_NAME, "h1").text
     error = driver.find_element(By.CSS_SELECTOR, "pre.error").text
@@ -150,7 +167,7 @@ def test_a_retried_job_becomes_pending_then_completed_while_the_page_refreshes(
         assert job_status_text(driver) == "failed"
         press(driver, lambda d: d.find_element(By.ID, "live"), "retry")
         wait_until(driver, lambda d: job_status_text(d) == "pending", "the job to be pending")
-        assert "Retried" in flash(driver)
+        flash(driver, "Retried")
         assert site.status(job_id) == "pending"
         # Survives htmx swaps, not a reload: the page must update itself, nobody reloads it.
         driver.execute_script("window.__not_reloaded = true")
@@ -174,7 +191,7 @@ def test_a_periodic_job_is_triggered_from_the_periodic_page(
     wait_until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, row), "the periodic job's row")
     shots(driver, "4-periodic")
     press(driver, lambda d: d.find_element(By.CSS_SELECTOR, row), "trigger")
-    message = flash(driver)
+    message = flash(driver, f"Triggered {PERIODIC_KEY}")
     assert driver.current_url.endswith("/periodic")
     rows = site.run(site.pool.fetch(manual, PERIODIC_KEY))
     assert len(rows) == 1, message
@@ -182,8 +199,11 @@ def test_a_periodic_job_is_triggered_from_the_periodic_page(
     assert new_id in message
     # The row's last run is the new job, and its key leads to the list of its task's jobs.
     last_run = f"{row} {job_link(new_id)}"
-    wait_until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, last_run), "the new job as the last run")
-    driver.find_element(By.CSS_SELECTOR, f"{row} td:first-child a").click()
+    # A run is "last" once it has started: the page shows it at latest on its next refresh (5 s).
+    wait_until(
+        driver, lambda d: d.find_elements(By.CSS_SELECTOR, last_run), "the new job as the last run", 15
+    )
+    click(driver, By.CSS_SELECTOR, f"{row} td:first-child a")
     wait_until(driver, lambda d: "/jobs?" in d.current_url, "the periodic job's list")
     # The link names the state the job had on the periodic page; it has completed since.
     wait_until(driver, lambda d: site.status(new_id) == "completed", "the triggered job to complete")
@@ -201,12 +221,12 @@ def test_a_queue_is_paused_and_resumed_from_the_queues_page(
     row = f"//tr[td[1]/a[normalize-space()='{QUEUE}']]"
     open_page(driver, site.page("/queues"))
     press(driver, lambda d: d.find_element(By.XPATH, row), "pause")
-    assert "Paused" in flash(driver)
+    flash(driver, "Paused")
     assert site.run(site.pool.fetchval(paused, QUEUE)) is True
     wait_until(driver, lambda d: "paused" in d.find_element(By.XPATH, row).text, "the queue shown paused")
     shots(driver, "5-queues")
     press(driver, lambda d: d.find_element(By.XPATH, row), "resume")
-    assert "Resumed" in flash(driver)
+    flash(driver, "Resumed")
     assert site.run(site.pool.fetchval(paused, QUEUE)) is False
 
 
