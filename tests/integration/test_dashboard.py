@@ -263,6 +263,12 @@ async def test_job_actions_change_the_row_as_the_api_does_and_say_so(
     assert "was not deleted" in (await client.get("/jobs/f-1")).text
     assert (await job_row(pool, "f-1"))["status"] == "pending"
 
+    await insert_job(pool, "ジョブ/1 <b>")
+    odd_path = "/jobs/%E3%82%B8%E3%83%A7%E3%83%96%2F1%20%3Cb%3E"  # a slash, a space, markup
+    odd = await post(client, odd_path + "/cancel")
+    assert odd.status_code == 303 and odd.headers["location"] == odd_path
+    assert "Cancelled job ジョブ/1 &lt;b&gt;." in (await client.get(odd.headers["location"])).text
+
     logged = [r.getMessage() for r in caplog.records if r.name == "pg_scheduler.dashboard"]
     assert any(m.startswith("client ") and "cancel job p-1: done" in m for m in logged), logged
     assert any("delete job f-1: not applicable" in m for m in logged), logged
