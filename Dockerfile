@@ -23,7 +23,9 @@ COPY pyproject.toml README.md LICENSE ./
 COPY pg_scheduler ./pg_scheduler
 # Every dependency ships binary wheels for this Python on amd64 and arm64, so no compiler is
 # needed even here; a platform without them would need build-essential in this stage only.
-RUN python -m pip wheel --wheel-dir /wheels .
+# The dashboard extra too: the chart's dashboard Deployment runs `pg-scheduler dashboard` from
+# this image.
+RUN python -m pip wheel --wheel-dir /wheels '.[dashboard]'
 
 # ---- final: the wheels installed into a virtualenv, nothing else -----------------------------
 FROM ${PYTHON_IMAGE}
@@ -43,7 +45,7 @@ ENV VIRTUAL_ENV=/opt/pg-scheduler \
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv "$VIRTUAL_ENV" \
-    && pip install --no-index --find-links=/wheels pg-scheduler \
+    && pip install --no-index --find-links=/wheels 'pg-scheduler[dashboard]' \
     && groupadd --system --gid 10001 pgscheduler \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
        --shell /usr/sbin/nologin pgscheduler \

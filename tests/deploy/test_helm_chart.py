@@ -115,8 +115,8 @@ def deployment(docs: list[Doc]) -> Doc:
 
 
 def deployments(docs: list[Doc]) -> list[Doc]:
-    """The main Deployment and the pools' (each runs the same pod template)."""
-    return find(docs, "Deployment")
+    """The main Deployment and the pools' (each runs the same pod template): not the dashboard's."""
+    return [d for d in find(docs, "Deployment") if d["metadata"]["name"] != f"{FULLNAME}-dashboard"]
 
 
 def migration_job(docs: list[Doc]) -> Doc:
@@ -580,7 +580,8 @@ def test_without_pools_one_deployment_and_the_service_selects_it() -> None:
         docs = render(*RENDERS[name])
         assert [d["metadata"]["name"] for d in deployments(docs)] == [FULLNAME]
         assert [b["metadata"]["name"] for b in find(docs, "PodDisruptionBudget")] == [FULLNAME]
-        assert one(docs, "Service")["spec"]["selector"] == deployment(docs)["spec"]["selector"]["matchLabels"]
+        service = one(docs, "Service", FULLNAME)
+        assert service["spec"]["selector"] == deployment(docs)["spec"]["selector"]["matchLabels"]
 
 
 def test_a_release_of_pools_only() -> None:
@@ -651,6 +652,9 @@ def test_migrations_can_be_turned_off() -> None:
         ("autoscaling.enabled=yes", "/autoscaling/enabled", "want boolean"),
         ("keda.prometheus.metric=queueLength", "/keda/prometheus/metric", "must be one of"),
         ("workerz=3", "", "additional properties 'workerz' not allowed"),
+        ("dashboard.port=0", "/dashboard/port", "minimum"),
+        ("dashboard.statementTimeoutSeconds=0", "/dashboard/statementTimeoutSeconds", "exclusiveMinimum"),
+        ("dashboard.readonly=true", "/dashboard", "additional properties 'readonly' not allowed"),
         ("queues={has space}", "/queues/0", "does not match pattern"),
         ("pools[0].name=Emails,pools[0].queues={emails}", "/pools/0/name", "does not match pattern"),
         ("pools[0].name=emails-,pools[0].queues={emails}", "/pools/0/name", "does not match pattern"),
@@ -734,6 +738,11 @@ def test_a_wrong_value_fails_the_schema_naming_it(setting: str, path: str, want:
                 "pools[0].name=a,pools[0].queues={x},pools[1].name=a,pools[1].queues={y}",
             ),
             'two pools are named "a"; each pool\'s name must be unique (it names its Deployment)',
+        ),
+        (
+            ("database.url=postgresql://a/b", "dashboard.enabled=true"),
+            "dashboard.enabled needs dashboard.auth.existingSecret (a Secret with the basic-auth "
+            "user and password)",
         ),
         (
             ("database.url=postgresql://a/b", "mainDeployment.enabled=false"),
@@ -1028,3 +1037,58 @@ def test_dockerfile_passes_hadolint() -> None:
         [hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------ dashboard
+DASHBOARD = f"{FULLNAME}-dashboard"
+DASHBOARD_ON = ("--set", "dashboard.enabled=true", "--set", "dashboard.auth.existingSecret=dash-auth")
+
+
+def test_the_dashboard_is_off_by_default() -> None:
+    docs = render(*RENDERS["defaults"])
+    assert not [d for d in docs if d["metadata"]["name"] == DASHBOARD]
+
+
+def test_the_dashboard_is_read_only_and_behind_basic_auth_by_default() -> None:
+    docs = render(*RENDERS["defaults"], *DASHBOARD_ON)
+    workload = one(docs, "Deployment", DASHBOARD)
+    c = container(workload)
+    assert c["command"] == ["pg-scheduler"]
+    assert c["args"] == [
+        "dashboard",
+        "--host=0.0.0.0",
+        "--port=8080",
+        "--statement-timeout=2",
+        "--read-only",
+    ]
+    variables = env(c)
+    credentials = {"PG_SCHEDULER_DASHBOARD_USER": "user", "PG_SCHEDULER_DASHBOARD_PASSWORD": "password"}
+    for name, key in credentials.items():
+        assert variables[name]["valueFrom"]["secretKeyRef"] == {"name": "dash-auth", "key": key}
+    assert variables["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": FULLNAME, "key": "database-url"}
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_dashboard_service_selects_only_the_dashboard_pods() -> None:
+    docs = render(*RENDERS["pools"], *DASHBOARD_ON)
+    service = one(docs, "Service", DASHBOARD)
+    dashboard_pods = pod_labels(one(docs, "Deployment", DASHBOARD))
+    assert selects(service, dashboard_pods)
+    assert selects(one(docs, "Deployment", DASHBOARD), dashboard_pods)
+    for workload in deployments(docs):
+        assert not selects(service, pod_labels(workload))
+        assert not selects(one(docs, "Deployment", DASHBOARD), pod_labels(workload))
+        assert not selects(workload, dashboard_pods)
+    for budget in find(docs, "PodDisruptionBudget"):
+        assert not selects(budget, dashboard_pods)
+    port = {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+    assert service["spec"]["ports"] == [port]
+
+
+def test_the_dashboard_can_act_when_read_only_is_off() -> None:
+    docs = render(*RENDERS["all-features"])
+    c = container(one(docs, "Deployment", DASHBOARD))
+    assert "--read-only" not in c["args"]
+    assert "--port=8081" in c["args"] and "--statement-timeout=1.5" in c["args"]
+    assert one(docs, "Deployment", DASHBOARD)["spec"]["replicas"] == 2

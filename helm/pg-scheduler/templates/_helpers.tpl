@@ -136,6 +136,9 @@ app.kubernetes.io/component: {{ include "pg-scheduler.component" . }}
 {{- if and (not $v.mainDeployment.enabled) (or $v.autoscaling.enabled $v.keda.enabled) -}}
 {{- fail "pg-scheduler: autoscaling and keda scale the main Deployment, and mainDeployment.enabled is false" -}}
 {{- end -}}
+{{- if and $v.dashboard.enabled (not $v.dashboard.auth.existingSecret) -}}
+{{- fail "pg-scheduler: dashboard.enabled needs dashboard.auth.existingSecret (a Secret with the basic-auth user and password): the dashboard serves on 0.0.0.0 in its pod and refuses to without them" -}}
+{{- end -}}
 {{- $names := list -}}
 {{- range $v.pools -}}
 {{- if has .name $names -}}
