@@ -38,7 +38,7 @@ from ..shared.errors import ConfigurationError
 from ..shared.job_filter import JobCursor, JobFilter
 from ..shared.models import JobState
 from .reads import COUNT_CAP, Reader, timed
-from .render import ARGS_SHOWN, ERROR_SHOWN, age, chart, pathpart, pretty_json, shown
+from .render import ARGS_SHOWN, ERROR_SHOWN, age, chart, first_line, pathpart, pretty_json, shown
 from .security import CSRF_COOKIE, BasicAuth, Guard, cross_site_refusal, csrf_token, who
 
 log = logging.getLogger("pg_scheduler.dashboard")
@@ -120,6 +120,7 @@ class Dashboard:
         )
         env.filters["age"] = age
         env.filters["pathpart"] = pathpart
+        env.filters["first_line"] = first_line
         self.templates = Jinja2Templates(env=env)
 
     async def scheduler(self) -> Scheduler:

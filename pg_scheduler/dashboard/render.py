@@ -35,6 +35,11 @@ def shown(text: str, limit: int) -> Shown:
     return Shown(text[:limit], len(text) - limit)
 
 
+def first_line(text: str) -> str:
+    """The first line of ``text``: an error's message, without the traceback under it."""
+    return text.split("\n", 1)[0]
+
+
 def pretty_json(value: Any) -> str:
     """``value`` as indented JSON (non-ASCII kept as it is)."""
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
