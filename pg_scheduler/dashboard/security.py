@@ -5,8 +5,8 @@ the headers of every response.
   user name and password are compared in constant time (``hmac.compare_digest``), both always,
   so the time taken does not tell which one was wrong.
 - A POST is refused (403) unless the browser says it comes from this site: ``Sec-Fetch-Site``
-  absent, ``same-origin`` or ``none``; ``Origin``, when sent, equal to the request's own scheme
-  and host; and the form's ``csrf`` field equal to the ``pgs_csrf`` cookie (double submit: a
+  absent, ``same-origin`` or ``none``; ``Origin``, when sent, naming the request's own host
+  and port; and the form's ``csrf`` field equal to the ``pgs_csrf`` cookie (double submit: a
   random token per browser session, in an HttpOnly, SameSite=Strict cookie that another site can
   neither read nor make the browser send). Basic auth alone is no defence: browsers resend it to
   cross-site requests.
@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
@@ -157,8 +158,10 @@ def cross_site_refusal(request: Request, form: dict[str, str]) -> str | None:
         return f"cross-site request refused (Sec-Fetch-Site: {fetch_site})"
     origin = request.headers.get("origin")
     if origin is not None:
-        own = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
-        if origin.lower() != own.lower():
+        # The host and port, not the scheme: behind a proxy that ends TLS the browser's Origin
+        # is https while this server is reached over http, and another site differs by host.
+        own = request.headers.get("host", request.url.netloc)
+        if urlsplit(origin).netloc.lower() != own.lower():
             return "cross-site request refused (Origin does not match this site)"
     cookie = request.cookies.get(CSRF_COOKIE, "")
     sent = form.get(CSRF_FIELD, "")

@@ -405,6 +405,8 @@ async def test_cross_site_posts_are_refused_whatever_the_action(
             ({"csrf": token}, {"sec-fetch-site": "cross-site"}, "Sec-Fetch-Site"),
             ({"csrf": token}, {"sec-fetch-site": "same-site"}, "Sec-Fetch-Site"),
             ({"csrf": token}, {"origin": "http://evil.example"}, "Origin"),
+            ({"csrf": token}, {"origin": f"{BASE}.evil.example"}, "Origin"),
+            ({"csrf": token}, {"origin": f"{BASE}:8443"}, "Origin"),
         ]
         for path, data in ACTION_POSTS:
             for form, headers, reason in attempts:
@@ -414,6 +416,14 @@ async def test_cross_site_posts_are_refused_whatever_the_action(
         # A request the browser marks as typed by the user, or with no fetch metadata, passes.
         ok = await client.post(
             "/jobs/j-failed/retry", data={"csrf": token}, headers={"sec-fetch-site": "none"}
+        )
+        assert ok.status_code == 303
+        # Behind a proxy that ends TLS, the browser's Origin is https for this same host.
+        https_origin = BASE.replace("http://", "https://", 1)
+        ok = await client.post(
+            "/jobs/j-failed/cancel",
+            data={"csrf": token},
+            headers={"origin": https_origin, "sec-fetch-site": "same-origin"},
         )
         assert ok.status_code == 303
     assert await _snapshot(pool) != before
