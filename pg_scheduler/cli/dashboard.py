@@ -16,6 +16,7 @@ import importlib.util
 import ipaddress
 import logging
 import os
+import signal
 from collections.abc import Iterator
 
 import click
@@ -177,11 +178,29 @@ async def serve(
     class Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
-            if stop is None:
-                with super().capture_signals():
-                    yield
-            else:
+            # uvicorn's own capture raises the signal again once the server is down, which
+            # kills the process before the command's cleanup (an embedded PostgreSQL it started
+            # must be stopped): the first SIGINT or SIGTERM stops serving, a second one stops
+            # waiting for requests in flight, and the command then ends normally.
+            if stop is not None:
                 yield
+                return
+            loop = asyncio.get_running_loop()
+            caught = (signal.SIGINT, signal.SIGTERM)
+
+            def handle(signum: int) -> None:
+                log.info("received %s: stopping the dashboard", signal.Signals(signum).name)
+                if self.should_exit:
+                    self.force_exit = True
+                self.should_exit = True
+
+            for signum in caught:
+                loop.add_signal_handler(signum, handle, signum)
+            try:
+                yield
+            finally:
+                for signum in caught:
+                    loop.remove_signal_handler(signum)
 
     app = create_app(dsn, read_only=read_only, auth=auth, statement_timeout=statement_timeout)
     config = uvicorn.Config(
@@ -204,6 +223,7 @@ async def serve(
     )
     if stop is None:
         await server.serve()
+        log.info("the dashboard stopped")
         return
 
     async def stop_when_told() -> None:

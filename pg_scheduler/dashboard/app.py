@@ -276,9 +276,9 @@ class Dashboard:
                 "next_runs": r.next_runs,
                 "last_run": r.last_run,
                 "schedule": r.info.trigger.describe(),
-                "last_run_at": (r.last_run.get("started_at") or r.last_run.get("finished_at") or "")[:19]
+                "last_run_at": _utc(r.last_run.get("started_at") or r.last_run.get("finished_at"))
                 if r.last_run
-                else "",
+                else None,
             }
             for r in rows
         ]
@@ -522,6 +522,17 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
+
+
+def _utc(text: str | None) -> datetime | None:
+    """An ISO 8601 time of the periodic API, in UTC (None when absent or unreadable)."""
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def create_app(

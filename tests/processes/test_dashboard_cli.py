@@ -18,7 +18,9 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncpg
@@ -87,6 +89,64 @@ async def test_the_command_serves_the_dashboard_and_requires_the_credentials_it_
     log = stderr.decode()
     assert f"serving the dashboard on http://127.0.0.1:{port}/ (read-only; basic auth required)" in log
     assert dsn not in log and "pa55word" not in log
+    assert process.returncode == 0, log
+    assert "received SIGTERM: stopping the dashboard" in log and "the dashboard stopped" in log
+
+
+def test_on_sigterm_it_stops_the_embedded_server_it_started(tmp_path: Path) -> None:
+    """With no database given it starts the folder's embedded PostgreSQL and, on SIGTERM, ends
+    normally: exit 0, and the server it started is stopped."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["PYTHONPATH"] = str(ROOT)
+    migrated = subprocess.run(
+        [sys.executable, "-m", "pg_scheduler", "migrate"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    port = free_port()
+    log_path = tmp_path / "dashboard.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pg_scheduler", "dashboard", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "serving the dashboard" not in log_path.read_text():
+                assert process.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.1)
+            page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+            assert page.status_code == 200
+            pid_file = tmp_path / ".pg-scheduler" / "pgdata" / "postmaster.pid"
+            server_pid = int(pid_file.read_text().split()[0])
+        finally:
+            process.send_signal(signal.SIGTERM)
+            returncode = process.wait(timeout=60)
+    log = log_path.read_text()
+    assert returncode == 0, log
+    assert "the dashboard stopped" in log and "stopping the embedded PostgreSQL" in log, log
+    assert not pid_file.exists()
+    # The postmaster removes its pid file just before it exits.
+    deadline = time.monotonic() + 10
+    while _alive(server_pid):
+        assert time.monotonic() < deadline, f"the embedded PostgreSQL (pid {server_pid}) still runs"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
 def test_a_non_loopback_bind_without_credentials_is_refused_in_one_line() -> None:
