@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import os
 import re
+import socket
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -453,3 +454,56 @@ async def test_readme_database_schema_columns_are_all_there(pool: asyncpg.Pool) 
         )
     }
     assert README_COLUMNS <= columns
+
+
+async def test_after_the_quickstart_the_dashboard_shows_its_jobs_on_the_embedded_postgresql(
+    tmp_path: Path,
+) -> None:
+    """The README's first command, then `pg-scheduler dashboard` in the same folder, as a new
+    user runs them: the dashboard starts the embedded PostgreSQL the quick start left, and its
+    pages show the example's jobs."""
+    import httpx
+
+    run = await run_python(str(QUICKSTART), cwd=tmp_path, env={"DATABASE_URL": None, "EXAMPLE_SECONDS": "4"})
+    assert run.returncode == 0, run.explain()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pg_scheduler",
+        "dashboard",
+        "--port",
+        str(port),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            deadline = asyncio.get_running_loop().time() + 60
+            while True:
+                try:
+                    overview = await client.get("/")
+                    break
+                except httpx.TransportError:
+                    assert process.returncode is None, "the dashboard exited"
+                    assert asyncio.get_running_loop().time() < deadline, "the dashboard never answered"
+                    await asyncio.sleep(0.2)
+            assert overview.status_code == 200
+            completed = await client.get("/jobs", params={"state": "completed"})
+            assert completed.status_code == 200
+            assert completed.text.count("__main__:send_email") == 3
+            assert "__main__:import_batch" in completed.text and "__main__:heartbeat" in completed.text
+            periodic = await client.get("/periodic")
+            assert "__main__:heartbeat" in periodic.text
+    finally:
+        process.terminate()
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    log = stderr.decode()
+    assert process.returncode == 0, log
+    assert "started the embedded PostgreSQL in ./.pg-scheduler/pgdata" in log, log
+    assert "stopping the embedded PostgreSQL" in log, log
