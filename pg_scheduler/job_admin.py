@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -127,10 +128,11 @@ class JobAdmin:
         extra: tuple[Any, ...] = (),
         after_batch: Callable[[list[asyncpg.Record]], None] | None = None,
     ) -> int:
-        """Run the bulk statement ``sql`` over the jobs of ``states`` that match the filter,
-        one batch of ``batch_size`` per transaction (so locks are held for one batch only),
-        until a batch comes back short; the number of jobs it acted on. A filter whose state is
-        not one of ``states`` matches nothing the action applies to."""
+        """Run the bulk statement ``sql`` over the jobs of ``states`` that match the filter and
+        were in their state when the call began (by the database's clock), one batch of
+        ``batch_size`` per transaction (so locks are held for one batch only), until a batch
+        comes back short; the number of jobs it acted on. A filter whose state is not one of
+        ``states`` matches nothing the action applies to."""
         checked = check_job_filter(job_filter)
         check_positive("batch_size", batch_size)
         if checked.state is not None:
@@ -138,11 +140,14 @@ class JobAdmin:
         if not states:
             return 0
         await self._ready()
+        begun = await self.db_pool.fetchval(queries.DB_GET_CLOCK)
         total = 0
         while True:
             async with self.db_pool.acquire() as conn, conn.transaction():
                 await conn.execute(queries.DB_SET_CUSTOM_PLANS)
-                rows = await conn.fetch(sql, [s.value for s in states], *checked.params, batch_size, *extra)
+                rows = await conn.fetch(
+                    sql, [s.value for s in states], *checked.params, batch_size, begun, *extra
+                )
             total += len(rows)
             if after_batch is not None:
                 after_batch(rows)
@@ -150,11 +155,23 @@ class JobAdmin:
                 return total
 
     async def list_jobs(
-        self, job_filter: Mapping[str, Any], *, after: JobCursor | None, limit: int
+        self,
+        job_filter: Mapping[str, Any],
+        *,
+        after: JobCursor | None,
+        limit: int,
+        statement_timeout: float | None = None,
     ) -> JobPage:
         """``Scheduler.list_jobs``."""
         checked = check_job_filter(job_filter)
         check_positive("limit", limit)
+        if statement_timeout is not None and not (
+            isinstance(statement_timeout, int | float) and 0 < statement_timeout < math.inf
+        ):
+            raise ConfigurationError(
+                f"statement_timeout must be a number of seconds > 0 or None, got {statement_timeout!r}"
+            )
+        timeout_ms = None if statement_timeout is None else str(max(1, round(statement_timeout * 1000)))
         if after is not None and not isinstance(after, JobCursor):
             raise ConfigurationError(f"after must be a JobCursor (a page's next), not {type(after).__name__}")
         await self._ready()
@@ -165,14 +182,14 @@ class JobAdmin:
                     f"list_jobs needs a state (one of {', '.join(s.value for s in JobState)}) or a job_id"
                 )
             async with self.db_pool.acquire() as conn, conn.transaction():
-                await conn.execute(queries.DB_SET_CUSTOM_PLANS)
+                await _prepare_listing(conn, timeout_ms)
                 rows = await conn.fetch(
                     queries.JOB_LIST_MATCHING, [s.value for s in JobState], *checked.params, limit
                 )
             return JobPage([Job.from_record(_with_task_data(r)) for r in rows], None)
         key, after_id = (after.key, after.job_id) if after is not None else (None, None)
         async with self.db_pool.acquire() as conn, conn.transaction():
-            await conn.execute(queries.DB_SET_CUSTOM_PLANS)
+            await _prepare_listing(conn, timeout_ms)
             rows = await conn.fetch(_PAGES[state], state.value, *checked.params, key, after_id, limit + 1)
         jobs = [Job.from_record(_with_task_data(r)) for r in rows[:limit]]
         if len(rows) <= limit:
@@ -263,6 +280,14 @@ class JobAdmin:
         await self._ready()
         row = await self.db_pool.fetchrow(queries.VACUUM_GET_TOTALS)
         return dict(row) if row else {}
+
+
+async def _prepare_listing(conn: asyncpg.Connection, timeout_ms: str | None) -> None:
+    """A listing's transaction: planned with its values, and bounded on the server when asked
+    (both SET LOCAL: the session's own settings come back at the end)."""
+    await conn.execute(queries.DB_SET_CUSTOM_PLANS)
+    if timeout_ms is not None:
+        await conn.execute(queries.DB_SET_STATEMENT_TIMEOUT, timeout_ms)
 
 
 def _with_task_data(row: asyncpg.Record) -> dict[str, Any]:

@@ -308,7 +308,12 @@ class Scheduler(Lifecycle):
         return await self._jobs.delete_jobs(job_filter, batch_size=batch_size)
 
     async def list_jobs(
-        self, job_filter: JobFilter, *, after: JobCursor | None = None, limit: int = 50
+        self,
+        job_filter: JobFilter,
+        *,
+        after: JobCursor | None = None,
+        limit: int = 50,
+        statement_timeout: float | None = None,
     ) -> JobPage:
         """One page of at most ``limit`` jobs that ``job_filter`` matches, in the order of its
         state: finished jobs by finish time, newest first; pending ones by due time, the first
@@ -317,10 +322,16 @@ class Scheduler(Lifecycle):
         pages follow one another without gap or repeat while rows keep their sort key.
 
         The filter needs a ``state``, or a ``job_id`` (which finds the job in any state).
+        ``statement_timeout`` (seconds) bounds the page's query on the server, in its own
+        transaction, leaving the pool's sessions as they are: an argument search over millions
+        of rows then ends with ``asyncpg.QueryCanceledError`` instead of running on.
 
-        :raises ConfigurationError: for a bad filter, ``after`` or ``limit``.
+        :raises ConfigurationError: for a bad filter, ``after``, ``limit`` or
+            ``statement_timeout``.
         """
-        return await self._jobs.list_jobs(job_filter, after=after, limit=limit)
+        return await self._jobs.list_jobs(
+            job_filter, after=after, limit=limit, statement_timeout=statement_timeout
+        )
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job as stored now, or None if there is no such job (or it was vacuumed)."""

@@ -27,7 +27,7 @@ import pytest
 
 from pg_scheduler import ConfigurationError, JobCursor, JobFilter, JobState, Scheduler, job
 from pg_scheduler.shared import queries
-from tests.rows import insert_job, job_row
+from tests.rows import Sql, insert_job, job_row
 from tests.support import FAST, wait_for
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -350,3 +350,89 @@ async def test_a_page_of_finished_jobs_is_planned_with_its_values_on_the_finish_
     assert "scheduled_jobs_finished_idx" in plan, plan
     assert "Index Cond: ((status = 'failed'::text) AND (finished_at <=" in plan, plan
     assert "IS NULL" not in plan, plan
+
+
+# --------------------------------------------------------------------------- a bulk call's set
+
+
+async def test_a_bulk_action_leaves_jobs_that_entered_their_state_after_it_began(
+    pool: asyncpg.Pool, producer: Scheduler
+) -> None:
+    """A call acts on the jobs in their state when it began: a job that failed again, finished
+    or was written after that (here: an hour from now) is left to the next call."""
+    later = Sql("now() + interval '1 hour'")
+    for i in range(3):
+        await insert_job(pool, f"failed-{i}", status="failed")
+        await insert_job(pool, f"failed-later-{i}", status="failed", finished_at=later)
+        await insert_job(pool, f"done-{i}", status="completed")
+        await insert_job(pool, f"done-later-{i}", status="completed", finished_at=later)
+        await insert_job(pool, f"pending-{i}", execution_time=Sql("now() + interval '1 day'"))
+        await insert_job(pool, f"pending-later-{i}", created_at=later)
+    assert await producer.retry_jobs({"state": "failed"}, batch_size=2) == 3
+    assert await producer.delete_jobs({"state": "completed"}, batch_size=2) == 3
+    # Pending when the cancel began: the three written for tomorrow and the three retried.
+    assert await producer.cancel_jobs({"state": "pending"}, batch_size=2) == 6
+    now = await statuses(pool)
+    assert [now[f"failed-later-{i}"] for i in range(3)] == ["failed"] * 3
+    assert [now.get(f"done-later-{i}") for i in range(3)] == ["completed"] * 3
+    assert [now.get(f"done-{i}") for i in range(3)] == [None] * 3
+    assert [now[f"pending-later-{i}"] for i in range(3)] == ["pending"] * 3
+    assert [now[f"pending-{i}"] for i in range(3)] == ["cancelled"] * 3
+    assert [now[f"failed-{i}"] for i in range(3)] == ["cancelled"] * 3
+
+
+async def test_a_bulk_delete_ends_while_jobs_keep_finishing(pool: asyncpg.Pool, producer: Scheduler) -> None:
+    """Jobs finishing faster than the batches delete them do not keep the call going."""
+    await pool.execute(
+        "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, status, finished_at)"
+        " SELECT 'old-' || g, 'tests:nobody', now(), 'completed', now() FROM generate_series(1, 200) g"
+    )
+    inserted = 0
+    done = asyncio.Event()
+
+    async def keep_finishing() -> None:
+        nonlocal inserted
+        while not done.is_set():
+            await pool.execute(
+                "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, status, finished_at)"
+                " SELECT 'new-' || $1::int || '-' || g, 'tests:nobody', now(), 'completed', now()"
+                " FROM generate_series(1, 50) g",
+                inserted,
+            )
+            inserted += 50
+
+    finishing = asyncio.create_task(keep_finishing())
+    try:
+        deleted = await asyncio.wait_for(producer.delete_jobs({"state": "completed"}, batch_size=5), 60)
+    finally:
+        done.set()
+        await finishing
+    assert inserted > 0
+    assert 200 <= deleted < 200 + inserted
+    assert await pool.fetchval("SELECT count(*) FROM scheduled_jobs WHERE job_id LIKE 'old-%'") == 0
+
+
+async def test_a_page_with_a_statement_timeout_is_bounded_on_the_server_only_for_its_query(
+    pool: asyncpg.Pool, producer: Scheduler
+) -> None:
+    """The timeout ends the page's query on the server, and the pooled session keeps its own
+    setting afterwards."""
+    await insert_job(pool, "done", status="completed")
+    page = await producer.list_jobs({"state": "completed"}, statement_timeout=5)
+    assert [j.job_id for j in page.jobs] == ["done"]
+    locker = await pool.acquire()
+    try:
+        # A lock the page's read must wait for: its timeout ends the wait on the server.
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("LOCK TABLE scheduled_jobs IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await producer.list_jobs({"state": "completed"}, statement_timeout=0.2)
+        await tx.rollback()
+    finally:
+        await pool.release(locker)
+    settings = {await pool.fetchval("SHOW statement_timeout") for _ in range(pool.get_size() + 1)}
+    assert settings == {"0"}
+    for bad in (0, -1, float("nan"), float("inf"), "1"):
+        with pytest.raises(ConfigurationError, match="statement_timeout"):
+            await producer.list_jobs({"state": "completed"}, statement_timeout=bad)  # type: ignore[arg-type]

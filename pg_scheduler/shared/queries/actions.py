@@ -11,9 +11,12 @@ could not.
 
 A bulk action works in batches, each one statement that locks up to $8 matching rows (``FOR
 UPDATE SKIP LOCKED``: a row another transaction holds, a claim say, is left to the next batch or
-the next call) and acts on them; the caller repeats until a batch comes back short. Every action
-takes its rows out of its own match (a cancelled job is no longer pending, a job made due is no
-longer due later), so the batches end.
+the next call) and acts on them; the caller repeats until a batch comes back short. A call acts
+only on jobs already in their state when it began ($9, the database's clock then: the time a job
+was written for a pending one, its start for a running one, its finish for a finished one), so
+its batches end whatever goes on meanwhile: a retried job that fails again, jobs completing or
+inserted while it deletes or cancels, are left to the next call, and no job is acted on twice
+by one call.
 """
 
 from __future__ import annotations
@@ -43,11 +46,21 @@ def _matching(status: str, time: str) -> str:
    AND ($7::timestamptz IS NULL OR {time} < $7)"""
 
 
+# Since when a row has been in its state, as far as the table tells: what pins a bulk action's set.
+_IN_STATE_SINCE = (
+    "CASE status WHEN 'pending' THEN coalesce(created_at, '-infinity') "
+    "WHEN 'running' THEN coalesce(started_at, '-infinity') "
+    "ELSE coalesce(finished_at, '-infinity') END"
+)
+
+
 def _batch(also: str = "") -> str:
-    """``= ANY (ids)``: the ids of up to $8 rows that match the filter (and ``also``), locked."""
+    """``= ANY (ids)``: the ids of up to $8 rows that match the filter (and ``also``) and were
+    in their state before $9, locked."""
     return f"""= ANY (ARRAY(
     SELECT job_id FROM scheduled_jobs
      WHERE {_matching("status = ANY ($1::text[])", _STATE_TIME)}{also}
+       AND {_IN_STATE_SINCE} < $9::timestamptz
      LIMIT $8
        FOR UPDATE SKIP LOCKED))"""
 
@@ -72,8 +85,8 @@ SELECT job_id, pg_notify('pg_scheduler_cancel', job_id) AS notified FROM cancell
 
 
 JOB_CANCEL = _cancel("= $1", "$2")
-# $1 states, $2 queue, $3 task, $4 job_id, $5 args, $6 since, $7 until, $8 batch_size, $9 reason
-JOB_CANCEL_MATCHING = _cancel(_batch(), "$9")
+# $1 states, $2 queue, $3 task, $4 job_id, $5 args, $6 since, $7 until, $8 batch_size, $9 begun, $10 reason  # noqa: E501
+JOB_CANCEL_MATCHING = _cancel(_batch(), "$10")
 
 # --------------------------------------------------------------------------- retry
 
@@ -96,7 +109,7 @@ SELECT job_id, attempt, max_retries, pg_notify('pg_scheduler_jobs', '') AS notif
 
 
 JOB_RETRY = _retry("= $1")
-# $1 states, $2 queue, $3 task, $4 job_id, $5 args, $6 since, $7 until, $8 batch_size
+# $1 states, $2 queue, $3 task, $4 job_id, $5 args, $6 since, $7 until, $8 batch_size, $9 begun
 JOB_RETRY_MATCHING = _retry(_batch())
 
 # --------------------------------------------------------------------------- run now
@@ -117,7 +130,7 @@ SELECT job_id, pg_notify('pg_scheduler_jobs', '') AS notified FROM due
 
 JOB_SET_DUE_NOW = _due_now("= $1")
 # Only jobs due later: those already due are left as they are, which ends the batches.
-# $1 states, $2 queue, $3 task, $4 job_id, $5 args, $6 since, $7 until, $8 batch_size
+# $1 states, $2 queue, $3 task, $4 job_id, $5 args, $6 since, $7 until, $8 batch_size, $9 begun
 JOB_SET_DUE_NOW_MATCHING = _due_now(_batch("\n       AND execution_time > now()"))
 
 # --------------------------------------------------------------------------- delete
@@ -134,7 +147,7 @@ RETURNING job_id
 
 
 JOB_DELETE_FINISHED = _delete("= $1")
-# $1 states, $2 queue, $3 task, $4 job_id, $5 args, $6 since, $7 until, $8 batch_size
+# $1 states, $2 queue, $3 task, $4 job_id, $5 args, $6 since, $7 until, $8 batch_size, $9 begun
 JOB_DELETE_MATCHING = _delete(_batch())
 
 # --------------------------------------------------------------------------- listing
