@@ -204,8 +204,8 @@ class Reader:
             found = []
             for row in rows:
                 info = info_from_row(row)
-                runs = await conn.fetchrow(queries.PERIODIC_GET_RUNS, info.dedup_key)
-                last = json.loads(runs["last_run"]) if runs["last_run"] else None
+                last_run = await conn.fetchval(queries.PERIODIC_GET_LAST_RUN, info.dedup_key)
+                last = json.loads(last_run) if last_run else None
                 upcoming = next_runs(info, PERIODIC_NEXT_RUNS, now) if info.enabled else []
                 found.append(PeriodicRow(info=info, next_runs=upcoming, last_run=last))
         return found
