@@ -93,17 +93,22 @@ SELECT name, CASE WHEN NOT $2 THEN pg_notify('pg_scheduler_jobs', '') END FROM w
 """
 
 # Every queue with a row or with unfinished jobs, with its limits, state and counts: running
-# (with a live lease), pending, due now, and the age of its oldest due job.
+# (with a live lease), pending, due now, and the age of its oldest due job. The running and the
+# pending jobs are counted apart, each through its own partial index: one scan of both states
+# (status IN (...)) matches neither index, and PostgreSQL read the whole table for it (1.7-3.2 s
+# with 10 million finished rows beside 100,000 pending ones).
 QUEUE_LIST = """
 WITH counts AS (
-    SELECT queue,
-           count(*) FILTER (WHERE status = 'running' AND lease_until > now()) AS running,
-           count(*) FILTER (WHERE status = 'pending') AS pending,
-           count(*) FILTER (WHERE status = 'pending' AND execution_time <= now()) AS due,
-           extract(epoch FROM now() - min(execution_time) FILTER (
-               WHERE status = 'pending' AND execution_time <= now()))::float8 AS oldest_due_seconds
-      FROM scheduled_jobs
-     WHERE status IN ('pending', 'running')
+    SELECT queue, sum(running)::int8 AS running, sum(pending)::int8 AS pending, sum(due)::int8 AS due,
+           max(oldest_due_seconds) AS oldest_due_seconds
+      FROM (SELECT queue, count(*) FILTER (WHERE lease_until > now()) AS running, 0 AS pending,
+                   0 AS due, NULL::float8 AS oldest_due_seconds
+              FROM scheduled_jobs WHERE status = 'running' GROUP BY queue
+            UNION ALL
+            SELECT queue, 0, count(*), count(*) FILTER (WHERE execution_time <= now()),
+                   extract(epoch FROM now() - min(execution_time) FILTER (
+                       WHERE execution_time <= now()))::float8
+              FROM scheduled_jobs WHERE status = 'pending' GROUP BY queue) AS per_state
      GROUP BY queue
 )
 SELECT coalesce(q.name, c.queue) AS name, q.name IS NOT NULL AS has_row,
