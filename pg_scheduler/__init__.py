@@ -27,6 +27,7 @@ from .shared.errors import (
     TaskNameConflictError,
     UnknownTaskError,
 )
+from .shared.job_filter import JobCursor, JobFilter, JobPage
 from .shared.models import (
     ConflictResolution,
     Job,
@@ -52,6 +53,9 @@ __all__ = [
     "InvalidScheduleError",
     "Job",
     "JobContext",
+    "JobCursor",
+    "JobFilter",
+    "JobPage",
     "JobAlreadyExistsError",
     "JobNotFoundError",
     "JobPriority",

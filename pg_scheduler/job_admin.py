@@ -1,7 +1,9 @@
-"""Acts by hand on jobs already written: cancel, read, one vacuum or rescue pass, vacuum statistics.
+"""Acts by hand on jobs already written: cancel, retry, run now, delete (one job or every job a
+filter matches), read and list, one vacuum or rescue pass, vacuum statistics.
 
-The :class:`~pg_scheduler.scheduler.Scheduler` delegates its ``cancel_job``, ``get_job``,
-``run_vacuum``, ``recover_orphaned_jobs`` and vacuum statistics here.
+The :class:`~pg_scheduler.scheduler.Scheduler` delegates its job actions, ``get_job``,
+``list_jobs``, ``wait_for``, ``run_vacuum``, ``recover_orphaned_jobs`` and vacuum statistics
+here.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -17,8 +19,9 @@ import asyncpg
 from .shared import queries
 from .shared.config import SchedulerConfig
 from .shared.db import connect_params_from_pool
-from .shared.errors import JobNotFoundError
-from .shared.models import Job
+from .shared.errors import ConfigurationError, JobNotFoundError
+from .shared.job_filter import JobCursor, JobPage, check_job_filter, check_positive
+from .shared.models import FINAL_STATES, Job, JobState
 from .supervisor.fence import Unfenced
 from .supervisor.maintenance.orphan_rescuer import OrphanRescuer
 from .supervisor.maintenance.vacuum import Vacuum
@@ -26,6 +29,21 @@ from .worker.worker import Worker
 
 WAIT_RECHECK_SECONDS = 5.0
 """How often ``wait_for`` reads its job without a notification."""
+
+CANCELLABLE = (JobState.PENDING, JobState.RUNNING)
+RETRYABLE = (JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED)
+
+# Each listed state's keyset page, ordered by that state's own time.
+_PAGES = {
+    **dict.fromkeys(FINAL_STATES, queries.JOB_LIST_FINISHED_PAGE),
+    JobState.PENDING: queries.JOB_LIST_PENDING_PAGE,
+    JobState.RUNNING: queries.JOB_LIST_RUNNING_PAGE,
+}
+_PAGE_KEYS = {
+    **dict.fromkeys(FINAL_STATES, "finished_at"),
+    JobState.PENDING: "execution_time",
+    JobState.RUNNING: "started_at",
+}
 
 
 class JobAdmin:
@@ -57,6 +75,110 @@ class JobAdmin:
         if rows and worker is not None:
             worker.cancel_local(job_id)  # no need to wait for our own notification
         return bool(rows)
+
+    async def retry_job(self, job_id: str) -> bool:
+        """``Scheduler.retry_job``."""
+        await self._ready()
+        return bool(await self.db_pool.fetch(queries.JOB_RETRY, job_id))
+
+    async def run_job_now(self, job_id: str) -> bool:
+        """``Scheduler.run_job_now``."""
+        await self._ready()
+        return bool(await self.db_pool.fetch(queries.JOB_SET_DUE_NOW, job_id))
+
+    async def delete_job(self, job_id: str) -> bool:
+        """``Scheduler.delete_job``."""
+        await self._ready()
+        return bool(await self.db_pool.fetch(queries.JOB_DELETE_FINISHED, job_id))
+
+    async def cancel_jobs(self, job_filter: Mapping[str, Any], *, reason: str | None, batch_size: int) -> int:
+        """``Scheduler.cancel_jobs``: JOB_CANCEL's rule and notification, batch by batch."""
+        worker = self._worker()
+
+        def cancelled(rows: list[asyncpg.Record]) -> None:
+            if worker is not None:
+                for row in rows:
+                    worker.cancel_local(row["job_id"])
+
+        return await self._in_batches(
+            queries.JOB_CANCEL_MATCHING, job_filter, CANCELLABLE, batch_size, (reason,), cancelled
+        )
+
+    async def retry_jobs(self, job_filter: Mapping[str, Any], *, batch_size: int) -> int:
+        """``Scheduler.retry_jobs``."""
+        return await self._in_batches(queries.JOB_RETRY_MATCHING, job_filter, RETRYABLE, batch_size)
+
+    async def run_jobs_now(self, job_filter: Mapping[str, Any], *, batch_size: int) -> int:
+        """``Scheduler.run_jobs_now``."""
+        return await self._in_batches(
+            queries.JOB_SET_DUE_NOW_MATCHING, job_filter, (JobState.PENDING,), batch_size
+        )
+
+    async def delete_jobs(self, job_filter: Mapping[str, Any], *, batch_size: int) -> int:
+        """``Scheduler.delete_jobs``."""
+        return await self._in_batches(queries.JOB_DELETE_MATCHING, job_filter, FINAL_STATES, batch_size)
+
+    async def _in_batches(
+        self,
+        sql: str,
+        job_filter: Mapping[str, Any],
+        states: Sequence[JobState],
+        batch_size: int,
+        extra: tuple[Any, ...] = (),
+        after_batch: Callable[[list[asyncpg.Record]], None] | None = None,
+    ) -> int:
+        """Run the bulk statement ``sql`` over the jobs of ``states`` that match the filter,
+        one batch of ``batch_size`` per transaction (so locks are held for one batch only),
+        until a batch comes back short; the number of jobs it acted on. A filter whose state is
+        not one of ``states`` matches nothing the action applies to."""
+        checked = check_job_filter(job_filter)
+        check_positive("batch_size", batch_size)
+        if checked.state is not None:
+            states = [checked.state] if checked.state in states else []
+        if not states:
+            return 0
+        await self._ready()
+        total = 0
+        while True:
+            async with self.db_pool.acquire() as conn, conn.transaction():
+                await conn.execute(queries.DB_SET_CUSTOM_PLANS)
+                rows = await conn.fetch(sql, [s.value for s in states], *checked.params, batch_size, *extra)
+            total += len(rows)
+            if after_batch is not None:
+                after_batch(rows)
+            if len(rows) < batch_size:
+                return total
+
+    async def list_jobs(
+        self, job_filter: Mapping[str, Any], *, after: JobCursor | None, limit: int
+    ) -> JobPage:
+        """``Scheduler.list_jobs``."""
+        checked = check_job_filter(job_filter)
+        check_positive("limit", limit)
+        if after is not None and not isinstance(after, JobCursor):
+            raise ConfigurationError(f"after must be a JobCursor (a page's next), not {type(after).__name__}")
+        await self._ready()
+        state = checked.state
+        if state is None:
+            if job_filter.get("job_id") is None:
+                raise ConfigurationError(
+                    f"list_jobs needs a state (one of {', '.join(s.value for s in JobState)}) or a job_id"
+                )
+            async with self.db_pool.acquire() as conn, conn.transaction():
+                await conn.execute(queries.DB_SET_CUSTOM_PLANS)
+                rows = await conn.fetch(
+                    queries.JOB_LIST_MATCHING, [s.value for s in JobState], *checked.params, limit
+                )
+            return JobPage([Job.from_record(_with_task_data(r)) for r in rows], None)
+        key, after_id = (after.key, after.job_id) if after is not None else (None, None)
+        async with self.db_pool.acquire() as conn, conn.transaction():
+            await conn.execute(queries.DB_SET_CUSTOM_PLANS)
+            rows = await conn.fetch(_PAGES[state], state.value, *checked.params, key, after_id, limit + 1)
+        jobs = [Job.from_record(_with_task_data(r)) for r in rows[:limit]]
+        if len(rows) <= limit:
+            return JobPage(jobs, None)
+        last = rows[limit - 1]
+        return JobPage(jobs, JobCursor(last[_PAGE_KEYS[state]], last["job_id"]))
 
     async def get_job(self, job_id: str) -> Job | None:
         """``Scheduler.get_job``."""

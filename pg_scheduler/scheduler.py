@@ -24,6 +24,7 @@ from .periodic_admin import PeriodicAdmin
 from .runtime import Lifecycle, Runtime
 from .shared.config import KNOB_DEFAULTS, SCHEDULER_KNOBS, SchedulerConfig, SchedulerKnobs
 from .shared.errors import ConfigurationError
+from .shared.job_filter import JobCursor, JobFilter, JobPage
 from .shared.models import (
     UNSET,
     ConflictResolution,
@@ -256,6 +257,70 @@ class Scheduler(Lifecycle):
     async def cancel_job(self, job_id: str, *, reason: str | None = None) -> bool:
         """Cancel a pending or running job; a running one has its coroutine cancelled."""
         return await self._jobs.cancel_job(job_id, reason=reason)
+
+    async def retry_job(self, job_id: str) -> bool:
+        """Run a failed, cancelled or expired job again: it becomes pending and due now, with its
+        retry count back to 0 (it gets its ``max_retries`` again); its ``attempt`` keeps counting
+        up and its last error stays until the new attempt ends. Workers are woken at once.
+        False, changing nothing, for a pending, running or completed job or an unknown id."""
+        return await self._jobs.retry_job(job_id)
+
+    async def run_job_now(self, job_id: str) -> bool:
+        """Make a pending job due now, so the next free worker runs it (one already due keeps its
+        due time, and its place). Workers are woken at once. False for a job in any other state
+        or an unknown id."""
+        return await self._jobs.run_job_now(job_id)
+
+    async def delete_job(self, job_id: str) -> bool:
+        """Delete a finished job (completed, failed, cancelled or expired). A pending or running
+        job is not deleted (cancel it first): False, as for an unknown id."""
+        return await self._jobs.delete_job(job_id)
+
+    async def cancel_jobs(
+        self, job_filter: JobFilter, *, reason: str | None = None, batch_size: int = 500
+    ) -> int:
+        """Cancel every pending or running job that ``job_filter`` matches, as :meth:`cancel_job`
+        does each (a running one's worker is told to stop it); the number cancelled.
+
+        Done in batches of ``batch_size`` jobs, each its own transaction, until a batch comes
+        back short. A job locked at that moment by another transaction (a worker claiming it) is
+        skipped; a job that starts to match meanwhile may or may not be cancelled.
+
+        :raises ConfigurationError: for a bad filter or ``batch_size``, before anything changes.
+        """
+        return await self._jobs.cancel_jobs(job_filter, reason=reason, batch_size=batch_size)
+
+    async def retry_jobs(self, job_filter: JobFilter, *, batch_size: int = 500) -> int:
+        """:meth:`retry_job` on every failed, cancelled or expired job that ``job_filter``
+        matches, in batches as :meth:`cancel_jobs`; the number retried."""
+        return await self._jobs.retry_jobs(job_filter, batch_size=batch_size)
+
+    async def run_jobs_now(self, job_filter: JobFilter, *, batch_size: int = 500) -> int:
+        """:meth:`run_job_now` on every pending job that ``job_filter`` matches and that is due
+        later, in batches as :meth:`cancel_jobs`; the number made due now (jobs already due are
+        not counted)."""
+        return await self._jobs.run_jobs_now(job_filter, batch_size=batch_size)
+
+    async def delete_jobs(self, job_filter: JobFilter, *, batch_size: int = 500) -> int:
+        """Delete every finished job (completed, failed, cancelled, expired) that ``job_filter``
+        matches, in batches as :meth:`cancel_jobs`; the number deleted. Pending and running
+        jobs are never deleted."""
+        return await self._jobs.delete_jobs(job_filter, batch_size=batch_size)
+
+    async def list_jobs(
+        self, job_filter: JobFilter, *, after: JobCursor | None = None, limit: int = 50
+    ) -> JobPage:
+        """One page of at most ``limit`` jobs that ``job_filter`` matches, in the order of its
+        state: finished jobs by finish time, newest first; pending ones by due time, the first
+        due first; running ones by start time, the last started first (ties by job id). Pass
+        the page's ``next`` as ``after`` for the following page (None: this was the last);
+        pages follow one another without gap or repeat while rows keep their sort key.
+
+        The filter needs a ``state``, or a ``job_id`` (which finds the job in any state).
+
+        :raises ConfigurationError: for a bad filter, ``after`` or ``limit``.
+        """
+        return await self._jobs.list_jobs(job_filter, after=after, limit=limit)
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job as stored now, or None if there is no such job (or it was vacuumed)."""

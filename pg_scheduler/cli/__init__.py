@@ -9,6 +9,7 @@ import logging
 
 import click
 
+from .dashboard import dashboard_command
 from .doctor import doctor_command
 from .jobs import jobs_group
 from .migrate import migrate_command
@@ -43,5 +44,6 @@ main.add_command(jobs_group)
 main.add_command(periodic_group)
 main.add_command(queues_group)
 main.add_command(doctor_command)
+main.add_command(dashboard_command)
 
 __all__ = ["main"]

@@ -1,8 +1,7 @@
 """What ``pg-scheduler status`` and ``jobs list/show`` read: plain values, no side effects.
 
-The process registry (``scheduler_workers``) holds supervisors, their worker processes and
-in-process Schedulers, each with a heartbeat. The leader is the one the ``scheduler_leader`` row
-names, but only while some session holds the leader lock: the row outlives its leader.
+The leader and the process registry are read by ``shared.cluster`` (the dashboard shows them
+too); its names are re-exported here for the programs that imported them from this module.
 """
 
 from __future__ import annotations
@@ -15,61 +14,13 @@ from typing import Any
 import asyncpg
 
 from ..shared import queries
-from ..shared.locks import LEADER_LOCK
+from ..shared.cluster import SUPERVISOR, WORKER, LeaderInfo, ProcessInfo, read_membership
 from ..shared.models import JobState
 from ..shared.queue_limits import list_queues
 from ..shared.queues import QueueLimits
 
-SUPERVISOR = "supervisor"
-WORKER = "worker"
-
-
-@dataclass(frozen=True)
-class LeaderInfo:
-    """The process holding leadership, as the leader row records it (``None`` fields when vacant)."""
-
-    id: str | None
-    host: str | None
-    pid: int | None
-    epoch: int
-    elected_at: datetime | None
-    kind: str | None
-    """The registry kind of the leading process (``supervisor`` or ``scheduler``), if it is
-    registered."""
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    """One registered supervisor, worker or scheduler process, with the tasks it can run."""
-
-    id: str
-    kind: str
-    host: str
-    pid: int
-    tasks: list[str]
-    supervisor_id: str | None
-    started_at: datetime
-    heartbeat_age_seconds: float
-    is_leader: bool
-    queues: list[str] | None = None
-    """The queues it claims from; None: every queue."""
-
-    def claims(self, queue: str) -> bool:
-        """Whether this process claims jobs of ``queue``."""
-        return self.queues is None or queue in self.queues
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``status --json`` entry of a worker process or an in-process Scheduler."""
-        return {
-            "id": self.id,
-            "pid": self.pid,
-            "host": self.host,
-            "supervisor_id": self.supervisor_id,
-            "tasks": self.tasks,
-            "queues": self.queues,
-            "started_at": self.started_at,
-            "heartbeat_age_seconds": self.heartbeat_age_seconds,
-        }
+__all__ = ["SUPERVISOR", "WORKER", "LeaderInfo", "ProcessInfo", "ClusterStatus", "cluster_status"]
+__all__ += ["UnrunnableTask", "QueueCounts", "job_record", "list_jobs", "get_job_record"]
 
 
 @dataclass(frozen=True)
@@ -186,41 +137,14 @@ async def cluster_status(conn: asyncpg.Connection, *, stale_seconds: float) -> C
     whose heartbeat is older than ``stale_seconds`` is counted as stale, not listed."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         checked_at = await conn.fetchval(queries.DB_GET_NOW)
-        leader_row = await conn.fetchrow(queries.LEADER_GET, *LEADER_LOCK)
-        process_rows = await conn.fetch(queries.WORKER_LIST)
+        membership = await read_membership(conn, stale_seconds=stale_seconds)
         count_rows = await conn.fetch(queries.JOB_COUNT_BY_STATUS)
         lag = await conn.fetchval(queries.JOB_GET_OLDEST_DUE_LAG)
         unrunnable_rows = await conn.fetch(queries.JOB_COUNT_UNRUNNABLE, float(stale_seconds))
         queue_infos = await list_queues(conn)
         unaware = await conn.fetch(queries.QUEUE_LIST_UNAWARE_WORKERS, float(stale_seconds))
 
-    live = [r for r in process_rows if r["heartbeat_age_seconds"] <= stale_seconds]
-    leader: LeaderInfo | None = None
-    if leader_row is not None and leader_row["lock_held"]:
-        kinds = {r["worker_id"]: r["kind"] for r in process_rows}
-        leader = LeaderInfo(
-            id=leader_row["leader_id"],
-            host=leader_row["host"],
-            pid=leader_row["pid"],
-            epoch=leader_row["epoch"],
-            elected_at=leader_row["elected_at"],
-            kind=kinds.get(leader_row["leader_id"]),
-        )
-    processes = [
-        ProcessInfo(
-            id=r["worker_id"],
-            kind=r["kind"],
-            host=r["host"],
-            pid=r["pid"],
-            tasks=list(r["tasks"] or []),
-            supervisor_id=r["supervisor_id"],
-            started_at=r["started_at"],
-            heartbeat_age_seconds=round(r["heartbeat_age_seconds"], 3),
-            is_leader=leader is not None and r["worker_id"] == leader.id,
-            queues=None if r["queues"] is None else list(r["queues"]),
-        )
-        for r in live
-    ]
+    leader, processes = membership.leader, membership.processes
     claimers = [p for p in processes if p.kind != SUPERVISOR]
     jobs = {state.value: 0 for state in JobState}
     for r in count_rows:
@@ -232,7 +156,7 @@ async def cluster_status(conn: asyncpg.Connection, *, stale_seconds: float) -> C
         supervisors=[p for p in processes if p.kind == SUPERVISOR],
         workers=[p for p in processes if p.kind == WORKER],
         schedulers=[p for p in processes if p.kind not in (SUPERVISOR, WORKER)],
-        stale_processes=len(process_rows) - len(live),
+        stale_processes=membership.stale,
         jobs=jobs,
         oldest_due_lag_seconds=None if lag is None else round(lag, 3),
         unrunnable_tasks=[

@@ -357,16 +357,16 @@ def retry_command(job_id: str, database_url: str) -> None:
     or an unknown id is an error (exit 1).
     """
 
-    async def retry() -> asyncpg.Record:
-        conn = await connect(database_url)
-        try:
-            await require_schema(conn)
-            row = await conn.fetchrow(queries.JOB_RETRY, job_id)
-            if row is not None:
-                return row
-            status = await conn.fetchval(queries.JOB_GET_STATUS, job_id)
-        finally:
-            await conn.close()
+    async def retry(scheduler: Scheduler) -> asyncpg.Record:
+        # Read before: a retry keeps attempt and max_retries, and a worker may claim the job
+        # (bumping its attempt) as soon as the retry commits.
+        pool = scheduler.db_pool
+        before = await pool.fetchrow(queries.JOB_GET, job_id)
+        if before is None:
+            fail(f"no job {job_id!r}")
+        if await scheduler.retry_job(job_id):
+            return before
+        status = await pool.fetchval(queries.JOB_GET_STATUS, job_id)
         if status is None:
             fail(f"no job {job_id!r}")
         fail(
@@ -374,7 +374,7 @@ def retry_command(job_id: str, database_url: str) -> None:
             "jobs can be retried"
         )
 
-    row = run("retry the job", database_url, retry)
+    row = run("retry the job", database_url, lambda: with_producer(database_url, retry))
     click.echo(
         f"job {job_id} is pending again, due now (its next run is attempt "
         f"{row['attempt'] + 1}; retries used reset to 0 of {row['max_retries']})"

@@ -27,6 +27,21 @@ that no call can swap two values of one type.
 
 from __future__ import annotations
 
+from .actions import (
+    DB_SET_CUSTOM_PLANS,
+    JOB_CANCEL,
+    JOB_CANCEL_MATCHING,
+    JOB_DELETE_FINISHED,
+    JOB_DELETE_MATCHING,
+    JOB_LIST_FINISHED_PAGE,
+    JOB_LIST_MATCHING,
+    JOB_LIST_PENDING_PAGE,
+    JOB_LIST_RUNNING_PAGE,
+    JOB_RETRY,
+    JOB_RETRY_MATCHING,
+    JOB_SET_DUE_NOW,
+    JOB_SET_DUE_NOW_MATCHING,
+)
 from .admin import (
     CLUSTER_SAMPLE,
     DB_COUNT_OTHER_SESSIONS,
@@ -36,7 +51,6 @@ from .admin import (
     JOB_COUNT_UNRUNNABLE,
     JOB_GET_OLDEST_DUE_LAG,
     JOB_LIST,
-    JOB_RETRY,
     LEADER_GET,
     MIGRATION_CREATE_TABLE,
     MIGRATION_GET_CURRENT,
@@ -81,6 +95,13 @@ from .claim import (
     job_get_next_due,
     replanned,
 )
+from .dashboard import (
+    DB_GET_CHART_START,
+    JOB_COUNT_CAPPED,
+    JOB_COUNT_DUE,
+    JOB_COUNT_ESTIMATED_BY_STATUS,
+    JOB_COUNT_FINISHED_BY_MINUTE,
+)
 from .diagnosis import (
     DB_GET_BACKEND_PID,
     DB_GET_CLOCK,
@@ -99,7 +120,6 @@ from .diagnosis import (
 )
 from .jobs import (
     JOB_ANALYZE,
-    JOB_CANCEL,
     JOB_COPY_COLUMNS,
     JOB_FINISHED_CHANNEL,
     JOB_GET,
@@ -278,6 +298,17 @@ __all__ = [
     "JOB_COUNT_UNRUNNABLE",
     "JOB_LIST",
     "JOB_RETRY",
+    "JOB_RETRY_MATCHING",
+    "JOB_CANCEL_MATCHING",
+    "JOB_SET_DUE_NOW",
+    "JOB_SET_DUE_NOW_MATCHING",
+    "JOB_DELETE_FINISHED",
+    "JOB_DELETE_MATCHING",
+    "JOB_LIST_FINISHED_PAGE",
+    "JOB_LIST_PENDING_PAGE",
+    "JOB_LIST_RUNNING_PAGE",
+    "JOB_LIST_MATCHING",
+    "DB_SET_CUSTOM_PLANS",
     "DB_GET_BACKEND_PID",
     "DB_GET_CLOCK",
     "DB_GET_COLLATION",
@@ -292,4 +323,9 @@ __all__ = [
     "VACUUM_GET_TABLE_STATS",
     "WORKER_COUNT_LIVE_BY_KIND",
     "WORKER_LIST_STALE",
+    "DB_GET_CHART_START",
+    "JOB_COUNT_CAPPED",
+    "JOB_COUNT_DUE",
+    "JOB_COUNT_ESTIMATED_BY_STATUS",
+    "JOB_COUNT_FINISHED_BY_MINUTE",
 ]

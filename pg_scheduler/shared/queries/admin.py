@@ -149,20 +149,6 @@ SELECT * FROM scheduled_jobs
  LIMIT $3
 """
 
-# A finished job that did not complete runs again: pending, due now, with its retries back to
-# zero. ``attempt`` keeps counting up (it fences completions, so it only grows); the last error
-# stays until the next attempt ends, as it does between automatic retries. Wakes idle workers.
-JOB_RETRY = """
-WITH retried AS (
-    UPDATE scheduled_jobs
-       SET status = 'pending', execution_time = now(), retry_count = 0, worker_id = NULL,
-           lease_until = NULL, last_heartbeat = NULL, started_at = NULL, finished_at = NULL
-     WHERE job_id = $1 AND status IN ('failed', 'cancelled', 'expired')
-    RETURNING job_id, attempt, max_retries
-)
-SELECT job_id, attempt, max_retries, pg_notify('pg_scheduler_jobs', '') AS notified FROM retried
-"""
-
 # Whether a live process that runs jobs has registered the task $1 and claims the queue $2 ($3:
 # seconds after which a heartbeat is stale): `jobs add` warns when none has.
 # $1 task, $2 queue, $3 stale_seconds

@@ -1,4 +1,4 @@
-"""Producing and reading jobs: inserts, get, cancel, and the wake-up notification.
+"""Producing and reading jobs: inserts, get, and the wake-up notification.
 
 Inserts are of one job or many; the planner's view of the table serves a large bulk insert."""
 
@@ -149,17 +149,5 @@ JOB_GET = "SELECT * FROM scheduled_jobs WHERE job_id = $1"
 JOB_SET_AWAITED = "UPDATE scheduled_jobs SET awaited = true WHERE job_id = $1 RETURNING status"
 JOB_FINISHED_CHANNEL = "pg_scheduler_job_finished"
 JOB_GET_STATUS = "SELECT status FROM scheduled_jobs WHERE job_id = $1"
-
-# Cancelling a running job also tells its worker, which cancels the coroutine at once.
-JOB_CANCEL = """
-WITH cancelled AS (
-    UPDATE scheduled_jobs
-       SET status = 'cancelled', finished_at = now(), lease_until = NULL,
-           error_message = coalesce($2, 'cancelled')
-     WHERE job_id = $1 AND status IN ('pending', 'running')
-    RETURNING job_id
-)
-SELECT pg_notify('pg_scheduler_cancel', job_id) FROM cancelled
-"""
 
 JOB_NOTIFY = "SELECT pg_notify('pg_scheduler_jobs', '')"

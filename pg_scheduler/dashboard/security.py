@@ -1,0 +1,181 @@
+"""What keeps the dashboard safe to expose: basic auth, the cross-site checks of every POST, and
+the headers of every response.
+
+- Basic auth (when credentials are given) guards every route, static files included; the
+  user name and password are compared in constant time (``hmac.compare_digest``), both always,
+  so the time taken does not tell which one was wrong.
+- A POST is refused (403) unless the browser says it comes from this site: ``Sec-Fetch-Site``
+  absent, ``same-origin`` or ``none``; ``Origin``, when sent, equal to the request's own scheme
+  and host; and the form's ``csrf`` field equal to the ``pgs_csrf`` cookie (double submit: a
+  random token per browser session, in an HttpOnly, SameSite=Strict cookie that another site can
+  neither read nor make the browser send). Basic auth alone is no defence: browsers resend it to
+  cross-site requests.
+- Every response carries a strict Content-Security-Policy (scripts from this origin only: the
+  pages have no inline script, htmx is a static file), refuses framing, and is not cached.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from .reads import db_time
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CSRF_COOKIE = "pgs_csrf"
+CSRF_FIELD = "csrf"
+USER_KEY = "pg_scheduler.dashboard.user"
+"""Where the basic-auth middleware leaves the authenticated user name in the ASGI scope."""
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cache-control", b"no-store"),
+]
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    """HTTP basic auth credentials every request must present."""
+
+    username: str
+    password: str
+
+    def check(self, header: str | None) -> str | None:
+        """The user name if ``header`` (an ``Authorization`` value) carries these credentials."""
+        user, password = _parse_basic(header)
+        # Both compared, always, in constant time: the answer's timing tells nothing.
+        user_ok = hmac.compare_digest(user.encode(), self.username.encode())
+        password_ok = hmac.compare_digest(password.encode(), self.password.encode())
+        return self.username if user_ok and password_ok else None
+
+
+def _parse_basic(header: str | None) -> tuple[str, str]:
+    if not header:
+        return "", ""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return "", ""
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return "", ""
+    user, _, password = decoded.partition(":")
+    return user, password
+
+
+class Guard:
+    """The outer ASGI middleware: basic auth, security headers, Server-Timing."""
+
+    def __init__(self, app: ASGIApp, auth: BasicAuth | None) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        if self.auth is not None:
+            headers = dict(scope.get("headers") or [])
+            raw = headers.get(b"authorization")
+            user = self.auth.check(raw.decode("latin-1") if raw is not None else None)
+            if user is None:
+                await _unauthorized(send)
+                return
+            scope[USER_KEY] = user
+        cell = [0.0]
+        token = db_time.set(cell)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                total = (time.perf_counter() - started) * 1000
+                timing = f"db;dur={cell[0] * 1000:.1f}, total;dur={total:.1f}".encode()
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
+                message["headers"] = [*headers, *SECURITY_HEADERS, (b"server-timing", timing)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            db_time.reset(token)
+
+
+async def _unauthorized(send: Send) -> None:
+    body = b"authentication required\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"www-authenticate", b'Basic realm="pg-scheduler", charset="UTF-8"'),
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                *SECURITY_HEADERS,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def csrf_token(request: Request) -> tuple[str, bool]:
+    """The browser session's token, and whether it is new (the response must set the cookie)."""
+    existing = request.cookies.get(CSRF_COOKIE)
+    if existing and 20 <= len(existing) <= 100:
+        return existing, False
+    cached = getattr(request.state, "new_csrf", None)
+    if cached:
+        return str(cached), True
+    token = secrets.token_urlsafe(32)
+    request.state.new_csrf = token
+    return token, True
+
+
+def cross_site_refusal(request: Request, form: dict[str, str]) -> str | None:
+    """Why this POST must be refused as a possible cross-site request, or None if it may go on."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return f"cross-site request refused (Sec-Fetch-Site: {fetch_site})"
+    origin = request.headers.get("origin")
+    if origin is not None:
+        own = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
+        if origin.lower() != own.lower():
+            return "cross-site request refused (Origin does not match this site)"
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    sent = form.get(CSRF_FIELD, "")
+    if not cookie or not sent or not hmac.compare_digest(cookie.encode(), sent.encode()):
+        return "missing or wrong CSRF token: reload the page and try again"
+    return None
+
+
+def who(request: Request) -> str:
+    """Who acts, for the action log: the basic-auth user, else the mounting application's
+    authenticated ``request.user``, else the client's address."""
+    user = request.scope.get(USER_KEY)
+    if user:
+        return f"user {user}"
+    host_user = request.scope.get("user")
+    if host_user is not None and getattr(host_user, "is_authenticated", False):
+        name = getattr(host_user, "display_name", None) or getattr(host_user, "username", None)
+        return f"user {name or host_user}"
+    client = request.client
+    return f"client {client.host}:{client.port}" if client is not None else "unknown client"

@@ -1,0 +1,114 @@
+"""``pg-scheduler dashboard`` as a real process.
+
+What is proven here:
+
+- it serves the dashboard on the port asked, against the database given, and says where in
+  its log, without the DSN or the password; with credentials set, every page needs them;
+- it refuses to bind a non-loopback address without credentials, in one line, exit 1, before
+  touching the database;
+- without the ``dashboard`` extra, ``--help`` still works and running it says, in one line,
+  which extra to install (exit 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from pg_scheduler import Scheduler
+from tests.support import ROOT, run_cli, wait_for
+
+UNREACHABLE = "postgresql://nobody:hunter2@127.0.0.1:1/none"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_the_command_serves_the_dashboard_and_requires_the_credentials_it_is_given(
+    dsn: str, pool: asyncpg.Pool
+) -> None:
+    await Scheduler(pool).initialize_db()
+    await pool.execute(
+        "INSERT INTO scheduled_jobs (job_id, job_name, execution_time) VALUES ('j-1', 't', now())"
+    )
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PG_SCHEDULER_DASHBOARD_USER": "ops",
+        "PG_SCHEDULER_DASHBOARD_PASSWORD": "pa55word",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pg_scheduler",
+        "dashboard",
+        "--database-url",
+        dsn,
+        "--port",
+        str(port),
+        "--read-only",
+        env=env,
+        cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+
+            async def answers() -> httpx.Response | None:
+                try:
+                    return await client.get("/")
+                except httpx.TransportError:
+                    return None
+
+            first = await wait_for(answers, timeout=30, message="the dashboard to answer")
+            assert first.status_code == 401
+            page = await client.get("/jobs?state=pending", auth=("ops", "pa55word"))
+            assert page.status_code == 200 and "j-1" in page.text and "read-only" in page.text
+            assert "server-timing" in page.headers
+    finally:
+        process.terminate()
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
+    log = stderr.decode()
+    assert f"serving the dashboard on http://127.0.0.1:{port}/ (read-only; basic auth required)" in log
+    assert dsn not in log and "pa55word" not in log
+
+
+def test_a_non_loopback_bind_without_credentials_is_refused_in_one_line() -> None:
+    for host in ("0.0.0.0", "10.1.2.3", "::"):
+        result = run_cli("dashboard", "--host", host, "--database-url", UNREACHABLE)
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("pg-scheduler: refusing to serve the dashboard on"), (
+            lines
+        )
+        assert "hunter2" not in result.stderr
+    half = run_cli("dashboard", "--database-url", UNREACHABLE, env={"PG_SCHEDULER_DASHBOARD_USER": "ops"})
+    assert half.returncode == 1 and "set both PG_SCHEDULER_DASHBOARD_USER" in half.stderr
+
+
+def test_without_the_extra_help_works_and_running_says_which_extra_to_install(tmp_path: Path) -> None:
+    # A Python where the extra's packages cannot be found, as after a plain `pip install pg-scheduler`.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\nfor name in ('starlette', 'jinja2', 'uvicorn'):\n    sys.modules[name] = None\n"
+    )
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    helped = run_cli("dashboard", "--help", env=env)
+    assert helped.returncode == 0 and "--read-only" in helped.stdout
+    result = run_cli("dashboard", "--database-url", UNREACHABLE, env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "pip install 'pg-scheduler[dashboard]'" in lines[0]
+    assert "starlette, jinja2, uvicorn not installed" in lines[0]
