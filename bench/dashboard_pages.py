@@ -475,13 +475,14 @@ async def pick(conn: asyncpg.Connection) -> dict[str, Any]:
     task that have failed jobs, a customer with completed jobs, a window of an hour."""
     failed = await conn.fetchrow(
         "SELECT job_id, job_name, queue FROM scheduled_jobs WHERE status = 'failed'"
+        " AND dedup_key IS NULL"
         " ORDER BY finished_at DESC LIMIT 1"
     )
     # A task of the middle of the skew: neither the busiest nor a rare one.
     task = TASKS[12]
     customer = await conn.fetchval(
         "SELECT (task_data->'kwargs'->>'customer_id')::int FROM scheduled_jobs"
-        " WHERE status = 'completed' ORDER BY finished_at DESC LIMIT 1"
+        " WHERE status = 'completed' AND dedup_key IS NULL ORDER BY finished_at DESC LIMIT 1"
     )
     anchor = await conn.fetchval("SELECT max(created_at) FROM scheduled_jobs WHERE status <> 'running'")
     return {
