@@ -697,7 +697,7 @@ async def explain(dsn: str, statement: dict[str, Any]) -> dict[str, Any]:
     top_self, top = max(nodes, key=lambda x: x[0])
     return {
         "sql": sql,
-        "args": [str(a) for a in args],
+        "args": [None if a is None else str(a) for a in args],
         "execution_ms": plan.get("Execution Time"),
         "dominant": f"{_node_name(top)}: {top_self:,.1f} ms by itself, rows {top.get('Actual Rows')}"
         f" × loops {top.get('Actual Loops')}, shared hit {top.get('Shared Hit Blocks')}"
