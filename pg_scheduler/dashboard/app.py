@@ -284,8 +284,8 @@ class Dashboard:
         return self.page(request, "periodic.html", context, live="_periodic_live.html")
 
     async def queues(self, request: Request) -> Response:
-        queues = await self.reader.queues()
-        context = {"title": "Queues", "page": "queues", "queues": queues}
+        queues, counted = await self.reader.queues()
+        context = {"title": "Queues", "page": "queues", "queues": queues, "counted": counted}
         return self.page(request, "queues.html", context, live="_queues_live.html")
 
     # ------------------------------------------------------------------ actions

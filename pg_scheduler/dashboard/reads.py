@@ -18,7 +18,7 @@ import contextvars
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -29,7 +29,7 @@ from ..shared.cluster import Membership, read_membership
 from ..shared.diagnosis import STALE_HEARTBEAT_SECONDS_DEFAULT
 from ..shared.models import JobState
 from ..shared.periodic import PeriodicJobInfo, info_from_row, next_runs
-from ..shared.queue_limits import QueueInfo, list_queues
+from ..shared.queue_limits import QueueInfo, list_queue_rows, list_queues
 
 T = TypeVar("T")
 
@@ -42,6 +42,13 @@ exactly; above, the finished states are estimated from the planner's statistics.
 
 COUNTS_TTL_SECONDS = 3.0
 """How long the overview's counts are served from the cache."""
+
+OVERVIEW_QUEUES_TIMEOUT = 0.25
+"""Seconds the overview gives the count of each queue's jobs (the queues page gives it the
+whole statement timeout)."""
+
+SLOW_QUEUES_BACKOFF_SECONDS = 60.0
+"""After the overview's queue count ran out of time, how long it lists the queues uncounted."""
 
 PERIODIC_NEXT_RUNS = 5
 """Next window starts shown per periodic job."""
@@ -86,6 +93,9 @@ class Counts:
     oldest_due_seconds: float | None
     minutes: list[MinuteBar]
     queues: list[QueueInfo]
+    queues_counted: bool = True
+    """False when counting the queues' jobs ran out of time: ``queues`` are their rows, with
+    zeros for counts."""
 
     @property
     def completed_last_hour(self) -> int:
@@ -130,15 +140,18 @@ class Reader:
         self._pool = pool
         self.statement_timeout = statement_timeout
         self._counts = _Cache()
+        self._queues_slow_until = 0.0
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A read-only transaction (one snapshot) with the statement timeout set in it."""
+    async def transaction(self, timeout: float | None = None) -> AsyncIterator[asyncpg.Connection]:
+        """A read-only transaction (one snapshot) with the statement timeout (or ``timeout``
+        seconds) set in it."""
         started = time.perf_counter()
+        ms = int((timeout if timeout is not None else self.statement_timeout) * 1000)
         try:
             pool = await self._pool()
             async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-                await conn.execute(queries.DB_SET_STATEMENT_TIMEOUT, str(int(self.statement_timeout * 1000)))
+                await conn.execute(queries.DB_SET_STATEMENT_TIMEOUT, str(max(ms, 1)))
                 await conn.execute(queries.DB_SET_CUSTOM_PLANS)
                 yield conn
         finally:
@@ -163,6 +176,8 @@ class Reader:
                 return cache.value
             async with self.transaction() as conn:
                 value = await _read_counts(conn)
+            queues, counted = await self._overview_queues()
+            value = replace(value, queues=queues, queues_counted=counted)
             cache.value, cache.expires = value, time.monotonic() + COUNTS_TTL_SECONDS
             return value
 
@@ -193,10 +208,30 @@ class Reader:
                 found.append(PeriodicRow(info=info, next_runs=upcoming, last_run=last))
         return found
 
-    async def queues(self) -> list[QueueInfo]:
-        """Every queue with a row or unfinished jobs (the API's ``get_queues``)."""
-        async with self.transaction() as conn:
-            return await list_queues(conn)
+    async def _overview_queues(self) -> tuple[list[QueueInfo], bool]:
+        """The queues for the overview, where they are one section of many: counted under at
+        most :data:`OVERVIEW_QUEUES_TIMEOUT` seconds, and, once that ran out, not counted again
+        for :data:`SLOW_QUEUES_BACKOFF_SECONDS` (a backlog that large does not vanish in
+        seconds, and every refresh would pay the whole timeout again)."""
+        if time.monotonic() < self._queues_slow_until:
+            async with self.transaction() as conn:
+                return await list_queue_rows(conn), False
+        queues, counted = await self.queues(timeout=min(self.statement_timeout, OVERVIEW_QUEUES_TIMEOUT))
+        if not counted:
+            self._queues_slow_until = time.monotonic() + SLOW_QUEUES_BACKOFF_SECONDS
+        return queues, counted
+
+    async def queues(self, timeout: float | None = None) -> tuple[list[QueueInfo], bool]:
+        """Every queue with a row or unfinished jobs, with their jobs counted (the API's
+        ``get_queues``), and True. Counting reads every unfinished job: on a backlog too large
+        for the statement timeout, the queues with a row instead, uncounted, and False, so that
+        the page still shows them and can pause them."""
+        try:
+            async with self.transaction(timeout) as conn:
+                return await list_queues(conn), True
+        except asyncpg.QueryCanceledError:
+            async with self.transaction() as conn:
+                return await list_queue_rows(conn), False
 
     async def now(self) -> datetime:
         """The database clock."""
@@ -232,7 +267,6 @@ async def _read_counts(conn: asyncpg.Connection) -> Counts:
         minute = start + timedelta(minutes=i)
         r = per_minute.get(minute)
         minutes.append(MinuteBar(minute, r["completed"] if r else 0, r["failed"] if r else 0))
-    queue_infos = await list_queues(conn)
     return Counts(
         read_at=read_at,
         states=states,
@@ -240,7 +274,7 @@ async def _read_counts(conn: asyncpg.Connection) -> Counts:
         due_capped=due["due"] >= COUNT_CAP,
         oldest_due_seconds=due["oldest_due_seconds"],
         minutes=minutes,
-        queues=queue_infos,
+        queues=[],
     )
 
 

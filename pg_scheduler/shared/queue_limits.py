@@ -165,6 +165,12 @@ async def list_queues(conn: asyncpg.Connection | asyncpg.Pool) -> list[QueueInfo
     return [_info(row) for row in await conn.fetch(queries.QUEUE_LIST)]
 
 
+async def list_queue_rows(conn: asyncpg.Connection | asyncpg.Pool) -> list[QueueInfo]:
+    """The queues with a row, by name, their limits and pause, without counting their jobs (the
+    counts are 0): cheap at any backlog, for when :func:`list_queues` would take too long."""
+    return [_info(row) for row in await conn.fetch(queries.QUEUE_LIST_ROWS)]
+
+
 def check_changes(changes: QueueLimitChanges) -> QueueLimitChanges:
     """The changes with each value checked (``rate`` parsed to a :class:`Rate`); a bad value or an
     unknown key raises ``ConfigurationError`` in one line."""

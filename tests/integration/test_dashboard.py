@@ -36,6 +36,10 @@ import asyncpg
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser, SimpleUser
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection
 from starlette.routing import Mount
 
 from pg_scheduler import Scheduler
@@ -478,10 +482,12 @@ async def test_a_read_that_outlasts_the_statement_timeout_shows_a_message_not_a_
         await transaction.start()
         await locker.execute("LOCK TABLE scheduled_jobs IN ACCESS EXCLUSIVE MODE")
         async with client_for(app) as client:
-            for path in ("/", "/jobs?state=failed", "/jobs/j", "/queues"):
+            for path in ("/", "/jobs?state=failed", "/jobs/j"):
                 response = await client.get(path)
                 assert response.status_code == 503, path
                 assert "This query took longer than 0.2 s; narrow the filter." in response.text, path
+            # The queues need no job row to be listed, and paused.
+            assert "took longer than the statement timeout" in (await client.get("/queues")).text
             live = await client.get("/", headers={"HX-Request": "true"})
             assert live.status_code == 503 and "<html" not in live.text and "took longer" in live.text
         await transaction.rollback()
@@ -489,6 +495,29 @@ async def test_a_read_that_outlasts_the_statement_timeout_shows_a_message_not_a_
         await locker.close()
     async with client_for(app) as client:
         assert (await client.get("/jobs?state=failed")).status_code == 200
+
+
+async def test_queues_too_slow_to_count_are_still_listed_and_pausable(
+    pool: asyncpg.Pool, producer: Scheduler, dsn: str
+) -> None:
+    await pool.execute("INSERT INTO scheduler_queues (name) VALUES ('partner')")
+    app = create_app(pool, statement_timeout=0.2)
+    locker = await asyncpg.connect(dsn)
+    try:
+        # Counting reads the rate-limit starts too; held locked, the count runs out of time.
+        transaction = locker.transaction()
+        await transaction.start()
+        await locker.execute("LOCK TABLE scheduler_queue_starts IN ACCESS EXCLUSIVE MODE")
+        async with client_for(app) as client:
+            queues = await client.get("/queues")
+            assert queues.status_code == 200
+            assert "took longer than the statement timeout" in queues.text
+            assert "<td>?</td>" in queues.text and 'action="/queues/partner/pause"' in queues.text
+            overview = await client.get("/")
+            assert overview.status_code == 200 and "lists them uncounted" in overview.text
+        await transaction.rollback()
+    finally:
+        await locker.close()
 
 
 # --------------------------------------------------------------------------- serving
@@ -549,3 +578,41 @@ async def _periodic_row(pool: asyncpg.Pool, key: str, *, enabled: bool = True) -
         key,
         enabled,
     )
+
+
+class _HostAuth(AuthenticationBackend):
+    """The host application's own authentication: every request is alice's."""
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser]:
+        return AuthCredentials(["authenticated"]), SimpleUser("alice")
+
+
+async def test_an_action_in_a_host_app_is_logged_as_the_host_apps_user(
+    pool: asyncpg.Pool, producer: Scheduler, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pg_scheduler.dashboard")
+    await insert_job(pool, "f-1", status="failed")
+    host = Starlette(
+        routes=[Mount("/admin/jobs", app=create_app(pool))],
+        middleware=[Middleware(AuthenticationMiddleware, backend=_HostAuth())],
+    )
+    async with client_for(host) as client:
+        await client.get("/admin/jobs/")
+        response = await client.post(
+            "/admin/jobs/jobs/f-1/retry",
+            data={"csrf": client.cookies.get("pgs_csrf", "")},
+            headers={"origin": BASE, "sec-fetch-site": "same-origin"},
+        )
+        assert response.status_code == 303
+    logged = [r.getMessage() for r in caplog.records if r.name == "pg_scheduler.dashboard"]
+    assert "user alice: retry job f-1: done" in logged
+
+
+async def test_an_unreachable_database_is_a_503_that_names_neither_host_nor_password() -> None:
+    app = create_app("postgresql://nobody:hunter2@127.0.0.1:1/secretdb", statement_timeout=1)
+    async with client_for(app) as client:
+        for path in ("/", "/jobs", "/jobs/x", "/periodic", "/queues"):
+            response = await client.get(path)
+            assert response.status_code == 503, path
+            assert "The database could not answer" in response.text
+            assert "hunter2" not in response.text and "secretdb" not in response.text

@@ -163,6 +163,7 @@ from .periodic import (
 from .queues import (
     QUEUE_DECLARE,
     QUEUE_LIST,
+    QUEUE_LIST_ROWS,
     QUEUE_LIST_UNAWARE_WORKERS,
     QUEUE_LOCK,
     QUEUE_RESET,
@@ -244,6 +245,7 @@ __all__ = [
     "QUEUE_RESET",
     "QUEUE_SET_PAUSED",
     "QUEUE_LIST",
+    "QUEUE_LIST_ROWS",
     "QUEUE_LIST_UNAWARE_WORKERS",
     "QUEUE_SAMPLE",
     "WORKER_REGISTER",

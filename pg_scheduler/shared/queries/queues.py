@@ -121,6 +121,20 @@ SELECT coalesce(q.name, c.queue) AS name, q.name IS NOT NULL AS has_row,
  ORDER BY 1
 """
 
+# The queues with a row, their limits and pause, without counting their jobs (zeros in the
+# count columns): what the dashboard still shows, and lets pause, when QUEUE_LIST's count of
+# every unfinished job runs out of time on a very large backlog.
+QUEUE_LIST_ROWS = """
+SELECT q.name, true AS has_row,
+       q.concurrency, q.key_concurrency, q.rate_limit, q.rate_period_seconds,
+       q.paused, q.paused_at,
+       q.code_concurrency, q.code_key_concurrency, q.code_rate_limit, q.code_rate_period_seconds,
+       q.declared, q.overridden_at,
+       0 AS running, 0 AS pending, 0 AS due, NULL::float8 AS oldest_due_seconds, 0 AS recent_starts
+  FROM scheduler_queues AS q
+ ORDER BY q.name
+"""
+
 # Live processes that claim jobs but predate queue limits: they would claim limited queues
 # without their limits (status warns while any queue is limited). $1: seconds since a process's
 # last heartbeat after which it counts as gone.
