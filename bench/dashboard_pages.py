@@ -290,6 +290,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="module:factory of the app, called as factory(pool) (pg_scheduler.dashboard:create_app)",
     )
     p.add_argument("--no-explain", action="store_true", help="do not EXPLAIN the queries of slow pages")
+    p.add_argument(
+        "--try-sql",
+        type=Path,
+        default=None,
+        help="SQL run on the filled database before the timing (e.g. a proposed migration's"
+        " indexes); it stays in the database, which --reuse then keeps",
+    )
     return p.parse_args(argv)
 
 
@@ -766,6 +773,13 @@ async def run(args: argparse.Namespace) -> int:
             )
         conn = await asyncpg.connect(dsn)
         try:
+            if args.try_sql is not None:
+                t0 = time.perf_counter()
+                await conn.execute(args.try_sql.read_text(), timeout=None)
+                await conn.execute("ANALYZE scheduled_jobs", timeout=None)
+                took = time.perf_counter() - t0
+                result["try_sql"] = {"path": str(args.try_sql), "s": round(took, 1)}
+                print(f"ran {args.try_sql} in {took:.1f} s", flush=True)
             await conn.execute(TOUCH)
             result["table"] = await describe(conn)
             values = await pick(conn)
