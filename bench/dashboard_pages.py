@@ -519,6 +519,10 @@ def pages(v: dict[str, Any]) -> list[Page]:
             "jobs: completed, one hour",
             f"/jobs?state=completed&since={quote(v['range_from'])}&until={quote(v['range_to'])}",
         ),
+        Page(
+            "jobs: completed, q={customer_id}, one hour",
+            f"/jobs?state=completed&q={search}&since={quote(v['range_from'])}&until={quote(v['range_to'])}",
+        ),
         Page("job detail (failed)", f"/jobs/{v['failed_id']}"),
         Page("periodic", "/periodic"),
         Page("queues", "/queues"),
