@@ -289,6 +289,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default="pg_scheduler.dashboard:create_app",
         help="module:factory of the app, called as factory(pool) (pg_scheduler.dashboard:create_app)",
     )
+    p.add_argument("--report", type=Path, default=None, help="print the table of an earlier --json again")
     p.add_argument("--no-explain", action="store_true", help="do not EXPLAIN the queries of slow pages")
     p.add_argument(
         "--try-sql",
@@ -847,8 +848,29 @@ async def run(args: argparse.Namespace) -> int:
             pg.close()
 
 
+def report(path: Path) -> int:
+    """Print the table of an earlier run's JSON again."""
+    r = json.loads(path.read_text())
+    f, t = r.get("fill"), r["table"]
+    if f:
+        print(f"filled {f['rows']:,} rows in {f['total_s']} s (VACUUM ANALYZE {f['vacuum_analyze_s']} s)")
+    print(
+        f"PostgreSQL {r['server_version']}; scheduled_jobs: heap {t['heap_bytes'] / 2**30:.2f} GiB,"
+        f" indexes {t['index_bytes'] / 2**30:.2f} GiB; data folder {r['disk_bytes'] / 2**30:.2f} GiB;"
+        f" {r['loads']} loads after one warm-up"
+    )
+    print(table(r["pages"]))
+    for label, plans in r.get("explained", {}).items():
+        for e in plans:
+            print(f"- {label}: {e.get('ms_in_app')} ms in the app: {e.get('dominant') or e.get('error')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    return asyncio.run(run(parse(sys.argv[1:] if argv is None else argv)))
+    args = parse(sys.argv[1:] if argv is None else argv)
+    if args.report is not None:
+        return report(args.report)
+    return asyncio.run(run(args))
 
 
 if __name__ == "__main__":
