@@ -10,10 +10,13 @@ the DSN nor the password is ever printed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import ipaddress
 import logging
 import os
+from collections.abc import Iterator
 
 import click
 
@@ -121,6 +124,27 @@ def dashboard_command(
     page asks for them (HTTP basic auth); binding any other address than loopback requires them.
     Every action is logged with who did it.
     """
+    auth = check_serving(host)
+    try:
+        configure_logging(log_level, "dashboard")
+    except ValueError as exc:
+        fail(str(exc))
+    dsn = database_url or ctx.with_resource(embedded_database())
+
+    async def serve_checked() -> None:
+        conn = await connect(dsn)
+        try:
+            await require_schema(conn)
+        finally:
+            await conn.close()
+        await serve(dsn, host, port, read_only=read_only, statement_timeout=statement_timeout, auth=auth)
+
+    run("serve the dashboard", dsn, serve_checked)
+
+
+def check_serving(host: str) -> tuple[str, str] | None:
+    """Fail in one line unless the dashboard may be served on ``host``: its extra installed,
+    the credentials set both or neither, and set for any address but loopback. Returns them."""
     problem = missing_extra()
     if problem is not None:
         fail(problem)
@@ -130,29 +154,46 @@ def dashboard_command(
             f"refusing to serve the dashboard on {host} without authentication: set {USER_ENV} and "
             f"{PASSWORD_ENV}, or bind to 127.0.0.1"
         )
-    try:
-        configure_logging(log_level, "dashboard")
-    except ValueError as exc:
-        fail(str(exc))
-    dsn = database_url or ctx.with_resource(embedded_database())
-    run("serve the dashboard", dsn, lambda: _serve(dsn, host, port, read_only, statement_timeout, auth))
+    return auth
 
 
-async def _serve(
-    dsn: str, host: str, port: int, read_only: bool, statement_timeout: float, auth: tuple[str, str] | None
+async def serve(
+    dsn: str,
+    host: str,
+    port: int,
+    *,
+    read_only: bool,
+    statement_timeout: float,
+    auth: tuple[str, str] | None,
+    stop: asyncio.Event | None = None,
 ) -> None:
+    """Serve the dashboard (checked by :func:`check_serving`) until SIGINT or SIGTERM; with
+    ``stop``, until it is set instead, leaving the signals to the process that owns them (a
+    pod's supervisor, whose shutdown they drive)."""
     import uvicorn
 
     from ..dashboard import create_app
 
-    conn = await connect(dsn)
-    try:
-        await require_schema(conn)
-    finally:
-        await conn.close()
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if stop is None:
+                with super().capture_signals():
+                    yield
+            else:
+                yield
+
     app = create_app(dsn, read_only=read_only, auth=auth, statement_timeout=statement_timeout)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,  # requests in flight get 5 s at shutdown, not forever
+    )
+    server = Server(config)
     shown_host = f"[{host}]" if ":" in host else host
     log.info(
         "serving the dashboard on http://%s:%d/ (%s; %s)",
@@ -161,4 +202,16 @@ async def _serve(
         "read-only" if read_only else "actions enabled",
         "basic auth required" if auth else "no authentication: loopback only",
     )
-    await server.serve()
+    if stop is None:
+        await server.serve()
+        return
+
+    async def stop_when_told() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.create_task(stop_when_told())
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -21,10 +22,13 @@ from ..supervisor.supervisor import WAIT_FOR_DATABASE_SECONDS_DEFAULT, Superviso
 from ..worker.event_loop import EVENT_LOOPS, resolve
 from ..worker.process import WorkerSpec, worker_main
 from .common import database_option, fail, run
+from .dashboard import check_serving
+from .dashboard import serve as serve_dashboard
 
 log = logging.getLogger("pg_scheduler.cli")
 
 WORKERS_DEFAULT = 2
+DASHBOARD_STATEMENT_TIMEOUT = 2.0
 
 
 def _seconds(knob: str, text: str) -> click.Option:
@@ -187,6 +191,31 @@ def _seconds(knob: str, text: str) -> click.Option:
     help="The worker processes' event loop: auto is uvloop where installed (the "
     "default on Linux and macOS), else asyncio.",
 )
+@click.option(
+    "--dashboard-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    envvar="PG_SCHEDULER_DASHBOARD_PORT",
+    show_envvar=True,
+    help="Also serve the web dashboard on this port, in the supervisor's process (needs the "
+    "'dashboard' extra; same rules as `pg-scheduler dashboard`).  [default: not served]",
+)
+@click.option(
+    "--dashboard-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="PG_SCHEDULER_DASHBOARD_HOST",
+    show_envvar=True,
+    help="Address of the dashboard. Any but loopback needs PG_SCHEDULER_DASHBOARD_USER and "
+    "PG_SCHEDULER_DASHBOARD_PASSWORD.",
+)
+@click.option(
+    "--dashboard-read-only",
+    is_flag=True,
+    envvar="PG_SCHEDULER_DASHBOARD_READ_ONLY",
+    show_envvar=True,
+    help="Show the dashboard without its actions, and refuse every POST.",
+)
 def run_command(
     app: str,
     database_url: str | None,
@@ -210,6 +239,9 @@ def run_command(
     poll_interval_seconds: float | None,
     retry_delay_seconds: float,
     retry_max_delay_seconds: float,
+    dashboard_port: int | None,
+    dashboard_host: str,
+    dashboard_read_only: bool,
 ) -> None:
     """Run the supervisor of this pod and its worker processes.
 
@@ -232,6 +264,7 @@ def run_command(
         click.core.ParameterSource.DEFAULT,
         None,
     )
+    dashboard_auth = check_serving(dashboard_host) if dashboard_port is not None else None
     level = parse_level(log_level)
     if logging.getLogger("pg_scheduler").level == logging.DEBUG:  # pg-scheduler --debug run ...
         level = logging.DEBUG
@@ -293,7 +326,32 @@ def run_command(
             metrics_port_is_default=port_is_default,
             session_dsn=leader_database_url,
         )
-        return await supervisor.run()
+        if dashboard_port is None:
+            return await supervisor.run()
+        stop = asyncio.Event()
+        dashboard = asyncio.create_task(serve_beside(dsn, stop))
+        try:
+            return await supervisor.run()
+        finally:
+            stop.set()
+            await dashboard
+
+    async def serve_beside(dsn: str, stop: asyncio.Event) -> None:
+        """The dashboard in this process until the supervisor is done. A dashboard that cannot
+        serve (its port taken, say) is logged, and the pod runs on without it."""
+        assert dashboard_port is not None
+        try:
+            await serve_dashboard(
+                dsn,
+                dashboard_host,
+                dashboard_port,
+                read_only=dashboard_read_only,
+                statement_timeout=DASHBOARD_STATEMENT_TIMEOUT,
+                auth=dashboard_auth,
+                stop=stop,
+            )
+        except (Exception, SystemExit) as exc:  # uvicorn exits on a port it cannot bind
+            log.error("the dashboard stopped: %s", type(exc).__name__ if isinstance(exc, SystemExit) else exc)
 
     async def main() -> int:
         if database_url:

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import asyncpg
 import jinja2
@@ -147,7 +147,8 @@ class Dashboard:
         part) alone."""
         token, new_token = csrf_token(request)
         partial = live is not None and request.headers.get("hx-request") == "true"
-        flash = None if partial else request.cookies.get(FLASH_COOKIE)
+        flash_cookie = None if partial else request.cookies.get(FLASH_COOKIE)
+        flash = unquote(flash_cookie) if flash_cookie else None
         full = {
             "root": root(request),
             "read_only": self.read_only,
@@ -171,7 +172,7 @@ class Dashboard:
                 secure=request.url.scheme == "https",
                 path=cookie_path(request),
             )
-        if flash is not None:
+        if flash_cookie is not None:
             response.delete_cookie(FLASH_COOKIE, path=cookie_path(request))
         return response
 
@@ -180,7 +181,7 @@ class Dashboard:
         response = RedirectResponse(root(request) + path, status_code=303)
         response.set_cookie(
             FLASH_COOKIE,
-            message[:300],
+            quote(message[:300], safe=" .,:;()'"),  # a header is latin-1: any text, percent-encoded
             max_age=60,
             httponly=True,
             samesite="strict",

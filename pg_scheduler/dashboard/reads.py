@@ -48,7 +48,7 @@ OVERVIEW_QUEUES_TIMEOUT = 0.25
 whole statement timeout)."""
 
 SLOW_QUEUES_BACKOFF_SECONDS = 60.0
-"""After the overview's queue count ran out of time, how long it lists the queues uncounted."""
+"""After counting the queues' jobs ran out of time, how long they are listed uncounted."""
 
 PERIODIC_NEXT_RUNS = 5
 """Next window starts shown per periodic job."""
@@ -140,7 +140,8 @@ class Reader:
         self._pool = pool
         self.statement_timeout = statement_timeout
         self._counts = _Cache()
-        self._queues_slow_until = 0.0
+        self._queues_slow: dict[float, float] = {}
+        """Timeouts a queue count ran out of, and until when counts under them are skipped."""
 
     @contextlib.asynccontextmanager
     async def transaction(self, timeout: float | None = None) -> AsyncIterator[asyncpg.Connection]:
@@ -176,7 +177,8 @@ class Reader:
                 return cache.value
             async with self.transaction() as conn:
                 value = await _read_counts(conn)
-            queues, counted = await self._overview_queues()
+            # One section of many here: a quarter second at most.
+            queues, counted = await self.queues(timeout=min(self.statement_timeout, OVERVIEW_QUEUES_TIMEOUT))
             value = replace(value, queues=queues, queues_counted=counted)
             cache.value, cache.expires = value, time.monotonic() + COUNTS_TTL_SECONDS
             return value
@@ -208,30 +210,27 @@ class Reader:
                 found.append(PeriodicRow(info=info, next_runs=upcoming, last_run=last))
         return found
 
-    async def _overview_queues(self) -> tuple[list[QueueInfo], bool]:
-        """The queues for the overview, where they are one section of many: counted under at
-        most :data:`OVERVIEW_QUEUES_TIMEOUT` seconds, and, once that ran out, not counted again
-        for :data:`SLOW_QUEUES_BACKOFF_SECONDS` (a backlog that large does not vanish in
-        seconds, and every refresh would pay the whole timeout again)."""
-        if time.monotonic() < self._queues_slow_until:
-            async with self.transaction() as conn:
-                return await list_queue_rows(conn), False
-        queues, counted = await self.queues(timeout=min(self.statement_timeout, OVERVIEW_QUEUES_TIMEOUT))
-        if not counted:
-            self._queues_slow_until = time.monotonic() + SLOW_QUEUES_BACKOFF_SECONDS
-        return queues, counted
-
     async def queues(self, timeout: float | None = None) -> tuple[list[QueueInfo], bool]:
         """Every queue with a row or unfinished jobs, with their jobs counted (the API's
-        ``get_queues``), and True. Counting reads every unfinished job: on a backlog too large
-        for the statement timeout, the queues with a row instead, uncounted, and False, so that
-        the page still shows them and can pause them."""
-        try:
-            async with self.transaction(timeout) as conn:
-                return await list_queues(conn), True
-        except asyncpg.QueryCanceledError:
-            async with self.transaction() as conn:
-                return await list_queue_rows(conn), False
+        ``get_queues``), and True. Counting reads every unfinished job: when it runs out of
+        time (``timeout`` seconds, default the statement timeout) on a very large backlog, the
+        queues with a row instead, uncounted, and False, so that the page still shows them and
+        can pause them; and for :data:`SLOW_QUEUES_BACKOFF_SECONDS` after that, uncounted at
+        once (such a backlog does not vanish in seconds, and every refresh would pay the whole
+        timeout again)."""
+        seconds = timeout if timeout is not None else self.statement_timeout
+        # Skipped only after a count ran out of a time at least as long as this one's.
+        skip = any(
+            limit >= seconds and until > time.monotonic() for limit, until in self._queues_slow.items()
+        )
+        if not skip:
+            try:
+                async with self.transaction(seconds) as conn:
+                    return await list_queues(conn), True
+            except asyncpg.QueryCanceledError:
+                self._queues_slow[seconds] = time.monotonic() + SLOW_QUEUES_BACKOFF_SECONDS
+        async with self.transaction() as conn:
+            return await list_queue_rows(conn), False
 
     async def now(self) -> datetime:
         """The database clock."""

@@ -95,6 +95,8 @@ async def post(client: httpx.AsyncClient, path: str, data: dict[str, str] | None
 async def test_the_overview_shows_counts_the_last_hour_queues_leader_and_processes(
     pool: asyncpg.Pool, client: httpx.AsyncClient
 ) -> None:
+    async with client_for(create_app(pool)) as empty:  # an app of its own: counts are cached
+        assert "none due" in (await empty.get("/")).text
     for i in range(3):
         await insert_job(pool, f"done-{i}", status="completed", finished_at=ago(timedelta(minutes=i)))
     await insert_job(pool, "broken", status="failed", finished_at=ago(timedelta(minutes=5)))
@@ -112,6 +114,7 @@ async def test_the_overview_shows_counts_the_last_hour_queues_leader_and_process
     assert re.search(r"failed</span>\s*<span class=\"value\">1<", page)
     assert re.search(r"pending</span>\s*<span class=\"value\">2<", page)
     assert re.search(r"due, waiting</span>\s*<span class=\"value\">1<", page)
+    assert re.search(r"oldest 2m 0\ds late", page)
     assert "3 completed, 1 failed." in page
     assert page.count('<rect class="completed"') == 60
     assert "mail" in page and "pod-a:2" in page and "No leader" in page
@@ -262,6 +265,12 @@ async def test_job_actions_change_the_row_as_the_api_does_and_say_so(
     assert refused.status_code == 303
     assert "was not deleted" in (await client.get("/jobs/f-1")).text
     assert (await job_row(pool, "f-1"))["status"] == "pending"
+
+    await insert_job(pool, "ジョブ/1 <b>")
+    odd_path = "/jobs/%E3%82%B8%E3%83%A7%E3%83%96%2F1%20%3Cb%3E"  # a slash, a space, markup
+    odd = await post(client, odd_path + "/cancel")
+    assert odd.status_code == 303 and odd.headers["location"] == odd_path
+    assert "Cancelled job ジョブ/1 &lt;b&gt;." in (await client.get(odd.headers["location"])).text
 
     logged = [r.getMessage() for r in caplog.records if r.name == "pg_scheduler.dashboard"]
     assert any(m.startswith("client ") and "cancel job p-1: done" in m for m in logged), logged

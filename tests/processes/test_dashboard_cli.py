@@ -6,6 +6,8 @@ What is proven here:
   its log, without the DSN or the password; with credentials set, every page needs them;
 - it refuses to bind a non-loopback address without credentials, in one line, exit 1, before
   touching the database;
+- ``pg-scheduler run --dashboard-port`` serves it from the pod's supervisor, which still stops
+  cleanly on SIGTERM;
 - without the ``dashboard`` extra, ``--help`` still works and running it says, in one line,
   which extra to install (exit 1).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -22,6 +25,7 @@ import asyncpg
 import httpx
 
 from pg_scheduler import Scheduler
+from tests.pods import Pod, start_pod
 from tests.support import ROOT, run_cli, wait_for
 
 UNREACHABLE = "postgresql://nobody:hunter2@127.0.0.1:1/none"
@@ -112,3 +116,29 @@ def test_without_the_extra_help_works_and_running_says_which_extra_to_install(tm
     assert len(lines) == 1, lines
     assert "pip install 'pg-scheduler[dashboard]'" in lines[0]
     assert "starlette, jinja2, uvicorn not installed" in lines[0]
+
+
+async def test_a_pod_serves_the_dashboard_beside_its_supervisor_and_still_stops_cleanly(
+    dsn: str, pool: asyncpg.Pool, pods: list[Pod], tmp_path: Path
+) -> None:
+    await Scheduler(pool).initialize_db()
+    port = free_port()
+    pod = await start_pod(
+        dsn, tmp_path, workers=1, env={"PG_SCHEDULER_DASHBOARD_READ_ONLY": "1"}, **{"--dashboard-port": port}
+    )
+    pods.append(pod)
+    await pod.wait_ready(pool, workers=1)
+    supervisor = await pool.fetchval("SELECT worker_id FROM scheduler_workers WHERE kind = 'supervisor'")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+
+        async def shows_the_supervisor() -> bool:
+            try:
+                page = await client.get("/")
+            except httpx.TransportError:
+                return False
+            return page.status_code == 200 and supervisor in page.text
+
+        await wait_for(shows_the_supervisor, timeout=30, message="the pod's dashboard")
+    pod.signal(signal.SIGTERM)
+    assert await pod.wait(timeout=30) == 0, pod.log()[-3000:]
+    assert f"serving the dashboard on http://127.0.0.1:{port}/ (read-only;" in pod.log()

@@ -30,10 +30,13 @@ DB_SET_CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
 
 
 def _matching(status: str, time: str) -> str:
-    """A filter's conditions ($2 to $7) after the state test ``status``, the range over ``time``."""
+    """A filter's conditions ($2 to $7) after the state test ``status``, the range over ``time``.
+    A task given in full (with its module: it holds a ``:``, which no part of a name after the
+    first ``:`` can) is tested on ``job_name`` alone, which the plan of that value can look up
+    in the pending jobs' index by task name."""
     return f"""{status}
    AND ($2::text IS NULL OR queue = $2)
-   AND ($3::text IS NULL OR job_name = $3 OR split_part(job_name, ':', 2) = $3)
+   AND ($3::text IS NULL OR job_name = $3 OR (strpos($3, ':') = 0 AND split_part(job_name, ':', 2) = $3))
    AND ($4::text IS NULL OR job_id = $4)
    AND ($5::jsonb IS NULL OR task_data @> $5::jsonb)
    AND ($6::timestamptz IS NULL OR {time} >= $6)

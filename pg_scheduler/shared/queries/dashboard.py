@@ -48,7 +48,8 @@ WITH RECURSIVE prios AS (
       FROM prios AS p WHERE p.priority IS NOT NULL
 )
 SELECT coalesce(sum(due.n), 0)::int AS due,
-       greatest(extract(epoch FROM now() - min(due.oldest)), 0)::float8 AS oldest_due_seconds
+       CASE WHEN min(due.oldest) IS NOT NULL  -- greatest() would turn "none due" into 0
+            THEN greatest(extract(epoch FROM now() - min(due.oldest)), 0) END::float8 AS oldest_due_seconds
   FROM prios AS p
   CROSS JOIN LATERAL (
       SELECT count(*) AS n, min(capped.execution_time) AS oldest FROM (

@@ -1,0 +1,98 @@
+"""The dashboard's pure helpers, without a database: the jobs filter and cursor read from a
+query string, basic-auth parsing, the loopback test of ``pg-scheduler dashboard``, truncation
+and the chart's layout."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pg_scheduler.cli.dashboard import is_loopback
+from pg_scheduler.dashboard.app import format_cursor, parse_cursor, parse_filter
+from pg_scheduler.dashboard.reads import MinuteBar
+from pg_scheduler.dashboard.render import age, chart, pathpart, shown
+from pg_scheduler.dashboard.security import BasicAuth
+from pg_scheduler.shared.errors import ConfigurationError
+from pg_scheduler.shared.job_filter import JobCursor
+
+
+def test_the_filter_defaults_to_failed_and_reads_q_as_a_job_id_or_json() -> None:
+    assert parse_filter({}) == (
+        {"state": "failed"},
+        {**dict.fromkeys(("queue", "task", "since", "until", "q"), ""), "state": "failed"},
+    )
+    job_filter, _ = parse_filter({"state": "pending", "queue": " mail ", "q": "abc-1"})
+    assert job_filter == {"state": "pending", "queue": "mail", "job_id": "abc-1"}
+    assert parse_filter({"q": '{"user": 7}'})[0]["args"] == {"user": 7}
+    assert parse_filter({"q": "[1, 2]"})[0]["args"] == [1, 2]
+    since = parse_filter({"since": "2026-01-31T14:00"})[0]["since"]
+    assert since == datetime(2026, 1, 31, 14, tzinfo=UTC)  # naive times are UTC
+    for bad in ({"state": "done"}, {"q": "{oops"}, {"until": "yesterday"}):
+        with pytest.raises(ConfigurationError):
+            parse_filter(bad)
+
+
+def test_a_cursor_survives_its_query_parameter_and_a_forged_one_is_refused() -> None:
+    cursor = JobCursor(datetime(2026, 1, 1, 12, 30, 1, 5, tzinfo=UTC), "id with spaces")
+    assert parse_cursor(format_cursor(cursor)) == cursor
+    assert parse_cursor(None) is None and parse_cursor("") is None
+    for forged in ("nonsense", "2026-01-01T00:00:00 ", "2026-01-01T00:00:00 x"):
+        with pytest.raises(ConfigurationError):
+            parse_cursor(forged)
+
+
+def test_basic_auth_accepts_only_the_exact_credentials() -> None:
+    auth = BasicAuth("ops", "pa:ss word")
+
+    def header(text: str) -> str:
+        return "Basic " + base64.b64encode(text.encode()).decode()
+
+    assert auth.check(header("ops:pa:ss word")) == "ops"
+    for wrong in (
+        header("ops:pa:ss"),
+        header("op:pa:ss word"),
+        header("ops"),
+        "Basic !!!",
+        "Bearer x",
+        "",
+        None,
+    ):
+        assert auth.check(wrong) is None
+
+
+def test_only_loopback_addresses_count_as_loopback() -> None:
+    for host in ("127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "10.0.0.1", "example.com", "192.168.1.5"):
+        assert not is_loopback(host), host
+
+
+def test_texts_are_cut_with_the_count_of_what_is_left_out() -> None:
+    assert shown("abc", 3) == shown("abc", 10)
+    cut = shown("x" * 25_000, 20_000)
+    assert len(cut.text) == 20_000 and cut.more == 5_000
+    assert pathpart("a/b c?") == "a%2Fb%20c%3F"
+    assert [age(s) for s in (None, 3.25, 42, 125, 7300, 200_000)] == [
+        "–",
+        "3.2s",
+        "42s",
+        "2m 05s",
+        "2h 01m",
+        "2d 7h",
+    ]
+
+
+def test_the_chart_scales_its_bars_to_the_busiest_minute() -> None:
+    start = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    minutes = [
+        MinuteBar(start + timedelta(minutes=i), completed=i, failed=1 if i == 59 else 0) for i in range(60)
+    ]
+    laid = chart(minutes, width=600, height=80)
+    assert laid.max == 60 and len(laid.bars) == 60
+    last = laid.bars[-1]
+    assert last.completed_h + last.failed_h == pytest.approx(80)
+    assert last.failed_y == pytest.approx(0)
+    assert laid.bars[0].completed_h == 0 and (laid.first, laid.last) == ("10:00", "10:59")
+    assert chart([MinuteBar(start, 0, 0)]).max == 0
