@@ -338,6 +338,9 @@ class Dashboard:
         action: str = request.path_params["action"]
         if action not in JOB_ACTIONS:
             return PlainTextResponse(f"unknown action {action!r}\n", status_code=404)
+        if not form.get("state", "").strip():
+            # The list's default tab is not assumed: a bulk action names the state it acts on.
+            return PlainTextResponse("state: a bulk action needs the state it acts on\n", status_code=400)
         try:
             job_filter, shown_form = parse_filter(form)
         except ConfigurationError as exc:
@@ -573,7 +576,8 @@ def create_app(
     routes = [
         Route("/", dash.overview, methods=["GET"], name="overview"),
         Route("/jobs", dash.jobs, methods=["GET"], name="jobs"),
-        Route("/jobs/bulk/{action}", dash.bulk_action, methods=["POST"], name="bulk_action"),
+        # Not under /jobs/: no job id can make a job's action URL reach the bulk actions.
+        Route("/bulk/jobs/{action}", dash.bulk_action, methods=["POST"], name="bulk_action"),
         Route("/jobs/{job_id:path}/{action}", dash.job_action, methods=["POST"], name="job_action"),
         Route("/jobs/{job_id:path}", dash.job, methods=["GET"], name="job"),
         Route("/periodic", dash.periodic, methods=["GET"], name="periodic"),

@@ -288,27 +288,47 @@ async def test_bulk_actions_act_on_every_job_matching_the_filter_and_no_other(
         await insert_job(pool, f"later-{i}", execution_time=Sql("now() + interval '1 day'"), queue="mail")
     await insert_job(pool, "done", status="completed", queue="mail")
 
-    response = await post(client, "/jobs/bulk/retry", {"state": "failed", "queue": "mail"})
+    response = await post(client, "/bulk/jobs/retry", {"state": "failed", "queue": "mail"})
     assert response.status_code == 303
     assert response.headers["location"] == "/jobs?state=failed&queue=mail"
     rows = {r["job_id"]: r["status"] for r in await pool.fetch("SELECT job_id, status FROM scheduled_jobs")}
     assert all(rows[f"mail-{i}"] == "pending" for i in range(7)) and rows["other"] == "failed"
     assert "Retried 7 job(s) matching the filter." in (await client.get(response.headers["location"])).text
 
-    await post(client, "/jobs/bulk/run-now", {"state": "pending", "queue": "mail", "q": "later-1"})
+    await post(client, "/bulk/jobs/run-now", {"state": "pending", "queue": "mail", "q": "later-1"})
     due = await pool.fetchval("SELECT execution_time <= now() FROM scheduled_jobs WHERE job_id = 'later-1'")
     not_due = await pool.fetchval(
         "SELECT execution_time > now() FROM scheduled_jobs WHERE job_id = 'later-2'"
     )
     assert due and not_due
 
-    await post(client, "/jobs/bulk/cancel", {"state": "pending", "queue": "mail"})
+    await post(client, "/bulk/jobs/cancel", {"state": "pending", "queue": "mail"})
     assert await pool.fetchval("SELECT count(*) FROM scheduled_jobs WHERE status = 'cancelled'") == 10
 
-    await post(client, "/jobs/bulk/delete", {"state": "completed"})
+    await post(client, "/bulk/jobs/delete", {"state": "completed"})
     assert await pool.fetchval("SELECT count(*) FROM scheduled_jobs WHERE job_id = 'done'") == 0
     logged = [r.getMessage() for r in caplog.records if r.name == "pg_scheduler.dashboard"]
     assert any('retry every job matching {"queue": "mail", "state": "failed"}: 7 job(s)' in m for m in logged)
+
+
+async def test_a_job_named_bulk_is_acted_on_alone_and_a_bulk_action_needs_its_state(
+    pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    await insert_job(pool, "bulk", status="failed")
+    await insert_job(pool, "other", status="failed")
+    page = (await client.get("/jobs/bulk")).text
+    assert 'action="/jobs/bulk/delete"' in page
+    deleted = await post(client, "/jobs/bulk/delete")
+    assert deleted.status_code == 303 and deleted.headers["location"] == "/jobs"
+    ids = {r["job_id"] for r in await pool.fetch("SELECT job_id FROM scheduled_jobs")}
+    assert ids == {"other"}  # the job named bulk, and no other failed job
+
+    for data in ({}, {"state": ""}, {"queue": "default"}):
+        refused = await post(client, "/bulk/jobs/delete", data)
+        assert refused.status_code == 400 and "state" in refused.text, data
+    bad = await post(client, "/bulk/jobs/delete", {"state": "nope"})
+    assert bad.status_code == 400 and "unknown state" in bad.text
+    assert await pool.fetchval("SELECT count(*) FROM scheduled_jobs") == 1
 
 
 async def test_periodic_and_queue_actions_go_through_the_api(
@@ -345,10 +365,10 @@ ACTION_POSTS = [
     ("/jobs/j-failed/delete", {}),
     ("/jobs/j-pending/cancel", {}),
     ("/jobs/j-pending/run-now", {}),
-    ("/jobs/bulk/retry", {"state": "failed"}),
-    ("/jobs/bulk/delete", {"state": "failed"}),
-    ("/jobs/bulk/cancel", {"state": "pending"}),
-    ("/jobs/bulk/run-now", {"state": "pending"}),
+    ("/bulk/jobs/retry", {"state": "failed"}),
+    ("/bulk/jobs/delete", {"state": "failed"}),
+    ("/bulk/jobs/cancel", {"state": "pending"}),
+    ("/bulk/jobs/run-now", {"state": "pending"}),
     ("/periodic/nightly/disable", {}),
     ("/periodic/nightly/enable", {}),
     ("/periodic/nightly/trigger", {}),
@@ -441,7 +461,7 @@ async def test_basic_auth_guards_every_route_and_compares_in_constant_time(
                 response = await client.get(path, headers=header)
                 assert response.status_code == 401, (path, header)
                 assert response.headers["www-authenticate"].startswith("Basic realm=")
-        refused = await client.post("/jobs/bulk/retry", data={"state": "failed"})
+        refused = await client.post("/bulk/jobs/retry", data={"state": "failed"})
         assert refused.status_code == 401
         with mock.patch.object(
             dashboard_security.hmac, "compare_digest", wraps=hmac.compare_digest
