@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from ..shared.job_filter import JobCursor, JobFilter
 from ..shared.models import JobState
 from .reads import COUNT_CAP, Reader, timed
 from .render import ARGS_SHOWN, ERROR_SHOWN, age, chart, first_line, pathpart, pretty_json, shown
-from .security import CSRF_COOKIE, BasicAuth, Guard, cross_site_refusal, csrf_token, who
+from .security import CSRF_COOKIE, BasicAuth, Guard, HostAllowlist, cross_site_refusal, csrf_token, who
 
 log = logging.getLogger("pg_scheduler.dashboard")
 
@@ -545,6 +545,7 @@ def create_app(
     auth: BasicAuth | tuple[str, str] | None = None,
     statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
     stale_seconds: float | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """The dashboard as an ASGI app, to serve or to mount in a Starlette or FastAPI app::
 
@@ -560,6 +561,13 @@ def create_app(
         runs out says so (503) instead of failing.
     :param stale_seconds: a process with no heartbeat for this long is stale (default: the
         ``status`` command's).
+    :param allowed_hosts: the host names a request's ``Host`` header may name (ports ignored;
+        ``*.example.com`` for subdomains), any other refused with 400: e.g.
+        ``allowed_hosts=["jobs.example.com"]``. None (the default) accepts any, leaving the check
+        to the mounting application or its proxy. Served without authentication on a loopback
+        address, a dashboard needs it: a page of another site re-pointing its name to 127.0.0.1
+        (DNS rebinding) could otherwise read it and post to it; ``pg-scheduler dashboard`` then
+        allows the loopback names only.
     """
     if statement_timeout <= 0:
         raise ConfigurationError(f"statement_timeout must be > 0 seconds, got {statement_timeout!r}")
@@ -598,7 +606,8 @@ def create_app(
         },
     )
     app.state.dashboard = dash
-    app.add_middleware(Guard, auth=credentials)
+    hosts = None if allowed_hosts is None else HostAllowlist(allowed_hosts)
+    app.add_middleware(Guard, auth=credentials, allowed_hosts=hosts)
     return app
 
 

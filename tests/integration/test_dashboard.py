@@ -43,6 +43,7 @@ from starlette.requests import HTTPConnection
 from starlette.routing import Mount
 
 from pg_scheduler import Scheduler
+from pg_scheduler.cli.dashboard import serving_hosts
 from pg_scheduler.dashboard import create_app
 from pg_scheduler.dashboard import security as dashboard_security
 from pg_scheduler.shared.queues import declare_queue
@@ -470,6 +471,35 @@ async def test_basic_auth_guards_every_route_and_compares_in_constant_time(
         assert response.status_code == 200
         assert compare.call_count >= 2  # user name and password, both compared
         assert "s3cret" not in response.text
+
+
+async def test_served_without_auth_only_loopback_host_names_are_answered(
+    pool: asyncpg.Pool, producer: Scheduler
+) -> None:
+    """DNS rebinding: another site's page, its name re-pointed to 127.0.0.1, sends its own name
+    as Host. The command's configuration (no credentials) answers loopback names only."""
+    await insert_job(pool, "f-1", status="failed")
+    app = create_app(pool, allowed_hosts=serving_hosts("127.0.0.1", None, ()))
+    async with client_for(app) as client:
+        for host in ("evil.example:8080", "evil.example", "127.0.0.1.evil.example:8080", "localhost.evil"):
+            response = await client.get("/", headers={"host": host})
+            assert response.status_code == 400 and response.text == "invalid host\n", host
+            token = client.cookies.get("pgs_csrf") or "x" * 43
+            refused = await client.post(
+                "/jobs/f-1/retry",
+                data={"csrf": token},
+                headers={"host": host, "origin": f"http://{host}", "sec-fetch-site": "same-origin"},
+            )
+            assert refused.status_code == 400, host
+        for host in ("127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "127.0.0.1"):
+            response = await client.get("/jobs", headers={"host": host})
+            assert response.status_code == 200, host
+    assert (await job_row(pool, "f-1"))["status"] == "failed"
+    proxied = create_app(pool, allowed_hosts=serving_hosts("127.0.0.1", None, ("jobs.example.com",)))
+    async with client_for(proxied) as client:
+        assert (await client.get("/", headers={"host": "jobs.example.com"})).status_code == 200
+        assert (await client.get("/", headers={"host": "evil.example"})).status_code == 400
+    assert serving_hosts("0.0.0.0", ("u", "p"), ()) is None  # behind basic auth: as before
 
 
 # --------------------------------------------------------------------------- escaping, limits

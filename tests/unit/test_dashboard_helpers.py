@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pg_scheduler.cli.dashboard import is_loopback
+from pg_scheduler.cli.dashboard import is_loopback, split_hosts
 from pg_scheduler.dashboard.app import format_cursor, parse_cursor, parse_filter
 from pg_scheduler.dashboard.reads import MinuteBar
 from pg_scheduler.dashboard.render import age, chart, pathpart, shown
-from pg_scheduler.dashboard.security import BasicAuth
+from pg_scheduler.dashboard.security import BasicAuth, HostAllowlist, host_name
 from pg_scheduler.shared.errors import ConfigurationError
 from pg_scheduler.shared.job_filter import JobCursor
 
@@ -96,3 +96,14 @@ def test_the_chart_scales_its_bars_to_the_busiest_minute() -> None:
     assert last.failed_y == pytest.approx(0)
     assert laid.bars[0].completed_h == 0 and (laid.first, laid.last) == ("10:00", "10:59")
     assert chart([MinuteBar(start, 0, 0)]).max == 0
+
+
+def test_the_host_allowlist_ignores_ports_and_case_and_matches_whole_names() -> None:
+    assert host_name("[::1]:8080") == "::1" and host_name("LocalHost:80") == "localhost"
+    allow = HostAllowlist(["localhost", "127.0.0.1", "[::1]", "*.example.com"])
+    for host in ("localhost:1", "127.0.0.1", "[::1]:8080", "jobs.example.com:443"):
+        assert allow.allows(host), host
+    for host in (None, "", "evil.example:8080", "example.com", "localhost.evil", "127.0.0.2"):
+        assert not allow.allows(host), host
+    assert HostAllowlist(["*"]).allows("anything")
+    assert split_hosts(["a.example,b.example", " c.example ", ""]) == ("a.example", "b.example", "c.example")
