@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +57,8 @@ JOB_ACTIONS = ("cancel", "retry", "run-now", "delete")
 PERIODIC_ACTIONS = ("enable", "disable", "trigger")
 QUEUE_ACTIONS = ("pause", "resume")
 FILTER_KEYS = ("state", "queue", "task", "since", "until", "q")
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of lists and objects a JSON search may have (deeper is refused, not parsed)."""
 
 
 class _Pool:
@@ -191,6 +194,11 @@ class Dashboard:
         )
         return response
 
+    def bad_request(self, request: Request, message: str) -> Response:
+        """The 400 page of a filter or cursor that cannot be used, saying what is wrong."""
+        bad = {"title": "Jobs", "page": "jobs", "message": message, "live_url": None}
+        return self.page(request, "message.html", bad, status=400)
+
     # ------------------------------------------------------------------ pages
 
     async def overview(self, request: Request) -> Response:
@@ -205,11 +213,13 @@ class Dashboard:
             job_filter, form = parse_filter(params)
             after = parse_cursor(params.get("after"))
         except ConfigurationError as exc:
-            bad = {"title": "Jobs", "page": "jobs", "message": str(exc), "live_url": None}
-            return self.page(request, "message.html", bad, status=400)
+            return self.bad_request(request, str(exc))
         scheduler = await self.scheduler()
-        async with asyncio.timeout(self.statement_timeout + 0.5):
-            page = await timed(scheduler.list_jobs(job_filter, after=after, limit=PAGE_SIZE))
+        try:
+            async with asyncio.timeout(self.statement_timeout + 0.5):
+                page = await timed(scheduler.list_jobs(job_filter, after=after, limit=PAGE_SIZE))
+        except ConfigurationError as exc:  # what the API refuses that parse_filter let through
+            return self.bad_request(request, str(exc))
         next_url = None
         if page.next is not None:
             next_query = {k: v for k, v in form.items() if v}
@@ -239,7 +249,7 @@ class Dashboard:
         job_id: str = request.path_params["job_id"]
         if job_id.endswith(".json"):
             return await self.job_json(request, job_id.removesuffix(".json"))
-        row = await self.reader.job_row(job_id)
+        row = None if "\x00" in job_id else await self.reader.job_row(job_id)
         if row is None:
             missing = f"No job {job_id!r}: it never existed or was deleted."
             absent = {"title": "No such job", "message": missing, "live_url": None}
@@ -260,7 +270,7 @@ class Dashboard:
         return self.page(request, "job.html", context, live="_job_live.html")
 
     async def job_json(self, request: Request, job_id: str) -> Response:
-        row = await self.reader.job_row(job_id)
+        row = None if "\x00" in job_id else await self.reader.job_row(job_id)
         if row is None:
             return Response(json.dumps({"error": "no such job"}), 404, media_type="application/json")
         row.pop("awaited", None)
@@ -347,14 +357,17 @@ class Dashboard:
             return PlainTextResponse(f"{exc}\n", status_code=400)
         scheduler = await self.scheduler()
         reason = f"cancelled from the dashboard by {who(request)}"
-        if action == "cancel":
-            count = await scheduler.cancel_jobs(job_filter, reason=reason, batch_size=BULK_BATCH_SIZE)
-        elif action == "retry":
-            count = await scheduler.retry_jobs(job_filter, batch_size=BULK_BATCH_SIZE)
-        elif action == "run-now":
-            count = await scheduler.run_jobs_now(job_filter, batch_size=BULK_BATCH_SIZE)
-        else:
-            count = await scheduler.delete_jobs(job_filter, batch_size=BULK_BATCH_SIZE)
+        try:
+            if action == "cancel":
+                count = await scheduler.cancel_jobs(job_filter, reason=reason, batch_size=BULK_BATCH_SIZE)
+            elif action == "retry":
+                count = await scheduler.retry_jobs(job_filter, batch_size=BULK_BATCH_SIZE)
+            elif action == "run-now":
+                count = await scheduler.run_jobs_now(job_filter, batch_size=BULK_BATCH_SIZE)
+            else:
+                count = await scheduler.delete_jobs(job_filter, batch_size=BULK_BATCH_SIZE)
+        except ConfigurationError as exc:  # refused by the API before any change
+            return PlainTextResponse(f"{exc}\n", status_code=400)
         log.info(
             "%s: %s every job matching %s: %d job(s)", who(request), action, _describe(job_filter), count
         )
@@ -438,6 +451,9 @@ def parse_filter(params: Any) -> tuple[JobFilter, dict[str, str]]:
     ``until``, ``q``), and the values as given, for links and forms. ``q`` is a job id, or a
     JSON list or object that the job's arguments must contain."""
     form = {key: str(params.get(key, "") or "").strip() for key in FILTER_KEYS}
+    for name, value in form.items():
+        if "\x00" in value:
+            raise ConfigurationError(f"{name}: contains a NUL character, which no job can hold")
     form["state"] = form["state"] or DEFAULT_STATE.value
     job_filter: JobFilter = {}
     try:
@@ -451,16 +467,59 @@ def parse_filter(params: Any) -> tuple[JobFilter, dict[str, str]]:
     for key in ("since", "until"):
         if form[key]:
             job_filter[key] = _parse_time(key, form[key])
+    if "since" in job_filter and "until" in job_filter and job_filter["since"] > job_filter["until"]:
+        raise ConfigurationError(f"since ({form['since']}) is later than until ({form['until']})")
     q = form["q"]
     if q:
         if q[0] in "[{":
-            try:
-                job_filter["args"] = json.loads(q)
-            except ValueError:
-                raise ConfigurationError("q: not JSON (give a job id, or a JSON list or object)") from None
+            job_filter["args"] = _parse_json_search(q)
         else:
             job_filter["job_id"] = q
     return job_filter, form
+
+
+def _parse_json_search(q: str) -> Any:
+    """A JSON search: finite numbers only, nested at most :data:`MAX_JSON_DEPTH` deep."""
+    if _json_depth(q) > MAX_JSON_DEPTH:
+        raise ConfigurationError(f"q: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+    def no_constant(name: str) -> Any:
+        raise ConfigurationError(f"q: {name} is not a JSON number (give a finite number)")
+
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ConfigurationError(f"q: {text} is too large a number")
+        return value
+
+    try:
+        return json.loads(q, parse_constant=no_constant, parse_float=finite)
+    except ConfigurationError:
+        raise
+    except (ValueError, RecursionError):
+        raise ConfigurationError("q: not JSON (give a job id, or a JSON list or object)") from None
+
+
+def _json_depth(text: str) -> int:
+    """How deep lists and objects nest in ``text`` (brackets inside strings not counted)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _parse_time(key: str, text: str) -> datetime:
@@ -468,7 +527,15 @@ def _parse_time(key: str, text: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise ConfigurationError(f"{key}: {text!r} is not a date and time (2026-01-31T14:00)") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return _in_utc(key, text, value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+
+
+def _in_utc(key: str, text: str, value: datetime) -> datetime:
+    """``value`` in UTC, or an error when it falls outside the years 1 to 9999 there."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ConfigurationError(f"{key}: {text!r} is out of range (years 1 to 9999, in UTC)") from None
 
 
 def format_cursor(cursor: JobCursor) -> str:
@@ -484,9 +551,9 @@ def parse_cursor(text: str | None) -> JobCursor | None:
         when = datetime.fromisoformat(key)
     except ValueError:
         when = None
-    if not sep or when is None or when.tzinfo is None:
+    if not sep or when is None or when.tzinfo is None or "\x00" in job_id:
         raise ConfigurationError("after: not a cursor of this dashboard (follow the page's own links)")
-    return JobCursor(when, job_id)
+    return JobCursor(_in_utc("after", key, when), job_id)
 
 
 def _bulk_actions(state: str) -> list[tuple[str, str]]:

@@ -170,6 +170,38 @@ async def test_the_jobs_list_filters_by_state_queue_task_time_and_arguments_and_
     assert bad_json.status_code == 400
 
 
+BAD_FILTERS = [
+    ({"since": "2026-02-01T00:00", "until": "2026-01-01T00:00"}, "is later than until"),
+    ({"q": "[NaN]"}, "NaN is not a JSON number"),
+    ({"q": '{"a": Infinity}'}, "Infinity is not a JSON number"),
+    ({"q": "[1e999]"}, "too large a number"),
+    ({"q": "[" * 5000 + "]" * 5000}, "nested deeper than 32"),
+    ({"q": "[" * 15_000}, "nested deeper than 32"),
+    ({"queue": "mail\x00"}, "NUL character"),
+    ({"q": "job\x00id"}, "NUL character"),
+    ({"since": "0001-01-01T00:00+05:00"}, "out of range"),
+    ({"until": "9999-12-31T23:00-05:00"}, "out of range"),
+]
+
+
+async def test_a_filter_that_cannot_be_used_is_a_400_that_says_why_on_the_list_and_in_bulk(
+    pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    await insert_job(pool, "f-1", status="failed")
+    for params, reason in BAD_FILTERS:
+        response = await client.get("/jobs", params={"state": "failed", **params})
+        assert response.status_code == 400, (params, response.text[:300])
+        assert reason in response.text, params
+        bulk = await post(client, "/bulk/jobs/delete", {"state": "failed", **params})
+        assert bulk.status_code == 400 and reason in bulk.text, params
+    for after in ("0001-01-01T00:00:00+05:00 f-1", "2026-01-01T00:00:00+00:00 f\x001"):
+        response = await client.get("/jobs", params={"state": "failed", "after": after})
+        assert response.status_code == 400 and "after" in response.text, after
+    missing = await client.get("/jobs/f%001")
+    assert missing.status_code == 404 and "No job" in missing.text
+    assert (await job_row(pool, "f-1"))["status"] == "failed"
+
+
 async def test_a_job_page_shows_its_fields_error_periodic_window_and_lease(
     pool: asyncpg.Pool, client: httpx.AsyncClient
 ) -> None:
