@@ -264,6 +264,25 @@ async def test_the_periodic_and_queues_pages_list_schedules_and_queues(
     assert 'action="/queues/partner/pause"' in queues.text
 
 
+async def test_every_live_part_carries_its_own_refresh_so_it_refreshes_again(
+    pool: asyncpg.Pool, producer: Scheduler, client: httpx.AsyncClient
+) -> None:
+    """An outerHTML swap replaces the wrapper with what the partial answers: without the
+    wrapper in it, the page refreshed once and then held still."""
+    await insert_job(pool, "f-1", status="failed")
+    await _periodic_row(pool, "nightly")
+    for path in ("/", "/jobs?state=failed", "/jobs/f-1", "/periodic", "/queues"):
+        live = await client.get(path, headers={"HX-Request": "true"})
+        assert live.status_code == 200 and "<html" not in live.text, path
+        wrapper = re.search(r'(<div id="live"[^>]*>)', live.text)
+        assert wrapper is not None, path
+        assert 'hx-get="' in wrapper.group(1) and 'hx-trigger="every ' in wrapper.group(1), path
+        assert 'hx-swap="outerHTML"' in wrapper.group(1), path
+        assert live.text.count('id="live"') == 1, path
+        full = await client.get(path)
+        assert full.text.count('id="live"') == 1, path
+
+
 # --------------------------------------------------------------------------- actions
 
 
