@@ -357,6 +357,10 @@ class Dashboard:
             return PlainTextResponse(f"{exc}\n", status_code=400)
         scheduler = await self.scheduler()
         reason = f"cancelled from the dashboard by {who(request)}"
+        described = _describe(job_filter)
+        log.info("%s: %s every job matching %r: starting", who(request), action, described)
+        count: int | None = None
+        stopped_by: str | None = None
         try:
             if action == "cancel":
                 count = await scheduler.cancel_jobs(job_filter, reason=reason, batch_size=BULK_BATCH_SIZE)
@@ -367,11 +371,28 @@ class Dashboard:
             else:
                 count = await scheduler.delete_jobs(job_filter, batch_size=BULK_BATCH_SIZE)
         except ConfigurationError as exc:  # refused by the API before any change
+            stopped_by = "refused before any change"
             return PlainTextResponse(f"{exc}\n", status_code=400)
-        log.info(
-            "%s: %s every job matching %s: %d job(s)", who(request), action, _describe(job_filter), count
-        )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            # Batches commit one by one: those before the failure stay done.
+            stopped_by = type(exc).__name__
+        finally:
+            if count is not None:
+                outcome = f"completed: {count} job(s)"
+            elif stopped_by == "refused before any change":
+                outcome = stopped_by
+            else:
+                # Failed part-way, or cancelled (the client went away, the server stops).
+                why = stopped_by or "cancelled or failed"
+                outcome = f"stopped ({why}): an unknown number of jobs were changed"
+            log.info("%s: %s every job matching %r: %s", who(request), action, described, outcome)
         query = urlencode({k: v for k, v in shown_form.items() if v})
+        if count is None:
+            message = (
+                f"The bulk {action} stopped part-way ({stopped_by}): an unknown number of jobs were changed "
+                "before it stopped."
+            )
+            return self.back(request, f"/jobs?{query}", message)
         return self.back(request, f"/jobs?{query}", f"{_past(action)} {count:,} job(s) matching the filter.")
 
     async def periodic_action(self, request: Request) -> Response:

@@ -360,7 +360,27 @@ async def test_bulk_actions_act_on_every_job_matching_the_filter_and_no_other(
     await post(client, "/bulk/jobs/delete", {"state": "completed"})
     assert await pool.fetchval("SELECT count(*) FROM scheduled_jobs WHERE job_id = 'done'") == 0
     logged = [r.getMessage() for r in caplog.records if r.name == "pg_scheduler.dashboard"]
-    assert any('retry every job matching {"queue": "mail", "state": "failed"}: 7 job(s)' in m for m in logged)
+    described = '{"queue": "mail", "state": "failed"}'
+    assert any(f"retry every job matching '{described}': starting" in m for m in logged), logged
+    assert any(f"retry every job matching '{described}': completed: 7 job(s)" in m for m in logged), logged
+
+
+async def test_a_bulk_action_stopped_part_way_says_some_jobs_may_have_changed(
+    pool: asyncpg.Pool, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pg_scheduler.dashboard")
+    await insert_job(pool, "f-1", status="failed")
+    with mock.patch.object(Scheduler, "retry_jobs", side_effect=asyncpg.QueryCanceledError("timeout")):
+        response = await post(client, "/bulk/jobs/retry", {"state": "failed"})
+    assert response.status_code == 303 and response.headers["location"] == "/jobs?state=failed"
+    page = (await client.get(response.headers["location"])).text
+    assert "The bulk retry stopped part-way (QueryCanceledError)" in page
+    assert "an unknown number of jobs were changed before it stopped." in page
+    logged = [r.getMessage() for r in caplog.records if r.name == "pg_scheduler.dashboard"]
+    assert any("retry every job matching" in m and m.endswith(": starting") for m in logged), logged
+    assert any("stopped (QueryCanceledError): an unknown number of jobs were changed" in m for m in logged), (
+        logged
+    )
 
 
 async def test_a_job_named_bulk_is_acted_on_alone_and_a_bulk_action_needs_its_state(
