@@ -196,8 +196,21 @@ class Dashboard:
 
     def bad_request(self, request: Request, message: str) -> Response:
         """The 400 page of a filter or cursor that cannot be used, saying what is wrong."""
-        bad = {"title": "Jobs", "page": "jobs", "message": message, "live_url": None}
-        return self.page(request, "message.html", bad, status=400)
+        return self.message(request, "Jobs", message, status=400, page="jobs")
+
+    def message(
+        self, request: Request, title: str, message: str, *, status: int, page: str = "", poll: bool = False
+    ) -> Response:
+        """A page saying ``message`` with ``status``; to an htmx refresh, the message inside the
+        live part, with 200: htmx 2 swaps no 4xx or 5xx answer, so the page would stay as it was,
+        silently, and stop being refreshed. ``poll``: the full page keeps asking too (the trouble
+        may pass)."""
+        context: dict[str, Any] = {"title": title, "message": message, "page": page}
+        if request.headers.get("hx-request") == "true":
+            return self.page(request, "message.html", context, live="timeout.html")
+        if not poll:
+            context["live_url"] = None
+        return self.page(request, "message.html", context, status=status)
 
     # ------------------------------------------------------------------ pages
 
@@ -252,8 +265,7 @@ class Dashboard:
         row = None if "\x00" in job_id else await self.reader.job_row(job_id)
         if row is None:
             missing = f"No job {job_id!r}: it never existed or was deleted."
-            absent = {"title": "No such job", "message": missing, "live_url": None}
-            return self.page(request, "message.html", absent, status=404)
+            return self.message(request, "No such job", missing, status=404, page="jobs")
         data = row.get("task_data") or {}
         arguments = {"args": data.get("args", []), "kwargs": data.get("kwargs", {})}
         args = shown(pretty_json(arguments), ARGS_SHOWN)
@@ -448,9 +460,7 @@ class Dashboard:
         return self._trouble(request, message)
 
     def _trouble(self, request: Request, message: str) -> Response:
-        live = request.headers.get("hx-request") == "true"
-        context = {"title": "Unavailable", "message": message, "page": ""}
-        return self.page(request, "message.html", context, live="timeout.html" if live else None, status=503)
+        return self.message(request, "Unavailable", message, status=503, poll=True)
 
 
 def root(request: Request) -> str:

@@ -199,6 +199,11 @@ async def test_a_filter_that_cannot_be_used_is_a_400_that_says_why_on_the_list_a
         assert response.status_code == 400 and "after" in response.text, after
     missing = await client.get("/jobs/f%001")
     assert missing.status_code == 404 and "No job" in missing.text
+    live = await client.get("/jobs", params={"q": "[NaN]"}, headers={"HX-Request": "true"})
+    assert live.status_code == 200 and "<html" not in live.text and "NaN is not" in live.text
+    assert 'id="live" hx-get="/jobs?q=' in live.text
+    gone = await client.get("/jobs/deleted-meanwhile", headers={"HX-Request": "true"})
+    assert gone.status_code == 200 and "No job" in gone.text and 'id="live"' in gone.text
     assert (await job_row(pool, "f-1"))["status"] == "failed"
 
 
@@ -628,8 +633,13 @@ async def test_a_read_that_outlasts_the_statement_timeout_shows_a_message_not_a_
                 assert "This query took longer than 0.2 s; narrow the filter." in response.text, path
             # The queues need no job row to be listed, and paused.
             assert "took longer than the statement timeout" in (await client.get("/queues")).text
-            live = await client.get("/", headers={"HX-Request": "true"})
-            assert live.status_code == 503 and "<html" not in live.text and "took longer" in live.text
+            for path in ("/", "/jobs?state=failed", "/jobs/j"):
+                # htmx 2 swaps no 503: the refresh gets 200 and the message in the live part,
+                # which keeps polling.
+                live = await client.get(path, headers={"HX-Request": "true"})
+                assert live.status_code == 200 and "<html" not in live.text, path
+                assert "took longer" in live.text, path
+                assert f'id="live" hx-get="{path.replace("&", "&amp;")}" hx-trigger="every 2s"' in live.text
         await transaction.rollback()
     finally:
         await locker.close()
