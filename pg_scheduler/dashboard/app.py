@@ -636,6 +636,21 @@ def _utc(text: str | None) -> datetime | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
+async def close_app(app: Starlette) -> None:
+    """Close the pool a dashboard app opened from its DSN, if it did (a pool given to
+    :func:`create_app` is left open). Call it from the lifespan of an application the dashboard
+    is mounted in, after serving: a mounted app gets no lifespan events of its own::
+
+        dashboard = create_app(os.environ["DATABASE_URL"])
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            yield
+            await close_app(dashboard)
+    """
+    await app.state.dashboard_close()
+
+
 def create_app(
     pool_or_dsn: asyncpg.Pool | str,
     *,
@@ -650,8 +665,11 @@ def create_app(
         app.mount("/admin/jobs", create_app(pool, read_only=True))
 
     :param pool_or_dsn: the application's asyncpg pool (used as it is: its sessions' settings are
-        left alone), or a DSN, from which the app opens a small pool of its own on first use and
-        closes it at shutdown.
+        left alone, and it is never closed), or a DSN, from which the app opens a small pool of
+        its own on first use. Served on its own, the app closes that pool at shutdown; mounted,
+        it gets no lifespan events, so the host application must close it from its own lifespan
+        with ``await close_app(dashboard)`` (or ``await dashboard.state.dashboard_close()``).
+        Passing your own pool avoids that.
     :param read_only: hide every action and answer 403 to every POST.
     :param auth: HTTP basic credentials every request must carry (``(user, password)``); None
         leaves authentication to the mounting application (or to a loopback-only bind).
@@ -704,9 +722,10 @@ def create_app(
         },
     )
     app.state.dashboard = dash
+    app.state.dashboard_close = dash.pool.close
     hosts = None if allowed_hosts is None else HostAllowlist(allowed_hosts)
     app.add_middleware(Guard, auth=credentials, allowed_hosts=hosts)
     return app
 
 
-__all__ = ["create_app", "BasicAuth", "Dashboard", "parse_filter"]
+__all__ = ["create_app", "close_app", "BasicAuth", "Dashboard", "parse_filter"]

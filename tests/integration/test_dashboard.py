@@ -24,6 +24,7 @@ What is proven here:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import logging
 import re
@@ -44,7 +45,7 @@ from starlette.routing import Mount
 
 from pg_scheduler import Scheduler
 from pg_scheduler.cli.dashboard import serving_hosts
-from pg_scheduler.dashboard import create_app
+from pg_scheduler.dashboard import close_app, create_app
 from pg_scheduler.dashboard import security as dashboard_security
 from pg_scheduler.shared.queues import declare_queue
 from tests.rows import Sql, ago, insert_job, job_row
@@ -697,6 +698,28 @@ async def test_mounted_under_a_prefix_every_link_form_and_asset_carries_it(
         )
         assert response.status_code == 303 and response.headers["location"] == "/admin/jobs/jobs/f-1"
     assert (await job_row(pool, "f-1"))["status"] == "pending"
+
+
+async def test_a_mounted_app_on_a_dsn_has_its_pool_closed_by_the_host_lifespan(
+    dsn: str, producer: Scheduler
+) -> None:
+    dashboard = create_app(dsn)
+    closed: list[bool] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await close_app(dashboard)
+        closed.append(True)
+
+    host = Starlette(routes=[Mount("/admin/jobs", app=dashboard)], lifespan=lifespan)
+    async with host.router.lifespan_context(host):
+        async with client_for(host) as client:
+            assert (await client.get("/admin/jobs/jobs")).status_code == 200
+        owned = dashboard.state.dashboard.pool._owned
+        assert owned is not None and not owned._closed
+    assert closed and owned._closed
+    await close_app(create_app(dsn))  # never opened: nothing to close
 
 
 async def test_every_response_carries_a_strict_csp_and_server_timing_and_never_the_dsn(
