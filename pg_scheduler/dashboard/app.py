@@ -260,8 +260,9 @@ class Dashboard:
 
     async def job(self, request: Request) -> Response:
         job_id: str = request.path_params["job_id"]
-        if job_id.endswith(".json"):
-            return await self.job_json(request, job_id.removesuffix(".json"))
+        if request.query_params.get("format") == "json":
+            # A query parameter, not a suffix: a job's id may end in anything (``x.json``).
+            return await self.job_json(request, job_id)
         row = None if "\x00" in job_id else await self.reader.job_row(job_id)
         if row is None:
             missing = f"No job {job_id!r}: it never existed or was deleted."
@@ -274,6 +275,7 @@ class Dashboard:
         context: dict[str, Any] = {
             "title": f"Job {job_id}",
             "page": "jobs",
+            "live_url": f"{root(request)}/jobs/{pathpart(job_id)}",  # the id encoded as in links
             "job": row,
             "args": args,
             "error": error,
@@ -473,8 +475,10 @@ def cookie_path(request: Request) -> str:
 
 
 def _own_url(request: Request) -> str:
+    """The URL of this request, for its page's refresh: the path encoded again (it arrives
+    decoded: the page of job ``e%41`` would otherwise refresh job ``eA``)."""
     query = request.url.query
-    return request.url.path + (f"?{query}" if query else "")
+    return quote(request.url.path, safe="/") + (f"?{query}" if query else "")
 
 
 def parse_filter(params: Any) -> tuple[JobFilter, dict[str, str]]:

@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -237,11 +238,36 @@ async def test_a_job_page_shows_its_fields_error_periodic_window_and_lease(
     assert "&#34;two&#34;" in page or "&quot;two&quot;" in page
     assert 'action="/jobs/win%2F1/cancel"' in page and "/retry" not in page
 
-    raw = await client.get("/jobs/win%2F1.json")
+    raw = await client.get("/jobs/win%2F1?format=json")
     assert raw.headers["content-type"].startswith("application/json")
     assert raw.json()["task_data"] == {"args": [1, "two"], "kwargs": {"x": True}}
     missing = await client.get("/jobs/nope")
     assert missing.status_code == 404 and "No job" in missing.text
+
+
+async def test_a_job_of_any_id_opens_refreshes_and_acts_on_itself(
+    pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    ids = ["bulk", "x.json", "e%41", "eA", "a/b", "a", XSS, "100%"]
+    for job_id in ids:
+        await insert_job(pool, job_id, status="failed", task_data={"args": [job_id], "kwargs": {}})
+    for job_id in ids:
+        path = f"/jobs/{quote(job_id, safe='')}"
+        page = await client.get(path)
+        assert page.status_code == 200, job_id
+        assert f'hx-get="{path}"' in page.text.replace("&amp;", "&"), job_id
+        live = await client.get(path, headers={"HX-Request": "true"})
+        assert f'hx-get="{path}"' in live.text.replace("&amp;", "&"), job_id
+        assert f'action="{path}/retry"' in live.text.replace("&amp;", "&"), job_id
+        assert f'href="{path}?format=json"' in page.text.replace("&amp;", "&"), job_id
+        raw = await client.get(f"{path}?format=json")
+        assert raw.headers["content-type"].startswith("application/json"), job_id
+        assert raw.json()["job_id"] == job_id
+    for job_id in ids:
+        assert (await post(client, f"/jobs/{quote(job_id, safe='')}/retry")).status_code == 303
+        statuses = dict(await pool.fetch("SELECT job_id, status FROM scheduled_jobs"))
+        done = ids[: ids.index(job_id) + 1]
+        assert statuses == {i: "pending" if i in done else "failed" for i in ids}, job_id
 
 
 async def test_the_periodic_and_queues_pages_list_schedules_and_queues(
@@ -609,8 +635,8 @@ async def test_scripts_quotes_and_huge_texts_from_the_database_render_as_text_an
     assert "it&#39;s \\&#34;quoted\\&#34;" in detail  # JSON's backslash, then the escaped quote
     assert re.search(r"… [\d,]+ more characters", detail)
     assert len(detail) < 60_000
-    assert 'href="/jobs/evil.json"' in detail
-    raw = await client.get("/jobs/evil.json")
+    assert 'href="/jobs/evil?format=json"' in detail
+    raw = await client.get("/jobs/evil?format=json")
     assert raw.headers["content-type"].startswith("application/json")
     assert raw.json()["task_data"]["args"][2] == huge  # the whole text, as JSON, not HTML
 
