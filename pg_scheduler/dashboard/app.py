@@ -172,7 +172,11 @@ class Dashboard:
                 CSRF_COOKIE,
                 token,
                 httponly=True,
-                samesite="strict",
+                # Lax, not Strict: a Strict cookie is not sent when arriving from a link on another
+                # site, so that page set a new token and the forms of every other open tab failed.
+                # Cross-site POSTs are refused by Origin and Sec-Fetch-Site, and Lax is not sent
+                # with them anyway.
+                samesite="lax",
                 secure=request.url.scheme == "https",
                 path=cookie_path(request),
             )

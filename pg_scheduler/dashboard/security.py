@@ -7,9 +7,10 @@ the headers of every response.
 - A POST is refused (403) unless the browser says it comes from this site: ``Sec-Fetch-Site``
   absent, ``same-origin`` or ``none``; ``Origin``, when sent, naming the request's own host
   and port; and the form's ``csrf`` field equal to the ``pgs_csrf`` cookie (double submit: a
-  random token per browser session, in an HttpOnly, SameSite=Strict cookie that another site can
-  neither read nor make the browser send). Basic auth alone is no defence: browsers resend it to
-  cross-site requests.
+  random token per browser session, in an HttpOnly, SameSite=Lax cookie that another site can
+  neither read nor make the browser send with its POST; Lax, not Strict, so that following a
+  link from another site keeps the token every open tab's forms carry). Basic auth alone is
+  no defence: browsers resend it to cross-site requests.
 - With an allowlist of host names (``allowed_hosts``; ``pg-scheduler dashboard`` without
   credentials allows the loopback names only), a request whose ``Host`` names another host is
   refused (400 "invalid host"), ports ignored: a page of another site whose name an attacker

@@ -553,6 +553,21 @@ async def test_cross_site_posts_are_refused_whatever_the_action(
     assert await _snapshot(pool) != before
 
 
+async def test_the_csrf_cookie_is_lax_and_httponly_and_an_existing_token_is_kept(
+    pool: asyncpg.Pool, producer: Scheduler
+) -> None:
+    async with client_for(create_app(pool)) as client:
+        first = await client.get("/")
+        cookie = first.headers["set-cookie"].lower()
+        assert cookie.startswith("pgs_csrf=") and "samesite=lax" in cookie and "httponly" in cookie
+        token = client.cookies["pgs_csrf"]
+        # Arriving from a link on another site: the browser sends a Lax cookie along.
+        again = await client.get("/jobs", headers={"sec-fetch-site": "cross-site"})
+        assert "set-cookie" not in again.headers and client.cookies["pgs_csrf"] == token
+        await insert_job(pool, "f-1", status="failed")
+        assert f'name="csrf" value="{token}"' in (await client.get("/jobs/f-1")).text
+
+
 async def test_basic_auth_guards_every_route_and_compares_in_constant_time(
     pool: asyncpg.Pool, producer: Scheduler
 ) -> None:
