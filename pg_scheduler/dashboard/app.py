@@ -324,9 +324,9 @@ class Dashboard:
         """The POST's form, or the 403 that refuses it (read-only, or cross-site)."""
         if self.read_only:
             return PlainTextResponse("this dashboard is read-only\n", status_code=403)
-        body = await request.body()
-        if len(body) > MAX_FORM_BYTES:
-            return PlainTextResponse("form too large\n", status_code=413)
+        body = await _capped_body(request)
+        if isinstance(body, Response):
+            return body
         form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         refusal = cross_site_refusal(request, form)
         if refusal is not None:
@@ -467,6 +467,25 @@ class Dashboard:
 
     def _trouble(self, request: Request, message: str) -> Response:
         return self.message(request, "Unavailable", message, status=503, poll=True)
+
+
+async def _capped_body(request: Request) -> bytes | Response:
+    """The request's body, read as it streams in and given up past :data:`MAX_FORM_BYTES` (413):
+    never the whole of a huge body in memory. A ``Content-Length`` over the cap is refused
+    before anything is read."""
+    too_large = PlainTextResponse("form too large\n", status_code=413)
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.strip().isdigit():
+            return PlainTextResponse("bad Content-Length\n", status_code=400)
+        if int(length) > MAX_FORM_BYTES:
+            return too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return too_large
+    return bytes(body)
 
 
 def root(request: Request) -> str:

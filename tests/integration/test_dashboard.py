@@ -568,6 +568,35 @@ async def test_the_csrf_cookie_is_lax_and_httponly_and_an_existing_token_is_kept
         assert f'name="csrf" value="{token}"' in (await client.get("/jobs/f-1")).text
 
 
+async def test_a_form_over_the_cap_is_refused_without_reading_it_whole(
+    pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    await insert_job(pool, "f-1", status="failed")
+    token = await csrf(client)
+    headers = {"origin": BASE, "sec-fetch-site": "same-origin"}
+    sent: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        yield f"csrf={token}&pad=".encode()
+        for _ in range(1_000):  # 64 MB, were it all read
+            sent.append(1)
+            yield b"x" * 65_536
+
+    streamed = await client.post("/jobs/f-1/retry", content=endless(), headers=headers)
+    assert streamed.status_code == 413 and "form too large" in streamed.text
+    assert len(sent) <= 3, len(sent)  # stopped at the cap, not after the whole body
+
+    announced = await client.post(
+        "/jobs/f-1/retry",
+        content=b"csrf=" + token.encode(),
+        headers={**headers, "content-length": "999999999"},
+    )
+    assert announced.status_code == 413
+    small = await client.post("/jobs/f-1/retry", data={"csrf": token, "pad": "x" * 60_000}, headers=headers)
+    assert small.status_code == 303
+    assert (await job_row(pool, "f-1"))["status"] == "pending"
+
+
 async def test_basic_auth_guards_every_route_and_compares_in_constant_time(
     pool: asyncpg.Pool, producer: Scheduler
 ) -> None:
