@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 import asyncpg
 import jinja2
 from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -59,6 +60,16 @@ QUEUE_ACTIONS = ("pause", "resume")
 FILTER_KEYS = ("state", "queue", "task", "since", "until", "q")
 MAX_JSON_DEPTH = 32
 """Deepest nesting of lists and objects a JSON search may have (deeper is refused, not parsed)."""
+
+
+class _AnyPath(PathConvertor):
+    """Starlette's ``path``, newlines included (``.*`` stops at one): a job id, periodic key
+    or queue name may hold any character."""
+
+    regex = "[\\s\\S]*"
+
+
+register_url_convertor("pgs_any", _AnyPath())
 
 
 class _Pool:
@@ -729,12 +740,12 @@ def create_app(
         Route("/jobs", dash.jobs, methods=["GET"], name="jobs"),
         # Not under /jobs/: no job id can make a job's action URL reach the bulk actions.
         Route("/bulk/jobs/{action}", dash.bulk_action, methods=["POST"], name="bulk_action"),
-        Route("/jobs/{job_id:path}/{action}", dash.job_action, methods=["POST"], name="job_action"),
-        Route("/jobs/{job_id:path}", dash.job, methods=["GET"], name="job"),
+        Route("/jobs/{job_id:pgs_any}/{action}", dash.job_action, methods=["POST"], name="job_action"),
+        Route("/jobs/{job_id:pgs_any}", dash.job, methods=["GET"], name="job"),
         Route("/periodic", dash.periodic, methods=["GET"], name="periodic"),
-        Route("/periodic/{key:path}/{action}", dash.periodic_action, methods=["POST"], name="periodic_do"),
+        Route("/periodic/{key:pgs_any}/{action}", dash.periodic_action, methods=["POST"], name="periodic_do"),
         Route("/queues", dash.queues, methods=["GET"], name="queues"),
-        Route("/queues/{name:path}/{action}", dash.queue_action, methods=["POST"], name="queue_action"),
+        Route("/queues/{name:pgs_any}/{action}", dash.queue_action, methods=["POST"], name="queue_action"),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     app = Starlette(

@@ -248,7 +248,7 @@ async def test_a_job_page_shows_its_fields_error_periodic_window_and_lease(
 async def test_a_job_of_any_id_opens_refreshes_and_acts_on_itself(
     pool: asyncpg.Pool, client: httpx.AsyncClient
 ) -> None:
-    ids = ["bulk", "x.json", "e%41", "eA", "a/b", "a", XSS, "100%"]
+    ids = ["bulk", "x.json", "e%41", "eA", "a/b", "a", XSS, "100%", "two\nlines", "end\n"]
     for job_id in ids:
         await insert_job(pool, job_id, status="failed", task_data={"args": [job_id], "kwargs": {}})
     for job_id in ids:
