@@ -341,7 +341,7 @@ class Dashboard:
         form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         refusal = cross_site_refusal(request, form)
         if refusal is not None:
-            log.warning("%s: POST %s refused: %s", who(request), request.url.path, refusal)
+            log.warning("%s: POST %r refused: %s", who(request), request.url.path, refusal)
             return PlainTextResponse(refusal + "\n", status_code=403)
         return form
 
@@ -362,7 +362,7 @@ class Dashboard:
             "delete": scheduler.delete_job,
         }
         done = await calls[action](job_id)
-        log.info("%s: %s job %s: %s", who(request), action, job_id, "done" if done else "not applicable")
+        log.info("%s: %s job %r: %s", who(request), action, job_id, "done" if done else "not applicable")
         if done:
             message = f"{_past(action)} job {job_id}."
         else:
@@ -435,14 +435,15 @@ class Dashboard:
         scheduler = await self.scheduler()
         if action == "trigger":
             job_id = await scheduler.trigger_periodic_job(key)
-            log.info("%s: trigger periodic job %s: %s", who(request), key, job_id or "no such job")
+            outcome = f"job {job_id!r}" if job_id else "no such job"
+            log.info("%s: trigger periodic job %r: %s", who(request), key, outcome)
             message = f"Triggered {key}: job {job_id}." if job_id else f"No periodic job {key}."
         else:
             enabled = action == "enable"
             toggle = scheduler.enable_periodic_job if enabled else scheduler.disable_periodic_job
             found = await toggle(key)
             outcome = "done" if found else "no such job"
-            log.info("%s: %s periodic job %s: %s", who(request), action, key, outcome)
+            log.info("%s: %s periodic job %r: %s", who(request), action, key, outcome)
             message = f"{_past(action)} {key}." if found else f"No periodic job {key}."
         return self.back(request, "/periodic", message)
 
@@ -456,7 +457,7 @@ class Dashboard:
             return PlainTextResponse(f"unknown action {action!r}\n", status_code=404)
         scheduler = await self.scheduler()
         found = await (scheduler.pause_queue(name) if action == "pause" else scheduler.resume_queue(name))
-        log.info("%s: %s queue %s: %s", who(request), action, name, "done" if found else "no such queue")
+        log.info("%s: %s queue %r: %s", who(request), action, name, "done" if found else "no such queue")
         message = f"{_past(action)} queue {name}." if found else f"Queue {name} has no row to {action}."
         return self.back(request, "/queues", message)
 
@@ -464,7 +465,7 @@ class Dashboard:
 
     async def on_timeout(self, request: Request, exc: Exception) -> Response:
         what = type(exc).__name__
-        log.warning("%s %s: a read ran out of time (%s)", request.method, request.url.path, what)
+        log.warning("%s %r: a read ran out of time (%s)", request.method, request.url.path, what)
         return self._trouble(request, self.timeout_message)
 
     async def on_database_error(self, request: Request, exc: Exception) -> Response:
@@ -473,7 +474,7 @@ class Dashboard:
         else:
             message = "The database could not answer; try again in a moment."
         # Never the DSN or the server's own message, which may name hosts and users.
-        log.warning("%s %s: %s", request.method, request.url.path, type(exc).__name__)
+        log.warning("%s %r: %s", request.method, request.url.path, type(exc).__name__)
         return self._trouble(request, message)
 
     def _trouble(self, request: Request, message: str) -> Response:

@@ -229,7 +229,9 @@ def who(request: Request) -> str:
         return f"user {user}"
     host_user = request.scope.get("user")
     if host_user is not None and getattr(host_user, "is_authenticated", False):
-        name = getattr(host_user, "display_name", None) or getattr(host_user, "username", None)
-        return f"user {name or host_user}"
+        name = str(
+            getattr(host_user, "display_name", None) or getattr(host_user, "username", None) or host_user
+        )
+        return f"user {name}" if name.isprintable() else f"user {name!r}"  # no forged log line
     client = request.client
     return f"client {client.host}:{client.port}" if client is not None else "unknown client"

@@ -357,8 +357,8 @@ async def test_job_actions_change_the_row_as_the_api_does_and_say_so(
     assert "Cancelled job ジョブ/1 &lt;b&gt;." in (await client.get(odd.headers["location"])).text
 
     logged = [r.getMessage() for r in caplog.records if r.name == "pg_scheduler.dashboard"]
-    assert any(m.startswith("client ") and "cancel job p-1: done" in m for m in logged), logged
-    assert any("delete job f-1: not applicable" in m for m in logged), logged
+    assert any(m.startswith("client ") and "cancel job 'p-1': done" in m for m in logged), logged
+    assert any("delete job 'f-1': not applicable" in m for m in logged), logged
 
 
 async def test_bulk_actions_act_on_every_job_matching_the_filter_and_no_other(
@@ -433,6 +433,25 @@ async def test_a_job_named_bulk_is_acted_on_alone_and_a_bulk_action_needs_its_st
     bad = await post(client, "/bulk/jobs/delete", {"state": "nope"})
     assert bad.status_code == 400 and "unknown state" in bad.text
     assert await pool.fetchval("SELECT count(*) FROM scheduled_jobs") == 1
+
+
+async def test_ids_keys_and_names_are_logged_quoted_so_they_cannot_forge_log_lines(
+    pool: asyncpg.Pool, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pg_scheduler.dashboard")
+    forged = "x: done\nuser admin: delete job y"
+    await insert_job(pool, forged, status="failed")
+    await _periodic_row(pool, forged)
+    part = quote(forged, safe="")
+    for path in (f"/jobs/{part}/retry", f"/periodic/{part}/disable", f"/periodic/{part}/trigger"):
+        assert (await post(client, path)).status_code == 303, path
+    await client.post(f"/jobs/{part}/retry", data={"csrf": "wrong" * 5})  # refused, logged
+    await post(client, "/bulk/jobs/delete", {"state": "completed", "queue": forged})
+    messages = [r.getMessage() for r in caplog.records if r.name == "pg_scheduler.dashboard"]
+    assert len(messages) == 6, messages
+    for message in messages:
+        assert "\n" not in message and "delete job y" in message, message
+    assert sum(repr(forged) in m for m in messages) == 3, messages  # the job's and the schedule's
 
 
 async def test_periodic_and_queue_actions_go_through_the_api(
@@ -848,7 +867,7 @@ async def test_an_action_in_a_host_app_is_logged_as_the_host_apps_user(
         )
         assert response.status_code == 303
     logged = [r.getMessage() for r in caplog.records if r.name == "pg_scheduler.dashboard"]
-    assert "user alice: retry job f-1: done" in logged
+    assert "user alice: retry job 'f-1': done" in logged
 
 
 async def test_an_unreachable_database_is_a_503_that_names_neither_host_nor_password() -> None:
