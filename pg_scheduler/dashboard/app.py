@@ -456,7 +456,11 @@ class Dashboard:
         if action not in QUEUE_ACTIONS:
             return PlainTextResponse(f"unknown action {action!r}\n", status_code=404)
         scheduler = await self.scheduler()
-        found = await (scheduler.pause_queue(name) if action == "pause" else scheduler.resume_queue(name))
+        try:
+            found = await (scheduler.pause_queue(name) if action == "pause" else scheduler.resume_queue(name))
+        except ConfigurationError as exc:  # not a queue name at all
+            log.info("%s: %s queue %r: refused: not a queue name", who(request), action, name)
+            return PlainTextResponse(f"{exc}\n", status_code=400)
         log.info("%s: %s queue %r: %s", who(request), action, name, "done" if found else "no such queue")
         message = f"{_past(action)} queue {name}." if found else f"Queue {name} has no row to {action}."
         return self.back(request, "/queues", message)

@@ -479,6 +479,8 @@ async def test_periodic_and_queue_actions_go_through_the_api(
     assert 'action="/queues/partner/resume"' in (await client.get("/queues")).text
     await post(client, "/queues/partner/resume")
     assert await pool.fetchval("SELECT paused FROM scheduler_queues WHERE name = 'partner'") is False
+    bad = await post(client, "/queues/no%20such%0Aqueue/pause")
+    assert bad.status_code == 400 and "invalid queue name" in bad.text
 
 
 # --------------------------------------------------------------------------- refusals
