@@ -4,8 +4,10 @@ The dashboard's packages are an extra: this module imports them only when the co
 ``--help`` works without them and a missing extra is one line saying what to install. It binds
 to the loopback interface unless told otherwise, and refuses any other address unless basic
 auth credentials are set (``PG_SCHEDULER_DASHBOARD_USER`` / ``PG_SCHEDULER_DASHBOARD_PASSWORD``):
-a page that can retry, cancel and delete jobs is never open to a network by accident. Neither
-the DSN nor the password is ever printed.
+a page that can retry, cancel and delete jobs is never open to a network by accident. Served
+without credentials, it answers only requests whose ``Host`` is a loopback name (or the bound
+host, or one given by ``--allowed-host``), so another site's page cannot reach it by DNS
+rebinding. Neither the DSN nor the password is ever printed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import ipaddress
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import click
 
@@ -28,6 +30,8 @@ log = logging.getLogger("pg_scheduler.dashboard")
 
 USER_ENV = "PG_SCHEDULER_DASHBOARD_USER"
 PASSWORD_ENV = "PG_SCHEDULER_DASHBOARD_PASSWORD"
+ALLOWED_HOSTS_ENV = "PG_SCHEDULER_DASHBOARD_ALLOWED_HOSTS"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 EXTRA_MODULES = ("starlette", "jinja2", "uvicorn")
 MISSING_EXTRA = "the dashboard needs its extra: pip install 'pg-scheduler[dashboard]'"
 
@@ -48,6 +52,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def split_hosts(values: Iterable[str]) -> tuple[str, ...]:
+    """Host names given as options or comma-separated lists, blanks dropped."""
+    return tuple(h.strip() for value in values for h in value.split(",") if h.strip())
+
+
+def serving_hosts(host: str, auth: tuple[str, str] | None, extra: Sequence[str]) -> list[str] | None:
+    """The ``Host`` names the served dashboard answers: without credentials, the loopback names,
+    the bound host and ``extra`` (names of a proxy in front); with them, any unless ``extra``
+    names some (then those, the loopback names and the bound host)."""
+    if auth is not None and not extra:
+        return None
+    return [*LOOPBACK_NAMES, host, *extra]
 
 
 def credentials() -> tuple[str, str] | None:
@@ -83,6 +101,17 @@ def credentials() -> tuple[str, str] | None:
     help="Port to listen on.",
 )
 @click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    envvar=ALLOWED_HOSTS_ENV,
+    show_envvar=True,
+    metavar="NAME",
+    help="A host name the pages may be asked for (the Host header, port ignored) besides the "
+    "loopback names and --host: a proxy's, e.g. jobs.example.com; repeatable, or comma-separated "
+    "in the variable. Without credentials any other name is refused (400), against DNS rebinding.",
+)
+@click.option(
     "--read-only",
     is_flag=True,
     envvar="PG_SCHEDULER_DASHBOARD_READ_ONLY",
@@ -114,6 +143,7 @@ def dashboard_command(
     database_url: str | None,
     host: str,
     port: int,
+    allowed_hosts: tuple[str, ...],
     read_only: bool,
     statement_timeout: float,
     log_level: str,
@@ -138,7 +168,15 @@ def dashboard_command(
             await require_schema(conn)
         finally:
             await conn.close()
-        await serve(dsn, host, port, read_only=read_only, statement_timeout=statement_timeout, auth=auth)
+        await serve(
+            dsn,
+            host,
+            port,
+            read_only=read_only,
+            statement_timeout=statement_timeout,
+            auth=auth,
+            allowed_hosts=split_hosts(allowed_hosts),
+        )
 
     run("serve the dashboard", dsn, serve_checked)
 
@@ -167,10 +205,12 @@ async def serve(
     statement_timeout: float,
     auth: tuple[str, str] | None,
     stop: asyncio.Event | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> None:
     """Serve the dashboard (checked by :func:`check_serving`) until SIGINT or SIGTERM; with
     ``stop``, until it is set instead, leaving the signals to the process that owns them (a
-    pod's supervisor, whose shutdown they drive)."""
+    pod's supervisor, whose shutdown they drive). ``allowed_hosts`` are the extra ``Host``
+    names of :func:`serving_hosts` (None: those of ``PG_SCHEDULER_DASHBOARD_ALLOWED_HOSTS``)."""
     import uvicorn
 
     from ..dashboard import create_app
@@ -202,7 +242,15 @@ async def serve(
                 for signum in caught:
                     loop.remove_signal_handler(signum)
 
-    app = create_app(dsn, read_only=read_only, auth=auth, statement_timeout=statement_timeout)
+    if allowed_hosts is None:
+        allowed_hosts = split_hosts([os.environ.get(ALLOWED_HOSTS_ENV, "")])
+    app = create_app(
+        dsn,
+        read_only=read_only,
+        auth=auth,
+        statement_timeout=statement_timeout,
+        allowed_hosts=serving_hosts(host, auth, allowed_hosts),
+    )
     config = uvicorn.Config(
         app,
         host=host,

@@ -9,7 +9,7 @@ with ``pg-scheduler dashboard``, or mount :func:`create_app` in a Starlette or F
 
 from __future__ import annotations
 
-from .app import create_app
+from .app import close_app, create_app
 from .security import BasicAuth
 
-__all__ = ["create_app", "BasicAuth"]
+__all__ = ["create_app", "close_app", "BasicAuth"]

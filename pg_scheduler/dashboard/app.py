@@ -18,7 +18,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode
 import asyncpg
 import jinja2
 from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -39,7 +41,7 @@ from ..shared.job_filter import JobCursor, JobFilter
 from ..shared.models import JobState
 from .reads import COUNT_CAP, Reader, timed
 from .render import ARGS_SHOWN, ERROR_SHOWN, age, chart, first_line, pathpart, pretty_json, shown
-from .security import CSRF_COOKIE, BasicAuth, Guard, cross_site_refusal, csrf_token, who
+from .security import CSRF_COOKIE, BasicAuth, Guard, HostAllowlist, cross_site_refusal, csrf_token, who
 
 log = logging.getLogger("pg_scheduler.dashboard")
 
@@ -56,6 +58,18 @@ JOB_ACTIONS = ("cancel", "retry", "run-now", "delete")
 PERIODIC_ACTIONS = ("enable", "disable", "trigger")
 QUEUE_ACTIONS = ("pause", "resume")
 FILTER_KEYS = ("state", "queue", "task", "since", "until", "q")
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of lists and objects a JSON search may have (deeper is refused, not parsed)."""
+
+
+class _AnyPath(PathConvertor):
+    """Starlette's ``path``, newlines included (``.*`` stops at one): a job id, periodic key
+    or queue name may hold any character."""
+
+    regex = "[\\s\\S]*"
+
+
+register_url_convertor("pgs_any", _AnyPath())
 
 
 class _Pool:
@@ -169,7 +183,11 @@ class Dashboard:
                 CSRF_COOKIE,
                 token,
                 httponly=True,
-                samesite="strict",
+                # Lax, not Strict: a Strict cookie is not sent when arriving from a link on another
+                # site, so that page set a new token and the forms of every other open tab failed.
+                # Cross-site POSTs are refused by Origin and Sec-Fetch-Site, and Lax is not sent
+                # with them anyway.
+                samesite="lax",
                 secure=request.url.scheme == "https",
                 path=cookie_path(request),
             )
@@ -191,6 +209,24 @@ class Dashboard:
         )
         return response
 
+    def bad_request(self, request: Request, message: str) -> Response:
+        """The 400 page of a filter or cursor that cannot be used, saying what is wrong."""
+        return self.message(request, "Jobs", message, status=400, page="jobs")
+
+    def message(
+        self, request: Request, title: str, message: str, *, status: int, page: str = "", poll: bool = False
+    ) -> Response:
+        """A page saying ``message`` with ``status``; to an htmx refresh, the message inside the
+        live part, with 200: htmx 2 swaps no 4xx or 5xx answer, so the page would stay as it was,
+        silently, and stop being refreshed. ``poll``: the full page keeps asking too (the trouble
+        may pass)."""
+        context: dict[str, Any] = {"title": title, "message": message, "page": page}
+        if request.headers.get("hx-request") == "true":
+            return self.page(request, "message.html", context, live="timeout.html")
+        if not poll:
+            context["live_url"] = None
+        return self.page(request, "message.html", context, status=status)
+
     # ------------------------------------------------------------------ pages
 
     async def overview(self, request: Request) -> Response:
@@ -205,11 +241,13 @@ class Dashboard:
             job_filter, form = parse_filter(params)
             after = parse_cursor(params.get("after"))
         except ConfigurationError as exc:
-            bad = {"title": "Jobs", "page": "jobs", "message": str(exc), "live_url": None}
-            return self.page(request, "message.html", bad, status=400)
+            return self.bad_request(request, str(exc))
         scheduler = await self.scheduler()
-        async with asyncio.timeout(self.statement_timeout + 0.5):
-            page = await timed(scheduler.list_jobs(job_filter, after=after, limit=PAGE_SIZE))
+        try:
+            async with asyncio.timeout(self.statement_timeout + 0.5):
+                page = await timed(scheduler.list_jobs(job_filter, after=after, limit=PAGE_SIZE))
+        except ConfigurationError as exc:  # what the API refuses that parse_filter let through
+            return self.bad_request(request, str(exc))
         next_url = None
         if page.next is not None:
             next_query = {k: v for k, v in form.items() if v}
@@ -237,13 +275,13 @@ class Dashboard:
 
     async def job(self, request: Request) -> Response:
         job_id: str = request.path_params["job_id"]
-        if job_id.endswith(".json"):
-            return await self.job_json(request, job_id.removesuffix(".json"))
-        row = await self.reader.job_row(job_id)
+        if request.query_params.get("format") == "json":
+            # A query parameter, not a suffix: a job's id may end in anything (``x.json``).
+            return await self.job_json(request, job_id)
+        row = None if "\x00" in job_id else await self.reader.job_row(job_id)
         if row is None:
             missing = f"No job {job_id!r}: it never existed or was deleted."
-            absent = {"title": "No such job", "message": missing, "live_url": None}
-            return self.page(request, "message.html", absent, status=404)
+            return self.message(request, "No such job", missing, status=404, page="jobs")
         data = row.get("task_data") or {}
         arguments = {"args": data.get("args", []), "kwargs": data.get("kwargs", {})}
         args = shown(pretty_json(arguments), ARGS_SHOWN)
@@ -252,6 +290,7 @@ class Dashboard:
         context: dict[str, Any] = {
             "title": f"Job {job_id}",
             "page": "jobs",
+            "live_url": f"{root(request)}/jobs/{pathpart(job_id)}",  # the id encoded as in links
             "job": row,
             "args": args,
             "error": error,
@@ -260,7 +299,7 @@ class Dashboard:
         return self.page(request, "job.html", context, live="_job_live.html")
 
     async def job_json(self, request: Request, job_id: str) -> Response:
-        row = await self.reader.job_row(job_id)
+        row = None if "\x00" in job_id else await self.reader.job_row(job_id)
         if row is None:
             return Response(json.dumps({"error": "no such job"}), 404, media_type="application/json")
         row.pop("awaited", None)
@@ -296,13 +335,13 @@ class Dashboard:
         """The POST's form, or the 403 that refuses it (read-only, or cross-site)."""
         if self.read_only:
             return PlainTextResponse("this dashboard is read-only\n", status_code=403)
-        body = await request.body()
-        if len(body) > MAX_FORM_BYTES:
-            return PlainTextResponse("form too large\n", status_code=413)
+        body = await _capped_body(request)
+        if isinstance(body, Response):
+            return body
         form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         refusal = cross_site_refusal(request, form)
         if refusal is not None:
-            log.warning("%s: POST %s refused: %s", who(request), request.url.path, refusal)
+            log.warning("%s: POST %r refused: %s", who(request), request.url.path, refusal)
             return PlainTextResponse(refusal + "\n", status_code=403)
         return form
 
@@ -323,7 +362,7 @@ class Dashboard:
             "delete": scheduler.delete_job,
         }
         done = await calls[action](job_id)
-        log.info("%s: %s job %s: %s", who(request), action, job_id, "done" if done else "not applicable")
+        log.info("%s: %s job %r: %s", who(request), action, job_id, "done" if done else "not applicable")
         if done:
             message = f"{_past(action)} job {job_id}."
         else:
@@ -338,24 +377,51 @@ class Dashboard:
         action: str = request.path_params["action"]
         if action not in JOB_ACTIONS:
             return PlainTextResponse(f"unknown action {action!r}\n", status_code=404)
+        if not form.get("state", "").strip():
+            # The list's default tab is not assumed: a bulk action names the state it acts on.
+            return PlainTextResponse("state: a bulk action needs the state it acts on\n", status_code=400)
         try:
             job_filter, shown_form = parse_filter(form)
         except ConfigurationError as exc:
             return PlainTextResponse(f"{exc}\n", status_code=400)
         scheduler = await self.scheduler()
         reason = f"cancelled from the dashboard by {who(request)}"
-        if action == "cancel":
-            count = await scheduler.cancel_jobs(job_filter, reason=reason, batch_size=BULK_BATCH_SIZE)
-        elif action == "retry":
-            count = await scheduler.retry_jobs(job_filter, batch_size=BULK_BATCH_SIZE)
-        elif action == "run-now":
-            count = await scheduler.run_jobs_now(job_filter, batch_size=BULK_BATCH_SIZE)
-        else:
-            count = await scheduler.delete_jobs(job_filter, batch_size=BULK_BATCH_SIZE)
-        log.info(
-            "%s: %s every job matching %s: %d job(s)", who(request), action, _describe(job_filter), count
-        )
+        described = _describe(job_filter)
+        log.info("%s: %s every job matching %r: starting", who(request), action, described)
+        count: int | None = None
+        stopped_by: str | None = None
+        try:
+            if action == "cancel":
+                count = await scheduler.cancel_jobs(job_filter, reason=reason, batch_size=BULK_BATCH_SIZE)
+            elif action == "retry":
+                count = await scheduler.retry_jobs(job_filter, batch_size=BULK_BATCH_SIZE)
+            elif action == "run-now":
+                count = await scheduler.run_jobs_now(job_filter, batch_size=BULK_BATCH_SIZE)
+            else:
+                count = await scheduler.delete_jobs(job_filter, batch_size=BULK_BATCH_SIZE)
+        except ConfigurationError as exc:  # refused by the API before any change
+            stopped_by = "refused before any change"
+            return PlainTextResponse(f"{exc}\n", status_code=400)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            # Batches commit one by one: those before the failure stay done.
+            stopped_by = type(exc).__name__
+        finally:
+            if count is not None:
+                outcome = f"completed: {count} job(s)"
+            elif stopped_by == "refused before any change":
+                outcome = stopped_by
+            else:
+                # Failed part-way, or cancelled (the client went away, the server stops).
+                why = stopped_by or "cancelled or failed"
+                outcome = f"stopped ({why}): an unknown number of jobs were changed"
+            log.info("%s: %s every job matching %r: %s", who(request), action, described, outcome)
         query = urlencode({k: v for k, v in shown_form.items() if v})
+        if count is None:
+            message = (
+                f"The bulk {action} stopped part-way ({stopped_by}): an unknown number of jobs were changed "
+                "before it stopped."
+            )
+            return self.back(request, f"/jobs?{query}", message)
         return self.back(request, f"/jobs?{query}", f"{_past(action)} {count:,} job(s) matching the filter.")
 
     async def periodic_action(self, request: Request) -> Response:
@@ -369,14 +435,15 @@ class Dashboard:
         scheduler = await self.scheduler()
         if action == "trigger":
             job_id = await scheduler.trigger_periodic_job(key)
-            log.info("%s: trigger periodic job %s: %s", who(request), key, job_id or "no such job")
+            outcome = f"job {job_id!r}" if job_id else "no such job"
+            log.info("%s: trigger periodic job %r: %s", who(request), key, outcome)
             message = f"Triggered {key}: job {job_id}." if job_id else f"No periodic job {key}."
         else:
             enabled = action == "enable"
             toggle = scheduler.enable_periodic_job if enabled else scheduler.disable_periodic_job
             found = await toggle(key)
             outcome = "done" if found else "no such job"
-            log.info("%s: %s periodic job %s: %s", who(request), action, key, outcome)
+            log.info("%s: %s periodic job %r: %s", who(request), action, key, outcome)
             message = f"{_past(action)} {key}." if found else f"No periodic job {key}."
         return self.back(request, "/periodic", message)
 
@@ -389,8 +456,12 @@ class Dashboard:
         if action not in QUEUE_ACTIONS:
             return PlainTextResponse(f"unknown action {action!r}\n", status_code=404)
         scheduler = await self.scheduler()
-        found = await (scheduler.pause_queue(name) if action == "pause" else scheduler.resume_queue(name))
-        log.info("%s: %s queue %s: %s", who(request), action, name, "done" if found else "no such queue")
+        try:
+            found = await (scheduler.pause_queue(name) if action == "pause" else scheduler.resume_queue(name))
+        except ConfigurationError as exc:  # not a queue name at all
+            log.info("%s: %s queue %r: refused: not a queue name", who(request), action, name)
+            return PlainTextResponse(f"{exc}\n", status_code=400)
+        log.info("%s: %s queue %r: %s", who(request), action, name, "done" if found else "no such queue")
         message = f"{_past(action)} queue {name}." if found else f"Queue {name} has no row to {action}."
         return self.back(request, "/queues", message)
 
@@ -398,7 +469,7 @@ class Dashboard:
 
     async def on_timeout(self, request: Request, exc: Exception) -> Response:
         what = type(exc).__name__
-        log.warning("%s %s: a read ran out of time (%s)", request.method, request.url.path, what)
+        log.warning("%s %r: a read ran out of time (%s)", request.method, request.url.path, what)
         return self._trouble(request, self.timeout_message)
 
     async def on_database_error(self, request: Request, exc: Exception) -> Response:
@@ -407,13 +478,30 @@ class Dashboard:
         else:
             message = "The database could not answer; try again in a moment."
         # Never the DSN or the server's own message, which may name hosts and users.
-        log.warning("%s %s: %s", request.method, request.url.path, type(exc).__name__)
+        log.warning("%s %r: %s", request.method, request.url.path, type(exc).__name__)
         return self._trouble(request, message)
 
     def _trouble(self, request: Request, message: str) -> Response:
-        live = request.headers.get("hx-request") == "true"
-        context = {"title": "Unavailable", "message": message, "page": ""}
-        return self.page(request, "message.html", context, live="timeout.html" if live else None, status=503)
+        return self.message(request, "Unavailable", message, status=503, poll=True)
+
+
+async def _capped_body(request: Request) -> bytes | Response:
+    """The request's body, read as it streams in and given up past :data:`MAX_FORM_BYTES` (413):
+    never the whole of a huge body in memory. A ``Content-Length`` over the cap is refused
+    before anything is read."""
+    too_large = PlainTextResponse("form too large\n", status_code=413)
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.strip().isdigit():
+            return PlainTextResponse("bad Content-Length\n", status_code=400)
+        if int(length) > MAX_FORM_BYTES:
+            return too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return too_large
+    return bytes(body)
 
 
 def root(request: Request) -> str:
@@ -426,8 +514,10 @@ def cookie_path(request: Request) -> str:
 
 
 def _own_url(request: Request) -> str:
+    """The URL of this request, for its page's refresh: the path encoded again (it arrives
+    decoded: the page of job ``e%41`` would otherwise refresh job ``eA``)."""
     query = request.url.query
-    return request.url.path + (f"?{query}" if query else "")
+    return quote(request.url.path, safe="/") + (f"?{query}" if query else "")
 
 
 def parse_filter(params: Any) -> tuple[JobFilter, dict[str, str]]:
@@ -435,6 +525,9 @@ def parse_filter(params: Any) -> tuple[JobFilter, dict[str, str]]:
     ``until``, ``q``), and the values as given, for links and forms. ``q`` is a job id, or a
     JSON list or object that the job's arguments must contain."""
     form = {key: str(params.get(key, "") or "").strip() for key in FILTER_KEYS}
+    for name, value in form.items():
+        if "\x00" in value:
+            raise ConfigurationError(f"{name}: contains a NUL character, which no job can hold")
     form["state"] = form["state"] or DEFAULT_STATE.value
     job_filter: JobFilter = {}
     try:
@@ -448,16 +541,59 @@ def parse_filter(params: Any) -> tuple[JobFilter, dict[str, str]]:
     for key in ("since", "until"):
         if form[key]:
             job_filter[key] = _parse_time(key, form[key])
+    if "since" in job_filter and "until" in job_filter and job_filter["since"] > job_filter["until"]:
+        raise ConfigurationError(f"since ({form['since']}) is later than until ({form['until']})")
     q = form["q"]
     if q:
         if q[0] in "[{":
-            try:
-                job_filter["args"] = json.loads(q)
-            except ValueError:
-                raise ConfigurationError("q: not JSON (give a job id, or a JSON list or object)") from None
+            job_filter["args"] = _parse_json_search(q)
         else:
             job_filter["job_id"] = q
     return job_filter, form
+
+
+def _parse_json_search(q: str) -> Any:
+    """A JSON search: finite numbers only, nested at most :data:`MAX_JSON_DEPTH` deep."""
+    if _json_depth(q) > MAX_JSON_DEPTH:
+        raise ConfigurationError(f"q: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+    def no_constant(name: str) -> Any:
+        raise ConfigurationError(f"q: {name} is not a JSON number (give a finite number)")
+
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ConfigurationError(f"q: {text} is too large a number")
+        return value
+
+    try:
+        return json.loads(q, parse_constant=no_constant, parse_float=finite)
+    except ConfigurationError:
+        raise
+    except (ValueError, RecursionError):
+        raise ConfigurationError("q: not JSON (give a job id, or a JSON list or object)") from None
+
+
+def _json_depth(text: str) -> int:
+    """How deep lists and objects nest in ``text`` (brackets inside strings not counted)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _parse_time(key: str, text: str) -> datetime:
@@ -465,7 +601,15 @@ def _parse_time(key: str, text: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise ConfigurationError(f"{key}: {text!r} is not a date and time (2026-01-31T14:00)") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return _in_utc(key, text, value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+
+
+def _in_utc(key: str, text: str, value: datetime) -> datetime:
+    """``value`` in UTC, or an error when it falls outside the years 1 to 9999 there."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ConfigurationError(f"{key}: {text!r} is out of range (years 1 to 9999, in UTC)") from None
 
 
 def format_cursor(cursor: JobCursor) -> str:
@@ -481,9 +625,9 @@ def parse_cursor(text: str | None) -> JobCursor | None:
         when = datetime.fromisoformat(key)
     except ValueError:
         when = None
-    if not sep or when is None or when.tzinfo is None:
+    if not sep or when is None or when.tzinfo is None or "\x00" in job_id:
         raise ConfigurationError("after: not a cursor of this dashboard (follow the page's own links)")
-    return JobCursor(when, job_id)
+    return JobCursor(_in_utc("after", key, when), job_id)
 
 
 def _bulk_actions(state: str) -> list[tuple[str, str]]:
@@ -535,6 +679,21 @@ def _utc(text: str | None) -> datetime | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
+async def close_app(app: Starlette) -> None:
+    """Close the pool a dashboard app opened from its DSN, if it did (a pool given to
+    :func:`create_app` is left open). Call it from the lifespan of an application the dashboard
+    is mounted in, after serving: a mounted app gets no lifespan events of its own::
+
+        dashboard = create_app(os.environ["DATABASE_URL"])
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            yield
+            await close_app(dashboard)
+    """
+    await app.state.dashboard_close()
+
+
 def create_app(
     pool_or_dsn: asyncpg.Pool | str,
     *,
@@ -542,14 +701,18 @@ def create_app(
     auth: BasicAuth | tuple[str, str] | None = None,
     statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
     stale_seconds: float | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """The dashboard as an ASGI app, to serve or to mount in a Starlette or FastAPI app::
 
         app.mount("/admin/jobs", create_app(pool, read_only=True))
 
     :param pool_or_dsn: the application's asyncpg pool (used as it is: its sessions' settings are
-        left alone), or a DSN, from which the app opens a small pool of its own on first use and
-        closes it at shutdown.
+        left alone, and it is never closed), or a DSN, from which the app opens a small pool of
+        its own on first use. Served on its own, the app closes that pool at shutdown; mounted,
+        it gets no lifespan events, so the host application must close it from its own lifespan
+        with ``await close_app(dashboard)`` (or ``await dashboard.state.dashboard_close()``).
+        Passing your own pool avoids that.
     :param read_only: hide every action and answer 403 to every POST.
     :param auth: HTTP basic credentials every request must carry (``(user, password)``); None
         leaves authentication to the mounting application (or to a loopback-only bind).
@@ -557,6 +720,13 @@ def create_app(
         runs out says so (503) instead of failing.
     :param stale_seconds: a process with no heartbeat for this long is stale (default: the
         ``status`` command's).
+    :param allowed_hosts: the host names a request's ``Host`` header may name (ports ignored;
+        ``*.example.com`` for subdomains), any other refused with 400: e.g.
+        ``allowed_hosts=["jobs.example.com"]``. None (the default) accepts any, leaving the check
+        to the mounting application or its proxy. Served without authentication on a loopback
+        address, a dashboard needs it: a page of another site re-pointing its name to 127.0.0.1
+        (DNS rebinding) could otherwise read it and post to it; ``pg-scheduler dashboard`` then
+        allows the loopback names only.
     """
     if statement_timeout <= 0:
         raise ConfigurationError(f"statement_timeout must be > 0 seconds, got {statement_timeout!r}")
@@ -573,13 +743,14 @@ def create_app(
     routes = [
         Route("/", dash.overview, methods=["GET"], name="overview"),
         Route("/jobs", dash.jobs, methods=["GET"], name="jobs"),
-        Route("/jobs/bulk/{action}", dash.bulk_action, methods=["POST"], name="bulk_action"),
-        Route("/jobs/{job_id:path}/{action}", dash.job_action, methods=["POST"], name="job_action"),
-        Route("/jobs/{job_id:path}", dash.job, methods=["GET"], name="job"),
+        # Not under /jobs/: no job id can make a job's action URL reach the bulk actions.
+        Route("/bulk/jobs/{action}", dash.bulk_action, methods=["POST"], name="bulk_action"),
+        Route("/jobs/{job_id:pgs_any}/{action}", dash.job_action, methods=["POST"], name="job_action"),
+        Route("/jobs/{job_id:pgs_any}", dash.job, methods=["GET"], name="job"),
         Route("/periodic", dash.periodic, methods=["GET"], name="periodic"),
-        Route("/periodic/{key:path}/{action}", dash.periodic_action, methods=["POST"], name="periodic_do"),
+        Route("/periodic/{key:pgs_any}/{action}", dash.periodic_action, methods=["POST"], name="periodic_do"),
         Route("/queues", dash.queues, methods=["GET"], name="queues"),
-        Route("/queues/{name:path}/{action}", dash.queue_action, methods=["POST"], name="queue_action"),
+        Route("/queues/{name:pgs_any}/{action}", dash.queue_action, methods=["POST"], name="queue_action"),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     app = Starlette(
@@ -594,8 +765,10 @@ def create_app(
         },
     )
     app.state.dashboard = dash
-    app.add_middleware(Guard, auth=credentials)
+    app.state.dashboard_close = dash.pool.close
+    hosts = None if allowed_hosts is None else HostAllowlist(allowed_hosts)
+    app.add_middleware(Guard, auth=credentials, allowed_hosts=hosts)
     return app
 
 
-__all__ = ["create_app", "BasicAuth", "Dashboard", "parse_filter"]
+__all__ = ["create_app", "close_app", "BasicAuth", "Dashboard", "parse_filter"]

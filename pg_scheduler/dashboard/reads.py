@@ -279,30 +279,28 @@ async def _read_counts(conn: asyncpg.Connection) -> Counts:
 
 async def _state_counts(conn: asyncpg.Connection) -> list[StateCount]:
     """Jobs per state. A small table (by the planner's estimate) is counted exactly in one
-    scan. In a large one, running jobs are counted exactly (the running index: a small set),
-    pending jobs up to the cap (their partial index), and the finished states, which hold most
-    rows, are estimated: the table's row estimate times each state's frequency from the last
-    ANALYZE; without statistics yet, counted up to the cap through the finished index."""
+    scan. In a large one, pending and running jobs are counted up to the cap (their partial
+    indexes; running jobs are a small set that should never reach it), and the finished
+    states, which hold most rows, are estimated: the table's row estimate times each state's
+    frequency from the last ANALYZE; a state without a frequency (no statistics yet, or too
+    rare to be among the most common values) is counted up to the cap through the finished
+    index."""
     stats = await conn.fetchrow(queries.JOB_COUNT_ESTIMATED_BY_STATUS)
     total = stats["total"] if stats is not None else -1.0
     if 0 <= total < EXACT_BELOW:
         exact = {r["status"]: r["n"] for r in await conn.fetch(queries.JOB_COUNT_BY_STATUS)}
         return [StateCount(state.value, exact.get(state.value, 0)) for state in JobState]
-    found = [
-        await _capped(conn, JobState.PENDING),
-        StateCount(
-            JobState.RUNNING.value,
-            await conn.fetchval(queries.JOB_COUNT_CAPPED, JobState.RUNNING.value, COUNT_CAP + 1),
-        ),
-    ]
+    found = [await _capped(conn, JobState.PENDING), await _capped(conn, JobState.RUNNING)]
     freqs: dict[str, float] = {}
     if stats is not None and stats["states"] is not None:
         freqs = dict(zip(stats["states"], stats["freqs"], strict=False))
     for state in FINAL_STATES:
-        if freqs:
-            estimate = round(total * freqs.get(state.value, 0.0))
+        if state.value in freqs:
+            estimate = round(total * freqs[state.value])
             found.append(StateCount(state.value, estimate, approximate=True))
         else:
+            # No frequency: no statistics yet, or a state too rare to be among the most common
+            # values (an estimate would say 0). Rare, so cheap to count, up to the cap.
             found.append(await _capped(conn, state))
     return found
 

@@ -7,9 +7,15 @@ the headers of every response.
 - A POST is refused (403) unless the browser says it comes from this site: ``Sec-Fetch-Site``
   absent, ``same-origin`` or ``none``; ``Origin``, when sent, naming the request's own host
   and port; and the form's ``csrf`` field equal to the ``pgs_csrf`` cookie (double submit: a
-  random token per browser session, in an HttpOnly, SameSite=Strict cookie that another site can
-  neither read nor make the browser send). Basic auth alone is no defence: browsers resend it to
-  cross-site requests.
+  random token per browser session, in an HttpOnly, SameSite=Lax cookie that another site can
+  neither read nor make the browser send with its POST; Lax, not Strict, so that following a
+  link from another site keeps the token every open tab's forms carry). Basic auth alone is
+  no defence: browsers resend it to cross-site requests.
+- With an allowlist of host names (``allowed_hosts``; ``pg-scheduler dashboard`` without
+  credentials allows the loopback names only), a request whose ``Host`` names another host is
+  refused (400 "invalid host"), ports ignored: a page of another site whose name an attacker
+  re-points to 127.0.0.1 (DNS rebinding) can neither read the pages nor post, since its
+  requests carry its own name.
 - Every response carries a strict Content-Security-Policy (scripts from this origin only: the
   pages have no inline script, htmx is a static file), refuses framing, and is not cached.
 """
@@ -21,7 +27,7 @@ import binascii
 import hmac
 import secrets
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -84,20 +90,59 @@ def _parse_basic(header: str | None) -> tuple[str, str]:
     return user, password
 
 
-class Guard:
-    """The outer ASGI middleware: basic auth, security headers, Server-Timing."""
+def host_name(host: str) -> str:
+    """The name of a ``Host`` header or an allowlist entry: lower case, without its port, an
+    IPv6 address without its brackets (``[::1]:8080`` -> ``::1``)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") > 1:  # an IPv6 address given bare, in an allowlist
+        return host
+    return host.partition(":")[0]
 
-    def __init__(self, app: ASGIApp, auth: BasicAuth | None) -> None:
+
+class HostAllowlist:
+    """Host names a request may name in its ``Host`` header: exact names, or ``*.example.com``
+    for its subdomains, or ``*`` for any."""
+
+    def __init__(self, hosts: Iterable[str]) -> None:
+        names = {host_name(h) for h in hosts if h.strip()}
+        self.any = "*" in names
+        self.suffixes = tuple(n[1:] for n in names if n.startswith("*."))
+        self.names = frozenset(n for n in names if not n.startswith("*"))
+
+    def allows(self, host: str | None) -> bool:
+        if self.any:
+            return True
+        if not host:
+            return False
+        name = host_name(host)
+        return name in self.names or (bool(self.suffixes) and name.endswith(self.suffixes))
+
+
+class Guard:
+    """The outer ASGI middleware: the Host allowlist, basic auth, security headers,
+    Server-Timing."""
+
+    def __init__(
+        self, app: ASGIApp, auth: BasicAuth | None, allowed_hosts: HostAllowlist | None = None
+    ) -> None:
         self.app = app
         self.auth = auth
+        self.allowed_hosts = allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        if self.allowed_hosts is not None:
+            raw_host = headers.get(b"host")
+            if not self.allowed_hosts.allows(raw_host.decode("latin-1") if raw_host is not None else None):
+                await _plain(send, 400, b"invalid host\n")
+                return
         if self.auth is not None:
-            headers = dict(scope.get("headers") or [])
             raw = headers.get(b"authorization")
             user = self.auth.check(raw.decode("latin-1") if raw is not None else None)
             if user is None:
@@ -122,13 +167,19 @@ class Guard:
 
 
 async def _unauthorized(send: Send) -> None:
-    body = b"authentication required\n"
+    challenge = (b"www-authenticate", b'Basic realm="pg-scheduler", charset="UTF-8"')
+    await _plain(send, 401, b"authentication required\n", [challenge])
+
+
+async def _plain(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": 401,
+            "status": status,
             "headers": [
-                (b"www-authenticate", b'Basic realm="pg-scheduler", charset="UTF-8"'),
+                *(extra or []),
                 (b"content-type", b"text/plain; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
                 *SECURITY_HEADERS,
@@ -178,7 +229,9 @@ def who(request: Request) -> str:
         return f"user {user}"
     host_user = request.scope.get("user")
     if host_user is not None and getattr(host_user, "is_authenticated", False):
-        name = getattr(host_user, "display_name", None) or getattr(host_user, "username", None)
-        return f"user {name or host_user}"
+        name = str(
+            getattr(host_user, "display_name", None) or getattr(host_user, "username", None) or host_user
+        )
+        return f"user {name}" if name.isprintable() else f"user {name!r}"  # no forged log line
     client = request.client
     return f"client {client.host}:{client.port}" if client is not None else "unknown client"

@@ -239,6 +239,7 @@ def driver(site: Site) -> Iterator[Any]:
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
+        "--disable-dev-shm-usage",  # a container's small /dev/shm crashes tabs otherwise
         "--disable-quic",
         "--no-first-run",
         "--disable-background-networking",

@@ -24,6 +24,7 @@ What is proven here:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import logging
 import re
@@ -31,6 +32,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -43,7 +45,8 @@ from starlette.requests import HTTPConnection
 from starlette.routing import Mount
 
 from pg_scheduler import Scheduler
-from pg_scheduler.dashboard import create_app
+from pg_scheduler.cli.dashboard import serving_hosts
+from pg_scheduler.dashboard import close_app, create_app
 from pg_scheduler.dashboard import security as dashboard_security
 from pg_scheduler.shared.queues import declare_queue
 from tests.rows import Sql, ago, insert_job, job_row
@@ -169,6 +172,43 @@ async def test_the_jobs_list_filters_by_state_queue_task_time_and_arguments_and_
     assert bad_json.status_code == 400
 
 
+BAD_FILTERS = [
+    ({"since": "2026-02-01T00:00", "until": "2026-01-01T00:00"}, "is later than until"),
+    ({"q": "[NaN]"}, "NaN is not a JSON number"),
+    ({"q": '{"a": Infinity}'}, "Infinity is not a JSON number"),
+    ({"q": "[1e999]"}, "too large a number"),
+    ({"q": "[" * 5000 + "]" * 5000}, "nested deeper than 32"),
+    ({"q": "[" * 15_000}, "nested deeper than 32"),
+    ({"queue": "mail\x00"}, "NUL character"),
+    ({"q": "job\x00id"}, "NUL character"),
+    ({"since": "0001-01-01T00:00+05:00"}, "out of range"),
+    ({"until": "9999-12-31T23:00-05:00"}, "out of range"),
+]
+
+
+async def test_a_filter_that_cannot_be_used_is_a_400_that_says_why_on_the_list_and_in_bulk(
+    pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    await insert_job(pool, "f-1", status="failed")
+    for params, reason in BAD_FILTERS:
+        response = await client.get("/jobs", params={"state": "failed", **params})
+        assert response.status_code == 400, (params, response.text[:300])
+        assert reason in response.text, params
+        bulk = await post(client, "/bulk/jobs/delete", {"state": "failed", **params})
+        assert bulk.status_code == 400 and reason in bulk.text, params
+    for after in ("0001-01-01T00:00:00+05:00 f-1", "2026-01-01T00:00:00+00:00 f\x001"):
+        response = await client.get("/jobs", params={"state": "failed", "after": after})
+        assert response.status_code == 400 and "after" in response.text, after
+    missing = await client.get("/jobs/f%001")
+    assert missing.status_code == 404 and "No job" in missing.text
+    live = await client.get("/jobs", params={"q": "[NaN]"}, headers={"HX-Request": "true"})
+    assert live.status_code == 200 and "<html" not in live.text and "NaN is not" in live.text
+    assert 'id="live" hx-get="/jobs?q=' in live.text
+    gone = await client.get("/jobs/deleted-meanwhile", headers={"HX-Request": "true"})
+    assert gone.status_code == 200 and "No job" in gone.text and 'id="live"' in gone.text
+    assert (await job_row(pool, "f-1"))["status"] == "failed"
+
+
 async def test_a_job_page_shows_its_fields_error_periodic_window_and_lease(
     pool: asyncpg.Pool, client: httpx.AsyncClient
 ) -> None:
@@ -198,11 +238,36 @@ async def test_a_job_page_shows_its_fields_error_periodic_window_and_lease(
     assert "&#34;two&#34;" in page or "&quot;two&quot;" in page
     assert 'action="/jobs/win%2F1/cancel"' in page and "/retry" not in page
 
-    raw = await client.get("/jobs/win%2F1.json")
+    raw = await client.get("/jobs/win%2F1?format=json")
     assert raw.headers["content-type"].startswith("application/json")
     assert raw.json()["task_data"] == {"args": [1, "two"], "kwargs": {"x": True}}
     missing = await client.get("/jobs/nope")
     assert missing.status_code == 404 and "No job" in missing.text
+
+
+async def test_a_job_of_any_id_opens_refreshes_and_acts_on_itself(
+    pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    ids = ["bulk", "x.json", "e%41", "eA", "a/b", "a", XSS, "100%", "two\nlines", "end\n"]
+    for job_id in ids:
+        await insert_job(pool, job_id, status="failed", task_data={"args": [job_id], "kwargs": {}})
+    for job_id in ids:
+        path = f"/jobs/{quote(job_id, safe='')}"
+        page = await client.get(path)
+        assert page.status_code == 200, job_id
+        assert f'hx-get="{path}"' in page.text.replace("&amp;", "&"), job_id
+        live = await client.get(path, headers={"HX-Request": "true"})
+        assert f'hx-get="{path}"' in live.text.replace("&amp;", "&"), job_id
+        assert f'action="{path}/retry"' in live.text.replace("&amp;", "&"), job_id
+        assert f'href="{path}?format=json"' in page.text.replace("&amp;", "&"), job_id
+        raw = await client.get(f"{path}?format=json")
+        assert raw.headers["content-type"].startswith("application/json"), job_id
+        assert raw.json()["job_id"] == job_id
+    for job_id in ids:
+        assert (await post(client, f"/jobs/{quote(job_id, safe='')}/retry")).status_code == 303
+        statuses = dict(await pool.fetch("SELECT job_id, status FROM scheduled_jobs"))
+        done = ids[: ids.index(job_id) + 1]
+        assert statuses == {i: "pending" if i in done else "failed" for i in ids}, job_id
 
 
 async def test_the_periodic_and_queues_pages_list_schedules_and_queues(
@@ -229,6 +294,25 @@ async def test_the_periodic_and_queues_pages_list_schedules_and_queues(
     assert queues.status_code == 200
     assert "partner" in queues.text and "0 / 3" in queues.text
     assert 'action="/queues/partner/pause"' in queues.text
+
+
+async def test_every_live_part_carries_its_own_refresh_so_it_refreshes_again(
+    pool: asyncpg.Pool, producer: Scheduler, client: httpx.AsyncClient
+) -> None:
+    """An outerHTML swap replaces the wrapper with what the partial answers: without the
+    wrapper in it, the page refreshed once and then held still."""
+    await insert_job(pool, "f-1", status="failed")
+    await _periodic_row(pool, "nightly")
+    for path in ("/", "/jobs?state=failed", "/jobs/f-1", "/periodic", "/queues"):
+        live = await client.get(path, headers={"HX-Request": "true"})
+        assert live.status_code == 200 and "<html" not in live.text, path
+        wrapper = re.search(r'(<div id="live"[^>]*>)', live.text)
+        assert wrapper is not None, path
+        assert 'hx-get="' in wrapper.group(1) and 'hx-trigger="every ' in wrapper.group(1), path
+        assert 'hx-swap="outerHTML"' in wrapper.group(1), path
+        assert live.text.count('id="live"') == 1, path
+        full = await client.get(path)
+        assert full.text.count('id="live"') == 1, path
 
 
 # --------------------------------------------------------------------------- actions
@@ -273,8 +357,8 @@ async def test_job_actions_change_the_row_as_the_api_does_and_say_so(
     assert "Cancelled job ジョブ/1 &lt;b&gt;." in (await client.get(odd.headers["location"])).text
 
     logged = [r.getMessage() for r in caplog.records if r.name == "pg_scheduler.dashboard"]
-    assert any(m.startswith("client ") and "cancel job p-1: done" in m for m in logged), logged
-    assert any("delete job f-1: not applicable" in m for m in logged), logged
+    assert any(m.startswith("client ") and "cancel job 'p-1': done" in m for m in logged), logged
+    assert any("delete job 'f-1': not applicable" in m for m in logged), logged
 
 
 async def test_bulk_actions_act_on_every_job_matching_the_filter_and_no_other(
@@ -288,27 +372,86 @@ async def test_bulk_actions_act_on_every_job_matching_the_filter_and_no_other(
         await insert_job(pool, f"later-{i}", execution_time=Sql("now() + interval '1 day'"), queue="mail")
     await insert_job(pool, "done", status="completed", queue="mail")
 
-    response = await post(client, "/jobs/bulk/retry", {"state": "failed", "queue": "mail"})
+    response = await post(client, "/bulk/jobs/retry", {"state": "failed", "queue": "mail"})
     assert response.status_code == 303
     assert response.headers["location"] == "/jobs?state=failed&queue=mail"
     rows = {r["job_id"]: r["status"] for r in await pool.fetch("SELECT job_id, status FROM scheduled_jobs")}
     assert all(rows[f"mail-{i}"] == "pending" for i in range(7)) and rows["other"] == "failed"
     assert "Retried 7 job(s) matching the filter." in (await client.get(response.headers["location"])).text
 
-    await post(client, "/jobs/bulk/run-now", {"state": "pending", "queue": "mail", "q": "later-1"})
+    await post(client, "/bulk/jobs/run-now", {"state": "pending", "queue": "mail", "q": "later-1"})
     due = await pool.fetchval("SELECT execution_time <= now() FROM scheduled_jobs WHERE job_id = 'later-1'")
     not_due = await pool.fetchval(
         "SELECT execution_time > now() FROM scheduled_jobs WHERE job_id = 'later-2'"
     )
     assert due and not_due
 
-    await post(client, "/jobs/bulk/cancel", {"state": "pending", "queue": "mail"})
+    await post(client, "/bulk/jobs/cancel", {"state": "pending", "queue": "mail"})
     assert await pool.fetchval("SELECT count(*) FROM scheduled_jobs WHERE status = 'cancelled'") == 10
 
-    await post(client, "/jobs/bulk/delete", {"state": "completed"})
+    await post(client, "/bulk/jobs/delete", {"state": "completed"})
     assert await pool.fetchval("SELECT count(*) FROM scheduled_jobs WHERE job_id = 'done'") == 0
     logged = [r.getMessage() for r in caplog.records if r.name == "pg_scheduler.dashboard"]
-    assert any('retry every job matching {"queue": "mail", "state": "failed"}: 7 job(s)' in m for m in logged)
+    described = '{"queue": "mail", "state": "failed"}'
+    assert any(f"retry every job matching '{described}': starting" in m for m in logged), logged
+    assert any(f"retry every job matching '{described}': completed: 7 job(s)" in m for m in logged), logged
+
+
+async def test_a_bulk_action_stopped_part_way_says_some_jobs_may_have_changed(
+    pool: asyncpg.Pool, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pg_scheduler.dashboard")
+    await insert_job(pool, "f-1", status="failed")
+    with mock.patch.object(Scheduler, "retry_jobs", side_effect=asyncpg.QueryCanceledError("timeout")):
+        response = await post(client, "/bulk/jobs/retry", {"state": "failed"})
+    assert response.status_code == 303 and response.headers["location"] == "/jobs?state=failed"
+    page = (await client.get(response.headers["location"])).text
+    assert "The bulk retry stopped part-way (QueryCanceledError)" in page
+    assert "an unknown number of jobs were changed before it stopped." in page
+    logged = [r.getMessage() for r in caplog.records if r.name == "pg_scheduler.dashboard"]
+    assert any("retry every job matching" in m and m.endswith(": starting") for m in logged), logged
+    assert any("stopped (QueryCanceledError): an unknown number of jobs were changed" in m for m in logged), (
+        logged
+    )
+
+
+async def test_a_job_named_bulk_is_acted_on_alone_and_a_bulk_action_needs_its_state(
+    pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    await insert_job(pool, "bulk", status="failed")
+    await insert_job(pool, "other", status="failed")
+    page = (await client.get("/jobs/bulk")).text
+    assert 'action="/jobs/bulk/delete"' in page
+    deleted = await post(client, "/jobs/bulk/delete")
+    assert deleted.status_code == 303 and deleted.headers["location"] == "/jobs"
+    ids = {r["job_id"] for r in await pool.fetch("SELECT job_id FROM scheduled_jobs")}
+    assert ids == {"other"}  # the job named bulk, and no other failed job
+
+    for data in ({}, {"state": ""}, {"queue": "default"}):
+        refused = await post(client, "/bulk/jobs/delete", data)
+        assert refused.status_code == 400 and "state" in refused.text, data
+    bad = await post(client, "/bulk/jobs/delete", {"state": "nope"})
+    assert bad.status_code == 400 and "unknown state" in bad.text
+    assert await pool.fetchval("SELECT count(*) FROM scheduled_jobs") == 1
+
+
+async def test_ids_keys_and_names_are_logged_quoted_so_they_cannot_forge_log_lines(
+    pool: asyncpg.Pool, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pg_scheduler.dashboard")
+    forged = "x: done\nuser admin: delete job y"
+    await insert_job(pool, forged, status="failed")
+    await _periodic_row(pool, forged)
+    part = quote(forged, safe="")
+    for path in (f"/jobs/{part}/retry", f"/periodic/{part}/disable", f"/periodic/{part}/trigger"):
+        assert (await post(client, path)).status_code == 303, path
+    await client.post(f"/jobs/{part}/retry", data={"csrf": "wrong" * 5})  # refused, logged
+    await post(client, "/bulk/jobs/delete", {"state": "completed", "queue": forged})
+    messages = [r.getMessage() for r in caplog.records if r.name == "pg_scheduler.dashboard"]
+    assert len(messages) == 6, messages
+    for message in messages:
+        assert "\n" not in message and "delete job y" in message, message
+    assert sum(repr(forged) in m for m in messages) == 3, messages  # the job's and the schedule's
 
 
 async def test_periodic_and_queue_actions_go_through_the_api(
@@ -336,6 +479,8 @@ async def test_periodic_and_queue_actions_go_through_the_api(
     assert 'action="/queues/partner/resume"' in (await client.get("/queues")).text
     await post(client, "/queues/partner/resume")
     assert await pool.fetchval("SELECT paused FROM scheduler_queues WHERE name = 'partner'") is False
+    bad = await post(client, "/queues/no%20such%0Aqueue/pause")
+    assert bad.status_code == 400 and "invalid queue name" in bad.text
 
 
 # --------------------------------------------------------------------------- refusals
@@ -345,10 +490,10 @@ ACTION_POSTS = [
     ("/jobs/j-failed/delete", {}),
     ("/jobs/j-pending/cancel", {}),
     ("/jobs/j-pending/run-now", {}),
-    ("/jobs/bulk/retry", {"state": "failed"}),
-    ("/jobs/bulk/delete", {"state": "failed"}),
-    ("/jobs/bulk/cancel", {"state": "pending"}),
-    ("/jobs/bulk/run-now", {"state": "pending"}),
+    ("/bulk/jobs/retry", {"state": "failed"}),
+    ("/bulk/jobs/delete", {"state": "failed"}),
+    ("/bulk/jobs/cancel", {"state": "pending"}),
+    ("/bulk/jobs/run-now", {"state": "pending"}),
     ("/periodic/nightly/disable", {}),
     ("/periodic/nightly/enable", {}),
     ("/periodic/nightly/trigger", {}),
@@ -429,6 +574,50 @@ async def test_cross_site_posts_are_refused_whatever_the_action(
     assert await _snapshot(pool) != before
 
 
+async def test_the_csrf_cookie_is_lax_and_httponly_and_an_existing_token_is_kept(
+    pool: asyncpg.Pool, producer: Scheduler
+) -> None:
+    async with client_for(create_app(pool)) as client:
+        first = await client.get("/")
+        cookie = first.headers["set-cookie"].lower()
+        assert cookie.startswith("pgs_csrf=") and "samesite=lax" in cookie and "httponly" in cookie
+        token = client.cookies["pgs_csrf"]
+        # Arriving from a link on another site: the browser sends a Lax cookie along.
+        again = await client.get("/jobs", headers={"sec-fetch-site": "cross-site"})
+        assert "set-cookie" not in again.headers and client.cookies["pgs_csrf"] == token
+        await insert_job(pool, "f-1", status="failed")
+        assert f'name="csrf" value="{token}"' in (await client.get("/jobs/f-1")).text
+
+
+async def test_a_form_over_the_cap_is_refused_without_reading_it_whole(
+    pool: asyncpg.Pool, client: httpx.AsyncClient
+) -> None:
+    await insert_job(pool, "f-1", status="failed")
+    token = await csrf(client)
+    headers = {"origin": BASE, "sec-fetch-site": "same-origin"}
+    sent: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        yield f"csrf={token}&pad=".encode()
+        for _ in range(1_000):  # 64 MB, were it all read
+            sent.append(1)
+            yield b"x" * 65_536
+
+    streamed = await client.post("/jobs/f-1/retry", content=endless(), headers=headers)
+    assert streamed.status_code == 413 and "form too large" in streamed.text
+    assert len(sent) <= 3, len(sent)  # stopped at the cap, not after the whole body
+
+    announced = await client.post(
+        "/jobs/f-1/retry",
+        content=b"csrf=" + token.encode(),
+        headers={**headers, "content-length": "999999999"},
+    )
+    assert announced.status_code == 413
+    small = await client.post("/jobs/f-1/retry", data={"csrf": token, "pad": "x" * 60_000}, headers=headers)
+    assert small.status_code == 303
+    assert (await job_row(pool, "f-1"))["status"] == "pending"
+
+
 async def test_basic_auth_guards_every_route_and_compares_in_constant_time(
     pool: asyncpg.Pool, producer: Scheduler
 ) -> None:
@@ -441,7 +630,7 @@ async def test_basic_auth_guards_every_route_and_compares_in_constant_time(
                 response = await client.get(path, headers=header)
                 assert response.status_code == 401, (path, header)
                 assert response.headers["www-authenticate"].startswith("Basic realm=")
-        refused = await client.post("/jobs/bulk/retry", data={"state": "failed"})
+        refused = await client.post("/bulk/jobs/retry", data={"state": "failed"})
         assert refused.status_code == 401
         with mock.patch.object(
             dashboard_security.hmac, "compare_digest", wraps=hmac.compare_digest
@@ -450,6 +639,35 @@ async def test_basic_auth_guards_every_route_and_compares_in_constant_time(
         assert response.status_code == 200
         assert compare.call_count >= 2  # user name and password, both compared
         assert "s3cret" not in response.text
+
+
+async def test_served_without_auth_only_loopback_host_names_are_answered(
+    pool: asyncpg.Pool, producer: Scheduler
+) -> None:
+    """DNS rebinding: another site's page, its name re-pointed to 127.0.0.1, sends its own name
+    as Host. The command's configuration (no credentials) answers loopback names only."""
+    await insert_job(pool, "f-1", status="failed")
+    app = create_app(pool, allowed_hosts=serving_hosts("127.0.0.1", None, ()))
+    async with client_for(app) as client:
+        for host in ("evil.example:8080", "evil.example", "127.0.0.1.evil.example:8080", "localhost.evil"):
+            response = await client.get("/", headers={"host": host})
+            assert response.status_code == 400 and response.text == "invalid host\n", host
+            token = client.cookies.get("pgs_csrf") or "x" * 43
+            refused = await client.post(
+                "/jobs/f-1/retry",
+                data={"csrf": token},
+                headers={"host": host, "origin": f"http://{host}", "sec-fetch-site": "same-origin"},
+            )
+            assert refused.status_code == 400, host
+        for host in ("127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "127.0.0.1"):
+            response = await client.get("/jobs", headers={"host": host})
+            assert response.status_code == 200, host
+    assert (await job_row(pool, "f-1"))["status"] == "failed"
+    proxied = create_app(pool, allowed_hosts=serving_hosts("127.0.0.1", None, ("jobs.example.com",)))
+    async with client_for(proxied) as client:
+        assert (await client.get("/", headers={"host": "jobs.example.com"})).status_code == 200
+        assert (await client.get("/", headers={"host": "evil.example"})).status_code == 400
+    assert serving_hosts("0.0.0.0", ("u", "p"), ()) is None  # behind basic auth: as before
 
 
 # --------------------------------------------------------------------------- escaping, limits
@@ -482,8 +700,8 @@ async def test_scripts_quotes_and_huge_texts_from_the_database_render_as_text_an
     assert "it&#39;s \\&#34;quoted\\&#34;" in detail  # JSON's backslash, then the escaped quote
     assert re.search(r"… [\d,]+ more characters", detail)
     assert len(detail) < 60_000
-    assert 'href="/jobs/evil.json"' in detail
-    raw = await client.get("/jobs/evil.json")
+    assert 'href="/jobs/evil?format=json"' in detail
+    raw = await client.get("/jobs/evil?format=json")
     assert raw.headers["content-type"].startswith("application/json")
     assert raw.json()["task_data"]["args"][2] == huge  # the whole text, as JSON, not HTML
 
@@ -507,8 +725,13 @@ async def test_a_read_that_outlasts_the_statement_timeout_shows_a_message_not_a_
                 assert "This query took longer than 0.2 s; narrow the filter." in response.text, path
             # The queues need no job row to be listed, and paused.
             assert "took longer than the statement timeout" in (await client.get("/queues")).text
-            live = await client.get("/", headers={"HX-Request": "true"})
-            assert live.status_code == 503 and "<html" not in live.text and "took longer" in live.text
+            for path in ("/", "/jobs?state=failed", "/jobs/j"):
+                # htmx 2 swaps no 503: the refresh gets 200 and the message in the live part,
+                # which keeps polling.
+                live = await client.get(path, headers={"HX-Request": "true"})
+                assert live.status_code == 200 and "<html" not in live.text, path
+                assert "took longer" in live.text, path
+                assert f'id="live" hx-get="{path.replace("&", "&amp;")}" hx-trigger="every 2s"' in live.text
         await transaction.rollback()
     finally:
         await locker.close()
@@ -568,6 +791,28 @@ async def test_mounted_under_a_prefix_every_link_form_and_asset_carries_it(
     assert (await job_row(pool, "f-1"))["status"] == "pending"
 
 
+async def test_a_mounted_app_on_a_dsn_has_its_pool_closed_by_the_host_lifespan(
+    dsn: str, producer: Scheduler
+) -> None:
+    dashboard = create_app(dsn)
+    closed: list[bool] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await close_app(dashboard)
+        closed.append(True)
+
+    host = Starlette(routes=[Mount("/admin/jobs", app=dashboard)], lifespan=lifespan)
+    async with host.router.lifespan_context(host):
+        async with client_for(host) as client:
+            assert (await client.get("/admin/jobs/jobs")).status_code == 200
+        owned = dashboard.state.dashboard.pool._owned
+        assert owned is not None and not owned._closed
+    assert closed and owned._closed
+    await close_app(create_app(dsn))  # never opened: nothing to close
+
+
 async def test_every_response_carries_a_strict_csp_and_server_timing_and_never_the_dsn(
     dsn: str, producer: Scheduler
 ) -> None:
@@ -624,7 +869,7 @@ async def test_an_action_in_a_host_app_is_logged_as_the_host_apps_user(
         )
         assert response.status_code == 303
     logged = [r.getMessage() for r in caplog.records if r.name == "pg_scheduler.dashboard"]
-    assert "user alice: retry job f-1: done" in logged
+    assert "user alice: retry job 'f-1': done" in logged
 
 
 async def test_an_unreachable_database_is_a_503_that_names_neither_host_nor_password() -> None:

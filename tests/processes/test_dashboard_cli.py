@@ -4,6 +4,7 @@ What is proven here:
 
 - it serves the dashboard on the port asked, against the database given, and says where in
   its log, without the DSN or the password; with credentials set, every page needs them;
+- served without credentials, it refuses (400) a request whose Host is not a loopback name;
 - it refuses to bind a non-loopback address without credentials, in one line, exit 1, before
   touching the database;
 - ``pg-scheduler run --dashboard-port`` serves it from the pod's supervisor, which still stops
@@ -125,6 +126,12 @@ def test_on_sigterm_it_stops_the_embedded_server_it_started(tmp_path: Path) -> N
                 time.sleep(0.1)
             page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
             assert page.status_code == 200
+            # No credentials: a DNS-rebinding page's own name is refused, loopback names answered.
+            for name, status in (("evil.example", 400), ("127.0.0.1", 200), ("localhost", 200)):
+                answer = httpx.get(
+                    f"http://127.0.0.1:{port}/", headers={"host": f"{name}:{port}"}, timeout=10
+                )
+                assert answer.status_code == status, (name, answer.text)
             pid_file = tmp_path / ".pg-scheduler" / "pgdata" / "postmaster.pid"
             server_pid = int(pid_file.read_text().split()[0])
         finally:
@@ -169,7 +176,7 @@ def test_without_the_extra_help_works_and_running_says_which_extra_to_install(tm
     )
     env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
     helped = run_cli("dashboard", "--help", env=env)
-    assert helped.returncode == 0 and "--read-only" in helped.stdout
+    assert helped.returncode == 0 and "--read-only" in helped.stdout and "--allowed-host" in helped.stdout
     result = run_cli("dashboard", "--database-url", UNREACHABLE, env=env)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from pg_scheduler.cli.dashboard import is_loopback
+from pg_scheduler.cli.dashboard import is_loopback, split_hosts
+from pg_scheduler.dashboard import reads
 from pg_scheduler.dashboard.app import format_cursor, parse_cursor, parse_filter
-from pg_scheduler.dashboard.reads import MinuteBar
+from pg_scheduler.dashboard.reads import COUNT_CAP, MinuteBar, StateCount
 from pg_scheduler.dashboard.render import age, chart, pathpart, shown
-from pg_scheduler.dashboard.security import BasicAuth
+from pg_scheduler.dashboard.security import BasicAuth, HostAllowlist, host_name
 from pg_scheduler.shared.errors import ConfigurationError
 from pg_scheduler.shared.job_filter import JobCursor
 
@@ -96,3 +98,41 @@ def test_the_chart_scales_its_bars_to_the_busiest_minute() -> None:
     assert last.failed_y == pytest.approx(0)
     assert laid.bars[0].completed_h == 0 and (laid.first, laid.last) == ("10:00", "10:59")
     assert chart([MinuteBar(start, 0, 0)]).max == 0
+
+
+def test_the_host_allowlist_ignores_ports_and_case_and_matches_whole_names() -> None:
+    assert host_name("[::1]:8080") == "::1" and host_name("LocalHost:80") == "localhost"
+    allow = HostAllowlist(["localhost", "127.0.0.1", "[::1]", "*.example.com"])
+    for host in ("localhost:1", "127.0.0.1", "[::1]:8080", "jobs.example.com:443"):
+        assert allow.allows(host), host
+    for host in (None, "", "evil.example:8080", "example.com", "localhost.evil", "127.0.0.2"):
+        assert not allow.allows(host), host
+    assert HostAllowlist(["*"]).allows("anything")
+    assert split_hosts(["a.example,b.example", " c.example ", ""]) == ("a.example", "b.example", "c.example")
+
+
+class _BigTable:
+    """A connection to a table of 10 million rows, by the planner's estimate, whose statistics
+    have completed and failed jobs among their most common values and the other states not."""
+
+    def __init__(self, exact: dict[str, int]) -> None:
+        self.exact = exact
+
+    async def fetchrow(self, query: str, *args: Any) -> dict[str, Any]:
+        assert query == reads.queries.JOB_COUNT_ESTIMATED_BY_STATUS
+        return {"total": 10_000_000.0, "states": ["completed", "failed"], "freqs": [0.9, 0.1]}
+
+    async def fetchval(self, query: str, state: str, limit: int) -> int:
+        assert query == reads.queries.JOB_COUNT_CAPPED and limit == COUNT_CAP + 1
+        return min(self.exact.get(state, 0), limit)
+
+
+async def test_rare_states_are_counted_and_running_jobs_over_the_cap_are_shown_capped() -> None:
+    conn = _BigTable({"pending": 5, "running": 250_000, "cancelled": 12, "expired": 0})
+    counts = {c.state: c for c in await reads._state_counts(conn)}  # type: ignore[arg-type]
+    assert counts["completed"] == StateCount("completed", 9_000_000, approximate=True)
+    assert counts["failed"] == StateCount("failed", 1_000_000, approximate=True)
+    assert counts["cancelled"] == StateCount("cancelled", 12)  # not "≈ 0"
+    assert counts["expired"] == StateCount("expired", 0)
+    assert counts["running"] == StateCount("running", COUNT_CAP, capped=True)  # "100,000+"
+    assert counts["pending"] == StateCount("pending", 5)
