@@ -244,8 +244,14 @@ class Dashboard:
             return self.bad_request(request, str(exc))
         scheduler = await self.scheduler()
         try:
+            # The server ends the query at the timeout (the pool may be the application's, whose
+            # sessions have their own setting); the client's deadline is the backstop.
             async with asyncio.timeout(self.statement_timeout + 0.5):
-                page = await timed(scheduler.list_jobs(job_filter, after=after, limit=PAGE_SIZE))
+                page = await timed(
+                    scheduler.list_jobs(
+                        job_filter, after=after, limit=PAGE_SIZE, statement_timeout=self.statement_timeout
+                    )
+                )
         except ConfigurationError as exc:  # what the API refuses that parse_filter let through
             return self.bad_request(request, str(exc))
         next_url = None
