@@ -476,7 +476,16 @@ class Dashboard:
     async def on_timeout(self, request: Request, exc: Exception) -> Response:
         what = type(exc).__name__
         log.warning("%s %r: a read ran out of time (%s)", request.method, request.url.path, what)
-        return self._trouble(request, self.timeout_message)
+        message = self.timeout_message
+        searched = request.query_params.get("q", "").lstrip()[:1] in ("{", "[")
+        if request.url.path.endswith("/jobs") and searched:
+            # An argument search tests every row of the state in time order: a time range
+            # bounds it, or the index docs/dashboard.md describes makes it an index lookup.
+            message += (
+                " An argument search reads every job of the state unless Since/Until bound it, or"
+                " the optional index on task_data is there (docs/dashboard.md, Searching arguments)."
+            )
+        return self._trouble(request, message)
 
     async def on_database_error(self, request: Request, exc: Exception) -> Response:
         if isinstance(exc, asyncpg.UndefinedTableError):

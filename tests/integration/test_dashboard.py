@@ -723,6 +723,10 @@ async def test_a_read_that_outlasts_the_statement_timeout_shows_a_message_not_a_
                 response = await client.get(path)
                 assert response.status_code == 503, path
                 assert "This query took longer than 0.2 s; narrow the filter." in response.text, path
+            # An argument search says what bounds it.
+            search = await client.get("/jobs", params={"state": "failed", "q": '{"customer": 7}'})
+            assert search.status_code == 503
+            assert "unless Since/Until bound it" in search.text and "index on task_data" in search.text
             # The queues need no job row to be listed, and paused.
             assert "took longer than the statement timeout" in (await client.get("/queues")).text
             for path in ("/", "/jobs?state=failed", "/jobs/j"):
