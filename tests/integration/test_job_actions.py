@@ -368,6 +368,8 @@ async def test_a_bulk_action_leaves_jobs_that_entered_their_state_after_it_began
         await insert_job(pool, f"done-later-{i}", status="completed", finished_at=later)
         await insert_job(pool, f"pending-{i}", execution_time=Sql("now() + interval '1 day'"))
         await insert_job(pool, f"pending-later-{i}", created_at=later)
+        # Put back to pending by a failed attempt (or a released lease) that started later.
+        await insert_job(pool, f"pending-again-later-{i}", started_at=later, attempt=1, retry_count=1)
     assert await producer.retry_jobs({"state": "failed"}, batch_size=2) == 3
     assert await producer.delete_jobs({"state": "completed"}, batch_size=2) == 3
     # Pending when the cancel began: the three written for tomorrow and the three retried.
@@ -377,6 +379,7 @@ async def test_a_bulk_action_leaves_jobs_that_entered_their_state_after_it_began
     assert [now.get(f"done-later-{i}") for i in range(3)] == ["completed"] * 3
     assert [now.get(f"done-{i}") for i in range(3)] == [None] * 3
     assert [now[f"pending-later-{i}"] for i in range(3)] == ["pending"] * 3
+    assert [now[f"pending-again-later-{i}"] for i in range(3)] == ["pending"] * 3
     assert [now[f"pending-{i}"] for i in range(3)] == ["cancelled"] * 3
     assert [now[f"failed-{i}"] for i in range(3)] == ["cancelled"] * 3
 

@@ -13,7 +13,8 @@ A bulk action works in batches, each one statement that locks up to $8 matching 
 UPDATE SKIP LOCKED``: a row another transaction holds, a claim say, is left to the next batch or
 the next call) and acts on them; the caller repeats until a batch comes back short. A call acts
 only on jobs already in their state when it began ($9, the database's clock then: the time a job
-was written for a pending one, its start for a running one, its finish for a finished one), so
+was written, or its last attempt started, for a pending one; its start for a running one; its
+finish for a finished one), so
 its batches end whatever goes on meanwhile: a retried job that fails again, jobs completing or
 inserted while it deletes or cancels, are left to the next call, and no job is acted on twice
 by one call.
@@ -47,8 +48,11 @@ def _matching(status: str, time: str) -> str:
 
 
 # Since when a row has been in its state, as far as the table tells: what pins a bulk action's set.
+# A pending job is pending since it was written or, when a failed attempt or a released lease put
+# it back, since that attempt started (both keep started_at), so one claimed during the call is
+# not taken again.
 _IN_STATE_SINCE = (
-    "CASE status WHEN 'pending' THEN coalesce(created_at, '-infinity') "
+    "CASE status WHEN 'pending' THEN coalesce(greatest(created_at, started_at), '-infinity') "
     "WHEN 'running' THEN coalesce(started_at, '-infinity') "
     "ELSE coalesce(finished_at, '-infinity') END"
 )
