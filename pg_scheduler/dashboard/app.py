@@ -221,10 +221,10 @@ class Dashboard:
         silently, and stop being refreshed. ``poll``: the full page keeps asking too (the trouble
         may pass)."""
         context: dict[str, Any] = {"title": title, "message": message, "page": page}
+        if not poll:  # a bad filter or a deleted job stays so: nothing to ask again
+            context["live_url"] = None
         if request.headers.get("hx-request") == "true":
             return self.page(request, "message.html", context, live="timeout.html")
-        if not poll:
-            context["live_url"] = None
         return self.page(request, "message.html", context, status=status)
 
     # ------------------------------------------------------------------ pages

@@ -98,7 +98,8 @@ def host_name(host: str) -> str:
         return host[1:].partition("]")[0]
     if host.count(":") > 1:  # an IPv6 address given bare, in an allowlist
         return host
-    return host.partition(":")[0]
+    # A fully qualified name's trailing dot names the same host ("localhost." is "localhost").
+    return host.partition(":")[0].rstrip(".")
 
 
 class HostAllowlist:

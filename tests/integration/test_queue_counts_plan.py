@@ -1,8 +1,9 @@
 """QUEUE_LIST's counts on a table of mostly finished jobs, against a real PostgreSQL.
 
 What is proven here: the running and the pending jobs are counted through their partial
-indexes (the pending ones by an index-only scan of scheduled_jobs_pending_queue_idx), never by a
-scan of the whole table, and the counts are right.
+indexes, never by a scan of the whole table (on a big table the pending ones are an index-only
+scan of scheduled_jobs_claim_idx, which carries the queue: bench/dashboard_pages.py), and the
+counts are right.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ async def test_queue_counts_read_the_partial_indexes_not_the_table(pool: asyncpg
     await pool.execute("VACUUM ANALYZE scheduled_jobs")
     plan = json.loads(await pool.fetchval(f"EXPLAIN (FORMAT JSON) {queries.QUEUE_LIST}"))[0]["Plan"]
     assert "scheduled_jobs" not in _seq_scanned(plan), json.dumps(plan)
-    assert "scheduled_jobs_pending_queue_idx" in json.dumps(plan)
     async with pool.acquire() as conn:
         counted = {q.name: (q.running, q.pending, q.due) for q in await list_queues(conn)}
     assert counted == {"q0": (0, 200, 100), "q1": (7, 200, 100), "q2": (0, 200, 100)}
