@@ -145,7 +145,7 @@ async def test_a_dropped_index_is_a_problem_and_its_fix_recreates_it(
     assert found.level == "problem" and "missing: scheduled_jobs_next_due_idx" in found.message, found
     assert found.fix == (
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS scheduled_jobs_next_due_idx "
-        "ON scheduled_jobs (job_name, execution_time) WHERE status = 'pending'"
+        "ON scheduled_jobs (job_name, execution_time) INCLUDE (queue) WHERE status = 'pending'"
     )
     await migrated.execute(found.fix)
     assert_ok(await check(migrated, dsn, "indexes.required"))

@@ -2,7 +2,7 @@
 
 What is proven here: the running and the pending jobs are counted through their partial
 indexes, never by a scan of the whole table (on a big table the pending ones are an index-only
-scan of scheduled_jobs_claim_idx, which carries the queue: bench/dashboard_pages.py), and the
+scan of scheduled_jobs_next_due_idx, which carries the queue: bench/dashboard_pages.py), and the
 counts are right.
 """
 

@@ -22,6 +22,8 @@ by one call.
 
 from __future__ import annotations
 
+from .admin import _PENDING_PRIORITIES
+
 _FINISHED = "('completed', 'failed', 'cancelled', 'expired')"
 
 # The time of a row's own state, which a filter's since/until bound.
@@ -184,14 +186,7 @@ JOB_LIST_FINISHED_PAGE = _page("finished_at", "DESC")
 # scheduled ahead are common).
 # $1 state, $2 queue, $3 task, $4 job_id, $5 args, $6 since, $7 until, $8 after_key, $9 after_id, $10 limit  # noqa: E501
 JOB_LIST_PENDING_PAGE = f"""
-WITH RECURSIVE prios AS (
-    (SELECT priority FROM scheduled_jobs WHERE status = 'pending' ORDER BY priority LIMIT 1)
-    UNION ALL
-    SELECT (SELECT j.priority FROM scheduled_jobs AS j
-             WHERE j.status = 'pending' AND j.priority > p.priority
-             ORDER BY j.priority LIMIT 1)
-      FROM prios AS p WHERE p.priority IS NOT NULL
-)
+{_PENDING_PRIORITIES}
 SELECT page.* FROM prios AS p
  CROSS JOIN LATERAL ({_page("execution_time", "ASC", also="priority = p.priority AND ")}) AS page
  WHERE p.priority IS NOT NULL

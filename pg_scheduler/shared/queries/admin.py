@@ -7,6 +7,17 @@ from __future__ import annotations
 
 from .claim import _NOT_BLOCKED
 
+# The priorities in use among pending jobs, as ``prios`` (a NULL row ends it): a loose index scan
+# over the claim index, one probe per priority (a handful), whatever the number of pending jobs.
+_PENDING_PRIORITIES = """WITH RECURSIVE prios AS (
+    (SELECT priority FROM scheduled_jobs WHERE status = 'pending' ORDER BY priority LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.priority FROM scheduled_jobs AS j
+             WHERE j.status = 'pending' AND j.priority > p.priority
+             ORDER BY j.priority LIMIT 1)
+      FROM prios AS p WHERE p.priority IS NOT NULL
+)"""
+
 # --------------------------------------------------------------------------- schema
 
 MIGRATION_CREATE_TABLE = """
@@ -34,14 +45,7 @@ DB_GET_NOW = "SELECT now()"
 # stale.
 DB_DISABLE_SEQSCAN = "SET LOCAL enable_seqscan = off"
 CLUSTER_SAMPLE = f"""
-WITH RECURSIVE prios AS (
-    (SELECT priority FROM scheduled_jobs WHERE status = 'pending' ORDER BY priority LIMIT 1)
-    UNION ALL
-    SELECT (SELECT j.priority FROM scheduled_jobs AS j
-             WHERE j.status = 'pending' AND j.priority > p.priority
-             ORDER BY j.priority LIMIT 1)
-      FROM prios AS p WHERE p.priority IS NOT NULL
-)
+{_PENDING_PRIORITIES}
 SELECT
     (SELECT count(*) FROM scheduled_jobs WHERE status = 'pending')   AS pending,
     (SELECT count(*) FROM scheduled_jobs WHERE status = 'running')   AS running,

@@ -12,6 +12,8 @@ given as a parameter can use the partial index of that state) and under a statem
 
 from __future__ import annotations
 
+from .admin import _PENDING_PRIORITIES
+
 # The rows of one state, counted up to $2 (the caller shows "$2 - 1 or more" when it gets $2):
 # an index-only scan of that state's partial index, stopped at the cap. $1: the state.
 JOB_COUNT_CAPPED = """
@@ -38,15 +40,8 @@ SELECT c.reltuples::float8 AS total,
 # seconds the oldest of them has waited. A loose index scan over the claim index finds the
 # priorities in use (a handful), then one bounded range scan per priority: the cost follows the
 # due rows (capped), not the pending ones due later.
-JOB_COUNT_DUE = """
-WITH RECURSIVE prios AS (
-    (SELECT priority FROM scheduled_jobs WHERE status = 'pending' ORDER BY priority LIMIT 1)
-    UNION ALL
-    SELECT (SELECT j.priority FROM scheduled_jobs AS j
-             WHERE j.status = 'pending' AND j.priority > p.priority
-             ORDER BY j.priority LIMIT 1)
-      FROM prios AS p WHERE p.priority IS NOT NULL
-)
+JOB_COUNT_DUE = f"""
+{_PENDING_PRIORITIES}
 SELECT coalesce(sum(due.n), 0)::int AS due,
        CASE WHEN min(due.oldest) IS NOT NULL  -- greatest() would turn "none due" into 0
             THEN greatest(extract(epoch FROM now() - min(due.oldest)), 0) END::float8 AS oldest_due_seconds
