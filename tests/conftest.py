@@ -29,6 +29,7 @@ import pytest
 
 from tests.pgserver import TestPostgres
 from tests.pods import Pod
+from tests.support import isolated_registries
 
 BACKEND_ENV = "PG_SCHEDULER_TEST_BACKEND"
 BACKENDS = ("url", "docker", "embedded")
@@ -158,27 +159,9 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(autouse=True)
 def _isolated_registries() -> Iterator[None]:
     """Each test starts with no periodic definitions and no queue declarations and leaves none
-    behind, and tasks it registered vanish after it: one module's periodic jobs or queue limits
-    (the chaos workload's, imported at collection, say) never reach another test's database."""
-    from pg_scheduler.shared import queues
-    from pg_scheduler.shared.periodic import periodic_registry
-    from pg_scheduler.shared.tasks import registry
-
-    tasks_before = set(registry.names())
-    saved_periodic = periodic_registry.all()
-    for key in saved_periodic:
-        periodic_registry.remove(key)
-    saved_queues = dict(queues._declared)
-    queues._declared.clear()
-    yield
-    queues._declared.clear()
-    queues._declared.update(saved_queues)
-    for name in set(registry.names()) - tasks_before:
-        registry.unregister(name)
-    for key in periodic_registry.all():
-        periodic_registry.remove(key)
-    for definition in saved_periodic.values():
-        periodic_registry.add(definition)
+    behind, and tasks it registered vanish after it (``isolated_registries``)."""
+    with isolated_registries():
+        yield
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,3 +67,32 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
         await asyncio.sleep(interval)
+
+
+@contextmanager
+def isolated_registries() -> Iterator[None]:
+    """Within it, no periodic definitions and no queue declarations but those made inside, and
+    after it, the ones from before again and none of the tasks registered inside: one module's
+    periodic jobs or queue limits (the chaos workload's, imported at collection, say) never
+    reach another test's database."""
+    from pg_scheduler.shared import queues
+    from pg_scheduler.shared.periodic import periodic_registry
+    from pg_scheduler.shared.tasks import registry
+
+    tasks_before = set(registry.names())
+    saved_periodic = periodic_registry.all()
+    for key in saved_periodic:
+        periodic_registry.remove(key)
+    saved_queues = dict(queues._declared)
+    queues._declared.clear()
+    try:
+        yield
+    finally:
+        queues._declared.clear()
+        queues._declared.update(saved_queues)
+        for name in set(registry.names()) - tasks_before:
+            registry.unregister(name)
+        for key in periodic_registry.all():
+            periodic_registry.remove(key)
+        for definition in saved_periodic.values():
+            periodic_registry.add(definition)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import secrets
 import shutil
@@ -46,7 +47,7 @@ from tests.browser.site import (
     reject,
 )
 from tests.conftest import _admin_execute, quote_ident, run_isolated, with_dbname
-from tests.support import FAST
+from tests.support import FAST, isolated_registries
 
 T = TypeVar("T")
 
@@ -117,20 +118,15 @@ def site(pg_server_dsn: str) -> Iterator[Site]:
         _needed(f"the dashboard extra (pip install -e '.[dashboard]'): {exc}")
 
     from pg_scheduler import Scheduler
-    from pg_scheduler.shared import queues
-    from pg_scheduler.shared.periodic import periodic, periodic_registry
-    from pg_scheduler.shared.tasks import registry
+    from pg_scheduler.shared.periodic import periodic
 
     name = f"test_{secrets.token_hex(8)}"
     run_isolated(_admin_execute(pg_server_dsn, f"CREATE DATABASE {quote_ident(name)}"))
     dsn = with_dbname(pg_server_dsn, name)
 
-    tasks_before = set(registry.names())
-    saved_periodic = periodic_registry.all()
-    for key in saved_periodic:
-        periodic_registry.remove(key)
-    saved_queues = dict(queues._declared)
-    queues._declared.clear()
+    # The module's registrations, made in start(), are undone at the end like a test's.
+    registries = contextlib.ExitStack()
+    registries.enter_context(isolated_registries())
     FLAKY_SEEN.clear()
 
     background = _Loop()
@@ -211,14 +207,7 @@ def site(pg_server_dsn: str) -> Iterator[Site]:
             background.run(stop())
         finally:
             background.close()
-            for key in periodic_registry.all():
-                periodic_registry.remove(key)
-            for definition in saved_periodic.values():
-                periodic_registry.add(definition)
-            for task in set(registry.names()) - tasks_before:
-                registry.unregister(task)
-            queues._declared.clear()
-            queues._declared.update(saved_queues)
+            registries.close()
             run_isolated(
                 _admin_execute(pg_server_dsn, f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
             )
