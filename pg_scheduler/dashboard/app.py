@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -351,16 +351,27 @@ class Dashboard:
             return PlainTextResponse(refusal + "\n", status_code=403)
         return form
 
-    async def job_action(self, request: Request) -> Response:
+    async def _checked_action(
+        self, request: Request, actions: Collection[str]
+    ) -> tuple[dict[str, str], str] | Response:
+        """The POST's form and its ``action`` path parameter, or the answer that refuses it:
+        403 as :meth:`_checked_form` says, then 404 for an action not among ``actions``."""
         form = await self._checked_form(request)
         if isinstance(form, Response):
             return form
-        job_id: str = request.path_params["job_id"]
         action: str = request.path_params["action"]
-        if action not in JOB_ACTIONS:
+        if action not in actions:
             return PlainTextResponse(f"unknown action {action!r}\n", status_code=404)
+        return form, action
+
+    async def job_action(self, request: Request) -> Response:
+        checked = await self._checked_action(request, JOB_ACTIONS)
+        if isinstance(checked, Response):
+            return checked
+        _, action = checked
+        job_id: str = request.path_params["job_id"]
         scheduler = await self.scheduler()
-        reason = f"cancelled from the dashboard by {who(request)}"
+        reason = _cancel_reason(request)
         calls: dict[str, Callable[[str], Awaitable[bool]]] = {
             "cancel": lambda i: scheduler.cancel_job(i, reason=reason),
             "retry": scheduler.retry_job,
@@ -377,12 +388,10 @@ class Dashboard:
         return self.back(request, target, message)
 
     async def bulk_action(self, request: Request) -> Response:
-        form = await self._checked_form(request)
-        if isinstance(form, Response):
-            return form
-        action: str = request.path_params["action"]
-        if action not in JOB_ACTIONS:
-            return PlainTextResponse(f"unknown action {action!r}\n", status_code=404)
+        checked = await self._checked_action(request, JOB_ACTIONS)
+        if isinstance(checked, Response):
+            return checked
+        form, action = checked
         if not form.get("state", "").strip():
             # The list's default tab is not assumed: a bulk action names the state it acts on.
             return PlainTextResponse("state: a bulk action needs the state it acts on\n", status_code=400)
@@ -391,7 +400,7 @@ class Dashboard:
         except ConfigurationError as exc:
             return PlainTextResponse(f"{exc}\n", status_code=400)
         scheduler = await self.scheduler()
-        reason = f"cancelled from the dashboard by {who(request)}"
+        reason = _cancel_reason(request)
         described = _describe(job_filter)
         log.info("%s: %s every job matching %r: starting", who(request), action, described)
         count: int | None = None
@@ -431,13 +440,11 @@ class Dashboard:
         return self.back(request, f"/jobs?{query}", f"{_past(action)} {count:,} job(s) matching the filter.")
 
     async def periodic_action(self, request: Request) -> Response:
-        form = await self._checked_form(request)
-        if isinstance(form, Response):
-            return form
+        checked = await self._checked_action(request, PERIODIC_ACTIONS)
+        if isinstance(checked, Response):
+            return checked
+        _, action = checked
         key: str = request.path_params["key"]
-        action: str = request.path_params["action"]
-        if action not in PERIODIC_ACTIONS:
-            return PlainTextResponse(f"unknown action {action!r}\n", status_code=404)
         scheduler = await self.scheduler()
         if action == "trigger":
             job_id = await scheduler.trigger_periodic_job(key)
@@ -454,13 +461,11 @@ class Dashboard:
         return self.back(request, "/periodic", message)
 
     async def queue_action(self, request: Request) -> Response:
-        form = await self._checked_form(request)
-        if isinstance(form, Response):
-            return form
+        checked = await self._checked_action(request, QUEUE_ACTIONS)
+        if isinstance(checked, Response):
+            return checked
+        _, action = checked
         name: str = request.path_params["name"]
-        action: str = request.path_params["action"]
-        if action not in QUEUE_ACTIONS:
-            return PlainTextResponse(f"unknown action {action!r}\n", status_code=404)
         scheduler = await self.scheduler()
         try:
             found = await (scheduler.pause_queue(name) if action == "pause" else scheduler.resume_queue(name))
@@ -681,6 +686,11 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
+
+
+def _cancel_reason(request: Request) -> str:
+    """The reason a job cancelled from the dashboard is given: who cancelled it."""
+    return f"cancelled from the dashboard by {who(request)}"
 
 
 def _utc(text: str | None) -> datetime | None:
