@@ -38,7 +38,11 @@ class Leadership:
         and the elector (lock session opened with ``connect_args``/``connect_kwargs``) that
         starts them on winning and stops them on losing."""
         elector: Elector | None = None
-        fence = Fence(pool, lambda: elector.term if elector else None)
+        fence = Fence(
+            pool,
+            lambda: elector.term if elector else None,
+            ttl_seconds=config.leader_ttl_seconds,
+        )
         services = LeaderServices.for_config(fence, config)
         elector = Elector(
             connect_args,

@@ -12,6 +12,7 @@ import pytest
 
 from pg_scheduler import LeadershipLostError, Scheduler
 from pg_scheduler.shared.locks import LEADER_LOCK
+from pg_scheduler.shared.schema import migrate
 from pg_scheduler.supervisor.fence import Fence, Term
 from tests.support import FAST, wait_for
 
@@ -132,6 +133,44 @@ async def test_epoch_bump_waits_for_a_fenced_transaction_in_flight(pool: asyncpg
         with pytest.raises(LeadershipLostError):
             async with fence.transaction():
                 pass
+
+
+async def test_a_leader_frozen_inside_a_fenced_transaction_blocks_no_bump_past_its_ttl(
+    pool: asyncpg.Pool,
+) -> None:
+    # A SIGSTOPped leader's kernel still answers keepalives, so only the transaction's own
+    # idle-in-transaction timeout (the lock's TTL) lets the next leader's epoch bump through.
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    epoch = await pool.fetchval("SELECT epoch FROM scheduler_leader")
+    fence = Fence(
+        pool,
+        lambda: Term(epoch=epoch, trusted_until=time.monotonic() + 60),
+        ttl_seconds=1,
+    )
+    # Frozen inside a statement (asyncpg's Parse and Flush sent, Execute not yet): the
+    # statement's timer, capped at the TTL, ends it.
+    async with fence.transaction(statement_timeout_ms=30_000) as conn:
+        timeouts = await conn.fetchrow(
+            "SELECT current_setting('statement_timeout') AS s,"
+            " current_setting('idle_in_transaction_session_timeout') AS i"
+        )
+    assert (timeouts["s"], timeouts["i"]) == ("1s", "1s")
+    # The thawed side learns it at its next statement (asyncpg reports the server's FATAL
+    # message as a client error on a connection already gone).
+    ended = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, ConnectionError)
+    with pytest.raises(ended):
+        async with fence.transaction():
+            # "Frozen": no further statement from this session while the next leader bumps.
+            t0 = time.monotonic()
+            bumped = await asyncio.wait_for(
+                pool.fetchval("UPDATE scheduler_leader SET epoch = epoch + 1 RETURNING epoch"), timeout=10
+            )
+            waited = time.monotonic() - t0
+    print(f"measured: epoch bump waited {waited:.2f}s behind a frozen fenced transaction (ttl 1 s)")
+    assert bumped == epoch + 1
+    assert 0.5 < waited < 3, waited
+    assert await pool.fetchval("SELECT 1") == 1, "the pool replaces the ended session"
 
 
 async def test_leader_stops_trusting_itself_after_the_trust_window(pool: asyncpg.Pool) -> None:

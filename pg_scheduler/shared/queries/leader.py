@@ -23,14 +23,18 @@ SELECT EXISTS (
        AND (SELECT epoch FROM scheduler_leader) = $3
 """
 LEADER_RESIGN = "SELECT pg_advisory_unlock($1, $2), pg_notify('pg_scheduler_leadership', 'resigned')"
-# The statement timeout of a maintenance transaction (fenced or not), set first in it.
+# The statement timeout of an unfenced maintenance transaction, set first in it.
 DB_SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
-# Every leader transaction takes this share lock first (after its statement timeout): a new
-# leader's epoch bump waits for it, and after the bump the old epoch matches no row, so a deposed
-# leader's writes fail.
+# Every leader transaction opens with this share lock: a new leader's epoch bump waits for it,
+# and after the bump the old epoch matches no row, so a deposed leader's writes fail.
 # set_config: the transaction carries its epoch, so a trigger or an audit can tell which term
-# wrote what (the chaos suite checks that no two terms ever acted at once).
+# wrote what (the chaos suite checks that no two terms ever acted at once); its statement
+# timeout and its idle-in-transaction timeout, so that the server ends the transaction of a
+# leader frozen inside it (supervisor/fence.py).
+# $1 epoch, $2 statement_timeout_ms, $3 idle_in_transaction_ms
 LEADER_FENCE = """
-SELECT set_config('pg_scheduler.epoch', epoch::text, true)
+SELECT set_config('pg_scheduler.epoch', epoch::text, true),
+       set_config('statement_timeout', $2, true),
+       set_config('idle_in_transaction_session_timeout', $3, true)
   FROM scheduler_leader WHERE epoch = $1 FOR SHARE
 """
