@@ -1,7 +1,7 @@
 """The worker loop: claim due jobs into free slots, run them, stop cleanly.
 
 Waking: a notification (new rows, a freed slot), a timer set to the next due job, or at the
-latest the poll interval. Idle, it only reads.
+latest the poll interval. Idle, it only reads: one due-time probe per poll interval.
 
 Stopping has two phases (River's fetch/work contexts): stop claiming, let running jobs finish
 until the shutdown timeout, then cancel what is left and give the leases back at once (pending
@@ -139,6 +139,11 @@ class Worker:
         self._wake = asyncio.Event()
         self._news = False
         """Woken by a notification (new jobs), not only by a freed slot."""
+        self._quiet = False
+        """The last turn claimed nothing, no queue is limited, and nothing was due before the
+        poll interval: a turn that finds no news then sends the due-time probe alone (one
+        statement, not the two claims and the probe) and claims only if the probe finds a job
+        due. An idle worker costs the server one statement per poll interval."""
         self._promised = 0
         """Slots that claims in flight (the loop's and a refill's) may fill: no two claims count
         the same free slot."""
@@ -352,6 +357,11 @@ class Worker:
             self._wake.clear()
             delay = self.config.poll_interval_seconds
             free = self.config.max_concurrent_jobs - len(self._running) - self._promised
+            if free > 0 and self._quiet and not self._news:
+                quiet_delay = await self._look_when_quiet()
+                if quiet_delay is not None:
+                    await self._sleep(quiet_delay)
+                    continue
             # Slots freed by completions still being written are refilled by that write
             # (_complete_and_refill); the loop claims for them only once it is done, unless new
             # jobs were announced meanwhile (then at once, for the slots nobody claims for).
@@ -386,6 +396,7 @@ class Worker:
                         delay = min(delay, 0.25)
                     elif until is not None:
                         delay = min(delay, until + 0.001)
+                    self._quiet = not claimed and not limited and (until is None or until >= delay)
                     error_delay = 0.1
                 except asyncio.CancelledError:
                     raise
@@ -398,9 +409,35 @@ class Worker:
                     error_delay = min(error_delay * 2, self.config.poll_interval_seconds)
                 finally:
                     self._promised -= wanted
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
+            await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        """Until woken (news, a freed slot, a stop) or ``delay`` seconds have passed."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+
+    async def _look_when_quiet(self) -> float | None:
+        """A quiet turn's one statement: the due-time probe. Returns how long to sleep on, or
+        None to claim now (something is due, some queue is limited, or the probe failed: the
+        claims then run, and report the error, as in any other turn)."""
+        try:
+            until, limited = await self._claimer.seconds_until_due(self._registry.names())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._quiet = False
+            return None
+        self._heard(limited)
+        if limited or (until is not None and until <= 0):
+            self._quiet = False
+            return None
+        delay = self.config.poll_interval_seconds
+        if until is not None and until < delay:
+            # Woken by this timer, something is due: that turn claims first.
+            self._quiet = False
+            delay = until + 0.001
+        return delay
 
     async def _complete_and_refill(self, job_ids: list[str], attempts: list[int]) -> set[tuple[str, int]]:
         """The completer's write. A busy worker's completions free slots: the claim that fills

@@ -32,7 +32,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import astuple, dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -376,3 +376,56 @@ async def test_a_due_job_on_the_loaded_table_completes_within_2s(pool: asyncpg.P
         # Only that job was claimed: the future rows are all still pending, untouched.
         counts = dict(await pool.fetch(queries.JOB_COUNT_BY_STATUS))
         assert counts == {"pending": ROWS, "completed": 1}
+
+
+async def test_an_idle_worker_sends_the_due_probe_alone_and_still_finds_unannounced_jobs(
+    pool: asyncpg.Pool,
+) -> None:
+    # Quiet turns: no news, nothing due before the poll interval, no limited queue. Each sends
+    # the due-time probe alone; a claim follows only when the probe finds a job due.
+    ran: list[str] = []
+
+    @job(name="idle.quiet")
+    async def quiet(tag: str) -> None:
+        ran.append(tag)
+
+    calls = {"probe": 0, "claim": 0, "claim_limited": 0}
+    async with Scheduler(pool, **LOOK_OFTEN) as scheduler:
+        job_id = await scheduler.schedule(
+            quiet, execution_time=datetime.now(UTC) + timedelta(hours=1), args=("unannounced",)
+        )
+        worker = scheduler.worker
+        assert worker is not None
+        claimer = worker._claimer
+        for name, method in (
+            ("probe", "seconds_until_due"),
+            ("claim", "claim"),
+            ("claim_limited", "claim_limited"),
+        ):
+            setattr(claimer, method, _counted(calls, name, getattr(claimer, method)))
+        # The worker's first turns after the schedule() notification settle into quiet ones.
+        await wait_for(lambda: calls["probe"] >= 3, timeout=5, message="three probes")
+        settled = dict(calls)
+        await wait_for(lambda: calls["probe"] >= settled["probe"] + 10, timeout=10, message="ten probes")
+        quiet_turns = {k: calls[k] - settled[k] for k in calls}
+        print(f"\nan idle worker's statements over {quiet_turns['probe']} quiet turns: {quiet_turns}")
+        assert quiet_turns["claim"] == 0 and quiet_turns["claim_limited"] == 0, quiet_turns
+        # A job made due by an UPDATE (no trigger, no notification) is found by the probe and
+        # claimed within about one poll interval.
+        made_due = time.monotonic()
+        await pool.execute("UPDATE scheduled_jobs SET execution_time = now() WHERE job_id = $1", job_id)
+        await wait_for_status(scheduler, job_id, "completed", timeout=5.0, interval=0.02)
+        took = time.monotonic() - made_due
+        print(f"an unannounced due job completed {took:.3f}s after it became due (poll 0.2 s)")
+        assert ran == ["unannounced"]
+        assert took < 2 * LOOK_OFTEN["poll_interval_seconds"] + 1.0, took
+
+
+def _counted(calls: dict[str, int], name: str, method: Any) -> Any:
+    """``method`` (a bound coroutine method), counting its calls in ``calls[name]``."""
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[name] += 1
+        return await method(*args, **kwargs)
+
+    return counted
