@@ -267,16 +267,17 @@ UPDATE scheduler_periodic SET next_run_at = $2, last_window = coalesce($3, last_
  WHERE dedup_key = $1
 """
 
-# Each registrar pass stamps its clock ($1) and its term (the fence's pg_scheduler.epoch; NULL
-# outside leadership) and reads the previous pass's, in its fenced transaction: a leaderless gap
-# lies between two passes only if their terms differ (the same leader, passing late, never
-# stopped).
+# Each registrar pass stamps its clock ($1, or the transaction's now() when NULL: the pass's
+# clock, returned) and its term (the fence's pg_scheduler.epoch; NULL outside leadership) and
+# reads the previous pass's, in its fenced transaction: a leaderless gap lies between two passes
+# only if their terms differ (the same leader, passing late, never stopped).
 # $1 pass_at
 PERIODIC_STAMP_PASS = """
 WITH previous AS (SELECT pass_at, epoch FROM scheduler_periodic_pass)
 UPDATE scheduler_periodic_pass
-   SET pass_at = $1, epoch = nullif(current_setting('pg_scheduler.epoch', true), '')::bigint
-RETURNING (SELECT pass_at FROM previous) AS previous_pass_at,
+   SET pass_at = coalesce($1::timestamptz, now()),
+       epoch = nullif(current_setting('pg_scheduler.epoch', true), '')::bigint
+RETURNING pass_at, (SELECT pass_at FROM previous) AS previous_pass_at,
           (SELECT epoch FROM previous) AS previous_epoch, epoch
 """
 

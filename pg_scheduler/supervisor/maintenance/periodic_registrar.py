@@ -110,11 +110,10 @@ class PeriodicRegistrar(PeriodicService):
         server's time."""
         inserted: dict[str, int] = {}
         async with self._tx.transaction() as conn:
-            if now is None:
-                now = await conn.fetchval(queries.DB_GET_NOW)
-            assert now is not None
             stamp = await conn.fetchrow(queries.PERIODIC_STAMP_PASS, now)
             assert stamp is not None
+            now = stamp["pass_at"]
+            assert now is not None
             previous = stamp["previous_pass_at"]
             missed_before = now - timedelta(seconds=MISSED_AFTER_SECONDS)
             if is_leaderless_gap(
