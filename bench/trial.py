@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from . import processes, records
+from .environment import MAIN, ROOT
 from .postgres import Databases
 from .systems import System
 
@@ -94,7 +95,12 @@ class Trial:
         return self.folder / "records"
 
     def env(self) -> dict[str, str]:
-        return processes.child_env({"BENCH_RECORD_DIR": str(self.record_dir)})
+        extra = {"BENCH_RECORD_DIR": str(self.record_dir)}
+        if self.system.python == MAIN.python:
+            # This tree's pg_scheduler, even when bench/.venv's editable install points at
+            # another checkout (a git worktree that links the main checkout's virtualenv).
+            extra["PYTHONPATH"] = str(ROOT)
+        return processes.child_env(extra)
 
     # ------------------------------------------------------------------ processes
 
