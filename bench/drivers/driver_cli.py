@@ -9,6 +9,9 @@ A driver runs inside its system's own virtualenv and imports only that system (a
                                              the system's batch API, timed: {"seconds", "done_at"}
     trickle DSN --first-key K --rate R --duration D
                                              one job at a time at R/s, each carrying its enqueue time
+    steady DSN --first-key K --rate R --duration D --producers P
+                                             the single-job API at R/s in all, from P concurrent
+                                             tasks, each with a producer of its own
     schedule-one DSN --calls M               per-call latency of the single-job API, and the
                                              statements it sends when the driver can count them
 """
@@ -56,7 +59,7 @@ class Driver:
 def main(driver: Driver) -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("setup", "worker", "enqueue", "trickle", "schedule-one"):
+    for name in ("setup", "worker", "enqueue", "trickle", "steady", "schedule-one"):
         p = sub.add_parser(name)
         p.add_argument("dsn")
         p.add_argument("--concurrency", type=int, default=20)
@@ -67,6 +70,7 @@ def main(driver: Driver) -> None:
         p.add_argument("--rate", type=float, default=20.0)
         p.add_argument("--duration", type=float, default=10.0)
         p.add_argument("--calls", type=int, default=200)
+        p.add_argument("--producers", type=int, default=4)
     args = parser.parse_args()
     result = asyncio.run(_run(driver, args))
     print(json.dumps(result), flush=True)
@@ -85,6 +89,8 @@ async def _run(driver: Driver, args: argparse.Namespace) -> dict[str, object]:
             loop.add_signal_handler(sig, stop.set)
         await driver.worker(args.dsn, args.concurrency, stop, args.mode)
         return {"ok": True}
+    if args.command == "steady":
+        return await _steady(driver, args.dsn, args.first_key, args.rate, args.duration, args.producers)
     producer = await driver.producer(args.dsn)
     try:
         if args.command == "enqueue":
@@ -117,6 +123,50 @@ async def _trickle(producer: Producer, first_key: int, rate: float, duration: fl
             late = max(late, -delay)
         await producer.one(first_key + i, time.time())
     return {"count": count, "max_late_seconds": late}
+
+
+async def _steady(
+    driver: Driver, dsn: str, first_key: int, rate: float, duration: float, producers: int
+) -> dict[str, object]:
+    """Steady load: ``rate`` jobs/s in all from ``producers`` concurrent tasks, one job per call,
+    each task on its own producer (its own connection or pool, as separate request handlers of an
+    application would be). Job i is due at ``i / rate`` on a shared timetable, and task j sends
+    the jobs i = j, j + P, j + 2P, ...: a slow call delays its own task only, and the achieved
+    rate says whether the producers kept up."""
+    made = [await driver.producer(dsn) for _ in range(producers)]
+    count = int(rate * duration)
+    late = [0.0] * producers
+    behind = [0] * producers  # calls started more than 10 ms after their due time
+    calls: list[float] = []
+
+    async def run(j: int, producer: Producer) -> None:
+        for i in range(j, count, producers):
+            delay = begin + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                late[j] = max(late[j], -delay)
+                behind[j] += delay < -0.01
+            started = time.perf_counter()
+            await producer.one(first_key + i, time.time())
+            calls.append(time.perf_counter() - started)
+
+    try:
+        begin = time.monotonic()
+        await asyncio.gather(*(run(j, p) for j, p in enumerate(made)))
+        seconds = time.monotonic() - begin
+    finally:
+        for producer in made:
+            await producer.close()
+    return {
+        "count": count,
+        "seconds": seconds,
+        "rate": count / seconds,
+        "max_late_seconds": max(late),
+        "late_calls": sum(behind),
+        "call_p50_ms": statistics.median(calls) * 1000 if calls else None,
+        "call_p99_ms": sorted(calls)[int(len(calls) * 0.99)] * 1000 if calls else None,
+    }
 
 
 async def _schedule_one(producer: Producer, first_key: int, calls: int) -> dict[str, object]:

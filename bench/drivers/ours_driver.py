@@ -1,8 +1,13 @@
-"""pg-scheduler (this repository): the producer side. Workers are real pods, started by the
-harness as ``pg-scheduler run ours_app.py``; this driver has no worker of its own."""
+"""pg-scheduler (this repository): the producer side, and the in-process worker.
+
+The system ``ours`` runs its workers as real pods, started by the harness as ``pg-scheduler run
+ours_app.py``. The system ``ours-inproc`` runs ``worker --mode inproc`` here: an application
+that embeds a started ``Scheduler(pool, max_concurrent_jobs=C)`` on the default asyncio event
+loop, the harness's jobs registered (``ours_app``), until SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -58,5 +63,22 @@ async def producer(dsn: str) -> OursProducer:
     return made
 
 
+async def worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> None:
+    """An application with an in-process Scheduler: its pool sized as a pod's worker sizes its
+    own (one connection per slot plus one, at most 20), signals left to the application."""
+    if mode != "inproc":
+        raise SystemExit("ours_driver.py runs an in-process worker only (--mode inproc)")
+    pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=max(2, min(concurrency + 1, 20)), reset=pool_reset
+    )
+    scheduler = Scheduler(pool, max_concurrent_jobs=concurrency)
+    try:
+        await scheduler.start()
+        await stop.wait()
+    finally:
+        await scheduler.shutdown(timeout=10)
+        await pool.close()
+
+
 if __name__ == "__main__":
-    main(Driver(setup=setup, producer=producer))
+    main(Driver(setup=setup, producer=producer, worker=worker))

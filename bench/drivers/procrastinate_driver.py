@@ -1,6 +1,7 @@
 """procrastinate 3.x: a worker process is ``App.run_worker_async(concurrency=C)``; the batch
 API is ``Task.batch_defer_async``. Connections: psycopg 3 (C implementation) through the pool
-procrastinate creates, sized so that C concurrent jobs never wait for a connection."""
+procrastinate creates, sized so that C concurrent jobs never wait for a connection, up to
+``POOL_CAP`` (at 500 slots, C + 2 per process would pass the server's max_connections)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import recorder
 from driver_cli import Driver, main
 from procrastinate import App, PsycopgConnector
+
+POOL_CAP = 100
 
 
 def make_app(dsn: str, pool_size: int) -> App:
@@ -72,7 +75,7 @@ async def producer(dsn: str) -> ProcrastinateProducer:
 
 async def worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> None:
     # Room for C jobs plus the listener and the worker's own bookkeeping.
-    app = make_app(dsn, concurrency + 2)
+    app = make_app(dsn, min(concurrency + 2, POOL_CAP))
     async with app.open_async():
         run = asyncio.create_task(
             app.run_worker_async(concurrency=concurrency, install_signal_handlers=False)
