@@ -21,11 +21,16 @@ from tests.pgserver import TestPostgres
 
 # Every system's pools together: ours keeps up to 21 connections per worker process (6 processes
 # in the 3-pod scale trial), procrastinate and the raw workers 20 per process.
+# pg_stat_statements is loaded but tracks nothing unless a database asks for it: the idle-pods
+# scenario sets pg_stat_statements.track = 'all' on its own database only, so no other trial
+# pays for the tracking.
 SERVER_SETTINGS = {
     "fsync": "on",
     "synchronous_commit": "on",
     "full_page_writes": "on",
     "max_connections": "400",
+    "shared_preload_libraries": "pg_stat_statements",
+    "pg_stat_statements.track": "none",
 }
 DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes")
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -39,6 +44,21 @@ def start_server() -> TestPostgres:
 def with_database(dsn: str, dbname: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path="/" + dbname))
+
+
+def database_of(dsn: str) -> str:
+    """The database name of a DSN that ``with_database`` made."""
+    name = urlsplit(dsn).path.lstrip("/")
+    if not _DB_NAME.match(name):
+        raise ValueError(f"bad database name {name!r}")
+    return name
+
+
+def server_port(dsn: str) -> int:
+    port = urlsplit(dsn).port
+    if port is None:
+        raise ValueError(f"no port in {dsn!r}")
+    return port
 
 
 async def check_durability(dsn: str) -> dict[str, str]:

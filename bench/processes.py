@@ -11,7 +11,7 @@ import ctypes
 import json
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,3 +130,74 @@ def rss_kib(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             found[key] = int(value.split()[0])
     return found
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name (which may hold spaces): field 3 is index 0."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (its threads included), from /proc."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
+
+
+def with_descendants(pids: Iterable[int]) -> list[int]:
+    """``pids`` and every live process below them (a pod's worker processes and helpers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            children.setdefault(int(_stat_fields(int(entry.name))[1]), []).append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    found: list[int] = []
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.append(pid)
+            todo += children.get(pid, [])
+    return found
+
+
+def tree_cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
+    """CPU seconds of each live process of ``pids`` and their descendants."""
+    found = {}
+    for pid in with_descendants(pids):
+        try:
+            found[pid] = cpu_seconds(pid)
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def tcp_client_ports(pids: Iterable[int], server_port: int) -> dict[int, int]:
+    """Local port -> PID, for the TCP connections of ``pids`` to ``server_port`` on this host: a
+    backend's ``pg_stat_activity.client_port`` names the process that opened it."""
+    inode_pid: dict[int, int] = {}
+    for pid in pids:
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        for link in links:
+            if link.startswith("socket:["):
+                inode_pid[int(link[8:-1])] = pid
+    ports = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            local, remote, inode = cols[1], cols[2], int(cols[9])
+            if inode in inode_pid and int(remote.rsplit(":", 1)[1], 16) == server_port:
+                ports[int(local.rsplit(":", 1)[1], 16)] = inode_pid[inode]
+    return ports

@@ -48,6 +48,8 @@ class Context:
     options: Options
     work: Path
     """Scratch folder of the whole run (trial logs are kept here when a trial fails)."""
+    server_log: Path | None = None
+    """The server's log file (the idle-pods scenario counts statements per session in it)."""
 
 
 @dataclass
@@ -167,6 +169,24 @@ class Trial:
     async def trickle(self, *, rate: float, duration: float, first_key: int = 0) -> dict[str, Any]:
         result = await self.driver(
             "trickle", "--first-key", str(first_key), "--rate", str(rate), "--duration", str(duration)
+        )
+        self.expected.update(range(first_key, first_key + int(result["count"])))  # type: ignore[call-overload]
+        return result
+
+    async def steady(
+        self, *, rate: float, duration: float, producers: int, first_key: int = 0
+    ) -> dict[str, Any]:
+        result = await self.driver(
+            "steady",
+            "--first-key",
+            str(first_key),
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+            "--producers",
+            str(producers),
+            timeout=duration + self.ctx.options.timeout,
         )
         self.expected.update(range(first_key, first_key + int(result["count"])))  # type: ignore[call-overload]
         return result

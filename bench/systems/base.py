@@ -45,6 +45,12 @@ class System:
         return "SELECT EXISTS (" + self.unfinished_sql + ")"
 
     @property
+    def count_unfinished_sql(self) -> str:
+        """The backlog, counted (steady load samples it once a second, not every 50 ms)."""
+        # The system's own constant, never input.
+        return "SELECT count(*) FROM (" + self.unfinished_sql + ") AS unfinished"  # noqa: S608
+
+    @property
     def driver_path(self) -> Path:
         return DRIVERS / self.driver
 

@@ -1,4 +1,5 @@
-"""pg-scheduler, this repository: pods started exactly as production does, ``pg-scheduler run``."""
+"""pg-scheduler, this repository: pods started exactly as production does, ``pg-scheduler run``;
+and, for the I/O-bound scenario, an application embedding the in-process ``Scheduler``."""
 
 from __future__ import annotations
 
@@ -60,7 +61,18 @@ OURS = Ours(
         SELECT extract(epoch FROM max(finished_at))::float8 FROM scheduled_jobs
          WHERE job_name <> 'bench.filler'
     """,
-    scenarios=frozenset({"drain", "enqueue", "latency", "memory", "scale", "idle"}),
+    scenarios=frozenset({"drain", "enqueue", "latency", "memory", "scale", "idle", "slots", "io", "steady"}),
+)
+
+OURS_INPROC = System(
+    key="ours-inproc",
+    label="pg-scheduler, in-process Scheduler",
+    driver="ours_driver.py",  # worker --mode inproc: Scheduler(pool, max_concurrent_jobs=C)
+    unfinished_sql=OURS.unfinished_sql,
+    outcome_sql=OURS.outcome_sql,
+    finished_at_sql=OURS.finished_at_sql,
+    worker_mode="inproc",
+    scenarios=frozenset({"io"}),
 )
 
 

@@ -22,5 +22,5 @@ PGQUEUER = System(
     finished_at_sql="""
         SELECT extract(epoch FROM max(created))::float8 FROM pgqueuer_log WHERE status = 'successful'
     """,
-    scenarios=frozenset({"drain", "enqueue", "latency", "memory"}),
+    scenarios=frozenset({"drain", "enqueue", "latency", "memory", "slots", "io", "steady"}),
 )

@@ -19,5 +19,5 @@ PROCRASTINATE = System(
     finished_at_sql="""
         SELECT extract(epoch FROM max(at))::float8 FROM procrastinate_events WHERE type = 'succeeded'
     """,
-    scenarios=frozenset({"drain", "enqueue", "latency", "memory"}),
+    scenarios=frozenset({"drain", "enqueue", "latency", "memory", "slots", "io", "steady"}),
 )

@@ -33,7 +33,7 @@ def _raw(key: str, label: str, mode: str, scenarios: set[str]) -> System:
 
 
 RAW_ONE = _raw("raw-one", "raw SQL, claim 1, mark done", "one", {"drain", "latency"})
-RAW_SLOTS = _raw("raw-slots", "raw SQL, claim the free slots, mark them done", "slots", {"drain"})
+RAW_SLOTS = _raw("raw-slots", "raw SQL, claim the free slots, mark them done", "slots", {"drain", "slots"})
 RAW_BATCH = _raw(
     "raw-batch", "raw SQL, claim 100, mark 100 done", "batch", {"drain", "enqueue"}
 )  # enqueue: INSERT ... unnest
