@@ -21,6 +21,7 @@ from typing import Any
 
 from . import postgres, report
 from .environment import ROOT, baseline
+from .scenarios import io, pods, slots, steady
 from .scenarios.drain import drain
 from .scenarios.enqueue import enqueue
 from .scenarios.idle import finished_rows, idle
@@ -32,10 +33,22 @@ from .systems import ALL, BY_KEY, OURS, System
 from .systems.ours import baseline_system
 from .trial import Context, Options
 
-SCENARIOS = ("enqueue", "drain", "latency", "scale", "limits", "memory", "idle")
-PER_ROUND = ("enqueue", "drain", "latency", "scale", "limits", "idle")
+SCENARIOS = (
+    "enqueue",
+    "drain",
+    "latency",
+    "scale",
+    "limits",
+    "slots",
+    "io",
+    "steady",
+    "memory",
+    "idle",
+    "pods",
+)
+PER_ROUND = ("enqueue", "drain", "latency", "scale", "limits", "slots", "io", "steady", "idle")
 """Throughput and latency are interleaved over rounds (for "idle": the drain with and without a
-million finished rows); memory and the idle window's counters are measured once."""
+million finished rows); memory, the idle window's counters and the idle pods are measured once."""
 
 
 @dataclass
@@ -48,6 +61,13 @@ class Plan:
     idle_rows: int
     idle_window: float
     json_path: Path | None
+    slots: list[int]
+    io_jobs: int
+    io_sleep: float
+    steady_rates: list[float]
+    steady_seconds: float
+    pods: list[int]
+    pods_window: float
     quick: bool
     report_path: Path | None = None
 
@@ -67,6 +87,15 @@ def parse(argv: list[str]) -> Plan:
     p.add_argument("--latency-seconds", type=float, default=None, help="length of the 20 jobs/s trickle (10)")
     p.add_argument("--idle-rows", type=int, default=None, help="future / finished rows (1000000)")
     p.add_argument("--idle-window", type=float, default=None, help="seconds of idle observed (30)")
+    p.add_argument("--slots", default=None, help="slots per worker process of the slots sweep (20,100,500)")
+    p.add_argument("--io-jobs", type=int, default=None, help="jobs of the I/O-bound drain (200000)")
+    p.add_argument(
+        "--io-sleep-ms", type=float, default=50.0, help="what each I/O-bound job awaits, in ms (50)"
+    )
+    p.add_argument("--steady-rates", default=None, help="total jobs/s of the steady load (2000,5000)")
+    p.add_argument("--steady-seconds", type=float, default=None, help="length of each steady load (20)")
+    p.add_argument("--pods", default=None, help="idle pods of 2 worker processes, per trial (1,4,8)")
+    p.add_argument("--pods-window", type=float, default=None, help="seconds of idle pods observed (30)")
     p.add_argument("--timeout", type=float, default=600.0, help="longest wait for any one step")
     p.add_argument(
         "--keep-logs",
@@ -82,7 +111,9 @@ def parse(argv: list[str]) -> Plan:
         help="print the tables of an earlier --json file and stop",
     )
     p.add_argument(
-        "--quick", action="store_true", help="smoke run: 1 round, 2000 jobs, 100000 idle rows, short windows"
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 round, 2000 jobs, 100000 idle rows, short windows, small new scenarios",
     )
     p.add_argument(
         "--baseline",
@@ -122,6 +153,15 @@ def parse(argv: list[str]) -> Plan:
         idle_rows=pick(a.idle_rows, 1_000_000, 100_000),
         idle_window=pick(a.idle_window, 30.0, 15.0),
         json_path=a.json,
+        slots=_numbers(pick(a.slots, slots.SLOTS, slots.QUICK_SLOTS), int, p, "--slots"),
+        io_jobs=pick(a.io_jobs, 200_000, 5_000),
+        io_sleep=a.io_sleep_ms / 1000,
+        steady_rates=_numbers(
+            pick(a.steady_rates, steady.RATES, steady.QUICK_RATES), float, p, "--steady-rates"
+        ),
+        steady_seconds=pick(a.steady_seconds, 20.0, 5.0),
+        pods=_numbers(pick(a.pods, pods.PODS, pods.QUICK_PODS), int, p, "--pods"),
+        pods_window=pick(a.pods_window, 30.0, 10.0),
         quick=quick,
         report_path=a.report,
     )
@@ -133,6 +173,19 @@ def _split(text: str, known: dict[str, Any], p: argparse.ArgumentParser) -> list
     if unknown:
         p.error(f"unknown: {', '.join(unknown)} (choose from {', '.join(known)})")
     return names
+
+
+def _numbers(
+    value: str | tuple[float, ...], kind: type[int] | type[float], p: argparse.ArgumentParser, name: str
+) -> list[Any]:
+    """A comma-separated option (or its default tuple) as a list of positive numbers."""
+    try:
+        numbers = [kind(x) for x in value.split(",") if x.strip()] if isinstance(value, str) else list(value)
+    except ValueError:
+        p.error(f"{name}: comma-separated numbers, got {value!r}")
+    if not numbers or any(x <= 0 for x in numbers):
+        p.error(f"{name}: positive numbers, got {value!r}")
+    return numbers
 
 
 Step = tuple[str, str, Callable[[], Awaitable[dict[str, Any]]]]
@@ -158,6 +211,21 @@ def steps_for_round(plan: Plan, ctx: Context, rnd: int) -> list[Step]:
                 steps += [("limits", f"ours {k}", _bind(limited, ctx, k)) for k in _rotate(list(KINDS), rnd)]
             continue
         systems = _rotate([s for s in plan.systems if scenario in s.scenarios], rnd)
+        if scenario == "slots":
+            for n in _rotate(list(plan.slots), rnd):
+                steps += [("slots", f"{s.key}/{n}", _bind(slots.slots, ctx, s, n)) for s in systems]
+            continue
+        if scenario == "steady":
+            for rate in _rotate(list(plan.steady_rates), rnd):
+                steps += [
+                    (
+                        "steady",
+                        f"{s.key}/{rate:g}",
+                        _bind(steady.steady, ctx, s, rate=rate, duration=plan.steady_seconds),
+                    )
+                    for s in systems
+                ]
+            continue
         for system in systems:
             if scenario == "enqueue":
                 steps.append((scenario, system.key, _bind(enqueue, ctx, system)))
@@ -166,6 +234,10 @@ def steps_for_round(plan: Plan, ctx: Context, rnd: int) -> list[Step]:
             elif scenario == "latency":
                 steps.append(
                     (scenario, system.key, _bind(latency, ctx, system, duration=plan.latency_seconds))
+                )
+            elif scenario == "io":
+                steps.append(
+                    (scenario, system.key, _bind(io.io, ctx, system, jobs=plan.io_jobs, sleep=plan.io_sleep))
                 )
     return steps
 
@@ -176,6 +248,10 @@ def steps_once(plan: Plan, ctx: Context) -> list[Step]:
         steps += [("memory", s.key, _bind(memory, ctx, s)) for s in plan.systems if "memory" in s.scenarios]
     if "idle" in plan.scenarios and OURS in plan.systems:
         steps.append(("idle", "ours", _bind(idle, ctx, rows=plan.idle_rows, window=plan.idle_window)))
+    if "pods" in plan.scenarios and OURS in plan.systems:
+        steps += [
+            ("pods", f"ours x{n}", _bind(pods.pods, ctx, n, window=plan.pods_window)) for n in plan.pods
+        ]
     return steps
 
 
@@ -204,7 +280,9 @@ async def run_step(step: Step, rnd: int, label: str) -> report.Outcome:
         traceback.print_exc()
     outcome.seconds = time.monotonic() - started
     if outcome.error is None:
-        shown = ", ".join(f"{k}={_short(v)}" for k, v in outcome.metrics.items() if not isinstance(v, dict))
+        shown = ", ".join(
+            f"{k}={_short(v)}" for k, v in outcome.metrics.items() if not isinstance(v, dict | list)
+        )
         print(f"{label} {scenario:<13} {system:<14} {shown}  [{outcome.seconds:.0f} s]", flush=True)
     return outcome
 
@@ -228,7 +306,7 @@ async def run(plan: Plan) -> int:
     try:
         admin = server.dsn()
         settings = await postgres.check_durability(admin)
-        ctx = Context(admin, postgres.Databases(admin), plan.options, work)
+        ctx = Context(admin, postgres.Databases(admin), plan.options, work, server.logfile)
         for rnd in range(1, plan.rounds + 1):
             for step in steps_for_round(plan, ctx, rnd - 1):
                 outcomes.append(await run_step(step, rnd, f"[round {rnd}/{plan.rounds}]"))
@@ -312,6 +390,13 @@ def _meta(
         "jobs": plan.options.jobs,
         "processes": plan.options.processes,
         "concurrency": plan.options.concurrency,
+        "slots": plan.slots,
+        "io_jobs": plan.io_jobs,
+        "io_sleep_ms": plan.io_sleep * 1000,
+        "steady_rates": plan.steady_rates,
+        "steady_seconds": plan.steady_seconds,
+        "pods": plan.pods,
+        "pods_window": plan.pods_window,
         "quick": plan.quick,
         "seconds": seconds,
     }

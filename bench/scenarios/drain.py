@@ -22,6 +22,7 @@ async def drain(
     system: System,
     *,
     processes: int | None = None,
+    concurrency: int | None = None,
     pods: int = 0,
     prefill: Prefill | None = None,
     title: str = "drain",
@@ -30,7 +31,7 @@ async def drain(
     async with Trial(ctx, system, title) as t:
         if prefill is not None:
             await prefill(t.conn)
-        await t.start_workers(processes or opts.processes, opts.concurrency, pods)
+        await t.start_workers(processes or opts.processes, concurrency or opts.concurrency, pods)
         await t.warm_up()
         enqueued = await t.enqueue(opts.jobs)
         noticed_at = await t.wait_drained()
