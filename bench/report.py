@@ -8,7 +8,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .systems import ALL
+from .scenarios.slots import SLOTS
+from .scenarios.steady import RATES
+from .systems import ALL, BY_KEY
+
+MAIN_SCENARIOS = ("drain", "enqueue", "latency", "memory")
+PEERS = ("pgqueuer", "procrastinate")
+"""The peers the new scenarios' "ours / best peer" ratios compare with."""
 
 
 @dataclass
@@ -97,7 +103,7 @@ def main_table(outcomes: list[Outcome]) -> list[str]:
     # The systems of ALL, then a --baseline commit's (``ours@<commit>``, labelled by its key).
     baselines = sorted({o.system for o in outcomes if o.system.startswith("ours@")})
     for k, label in [(s.key, s.label) for s in ALL] + [(k, k) for k in baselines]:
-        if not any(o.system == k for o in outcomes):
+        if not any(o.system == k and o.scenario in MAIN_SCENARIOS for o in outcomes):
             continue
         one = spread(outcomes, "enqueue", k, "one_ms")
         statements = spread(outcomes, "enqueue", k, "one_statements")
@@ -129,7 +135,7 @@ def main_table(outcomes: list[Outcome]) -> list[str]:
                 cells["memory"],
             ]
         )
-    return _table(head, rows)
+    return _table(head, rows) if rows else []
 
 
 def scale_table(outcomes: list[Outcome]) -> list[str]:
@@ -193,6 +199,228 @@ def idle_table(outcomes: list[Outcome]) -> list[str]:
         )
     head = ["pg-scheduler (this repo)", "scheduled_jobs", "scheduler_* tables"]
     return _table(head, rows) if rows else []
+
+
+def _variants(outcomes: list[Outcome], scenario: str) -> list[tuple[str, float]]:
+    """The (system, parameter) pairs of a scenario whose outcomes are keyed ``system/parameter``
+    (the slots sweep, the steady load), in ALL's order, then by the parameter."""
+    found = set()
+    for o in outcomes:
+        if o.scenario == scenario:
+            key, _, value = o.system.rpartition("/")
+            found.add((key, float(value)))
+    order = {s.key: i for i, s in enumerate(ALL)}
+    return sorted(found, key=lambda kv: (kv[1], order.get(kv[0], len(order))))
+
+
+def _label(key: str) -> str:
+    return BY_KEY[key].label if key in BY_KEY else key
+
+
+def _best_peer(outcomes: list[Outcome], scenario: str, suffix: str = "") -> tuple[str, Spread] | None:
+    """The peer with the highest median jobs/s in a scenario (``suffix``: ``/<slots>``)."""
+    found = [
+        (peer, s)
+        for peer in PEERS
+        if (s := spread(outcomes, scenario, peer + suffix, "jobs_per_s")) is not None
+    ]
+    return max(found, key=lambda ps: ps[1].median) if found else None
+
+
+def _with_failed(cell: str, outcomes: list[Outcome], scenario: str, system: str) -> str:
+    failed = _failed(outcomes, scenario, system)
+    return cell + (f" **{failed} FAILED**" if failed else "")
+
+
+def slots_table(outcomes: list[Outcome]) -> list[str]:
+    variants = _variants(outcomes, "slots")
+    if not variants:
+        return []
+    order = {s.key: i for i, s in enumerate(ALL)}
+    keys = sorted({k for k, _ in variants}, key=lambda k: order.get(k, len(order)))
+    rows = []
+    for n in sorted({int(v) for _, v in variants}):
+        cells = [
+            _with_failed(
+                _cell(spread(outcomes, "slots", f"{k}/{n}", "jobs_per_s")), outcomes, "slots", f"{k}/{n}"
+            )
+            for k in keys
+        ]
+        ours = spread(outcomes, "slots", f"ours/{n}", "jobs_per_s")
+        raw = spread(outcomes, "slots", f"raw-slots/{n}", "jobs_per_s")
+        peer = _best_peer(outcomes, "slots", f"/{n}")
+        vs_raw = "—" if ours is None or raw is None else f"{ours.median / raw.median:.2f}×"
+        vs_peer = "—" if ours is None or peer is None else f"{ours.median / peer[1].median:.2f}× ({peer[0]})"
+        rows.append([str(n), *cells, vs_raw, vs_peer])
+    head = [
+        "slots per process",
+        *[f"{_label(k)}, jobs/s" for k in keys],
+        "ours / raw-slots",
+        "ours / best peer",
+    ]
+    return _table(head, rows)
+
+
+def io_table(outcomes: list[Outcome]) -> list[str]:
+    rows = []
+    for system in ALL:
+        k = system.key
+        jobs = spread(outcomes, "io", k, "jobs_per_s")
+        if jobs is None and not _failed(outcomes, "io", k):
+            continue
+        of_bound = spread(outcomes, "io", k, "of_bound")
+        cpu = spread(outcomes, "io", k, "cpu_us_per_job")
+        rss = spread(outcomes, "io", k, "peak_rss_mb")
+        count = spread(outcomes, "io", k, "jobs")
+        rows.append(
+            [
+                system.label,
+                "—" if count is None else f"{count.median:,.0f}",
+                _with_failed(_cell(jobs), outcomes, "io", k),
+                "—" if of_bound is None else f"{of_bound.median:.2f}×",
+                _cell(cpu),
+                _cell(rss),
+            ]
+        )
+    if not rows:
+        return []
+    head = [
+        "system",
+        "jobs",
+        "I/O-bound drain, jobs/s",
+        "of the slot bound",
+        "worker CPU per job, µs",
+        "peak worker RSS, MB",
+    ]
+    return _table(head, rows)
+
+
+def io_title(outcomes: list[Outcome]) -> str:
+    m = next((o.metrics for o in outcomes if o.scenario == "io" and o.error is None), None)
+    if m is None:
+        return "I/O-bound jobs"
+    return (
+        f"I/O-bound jobs ({m['worker_processes']} worker processes × {m['slots']} slots, each job "
+        f"awaits {m['sleep_ms']:g} ms: at most {_num(m['bound_jobs_per_s'])} jobs/s)"
+    )
+
+
+def steady_table(outcomes: list[Outcome]) -> list[str]:
+    rows = []
+    for k, rate in _variants(outcomes, "steady"):
+        key = f"{k}/{rate:g}"
+
+        def s(metric: str, key: str = key) -> Spread | None:
+            return spread(outcomes, "steady", key, metric)
+
+        p50, p99, worst = s("p50_ms"), s("p99_ms"), s("max_ms")
+        lag = (
+            "—"
+            if p50 is None or p99 is None or worst is None
+            else f"{_cell(p50)} / {_cell(p99)} / {_cell(worst)}"
+        )
+        first, second, slope = s("backlog_first_half"), s("backlog_second_half"), s("backlog_slope")
+        flats = [
+            o.metrics.get("flat")
+            for o in outcomes
+            if o.scenario == "steady" and o.system == key and o.error is None
+        ]
+        flat = (
+            "—"
+            if not flats or None in flats
+            else ("flat" if all(flats) else f"**growing** in {flats.count(False)} of {len(flats)}")
+        )
+        backlog = "—" if first is None or second is None else f"{_cell(first)} → {_cell(second)}"
+        call50, call99 = s("call_p50_ms"), s("call_p99_ms")
+        call = "—" if call50 is None or call99 is None else f"{_cell(call50)} / {_cell(call99)}"
+        rows.append(
+            [
+                f"{rate:,.0f}",
+                _label(k),
+                _with_failed(_cell(s("achieved_rate")), outcomes, "steady", key),
+                call,
+                lag,
+                backlog,
+                "—" if slope is None else f"{slope.median:+.1f}",
+                flat,
+            ]
+        )
+    if not rows:
+        return []
+    head = [
+        "offered, jobs/s",
+        "system",
+        "achieved, jobs/s",
+        "one call p50 / p99, ms",
+        "start lag p50 / p99 / max, ms",
+        "backlog, mean of 1st → 2nd half",
+        "backlog slope, jobs/s",
+        "backlog",
+    ]
+    return _table(head, rows)
+
+
+def pods_table(outcomes: list[Outcome]) -> list[str]:
+    rows = []
+    for o in sorted(
+        (o for o in outcomes if o.scenario == "pods"), key=lambda o: int(o.system.split("x")[-1])
+    ):
+        if o.error is not None:
+            rows.append([o.system.split("x")[-1], "**FAILED**", "", "", "", ""])
+            continue
+        m = o.metrics
+        per_worker = m["statements_per_s_per_pod"] / (m["worker_processes"] / m["pods"])
+        by_pod = m.get("logged_per_s_by_pod")
+        if by_pod:
+            lead = "leader" if m.get("leader_pod_known") else "busiest"
+            logged = f"{lead} {by_pod[0]:.1f}" + (
+                f", others {statistics.fmean(by_pod[1:]):.1f}" if len(by_pod) > 1 else ""
+            )
+            excess = m.get("leader_excess_per_s")
+            logged += f"; leader session {m['leader_session_per_s']:.1f}"
+            if excess is not None:
+                logged += f"; leader's own ≈ {excess:.1f}"
+        else:
+            logged = "—"
+        kinds = ", ".join(
+            f"{k.removeprefix('pg_scheduler:')} {v}" for k, v in sorted(m["connections_by_kind"].items())
+        )
+        rows.append(
+            [
+                f"{m['pods']} × {m['worker_processes'] // m['pods']}",
+                f"{m['connections_per_pod']} per pod; {m['connections']} in all ({kinds})",
+                f"{m['statements_per_s']:.1f}; {m['statements_per_s_per_pod']:.1f} per pod, "
+                f"{per_worker:.2f} per worker",
+                f"{m['nested_per_s']:.1f}",
+                logged,
+                f"{m['window_s']:.0f} s",
+            ]
+        )
+    if not rows:
+        return []
+    head = [
+        "pods × worker processes",
+        "server connections",
+        "statements/s (top level)",
+        "nested statements/s",
+        "round trips/s per pod (server log)",
+        "window",
+    ]
+    return _table(head, rows)
+
+
+def pods_top_table(outcomes: list[Outcome]) -> tuple[str, list[str]]:
+    """The statements with the most calls in the trial with the fewest pods."""
+    done = [o for o in outcomes if o.scenario == "pods" and o.error is None]
+    if not done:
+        return "", []
+    m = min(done, key=lambda o: o.metrics["pods"]).metrics
+    rows = [
+        [f"{t['calls_per_s']:.2f}", "top" if t["top_level"] else "nested", f"`{t['query']}`"]
+        for t in m["top_statements"]
+    ]
+    title = f"What {m['pods']} idle pod(s) sent: statements by calls/s over {m['window_s']:.0f} s"
+    return title, _table(["calls/s", "level", "statement"], rows)
 
 
 def _ratio_target(name: str, goal: float, num: Spread | None, den: Spread | None) -> Target:
@@ -319,7 +547,143 @@ def targets(outcomes: list[Outcome]) -> list[Target]:
             "worker RSS at 50 concurrent jobs", s("memory", "ours", "rss_mb"), 80, " MB", lambda v, g: v < g
         )
     )
+    found += _slots_targets(outcomes) + _io_targets(outcomes) + _steady_targets(outcomes)
+    found += _pods_targets(outcomes)
     return found
+
+
+def _slots_targets(outcomes: list[Outcome]) -> list[Target]:
+    measured = sorted({int(v) for _, v in _variants(outcomes, "slots")}) or list(SLOTS)
+    found = []
+    for n in measured:
+        ours = spread(outcomes, "slots", f"ours/{n}", "jobs_per_s")
+        found.append(
+            _ratio_target(
+                f"drain at {n} slots: ours / raw-slots",
+                0.9,
+                ours,
+                spread(outcomes, "slots", f"raw-slots/{n}", "jobs_per_s"),
+            )
+        )
+    for n in measured:
+        ours = spread(outcomes, "slots", f"ours/{n}", "jobs_per_s")
+        peer = _best_peer(outcomes, "slots", f"/{n}")
+        found.append(
+            _ratio_target(
+                f"drain at {n} slots: ours / best peer" + (f" ({peer[0]})" if peer else ""),
+                2.0,
+                ours,
+                None if peer is None else peer[1],
+            )
+        )
+    return found
+
+
+def _io_targets(outcomes: list[Outcome]) -> list[Target]:
+    m = next((o.metrics for o in outcomes if o.scenario == "io" and o.error is None), None)
+    what = (
+        "I/O-bound"
+        if m is None
+        else f"I/O-bound {m['worker_processes']} × {m['slots']} × {m['sleep_ms']:g} ms"
+    )
+    found = []
+    for key, how in (("ours", "pods"), ("ours-inproc", "in-process")):
+        of_bound = spread(outcomes, "io", key, "of_bound")
+        jobs = spread(outcomes, "io", key, "jobs_per_s")
+        name = f"{what}: ours ({how}) / slot bound"
+        if of_bound is None or jobs is None or m is None:
+            found.append(Target(name, "not measured", "≥ 0.9×", None))
+        else:
+            found.append(
+                Target(
+                    name,
+                    f"{of_bound.median:.2f}× ({_num(jobs.median)} / {_num(m['bound_jobs_per_s'])})",
+                    "≥ 0.9×",
+                    of_bound.median >= 0.9,
+                )
+            )
+    peer = _best_peer(outcomes, "io")
+    for key, how in (("ours", "pods"), ("ours-inproc", "in-process")):
+        found.append(
+            _ratio_target(
+                f"I/O-bound: ours ({how}) / best peer" + (f" ({peer[0]})" if peer else ""),
+                1.8,
+                spread(outcomes, "io", key, "jobs_per_s"),
+                None if peer is None else peer[1],
+            )
+        )
+    slots = m["slots"] if m is not None else 500
+    for key, how in (("ours", "pod worker process"), ("ours-inproc", "in-process application")):
+        found.append(
+            _limit_target(
+                f"worker RSS at {slots} busy slots ({how})",
+                spread(outcomes, "io", key, "peak_rss_mb"),
+                120,
+                " MB",
+                lambda v, g: v <= g,
+            )
+        )
+    return found
+
+
+def _steady_targets(outcomes: list[Outcome]) -> list[Target]:
+    rates = [rate for key, rate in _variants(outcomes, "steady") if key == "ours"]
+    rate = max(rates) if rates else max(RATES)
+    name = f"steady {rate:,.0f} jobs/s: start lag p99, backlog"
+    key = f"ours/{rate:g}"
+    p99 = spread(outcomes, "steady", key, "p99_ms")
+    slope = spread(outcomes, "steady", key, "backlog_slope")
+    achieved = spread(outcomes, "steady", key, "achieved_rate")
+    flats = [
+        o.metrics.get("flat") for o in outcomes if o.scenario == "steady" and o.system == key and not o.error
+    ]
+    if p99 is None or not flats or None in flats or slope is None or achieved is None:
+        return [Target(name, "not measured", "≤ 25 ms, backlog flat", None)]
+    flat = all(flats)
+    return [
+        Target(
+            name,
+            f"{_num(p99.median)} ms; backlog {'flat' if flat else 'growing'} ({slope.median:+.1f} jobs/s); "
+            f"producers reached {_num(achieved.median)} jobs/s",
+            "≤ 25 ms, backlog flat",
+            p99.median <= 25 and flat,
+        )
+    ]
+
+
+def _pods_targets(outcomes: list[Outcome]) -> list[Target]:
+    done = [o.metrics for o in outcomes if o.scenario == "pods" and o.error is None]
+    if not done:
+        return [
+            Target(
+                "idle pod: statements/s on the server, per pod",
+                "not measured",
+                "≤ 1 per worker process",
+                None,
+            ),
+            Target("idle pod: server connections per pod", "not measured", "≤ workers + 2", None),
+        ]
+    worst = max(done, key=lambda m: m["statements_per_s_per_pod"] / (m["worker_processes"] / m["pods"]))
+    workers = worst["worker_processes"] // worst["pods"]
+    per_pod = worst["statements_per_s_per_pod"]
+    crowded = max(done, key=lambda m: m["connections_per_pod"] - m["worker_processes"] / m["pods"])
+    crowded_workers = crowded["worker_processes"] // crowded["pods"]
+    return [
+        Target(
+            f"idle pod of {workers} workers: statements/s on the server, per pod",
+            f"{per_pod:.1f} per pod, {per_pod / workers:.2f} per worker "
+            f"(worst trial: {worst['pods']} pod(s))",
+            f"≤ {workers} (1 per worker process)",
+            per_pod <= workers,
+        ),
+        Target(
+            "idle pod: server connections per pod",
+            f"{crowded['connections_per_pod']} "
+            f"(worst trial: {crowded['pods']} pod(s) of {crowded_workers} workers)",
+            f"≤ {crowded_workers + 2} (workers + 2)",
+            crowded["connections_per_pod"] <= crowded_workers + 2,
+        ),
+    ]
 
 
 def targets_table(found: list[Target]) -> list[str]:
@@ -330,11 +694,18 @@ def targets_table(found: list[Target]) -> list[str]:
 
 
 def render(outcomes: list[Outcome], header: str) -> str:
-    parts = [header, "", *main_table(outcomes)]
+    main = main_table(outcomes)
+    parts = [header, *(["", *main] if main else [])]
+    top_title, top_table = pods_top_table(outcomes)
     for title, table in (
         ("Scaling out (pg-scheduler pods of 2 worker processes)", scale_table(outcomes)),
         ("Idle cost and table size", idle_table(outcomes)),
         ("Queue limits (the drain, in a limited queue)", limits_table(outcomes)),
+        ("Slots sweep (the drain, 2 worker processes × N slots each)", slots_table(outcomes)),
+        (io_title(outcomes), io_table(outcomes)),
+        ("Steady load (single-job API from 4 producer tasks; 2 worker processes)", steady_table(outcomes)),
+        ("Idle pods (pg-scheduler, nothing due)", pods_table(outcomes)),
+        (top_title, top_table),
     ):
         if table:
             parts += ["", title, "", *table]
