@@ -372,7 +372,7 @@ def pods_table(outcomes: list[Outcome]) -> list[str]:
         per_worker = m["statements_per_s_per_pod"] / (m["worker_processes"] / m["pods"])
         by_pod = m.get("logged_per_s_by_pod")
         if by_pod:
-            lead = "leader" if m.get("leader_pod_known") else "busiest"
+            lead = "leader's pod" if m.get("leader_pod_known") else "busiest pod"
             logged = f"{lead} {by_pod[0]:.1f}" + (
                 f", others {statistics.fmean(by_pod[1:]):.1f}" if len(by_pod) > 1 else ""
             )
@@ -416,7 +416,11 @@ def pods_top_table(outcomes: list[Outcome]) -> tuple[str, list[str]]:
         return "", []
     m = min(done, key=lambda o: o.metrics["pods"]).metrics
     rows = [
-        [f"{t['calls_per_s']:.2f}", "top" if t["top_level"] else "nested", f"`{t['query']}`"]
+        [
+            f"{t['calls_per_s']:.2f}",
+            "top" if t["top_level"] else "nested",
+            "`" + t["query"].replace("|", "\\|") + "`",  # a pipe would end the table's cell
+        ]
         for t in m["top_statements"]
     ]
     title = f"What {m['pods']} idle pod(s) sent: statements by calls/s over {m['window_s']:.0f} s"
