@@ -50,6 +50,49 @@ async def test_a_job_from_another_process_wakes_an_idle_worker(pool: asyncpg.Poo
         assert time.monotonic() - t0 < 1.0
 
 
+async def test_the_heartbeat_session_listens_and_comes_back_when_the_server_ends_it(
+    pool: asyncpg.Pool,
+) -> None:
+    # One dedicated session per worker: the heartbeat's, which also LISTENs. Ended by the
+    # server, it is opened again at once (not at the next beat), and wakes the worker again.
+    started = asyncio.Event()
+
+    @job
+    async def after_reconnect() -> None:
+        started.set()
+
+    # The worker's own sessions (an in-process Scheduler's leader session has the same id).
+    sessions = """SELECT pid, application_name FROM pg_stat_activity
+                   WHERE application_name IN ('pg_scheduler:heartbeat:' || $1,
+                                              'pg_scheduler:listen:' || $1)"""
+    async with Scheduler(
+        pool, **{**NO_POLLING, "heartbeat_seconds": 5.0, "lease_seconds": 30.0}
+    ) as scheduler:
+        worker = scheduler.worker
+        assert worker is not None
+        await wait_for(lambda: worker.listening, message="listening")
+        [(pid, name)] = [tuple(r) for r in await pool.fetch(sessions, worker.worker_id)]
+        assert name.startswith("pg_scheduler:heartbeat:")
+        await pool.execute("SELECT pg_terminate_backend($1)", pid)
+        t0 = time.monotonic()
+        await wait_for(
+            lambda: _new_session(pool, sessions, worker.worker_id, pid), timeout=4, message="a new session"
+        )
+        await wait_for(lambda: worker.listening, timeout=4, message="listening again")
+        took = time.monotonic() - t0
+        print(f"\nheartbeat session back and listening {took:.3f}s after the server ended it (beat 5 s)")
+        assert took < 2.5, took
+        t1 = time.monotonic()
+        await Scheduler(pool).schedule(after_reconnect, execution_time=datetime.now(UTC))
+        await asyncio.wait_for(started.wait(), 10)
+        assert time.monotonic() - t1 < 1.0
+
+
+async def _new_session(pool: asyncpg.Pool, sessions: str, worker_id: str, old_pid: int) -> bool:
+    rows = await pool.fetch(sessions, worker_id)
+    return len(rows) == 1 and rows[0]["pid"] != old_pid
+
+
 async def test_one_slot_runs_jobs_back_to_back(pool: asyncpg.Pool) -> None:
     # 0.2.3 re-polled once a second while its only slot was busy: about 1 job/s whatever the
     # job length. A freed slot wakes the worker at once.
