@@ -41,6 +41,10 @@ KEEPALIVE_COUNT = 3
 
 CONNECT_RETRY_SECONDS = 0.5
 CONNECT_RETRY_MAX_SECONDS = 5.0
+POOL_IDLE_SECONDS = 60.0
+"""A pod's pools close a connection left unused this long (asyncpg hands out the most recently
+released one first, so a burst's extra connections go unused once it is over): an idle pod
+keeps one pooled connection per process, not what its last burst opened."""
 
 
 async def pool_reset(conn: asyncpg.Connection) -> None:
@@ -68,14 +72,22 @@ async def create_pool_waiting(
     restarting or full, so that a pod stays up rather than crash-looping; a malformed DSN, a
     wrong password or an unknown database raises at once. After ``wait_seconds`` (None: no
     limit) the last error is raised. Returns None if ``stop`` is set meanwhile. ``who`` names
-    the caller in the one warning logged per wait."""
+    the caller in the one warning logged per wait. Connections unused for POOL_IDLE_SECONDS
+    are closed, down to one."""
     loop = asyncio.get_running_loop()
     deadline = None if wait_seconds is None else loop.time() + wait_seconds
     delay = CONNECT_RETRY_SECONDS
     warned = False
     while not stop.is_set():
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, timeout=10, reset=pool_reset)
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=max_size,
+                max_inactive_connection_lifetime=POOL_IDLE_SECONDS,
+                timeout=10,
+                reset=pool_reset,
+            )
             assert pool is not None
             if warned:
                 log.info("%s: connected", who)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ from pg_scheduler import (
     job,
     periodic,
 )
+from pg_scheduler.shared import db
 from pg_scheduler.shared.db import create_pool_waiting
 from pg_scheduler.shared.locks import EXCLUSIVE_JOB_LOCK_CLASS, exclusive_job_lock
 from tests.rows import job_row, wait_for_status
@@ -824,3 +826,28 @@ async def test_our_pools_skip_the_reset_round_trip_but_never_reuse_an_open_trans
             )
     finally:
         await pool.close()
+
+
+async def test_our_pools_close_the_connections_a_burst_left_unused(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle pod keeps one pooled connection per process, not what its last burst opened."""
+    monkeypatch.setattr(db, "POOL_IDLE_SECONDS", 0.5)
+    pool = await create_pool_waiting(dsn, max_size=4, stop=asyncio.Event(), who="test")
+    assert pool is not None
+    try:
+        async with pool.acquire() as a, pool.acquire() as b, pool.acquire() as c:
+            pids = {await conn.fetchval("SELECT pg_backend_pid()") for conn in (a, b, c)}
+        assert len(pids) == 3
+
+        async def open_of_ours() -> int:
+            return int(await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)", pids))
+
+        # The pool's own probe keeps one of them in use; the other two go after 0.5 s idle.
+        assert await wait_for(lambda: _at_most(open_of_ours, 1), timeout=5, message="idle ones closed")
+    finally:
+        await pool.close()
+
+
+async def _at_most(count: Callable[[], Awaitable[int]], most: int) -> bool:
+    return await count() <= most
