@@ -250,7 +250,18 @@ def steps_once(plan: Plan, ctx: Context) -> list[Step]:
         steps.append(("idle", "ours", _bind(idle, ctx, rows=plan.idle_rows, window=plan.idle_window)))
     if "pods" in plan.scenarios and OURS in plan.systems:
         steps += [
-            ("pods", f"ours x{n}", _bind(pods.pods, ctx, n, window=plan.pods_window)) for n in plan.pods
+            (
+                "pods",
+                f"ours x{n}",
+                _bind(
+                    pods.pods,
+                    ctx,
+                    n,
+                    window=plan.pods_window,
+                    settle=pods.QUICK_SETTLE_SECONDS if plan.quick else pods.SETTLE_SECONDS,
+                ),
+            )
+            for n in plan.pods
         ]
     return steps
 

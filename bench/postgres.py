@@ -22,8 +22,9 @@ from tests.pgserver import TestPostgres
 # Every system's pools together: ours keeps up to 21 connections per worker process (6 processes
 # in the 3-pod scale trial), procrastinate and the raw workers 20 per process.
 # pg_stat_statements is loaded but tracks nothing unless a database asks for it: the idle-pods
-# scenario sets pg_stat_statements.track = 'all' on its own database only, so no other trial
-# pays for the tracking.
+# scenario sets pg_stat_statements.track = 'all' and compute_query_id = on on its own database
+# only, so no other trial pays for the tracking or for the query ids (with `auto`, loading the
+# module alone would compute one for every statement).
 SERVER_SETTINGS = {
     "fsync": "on",
     "synchronous_commit": "on",
@@ -31,6 +32,7 @@ SERVER_SETTINGS = {
     "max_connections": "400",
     "shared_preload_libraries": "pg_stat_statements",
     "pg_stat_statements.track": "none",
+    "compute_query_id": "off",
 }
 DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes")
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")

@@ -471,16 +471,18 @@ def targets(outcomes: list[Outcome]) -> list[Target]:
             s("drain", "ours", "jobs_per_s"),
             s("drain", "pgqueuer", "jobs_per_s"),
         ),
+        # The drain is judged against raw SQL at its own slots; the batched ceiling keeps 200
+        # jobs in flight per process and stays as context (bench/README.md, issue 23).
         _ratio_target(
-            "drain: ours / raw batched ceiling",
-            0.5,
-            s("drain", "ours", "jobs_per_s"),
-            s("drain", "raw-batch", "jobs_per_s"),
-        ),
-        _context_ratio(
-            "drain: ours / raw SQL at the same slots (context, no goal)",
+            "drain: ours / raw SQL at the same slots",
+            0.9,
             s("drain", "ours", "jobs_per_s"),
             s("drain", "raw-slots", "jobs_per_s"),
+        ),
+        _context_ratio(
+            "drain: ours / raw batched ceiling (context, no goal)",
+            s("drain", "ours", "jobs_per_s"),
+            s("drain", "raw-batch", "jobs_per_s"),
         ),
         _ratio_target(
             "drain: concurrency limit that never binds / unlimited",
@@ -667,25 +669,53 @@ def _pods_targets(outcomes: list[Outcome]) -> list[Target]:
             ),
             Target("idle pod: server connections per pod", "not measured", "≤ workers + 2", None),
         ]
-    worst = max(done, key=lambda m: m["statements_per_s_per_pod"] / (m["worker_processes"] / m["pods"]))
-    workers = worst["worker_processes"] // worst["pods"]
-    per_pod = worst["statements_per_s_per_pod"]
     crowded = max(done, key=lambda m: m["connections_per_pod"] - m["worker_processes"] / m["pods"])
     crowded_workers = crowded["worker_processes"] // crowded["pods"]
     return [
-        Target(
-            f"idle pod of {workers} workers: statements/s on the server, per pod",
-            f"{per_pod:.1f} per pod, {per_pod / workers:.2f} per worker "
-            f"(worst trial: {worst['pods']} pod(s))",
-            f"≤ {workers} (1 per worker process)",
-            per_pod <= workers,
-        ),
+        *_idle_statement_targets(done),
         Target(
             "idle pod: server connections per pod",
             f"{crowded['connections_per_pod']} "
             f"(worst trial: {crowded['pods']} pod(s) of {crowded_workers} workers)",
             f"≤ {crowded_workers + 2} (workers + 2)",
             crowded["connections_per_pod"] <= crowded_workers + 2,
+        ),
+    ]
+
+
+def _idle_statement_targets(done: list[dict[str, Any]]) -> list[Target]:
+    """Statements per idle pod: a pod that does not lead (the server log's count per pod, in
+    the trial with the most pods), and apart from it what the leader sends for the cluster;
+    without the server log, the worst trial's mean per pod."""
+    logged = [m for m in done if m.get("leader_pod_known") and len(m.get("logged_per_s_by_pod", [])) > 1]
+    if not logged:
+        worst = max(done, key=lambda m: m["statements_per_s_per_pod"] / (m["worker_processes"] / m["pods"]))
+        workers = worst["worker_processes"] // worst["pods"]
+        per_pod = worst["statements_per_s_per_pod"]
+        return [
+            Target(
+                f"idle pod of {workers} workers: statements/s on the server, per pod",
+                f"{per_pod:.1f} per pod, {per_pod / workers:.2f} per worker "
+                f"(worst trial: {worst['pods']} pod(s), the leader's work included)",
+                f"≤ {workers} (1 per worker process)",
+                per_pod <= workers,
+            )
+        ]
+    m = max(logged, key=lambda m: m["pods"])
+    workers = m["worker_processes"] // m["pods"]
+    per_pod = statistics.fmean(m["logged_per_s_by_pod"][1:])
+    return [
+        Target(
+            f"idle pod of {workers} workers that does not lead: statements/s on the server",
+            f"{per_pod:.2f} per pod, {per_pod / workers:.2f} per worker ({m['pods']} pods)",
+            f"≤ {workers} (1 per worker process)",
+            per_pod <= workers,
+        ),
+        Target(
+            "the leader's own statements/s, once per cluster (context, no goal)",
+            f"{m['leader_excess_per_s']:.2f} beyond a pod that does not lead",
+            "—",
+            None,
         ),
     ]
 

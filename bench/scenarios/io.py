@@ -45,7 +45,8 @@ async def io(ctx: Context, system: System, *, jobs: int, sleep: float, slots: in
             finished_at = min(noticed_at, float(await t.conn.fetchval(system.finished_at_sql)))
         seconds = finished_at - float(enqueued["done_at"])
         await t.verify()
-    # A process that started or ended in the window counts for what it spent in it only.
+    # What each process still alive at the end spent in the window (one that started in it
+    # counts from zero; one that ended in it is not counted).
     cpu = sum(cpu_after[p] - cpu_before.get(p, 0.0) for p in cpu_after)
     bound = opts.processes * slots / sleep
     return {

@@ -7,7 +7,7 @@ their warm-up jobs and a settling pause, then a window (30 s) of nothing due:
   the pod whose process opened it (the backend's ``client_port`` is a local TCP port of one of
   the pod's processes: ``/proc/<pid>/fd`` and ``/proc/net/tcp``), by the session's
   ``application_name`` (pg-scheduler names its dedicated sessions ``pg_scheduler:leader:…``,
-  ``…:listen:…``, ``…:heartbeat:…``; pool connections have none);
+  ``…:heartbeat:…``; pool connections have none);
 - *statements*: ``pg_stat_statements`` (``track = all``, set on this database only), the change
   of ``calls`` over the window: top-level statements (what the pods send; utility statements
   such as BEGIN, COMMIT and LISTEN included) and nested ones (run inside functions), and the
@@ -38,7 +38,11 @@ from ..trial import Context, Trial
 
 PODS = (1, 4, 8)
 QUICK_PODS = (1, 2)
-SETTLE_SECONDS = 12.0
+SETTLE_SECONDS = 70.0
+"""After the warm-up, before the window: longer than the pods' POOL_IDLE_SECONDS (60 s,
+pg_scheduler/shared/db.py), so the window sees an idle pod's connections, not what its warm-up
+opened. --quick settles QUICK_SETTLE_SECONDS and counts those too."""
+QUICK_SETTLE_SECONDS = 12.0
 TOP_STATEMENTS = 10
 _LOGGED = re.compile(r"^[^\[\n]*\[(\d+)\] LOG:  (?:statement|execute [^:\n]*): ", re.MULTILINE)
 
@@ -58,7 +62,7 @@ SELECT DISTINCT pid FROM pg_locks
 
 
 def _kind(application_name: str) -> str:
-    """``pg_scheduler:listen:<worker id>`` -> ``pg_scheduler:listen``; no name -> ``pool``."""
+    """``pg_scheduler:heartbeat:<worker id>`` -> ``pg_scheduler:heartbeat``; no name -> ``pool``."""
     if application_name.startswith("pg_scheduler:"):
         return ":".join(application_name.split(":")[:2])
     return application_name or "pool"
@@ -115,7 +119,7 @@ def _logged_statements(path: Path, start: int, end: int) -> Counter[int]:
     return Counter(int(m.group(1)) for m in _LOGGED.finditer(text))
 
 
-async def pods(ctx: Context, n: int, *, window: float) -> dict[str, Any]:
+async def pods(ctx: Context, n: int, *, window: float, settle: float = SETTLE_SECONDS) -> dict[str, Any]:
     opts = ctx.options
     async with Trial(ctx, OURS, f"pods{n}") as t:
         db = postgres.database_of(t.dsn)
@@ -125,12 +129,13 @@ async def pods(ctx: Context, n: int, *, window: float) -> dict[str, Any]:
             # Identifiers cannot be bind parameters; database_of checked the name. Sessions
             # opened from now on in this database are tracked and logged (not the harness's).
             await admin.execute(f"ALTER DATABASE \"{db}\" SET pg_stat_statements.track = 'all'")
+            await admin.execute(f'ALTER DATABASE "{db}" SET compute_query_id = on')
             if ctx.server_log is not None:
                 await admin.execute(f"ALTER DATABASE \"{db}\" SET log_statement = 'all'")
             harness_pid = int(await t.conn.fetchval("SELECT pg_backend_pid()"))
             await t.start_workers(n * PROCESSES_PER_POD, opts.concurrency, pods=n)
             await t.warm_up()
-            await asyncio.sleep(SETTLE_SECONDS)
+            await asyncio.sleep(settle)
             sessions = _Sessions([[w.pid] for w in t.workers], postgres.server_port(t.dsn), harness_pid)
 
             await sessions.look(admin, db)
@@ -193,7 +198,8 @@ def _per_session(
             by_pod[sessions.pod[pid]] += count
         else:
             unattributed += count
-    order = sorted(range(n), key=lambda i: (i != leader_pod, i))
+    # The leader's pod first; without one known, the busiest.
+    order = sorted(range(n), key=lambda i: (i != leader_pod, -by_pod[i] if leader_pod is None else i))
     per_pod = [by_pod[i] / window for i in order]
     others = per_pod[1:] if leader_pod is not None else []
     return {

@@ -57,6 +57,12 @@ async def steady(ctx: Context, system: System, *, rate: float, duration: float) 
         await t.verify()
         count = int(sent["count"])
         ms = [(s.started_at - s.enqueued_at) * 1000 for s in records.read(t.record_dir) if s.key < count]
+    # The sampler runs a little longer than the producers (their start-up, their close): the
+    # empty backlog before the first job and after the last is not part of the load.
+    while samples and samples[0][1] == 0:
+        samples.pop(0)
+    while samples and samples[-1][1] == 0:
+        samples.pop()
     backlog = [n for _, n in samples]
     half = len(backlog) // 2
     slope = _slope(samples)
