@@ -44,7 +44,8 @@ CONNECT_RETRY_MAX_SECONDS = 5.0
 POOL_IDLE_SECONDS = 60.0
 """A pod's pools close a connection left unused this long (asyncpg hands out the most recently
 released one first, so a burst's extra connections go unused once it is over): an idle pod
-keeps one pooled connection per process, not what its last burst opened."""
+keeps the one pooled connection per process that its loops use every few seconds, not what its
+last burst opened."""
 
 
 async def pool_reset(conn: asyncpg.Connection) -> None:

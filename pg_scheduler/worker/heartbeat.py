@@ -47,6 +47,9 @@ from ..shared.metrics import metrics
 
 log = logging.getLogger(__name__)
 
+RECONNECT_AFTER_SECONDS = 1.0
+"""A session the server ends after it lived this long is opened again at once; one ended sooner
+waits for the next beat, so that a server that keeps ending sessions is not asked in a loop."""
 JOBS_CHANNEL = "pg_scheduler_jobs"
 CANCEL_CHANNEL = "pg_scheduler_cancel"
 
@@ -101,6 +104,7 @@ class Heartbeat:
         self.listening = threading.Event()
         """Set while the session is up and LISTENs (with ``notifications``)."""
         self._wake: asyncio.Event | None = None
+        self._ended: Callable[[asyncpg.Connection], None] | None = None
 
     def track(self, job_id: str, attempt: int, since: float | None = None) -> None:
         """Renew ``job_id``'s lease from now on. ``since`` (``time.monotonic()``) is when its
@@ -166,17 +170,19 @@ class Heartbeat:
                     if conn is None or conn.is_closed():
                         self.listening.clear()
                         conn = await self._connect()
+                        if self._stop.is_set():  # stopped while connecting: the worker is gone
+                            break
                     await self._beat(conn)
                 except Exception as exc:
                     metrics().db_errors.inc()
                     log.warning("heartbeat: %s: beat failed: %r", self.worker_id, exc)
                     self.listening.clear()
                     if conn is not None:
-                        conn.terminate()
+                        self._end(conn)
                         conn = None
                     self._report_stale()
-                # Until the next beat, a stop, or the server ending the session (reconnect now:
-                # the LISTEN is gone with it).
+                # Until the next beat, a stop, or the server ending a session that had lived
+                # RECONNECT_AFTER_SECONDS (reconnect now: the LISTEN is gone with it).
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.interval_seconds):
                         await wake.wait()
@@ -186,7 +192,15 @@ class Heartbeat:
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
             if conn is not None and not conn.is_closed():
-                conn.terminate()
+                self._end(conn)
+
+    def _end(self, conn: asyncpg.Connection) -> None:
+        """Terminate ``conn`` from this side: its termination listener (the reconnect's wake)
+        is for the server ending it, so it goes first."""
+        if self._ended is not None:
+            conn.remove_termination_listener(self._ended)
+            self._ended = None
+        conn.terminate()
 
     async def _connect(self) -> asyncpg.Connection:
         """The session, LISTENing if asked to, and the worker woken once it does."""
@@ -202,13 +216,20 @@ class Heartbeat:
         try:
             wake = self._wake
             assert wake is not None
-            conn.add_termination_listener(lambda _c: wake.set())
+            opened = time.monotonic()
+
+            def ended(_conn: asyncpg.Connection) -> None:
+                if time.monotonic() - opened >= RECONNECT_AFTER_SECONDS:
+                    wake.set()
+
+            conn.add_termination_listener(ended)
+            self._ended = ended
             await conn.add_listener(JOBS_CHANNEL, lambda *_: _hand(to.loop, to.on_jobs))
             await conn.add_listener(
                 CANCEL_CHANNEL, lambda _c, _pid, _channel, payload: _hand(to.loop, to.on_cancel, payload)
             )
         except BaseException:
-            conn.terminate()
+            self._end(conn)
             raise
         self.listening.set()
         _hand(to.loop, to.on_jobs)  # a (re)connect may have missed notifications: look now

@@ -52,7 +52,8 @@ PLAIN_RECHECK_MAX_SECONDS = 1.0
 limited queues (an announced job is claimed at once; an idle worker's probe sees it when due)."""
 
 LIMITED_RECHECK_SECONDS = 1.0
-"""A worker that heard no queue is limited still sends the claim of limited queues this often,
+"""A busy worker that heard no queue is limited still sends the claim of limited queues this often
+(an idle one learns it from its due-time probe, once per poll interval),
 so that a queue limited (or paused) since is served within about this long even while other
 queues keep the worker's slots full. Limits bind at once regardless: the plain claim itself
 leaves limited queues alone."""
@@ -354,7 +355,9 @@ class Worker:
                 quiet_delay = await self._look_when_quiet()
                 if quiet_delay is not None:
                     await self._sleep(quiet_delay)
-                    continue
+                # Either way a new turn: slots, news and a stop may have changed meanwhile (a
+                # refill may have claimed), and _quiet is now False if something is due.
+                continue
             # Slots freed by completions still being written are refilled by that write
             # (_complete_and_refill); the loop claims for them only once it is done, unless new
             # jobs were announced meanwhile (then at once, for the slots nobody claims for).
@@ -362,6 +365,7 @@ class Worker:
                 self._news = False
                 wanted = min(free, self.config.batch_claim_limit)
                 self._promised += wanted
+                self._quiet = False
                 try:
                     # Claim first: when woken there is usually something due, and a claim that
                     # finds nothing costs what the due-time probe would have. Only a short
@@ -418,7 +422,9 @@ class Worker:
             until, limited = await self._claimer.seconds_until_due(self._registry.names())
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
+            metrics().db_errors.inc()
+            log.warning("worker: %s: due-time probe failed (%r)", self.worker_id, exc)
             self._quiet = False
             return None
         self._heard(limited)
@@ -563,6 +569,7 @@ class Worker:
         return len(jobs)
 
     def _launch(self, job: ClaimedJob) -> None:
+        self._quiet = False  # a job was claimed: the next turn claims first again
         if job.expired:
             log.warning(
                 "worker: %s (%s) misfired and expired: %.3fs late", job.job_id, job.job_name, job.lag_seconds
