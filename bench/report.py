@@ -737,7 +737,7 @@ def render(outcomes: list[Outcome], header: str) -> str:
         ("Queue limits (the drain, in a limited queue)", limits_table(outcomes)),
         ("Slots sweep (the drain, 2 worker processes × N slots each)", slots_table(outcomes)),
         (io_title(outcomes), io_table(outcomes)),
-        ("Steady load (single-job API from 4 producer tasks; 2 worker processes)", steady_table(outcomes)),
+        ("Steady load (single-job API from 32 producer tasks; 2 worker processes)", steady_table(outcomes)),
         ("Idle pods (pg-scheduler, nothing due)", pods_table(outcomes)),
         (top_title, top_table),
     ):
