@@ -119,8 +119,8 @@ def parse(argv: list[str]) -> Plan:
         "--baseline",
         metavar="COMMIT",
         default=None,
-        help="also drain with this repository at COMMIT (its own virtualenv), interleaved, and "
-        "report ours / it",
+        help="also drain, enqueue and time the latency with this repository at COMMIT (its own "
+        "virtualenv), interleaved, and report ours / it",
     )
     p.add_argument("--rebuild-venvs", action="store_true", help="rebuild bench/.venv and .venv-seed")
     p.add_argument("--setup-only", action="store_true", help="build the virtualenvs and stop")
