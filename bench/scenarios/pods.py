@@ -7,7 +7,7 @@ their warm-up jobs and a settling pause, then a window (30 s) of nothing due:
   the pod whose process opened it (the backend's ``client_port`` is a local TCP port of one of
   the pod's processes: ``/proc/<pid>/fd`` and ``/proc/net/tcp``), by the session's
   ``application_name`` (pg-scheduler names its dedicated sessions ``pg_scheduler:leader:…``,
-  ``…:heartbeat:…``; pool connections have none);
+  ``…:listen:…``, ``…:heartbeat:…``; pool connections have none);
 - *statements*: ``pg_stat_statements`` (``track = all``, set on this database only), the change
   of ``calls`` over the window: top-level statements (what the pods send; utility statements
   such as BEGIN, COMMIT and LISTEN included) and nested ones (run inside functions), and the

@@ -62,7 +62,7 @@ def _seconds(knob: str, text: str) -> click.Option:
     envvar="PG_SCHEDULER_LEADER_DATABASE_URL",
     show_envvar=True,
     help="DSN for the sessions that must keep one server connection: the leader's "
-    "advisory-lock session and each worker's heartbeat session, which also LISTENs. Point "
+    "advisory-lock session and each worker's LISTEN and heartbeat sessions. Point "
     "it at PostgreSQL itself when --database-url goes through PgBouncer (these "
     "sessions set keepalive and timeout parameters that PgBouncer does not pass "
     "on).  [default: --database-url]",

@@ -88,11 +88,11 @@ in use now: above the first a warning, above the second a problem (new sessions,
 leader's lock session or a pool growing under load, are about to be refused)."""
 
 # The most connections one registered process opens, as docs/running.md ("Sizing") counts them:
-# a worker process has a pool of min(M + 1, 20) plus its heartbeat session (which also LISTENs);
-# a supervisor a pool of 4 plus the leader's lock session; an in-process Scheduler the
-# application's pool, counted at asyncpg's default max_size of 10, plus its lock and heartbeat
-# sessions. tests/integration/test_doctor.py checks the first two against the code.
-CONNECTIONS_PER_PROCESS: Mapping[str, int] = {"worker": 20 + 1, "supervisor": 4 + 1, "scheduler": 10 + 2}
+# a worker process has a pool of min(M + 1, 20) plus a LISTEN and a heartbeat session; a
+# supervisor a pool of 4 plus the leader's lock session; an in-process Scheduler the
+# application's pool, counted at asyncpg's default max_size of 10, plus its lock, LISTEN and
+# heartbeat sessions. tests/integration/test_doctor.py checks the first two against the code.
+CONNECTIONS_PER_PROCESS: Mapping[str, int] = {"worker": 20 + 2, "supervisor": 4 + 1, "scheduler": 10 + 3}
 CONNECTIONS_PER_OTHER_PROCESS = CONNECTIONS_PER_PROCESS["scheduler"]
 
 KEY_COLUMNS: tuple[str, ...] = ("job_id", "job_name", "worker_id", "dedup_key", "status")

@@ -200,7 +200,7 @@ class Supervisor:
         await self.pool.start()
 
     async def _check_session_dsn(self) -> None:
-        """A wrong leader DSN would leave every lock and heartbeat session failing while
+        """A wrong leader DSN would leave every lock, LISTEN and heartbeat session failing while
         the pods look healthy: try it once now (the database itself is known to answer)."""
         conn = await asyncpg.connect(self.session_dsn, timeout=10)
         await conn.close()

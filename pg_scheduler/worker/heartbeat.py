@@ -1,16 +1,9 @@
-"""Heartbeats on a thread of their own: the worker's registry row, and the leases of its jobs;
-the same session LISTENs for new jobs and cancellations.
+"""Heartbeats on a thread of their own: the worker's registry row, and the leases of its jobs.
 
 Why a thread: a job that blocks the event loop (``time.sleep``, CPU work, a sync driver) must not
 stop its own lease from being renewed, or the lease lapses and another replica runs the job a
 second time while the first is still inside it (0.2.3's split brain). The thread has its own
 event loop and its own connection, so it renews while the main loop is stuck.
-
-Why LISTEN here: a worker then holds one dedicated session, not two. Notifications are handed to
-the worker's loop (``call_soon_threadsafe``); they only make it look sooner, so a session that
-drops costs nothing but that: the thread reconnects at once when the server ends the session
-(then, if that fails, at each beat), says so through ``listening``, and wakes the worker after
-each connect, since notifications sent meanwhile were lost.
 
 Each beat:
 
@@ -36,7 +29,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -46,21 +38,6 @@ from ..shared.db import connect_dedicated
 from ..shared.metrics import metrics
 
 log = logging.getLogger(__name__)
-
-RECONNECT_AFTER_SECONDS = 1.0
-"""A session the server ends after it lived this long is opened again at once; one ended sooner
-waits for the next beat, so that a server that keeps ending sessions is not asked in a loop."""
-JOBS_CHANNEL = "pg_scheduler_jobs"
-CANCEL_CHANNEL = "pg_scheduler_cancel"
-
-
-@dataclass(frozen=True)
-class Notifications:
-    """Where the heartbeat session's notifications go: callbacks run on ``loop``."""
-
-    loop: asyncio.AbstractEventLoop
-    on_jobs: Callable[[], None]
-    on_cancel: Callable[[str], None]
 
 
 class Heartbeat:
@@ -100,11 +77,6 @@ class Heartbeat:
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
         self._sent_tasks: list[str] | None = None
-        self._notifications: Notifications | None = None
-        self.listening = threading.Event()
-        """Set while the session is up and LISTENs (with ``notifications``)."""
-        self._wake: asyncio.Event | None = None
-        self._ended: Callable[[asyncpg.Connection], None] | None = None
 
     def track(self, job_id: str, attempt: int, since: float | None = None) -> None:
         """Renew ``job_id``'s lease from now on. ``since`` (``time.monotonic()``) is when its
@@ -131,10 +103,8 @@ class Heartbeat:
                 if dropped is not None:
                     self._reported.discard((job_id, dropped[0]))
 
-    def start(self, notifications: Notifications | None = None) -> None:
-        """Start the thread; waits up to 5 s for its event loop to run. With ``notifications``,
-        its session also LISTENs and hands what arrives to them."""
-        self._notifications = notifications
+    def start(self) -> None:
+        """Start the thread; waits up to 5 s for its event loop to run."""
         self._thread = threading.Thread(
             target=self._thread_main, name=f"pg_scheduler-heartbeat-{self.worker_id}", daemon=True
         )
@@ -147,8 +117,6 @@ class Heartbeat:
         if loop is not None and stop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(stop.set)
-                if self._wake is not None:
-                    loop.call_soon_threadsafe(self._wake.set)
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -159,81 +127,38 @@ class Heartbeat:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self._wake = wake = asyncio.Event()
         self._started.set()
         conn: asyncpg.Connection | None = None
         watch = asyncio.create_task(self._watch_leases())
         try:
             while not self._stop.is_set():
-                wake.clear()
                 try:
                     if conn is None or conn.is_closed():
-                        self.listening.clear()
-                        conn = await self._connect()
+                        conn = await connect_dedicated(
+                            self._connect_args,
+                            self._connect_kwargs,
+                            application_name=f"pg_scheduler:heartbeat:{self.worker_id}",
+                            timeout=max(self.interval_seconds, 2.0),
+                        )
                         if self._stop.is_set():  # stopped while connecting: the worker is gone
                             break
                     await self._beat(conn)
                 except Exception as exc:
                     metrics().db_errors.inc()
                     log.warning("heartbeat: %s: beat failed: %r", self.worker_id, exc)
-                    self.listening.clear()
                     if conn is not None:
-                        self._end(conn)
+                        conn.terminate()
                         conn = None
                     self._report_stale()
-                # Until the next beat, a stop, or the server ending a session that had lived
-                # RECONNECT_AFTER_SECONDS (reconnect now: the LISTEN is gone with it).
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.interval_seconds):
-                        await wake.wait()
+                        await self._stop.wait()
         finally:
-            self.listening.clear()
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
             if conn is not None and not conn.is_closed():
-                self._end(conn)
-
-    def _end(self, conn: asyncpg.Connection) -> None:
-        """Terminate ``conn`` from this side: its termination listener (the reconnect's wake)
-        is for the server ending it, so it goes first."""
-        if self._ended is not None:
-            conn.remove_termination_listener(self._ended)
-            self._ended = None
-        conn.terminate()
-
-    async def _connect(self) -> asyncpg.Connection:
-        """The session, LISTENing if asked to, and the worker woken once it does."""
-        conn = await connect_dedicated(
-            self._connect_args,
-            self._connect_kwargs,
-            application_name=f"pg_scheduler:heartbeat:{self.worker_id}",
-            timeout=max(self.interval_seconds, 2.0),
-        )
-        to = self._notifications
-        if to is None:
-            return conn
-        try:
-            wake = self._wake
-            assert wake is not None
-            opened = time.monotonic()
-
-            def ended(_conn: asyncpg.Connection) -> None:
-                if time.monotonic() - opened >= RECONNECT_AFTER_SECONDS:
-                    wake.set()
-
-            conn.add_termination_listener(ended)
-            self._ended = ended
-            await conn.add_listener(JOBS_CHANNEL, lambda *_: _hand(to.loop, to.on_jobs))
-            await conn.add_listener(
-                CANCEL_CHANNEL, lambda _c, _pid, _channel, payload: _hand(to.loop, to.on_cancel, payload)
-            )
-        except BaseException:
-            self._end(conn)
-            raise
-        self.listening.set()
-        _hand(to.loop, to.on_jobs)  # a (re)connect may have missed notifications: look now
-        return conn
+                conn.terminate()
 
     async def _watch_leases(self) -> None:
         """Stop the jobs whose lease may end before a renewal lands (see the module's doc)."""
@@ -311,10 +236,3 @@ class Heartbeat:
             self._reported.update(stale)
         if stale:
             self._on_lost(stale)
-
-
-def _hand(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
-    """Run ``callback(*args)`` on the worker's ``loop``; nothing once that loop is closed (the
-    worker is stopping)."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(callback, *args)

@@ -66,8 +66,8 @@ class WorkerSpec:
     config: SchedulerConfig
     log_level: int = logging.INFO
     session_dsn: str | None = None
-    """For the heartbeat session, which also LISTENs (default ``dsn``): a long-lived connection
-    that a transaction-pooling PgBouncer would break."""
+    """For the LISTEN and heartbeat sessions (default ``dsn``): long-lived connections that a
+    transaction-pooling PgBouncer would break."""
     event_loop: str = "auto"
     """``auto``, ``asyncio`` or ``uvloop`` (worker/event_loop.py)."""
 

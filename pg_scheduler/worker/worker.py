@@ -31,7 +31,8 @@ from ..shared.tasks import TaskRegistry
 from .claimer import ClaimedJob, Claimer
 from .completer import Completer
 from .executor import Executor, Outcome, StopReason
-from .heartbeat import Heartbeat, Notifications
+from .heartbeat import Heartbeat
+from .listener import Listener
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,13 @@ class Worker:
             queues=config.queues,
             on_lost=self._lost_from_thread,
         )
+        self._listener = Listener(
+            connect_args,
+            connect_kwargs,
+            worker_id=worker_id,
+            on_jobs=self.wake,
+            on_cancel=self.cancel_local,
+        )
         self._running: dict[str, RunningJob] = {}
         self._wake = asyncio.Event()
         self._news = False
@@ -163,8 +171,7 @@ class Worker:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Register this worker, start its heartbeat thread (which also LISTENs), then its claim
-        loop."""
+        """Register this worker, start its heartbeat thread and listener, then its claim loop."""
         self._loop = asyncio.get_running_loop()
         # Registered before the first claim: the registry is what status, the periodic registrar
         # (which writes windows only for tasks a live worker registered) and the readiness probe
@@ -179,8 +186,8 @@ class Worker:
             self.supervisor_id,
             self._claimer.queues,
         )
-        notifications = Notifications(self._loop, self.wake, self.cancel_local)
-        await asyncio.to_thread(self._heartbeat.start, notifications)
+        await asyncio.to_thread(self._heartbeat.start)
+        await self._listener.start()
         self._loop_task = asyncio.create_task(self._run(), name=f"pg_scheduler:worker:{self.worker_id}")
         metrics().workers.inc()
         self._counted = True
@@ -213,6 +220,7 @@ class Worker:
             self._batched.flush()
             self._executor.close()
             await self._claimer.close()
+            await self._listener.stop()
             await asyncio.to_thread(self._heartbeat.stop)
             try:
                 await self._pool.execute(
@@ -317,9 +325,8 @@ class Worker:
 
     @property
     def listening(self) -> bool:
-        """True while the heartbeat session is up and LISTENs (notifications wake this worker
-        at once)."""
-        return self._heartbeat.listening.is_set()
+        """True while the LISTEN session is up (notifications wake this worker at once)."""
+        return self._listener.connected.is_set()
 
     @property
     def running_job_ids(self) -> list[str]:

@@ -415,7 +415,7 @@ async def test_a_session_pooler_and_a_direct_server_are_ok(
 
 def test_the_connections_counted_per_process_are_the_codes() -> None:
     most = WorkerSpec("app", "dsn", "w", "s", 0, SchedulerConfig.build(max_concurrent_jobs=10_000)).pool_size
-    assert CONNECTIONS_PER_PROCESS["worker"] == most + 1  # pool and the heartbeat session
+    assert CONNECTIONS_PER_PROCESS["worker"] == most + 2  # pool, LISTEN and heartbeat sessions
     assert CONNECTIONS_PER_PROCESS["supervisor"] == POOL_SIZE + 1  # pool and the lock session
 
 

@@ -21,7 +21,7 @@ published when the session is next active a second later, or after 10 s (PGSTAT_
 if it stays idle. So before each snapshot every session of the scheduler's pool runs
 ``pg_stat_force_next_flush()``, which publishes its counters before the call returns, and the
 reading session calls ``pg_stat_clear_snapshot()``. The scheduler's dedicated sessions (leader
-lock, heartbeat, which also LISTENs) cannot be reached that way; they never touch ``scheduled_jobs`` while
+lock, heartbeat, listener) cannot be reached that way; they never touch ``scheduled_jobs`` while
 no job runs, and being active every ≤0.4 s they publish within about a second anyway.
 """
 

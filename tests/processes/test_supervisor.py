@@ -403,7 +403,7 @@ async def test_workers_run_on_uvloop_unless_asked_for_asyncio(
 async def test_leader_database_url_carries_the_session_bound_connections_only(
     dsn: str, pool: asyncpg.Pool, pods: list[Pod], tmp_path: Path
 ) -> None:
-    # Behind a transaction-pooling PgBouncer, the lock and heartbeat (LISTEN) sessions must reach
+    # Behind a transaction-pooling PgBouncer, the lock, LISTEN and heartbeat sessions must reach
     # PostgreSQL directly: here the "direct" DSN logs in as another role, so each session shows
     # which DSN it came through.
     await pool.execute("DROP ROLE IF EXISTS pgs_direct")
@@ -424,10 +424,10 @@ async def test_leader_database_url_carries_the_session_bound_connections_only(
             found: dict[str, set[str]] = {}
             for r in rows:
                 found.setdefault(r["kind"], set()).add(r["usename"])
-            return found if {"leader", "heartbeat"} <= set(found) else None
+            return found if {"leader", "listen", "heartbeat"} <= set(found) else None
 
-        found = await wait_for(sessions, message="leader and heartbeat sessions")
-        assert found == {"leader": {"pgs_direct"}, "heartbeat": {"pgs_direct"}}, found
+        found = await wait_for(sessions, message="leader, listen and heartbeat sessions")
+        assert found["leader"] == found["listen"] == found["heartbeat"] == {"pgs_direct"}
         # The pools (claims, outcomes, leader transactions) stay on DATABASE_URL.
         assert (
             await pool.fetchval(
