@@ -423,8 +423,8 @@ class Worker:
 
     async def _look_when_quiet(self) -> float | None:
         """A quiet turn's one statement: the due-time probe. Returns how long to sleep on, or
-        None to claim now (something is due, some queue is limited, or the probe failed: the
-        claims then run, and report the error, as in any other turn)."""
+        None to claim at the next turn (something is due, some queue is limited, or the probe
+        failed, which is logged and counted)."""
         try:
             until, limited = await self._claimer.seconds_until_due(self._registry.names())
         except asyncio.CancelledError:
