@@ -103,6 +103,17 @@ def _expressions(columns: dict[str, Any], args: list[Any]) -> dict[str, str]:
     return exprs
 
 
+async def insert_periodic(db: Database, key: str, *, enabled: bool = True) -> None:
+    """A periodic schedule ``key``, every hour, of a task nobody runs."""
+    await db.execute(
+        "INSERT INTO scheduler_periodic (dedup_key, job_name, task_name, every_seconds, priority,"
+        " max_retries, use_advisory_lock, enabled) VALUES ($1, $1, 'tests.rows:nobodys_task', 3600,"
+        " 5, 0, false, $2)",
+        key,
+        enabled,
+    )
+
+
 async def job_row(db: Database, job_id: str) -> asyncpg.Record:
     """The job's row, every column; fails the test if there is none."""
     record = await db.fetchrow("SELECT * FROM scheduled_jobs WHERE job_id = $1", job_id)

@@ -200,12 +200,11 @@ class Reader:
         ``get_periodic_next_runs`` computes them: the schedule in force with its DST policies)
         and its last run."""
         async with self.transaction() as conn:
-            rows = await conn.fetch(queries.PERIODIC_LIST)
+            rows = await conn.fetch(queries.PERIODIC_LIST_WITH_LAST_RUN)
             found = []
             for row in rows:
                 info = info_from_row(row)
-                last_run = await conn.fetchval(queries.PERIODIC_GET_LAST_RUN, info.dedup_key)
-                last = json.loads(last_run) if last_run else None
+                last = json.loads(row["last_run"]) if row["last_run"] else None
                 upcoming = next_runs(info, PERIODIC_NEXT_RUNS, now) if info.enabled else []
                 found.append(PeriodicRow(info=info, next_runs=upcoming, last_run=last))
         return found

@@ -49,7 +49,7 @@ from pg_scheduler.cli.dashboard import serving_hosts
 from pg_scheduler.dashboard import close_app, create_app
 from pg_scheduler.dashboard import security as dashboard_security
 from pg_scheduler.shared.queues import declare_queue
-from tests.rows import Sql, ago, insert_job, job_row
+from tests.rows import Sql, ago, insert_job, insert_periodic, job_row
 
 BASE = "http://testserver"
 XSS = "<script>alert(1)</script>"
@@ -275,7 +275,7 @@ async def test_a_job_of_any_id_opens_refreshes_and_acts_on_itself(
 async def test_the_periodic_and_queues_pages_list_schedules_and_queues(
     pool: asyncpg.Pool, producer: Scheduler, client: httpx.AsyncClient
 ) -> None:
-    await _periodic_row(pool, "hourly-report")
+    await insert_periodic(pool, "hourly-report")
     await insert_job(
         pool, "report-run", status="failed", dedup_key="hourly-report", window_start=ago(timedelta(hours=1))
     )
@@ -304,7 +304,7 @@ async def test_every_live_part_carries_its_own_refresh_so_it_refreshes_again(
     """An outerHTML swap replaces the wrapper with what the partial answers: without the
     wrapper in it, the page refreshed once and then held still."""
     await insert_job(pool, "f-1", status="failed")
-    await _periodic_row(pool, "nightly")
+    await insert_periodic(pool, "nightly")
     for path in ("/", "/jobs?state=failed", "/jobs/f-1", "/periodic", "/queues"):
         live = await client.get(path, headers={"HX-Request": "true"})
         assert live.status_code == 200 and "<html" not in live.text, path
@@ -443,7 +443,7 @@ async def test_ids_keys_and_names_are_logged_quoted_so_they_cannot_forge_log_lin
     caplog.set_level(logging.INFO, logger="pg_scheduler.dashboard")
     forged = "x: done\nuser admin: delete job y"
     await insert_job(pool, forged, status="failed")
-    await _periodic_row(pool, forged)
+    await insert_periodic(pool, forged)
     part = quote(forged, safe="")
     for path in (f"/jobs/{part}/retry", f"/periodic/{part}/disable", f"/periodic/{part}/trigger"):
         assert (await post(client, path)).status_code == 303, path
@@ -459,7 +459,7 @@ async def test_ids_keys_and_names_are_logged_quoted_so_they_cannot_forge_log_lin
 async def test_periodic_and_queue_actions_go_through_the_api(
     pool: asyncpg.Pool, client: httpx.AsyncClient
 ) -> None:
-    await _periodic_row(pool, "nightly")
+    await insert_periodic(pool, "nightly")
     response = await post(client, "/periodic/nightly/disable")
     assert response.status_code == 303 and response.headers["location"] == "/periodic"
     assert await pool.fetchval("SELECT enabled FROM scheduler_periodic WHERE dedup_key = 'nightly'") is False
@@ -507,7 +507,7 @@ ACTION_POSTS = [
 async def _refusal_fixture(pool: asyncpg.Pool) -> str:
     await insert_job(pool, "j-failed", status="failed")
     await insert_job(pool, "j-pending", execution_time=Sql("now() + interval '1 day'"))
-    await _periodic_row(pool, "nightly")
+    await insert_periodic(pool, "nightly")
     await pool.execute("INSERT INTO scheduler_queues (name) VALUES ('partner')")
     return await _snapshot(pool)
 
@@ -775,7 +775,7 @@ async def test_mounted_under_a_prefix_every_link_form_and_asset_carries_it(
     pool: asyncpg.Pool, producer: Scheduler
 ) -> None:
     await insert_job(pool, "f-1", status="failed", dedup_key="nightly")
-    await _periodic_row(pool, "nightly")
+    await insert_periodic(pool, "nightly")
     await pool.execute("INSERT INTO scheduler_queues (name) VALUES ('partner')")
     host = Starlette(routes=[Mount("/admin/jobs", app=create_app(pool))])
     async with client_for(host) as client:
@@ -838,16 +838,6 @@ async def test_every_response_carries_a_strict_csp_and_server_timing_and_never_t
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-async def _periodic_row(pool: asyncpg.Pool, key: str, *, enabled: bool = True) -> None:
-    await pool.execute(
-        "INSERT INTO scheduler_periodic (dedup_key, job_name, task_name, every_seconds, priority,"
-        " max_retries, use_advisory_lock, enabled) VALUES ($1, $1, 'tests.rows:nobodys_task', 3600,"
-        " 5, 0, false, $2)",
-        key,
-        enabled,
-    )
 
 
 class _HostAuth(AuthenticationBackend):

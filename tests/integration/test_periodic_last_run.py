@@ -1,8 +1,9 @@
-"""PERIODIC_GET_LAST_RUN, the dashboard's last run of a schedule, against a real PostgreSQL.
+"""PERIODIC_GET_LAST_RUN, the last run of a schedule, against a real PostgreSQL.
 
 What is proven here: it is the newest window that is not pending, or a manual run (no window)
-that started later, the same run PERIODIC_GET_RUNS finds by reading every window; and it reads
-the windows through the (dedup_key, window_start) index from the newest, not all of them.
+that started later, the same run PERIODIC_GET_RUNS finds by reading every window, and the same
+PERIODIC_LIST_WITH_LAST_RUN (the dashboard's) gives each schedule; and it reads the windows
+through the (dedup_key, window_start) index from the newest, not all of them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncpg
 
 from pg_scheduler import Scheduler
 from pg_scheduler.shared import queries
-from tests.rows import insert_job
+from tests.rows import insert_job, insert_periodic
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -22,6 +23,8 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 async def last_run(pool: asyncpg.Pool, key: str) -> str | None:
     text = await pool.fetchval(queries.PERIODIC_GET_LAST_RUN, key)
     assert (text is None) == ((await pool.fetchrow(queries.PERIODIC_GET_RUNS, key))["last_run"] is None)
+    listed = {r["dedup_key"]: r["last_run"] for r in await pool.fetch(queries.PERIODIC_LIST_WITH_LAST_RUN)}
+    assert listed[key] == text
     if text is None:
         return None
     found: str = json.loads(text)["job_id"]
@@ -33,6 +36,8 @@ async def last_run(pool: asyncpg.Pool, key: str) -> str | None:
 
 async def test_the_last_run_is_the_newest_window_run_or_a_later_manual_run(pool: asyncpg.Pool) -> None:
     await Scheduler(pool).initialize_db()
+    for key in ("k", "other"):
+        await insert_periodic(pool, key)
     assert await last_run(pool, "k") is None
 
     def at(minutes: int) -> datetime:
@@ -63,6 +68,7 @@ async def test_the_last_run_is_the_newest_window_run_or_a_later_manual_run(pool:
 
 async def test_the_last_run_reads_the_window_index_from_the_newest(pool: asyncpg.Pool) -> None:
     await Scheduler(pool).initialize_db()
+    await insert_periodic(pool, "k")
     await pool.execute(
         "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, status, dedup_key,"
         " window_start, started_at, finished_at)"
@@ -79,4 +85,10 @@ async def test_the_last_run_reads_the_window_index_from_the_newest(pool: asyncpg
     assert "scheduled_jobs_periodic_window_key" in json.dumps(plan)
     # A few index and heap pages: 5 here, where reading the 20,000 windows takes hundreds.
     assert plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] < 50, plan
+    # The same per schedule inside the dashboard's list of every schedule.
+    listed = json.loads(
+        await pool.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {queries.PERIODIC_LIST_WITH_LAST_RUN}")
+    )[0]["Plan"]
+    assert "scheduled_jobs_periodic_window_key" in json.dumps(listed)
+    assert listed["Shared Hit Blocks"] + listed["Shared Read Blocks"] < 50, listed
     assert await last_run(pool, "k") == "w20000"

@@ -172,23 +172,36 @@ SELECT
       WHERE dedup_key = $1 AND status = 'pending') AS next_pending
 """
 
-# The last run alone, for the dashboard's page of every schedule: the newest window that is not
-# pending, by the (dedup_key, window_start) index read backwards, or a manual run (no window),
-# whichever started last. It reads a few rows per schedule where PERIODIC_GET_RUNS reads every
-# window the table keeps (20,160 a week for a schedule every 30 s).
-PERIODIC_GET_LAST_RUN = """
+
+def _last_run(key: str) -> str:
+    """The last run of the schedule ``key`` (an expression), as JSON text: the newest window
+    that is not pending, by the (dedup_key, window_start) index read backwards, or a manual run
+    (no window), whichever started last. It reads a few rows per schedule where
+    PERIODIC_GET_RUNS reads every window the table keeps (20,160 a week for a schedule every
+    30 s)."""
+    return f"""
 SELECT row_to_json(last)::text FROM (
     SELECT job_id, status, window_start, execution_time, started_at, finished_at, error_message,
            attempt
       FROM ((SELECT * FROM scheduled_jobs
-              WHERE dedup_key = $1 AND window_start IS NOT NULL AND status <> 'pending'
+              WHERE dedup_key = {key} AND window_start IS NOT NULL AND status <> 'pending'
               ORDER BY window_start DESC LIMIT 1)
             UNION ALL
             (SELECT * FROM scheduled_jobs
-              WHERE dedup_key = $1 AND window_start IS NULL AND status <> 'pending'
+              WHERE dedup_key = {key} AND window_start IS NULL AND status <> 'pending'
               ORDER BY coalesce(started_at, finished_at, execution_time) DESC LIMIT 1)) AS runs
      ORDER BY coalesce(started_at, finished_at, execution_time) DESC
-     LIMIT 1) AS last
+     LIMIT 1) AS last"""
+
+
+# The last run of one schedule ($1).
+PERIODIC_GET_LAST_RUN = _last_run("$1")
+# Every schedule, as PERIODIC_LIST, with its last run (``last_run``), in one statement: the
+# dashboard's page of every schedule, one round trip however many schedules there are.
+PERIODIC_LIST_WITH_LAST_RUN = f"""
+SELECT p.*, ({_last_run("p.dedup_key")}) AS last_run
+  FROM scheduler_periodic AS p
+ ORDER BY p.dedup_key
 """
 
 PERIODIC_SET_ENABLED = """
