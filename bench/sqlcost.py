@@ -1,14 +1,17 @@
 """``python -m bench.sqlcost``: what PostgreSQL spends per job on claim and completion, alone.
 
-One connection, no worker: claim ``--batch`` jobs, complete them, again until the table is
-empty, reading the backend's CPU time from ``/proc``. It separates the database's share of the
-drain from the worker's:
+One connection (``--connections`` for more, draining at once), no worker: claim ``--batch``
+jobs, complete them, again until the table is empty, reading the backends' CPU time from
+``/proc``. It separates the database's share of the drain from the worker's:
 
 - ``raw``: the raw batched ceiling's statements on its narrow table (bigint key, two partial indexes);
 - ``ours``: the production statement, job_complete_and_claim_sql (a batch's completions and the
   claim that refills its slots), on ``scheduled_jobs``;
 - ``ours-replanned``: the same, planned afresh at every execution (``force_custom_plan``), as
   PostgreSQL chose to before the claim's LIMIT had a literal bound (``queries.claim_bound``);
+- ``ours-hand-over``: the queue limited by a concurrency that never binds (as the limits
+  scenario's ``capped``), drained by job_complete_and_hand_over_sql, the statement a busy worker
+  sends for such a queue (each completion's slot handed to a new job in the same commit);
 - ``ours-no-misfire`` / ``ours-no-overlap`` / ``ours-no-window-wait``: the same without the
   misfire check, the overlap check, or the wait of a late window written ahead for the leader's
   misfire ruling (what each costs; none is a shippable variant).
@@ -37,7 +40,14 @@ from .drivers.raw_sql import TABLE as RAW_SCHEMA
 from .postgres import check_durability, start_server
 
 _MISFIRE = re.compile(r"\(j\.misfire_grace_time IS NOT NULL.*?\)\)", re.S)
-COMBINED = ("ours", "ours-replanned", "ours-no-misfire", "ours-no-overlap", "ours-no-window-wait")
+COMBINED = (
+    "ours",
+    "ours-replanned",
+    "ours-hand-over",
+    "ours-no-misfire",
+    "ours-no-overlap",
+    "ours-no-window-wait",
+)
 VARIANTS = ("raw", *COMBINED)
 
 
@@ -53,6 +63,8 @@ def _combined(variant: str, batch: int) -> str:
 
 
 TASK = "bench.noop"
+CAPPED = 10_000
+"""The concurrency of ``ours-hand-over``'s queue: more jobs than the connections ever run."""
 WORKER = "sqlcost"
 
 
@@ -61,8 +73,13 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _fill(conn: asyncpg.Connection, jobs: int) -> None:
-    await conn.execute("TRUNCATE scheduled_jobs, raw_jobs")
+async def _fill(conn: asyncpg.Connection, jobs: int, variant: str) -> None:
+    await conn.execute("TRUNCATE scheduled_jobs, raw_jobs, scheduler_queues")
+    if variant == "ours-hand-over":
+        # As `pg-scheduler queues set default --concurrency N` sets it: the limit, then, after
+        # its commit, the stamp from which hand-overs need not count the queue.
+        await conn.execute(queries.QUEUE_SET_LIMITS, "default", CAPPED, None, None, None)
+        await conn.execute(queries.QUEUE_STAMP_CONCURRENCY, "default")
     await conn.execute(
         "INSERT INTO scheduled_jobs (job_id, job_name, execution_time, task_data)"
         ' SELECT gen_random_uuid()::text, $1, now(), \'{"args": [1, 0.0], "kwargs": {}}\''
@@ -78,20 +95,39 @@ async def _fill(conn: asyncpg.Connection, jobs: int) -> None:
     await conn.execute("CHECKPOINT")
 
 
-async def _drain(conn: asyncpg.Connection, variant: str, batch: int) -> int:
+async def _drain(conn: asyncpg.Connection, variant: str, batch: int, worker: str = WORKER) -> int:
     """Claim and complete until nothing is left; the number of jobs completed."""
     done = 0
     if variant == "raw":
         while rows := await conn.fetch(RAW_CLAIM, batch):
             await conn.execute(RAW_DONE, [r["id"] for r in rows])
             done += len(rows)
+    elif variant == "ours-hand-over":
+        args = [[TASK], batch, 30.0, 60.0, None]
+        sql = queries.job_complete_and_hand_over_sql(batch)
+        held: list[asyncpg.Record] = []
+        while True:
+            if len(held) < batch:
+                # As a worker does when the hand-over came back short (a hand-over whose queue
+                # lock was busy hands nothing over): the claim of limited queues for the rest.
+                more = await conn.fetch(
+                    queries.JOB_CLAIM_LIMITED, worker, [], [], [TASK], batch - len(held), *args[2:]
+                )
+                held += [r for r in more if r["claimed"]]
+            if not held:
+                break
+            out = await conn.fetch(
+                sql, worker, [r["job_id"] for r in held], [r["attempt"] for r in held], *args
+            )
+            done += len(held) - sum(1 for r in out if r["claimed"] is False)  # those refused
+            held = [r for r in out if r["claimed"]]
     else:
         sql = _combined(variant, batch)
         has_tolerance = "$7" in sql  # the misfire check is the only user of the tolerance
-        rows = await conn.fetch(queries.job_claim_sql(batch), [TASK], batch, WORKER, 30.0, 60.0)
+        rows = await conn.fetch(queries.job_claim_sql(batch), [TASK], batch, worker, 30.0, 60.0)
         while rows:
             args = [
-                WORKER,
+                worker,
                 [r["job_id"] for r in rows],
                 [r["attempt"] for r in rows],
                 [TASK],
@@ -104,7 +140,7 @@ async def _drain(conn: asyncpg.Connection, variant: str, batch: int) -> int:
     return done
 
 
-async def run(jobs: int, batch: int, rounds: int, variants: list[str]) -> None:
+async def run(jobs: int, batch: int, rounds: int, variants: list[str], connections: int = 1) -> None:
     server = start_server()
     try:
         dsn = server.dsn()
@@ -114,26 +150,33 @@ async def run(jobs: int, batch: int, rounds: int, variants: list[str]) -> None:
         await pool.close()
         conn = await asyncpg.connect(dsn)
         await conn.execute(RAW_SCHEMA)
-        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        drainers = [conn] + [await asyncpg.connect(dsn) for _ in range(connections - 1)]
+        backends = [await c.fetchval("SELECT pg_backend_pid()") for c in drainers]
         cost: dict[str, list[float]] = {v: [] for v in variants}
         for rnd in range(1, rounds + 1):
             for variant in variants:
-                await _fill(conn, jobs)
+                await _fill(conn, jobs, variant)
                 mode = "force_custom_plan" if variant == "ours-replanned" else "auto"
-                await conn.execute(f"SET plan_cache_mode = {mode}")
-                cpu, wall = _cpu_seconds(backend), time.perf_counter()
-                done = await _drain(conn, variant, batch)
+                for c in drainers:
+                    await c.execute(f"SET plan_cache_mode = {mode}")
+                cpu, wall = sum(map(_cpu_seconds, backends)), time.perf_counter()
+                done = sum(
+                    await asyncio.gather(
+                        *(_drain(c, variant, batch, f"{WORKER}-{i}") for i, c in enumerate(drainers))
+                    )
+                )
                 if done != jobs:
                     raise SystemExit(f"{variant}: completed {done} of {jobs} jobs")
-                us = 1e6 * (_cpu_seconds(backend) - cpu) / done
+                us = 1e6 * (sum(map(_cpu_seconds, backends)) - cpu) / done
                 cost[variant].append(us)
                 print(
                     f"[round {rnd}/{rounds}] {variant:16} {us:6.1f} µs of backend CPU per job "
-                    f"({1e6 * (time.perf_counter() - wall) / done:.1f} µs wall)",
+                    f"({done / (time.perf_counter() - wall):,.0f} jobs/s)",
                     flush=True,
                 )
-        await conn.close()
-        print(f"\n{jobs:,} jobs, batches of {batch}, one connection; backend CPU per job, µs")
+        for c in drainers:
+            await c.close()
+        print(f"\n{jobs:,} jobs, batches of {batch}, {connections} connection(s); backend CPU per job, µs")
         print("| statements | min | median | max |\n| --- | --- | --- | --- |")
         for variant, values in cost.items():
             print(f"| {variant} | {min(values):.1f} | {statistics.median(values):.1f} | {max(values):.1f} |")
@@ -151,6 +194,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=20, help="jobs per claim (20: a worker's slots)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
     p.add_argument(
+        "--connections", type=int, default=1, help="connections draining at once, as workers do (1)"
+    )
+    p.add_argument(
         "--only", default=",".join(VARIANTS), help=f"variants, comma-separated ({', '.join(VARIANTS)})"
     )
     a = p.parse_args()
@@ -158,7 +204,9 @@ def main() -> None:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         p.error(f"unknown variant(s): {', '.join(unknown)}")
-    asyncio.run(run(a.jobs, a.batch, a.rounds, variants))
+    if a.connections < 1:
+        p.error("--connections must be at least 1")
+    asyncio.run(run(a.jobs, a.batch, a.rounds, variants, a.connections))
 
 
 if __name__ == "__main__":
