@@ -14,7 +14,7 @@ import contextlib
 import errno
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -23,8 +23,13 @@ from ..shared import queries
 
 log = logging.getLogger(__name__)
 
-PROBE_INTERVAL_SECONDS = 1.0
+PROBE_FRESH_SECONDS = 1.0
+"""/readyz asks the database only when it has not answered within this long: at most one probe
+a second however often /readyz is asked, and none while nobody asks (an idle pod's statements
+are its workers' and its leader's)."""
 PROBE_TIMEOUT_SECONDS = 2.0
+"""The longest a probe waits for a connection and the answer, together (under the chart's
+readiness timeout of 3 s)."""
 DATABASE_STALE_SECONDS = 3.0
 """/readyz turns unready when the database has not answered for this long (so within
 ``DATABASE_STALE_SECONDS + PROBE_TIMEOUT_SECONDS`` of it going away)."""
@@ -33,9 +38,9 @@ MAX_REQUEST_BYTES = 8192
 
 
 class DatabaseProbe:
-    """Every second, on the supervisor's pool: does the database answer, and how many of this
-    pod's worker processes are registered with a fresh heartbeat (a worker process that is alive
-    but could not connect does not count)."""
+    """When /readyz asks, on the supervisor's pool: does the database answer, and how many of
+    this pod's worker processes are registered with a fresh heartbeat (a worker process that is
+    alive but could not connect does not count)."""
 
     def __init__(self, pool: asyncpg.Pool, *, supervisor_id: str, stale_seconds: float) -> None:
         self._pool = pool
@@ -43,52 +48,54 @@ class DatabaseProbe:
         self.stale_seconds = stale_seconds
         self.last_ok: float | None = None
         self.workers_registered = 0
-        self._task: asyncio.Task[None] | None = None
+        self._probing: asyncio.Task[None] | None = None
+        self._stopped = False
         self._failing = False
 
     def reachable(self) -> bool:
         """Whether the database answered a probe within the last ``DATABASE_STALE_SECONDS``."""
         return self.last_ok is not None and time.monotonic() - self.last_ok < DATABASE_STALE_SECONDS
 
-    async def start(self) -> None:
-        """Start probing in a task of its own."""
-        self._task = asyncio.create_task(self._run(), name="pg_scheduler:database_probe")
+    async def refresh(self) -> None:
+        """Probe now, unless the database answered within ``PROBE_FRESH_SECONDS``; requests at the
+        same time wait for the same probe, which a request that goes away does not cancel."""
+        if self._stopped or (
+            self.last_ok is not None and time.monotonic() - self.last_ok < PROBE_FRESH_SECONDS
+        ):
+            return
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.create_task(self._probe(), name="pg_scheduler:database_probe")
+        await asyncio.shield(self._probing)
 
     async def stop(self) -> None:
-        """Cancel the probe and wait until it has ended."""
-        task, self._task = self._task, None
+        """Cancel a probe in flight and wait until it has ended; no probe starts after."""
+        self._stopped = True
+        task, self._probing = self._probing, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                # Its own deadline on acquiring too: a pool busy with leader work is not a
-                # database that does not answer, but a probe must not wait for it forever.
-                async with self._pool.acquire(timeout=PROBE_TIMEOUT_SECONDS) as conn:
-                    self.workers_registered = int(
-                        await conn.fetchval(
-                            queries.WORKER_COUNT_LIVE,
-                            self.supervisor_id,
-                            self.stale_seconds,
-                            timeout=PROBE_TIMEOUT_SECONDS,
-                        )
-                    )
-                self.last_ok = time.monotonic()
-                if self._failing:
-                    log.info("supervisor: the database answers again")
-                    self._failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not self._failing:  # once per outage, not every second
-                    log.warning(
-                        "supervisor: the database does not answer (%r): /readyz is unready until it does", exc
-                    )
-                    self._failing = True
-            await asyncio.sleep(PROBE_INTERVAL_SECONDS)
+    async def _probe(self) -> None:
+        try:
+            # One deadline for the connection and the answer: a pool busy with leader work is
+            # not a database that does not answer, but a probe must not wait for it forever.
+            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS), self._pool.acquire() as conn:
+                self.workers_registered = int(
+                    await conn.fetchval(queries.WORKER_COUNT_LIVE, self.supervisor_id, self.stale_seconds)
+                )
+            self.last_ok = time.monotonic()
+            if self._failing:
+                log.info("supervisor: the database answers again")
+                self._failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not self._failing:  # once per outage, not at every probe
+                log.warning(
+                    "supervisor: the database does not answer (%r): /readyz is unready until it does", exc
+                )
+                self._failing = True
 
 
 class Endpoints:
@@ -100,10 +107,10 @@ class Endpoints:
         port: int,
         *,
         metrics_text: Callable[[], tuple[bytes, str]],
-        readiness: Callable[[], str | None],
+        readiness: Callable[[], Awaitable[str | None]],
     ) -> None:
-        """``metrics_text()`` returns the exposition and its content type; ``readiness()``
-        returns None when ready, else the reason it is not."""
+        """``metrics_text()`` returns the exposition and its content type; ``readiness()``,
+        awaited at each ``/readyz``, None when ready, else the reason it is not."""
         self.host = host
         self.port = port
         self._metrics_text = metrics_text
@@ -192,7 +199,7 @@ class Endpoints:
         if route == "/healthz":
             return 200, "text/plain", b"ok\n"
         if route == "/readyz":
-            reason = self._readiness()
+            reason = await self._readiness()
             if reason is None:
                 return 200, "text/plain", b"ready\n"
             return 503, "text/plain", f"unready: {reason}\n".encode()

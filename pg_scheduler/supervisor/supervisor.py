@@ -171,7 +171,6 @@ class Supervisor:
         self._probe = DatabaseProbe(
             self._db, supervisor_id=self.supervisor_id, stale_seconds=self.config.worker_stale_seconds
         )
-        await self._probe.start()
         if definitions:
             log.info(
                 "supervisor: published %d periodic definition(s): %s",
@@ -230,10 +229,13 @@ class Supervisor:
                     await asyncio.wait_for(self._db.close(), 5)
                 log.info("supervisor %s: stopped", self.supervisor_id)
 
-    def readiness(self) -> str | None:
-        """None when this pod can do work, else why not (what ``/readyz`` says)."""
+    async def readiness(self) -> str | None:
+        """None when this pod can do work, else why not (what ``/readyz`` says): the database is
+        asked when ``/readyz`` is (DatabaseProbe.refresh)."""
         if self._stop.is_set():
             return "shutting down"
+        if self._probe is not None:
+            await self._probe.refresh()
         if self._probe is None or not self._probe.reachable():
             return "the database does not answer"
         if self.pool is None or self.pool.live < 1 or self._probe.workers_registered < 1:
