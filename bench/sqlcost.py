@@ -28,6 +28,7 @@ import os
 import re
 import statistics
 import time
+from collections import Counter
 
 import asyncpg
 
@@ -140,7 +141,22 @@ async def _drain(conn: asyncpg.Connection, variant: str, batch: int, worker: str
     return done
 
 
-async def run(jobs: int, batch: int, rounds: int, variants: list[str], connections: int = 1) -> None:
+async def _sample_waits(
+    conn: asyncpg.Connection, backends: list[int], into: Counter[str], stop: asyncio.Event
+) -> None:
+    """Count what the drainers' backends are doing, every millisecond or so, until ``stop``."""
+    while not stop.is_set():
+        for state, kind, event in await conn.fetch(_WAITS, backends):
+            into["running" if state == "active" and kind is None else f"{state}: {kind} {event}"] += 1
+        await asyncio.sleep(0.001)
+
+
+_WAITS = "SELECT state, wait_event_type, wait_event FROM pg_stat_activity WHERE pid = ANY($1::int[])"
+
+
+async def run(
+    jobs: int, batch: int, rounds: int, variants: list[str], connections: int = 1, waits: bool = False
+) -> None:
     server = start_server()
     try:
         dsn = server.dsn()
@@ -153,33 +169,59 @@ async def run(jobs: int, batch: int, rounds: int, variants: list[str], connectio
         drainers = [conn] + [await asyncpg.connect(dsn) for _ in range(connections - 1)]
         backends = [await c.fetchval("SELECT pg_backend_pid()") for c in drainers]
         cost: dict[str, list[float]] = {v: [] for v in variants}
+        rate: dict[str, list[float]] = {v: [] for v in variants}
+        seen: dict[str, Counter[str]] = {v: Counter() for v in variants}
+        watcher = await asyncpg.connect(dsn) if waits else None
         for rnd in range(1, rounds + 1):
             for variant in variants:
                 await _fill(conn, jobs, variant)
                 mode = "force_custom_plan" if variant == "ours-replanned" else "auto"
                 for c in drainers:
                     await c.execute(f"SET plan_cache_mode = {mode}")
+                stop = asyncio.Event()
+                sampler = (
+                    asyncio.create_task(_sample_waits(watcher, backends, seen[variant], stop))
+                    if watcher is not None
+                    else None
+                )
                 cpu, wall = sum(map(_cpu_seconds, backends)), time.perf_counter()
                 done = sum(
                     await asyncio.gather(
                         *(_drain(c, variant, batch, f"{WORKER}-{i}") for i, c in enumerate(drainers))
                     )
                 )
+                stop.set()
+                if sampler is not None:
+                    await sampler
                 if done != jobs:
                     raise SystemExit(f"{variant}: completed {done} of {jobs} jobs")
                 us = 1e6 * (sum(map(_cpu_seconds, backends)) - cpu) / done
                 cost[variant].append(us)
+                rate[variant].append(done / (time.perf_counter() - wall))
                 print(
                     f"[round {rnd}/{rounds}] {variant:16} {us:6.1f} µs of backend CPU per job "
-                    f"({done / (time.perf_counter() - wall):,.0f} jobs/s)",
+                    f"({rate[variant][-1]:,.0f} jobs/s)",
                     flush=True,
                 )
         for c in drainers:
             await c.close()
+        if watcher is not None:
+            await watcher.close()
         print(f"\n{jobs:,} jobs, batches of {batch}, {connections} connection(s); backend CPU per job, µs")
-        print("| statements | min | median | max |\n| --- | --- | --- | --- |")
+        print("| statements | min | median | max | jobs/s, median |\n| --- | --- | --- | --- | --- |")
         for variant, values in cost.items():
-            print(f"| {variant} | {min(values):.1f} | {statistics.median(values):.1f} | {max(values):.1f} |")
+            print(
+                f"| {variant} | {min(values):.1f} | {statistics.median(values):.1f} | {max(values):.1f} "
+                f"| {statistics.median(rate[variant]):,.0f} |"
+            )
+        if waits:
+            print("\nWhat the drainers' backends were doing (pg_stat_activity samples, all rounds), %")
+            print("| statements | " + " | ".join(["most", "then", "then", "then", "then"]) + " |")
+            print("| --- |" + " --- |" * 5)
+            for variant, counts in seen.items():
+                total = sum(counts.values()) or 1
+                top = [f"{name} {100 * n / total:.1f}" for name, n in counts.most_common(5)]
+                print(f"| {variant} | " + " | ".join(top + [""] * (5 - len(top))) + " |")
     finally:
         server.close()
 
@@ -197,6 +239,9 @@ def main() -> None:
         "--connections", type=int, default=1, help="connections draining at once, as workers do (1)"
     )
     p.add_argument(
+        "--waits", action="store_true", help="also sample the drainers' wait events (pg_stat_activity)"
+    )
+    p.add_argument(
         "--only", default=",".join(VARIANTS), help=f"variants, comma-separated ({', '.join(VARIANTS)})"
     )
     a = p.parse_args()
@@ -206,7 +251,7 @@ def main() -> None:
         p.error(f"unknown variant(s): {', '.join(unknown)}")
     if a.connections < 1:
         p.error("--connections must be at least 1")
-    asyncio.run(run(a.jobs, a.batch, a.rounds, variants, a.connections))
+    asyncio.run(run(a.jobs, a.batch, a.rounds, variants, a.connections, a.waits))
 
 
 if __name__ == "__main__":
