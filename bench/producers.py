@@ -38,9 +38,8 @@ def _driver(system: str) -> ModuleType:
 
 async def _trial(driver: ModuleType, dsn: str, producers: int, seconds: float) -> dict[str, float]:
     await driver.setup(dsn)
-    made: list[Any] = [await driver.producer(dsn) for _ in range(producers)]
+    made: list[Any] = []
     times: list[float] = []
-    until = time.monotonic() + seconds
 
     async def calls(producer: Any) -> None:
         key = 0
@@ -50,13 +49,18 @@ async def _trial(driver: ModuleType, dsn: str, producers: int, seconds: float) -
             times.append(time.perf_counter() - began)
             key += 1
 
-    cpu, wall = time.process_time(), time.monotonic()
     try:
+        for _ in range(producers):
+            made.append(await driver.producer(dsn))
+        until = time.monotonic() + seconds
+        cpu, wall = time.process_time(), time.monotonic()
         await asyncio.gather(*(calls(p) for p in made))
-    finally:
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    finally:
         for p in made:
             await p.close()
+    if not times:
+        raise SystemExit(f"no call completed in {seconds} s")
     times.sort()
     return {
         "calls_per_s": len(times) / wall,

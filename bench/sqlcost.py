@@ -63,6 +63,8 @@ def _combined(variant: str, batch: int) -> str:
     return sql
 
 
+_WAITS = "SELECT state, wait_event_type, wait_event FROM pg_stat_activity WHERE pid = ANY($1::int[])"
+"""What ``--waits`` samples of the drainers' backends."""
 TASK = "bench.noop"
 CAPPED = 10_000
 """The concurrency of ``ours-hand-over``'s queue: more jobs than the connections ever run."""
@@ -151,9 +153,6 @@ async def _sample_waits(
         await asyncio.sleep(0.001)
 
 
-_WAITS = "SELECT state, wait_event_type, wait_event FROM pg_stat_activity WHERE pid = ANY($1::int[])"
-
-
 async def run(
     jobs: int, batch: int, rounds: int, variants: list[str], connections: int = 1, waits: bool = False
 ) -> None:
@@ -185,14 +184,16 @@ async def run(
                     else None
                 )
                 cpu, wall = sum(map(_cpu_seconds, backends)), time.perf_counter()
-                done = sum(
-                    await asyncio.gather(
-                        *(_drain(c, variant, batch, f"{WORKER}-{i}") for i, c in enumerate(drainers))
+                try:
+                    done = sum(
+                        await asyncio.gather(
+                            *(_drain(c, variant, batch, f"{WORKER}-{i}") for i, c in enumerate(drainers))
+                        )
                     )
-                )
-                stop.set()
-                if sampler is not None:
-                    await sampler
+                finally:
+                    stop.set()
+                    if sampler is not None:
+                        await sampler
                 if done != jobs:
                     raise SystemExit(f"{variant}: completed {done} of {jobs} jobs")
                 us = 1e6 * (sum(map(_cpu_seconds, backends)) - cpu) / done

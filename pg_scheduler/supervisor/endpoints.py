@@ -24,12 +24,12 @@ from ..shared import queries
 log = logging.getLogger(__name__)
 
 PROBE_FRESH_SECONDS = 1.0
-"""/readyz asks the database only when it has not answered within this long: at most one probe
-a second however often /readyz is asked, and none while nobody asks (an idle pod's statements
-are its workers' and its leader's)."""
+"""/readyz asks the database only when it last asked more than this long ago: at most one probe
+a second however often /readyz is asked (during an outage too), and none while nobody asks (an
+idle pod's statements are its workers' and its leader's)."""
 PROBE_TIMEOUT_SECONDS = 2.0
-"""The longest a probe waits for a connection and the answer, together (under the chart's
-readiness timeout of 3 s)."""
+"""The longest a probe waits for a connection and the answer, together, and the longest a
+/readyz request waits for a probe (under the chart's readiness timeout of 3 s)."""
 DATABASE_STALE_SECONDS = 3.0
 """/readyz turns unready when the database has not answered for this long (so within
 ``DATABASE_STALE_SECONDS + PROBE_TIMEOUT_SECONDS`` of it going away)."""
@@ -48,6 +48,7 @@ class DatabaseProbe:
         self.stale_seconds = stale_seconds
         self.last_ok: float | None = None
         self.workers_registered = 0
+        self._last_try: float | None = None
         self._probing: asyncio.Task[None] | None = None
         self._stopped = False
         self._failing = False
@@ -57,15 +58,20 @@ class DatabaseProbe:
         return self.last_ok is not None and time.monotonic() - self.last_ok < DATABASE_STALE_SECONDS
 
     async def refresh(self) -> None:
-        """Probe now, unless the database answered within ``PROBE_FRESH_SECONDS``; requests at the
-        same time wait for the same probe, which a request that goes away does not cancel."""
-        if self._stopped or (
-            self.last_ok is not None and time.monotonic() - self.last_ok < PROBE_FRESH_SECONDS
-        ):
+        """Probe now, unless a probe began within ``PROBE_FRESH_SECONDS``; wait for the probe in
+        flight, if any, for at most ``PROBE_TIMEOUT_SECONDS``. Requests at the same time wait for
+        the same probe; neither a request that goes away nor the end of the wait cancels it
+        (releasing a connection whose query was cut short may take longer), and a probe
+        cancelled by stop() ends the wait without an error."""
+        if self._stopped:
             return
         if self._probing is None or self._probing.done():
+            now = time.monotonic()
+            if self._last_try is not None and now - self._last_try < PROBE_FRESH_SECONDS:
+                return
+            self._last_try = now
             self._probing = asyncio.create_task(self._probe(), name="pg_scheduler:database_probe")
-        await asyncio.shield(self._probing)
+        await asyncio.wait({self._probing}, timeout=PROBE_TIMEOUT_SECONDS)
 
     async def stop(self) -> None:
         """Cancel a probe in flight and wait until it has ended; no probe starts after."""
@@ -80,7 +86,10 @@ class DatabaseProbe:
         try:
             # One deadline for the connection and the answer: a pool busy with leader work is
             # not a database that does not answer, but a probe must not wait for it forever.
-            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS), self._pool.acquire() as conn:
+            async with (
+                asyncio.timeout(PROBE_TIMEOUT_SECONDS),
+                self._pool.acquire(timeout=PROBE_TIMEOUT_SECONDS) as conn,  # also bounds the release
+            ):
                 self.workers_registered = int(
                     await conn.fetchval(queries.WORKER_COUNT_LIVE, self.supervisor_id, self.stale_seconds)
                 )

@@ -236,6 +236,8 @@ class Supervisor:
             return "shutting down"
         if self._probe is not None:
             await self._probe.refresh()
+        if self._stop.is_set():  # asked to stop while the probe ran
+            return "shutting down"
         if self._probe is None or not self._probe.reachable():
             return "the database does not answer"
         if self.pool is None or self.pool.live < 1 or self._probe.workers_registered < 1:

@@ -1,14 +1,17 @@
 """The pod's readiness probe asks the database when ``/readyz`` is asked, at most once a second.
 
 An idle pod that nobody probes sends no statement for its readiness; one probed every 5 s (the
-chart's period) sends one every 5 s; requests that come together share one statement. The
-outage side (unready within ``DATABASE_STALE_SECONDS`` of the database going away, ready again
-when it is back) is tests/processes/test_metrics.py's, with a real pod.
+chart's period) sends one every 5 s; requests that come together share one statement; no request
+waits longer than the probe's deadline, and neither a request that goes away nor a stop leaves a
+request without its answer. The outage seen from outside (unready within
+``DATABASE_STALE_SECONDS`` of the database going away, ready again when it is back) is
+tests/processes/test_metrics.py's, with a real pod.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -16,7 +19,7 @@ import asyncpg
 
 from pg_scheduler import Scheduler
 from pg_scheduler.shared import queries
-from pg_scheduler.supervisor.endpoints import PROBE_FRESH_SECONDS, DatabaseProbe
+from pg_scheduler.supervisor.endpoints import PROBE_FRESH_SECONDS, PROBE_TIMEOUT_SECONDS, DatabaseProbe
 
 
 async def test_readiness_probe_asks_only_when_asked_and_at_most_once_a_second(dsn: str) -> None:
@@ -61,3 +64,79 @@ async def test_readiness_probe_asks_only_when_asked_and_at_most_once_a_second(ds
         assert len(probes) == 2
     finally:
         await pool.close()
+
+
+async def test_a_probe_that_cannot_get_a_connection_answers_unready_within_its_deadline(dsn: str) -> None:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    try:
+        await Scheduler(pool).initialize_db()
+        async with pool.acquire():  # the pool's one connection busy: no probe can run
+            probe = DatabaseProbe(pool, supervisor_id="sup-1", stale_seconds=15)
+            began = time.monotonic()
+            await probe.refresh()
+            waited = time.monotonic() - began
+            assert PROBE_TIMEOUT_SECONDS - 0.1 <= waited < PROBE_TIMEOUT_SECONDS + 1.0
+            assert not probe.reachable()
+        await probe.stop()
+    finally:
+        await pool.close()
+
+
+async def test_a_request_that_goes_away_leaves_the_probe_to_the_others(dsn: str) -> None:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    try:
+        await Scheduler(pool).initialize_db()
+        probe = DatabaseProbe(pool, supervisor_id="sup-1", stale_seconds=15)
+        async with pool.acquire():  # hold the probe back until both requests wait for it
+            gone = asyncio.create_task(probe.refresh())
+            staying = asyncio.create_task(probe.refresh())
+            await asyncio.sleep(0.1)
+            gone.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gone
+        await asyncio.wait_for(staying, PROBE_TIMEOUT_SECONDS + 1.0)
+        assert probe.reachable()
+        await probe.stop()
+    finally:
+        await pool.close()
+
+
+async def test_stop_during_a_probe_ends_it_and_its_requests_without_an_error(dsn: str) -> None:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    try:
+        await Scheduler(pool).initialize_db()
+        probe = DatabaseProbe(pool, supervisor_id="sup-1", stale_seconds=15)
+        async with pool.acquire():
+            waiting = asyncio.create_task(probe.refresh())
+            await asyncio.sleep(0.1)
+            began = time.monotonic()
+            await probe.stop()
+            await asyncio.wait_for(waiting, 1.0)  # returns, does not raise CancelledError
+            assert time.monotonic() - began < 1.0
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "pg_scheduler:database_probe"]
+    finally:
+        await pool.close()
+
+
+async def test_during_an_outage_requests_still_probe_at_most_once_a_second() -> None:
+    attempts: list[float] = []
+
+    async def refused(*_args: Any, **_kwargs: Any) -> asyncpg.Connection:
+        attempts.append(time.monotonic())
+        raise ConnectionRefusedError("the database is down")
+
+    pool = asyncpg.create_pool("postgresql://nobody@127.0.0.1:1/none", min_size=0, connect=refused)
+    await pool  # min_size=0: nothing is connected yet
+    try:
+        probe = DatabaseProbe(pool, supervisor_id="sup-1", stale_seconds=15)
+        for _ in range(5):  # a client asking every 0.1 s
+            await probe.refresh()
+            assert not probe.reachable()
+            await asyncio.sleep(0.1)
+        assert len(attempts) == 1
+        await asyncio.sleep(PROBE_FRESH_SECONDS)
+        await probe.refresh()
+        assert len(attempts) == 2
+        await probe.stop()
+    finally:
+        pool.terminate()
