@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import statistics
 import time
@@ -39,6 +38,7 @@ from .drivers.raw_sql import CLAIM as RAW_CLAIM
 from .drivers.raw_sql import DONE_MANY as RAW_DONE
 from .drivers.raw_sql import TABLE as RAW_SCHEMA
 from .postgres import check_durability, start_server
+from .processes import cpu_seconds
 
 _MISFIRE = re.compile(r"\(j\.misfire_grace_time IS NOT NULL.*?\)\)", re.S)
 COMBINED = (
@@ -69,11 +69,6 @@ TASK = "bench.noop"
 CAPPED = 10_000
 """The concurrency of ``ours-hand-over``'s queue: more jobs than the connections ever run."""
 WORKER = "sqlcost"
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _fill(conn: asyncpg.Connection, jobs: int, variant: str) -> None:
@@ -183,7 +178,7 @@ async def run(
                     if watcher is not None
                     else None
                 )
-                cpu, wall = sum(map(_cpu_seconds, backends)), time.perf_counter()
+                cpu, wall = sum(map(cpu_seconds, backends)), time.perf_counter()
                 try:
                     done = sum(
                         await asyncio.gather(
@@ -196,7 +191,7 @@ async def run(
                         await sampler
                 if done != jobs:
                     raise SystemExit(f"{variant}: completed {done} of {jobs} jobs")
-                us = 1e6 * (sum(map(_cpu_seconds, backends)) - cpu) / done
+                us = 1e6 * (sum(map(cpu_seconds, backends)) - cpu) / done
                 cost[variant].append(us)
                 rate[variant].append(done / (time.perf_counter() - wall))
                 print(
