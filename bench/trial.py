@@ -205,6 +205,13 @@ class Trial:
             self.check_workers_alive()
             await asyncio.sleep(POLL_SECONDS)
 
+    async def last_finished(self, noticed_at: float) -> float:
+        """When the last job finished (wall clock): the system's own timestamp where it keeps
+        one, never later than ``noticed_at`` (when wait_drained saw none left), else that."""
+        if self.system.finished_at_sql is None:
+            return noticed_at
+        return min(noticed_at, float(await self.conn.fetchval(self.system.finished_at_sql)))
+
     async def wait_recorded(
         self, keys: set[int] | None = None, within: float = FLUSH_GRACE
     ) -> list[records.Start]:

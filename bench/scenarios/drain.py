@@ -35,9 +35,7 @@ async def drain(
         await t.warm_up()
         enqueued = await t.enqueue(opts.jobs)
         noticed_at = await t.wait_drained()
-        finished_at = noticed_at
-        if system.finished_at_sql is not None:
-            finished_at = min(noticed_at, float(await t.conn.fetchval(system.finished_at_sql)))
+        finished_at = await t.last_finished(noticed_at)
         seconds = finished_at - float(enqueued["done_at"])
         await t.verify()
         return {

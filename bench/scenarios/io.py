@@ -40,9 +40,7 @@ async def io(ctx: Context, system: System, *, jobs: int, sleep: float, slots: in
         cpu_after = processes.tree_cpu_seconds(launched)
         job_pids = {s.pid for s in records.read(t.record_dir)}
         peaks = {pid: processes.rss_kib(pid)["VmHWM"] / 1024 for pid in job_pids}
-        finished_at = noticed_at
-        if system.finished_at_sql is not None:
-            finished_at = min(noticed_at, float(await t.conn.fetchval(system.finished_at_sql)))
+        finished_at = await t.last_finished(noticed_at)
         seconds = finished_at - float(enqueued["done_at"])
         await t.verify()
     # What each process still alive at the end spent in the window (one that started in it
