@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import postgres, report
+from .arguments import split_choices
 from .environment import ROOT, baseline
 from .scenarios import io, pods, slots, steady
 from .scenarios.drain import drain
@@ -130,14 +131,14 @@ def parse(argv: list[str]) -> Plan:
     def pick(value: Any, default: Any, quick_default: Any) -> Any:
         return value if value is not None else (quick_default if quick else default)
 
-    systems = [BY_KEY[k] for k in _split(a.only, BY_KEY, p)]
+    systems = [BY_KEY[k] for k in split_choices(a.only, BY_KEY, p)]
     if a.baseline is not None:
         try:
             venv = baseline(a.baseline)
         except subprocess.CalledProcessError as exc:
             p.error(f"--baseline {a.baseline}: {exc.stderr.strip() if exc.stderr else exc}")
         systems.append(baseline_system(venv.commit, venv.python))
-    scenarios = _split(a.scenarios, dict.fromkeys(SCENARIOS), p)
+    scenarios = split_choices(a.scenarios, SCENARIOS, p)
     return Plan(
         rounds=pick(a.rounds, 3, 1),
         systems=systems,
@@ -165,14 +166,6 @@ def parse(argv: list[str]) -> Plan:
         quick=quick,
         report_path=a.report,
     )
-
-
-def _split(text: str, known: dict[str, Any], p: argparse.ArgumentParser) -> list[str]:
-    names = [x.strip() for x in text.split(",") if x.strip()]
-    unknown = [x for x in names if x not in known]
-    if unknown:
-        p.error(f"unknown: {', '.join(unknown)} (choose from {', '.join(known)})")
-    return names
 
 
 def _numbers(

@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from .arguments import split_choices
 from .postgres import start_server
 
 DRIVERS = Path(__file__).resolve().parent / "drivers"
@@ -115,10 +116,7 @@ def main() -> None:
         "--only", default=",".join(SYSTEMS), help=f"systems, comma-separated ({', '.join(SYSTEMS)})"
     )
     a = p.parse_args()
-    systems = [s for s in a.only.split(",") if s]
-    unknown = sorted(set(systems) - set(SYSTEMS))
-    if unknown:
-        p.error(f"unknown system(s): {', '.join(unknown)}")
+    systems = split_choices(a.only, SYSTEMS, p)
     if a.producers < 1 or a.seconds <= 0 or a.rounds < 1:
         p.error("--producers and --rounds must be at least 1, --seconds more than 0")
     asyncio.run(run(systems, a.producers, a.seconds, a.rounds))

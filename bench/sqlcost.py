@@ -34,6 +34,7 @@ import asyncpg
 from pg_scheduler import Scheduler
 from pg_scheduler.shared import queries
 
+from .arguments import split_choices
 from .drivers.raw_sql import CLAIM as RAW_CLAIM
 from .drivers.raw_sql import DONE_MANY as RAW_DONE
 from .drivers.raw_sql import TABLE as RAW_SCHEMA
@@ -241,10 +242,7 @@ def main() -> None:
         "--only", default=",".join(VARIANTS), help=f"variants, comma-separated ({', '.join(VARIANTS)})"
     )
     a = p.parse_args()
-    variants = [v for v in a.only.split(",") if v]
-    unknown = sorted(set(variants) - set(VARIANTS))
-    if unknown:
-        p.error(f"unknown variant(s): {', '.join(unknown)}")
+    variants = split_choices(a.only, VARIANTS, p)
     if a.connections < 1:
         p.error("--connections must be at least 1")
     asyncio.run(run(a.jobs, a.batch, a.rounds, variants, a.connections, a.waits))
