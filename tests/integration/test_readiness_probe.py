@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import pytest
 
 from pg_scheduler import Scheduler
 from pg_scheduler.shared import queries
@@ -66,56 +68,56 @@ async def test_readiness_probe_asks_only_when_asked_and_at_most_once_a_second(ds
         await pool.close()
 
 
-async def test_a_probe_that_cannot_get_a_connection_answers_unready_within_its_deadline(dsn: str) -> None:
+@pytest.fixture
+async def one_connection(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of one connection on a set-up database: holding it holds every probe back."""
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
     try:
         await Scheduler(pool).initialize_db()
-        async with pool.acquire():  # the pool's one connection busy: no probe can run
-            probe = DatabaseProbe(pool, supervisor_id="sup-1", stale_seconds=15)
-            began = time.monotonic()
-            await probe.refresh()
-            waited = time.monotonic() - began
-            assert PROBE_TIMEOUT_SECONDS - 0.1 <= waited < PROBE_TIMEOUT_SECONDS + 1.0
-            assert not probe.reachable()
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def test_a_probe_that_cannot_get_a_connection_answers_unready_within_its_deadline(
+    one_connection: asyncpg.Pool,
+) -> None:
+    async with one_connection.acquire():  # the pool's one connection busy: no probe can run
+        probe = DatabaseProbe(one_connection, supervisor_id="sup-1", stale_seconds=15)
+        began = time.monotonic()
+        await probe.refresh()
+        waited = time.monotonic() - began
+        assert PROBE_TIMEOUT_SECONDS - 0.1 <= waited < PROBE_TIMEOUT_SECONDS + 1.0
+        assert not probe.reachable()
+    await probe.stop()
+
+
+async def test_a_request_that_goes_away_leaves_the_probe_to_the_others(one_connection: asyncpg.Pool) -> None:
+    probe = DatabaseProbe(one_connection, supervisor_id="sup-1", stale_seconds=15)
+    async with one_connection.acquire():  # hold the probe back until both requests wait for it
+        gone = asyncio.create_task(probe.refresh())
+        staying = asyncio.create_task(probe.refresh())
+        await asyncio.sleep(0.1)
+        gone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone
+    await asyncio.wait_for(staying, PROBE_TIMEOUT_SECONDS + 1.0)
+    assert probe.reachable()
+    await probe.stop()
+
+
+async def test_stop_during_a_probe_ends_it_and_its_requests_without_an_error(
+    one_connection: asyncpg.Pool,
+) -> None:
+    probe = DatabaseProbe(one_connection, supervisor_id="sup-1", stale_seconds=15)
+    async with one_connection.acquire():
+        waiting = asyncio.create_task(probe.refresh())
+        await asyncio.sleep(0.1)
+        began = time.monotonic()
         await probe.stop()
-    finally:
-        await pool.close()
-
-
-async def test_a_request_that_goes_away_leaves_the_probe_to_the_others(dsn: str) -> None:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
-    try:
-        await Scheduler(pool).initialize_db()
-        probe = DatabaseProbe(pool, supervisor_id="sup-1", stale_seconds=15)
-        async with pool.acquire():  # hold the probe back until both requests wait for it
-            gone = asyncio.create_task(probe.refresh())
-            staying = asyncio.create_task(probe.refresh())
-            await asyncio.sleep(0.1)
-            gone.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gone
-        await asyncio.wait_for(staying, PROBE_TIMEOUT_SECONDS + 1.0)
-        assert probe.reachable()
-        await probe.stop()
-    finally:
-        await pool.close()
-
-
-async def test_stop_during_a_probe_ends_it_and_its_requests_without_an_error(dsn: str) -> None:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
-    try:
-        await Scheduler(pool).initialize_db()
-        probe = DatabaseProbe(pool, supervisor_id="sup-1", stale_seconds=15)
-        async with pool.acquire():
-            waiting = asyncio.create_task(probe.refresh())
-            await asyncio.sleep(0.1)
-            began = time.monotonic()
-            await probe.stop()
-            await asyncio.wait_for(waiting, 1.0)  # returns, does not raise CancelledError
-            assert time.monotonic() - began < 1.0
-        assert not [t for t in asyncio.all_tasks() if t.get_name() == "pg_scheduler:database_probe"]
-    finally:
-        await pool.close()
+        await asyncio.wait_for(waiting, 1.0)  # returns, does not raise CancelledError
+        assert time.monotonic() - began < 1.0
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "pg_scheduler:database_probe"]
 
 
 async def test_during_an_outage_requests_still_probe_at_most_once_a_second() -> None:
