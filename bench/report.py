@@ -80,6 +80,16 @@ def _cell(s: Spread | None, unit: str = "") -> str:
     return f"{_num(s.median)}{unit} ({_num(s.low)}–{_num(s.high)})"
 
 
+def _ratio(num: Spread | None, den: Spread | None) -> str:
+    """``num``'s median over ``den``'s, as ``0.93×``; a dash when either is missing."""
+    return "—" if num is None or den is None else f"{num.median / den.median:.2f}×"
+
+
+def _pair(first: Spread | None, second: Spread | None, between: str = " / ") -> str:
+    """Two cells, e.g. ``p50 / p99``; a dash when either is missing."""
+    return "—" if first is None or second is None else f"{_cell(first)}{between}{_cell(second)}"
+
+
 def _failed(outcomes: list[Outcome], scenario: str, system: str) -> int:
     return sum(1 for o in outcomes if o.scenario == scenario and o.system == system and o.error)
 
@@ -114,7 +124,7 @@ def main_table(outcomes: list[Outcome]) -> list[str]:
             one_cell += f"; {_count(statements.median)} stmt{extra}"
         p50 = spread(outcomes, "latency", k, "p50_ms")
         p99 = spread(outcomes, "latency", k, "p99_ms")
-        latency = "—" if p50 is None or p99 is None else f"{_cell(p50)} / {_cell(p99)}"
+        latency = _pair(p50, p99)
         cells = {
             "drain": _cell(spread(outcomes, "drain", k, "jobs_per_s")),
             "enqueue": _cell(spread(outcomes, "enqueue", k, "jobs_per_s")),
@@ -159,7 +169,7 @@ def limits_table(outcomes: list[Outcome]) -> list[str]:
         failed = _failed(outcomes, "limits", f"ours {kind}")
         if s is None and not failed:
             continue
-        ratio = "—" if s is None or plain is None else f"{s.median / plain.median:.2f}×"
+        ratio = _ratio(s, plain)
         rows.append([what, _cell(s) + (f" **{failed} FAILED**" if failed else ""), ratio])
     if not rows:
         return []
@@ -249,8 +259,8 @@ def slots_table(outcomes: list[Outcome]) -> list[str]:
         ours = spread(outcomes, "slots", f"ours/{n}", "jobs_per_s")
         raw = spread(outcomes, "slots", f"raw-slots/{n}", "jobs_per_s")
         peer = _best_peer(outcomes, "slots", f"/{n}")
-        vs_raw = "—" if ours is None or raw is None else f"{ours.median / raw.median:.2f}×"
-        vs_peer = "—" if ours is None or peer is None else f"{ours.median / peer[1].median:.2f}× ({peer[0]})"
+        vs_raw = _ratio(ours, raw)
+        vs_peer = "—" if ours is None or peer is None else f"{_ratio(ours, peer[1])} ({peer[0]})"
         rows.append([str(n), *cells, vs_raw, vs_peer])
     head = [
         "slots per process",
@@ -330,9 +340,9 @@ def steady_table(outcomes: list[Outcome]) -> list[str]:
             if not flats or None in flats
             else ("flat" if all(flats) else f"**growing** in {flats.count(False)} of {len(flats)}")
         )
-        backlog = "—" if first is None or second is None else f"{_cell(first)} → {_cell(second)}"
+        backlog = _pair(first, second, " → ")
         call50, call99 = s("call_p50_ms"), s("call_p99_ms")
-        call = "—" if call50 is None or call99 is None else f"{_cell(call50)} / {_cell(call99)}"
+        call = _pair(call50, call99)
         rows.append(
             [
                 f"{rate:,.0f}",
