@@ -13,6 +13,9 @@ import asyncpg
 from pg_scheduler import current_job, job, periodic
 
 _pool: asyncpg.Pool | None = None
+# Jobs start together: without the lock each of a worker's first jobs would open a pool of its
+# own, and 25 slots x 6 workers of leaked pools exhaust the test server's connections.
+_pool_lock = asyncio.Lock()
 
 EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS test_events (
@@ -27,8 +30,9 @@ CREATE TABLE IF NOT EXISTS test_events (
 
 async def _db() -> asyncpg.Pool:
     global _pool
-    if _pool is None:
-        _pool = await asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=1, max_size=4)
+    async with _pool_lock:
+        if _pool is None:
+            _pool = await asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=1, max_size=4)
     return _pool
 
 
