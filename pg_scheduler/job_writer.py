@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypedDict
 
 import asyncpg
 
+from .announcer import Announcer
 from .ids import new_job_id, new_job_ids
 from .shared import queries
 from .shared.config import SchedulerConfig
@@ -128,6 +129,7 @@ class JobWriter:
         self.config = config
         self._ready = ready
         self._hinted: set[str] = set()
+        self._announcer = Announcer(db_pool)
 
     async def schedule(
         self,
@@ -162,12 +164,14 @@ class JobWriter:
         )
         conflict = ConflictResolution(conflict_resolution)
         await self._ready(dedicated=connection is not None)
+        replace = conflict is ConflictResolution.REPLACE
         executor = connection if connection is not None else self.db_pool
-        new_id = await queries.job_insert(
-            executor,
-            **values,
-            replace=conflict is ConflictResolution.REPLACE,
-        )
+        if connection is not None:  # the caller's transaction: its commit notifies
+            new_id = await queries.job_insert(connection, **values, replace=replace)
+        else:
+            new_id = await self._announcer.insert(
+                lambda later: queries.job_insert(self.db_pool, **values, replace=replace, later=later)
+            )
         if new_id is not None:
             return str(new_id)
         assert job_id is not None  # only an explicit id can conflict

@@ -44,12 +44,34 @@ _JOB_REPLACE_SET = """
     worker_id = NULL, lease_until = NULL, last_heartbeat = NULL, error_message = NULL,
     started_at = NULL, finished_at = NULL, result = NULL"""
 
+# The same inserts, but leaving the wake-up to a NOTIFY sent after their commit (migration 14:
+# pg_scheduler.announce = 'later' for their transaction, which an autocommitted statement is).
+# The sub-select runs set_config once, before the trigger that reads it; the casts give the
+# parameters the types VALUES would have taken from the columns.
+_LATER_ROW = """
+SELECT coalesce($1::text, gen_random_uuid()::text), $2::text, $3::timestamptz, $4::jsonb, $5::int,
+       $6::int, $7::float8, $8::float8, $9::text, $10::text
+  FROM (SELECT set_config('pg_scheduler.announce', 'later', true)) AS later"""
+
 # REPLACE resets the row to a fresh pending job. ``attempt`` is kept: it only grows, so a run of
 # the replaced job still in flight is fenced out and its completion refused.
 # $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds, $9 queue, $10 concurrency_key  # noqa: E501
 JOB_UPSERT = f"""
 INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
 VALUES (coalesce($1, gen_random_uuid()::text), $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (job_id) DO UPDATE SET {_JOB_REPLACE_SET}
+RETURNING job_id
+"""
+
+# $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds, $9 queue, $10 concurrency_key  # noqa: E501
+JOB_INSERT_LATER = f"""
+INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}{_LATER_ROW}
+ON CONFLICT (job_id) DO NOTHING
+RETURNING job_id
+"""
+# $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds, $9 queue, $10 concurrency_key  # noqa: E501
+JOB_UPSERT_LATER = f"""
+INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}{_LATER_ROW}
 ON CONFLICT (job_id) DO UPDATE SET {_JOB_REPLACE_SET}
 RETURNING job_id
 """
@@ -69,11 +91,16 @@ async def job_insert(
     queue: str,
     concurrency_key: str | None,
     replace: bool,
+    later: bool = False,
 ) -> str | None:
-    """JOB_INSERT (JOB_UPSERT with ``replace``): the job's id, or None where an existing row with
-    that id was left as it was."""
+    """JOB_INSERT (JOB_UPSERT with ``replace``; their ``_LATER`` forms with ``later``): the job's
+    id, or None where an existing row with that id was left as it was."""
+    if later:
+        sql = JOB_UPSERT_LATER if replace else JOB_INSERT_LATER
+    else:
+        sql = JOB_UPSERT if replace else JOB_INSERT
     new_id: str | None = await conn.fetchval(
-        JOB_UPSERT if replace else JOB_INSERT,
+        sql,
         job_id,
         job_name,
         execution_time,
@@ -151,3 +178,9 @@ JOB_FINISHED_CHANNEL = "pg_scheduler_job_finished"
 JOB_GET_STATUS = "SELECT status FROM scheduled_jobs WHERE job_id = $1"
 
 JOB_NOTIFY = "SELECT pg_notify('pg_scheduler_jobs', '')"
+
+# The wake-up of inserts that left theirs for later (JOB_INSERT_LATER), committed without waiting
+# for its WAL flush: it writes no data, and the cluster-wide lock a NOTIFY takes at commit is
+# held until the commit returns, so a flush would hold it longer. Only a crash of the server can
+# lose it, and that ends the workers' LISTEN sessions too: they find the jobs by their poll.
+JOB_NOTIFY_OWED = "SELECT set_config('synchronous_commit', 'off', true), pg_notify('pg_scheduler_jobs', '')"
