@@ -3,7 +3,7 @@
 The steady scenario's producers (32 tasks in one process, one call at a time each, as in
 ``python -m bench --scenarios steady``) share this machine's two cores with the workers that drain
 what they send and with PostgreSQL, so the rate they reach there is the machine's, not the API's.
-Here the same producers (the drivers' own: pg-scheduler ``schedule()`` on a pool per task,
+Here the same producers (pg-scheduler ``schedule()`` on one Scheduler and pool the tasks share,
 pgqueuer ``enqueue``, procrastinate ``defer_async``) call as fast as they can for ``--seconds``,
 with no worker running, each system in a database of its own, rounds interleaved: calls per
 second, the producer process's CPU per call, and the call's p50 / p99. Runs in ``bench/.venv``
@@ -51,14 +51,17 @@ async def _trial(driver: ModuleType, dsn: str, producers: int, seconds: float) -
             key += 1
 
     try:
-        for _ in range(producers):
-            made.append(await driver.producer(dsn))
+        # As the steady scenario's (driver_cli.producers_of): one application's tasks.
+        if hasattr(driver, "producers"):
+            made = await driver.producers(dsn, producers)
+        else:
+            made = [await driver.producer(dsn) for _ in range(producers)]
         until = time.monotonic() + seconds
         cpu, wall = time.process_time(), time.monotonic()
         await asyncio.gather(*(calls(p) for p in made))
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     finally:
-        for p in made:
+        for p in {id(p): p for p in made}.values():
             await p.close()
     if not times:
         raise SystemExit(f"no call completed in {seconds} s")

@@ -11,7 +11,7 @@ A driver runs inside its system's own virtualenv and imports only that system (a
                                              one job at a time at R/s, each carrying its enqueue time
     steady DSN --first-key K --rate R --duration D --producers P
                                              the single-job API at R/s in all, from P concurrent
-                                             tasks, each with a producer of its own
+                                             tasks of one application (``Driver.producers``)
     schedule-one DSN --calls M               per-call latency of the single-job API, and the
                                              statements it sends when the driver can count them
 """
@@ -54,6 +54,17 @@ class Driver:
     setup: Callable[[str], Awaitable[None]]
     producer: Callable[[str], Awaitable[Producer]]
     worker: Callable[[str, int, asyncio.Event, str], Awaitable[None]] | None = None
+    producers: Callable[[str, int], Awaitable[list[Producer]]] | None = None
+    """The producers of P concurrent tasks of one application, for a system whose application
+    shares one among its request handlers (pg-scheduler: one Scheduler on the application's
+    pool); by default each task has its own (``producer``: a connection or a pool)."""
+
+
+async def producers_of(driver: Driver, dsn: str, n: int) -> list[Producer]:
+    """The producers of ``n`` concurrent tasks of one application (``Driver.producers``)."""
+    if driver.producers is not None:
+        return await driver.producers(dsn, n)
+    return [await driver.producer(dsn) for _ in range(n)]
 
 
 def main(driver: Driver) -> None:
@@ -128,12 +139,12 @@ async def _trickle(producer: Producer, first_key: int, rate: float, duration: fl
 async def _steady(
     driver: Driver, dsn: str, first_key: int, rate: float, duration: float, producers: int
 ) -> dict[str, object]:
-    """Steady load: ``rate`` jobs/s in all from ``producers`` concurrent tasks, one job per call,
-    each task on its own producer (its own connection or pool, as separate request handlers of an
-    application would be). Job i is due at ``i / rate`` on a shared timetable, and task j sends
-    the jobs i = j, j + P, j + 2P, ...: a slow call delays its own task only, and the achieved
-    rate says whether the producers kept up."""
-    made = [await driver.producer(dsn) for _ in range(producers)]
+    """Steady load: ``rate`` jobs/s in all from ``producers`` concurrent tasks of one application,
+    one job per call (``Driver.producers``: a producer per task, or one they share). Job i is due
+    at ``i / rate`` on a shared timetable, and task j sends the jobs i = j, j + P, j + 2P, ...: a
+    slow call delays its own task only, and the achieved rate says whether the producers kept
+    up."""
+    made = await producers_of(driver, dsn, producers)
     count = int(rate * duration)
     late = [0.0] * producers
     behind = [0] * producers  # calls started more than 10 ms after their due time
@@ -156,7 +167,7 @@ async def _steady(
         await asyncio.gather(*(run(j, p) for j, p in enumerate(made)))
         seconds = time.monotonic() - begin
     finally:
-        for producer in made:
+        for producer in {id(p): p for p in made}.values():
             await producer.close()
     return {
         "count": count,

@@ -63,6 +63,17 @@ async def producer(dsn: str) -> OursProducer:
     return made
 
 
+async def producers(dsn: str, n: int) -> list[OursProducer]:
+    """The producers of ``n`` concurrent tasks of one application: one Scheduler on one pool of
+    ``n`` connections, as an application's request handlers share its pool (and its Scheduler
+    coalesces their wake-ups: pg_scheduler/announcer.py)."""
+    counter = StatementCounter()
+    pool = await asyncpg.create_pool(dsn, min_size=n, max_size=n, init=counter.attach, reset=pool_reset)
+    made = OursProducer(pool, counter)
+    await made.scheduler.initialize_db()
+    return [made] * n
+
+
 async def worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> None:
     """An application with an in-process Scheduler: its pool sized as a pod's worker sizes its
     own (one connection per slot plus one, at most 20), signals left to the application."""
@@ -81,4 +92,4 @@ async def worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> 
 
 
 if __name__ == "__main__":
-    main(Driver(setup=setup, producer=producer, worker=worker))
+    main(Driver(setup=setup, producer=producer, worker=worker, producers=producers))

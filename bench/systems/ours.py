@@ -77,13 +77,13 @@ OURS_INPROC = System(
 
 
 def baseline_system(commit: str, python: Path) -> System:
-    """pg-scheduler at an earlier ``commit``, run as OURS is, for the drain, the latency and the
-    enqueue (the figures a change must not make worse): the key is ``ours@<commit>``, which the
-    report compares with ``ours``."""
+    """pg-scheduler at an earlier ``commit``, run as OURS is, for the drain, the latency, the
+    enqueue and the steady load (the figures a change must not make worse): the key is
+    ``ours@<commit>``, which the report compares with ``ours``."""
     return dataclasses.replace(
         OURS,
         key=f"ours@{commit[:7]}",
         label=f"ours@{commit[:7]}",  # the report labels it by its key, as here
         python=python,
-        scenarios=frozenset({"drain", "latency", "enqueue"}),
+        scenarios=frozenset({"drain", "latency", "enqueue", "steady"}),
     )
