@@ -55,9 +55,9 @@ class Driver:
     producer: Callable[[str], Awaitable[Producer]]
     worker: Callable[[str, int, asyncio.Event, str], Awaitable[None]] | None = None
     producers: Callable[[str, int], Awaitable[list[Producer]]] | None = None
-    """The producers of P concurrent tasks of one application, for a system whose application
-    shares one among its request handlers (pg-scheduler: one Scheduler on the application's
-    pool); by default each task has its own (``producer``: a connection or a pool)."""
+    """The producers of P concurrent tasks of one application: what its request handlers would
+    share (pg-scheduler: one Scheduler on one pool; pgqueuer: one Queries on a pool driver;
+    procrastinate: one App); by default each task has its own (``producer``)."""
 
 
 async def producers_of(driver: Driver, dsn: str, n: int) -> list[Producer]:

@@ -65,8 +65,8 @@ async def producer(dsn: str) -> OursProducer:
 
 async def producers(dsn: str, n: int) -> list[OursProducer]:
     """The producers of ``n`` concurrent tasks of one application: one Scheduler on one pool of
-    ``n`` connections, as an application's request handlers share its pool (and its Scheduler
-    coalesces their wake-ups: pg_scheduler/announcer.py)."""
+    ``n`` connections, as an application's request handlers share its pool (and the Scheduler
+    shares their wake-ups: pg_scheduler/announcer.py)."""
     counter = StatementCounter()
     pool = await asyncpg.create_pool(dsn, min_size=n, max_size=n, init=counter.attach, reset=pool_reset)
     made = OursProducer(pool, counter)

@@ -12,7 +12,7 @@ import asyncpg
 import recorder
 from driver_cli import Counted, Driver, StatementCounter, main
 from pgqueuer import PgQueuer
-from pgqueuer.db import AsyncpgDriver
+from pgqueuer.db import AsyncpgDriver, AsyncpgPoolDriver
 from pgqueuer.models import Job
 from pgqueuer.queries import Queries
 
@@ -24,10 +24,11 @@ def _parse(job: Job) -> list[float]:
 
 
 class PgqueuerProducer(Counted):
-    def __init__(self, conn: asyncpg.Connection, counter: StatementCounter) -> None:
+    def __init__(self, conn: asyncpg.Connection | asyncpg.Pool, counter: StatementCounter) -> None:
         self.conn = conn
         self.counter = counter
-        self.queries = Queries(AsyncpgDriver(conn))
+        driver = AsyncpgPoolDriver(conn) if isinstance(conn, asyncpg.Pool) else AsyncpgDriver(conn)
+        self.queries = Queries(driver)
 
     def prepare_bulk(self, keys: Sequence[int], sleep: float | None) -> Callable[[], Awaitable[None]]:
         n = len(keys)
@@ -64,6 +65,14 @@ async def producer(dsn: str) -> PgqueuerProducer:
     return PgqueuerProducer(conn, counter)
 
 
+async def producers(dsn: str, n: int) -> list[PgqueuerProducer]:
+    """The producers of ``n`` concurrent tasks of one application: one ``Queries`` on one pool
+    of ``n`` connections (pgqueuer's AsyncpgPoolDriver)."""
+    counter = StatementCounter()
+    pool = await asyncpg.create_pool(dsn, min_size=n, max_size=n, init=counter.attach)
+    return [PgqueuerProducer(pool, counter)] * n
+
+
 async def worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> None:
     conn = await asyncpg.connect(dsn)
     pgq = PgQueuer(AsyncpgDriver(conn))
@@ -94,4 +103,4 @@ async def worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> 
 
 
 if __name__ == "__main__":
-    main(Driver(setup=setup, producer=producer, worker=worker))
+    main(Driver(setup=setup, producer=producer, worker=worker, producers=producers))

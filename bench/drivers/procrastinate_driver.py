@@ -73,6 +73,14 @@ async def producer(dsn: str) -> ProcrastinateProducer:
     return ProcrastinateProducer(app)
 
 
+async def producers(dsn: str, n: int) -> list[ProcrastinateProducer]:
+    """The producers of ``n`` concurrent tasks of one application: one App on one pool of ``n``
+    connections."""
+    app = make_app(dsn, n)
+    await app.open_async()
+    return [ProcrastinateProducer(app)] * n
+
+
 async def worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> None:
     # Room for C jobs plus the listener and the worker's own bookkeeping.
     app = make_app(dsn, min(concurrency + 2, POOL_CAP))
@@ -92,4 +100,4 @@ async def worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> 
 
 
 if __name__ == "__main__":
-    main(Driver(setup=setup, producer=producer, worker=worker))
+    main(Driver(setup=setup, producer=producer, worker=worker, producers=producers))
