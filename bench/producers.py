@@ -55,7 +55,8 @@ async def _trial(driver: ModuleType, dsn: str, producers: int, seconds: float) -
         if hasattr(driver, "producers"):
             made = await driver.producers(dsn, producers)
         else:
-            made = [await driver.producer(dsn) for _ in range(producers)]
+            for _ in range(producers):
+                made.append(await driver.producer(dsn))
         until = time.monotonic() + seconds
         cpu, wall = time.process_time(), time.monotonic()
         await asyncio.gather(*(calls(p) for p in made))

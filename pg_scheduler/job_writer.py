@@ -148,7 +148,8 @@ class JobWriter:
         concurrency_key: str | None,
         connection: asyncpg.Connection | None,
     ) -> str:
-        """``Scheduler.schedule``: one job, in one round trip."""
+        """``Scheduler.schedule``: one job, in one round trip (a wake-up it leaves for later goes
+        out from the announcer's own task: announcer.py)."""
         values = self._prepare(
             func,
             execution_time,
@@ -165,11 +166,10 @@ class JobWriter:
         conflict = ConflictResolution(conflict_resolution)
         await self._ready(dedicated=connection is not None)
         replace = conflict is ConflictResolution.REPLACE
-        executor = connection if connection is not None else self.db_pool
         if connection is not None:  # the caller's transaction: its commit notifies
             new_id = await queries.job_insert(connection, **values, replace=replace)
         else:
-            new_id = await self._announcer.insert(
+            new_id = await self._announcer.write(
                 lambda later: queries.job_insert(self.db_pool, **values, replace=replace, later=later)
             )
         if new_id is not None:
@@ -177,8 +177,12 @@ class JobWriter:
         assert job_id is not None  # only an explicit id can conflict
         if conflict is ConflictResolution.IGNORE:
             return job_id
-        status = await executor.fetchval(queries.JOB_GET_STATUS, job_id)
+        status = await (connection or self.db_pool).fetchval(queries.JOB_GET_STATUS, job_id)
         raise JobAlreadyExistsError(f"Job ID {job_id!r} already exists with status {status!r}")
+
+    async def flush(self) -> None:
+        """Wait for the wake-ups owed to the jobs ``schedule`` wrote (announcer.py)."""
+        await self._announcer.flush()
 
     async def schedule_bulk(
         self,

@@ -16,6 +16,7 @@ from typing import Any, Self, TypeVar
 import asyncpg
 
 from .database_gate import DatabaseGate
+from .job_writer import JobWriter
 from .periodic_admin import PeriodicAdmin
 from .shared.config import SchedulerConfig
 from .shared.errors import SchedulerStateError
@@ -184,6 +185,7 @@ class Lifecycle:
 
     _runtime: Runtime
     _ready: Callable[..., Awaitable[None]]
+    _writer: JobWriter
 
     @property
     def is_leader(self) -> bool:
@@ -242,8 +244,12 @@ class Lifecycle:
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop claiming; let running jobs finish for up to ``shutdown_timeout_seconds`` (or
         ``timeout``); hand the leases of the rest back so another replica runs them at once;
-        resign leadership so another replica leads within a second."""
-        await self._runtime.shutdown(timeout)
+        resign leadership so another replica leads within a second. The workers are also
+        notified of the last jobs ``schedule()`` wrote, if that notification is still owed."""
+        try:
+            await self._runtime.shutdown(timeout)
+        finally:
+            await self._writer.flush()
 
     async def wait_closed(self) -> None:
         """Wait until ``shutdown()`` has finished (e.g. after a signal, with

@@ -69,8 +69,14 @@ async def producers(dsn: str, n: int) -> list[PgqueuerProducer]:
     """The producers of ``n`` concurrent tasks of one application: one ``Queries`` on one pool
     of ``n`` connections (pgqueuer's AsyncpgPoolDriver)."""
     counter = StatementCounter()
-    pool = await asyncpg.create_pool(dsn, min_size=n, max_size=n, init=counter.attach)
+    # No reset round trip at each release, as pg-scheduler's pool (pg_scheduler.pool_reset):
+    # enqueue keeps no session state either.
+    pool = await asyncpg.create_pool(dsn, min_size=n, max_size=n, init=counter.attach, reset=_no_reset)
     return [PgqueuerProducer(pool, counter)] * n
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """asyncpg's pool reset, skipped."""
 
 
 async def worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> None:

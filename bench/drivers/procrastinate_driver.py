@@ -16,8 +16,8 @@ from procrastinate import App, PsycopgConnector
 POOL_CAP = 100
 
 
-def make_app(dsn: str, pool_size: int) -> App:
-    connector = PsycopgConnector(conninfo=dsn, min_size=1, max_size=pool_size)
+def make_app(dsn: str, pool_size: int, min_size: int = 1) -> App:
+    connector = PsycopgConnector(conninfo=dsn, min_size=min_size, max_size=pool_size)
     app = App(connector=connector)
 
     @app.task(name="noop")
@@ -76,7 +76,7 @@ async def producer(dsn: str) -> ProcrastinateProducer:
 async def producers(dsn: str, n: int) -> list[ProcrastinateProducer]:
     """The producers of ``n`` concurrent tasks of one application: one App on one pool of ``n``
     connections."""
-    app = make_app(dsn, n)
+    app = make_app(dsn, n, min_size=n)  # opened up front, as the other systems' pools
     await app.open_async()
     return [ProcrastinateProducer(app)] * n
 

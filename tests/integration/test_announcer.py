@@ -136,11 +136,12 @@ async def test_concurrent_inserts_share_wake_ups_and_none_is_left_unannounced(
 
     async def caller(first: int) -> None:
         for n in range(first, first + calls):
-            await announcer.insert(lambda later, n=n: write(n, later))
+            await announcer.write(lambda later, n=n: write(n, later))
 
     for burst in range(bursts):
         listener.received.clear()
         await asyncio.gather(*(caller((burst * tasks + t) * calls) for t in range(tasks)))
+        await announcer.flush()  # the wake-up still owed, if any, is sent by now
         received = await listener.flush(pool)
         written = [i for i, (channel, _) in enumerate(received) if channel == WRITTEN]
         woken = [i for i, (channel, _) in enumerate(received) if channel == JOBS]
@@ -167,10 +168,10 @@ async def test_a_call_that_fails_still_sends_the_wake_up_it_was_left(
         await release_first.wait()
         raise RuntimeError("the first call fails after its insert")
 
-    first = asyncio.create_task(announcer.insert(slow_write))
+    first = asyncio.create_task(announcer.write(slow_write))
     await first_done.wait()
     # While the first call is in flight, the second leaves its wake-up to it.
-    await announcer.insert(
+    await announcer.write(
         lambda later: _insert(pool, queries.JOB_INSERT_LATER if later else queries.JOB_INSERT, 2)
     )
     await listener.flush(pool)
@@ -178,5 +179,41 @@ async def test_a_call_that_fails_still_sends_the_wake_up_it_was_left(
     release_first.set()
     with pytest.raises(RuntimeError):
         await first
-    # The failing call still sent what the second call was owed.
+    # Once the failing call is out of the way, what the second call was owed is sent.
+    await announcer.flush()
     assert await listener.flush(pool) == [(JOBS, "")]
+
+
+async def test_a_call_cancelled_after_its_insert_committed_is_still_announced(
+    pool: asyncpg.Pool, listener: Listener
+) -> None:
+    announcer = Announcer(pool)
+    first_inserted, second_inserted = asyncio.Event(), asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def first_write(later: bool) -> None:
+        await _insert(pool, _sql(later), 1)
+        first_inserted.set()
+        await release_first.wait()
+
+    async def second_write(later: bool) -> None:
+        assert later  # the first call's NOTIFY is in flight
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_notify($1, $2)", WRITTEN, "2")
+            await conn.execute(_sql(later), *_job(2), "default", None)
+        second_inserted.set()
+        await asyncio.Event().wait()  # as a caller whose reply never comes: its timeout cancels it
+
+    first = asyncio.create_task(announcer.write(first_write))
+    await first_inserted.wait()
+    second = asyncio.create_task(announcer.write(second_write))
+    await second_inserted.wait()
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    release_first.set()
+    await first
+    await announcer.flush()
+    received = await listener.flush(pool)
+    # The first insert's own wake-up, the second insert's commit, then a wake-up after it.
+    assert received == [(JOBS, ""), (WRITTEN, "2"), (JOBS, "")]
