@@ -3,10 +3,10 @@
 -- A transaction that sends a NOTIFY takes a cluster-wide lock at commit and holds it through its
 -- commit's WAL flush, so concurrent inserts that each notify commit one at a time. The insert
 -- trigger still notifies, unless the inserting transaction has set pg_scheduler.announce to
--- 'later': Scheduler.schedule() sets it on the inserts it sends while another statement of its
--- process that notifies is in flight, and sends one NOTIFY after they commit
--- (pg_scheduler/announcer.py). Every other writer (raw SQL, pg-scheduler 0.2.3, schedule() in
--- the caller's transaction, schedule_bulk) notifies as before.
+-- 'later': Scheduler.schedule() sets it on the inserts it sends while a NOTIFY of its own is in
+-- flight, and sends one NOTIFY after they commit (pg_scheduler/announcer.py). Every other writer
+-- (raw SQL, pg-scheduler 0.2.3, schedule() in the caller's transaction, schedule_bulk) notifies
+-- in its own commit.
 CREATE OR REPLACE FUNCTION pg_scheduler_notify_jobs() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
