@@ -18,11 +18,12 @@ The rules, per Scheduler (one process's calls on one pool):
 - One JOB_NOTIFY_OWED covers every insert owed when it begins: under load, the notifying commits
   go from one per job to about one per round trip of that NOTIFY.
 
-A NOTIFY that fails (the database went away) stays owed: the next insert's own NOTIFY, or the
-next task, sends it. Until then, and when the program ends before the task has sent it (it
-did not call ``Scheduler.shutdown()``, which waits for it), the workers find the jobs by their
-poll (``poll_interval_seconds``), as they find any job whose notification was lost. Inserts in
-the caller's transaction (``connection=``) and ``schedule_bulk`` notify in their own commit.
+A NOTIFY that fails (the database went away) stays owed: the next insert's own NOTIFY, the
+next task, or ``Scheduler.shutdown()`` (which waits for what is owed, up to 5 s, and tries a
+failed NOTIFY once more) sends it. Until then, and when the program ends without a shutdown,
+the workers find the jobs by their poll (``poll_interval_seconds``), as they find any job
+whose notification was lost. Inserts in the caller's transaction (``connection=``) and
+``schedule_bulk`` notify in their own commit.
 """
 
 from __future__ import annotations
@@ -43,28 +44,39 @@ T = TypeVar("T")
 NOTIFY_TIMEOUT_SECONDS = 10.0
 """The longest JOB_NOTIFY_OWED waits on a database that stopped answering."""
 
+FLUSH_TIMEOUT_SECONDS = 5.0
+"""The longest ``Scheduler.shutdown()`` waits for the wake-ups still owed."""
+
 
 class Announcer:
     """The wake-ups of one Scheduler's inserts on its pool (the module's rules)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._in_flight = False
-        """An insert that notifies in its own commit, or the sender, is in flight."""
+        self._inserting = False
+        """An insert that notifies in its own commit is in flight."""
         self._owed = False
         """Inserts have committed (or may have) that no NOTIFY begun since announces."""
+        self._failed = False
+        """The sender's last NOTIFY failed, leaving what it was to announce owed."""
         self._sender: asyncio.Task[None] | None = None
+        """The task that sends what is owed; in flight until it is done (a task cancelled before
+        it ran is done too)."""
+
+    def _busy(self) -> bool:
+        """Whether something of this announcer that notifies is in flight."""
+        return self._inserting or (self._sender is not None and not self._sender.done())
 
     async def write(self, insert: Callable[[bool], Awaitable[T]]) -> T:
         """Run ``insert(later)``, an autocommitted insert that leaves its wake-up to this
         announcer when ``later`` is true, and see that its job is announced."""
-        if self._in_flight:
+        if self._busy():
             try:
                 return await insert(True)
             finally:
                 self._owed = True
                 self._send_owed()
-        self._in_flight = True
+        self._inserting = True
         owed, self._owed = self._owed, False  # this insert's NOTIFY announces them
         try:
             return await insert(False)
@@ -72,30 +84,51 @@ class Announcer:
             self._owed = self._owed or owed  # it may not have committed
             raise
         finally:
-            self._in_flight = False
+            self._inserting = False
             self._send_owed()
 
-    async def flush(self, timeout: float = NOTIFY_TIMEOUT_SECONDS) -> None:
-        """Wait (up to ``timeout``) for the NOTIFY owed to be sent, if the sender is at work."""
-        sender = self._sender
-        if sender is not None and not sender.done():
-            await asyncio.wait({sender}, timeout=timeout)
+    async def flush(self, timeout: float = FLUSH_TIMEOUT_SECONDS) -> None:
+        """Wait up to ``timeout`` until nothing is owed and nothing is in flight, sending again
+        once what a failed NOTIFY left owed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        retried = False
+        while loop.time() < deadline:
+            sender = self._sender
+            if sender is not None and not sender.done():
+                await asyncio.wait({sender}, timeout=deadline - loop.time())
+            elif self._inserting:  # its end starts the sender if something is owed
+                await asyncio.sleep(0.005)
+            elif self._owed and self._failed and not retried:
+                retried = True
+                self._send_owed()
+            else:
+                break
+        if self._owed or self._busy():
+            log.warning("schedule: the workers' last wake-up is still owed after %.1f s", timeout)
 
     def _send_owed(self) -> None:
         """Start the sender if a NOTIFY is owed and nothing of this announcer is in flight."""
-        if self._owed and not self._in_flight:
-            self._in_flight = True
-            self._sender = asyncio.get_running_loop().create_task(self._send())
+        if self._owed and not self._busy():
+            try:
+                self._sender = asyncio.get_running_loop().create_task(
+                    self._send(), name="pg_scheduler: notify owed jobs"
+                )
+            except RuntimeError as exc:  # no running loop, or a closed one: left to the poll
+                log.warning("schedule: could not notify the workers of new jobs (%r)", exc)
 
     async def _send(self) -> None:
-        try:
-            while self._owed:
-                self._owed = False
-                try:
-                    await self._pool.execute(queries.JOB_NOTIFY_OWED, timeout=NOTIFY_TIMEOUT_SECONDS)
-                except Exception as exc:
-                    self._owed = True
-                    log.warning("schedule: could not notify the workers of new jobs (%r)", exc)
-                    return
-        finally:
-            self._in_flight = False
+        # No await between the last test of _owed and the end: a call that finds this task done
+        # finds nothing owed that it did not add itself.
+        while self._owed:
+            self._owed = False
+            try:
+                await self._pool.execute(queries.JOB_NOTIFY_OWED, timeout=NOTIFY_TIMEOUT_SECONDS)
+            except BaseException as exc:
+                self._owed = True
+                if not isinstance(exc, Exception):
+                    raise
+                self._failed = True
+                log.warning("schedule: could not notify the workers of new jobs (%r)", exc)
+                return
+            self._failed = False

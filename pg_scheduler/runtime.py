@@ -16,7 +16,6 @@ from typing import Any, Self, TypeVar
 import asyncpg
 
 from .database_gate import DatabaseGate
-from .job_writer import JobWriter
 from .periodic_admin import PeriodicAdmin
 from .shared.config import SchedulerConfig
 from .shared.errors import SchedulerStateError
@@ -48,8 +47,10 @@ class Runtime:
         gate: DatabaseGate,
         periodic: PeriodicAdmin,
         on_outcome: OutcomeHook | None,
+        flush_writes: Callable[[], Awaitable[None]],
     ) -> None:
         self.db_pool = db_pool
+        self._flush_writes = flush_writes
         self.registry = registry
         self.config = config
         self.worker_id = worker_id
@@ -130,7 +131,10 @@ class Runtime:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         finally:
-            self.closed.set()
+            try:
+                await self._flush_writes()  # the wake-ups schedule() still owes
+            finally:
+                self.closed.set()
         log.info("scheduler %s stopped", self.worker_id)
 
     async def _stop_parts(self, timeout: float) -> None:
@@ -185,7 +189,6 @@ class Lifecycle:
 
     _runtime: Runtime
     _ready: Callable[..., Awaitable[None]]
-    _writer: JobWriter
 
     @property
     def is_leader(self) -> bool:
@@ -244,12 +247,9 @@ class Lifecycle:
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop claiming; let running jobs finish for up to ``shutdown_timeout_seconds`` (or
         ``timeout``); hand the leases of the rest back so another replica runs them at once;
-        resign leadership so another replica leads within a second. The workers are also
-        notified of the last jobs ``schedule()`` wrote, if that notification is still owed."""
-        try:
-            await self._runtime.shutdown(timeout)
-        finally:
-            await self._writer.flush()
+        resign leadership so another replica leads within a second; send the workers the
+        wake-up still owed to the last jobs ``schedule()`` wrote, if any."""
+        await self._runtime.shutdown(timeout)
 
     async def wait_closed(self) -> None:
         """Wait until ``shutdown()`` has finished (e.g. after a signal, with

@@ -111,6 +111,7 @@ class Scheduler(Lifecycle):
             registrar=lambda: self.periodic_registrar,
             spawn=lambda coro: self._runtime.spawn(coro),
         )
+        self._writer = JobWriter(db_pool, self.registry, self.config, self._ready)
         self._runtime = Runtime(
             db_pool,
             self.registry,
@@ -119,8 +120,8 @@ class Scheduler(Lifecycle):
             gate=self._gate,
             periodic=self._periodic,
             on_outcome=on_outcome,
+            flush_writes=self._writer.flush,
         )
-        self._writer = JobWriter(db_pool, self.registry, self.config, self._ready)
         self._jobs = JobAdmin(
             db_pool,
             self.config,

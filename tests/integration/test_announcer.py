@@ -217,3 +217,50 @@ async def test_a_call_cancelled_after_its_insert_committed_is_still_announced(
     received = await listener.flush(pool)
     # The first insert's own wake-up, the second insert's commit, then a wake-up after it.
     assert received == [(JOBS, ""), (WRITTEN, "2"), (JOBS, "")]
+
+
+class HeldAfterNotify:
+    """The announcer's pool in the next test: its NOTIFY runs on the real pool and commits, then
+    the call returns only once ``release`` is set, so the sender stays in flight meanwhile."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.sent = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def execute(self, query: str, *args: object, timeout: float | None = None) -> str:
+        result: str = await self.pool.execute(query, *args, timeout=timeout)
+        self.sent.set()
+        await self.release.wait()
+        return result
+
+
+async def test_an_insert_that_commits_while_the_owed_wake_up_is_sent_gets_another(
+    pool: asyncpg.Pool, listener: Listener
+) -> None:
+    held = HeldAfterNotify(pool)
+    announcer = Announcer(held)  # type: ignore[arg-type]
+    first_inserted, release_first = asyncio.Event(), asyncio.Event()
+
+    async def first_write(later: bool) -> None:
+        await _insert(pool, _sql(later), 1)
+        first_inserted.set()
+        await release_first.wait()
+
+    async def written(n: int, later: bool) -> None:
+        assert later  # something of the announcer is in flight
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_notify($1, $2)", WRITTEN, str(n))
+            await conn.execute(_sql(later), *_job(n), "default", None)
+
+    first = asyncio.create_task(announcer.write(first_write))
+    await first_inserted.wait()
+    await announcer.write(lambda later: written(2, later))  # owed, to be sent once the first ends
+    release_first.set()
+    await first
+    await held.sent.wait()  # the sender's NOTIFY for job 2 has committed; the sender is in flight
+    await announcer.write(lambda later: written(3, later))  # committed after that NOTIFY
+    held.release.set()
+    await announcer.flush()
+    received = await listener.flush(pool)
+    assert received == [(JOBS, ""), (WRITTEN, "2"), (JOBS, ""), (WRITTEN, "3"), (JOBS, "")]
