@@ -27,14 +27,8 @@ JOB_COPY_COLUMNS = (
 
 _JOB_INSERT_COLUMNS = f"({', '.join(JOB_COPY_COLUMNS)})"
 
-# $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds, $9 queue, $10 concurrency_key  # noqa: E501
-JOB_INSERT = f"""
-INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
-VALUES (coalesce($1, gen_random_uuid()::text), $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)
-ON CONFLICT (job_id) DO NOTHING
-RETURNING job_id
-"""
-
+# REPLACE resets the row to a fresh pending job. ``attempt`` is kept: it only grows, so a run of
+# the replaced job still in flight is fenced out and its completion refused.
 _JOB_REPLACE_SET = """
     job_name = EXCLUDED.job_name, execution_time = EXCLUDED.execution_time,
     task_data = EXCLUDED.task_data, priority = EXCLUDED.priority,
@@ -44,37 +38,38 @@ _JOB_REPLACE_SET = """
     worker_id = NULL, lease_until = NULL, last_heartbeat = NULL, error_message = NULL,
     started_at = NULL, finished_at = NULL, result = NULL"""
 
-# The same inserts, but leaving the wake-up to a NOTIFY sent after their commit (migration 14:
+
+def _insert_jobs(rows: str, *, replace: bool) -> str:
+    """The INSERT of the job rows ``rows`` yields (in JOB_COPY_COLUMNS' order): a row whose id
+    exists is left as it is, or with ``replace`` reset (_JOB_REPLACE_SET); the ids written."""
+    action = f"DO UPDATE SET {_JOB_REPLACE_SET}" if replace else "DO NOTHING"
+    return f"""
+INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
+{rows}
+ON CONFLICT (job_id) {action}
+RETURNING job_id
+"""
+
+
+_ONE_ROW = "VALUES (coalesce($1, gen_random_uuid()::text), $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)"
+
+# $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds, $9 queue, $10 concurrency_key  # noqa: E501
+JOB_INSERT = _insert_jobs(_ONE_ROW, replace=False)
+# $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds, $9 queue, $10 concurrency_key  # noqa: E501
+JOB_UPSERT = _insert_jobs(_ONE_ROW, replace=True)
+
+# The same, but leaving the wake-up to a NOTIFY sent after their commit (migration 14:
 # pg_scheduler.announce = 'later' for their transaction, which an autocommitted statement is).
 # The sub-select runs set_config once, before the trigger that reads it; the casts give the
 # parameters the types VALUES would have taken from the columns.
-_LATER_ROW = """
-SELECT coalesce($1::text, gen_random_uuid()::text), $2::text, $3::timestamptz, $4::jsonb, $5::int,
-       $6::int, $7::float8, $8::float8, $9::text, $10::text
+_LATER_ROW = """SELECT coalesce($1::text, gen_random_uuid()::text), $2::text, $3::timestamptz, $4::jsonb,
+       $5::int, $6::int, $7::float8, $8::float8, $9::text, $10::text
   FROM (SELECT set_config('pg_scheduler.announce', 'later', true)) AS later"""
 
-# REPLACE resets the row to a fresh pending job. ``attempt`` is kept: it only grows, so a run of
-# the replaced job still in flight is fenced out and its completion refused.
 # $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds, $9 queue, $10 concurrency_key  # noqa: E501
-JOB_UPSERT = f"""
-INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
-VALUES (coalesce($1, gen_random_uuid()::text), $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)
-ON CONFLICT (job_id) DO UPDATE SET {_JOB_REPLACE_SET}
-RETURNING job_id
-"""
-
+JOB_INSERT_LATER = _insert_jobs(_LATER_ROW, replace=False)
 # $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds, $9 queue, $10 concurrency_key  # noqa: E501
-JOB_INSERT_LATER = f"""
-INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}{_LATER_ROW}
-ON CONFLICT (job_id) DO NOTHING
-RETURNING job_id
-"""
-# $1 job_id, $2 job_name, $3 execution_time, $4 task_data, $5 priority, $6 max_retries, $7 misfire_grace_time, $8 timeout_seconds, $9 queue, $10 concurrency_key  # noqa: E501
-JOB_UPSERT_LATER = f"""
-INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}{_LATER_ROW}
-ON CONFLICT (job_id) DO UPDATE SET {_JOB_REPLACE_SET}
-RETURNING job_id
-"""
+JOB_UPSERT_LATER = _insert_jobs(_LATER_ROW, replace=True)
 
 
 async def job_insert(
@@ -122,25 +117,14 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::
          misfire_grace_time, timeout_seconds, queue, concurrency_key)
 """
 
-# $1 job_ids, $2 job_names, $3 execution_times, $4 task_data, $5 priorities, $6 max_retries, $7 misfire_grace_times, $8 timeout_seconds, $9 queues, $10 concurrency_keys  # noqa: E501
-JOB_INSERT_BULK = f"""
-INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
-SELECT job_id, job_name, execution_time, task_data::jsonb, priority, max_retries,
+_BULK_ROWS = f"""SELECT job_id, job_name, execution_time, task_data::jsonb, priority, max_retries,
        misfire_grace_time, timeout_seconds, queue, concurrency_key
-FROM ({_JOB_BULK_ROWS}) AS rows
-ON CONFLICT (job_id) DO NOTHING
-RETURNING job_id
-"""
+FROM ({_JOB_BULK_ROWS}) AS rows"""
 
 # $1 job_ids, $2 job_names, $3 execution_times, $4 task_data, $5 priorities, $6 max_retries, $7 misfire_grace_times, $8 timeout_seconds, $9 queues, $10 concurrency_keys  # noqa: E501
-JOB_UPSERT_BULK = f"""
-INSERT INTO scheduled_jobs {_JOB_INSERT_COLUMNS}
-SELECT job_id, job_name, execution_time, task_data::jsonb, priority, max_retries,
-       misfire_grace_time, timeout_seconds, queue, concurrency_key
-FROM ({_JOB_BULK_ROWS}) AS rows
-ON CONFLICT (job_id) DO UPDATE SET {_JOB_REPLACE_SET}
-RETURNING job_id
-"""
+JOB_INSERT_BULK = _insert_jobs(_BULK_ROWS, replace=False)
+# $1 job_ids, $2 job_names, $3 execution_times, $4 task_data, $5 priorities, $6 max_retries, $7 misfire_grace_times, $8 timeout_seconds, $9 queues, $10 concurrency_keys  # noqa: E501
+JOB_UPSERT_BULK = _insert_jobs(_BULK_ROWS, replace=True)
 
 
 async def job_insert_bulk(
