@@ -796,6 +796,54 @@ async def test_a_hand_over_whose_snapshot_missed_a_change_hands_nothing_over(
     assert len(await running(pool, "capped")) == 1
 
 
+@HAND_OVERS
+async def test_a_hand_over_locks_no_row_claimed_since_its_snapshot(
+    pool: asyncpg.Pool, send: HandOver
+) -> None:
+    """The hand-over picks its jobs in a snapshot taken after its completions
+    (pg_scheduler_pick_due): jobs another worker claimed after the hand-over's statement began
+    are not locked by it, so that worker's completions of them do not wait for the hand-over's
+    commit. Here the hand-over waits for a completed job's row while the other worker claims."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=10)
+    await add_jobs(pool, "capped", 10)
+    runs = await claim(pool, "w", 2)
+    async with pool.acquire() as blocker, pool.acquire() as hander:
+        blocking = blocker.transaction()
+        await blocking.start()
+        await blocker.execute("SELECT 1 FROM scheduled_jobs WHERE job_id = $1 FOR UPDATE", runs[0]["job_id"])
+        handing = hander.transaction()
+        await handing.start()
+        hand_over = asyncio.create_task(send(hander, "w", runs, 2))
+        try:
+            await wait_for(
+                lambda: pool.fetchval(
+                    "SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"
+                ),
+                message="the hand-over waiting for the completed job's row",
+            )
+            others = await claim(pool, "other", 2)
+            assert len(others) == 2
+            await blocking.rollback()
+            handed = await asyncio.wait_for(hand_over, 5.0)
+            assert len(handed) == 2
+            assert not {row["job_id"] for row in handed} & {row["job_id"] for row in others}
+            async with pool.acquire() as conn:
+                await conn.execute("SET lock_timeout = '2s'")
+                done = await conn.fetch(
+                    queries.JOB_COMPLETE_MANY,
+                    "other",
+                    [row["job_id"] for row in others],
+                    [row["attempt"] for row in others],
+                )
+            assert len(done) == 2
+        finally:
+            hand_over.cancel()
+            await handing.rollback()
+    assert len(await running(pool, "capped")) == 2
+
+
 async def test_a_busy_worker_claims_a_job_due_elsewhere_within_a_second(pool: asyncpg.Pool) -> None:
     """A worker whose slots go to a capped queue's backlog (each completion hands its slot
     over) still claims a job of another queue that becomes due unannounced: within

@@ -59,7 +59,12 @@ VERBS = {
     "UNLOCK",
     "UPSERT",
 }
-VALUES = {"JOBS_TABLE", "LIMITED_CLAIM_FUNCTION", "JOB_FINISHED_CHANNEL"}  # a table, DDL, a channel
+VALUES = {
+    "JOBS_TABLE",
+    "LIMITED_CLAIM_FUNCTION",
+    "PICK_DUE_FUNCTION",
+    "JOB_FINISHED_CHANNEL",
+}  # a table, DDL, a channel
 LEGEND = re.compile(r"# (\$1 [a-z_]+(?:, \$\d+ [a-z_]+)*)(?:  # noqa: E501)?")
 
 
