@@ -183,6 +183,19 @@ async def test_key_concurrency_admits_k_per_key_and_passes_over_saturated_keys(p
     assert [r["concurrency_key"] for r in await running(pool, "imports")].count("hot") == 3
 
 
+async def test_one_claim_reaches_past_a_keys_many_jobs_to_other_keys(pool: asyncpg.Pool) -> None:
+    """A claim of a key-limited queue reads its first LIMITED_CLAIM_FIRST_SCAN due rows; when
+    they hold fewer keys with room than it wants (here one key's many jobs), it reads further in
+    the same claim rather than coming back with one job."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("imports", key_concurrency=1)
+    await add_jobs(pool, "imports", 2 * queries.LIMITED_CLAIM_FIRST_SCAN, key="hot")
+    for i in range(9):
+        await add_jobs(pool, "imports", 1, key=f"k{i}")
+    claimed = await claim(pool, "w", 10)
+    assert sorted(r["job_id"].split("-")[1] for r in claimed) == ["hot", *(f"k{i}" for i in range(9))]
+
+
 async def test_rate_counts_every_start_within_the_period(pool: asyncpg.Pool) -> None:
     scheduler = await ready(pool)
     await scheduler.set_queue_limits("sms", rate="5/2s")

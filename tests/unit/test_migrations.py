@@ -25,11 +25,20 @@ def test_the_latest_migration_of_the_limited_claim_creates_what_the_code_builds(
         for path in MIGRATIONS.glob("*.sql")
         if "CREATE OR REPLACE FUNCTION pg_scheduler_claim_limited(" in path.read_text()
     )
-    assert defining[-1].name == "0015_hand_over_fresh_pick.sql"
+    assert defining[-1].name == "0016_key_claim_reads_less.sql"
     text = defining[-1].read_text()
     assert queries.LIMITED_CLAIM_FUNCTION in text
-    assert queries.PICK_DUE_FUNCTION in text
     assert f"pg_advisory_xact_lock({QUEUE_LOCK_CLASS}, hashtext(queue_name))" in text
+
+
+def test_the_latest_migration_of_the_hand_overs_pick_creates_what_the_code_builds() -> None:
+    defining = sorted(
+        path
+        for path in MIGRATIONS.glob("*.sql")
+        if "CREATE OR REPLACE FUNCTION pg_scheduler_pick_due(" in path.read_text()
+    )
+    assert defining[-1].name == "0015_hand_over_fresh_pick.sql"
+    assert queries.PICK_DUE_FUNCTION in defining[-1].read_text()
 
 
 def test_migration_8_makes_changes_of_a_queue_take_its_claims_lock() -> None:

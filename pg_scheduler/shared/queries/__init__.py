@@ -5,18 +5,18 @@ whichever module holds it.
 
 All values are bind parameters; the literals are a claim's LIMIT bound, an int the code derives
 from its free slots (``claim_bound``), and the fixed :data:`MISSED_AFTER_SECONDS`,
-:data:`LIMITED_CLAIM_SCAN`, :data:`LIMITED_CLAIM_BOUND` and :data:`LIMITED_CLAIM_KEY_TRIES`,
-never input.
-``LIMITED_CLAIM_FUNCTION`` and ``PICK_DUE_FUNCTION`` are the functions that migration 15 creates (a
-test checks the migration holds their text).
+:data:`LIMITED_CLAIM_SCAN`, :data:`LIMITED_CLAIM_FIRST_SCAN`, :data:`LIMITED_CLAIM_BOUND` and
+:data:`LIMITED_CLAIM_KEY_TRIES`, never input.
+``LIMITED_CLAIM_FUNCTION`` and ``PICK_DUE_FUNCTION`` are the functions that migrations 16 and 15
+create (a test checks the migrations hold their text).
 Times come from the database clock (``now()``), never from the application host, so clock skew
 between pods cannot shift a lease, a misfire or a window.
 Statements are named ``<ENTITY>_<VERB>[_<WHAT>]``: the entity in the singular (``MIGRATION``,
 ``JOB``, ``WORKER``, ``LEADER``, ``PERIODIC``, ``QUEUE``, ``VACUUM``, ``CLUSTER``; ``DB`` for the server and
 session settings), then what the statement does: ``JOB_GET_STATUS``, ``PERIODIC_STAMP_PASS``.
-``JOBS_TABLE``, ``JOB_COPY_COLUMNS``, ``LIMITED_CLAIM_SCAN``, ``LIMITED_CLAIM_BOUND``,
-``LIMITED_CLAIM_KEY_TRIES``, ``LIMITED_CLAIM_FUNCTION``, ``PICK_DUE_FUNCTION`` and
-``MISSED_AFTER_SECONDS`` are values, not statements.
+``JOBS_TABLE``, ``JOB_COPY_COLUMNS``, ``LIMITED_CLAIM_SCAN``, ``LIMITED_CLAIM_FIRST_SCAN``,
+``LIMITED_CLAIM_BOUND``, ``LIMITED_CLAIM_KEY_TRIES``, ``LIMITED_CLAIM_FUNCTION``,
+``PICK_DUE_FUNCTION`` and ``MISSED_AFTER_SECONDS`` are values, not statements.
 A statement of more than two parameters has a legend on the line directly above it, in one form:
 ``# $1 job_id, $2 worker_id, $3 attempt`` (tests/unit/test_queries.py checks names and legends).
 A statement whose text depends on the claim limit is built by ``<entity>_<verb>_sql(limit)``. The
@@ -79,6 +79,7 @@ from .claim import (
     JOB_TRY_LOCK_EXCLUSIVE,
     JOB_UNLOCK_EXCLUSIVE,
     LIMITED_CLAIM_BOUND,
+    LIMITED_CLAIM_FIRST_SCAN,
     LIMITED_CLAIM_FUNCTION,
     LIMITED_CLAIM_KEY_TRIES,
     LIMITED_CLAIM_SCAN,
@@ -232,6 +233,7 @@ __all__ = [
     "LIMITED_CLAIM_FUNCTION",
     "PICK_DUE_FUNCTION",
     "LIMITED_CLAIM_BOUND",
+    "LIMITED_CLAIM_FIRST_SCAN",
     "JOB_CLAIM_LIMITED",
     "job_claim_limited",
     "job_complete_and_hand_over",
