@@ -857,6 +857,25 @@ async def test_a_hand_over_locks_no_row_claimed_since_its_snapshot(
     assert len(await running(pool, "capped")) == 2
 
 
+@HAND_OVERS
+async def test_a_hand_over_locks_no_more_rows_than_it_may_claim(pool: asyncpg.Pool, send: HandOver) -> None:
+    """Four completions with room for one more job: the hand-over claims one, and leaves every
+    other pending row unlocked for other claimers while its transaction is open (its pick makes
+    all its rows before any is read, so it must ask for no more than it claims)."""
+    scheduler = await ready(pool)
+    await scheduler.set_queue_limits("capped", concurrency=10)
+    await add_jobs(pool, "capped", 12)
+    runs = await claim(pool, "w", 4)
+    assert len(runs) == 4
+    async with pool.acquire() as hander, hander.transaction():
+        assert len(await send(hander, "w", runs, 1)) == 1
+        free = await pool.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM scheduled_jobs WHERE queue = 'capped'"
+            " AND status = 'pending' FOR UPDATE SKIP LOCKED) AS free"
+        )
+        assert free == 12 - 4 - 1
+
+
 async def test_a_busy_worker_claims_a_job_due_elsewhere_within_a_second(pool: asyncpg.Pool) -> None:
     """A worker whose slots go to a capped queue's backlog (each completion hands its slot
     over) still claims a job of another queue that becomes due unannounced: within

@@ -17,7 +17,7 @@ async def test_migrate_creates_the_schema_once(dsn: str, pool: asyncpg.Pool) -> 
     assert f"applied migrations {every}; schema is at version {every[-1]}" in first.stdout
     second = run_cli("migrate", "--database-url", dsn)
     assert second.returncode == 0 and "up to date" in second.stdout
-    assert await pool.fetchval("SELECT max(version) FROM scheduler_migrations") == every[-1] == 16
+    assert await pool.fetchval("SELECT max(version) FROM scheduler_migrations") == every[-1] == 17
 
 
 def test_migrate_with_an_unreachable_database_says_so_in_one_line() -> None:

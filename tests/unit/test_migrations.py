@@ -25,7 +25,7 @@ def test_the_latest_migration_of_the_limited_claim_creates_what_the_code_builds(
         for path in MIGRATIONS.glob("*.sql")
         if "CREATE OR REPLACE FUNCTION pg_scheduler_claim_limited(" in path.read_text()
     )
-    assert defining[-1].name == "0016_key_claim_reads_less.sql"
+    assert defining[-1].name == "0017_hand_over_pick_within_limit.sql"
     text = defining[-1].read_text()
     assert queries.LIMITED_CLAIM_FUNCTION in text
     assert f"pg_advisory_xact_lock({QUEUE_LOCK_CLASS}, hashtext(queue_name))" in text
@@ -37,7 +37,7 @@ def test_the_latest_migration_of_the_hand_overs_pick_creates_what_the_code_build
         for path in MIGRATIONS.glob("*.sql")
         if "CREATE OR REPLACE FUNCTION pg_scheduler_pick_due(" in path.read_text()
     )
-    assert defining[-1].name == "0015_hand_over_fresh_pick.sql"
+    assert defining[-1].name == "0017_hand_over_pick_within_limit.sql"
     assert queries.PICK_DUE_FUNCTION in defining[-1].read_text()
 
 

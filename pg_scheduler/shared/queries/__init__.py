@@ -7,8 +7,8 @@ All values are bind parameters; the literals are a claim's LIMIT bound, an int t
 from its free slots (``claim_bound``), and the fixed :data:`MISSED_AFTER_SECONDS`,
 :data:`LIMITED_CLAIM_SCAN`, :data:`LIMITED_CLAIM_FIRST_SCAN`, :data:`LIMITED_CLAIM_BOUND` and
 :data:`LIMITED_CLAIM_KEY_TRIES`, never input.
-``LIMITED_CLAIM_FUNCTION`` and ``PICK_DUE_FUNCTION`` are the functions that migrations 16 and 15
-create (a test checks the migrations hold their text).
+``LIMITED_CLAIM_FUNCTION`` and ``PICK_DUE_FUNCTION`` are the functions that migration 17
+creates (a test checks the migration holds their text).
 Times come from the database clock (``now()``), never from the application host, so clock skew
 between pods cannot shift a lease, a misfire or a window.
 Statements are named ``<ENTITY>_<VERB>[_<WHAT>]``: the entity in the singular (``MIGRATION``,

@@ -35,8 +35,9 @@ LIMITED_CLAIM_SCAN only when these held fewer keys with room than it wants (read
 was a third of such a claim's cost while 64 held enough keys)."""
 
 LIMITED_CLAIM_KEY_TRIES = 3
-"""How many times a claim of a key-limited queue looks for keys with room, when keys it locked
-turn out to have been filled by another claimer meanwhile."""
+"""How many times a claim of a key-limited queue looks for keys with room, in all: again when
+keys it locked turn out to have been filled by another claimer meanwhile, or when its first
+LIMITED_CLAIM_FIRST_SCAN rows held too few keys with room."""
 
 MISSED_AFTER_SECONDS = 1.0
 """A periodic window picked up (or written) later than this after its start is a missed window
@@ -638,22 +639,23 @@ def _claim_counted_keyless(
     )
 
 
-# The function's own parameters, by position in its body:
-# $1 queue_name, $2 names, $3 n
 PICK_DUE_FUNCTION = f"""CREATE OR REPLACE FUNCTION pg_scheduler_pick_due(
     queue_name TEXT, names TEXT[], n BIGINT)
 RETURNS SETOF tid
-LANGUAGE sql VOLATILE AS $fn$
+LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    RETURN QUERY
     SELECT b.tid FROM (
         SELECT j.ctid AS tid FROM scheduled_jobs AS j
-         WHERE {_due_in("$1", "$2")}
+         WHERE {_due_in("queue_name", "names")}
          ORDER BY j.priority, j.execution_time
          LIMIT {LIMITED_CLAIM_BOUND:d}
            FOR UPDATE SKIP LOCKED) AS b
-     LIMIT $3
+     LIMIT n;
+END
 $fn$;
 """
-"""The hand-over's pick (_complete_and_hand_over), as migration 15 creates it: up to ``n`` (at
+"""The hand-over's pick (_complete_and_hand_over), as migration 17 creates it: up to ``n`` (at
 most LIMITED_CLAIM_BOUND) due jobs of ``names`` in ``queue_name``, locked, in priority order.
 
 A function because it is VOLATILE: in READ COMMITTED, its query takes a snapshot of its own when
@@ -661,11 +663,19 @@ it runs, after the hand-over's completions, not the calling statement's. Picked 
 statement's snapshot (taken before the completions), a row that another claimer claimed and
 committed since still looked pending: locking it locked the claimer's new version, which was
 then passed over but stayed locked until this commit, and that claimer's completion of the job
-waited for it (measured: 9-16 % of two drainers' time on ``Lock transactionid``). A row picked
-here whose version the calling statement cannot see (written since its snapshot) is not
-claimed; the hand-over takes fewer jobs, never more. The literal inner LIMIT, as the plain
-claim's, keeps its generic plan as cheap as a custom one (positional parameters: the named ones
-would read as columns of the sub-selects)."""
+waited for it (measured: 9-16 % of two drainers' time on ``Lock transactionid``).
+
+A row picked here whose version the calling statement cannot see (inserted or rewritten since
+its snapshot: rare, as the pick follows that snapshot by the completions' time) is not claimed,
+yet counts against ``n`` and stays locked to the commit: the hand-over takes fewer jobs, never
+more, and the claim of limited queues that a short hand-over is followed by takes the rest
+(inside pg_scheduler_claim_limited, the same transaction's counted claim can take those very
+rows). The caller reads every row this returns (a function's rows are made before they are
+read), so it asks for no more than it claims.
+
+PL/pgSQL, whose statements keep their plans on every supported PostgreSQL (an SQL function's
+do only from PostgreSQL 18); the literal inner LIMIT, as the plain claim's, makes the generic
+plan as cheap as a custom one."""
 
 
 def _complete_and_hand_over(
@@ -724,7 +734,8 @@ def _complete_and_hand_over(
     keeps it rather than planning the statement afresh at every call (pg_scheduler_claim_limited
     forces generic plans instead)."""
     handed_rows = f"""SELECT t.tid FROM handed
-     CROSS JOIN LATERAL pg_scheduler_pick_due(handed.queue, {names}::text[], handed.n) AS t(tid)"""
+     CROSS JOIN LATERAL pg_scheduler_pick_due(handed.queue, {names}::text[], greatest(handed.n, 0))
+                     AS t(tid)"""
 
     def bounded(rows: str) -> str:
         return rows if bound is None else f"SELECT b.tid FROM ({rows}\n     LIMIT {bound:d}) AS b"
@@ -749,7 +760,12 @@ done AS ({_COMPLETE_MINE.rstrip()}, j.queue, j.started_at, mine.live
                 THEN pg_scheduler_queue_version(c.name) = c.version
                 ELSE false END
 ), handed AS (
-    SELECT h.name AS queue, count(*) AS n
+    -- Each queue's share, cut so that the shares add up to no more than the claim's limit:
+    -- pg_scheduler_pick_due locks every row it returns.
+    SELECT h.name AS queue,
+           least(count(*), {limit} - coalesce(sum(count(*)) OVER (ORDER BY h.name ROWS BETWEEN
+                                                                  UNBOUNDED PRECEDING AND 1 PRECEDING),
+                                              0))::bigint AS n
       FROM done JOIN handing AS h ON h.name = done.queue
      WHERE done.live
      GROUP BY h.name, h.concurrency, h.concurrency_since
@@ -1013,7 +1029,7 @@ BEGIN
 END
 $fn$;
 """
-"""The function that claims from limited queues, as migration 16 creates it (a test checks that
+"""The function that claims from limited queues, as migration 17 creates it (a test checks that
 the latest migration that creates it holds exactly this text): built from the claim's own
 fragments, and run as static SQL so that PostgreSQL keeps its plans.
 
