@@ -30,15 +30,21 @@ DRIVERS = Path(__file__).resolve().parent / "drivers"
 SYSTEMS = {"ours": "ours_driver", "pgqueuer": "pgqueuer_driver", "procrastinate": "procrastinate_driver"}
 
 
-def _driver(system: str) -> ModuleType:
-    """The harness's driver module of ``system`` (drivers import each other by bare name)."""
+def _from_drivers(name: str) -> ModuleType:
+    """A module of the harness's drivers folder (drivers import each other by bare name)."""
     if str(DRIVERS) not in sys.path:
         sys.path.insert(0, str(DRIVERS))
-    return __import__(SYSTEMS[system])
+    return __import__(name)
+
+
+def _driver(system: str) -> ModuleType:
+    """The driver module of ``system``."""
+    return _from_drivers(SYSTEMS[system])
 
 
 async def _trial(driver: ModuleType, dsn: str, producers: int, seconds: float) -> dict[str, float]:
     await driver.setup(dsn)
+    cli = _from_drivers("driver_cli")  # producers_of, close_producers
     made: list[Any] = []
     times: list[float] = []
 
@@ -51,19 +57,13 @@ async def _trial(driver: ModuleType, dsn: str, producers: int, seconds: float) -
             key += 1
 
     try:
-        # As the steady scenario's (driver_cli.producers_of): one application's tasks.
-        if hasattr(driver, "producers"):
-            made = await driver.producers(dsn, producers)
-        else:
-            for _ in range(producers):
-                made.append(await driver.producer(dsn))
+        made = await cli.producers_of(driver.DRIVER, dsn, producers)  # the steady scenario's
         until = time.monotonic() + seconds
         cpu, wall = time.process_time(), time.monotonic()
         await asyncio.gather(*(calls(p) for p in made))
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     finally:
-        for p in {id(p): p for p in made}.values():
-            await p.close()
+        await cli.close_producers(made)
     if not times:
         raise SystemExit(f"no call completed in {seconds} s")
     times.sort()

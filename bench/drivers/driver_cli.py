@@ -67,6 +67,12 @@ async def producers_of(driver: Driver, dsn: str, n: int) -> list[Producer]:
     return [await driver.producer(dsn) for _ in range(n)]
 
 
+async def close_producers(made: Sequence[Producer]) -> None:
+    """Close what producers_of made, each producer once (tasks may share one)."""
+    for producer in {id(p): p for p in made}.values():
+        await producer.close()
+
+
 def main(driver: Driver) -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,8 +173,7 @@ async def _steady(
         await asyncio.gather(*(run(j, p) for j, p in enumerate(made)))
         seconds = time.monotonic() - begin
     finally:
-        for producer in {id(p): p for p in made}.values():
-            await producer.close()
+        await close_producers(made)
     return {
         "count": count,
         "seconds": seconds,

@@ -99,5 +99,7 @@ async def worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> 
             await asyncio.wait_for(run, 10)
 
 
+DRIVER = Driver(setup=setup, producer=producer, worker=worker, producers=producers)
+
 if __name__ == "__main__":
-    main(Driver(setup=setup, producer=producer, worker=worker, producers=producers))
+    main(DRIVER)

@@ -151,5 +151,7 @@ async def producer(dsn: str) -> RawProducer:
     return RawProducer(conn, counter)
 
 
+DRIVER = Driver(setup=setup, producer=producer, worker=run_worker)
+
 if __name__ == "__main__":
-    main(Driver(setup=setup, producer=producer, worker=run_worker))
+    main(DRIVER)

@@ -95,5 +95,7 @@ async def worker(dsn: str, concurrency: int, stop: asyncio.Event, mode: str) -> 
         await pool.close()
 
 
+DRIVER = Driver(setup=setup, producer=producer, worker=worker)
+
 if __name__ == "__main__":
-    main(Driver(setup=setup, producer=producer, worker=worker))
+    main(DRIVER)
